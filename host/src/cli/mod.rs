@@ -1,0 +1,152 @@
+//! The command line: `sluice run`, `sluice validate`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::PipelineConfig;
+use crate::metrics::Registry;
+use crate::plugin::Runtime;
+use crate::topology;
+
+/// sluice: a log pipeline whose transforms are sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level of sluice's own logs (error, warn, info, debug, trace), or a
+    /// tracing filter such as `sluice=debug`. `RUST_LOG` overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Format of sluice's own logs (always on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline until its finite sources are done, or until Ctrl-C /
+    /// SIGTERM (which drain in-flight events to the sinks first).
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Do not print the end-of-run summary on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a pipeline file: syntax, keys, inputs, cycles, and that every
+    /// plugin loads and accepts its config. Prints each error with
+    /// file:line:column and the key.
+    Validate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+}
+
+/// Set up `tracing` on stderr.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Run the command line.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Validate { pipeline } => {
+            let config = PipelineConfig::load(&pipeline)?;
+            let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
+            let plan = topology::plan(config, runtime).await?;
+            let c = plan.config();
+            println!(
+                "{}: ok ({} sources, {} transforms, {} sinks)",
+                pipeline.display(),
+                c.sources.len(),
+                c.transforms.len(),
+                c.sinks.len()
+            );
+            Ok(())
+        }
+        Command::Run { pipeline, quiet } => run(&pipeline, quiet).await,
+    }
+}
+
+async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
+    let config = PipelineConfig::load(pipeline)?;
+    let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
+    let plan = topology::plan(config, runtime).await?;
+    let metrics = Registry::default();
+    let started = Instant::now();
+    let running = plan
+        .start(metrics.clone())
+        .context("starting the pipeline")?;
+    tracing::info!(pipeline = %pipeline.display(), "pipeline running");
+
+    let stop = running.stop_handle();
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: draining in-flight events (press Ctrl-C again to abort)");
+        stop.trigger();
+        wait_for_signal().await;
+        tracing::warn!("aborting without draining");
+        std::process::exit(130);
+    });
+    let result = running.wait().await;
+    signals.abort();
+
+    if !quiet {
+        let elapsed = started.elapsed();
+        let read: u64 = metrics
+            .snapshot()
+            .iter()
+            .filter(|s| s.kind == crate::metrics::Kind::Source)
+            .map(|s| s.events_in)
+            .sum();
+        eprintln!("\n{}", metrics.summary());
+        eprintln!(
+            "{read} events in {:.2}s ({:.0} events/s)",
+            elapsed.as_secs_f64(),
+            read as f64 / elapsed.as_secs_f64().max(1e-9)
+        );
+    }
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

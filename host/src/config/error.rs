@@ -1,0 +1,158 @@
+//! Configuration errors that point at the file, line, column and key.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A pipeline file is invalid. Displays as
+/// `pipeline.toml:12:9: transforms.keep.inputs: unknown input "gne"`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}:{column}: {key}: {message}", file.display())]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line of the offending key or value.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted path of the key: `sources.gen.count`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Turns byte spans of a pipeline file into [`ConfigError`]s.
+#[derive(Debug, Clone)]
+pub struct Locator {
+    file: PathBuf,
+    text: String,
+}
+
+impl Locator {
+    pub fn new(file: &Path, text: &str) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            text: text.to_string(),
+        }
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    /// An error at `span` about `key`.
+    pub fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = span.map_or((1, 1), |s| self.position(s.start));
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Convert an error of the TOML deserializer. `prefix` is the dotted path
+    /// of the table being read (`sources.gen`); the key inside it is taken
+    /// from the message (`unknown field `x``) or from the line at the span
+    /// (`count = "ten"`), because serde's messages do not always name it.
+    pub fn from_toml(&self, err: &toml::de::Error, prefix: &str) -> ConfigError {
+        let message = err.message().trim().to_string();
+        let span = err.span();
+        let key = self.key_at(span.clone(), &message);
+        let key = match (prefix.is_empty(), key) {
+            (true, Some(k)) => k,
+            (true, None) => "(document)".to_string(),
+            (false, Some(k)) => format!("{prefix}.{k}"),
+            (false, None) => prefix.to_string(),
+        };
+        // An unknown field's span covers its whole table: point at the key.
+        let span = match backticked(&message, "unknown field `") {
+            Some(field) => self.find_key_line(span.clone(), field).or(span),
+            None => span,
+        };
+        self.error(span, key, message)
+    }
+
+    fn key_at(&self, span: Option<Range<usize>>, message: &str) -> Option<String> {
+        if let Some(field) = backticked(message, "unknown field `")
+            .or_else(|| backticked(message, "missing field `"))
+        {
+            return Some(field.to_string());
+        }
+        let span = span?;
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let before = &self.text[line_start..start];
+        if before.trim_start().starts_with('[') {
+            return None;
+        }
+        // `key = value` on one line, or `{ key = value }` inline.
+        let eq = before.rfind('=')?;
+        let key_part = before[..eq].trim_end();
+        let key = key_part
+            .rsplit(|c: char| c == '{' || c == ',' || c.is_whitespace())
+            .next()?
+            .trim_matches('"');
+        (!key.is_empty()).then(|| key.to_string())
+    }
+
+    fn find_key_line(&self, span: Option<Range<usize>>, field: &str) -> Option<Range<usize>> {
+        let start = span.map_or(0, |s| s.start);
+        let mut offset = start;
+        for line in self.text[start..].split_inclusive('\n') {
+            let t = line.trim_start();
+            if offset > start && t.starts_with('[') {
+                break;
+            }
+            if t.starts_with(field) && t[field.len()..].trim_start().starts_with('=') {
+                let indent = line.len() - t.len();
+                return Some(offset + indent..offset + indent + field.len());
+            }
+            // Inline tables: `batch = { max_evnts = 3 }`.
+            if let Some(i) = line
+                .find(&format!("{field} ="))
+                .or_else(|| line.find(&format!("{field}=")))
+            {
+                let before = line[..i].chars().last();
+                if matches!(before, Some(' ' | '{' | ',')) {
+                    return Some(offset + i..offset + i + field.len());
+                }
+            }
+            offset += line.len();
+        }
+        None
+    }
+}
+
+fn backticked<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = &message[message.find(prefix)? + prefix.len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based() {
+        let l = Locator::new(Path::new("p.toml"), "a = 1\nbb = 2\n");
+        assert_eq!(l.position(0), (1, 1));
+        assert_eq!(l.position(6), (2, 1));
+        assert_eq!(l.position(9), (2, 4));
+    }
+}

@@ -1,0 +1,197 @@
+//! Events and batches as they move between stages.
+//!
+//! An event is one JSON object in UTF-8. A batch is packed exactly as it
+//! crosses the plugin boundary: every event's bytes back to back in one
+//! buffer, plus the end offset of each. Moving a batch moves two vectors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserializer;
+
+/// A packed batch of events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The bytes of every event, back to back.
+    pub data: Vec<u8>,
+    /// `ends[i]` is one past the last byte of event `i`.
+    pub ends: Vec<u32>,
+}
+
+/// Batches travel between stages behind an `Arc`: a component with several
+/// consumers hands each the same batch.
+pub type SharedBatch = Arc<Batch>;
+
+impl Batch {
+    /// An empty batch with room for `events` events of about `bytes` bytes.
+    pub fn with_capacity(events: usize, bytes: usize) -> Self {
+        Self {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Total bytes of all events.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Append one event.
+    pub fn push(&mut self, event: &[u8]) {
+        self.data.extend_from_slice(event);
+        self.seal();
+    }
+
+    /// Mark the bytes appended to `data` since the last event as one event.
+    pub fn seal(&mut self) {
+        self.ends.push(self.data.len() as u32);
+    }
+
+    /// The bytes of event `i`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.data[start..self.ends[i] as usize]
+    }
+
+    /// Iterate over the events' bytes.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&end| {
+            let s = &self.data[start..end as usize];
+            start = end as usize;
+            s
+        })
+    }
+
+    /// A new batch of the events in `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
+        let mut out = Batch::with_capacity(range.len(), 0);
+        for i in range {
+            out.push(self.get(i));
+        }
+        out
+    }
+
+    /// Build a batch from events.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> Batch {
+        let mut b = Batch::default();
+        for e in events {
+            b.push(e);
+        }
+        b
+    }
+}
+
+/// The result of checking that bytes are one JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Whether the object has a top-level `timestamp` key.
+    pub has_timestamp: bool,
+}
+
+/// Check that `bytes` are exactly one JSON object, without building it.
+pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = ObjectInfo;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectInfo, A::Error> {
+            let mut has_timestamp = false;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                has_timestamp |= key == "timestamp";
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(ObjectInfo { has_timestamp })
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let info = de.deserialize_map(V).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(info)
+}
+
+/// A cached RFC 3339 "now", refreshed at most every millisecond: formatting
+/// a timestamp per event would cost more than the rest of ingestion.
+#[derive(Debug)]
+pub struct Clock {
+    text: String,
+    at: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            text: now_rfc3339(),
+            at: Instant::now(),
+        }
+    }
+}
+
+impl Clock {
+    /// The current time as RFC 3339 with milliseconds, UTC.
+    pub fn now(&mut self) -> &str {
+        if self.at.elapsed() >= Duration::from_millis(1) {
+            self.text = now_rfc3339();
+            self.at = Instant::now();
+        }
+        &self.text
+    }
+}
+
+/// Now, as RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Append a JSON string literal for `s` to `out`.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_and_iterates() {
+        let b = Batch::from_events([&b"{\"a\":1}"[..], b"{}", b"{\"b\":2}"]);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.get(1), b"{}");
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            [&b"{\"a\":1}"[..], b"{}", b"{\"b\":2}"]
+        );
+        assert_eq!(b.slice(1..3).iter().count(), 2);
+    }
+
+    #[test]
+    fn checks_objects() {
+        assert_eq!(
+            check_object(br#"{"timestamp":"x","a":[1,{"b":2}]}"#),
+            Ok(ObjectInfo {
+                has_timestamp: true
+            })
+        );
+        assert_eq!(
+            check_object(br#"{"a":{"timestamp":1}}"#),
+            Ok(ObjectInfo {
+                has_timestamp: false
+            })
+        );
+        assert!(check_object(b"[1,2]").is_err());
+        assert!(check_object(br#"{"a":1} trailing"#).is_err());
+        assert!(check_object(b"{\"a\":\"\xff\"}").is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! sluice: a log pipeline whose transforms are sandboxed WebAssembly
+//! components.
+//!
+//! A pipeline file names sources, a chain of wasm plugins and sinks; the
+//! host moves packed batches of JSON events between them over bounded
+//! channels, calling each plugin once per batch.
+//!
+//! # Layout
+//! - [`config`]: the pipeline file, parsed with spans so every error names
+//!   the file, line, column and key.
+//! - [`topology`]: the graph: plan (load plugins, check inputs and cycles),
+//!   start, drain and shut down.
+//! - [`source`]: `stdin`, `file`, `generate`; lines to events; batching.
+//! - [`plugin`]: the WIT bindings, the wasmtime runtime and its sandbox,
+//!   the bundled plugins.
+//! - [`sink`]: `stdout`, `file`.
+//! - [`delivery`]: dead letters.
+//! - [`event`]: packed batches and event helpers.
+//! - [`metrics`]: per-component counters and the run summary.
+//! - [`cli`]: the `sluice` command line.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod event;
+pub mod metrics;
+pub mod plugin;
+pub mod sink;
+pub mod source;
+pub mod topology;

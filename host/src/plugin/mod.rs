@@ -1,0 +1,12 @@
+//! Plugins: wasm components that transform batches.
+//!
+//! - `bindings`: the generated host side of the WIT contract.
+//! - `runtime`: the engine, the on-disk compilation cache, sandboxed
+//!   instances and the failure model (trap, timeout, memory).
+//! - `bundled`: the plugins shipped inside the `sluice` binary.
+
+pub mod bindings;
+pub mod bundled;
+pub mod runtime;
+
+pub use runtime::{CallError, LoadedPlugin, PluginError, PluginLimits, Runtime};

@@ -1,0 +1,69 @@
+//! Sinks: where events end up.
+
+pub mod file;
+pub mod stdout;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use toml::de::ValueDeserializer;
+use toml::Spanned;
+
+use crate::config::{variant, Tagged};
+use crate::event::{Batch, SharedBatch};
+use crate::metrics::ComponentMetrics;
+
+/// `[sinks.NAME]`: the closed set of sink kinds, chosen by `type`.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Stdout(stdout::StdoutConfig),
+    File(file::FileSinkConfig),
+}
+
+impl Tagged for SinkConfig {
+    const KINDS: &'static [&'static str] = &["stdout", "file"];
+
+    fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
+        Ok(match kind {
+            "stdout" => SinkConfig::Stdout(variant(table)?),
+            "file" => SinkConfig::File(variant(table)?),
+            other => unreachable!("kind {other} is not in KINDS"),
+        })
+    }
+}
+
+impl SinkConfig {
+    /// The components this sink reads.
+    pub fn inputs(&self) -> &[Spanned<String>] {
+        match self {
+            SinkConfig::Stdout(c) => &c.inputs,
+            SinkConfig::File(c) => &c.inputs,
+        }
+    }
+}
+
+/// What every running sink is given.
+pub struct SinkContext {
+    pub name: Arc<str>,
+    pub input: mpsc::Receiver<SharedBatch>,
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// Encode a batch as JSON lines into `out`.
+pub fn json_lines(batch: &Batch, out: &mut Vec<u8>) {
+    out.reserve(batch.bytes() + batch.len());
+    for event in batch.iter() {
+        out.extend_from_slice(event);
+        out.push(b'\n');
+    }
+}
+
+impl SinkContext {
+    /// Count a batch as received and written.
+    pub fn account(&self, batch: &Batch) {
+        ComponentMetrics::add(&self.metrics.events_in, batch.len());
+        ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
+        ComponentMetrics::add(&self.metrics.events_out, batch.len());
+        ComponentMetrics::add(&self.metrics.bytes_out, batch.bytes());
+    }
+}

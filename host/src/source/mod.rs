@@ -1,0 +1,357 @@
+//! Sources: where events come from.
+//!
+//! A source is a config struct, a `run` over a [`SourceContext`], and the
+//! shared machinery here: turning lines into events ([`LineDecoder`]) and
+//! gathering events into batches ([`Batcher`]).
+
+pub mod file;
+pub mod generate;
+pub mod stdin;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+use toml::de::ValueDeserializer;
+
+use crate::config::{variant, BatchConfig, BatchOverride, Tagged};
+use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
+use crate::event::{check_object, push_json_str, Batch, Clock};
+use crate::metrics::ComponentMetrics;
+use crate::topology::output::{Closed, Output, Shutdown};
+
+/// `[sources.NAME]`: the closed set of source kinds, chosen by `type`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Stdin(stdin::StdinConfig),
+    File(file::FileConfig),
+    Generate(generate::GenerateConfig),
+}
+
+impl Tagged for SourceConfig {
+    const KINDS: &'static [&'static str] = &["stdin", "file", "generate"];
+
+    fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
+        Ok(match kind {
+            "stdin" => SourceConfig::Stdin(variant(table)?),
+            "file" => SourceConfig::File(variant(table)?),
+            "generate" => SourceConfig::Generate(variant(table)?),
+            other => unreachable!("kind {other} is not in KINDS"),
+        })
+    }
+}
+
+impl SourceConfig {
+    /// The source's batching override, if any.
+    pub fn batch(&self) -> Option<BatchOverride> {
+        match self {
+            SourceConfig::Stdin(c) => c.batch,
+            SourceConfig::File(c) => c.batch,
+            SourceConfig::Generate(c) => c.batch,
+        }
+    }
+}
+
+/// How a line-oriented source reads its lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON objects as they are; any other line as `{"message": line}`.
+    #[default]
+    Auto,
+    /// Every line must be a JSON object; others go to the dead letters.
+    Json,
+    /// Every line is text: `{"message": line}`.
+    Text,
+}
+
+/// What every running source is given.
+pub struct SourceContext {
+    pub name: Arc<str>,
+    pub batch: BatchConfig,
+    pub output: Output,
+    pub dead: DeadLetters,
+    pub metrics: Arc<ComponentMetrics>,
+    pub shutdown: Shutdown,
+}
+
+/// Turns lines of input into events.
+#[derive(Debug)]
+pub struct LineDecoder {
+    format: Format,
+    /// Metadata appended to text events: `"source":"NAME"` and, for files,
+    /// `"file":"PATH"`, pre-encoded once.
+    meta: Vec<u8>,
+    clock: Clock,
+}
+
+impl LineDecoder {
+    pub fn new(format: Format, source: &str, file: Option<&str>) -> Self {
+        let mut meta = Vec::new();
+        meta.extend_from_slice(b",\"source\":");
+        push_json_str(&mut meta, source);
+        if let Some(f) = file {
+            meta.extend_from_slice(b",\"file\":");
+            push_json_str(&mut meta, f);
+        }
+        Self {
+            format,
+            meta,
+            clock: Clock::default(),
+        }
+    }
+
+    /// Append the event for `line` (without its newline) to `batch`, or say
+    /// why it cannot be one. Empty lines are skipped (`Ok(false)`).
+    pub fn decode(&mut self, line: &[u8], batch: &mut Batch) -> Result<bool, String> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(false);
+        }
+        let looks_json = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if self.format != Format::Text && looks_json {
+            match check_object(line) {
+                Ok(info) if info.has_timestamp => {
+                    batch.push(line);
+                    return Ok(true);
+                }
+                Ok(_) => {
+                    let line = line.trim_ascii();
+                    let body = line[1..].trim_ascii_start();
+                    batch.data.extend_from_slice(b"{\"timestamp\":\"");
+                    batch.data.extend_from_slice(self.clock.now().as_bytes());
+                    batch.data.push(b'"');
+                    if body != b"}" {
+                        batch.data.push(b',');
+                    }
+                    batch.data.extend_from_slice(body);
+                    batch.seal();
+                    return Ok(true);
+                }
+                Err(e) if self.format == Format::Json => {
+                    return Err(format!("malformed JSON: {e}"))
+                }
+                Err(_) => {}
+            }
+        } else if self.format == Format::Json {
+            return Err("not a JSON object".to_string());
+        }
+        let text = String::from_utf8_lossy(line);
+        batch.data.extend_from_slice(b"{\"timestamp\":\"");
+        batch.data.extend_from_slice(self.clock.now().as_bytes());
+        batch.data.extend_from_slice(b"\",\"message\":");
+        push_json_str(&mut batch.data, &text);
+        batch.data.extend_from_slice(&self.meta);
+        batch.data.push(b'}');
+        batch.seal();
+        Ok(true)
+    }
+}
+
+/// Gathers events into batches of `max_events`, sent at the latest
+/// `max_wait` after their first event.
+pub struct Batcher {
+    cfg: BatchConfig,
+    pub batch: Batch,
+    first_at: Option<Instant>,
+    /// Lines that failed to decode, with the reason, awaiting dead-lettering.
+    rejected: Vec<(Vec<u8>, String)>,
+}
+
+impl Batcher {
+    pub fn new(cfg: BatchConfig) -> Self {
+        Self {
+            cfg,
+            batch: Batch::with_capacity(cfg.max_events, cfg.max_events * 256),
+            first_at: None,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Decode one line into the current batch.
+    pub fn line(&mut self, decoder: &mut LineDecoder, line: &[u8]) {
+        match decoder.decode(line, &mut self.batch) {
+            Ok(true) => {
+                if self.first_at.is_none() {
+                    self.first_at = Some(Instant::now());
+                }
+            }
+            Ok(false) => {}
+            Err(reason) => self.rejected.push((line.to_vec(), reason)),
+        }
+    }
+
+    /// Note that an event was appended to `batch` directly.
+    pub fn pushed(&mut self) {
+        if self.first_at.is_none() {
+            self.first_at = Some(Instant::now());
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.batch.len() >= self.cfg.max_events
+    }
+
+    /// When the partial batch must go, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.first_at.map(|t| t + self.cfg.max_wait)
+    }
+
+    pub fn is_due(&self) -> bool {
+        self.is_full() || self.deadline().is_some_and(|d| d <= Instant::now())
+    }
+
+    /// Send the current batch (and any rejected lines to the dead letters).
+    pub async fn flush(&mut self, ctx: &SourceContext) -> Result<(), Closed> {
+        if !self.rejected.is_empty() {
+            let rejected = std::mem::take(&mut self.rejected);
+            let letters: Vec<DeadLetter<'_>> = rejected
+                .iter()
+                .map(|(line, reason)| DeadLetter {
+                    event: line,
+                    kind: ErrorKind::Decode,
+                    message: reason.clone(),
+                })
+                .collect();
+            ctx.dead.send(&ctx.metrics, &letters).await;
+        }
+        self.first_at = None;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let next = Batch::with_capacity(self.cfg.max_events, self.batch.data.capacity());
+        let batch = std::mem::replace(&mut self.batch, next);
+        ComponentMetrics::add(&ctx.metrics.events_in, batch.len());
+        ComponentMetrics::add(&ctx.metrics.bytes_in, batch.bytes());
+        ctx.output.send(0, batch).await
+    }
+}
+
+/// Read lines from `reader` until EOF (or, with `follow`, until shutdown),
+/// batching their events. Returns the number of bytes read.
+pub async fn read_lines<R: AsyncRead + Unpin>(
+    ctx: &mut SourceContext,
+    reader: &mut R,
+    decoder: &mut LineDecoder,
+    follow: Option<Duration>,
+) -> Result<u64, Closed> {
+    let mut batcher = Batcher::new(ctx.batch);
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut total = 0u64;
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let deadline = batcher.deadline();
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                batcher.flush(ctx).await?;
+                continue;
+            }
+            r = reader.read_buf(&mut buf) => r,
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(source = %ctx.name, error = %e, "read failed; stopping source");
+                break;
+            }
+        };
+        if n == 0 {
+            match follow {
+                Some(poll) => {
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                    if batcher.is_due() {
+                        batcher.flush(ctx).await?;
+                    }
+                    continue;
+                }
+                None => break,
+            }
+        }
+        total += n as u64;
+        // Every complete line of the buffer; the partial last one stays.
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+            batcher.line(decoder, &buf[start..start + i]);
+            start += i + 1;
+            if batcher.is_full() {
+                batcher.flush(ctx).await?;
+            }
+        }
+        buf.drain(..start);
+        if batcher.is_due() {
+            batcher.flush(ctx).await?;
+        }
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(256 * 1024);
+        }
+    }
+    // A last line without a newline at EOF is still a line.
+    // (A followed file's partial line may still be being written: leave it.)
+    if follow.is_none() && !buf.is_empty() {
+        batcher.line(decoder, &buf);
+    }
+    batcher.flush(ctx).await?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(format: Format, line: &str) -> Result<String, String> {
+        let mut d = LineDecoder::new(format, "src", Some("app.log"));
+        let mut b = Batch::default();
+        d.decode(line.as_bytes(), &mut b)?;
+        Ok(String::from_utf8(b.get(0).to_vec()).unwrap())
+    }
+
+    #[test]
+    fn json_with_timestamp_is_kept_verbatim() {
+        let line = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"info"}"#;
+        assert_eq!(decode(Format::Auto, line).unwrap(), line);
+    }
+
+    #[test]
+    fn json_without_timestamp_gets_one() {
+        let out = decode(Format::Auto, r#"{"level":"info"}"#).unwrap();
+        assert!(
+            out.starts_with(r#"{"timestamp":""#) && out.ends_with(r#"","level":"info"}"#),
+            "{out}"
+        );
+        check_object(out.as_bytes()).unwrap();
+        let out = decode(Format::Auto, "{}").unwrap();
+        check_object(out.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn text_lines_become_messages() {
+        let out = decode(Format::Auto, "disk \"full\"\r").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["message"], "disk \"full\"");
+        assert_eq!(v["source"], "src");
+        assert_eq!(v["file"], "app.log");
+        let out = decode(Format::Text, r#"{"a":1}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["message"], r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn json_format_rejects_bad_lines() {
+        assert!(decode(Format::Json, "{broken")
+            .unwrap_err()
+            .contains("malformed JSON"));
+        assert!(decode(Format::Json, "plain")
+            .unwrap_err()
+            .contains("not a JSON object"));
+        assert!(decode(Format::Auto, "{broken")
+            .unwrap()
+            .contains(r#""message":"{broken""#));
+    }
+}

@@ -1,0 +1,151 @@
+//! A transform stage: a plugin over the batches of its input channel, on a
+//! blocking thread (wasm calls are synchronous and CPU-bound).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::OnError;
+use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
+use crate::event::{check_object, Batch, SharedBatch};
+use crate::metrics::ComponentMetrics;
+use crate::plugin::bindings::Verdicts;
+use crate::plugin::{CallError, LoadedPlugin};
+use crate::topology::output::Output;
+
+/// A running transform's parts.
+pub struct TransformStage {
+    pub name: Arc<str>,
+    pub plugin: LoadedPlugin,
+    pub input: mpsc::Receiver<SharedBatch>,
+    pub output: Output,
+    pub dead: DeadLetters,
+    pub metrics: Arc<ComponentMetrics>,
+    pub on_error: OnError,
+}
+
+/// What one batch became.
+struct Outcome {
+    /// One batch per output port.
+    ports: Vec<Batch>,
+    dropped: usize,
+    /// Events that failed on their own, with the error.
+    failed: Vec<(Vec<u8>, CallError)>,
+}
+
+impl TransformStage {
+    /// Run until the input closes. Blocking: call from `spawn_blocking`.
+    pub fn run(mut self) {
+        let ports = self.output.ports().max(1);
+        while let Some(batch) = self.input.blocking_recv() {
+            ComponentMetrics::add(&self.metrics.events_in, batch.len());
+            ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
+            let mut outcome = Outcome {
+                ports: (0..ports).map(|_| Batch::default()).collect(),
+                dropped: 0,
+                failed: Vec::new(),
+            };
+            self.isolate(&batch, &mut outcome);
+            self.settle(&mut outcome);
+            ComponentMetrics::add(&self.metrics.dropped, outcome.dropped);
+            for (port, out) in outcome.ports.into_iter().enumerate() {
+                if self.output.blocking_send(port, out).is_err() {
+                    tracing::debug!(transform = %self.name, "downstream closed; stopping");
+                    return;
+                }
+            }
+        }
+        tracing::debug!(transform = %self.name, "input closed; transform done");
+    }
+
+    /// Process a batch; when the plugin fails on it, split it in halves
+    /// until each failure is pinned to one event (a bad event costs itself,
+    /// not its batch).
+    fn isolate(&mut self, batch: &Batch, outcome: &mut Outcome) {
+        if batch.is_empty() {
+            return;
+        }
+        let restarting = self.plugin.needs_restart();
+        let result = self.plugin.process(&batch.data, &batch.ends);
+        if restarting {
+            ComponentMetrics::add(&self.metrics.restarts, 1);
+        }
+        match result {
+            Ok(v) => apply(&v, batch, outcome),
+            Err(e) if batch.len() == 1 => outcome.failed.push((batch.get(0).to_vec(), e)),
+            Err(e) => {
+                tracing::debug!(transform = %self.name, events = batch.len(), error = %e, "batch failed; isolating");
+                let mid = batch.len() / 2;
+                self.isolate(&batch.slice(0..mid), outcome);
+                self.isolate(&batch.slice(mid..batch.len()), outcome);
+            }
+        }
+    }
+
+    /// Send the failed events where `on_error` says.
+    fn settle(&self, outcome: &mut Outcome) {
+        if outcome.failed.is_empty() {
+            return;
+        }
+        match self.on_error {
+            OnError::DeadLetter => {
+                let letters: Vec<DeadLetter<'_>> = outcome
+                    .failed
+                    .iter()
+                    .map(|(event, e)| DeadLetter {
+                        event,
+                        kind: e.kind,
+                        message: e.message.clone(),
+                    })
+                    .collect();
+                self.dead.blocking_send(&self.metrics, &letters);
+            }
+            OnError::Drop => {
+                tracing::warn!(transform = %self.name, count = outcome.failed.len(), error = %outcome.failed[0].1, "failed events dropped");
+                ComponentMetrics::add(&self.metrics.failed, outcome.failed.len());
+            }
+            OnError::Pass => {
+                tracing::warn!(transform = %self.name, count = outcome.failed.len(), error = %outcome.failed[0].1, "failed events passed through unchanged");
+                ComponentMetrics::add(&self.metrics.failed, outcome.failed.len());
+                for (event, _) in &outcome.failed {
+                    outcome.ports[0].push(event);
+                }
+            }
+        }
+    }
+}
+
+/// Apply a plugin's verdicts to its batch.
+fn apply(v: &Verdicts, batch: &Batch, outcome: &mut Outcome) {
+    let mut replaced = 0usize;
+    let mut start = 0usize;
+    for (i, (&action, event)) in v.actions.iter().zip(batch.iter()).enumerate() {
+        let port = v.ports.get(i).map_or(0, |&p| usize::from(p));
+        // Verdicts were checked against the plugin's declared outputs.
+        let last = outcome.ports.len() - 1;
+        let out = &mut outcome.ports[port.min(last)];
+        match action {
+            0 => outcome.dropped += 1,
+            1 => out.push(event),
+            _ => {
+                let end = v.ends[replaced] as usize;
+                let new = &v.data[start..end];
+                start = end;
+                replaced += 1;
+                // A replacement must still be an event: a JSON object.
+                match check_object(new) {
+                    Ok(_) => out.push(new),
+                    Err(e) => outcome.failed.push((
+                        event.to_vec(),
+                        CallError {
+                            kind: ErrorKind::InvalidOutput,
+                            message: format!(
+                                "the plugin replaced the event with invalid JSON: {e}"
+                            ),
+                        },
+                    )),
+                }
+            }
+        }
+    }
+}

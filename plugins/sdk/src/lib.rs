@@ -1,0 +1,277 @@
+//! `sluice-plugin`: write sluice plugins in Rust.
+//!
+//! A plugin is a type that implements [`Plugin`]: an `init` that receives the
+//! plugin's `[transforms.NAME.config]` table, and a `process` over one
+//! [`Event`] view that returns a [`Verdict`]. The SDK hides the packed batch
+//! format of the WIT contract (one buffer plus offsets, in and out): the host
+//! calls the plugin once per batch and the SDK loops over the events.
+//!
+//! ```ignore
+//! use sluice_plugin::{export_plugin, Event, Plugin, Verdict};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct DropHealthChecks { path: String }
+//!
+//! impl Plugin for DropHealthChecks {
+//!     fn init(config: sluice_plugin::Config) -> Result<Self, String> {
+//!         config.parse()
+//!     }
+//!     fn process(&self, event: &Event<'_>) -> Verdict {
+//!         match event.get_str("path") {
+//!             Some(p) if p == self.path => Verdict::Drop,
+//!             _ => Verdict::Keep,
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(DropHealthChecks);
+//! ```
+//!
+//! # Layout
+//! - [`event`]: the lazily parsed, borrowing view of one event.
+//! - [`level`]: log levels as apps spell them, ordered.
+//! - [`cond`]: field conditions (equals, one-of, contains, exists) that
+//!   bundled plugins share and custom plugins may reuse.
+//! - [`bindings`]: the `wit-bindgen` output; plugin authors rarely need it.
+
+pub mod cond;
+pub mod event;
+pub mod level;
+
+pub use event::Event;
+pub use level::Level;
+
+/// The generated bindings of the `sluice:plugin` world.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "sluice_plugin::bindings",
+    });
+}
+
+pub use bindings::sluice::plugin::types::{Info, LogLevel, Verdicts};
+
+/// Action codes of [`Verdicts::actions`], as the WIT documents them.
+pub mod action {
+    /// Drop the event.
+    pub const DROP: u8 = 0;
+    /// Keep the event unchanged.
+    pub const KEEP: u8 = 1;
+    /// Replace the event with the next one in `Verdicts::data`.
+    pub const REPLACE: u8 = 2;
+}
+
+/// What a plugin decides for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the event unchanged to the default output.
+    Keep,
+    /// Drop the event (counted by the host as dropped, which is delivered).
+    Drop,
+    /// Forward the event unchanged to output `n`: 0 is the default output,
+    /// `n >= 1` the n-th name returned by [`Plugin::outputs`].
+    Route(u16),
+    /// Forward these bytes (a JSON object) instead of the event.
+    Replace(Vec<u8>),
+    /// Replace the event and send it to output `n`.
+    ReplaceRoute(Vec<u8>, u16),
+}
+
+/// A plugin's configuration: the `[transforms.NAME.config]` table as JSON.
+#[derive(Debug, Clone)]
+pub struct Config {
+    json: String,
+}
+
+impl Config {
+    /// Wrap the JSON text the host passes to `init`.
+    pub fn new(json: impl Into<String>) -> Self {
+        Self { json: json.into() }
+    }
+
+    /// The raw JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+
+    /// Deserialize into the plugin's config struct. Use
+    /// `#[serde(deny_unknown_fields)]` on it so typos are reported; the error
+    /// names the offending key.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        let text = if self.json.trim().is_empty() {
+            "{}"
+        } else {
+            &self.json
+        };
+        serde_json::from_str(text).map_err(|e| strip_position(&e.to_string()))
+    }
+}
+
+/// serde_json appends "at line 1 column 37" to its messages; the position is
+/// in JSON the host generated, which means nothing to a user editing TOML.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// A sluice plugin. See the crate documentation for an example.
+pub trait Plugin: Sized + 'static {
+    /// Build the plugin from its configuration. An error is shown to the user.
+    fn init(config: Config) -> Result<Self, String>;
+
+    /// Names of the outputs besides the default one (for routing plugins).
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether the plugin redacts data (the host then refuses fail-open).
+    fn masks(&self) -> bool {
+        false
+    }
+
+    /// A version string reported with dead letters; defaults to the crate's.
+    fn version(&self) -> String {
+        String::from("unversioned")
+    }
+
+    /// Decide what happens to one event.
+    fn process(&self, event: &Event<'_>) -> Verdict;
+}
+
+/// Build the [`Info`] a plugin reports after `init`.
+pub fn info_of<P: Plugin>(plugin: &P) -> Info {
+    Info {
+        outputs: plugin.outputs(),
+        masks: plugin.masks(),
+        version: plugin.version(),
+    }
+}
+
+/// Run `plugin` over a packed batch and pack its verdicts.
+///
+/// This is what the exported `process` does inside the component; it is
+/// public so that plugin logic can be tested and benchmarked natively over
+/// the very same batch format.
+pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result<Verdicts, String> {
+    let mut out = Verdicts {
+        actions: Vec::with_capacity(ends.len()),
+        ports: Vec::new(),
+        data: Vec::new(),
+        ends: Vec::new(),
+    };
+    let mut start = 0usize;
+    for (i, &end) in ends.iter().enumerate() {
+        let end = end as usize;
+        let bytes = data.get(start..end).ok_or_else(|| {
+            format!(
+                "event {i}: offsets {start}..{end} are outside the batch of {} bytes",
+                data.len()
+            )
+        })?;
+        start = end;
+        let event = Event::new(bytes);
+        let (action, port) = match plugin.process(&event) {
+            Verdict::Keep => (action::KEEP, 0),
+            Verdict::Drop => (action::DROP, 0),
+            Verdict::Route(p) => (action::KEEP, p),
+            Verdict::Replace(bytes) => {
+                push_replacement(&mut out, &bytes);
+                (action::REPLACE, 0)
+            }
+            Verdict::ReplaceRoute(bytes, p) => {
+                push_replacement(&mut out, &bytes);
+                (action::REPLACE, p)
+            }
+        };
+        out.actions.push(action);
+        if port != 0 && out.ports.is_empty() {
+            // First routed event: materialise the ports of the earlier ones.
+            out.ports.resize(i, 0);
+        }
+        if !out.ports.is_empty() || port != 0 {
+            out.ports.push(port);
+        }
+    }
+    Ok(out)
+}
+
+fn push_replacement(out: &mut Verdicts, bytes: &[u8]) {
+    out.data.extend_from_slice(bytes);
+    out.ends.push(out.data.len() as u32);
+}
+
+/// Log through the host's `tracing`. Outside a component (native tests and
+/// benchmarks) messages go to stderr.
+pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
+/// Runtime support for [`export_plugin!`]; not a public API.
+#[doc(hidden)]
+pub mod __rt {
+    pub use std::cell::RefCell;
+    pub use std::thread::LocalKey;
+
+    use super::*;
+
+    pub fn init<P: Plugin>(
+        state: &'static LocalKey<RefCell<Option<P>>>,
+        config: String,
+    ) -> Result<Info, String> {
+        let plugin = P::init(Config::new(config))?;
+        let info = info_of(&plugin);
+        state.with(|s| *s.borrow_mut() = Some(plugin));
+        Ok(info)
+    }
+
+    pub fn process<P: Plugin>(
+        state: &'static LocalKey<RefCell<Option<P>>>,
+        data: &[u8],
+        ends: &[u32],
+    ) -> Result<Verdicts, String> {
+        state.with(|s| match &*s.borrow() {
+            Some(plugin) => process_batch(plugin, data, ends),
+            None => Err("process called before init".to_string()),
+        })
+    }
+}
+
+/// Export a [`Plugin`] type as the component's implementation of the
+/// `sluice:plugin` world. Call it once, at the root of a `cdylib` crate.
+/// It expands to nothing outside wasm, so the crate can also be linked
+/// natively for tests and benchmarks.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static __SLUICE_STATE: $crate::__rt::RefCell<::std::option::Option<$ty>> =
+                    const { $crate::__rt::RefCell::new(::std::option::Option::None) };
+            }
+            struct __SluiceGuest;
+            impl $crate::bindings::Guest for __SluiceGuest {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::Info, ::std::string::String> {
+                    $crate::__rt::init::<$ty>(&__SLUICE_STATE, config)
+                }
+                fn process(
+                    data: ::std::vec::Vec<u8>,
+                    ends: ::std::vec::Vec<u32>,
+                ) -> ::std::result::Result<$crate::Verdicts, ::std::string::String> {
+                    $crate::__rt::process::<$ty>(&__SLUICE_STATE, &data, &ends)
+        }
+            }
+            $crate::bindings::__export_plugin_world!(__SluiceGuest with_types_in $crate::bindings);
+        };
+    };
+}
