@@ -309,6 +309,7 @@ impl Plan {
                 senders.entry(port.clone()).or_default().push(tx.clone());
             }
         }
+        let dl_read = senders.contains_key(&(DEAD_LETTERS.to_string(), 0));
         let mut output_of = |name: &str, ports: usize, kind: Kind| {
             let list = (0..ports)
                 .map(|p| senders.remove(&(name.to_string(), p)).unwrap_or_default())
@@ -319,7 +320,7 @@ impl Plan {
         let mut tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         // Dead letters: one channel from every component, fanned out by a
         // forwarding task to the sinks that read `_dead_letters`.
-        let dl_tx = if senders.contains_key(&(DEAD_LETTERS.to_string(), 0)) {
+        let dl_tx = if dl_read {
             let dl_output = output_of(DEAD_LETTERS, 1, Kind::Source);
             let (tx, mut rx) = mpsc::channel::<SharedBatch>(buffer);
             tasks.push((
