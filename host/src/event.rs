@@ -116,7 +116,9 @@ pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
             Ok(ObjectInfo { has_timestamp })
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // serde_json does not check the UTF-8 of strings it skips: do it first.
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let info = de.deserialize_map(V).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(info)

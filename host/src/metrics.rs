@@ -64,10 +64,13 @@ pub struct Snapshot {
     pub restarts: u64,
 }
 
+/// One registered component: its name, kind and counters.
+type Entry = (String, Kind, Arc<ComponentMetrics>);
+
 /// Every component's counters.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    entries: Arc<Mutex<Vec<(String, Kind, Arc<ComponentMetrics>)>>>,
+    entries: Arc<Mutex<Vec<Entry>>>,
 }
 
 impl Registry {

@@ -1,1 +1,22 @@
+//! sluice's integration tests: one binary, real wasm components built from
+//! `plugins/` and `tests/plugins/` by `build.rs`, real files and processes.
 
+mod cli;
+mod config;
+mod pipelines;
+mod plugins;
+mod runtime;
+mod sources;
+mod util;
+
+include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+
+/// Every plugin built by `build.rs` must have a test module in `plugins/`:
+/// a plugin without one fails to compile here.
+macro_rules! assert_plugin_tested {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use crate::plugins::$name as _;
+    };
+}
+for_each_plugin!(assert_plugin_tested);

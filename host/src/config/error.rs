@@ -72,20 +72,70 @@ impl Locator {
     /// (`count = "ten"`), because serde's messages do not always name it.
     pub fn from_toml(&self, err: &toml::de::Error, prefix: &str) -> ConfigError {
         let message = err.message().trim().to_string();
-        let span = err.span();
-        let key = self.key_at(span.clone(), &message);
-        let key = match (prefix.is_empty(), key) {
-            (true, Some(k)) => k,
-            (true, None) => "(document)".to_string(),
-            (false, Some(k)) => format!("{prefix}.{k}"),
-            (false, None) => prefix.to_string(),
-        };
         // An unknown field's span covers its whole table: point at the key.
         let span = match backticked(&message, "unknown field `") {
-            Some(field) => self.find_key_line(span.clone(), field).or(span),
-            None => span,
+            Some(field) => self.find_key_line(err.span(), field).or(err.span()),
+            None => err.span(),
+        };
+        let mut path: Vec<String> = Vec::new();
+        match span.as_ref().and_then(|s| self.header_before(s.start)) {
+            Some(header) => path.push(header),
+            None if !prefix.is_empty() => path.push(prefix.to_string()),
+            None => {}
+        }
+        if let Some(parent) = span.as_ref().and_then(|s| self.inline_parent(s.start)) {
+            path.push(parent);
+        }
+        if let Some(key) = self.key_at(span.clone(), &message) {
+            // An unknown table is reported at its own header.
+            if path
+                .last()
+                .is_none_or(|h| h != &key && !h.ends_with(&format!(".{key}")))
+            {
+                path.push(key);
+            }
+        }
+        let key = if path.is_empty() {
+            "(document)".to_string()
+        } else {
+            path.join(".")
         };
         self.error(span, key, message)
+    }
+
+    /// The `[table.header]` in force at `offset`, if any.
+    fn header_before(&self, offset: usize) -> Option<String> {
+        let end = self.text[offset.min(self.text.len())..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        self.text[..end]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| {
+                let inner = l.trim_start_matches('[');
+                let inner = &inner[..inner.find(']').unwrap_or(inner.len())];
+                inner
+                    .split('.')
+                    .map(|p| p.trim().trim_matches('"'))
+                    .collect::<Vec<_>>()
+                    .join(".")
+            })
+    }
+
+    /// For a key inside an inline table (`batch = { max_events = 3 }`),
+    /// the inline table's key.
+    fn inline_parent(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let before = &self.text[line_start..offset];
+        let brace = before.rfind('{')?;
+        let head = before[..brace].trim_end().strip_suffix('=')?.trim_end();
+        let key = head
+            .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
+            .next()?;
+        (!key.is_empty()).then(|| key.trim_matches('"').to_string())
     }
 
     fn key_at(&self, span: Option<Range<usize>>, message: &str) -> Option<String> {

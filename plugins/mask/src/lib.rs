@@ -106,7 +106,7 @@ fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_card(text: &str) -> bool {
@@ -247,10 +247,10 @@ impl Mask {
             } else {
                 format!("{prefix}.{key}")
             };
-            if self.skip_fields.iter().any(|s| *s == path) {
+            if self.skip_fields.contains(&path) {
                 continue;
             }
-            let selected = self.fields.is_empty() || self.fields.iter().any(|f| *f == path);
+            let selected = self.fields.is_empty() || self.fields.contains(&path);
             let is_ancestor = self
                 .fields
                 .iter()

@@ -269,9 +269,9 @@ macro_rules! export_plugin {
                     ends: ::std::vec::Vec<u32>,
                 ) -> ::std::result::Result<$crate::Verdicts, ::std::string::String> {
                     $crate::__rt::process::<$ty>(&__SLUICE_STATE, &data, &ends)
-        }
+                }
             }
-            $crate::bindings::__export_plugin_world!(__SluiceGuest with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin_world!(__SluiceGuest with_types_in $crate::bindings);
         };
     };
 }

@@ -1,0 +1,136 @@
+//! The `sluice` binary itself: validate, run, signals.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{read_json_lines, root};
+
+fn sluice() -> Command {
+    // The binary sits next to the `deps` folder of this test executable.
+    let exe = std::env::current_exe().unwrap();
+    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("sluice");
+    assert!(
+        bin.exists(),
+        "{} not built (cargo test builds it with the workspace)",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.env(
+        "SLUICE_CACHE_DIR",
+        root().join("target").join("test-plugin-cache"),
+    );
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn validate_accepts_the_quickstart() {
+    let out = sluice()
+        .arg("validate")
+        .arg(root().join("pipelines/quickstart.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok (1 sources, 3 transforms, 2 sinks)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_reports_file_line_and_key() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("bad.toml");
+    std::fs::write(&path, "[sources.app]\ntype = \"generate\"\ncolour = 1\n").unwrap();
+    let out = sluice().arg("validate").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:3:1: sources.app.colour: unknown field `colour`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_reads_stdin_and_writes_stdout() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[sources.in]\ntype = \"stdin\"\n\n[transforms.m]\nplugin = \"mask\"\ninputs = [\"in\"]\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"m\"]\n",
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--quiet"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"mail from bob@example.com\n{\"timestamp\":\"t\",\"ip\":\"10.1.2.3\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["message"], "mail from [email]");
+    assert_eq!(lines[1], serde_json::json!({"timestamp":"t","ip":"[ipv4]"}));
+}
+
+#[test]
+fn sigterm_drains_in_flight_events_and_prints_a_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in.log");
+    let lines: String = (0..2000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[batch]\nmax_wait = \"5s\"\n\n[sources.in]\ntype = \"file\"\npath = \"in.log\"\nfollow = true\n\n\
+         [transforms.keep]\nplugin = \"filter\"\ninputs = [\"in\"]\nconfig = { min_level = \"info\" }\n\n\
+         [sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"keep\"]\n",
+    )
+    .unwrap();
+    let child = sluice()
+        .arg("run")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // max_wait is 5 s, so after one second the events are still batched in
+    // the source: only a drain on SIGTERM writes them.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(read_json_lines(&d.path().join("out.log")).len(), 2000);
+    assert!(
+        stderr.contains("2000 events in"),
+        "summary missing: {stderr}"
+    );
+}

@@ -1,0 +1,274 @@
+//! Every validation error names the file, the line and the key.
+
+use crate::util::plan_error;
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `error` must point at `pipeline.toml:LINE:` and name `key`.
+fn assert_at(error: &str, line: usize, key: &str, says: &str) {
+    assert!(
+        error.contains(&format!("pipeline.toml:{line}:")),
+        "wrong line (want {line}): {error}"
+    );
+    assert!(
+        error.contains(&format!(" {key}: ")),
+        "key {key} not named: {error}"
+    );
+    assert!(error.contains(says), "missing {says:?}: {error}");
+}
+
+const SINK: &str = "\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"app\"]\n";
+
+#[tokio::test]
+async fn unknown_key() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\ncount = 3\ncolour = \"red\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 4, "sources.app.colour", "unknown field `colour`");
+}
+
+#[tokio::test]
+async fn unknown_key_in_inline_table() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\nbatch = {{ max_evnts = 3 }}\n{SINK}"),
+    )
+    .await;
+    assert_at(
+        &e,
+        3,
+        "sources.app.batch.max_evnts",
+        "unknown field `max_evnts`",
+    );
+}
+
+#[tokio::test]
+async fn wrong_type() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\ncount = \"ten\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 3, "sources.app.count", "invalid type");
+}
+
+#[tokio::test]
+async fn unknown_source_type() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"kafka\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 2, "sources.app.type", "unknown type `kafka`");
+}
+
+#[tokio::test]
+async fn unknown_top_level_key() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\n{SINK}\n[batchh]\nmax_events = 1\n"),
+    )
+    .await;
+    assert_at(&e, 8, "batchh", "unknown field `batchh`");
+}
+
+#[tokio::test]
+async fn unknown_input() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        "[sources.app]\ntype = \"generate\"\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"ap\"]\n",
+    )
+    .await;
+    assert_at(&e, 6, "sinks.out.inputs", "unknown input `ap` (known: app");
+}
+
+#[tokio::test]
+async fn unknown_route_output() {
+    let d = dir();
+    let toml = r#"[sources.app]
+type = "generate"
+
+[transforms.router]
+plugin = "route"
+inputs = ["app"]
+config = { field = "level", routes = { errors = "error" } }
+
+[sinks.out]
+type = "stdout"
+inputs = ["router.erors"]
+"#;
+    let e = plan_error(d.path(), toml).await;
+    assert_at(
+        &e,
+        11,
+        "sinks.out.inputs",
+        "transform `router` has no output `erors` (its outputs: default, errors)",
+    );
+}
+
+#[tokio::test]
+async fn cycle() {
+    let d = dir();
+    let toml = r#"[sources.app]
+type = "generate"
+
+[transforms.a]
+plugin = "filter"
+inputs = ["app", "b"]
+config = { min_level = "info" }
+
+[transforms.b]
+plugin = "filter"
+inputs = ["a"]
+config = { min_level = "info" }
+
+[sinks.out]
+type = "stdout"
+inputs = ["b"]
+"#;
+    let e = plan_error(d.path(), toml).await;
+    assert_at(&e, 6, "transforms.a.inputs", "cycle: a -> b -> a");
+}
+
+#[tokio::test]
+async fn missing_plugin_file() {
+    let d = dir();
+    let toml = format!(
+        "[sources.app]\ntype = \"generate\"\n\n[transforms.x]\nplugin = \"plugins/nope.wasm\"\ninputs = [\"app\"]\n{}",
+        SINK.replace("\"app\"", "\"x\"")
+    );
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(&e, 5, "transforms.x.plugin", "cannot read plugin file");
+    assert!(e.contains("nope.wasm"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_bundled_plugin() {
+    let d = dir();
+    let toml = format!("[sources.app]\ntype = \"generate\"\n\n[transforms.x]\nplugin = \"filtre\"\ninputs = [\"app\"]\n{SINK}");
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(
+        &e,
+        5,
+        "transforms.x.plugin",
+        "unknown bundled plugin `filtre` (bundled: filter, route, mask)",
+    );
+}
+
+#[tokio::test]
+async fn not_a_component() {
+    let d = dir();
+    // A core module (the 8-byte header of an empty one) and plain garbage.
+    for (file, bytes) in [
+        ("core.wasm", &b"\0asm\x01\0\0\0"[..]),
+        ("junk.wasm", b"hello"),
+    ] {
+        std::fs::write(d.path().join(file), bytes).unwrap();
+        let toml = format!("[sources.app]\ntype = \"generate\"\n\n[transforms.x]\nplugin = \"{file}\"\ninputs = [\"app\"]\n{SINK}");
+        let e = plan_error(d.path(), &toml).await;
+        assert_at(&e, 5, "transforms.x.plugin", "not a WebAssembly component");
+    }
+}
+
+#[tokio::test]
+async fn component_of_another_world() {
+    // The smallest valid component: no imports, no exports.
+    let d = dir();
+    std::fs::write(d.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+    let toml = format!("[sources.app]\ntype = \"generate\"\n\n[transforms.x]\nplugin = \"empty.wasm\"\ninputs = [\"app\"]\n{SINK}");
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(
+        &e,
+        5,
+        "transforms.x.plugin",
+        "not a component of the sluice:plugin world",
+    );
+}
+
+#[tokio::test]
+async fn init_rejects_config() {
+    let d = dir();
+    let toml = format!(
+        "[sources.app]\ntype = \"generate\"\n\n[transforms.keep]\nplugin = \"filter\"\ninputs = [\"app\"]\nconfig = {{ min_level = \"loud\" }}\n{}",
+        SINK.replace("\"app\"", "\"keep\"")
+    );
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(
+        &e,
+        7,
+        "transforms.keep.config",
+        "the plugin rejected its config: min_level: unknown level `loud`",
+    );
+}
+
+#[tokio::test]
+async fn init_rejects_unknown_config_key() {
+    let d = dir();
+    let toml = format!(
+        "[sources.app]\ntype = \"generate\"\n\n[transforms.m]\nplugin = \"mask\"\ninputs = [\"app\"]\n\n[transforms.m.config]\ndetect = [\"email\"]\nreplace_with = \"x\"\n{}",
+        SINK.replace("\"app\"", "\"m\"")
+    );
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(&e, 8, "transforms.m.config", "unknown field `replace_with`");
+}
+
+#[tokio::test]
+async fn fail_open_masking_is_refused() {
+    let d = dir();
+    let toml = format!(
+        "[sources.app]\ntype = \"generate\"\n\n[transforms.m]\nplugin = \"mask\"\ninputs = [\"app\"]\non_error = \"pass\"\n{}",
+        SINK.replace("\"app\"", "\"m\"")
+    );
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(&e, 4, "transforms.m.on_error", "allow_unmasked");
+}
+
+#[tokio::test]
+async fn duplicate_and_reserved_names() {
+    let d = dir();
+    let e = plan_error(d.path(), "[sources.out]\ntype = \"generate\"\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"out\"]\n").await;
+    assert_at(&e, 4, "sinks.out", "already used by sources.out");
+    let e = plan_error(
+        d.path(),
+        &format!("[sources._dead_letters]\ntype = \"generate\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 1, "sources._dead_letters", "reserved");
+}
+
+#[tokio::test]
+async fn bad_duration() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[batch]\nmax_wait = \"soon\"\n\n[sources.app]\ntype = \"generate\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 2, "batch.max_wait", "invalid duration `soon`");
+}
+
+#[tokio::test]
+async fn transforms_cannot_read_dead_letters() {
+    let d = dir();
+    let toml = format!(
+        "[sources.app]\ntype = \"generate\"\n\n[transforms.k]\nplugin = \"filter\"\ninputs = [\"_dead_letters\"]\nconfig = {{ min_level = \"info\" }}\n{}",
+        SINK
+    );
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(
+        &e,
+        6,
+        "transforms.k.inputs",
+        "only sinks may read `_dead_letters`",
+    );
+}

@@ -1,0 +1,85 @@
+//! Every pipeline in `pipelines/` runs here and its output is checked.
+
+use std::path::Path;
+
+use sluice::source::generate::Generator;
+
+use crate::util::{counts, read_json_lines, root, run_file};
+
+/// The pipelines this module tests; a new file in `pipelines/` must be
+/// added here with a test, or `every_pipeline_is_tested` fails.
+const TESTED: [&str; 1] = ["quickstart.toml"];
+
+#[test]
+fn every_pipeline_is_tested() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("pipelines"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files, TESTED,
+        "each pipeline needs a test in tests/all/pipelines.rs"
+    );
+}
+
+/// Copy a pipeline into `dir/pipelines/` so that its relative paths
+/// (`../logs/...`) land inside `dir`.
+fn stage(dir: &Path, name: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    let to = dir.join("pipelines").join(name);
+    std::fs::copy(root().join("pipelines").join(name), &to).unwrap();
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart() {
+    let d = tempfile::tempdir().unwrap();
+    let metrics = run_file(&stage(d.path(), "quickstart.toml")).await.unwrap();
+
+    // The generator is seeded: compute independently which events pass.
+    let mut gen = Generator::new(Some(7));
+    let mut expected = Vec::new();
+    for _ in 0..40 {
+        let mut buf = Vec::new();
+        gen.event(&mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        if matches!(v["level"].as_str().unwrap(), "warn" | "error" | "fatal") {
+            expected.push(v["seq"].as_u64().unwrap());
+        }
+    }
+    let out = read_json_lines(&d.path().join("logs/quickstart.log"));
+    let mut seqs: Vec<u64> = out.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    seqs.sort();
+    assert_eq!(seqs, expected, "exactly the warn+ events, once each");
+    for e in &out {
+        let text = e.to_string();
+        for secret in [
+            "@example",
+            "4111",
+            "203.0.113",
+            "2001:db8",
+            "eyJhbGci",
+            "10.0.3.17",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(
+            e["request_id"].as_str().unwrap().starts_with("req-"),
+            "skip_fields kept request_id"
+        );
+    }
+    assert_eq!(counts(&metrics, "keep").events_in, 40);
+    assert_eq!(counts(&metrics, "keep").dropped, 40 - expected.len() as u64);
+    let errors = out
+        .iter()
+        .filter(|e| matches!(e["level"].as_str(), Some("error" | "fatal")))
+        .count();
+    assert_eq!(counts(&metrics, "console").events_out, errors as u64);
+    assert_eq!(
+        counts(&metrics, "archive").events_out,
+        expected.len() as u64
+    );
+}

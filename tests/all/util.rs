@@ -1,0 +1,99 @@
+//! Shared helpers: a runtime with a test cache, running pipelines in
+//! process, reading JSON lines.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sluice::config::PipelineConfig;
+use sluice::metrics::{Registry, Snapshot};
+use sluice::plugin::Runtime;
+use sluice::topology;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One plugin runtime for all tests, with compiled components cached under
+/// `target/`, so each component compiles once per machine.
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            Arc::new(Runtime::new(Some(root().join("target").join("test-plugin-cache"))).unwrap())
+        })
+        .clone()
+}
+
+/// Write `toml` as `dir/pipeline.toml` and parse it.
+pub fn parse(dir: &Path, toml: &str) -> anyhow::Result<PipelineConfig> {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, toml)?;
+    PipelineConfig::load(&path)
+}
+
+/// Parse and plan (load plugins, check the graph); the error as text.
+pub async fn plan_error(dir: &Path, toml: &str) -> String {
+    let result = async {
+        let config = parse(dir, toml)?;
+        topology::plan(config, runtime()).await
+    }
+    .await;
+    match result {
+        Ok(_) => panic!("expected the pipeline to be rejected:\n{toml}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Run a pipeline file to completion (its sources must be finite).
+pub async fn run_file(path: &Path) -> anyhow::Result<Registry> {
+    let config = PipelineConfig::load(path)?;
+    let plan = topology::plan(config, runtime()).await?;
+    let metrics = Registry::default();
+    let running = plan.start(metrics.clone())?;
+    tokio::time::timeout(Duration::from_secs(120), running.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("pipeline did not finish in 120 s"))??;
+    Ok(metrics)
+}
+
+/// Write `toml` as `dir/pipeline.toml` and run it to completion.
+pub async fn run(dir: &Path, toml: &str) -> anyhow::Result<Registry> {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, toml)?;
+    run_file(&path).await
+}
+
+/// Read a file of JSON lines.
+pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// Write events as JSON lines.
+pub fn write_json_lines(path: &Path, events: &[serde_json::Value]) {
+    let mut text = String::new();
+    for e in events {
+        text.push_str(&e.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// A component's counters.
+pub fn counts(metrics: &Registry, name: &str) -> Snapshot {
+    metrics
+        .get(name)
+        .unwrap_or_else(|| panic!("no metrics for {name}"))
+}
+
+/// A plugin path as a TOML string literal.
+pub fn toml_path(path: &str) -> String {
+    format!("{path:?}")
+}
