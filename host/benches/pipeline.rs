@@ -1,1 +1,224 @@
-fn main() {}
+//! `just bench`: end-to-end throughput and per-plugin call cost.
+//!
+//! 1. End to end: 1,000,000 generated ~150-byte JSON events in a file ->
+//!    filter(min_level = warn) -> mask(emails) -> route(by level) -> file.
+//!    Prints events/s and MB/s (of input).
+//! 2. Per plugin: the cost per event of one `process` call over a batch of
+//!    1024 events, through the wasm component versus the same plugin logic
+//!    compiled natively (the plugin crates are also rlibs); the difference
+//!    bounds the boundary overhead (copies in and out, the call itself, and
+//!    wasm code being slower than native code).
+//!
+//! Environment: `SLUICE_BENCH_EVENTS` changes the event count.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::config::PipelineConfig;
+use sluice::event::Batch;
+use sluice::metrics::Registry;
+use sluice::plugin::{bundled, PluginLimits, Runtime};
+use sluice::topology;
+use sluice_plugin::{process_batch, Config, Plugin};
+
+const LEVELS: [&str; 10] = ["info", "info", "info", "info", "debug", "debug", "warn", "warn", "error", "info"];
+const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
+
+/// One ~150-byte event; one in four mentions an email address.
+fn event(i: usize, out: &mut Vec<u8>) {
+    let level = LEVELS[i % LEVELS.len()];
+    let service = SERVICES[i % SERVICES.len()];
+    let message = if i % 4 == 0 {
+        format!("order {i:08} created by user{}@example.com", i % 9973)
+    } else {
+        format!("order {i:08} processed in {} ms by worker {}", i % 997, i % 17)
+    };
+    let _ = write!(
+        out,
+        "{{\"timestamp\":\"2026-11-23T10:00:00.000Z\",\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"{message}\"}}"
+    );
+}
+
+fn write_input(path: &Path, n: usize) -> usize {
+    let mut buf = Vec::with_capacity(n * 160);
+    for i in 0..n {
+        event(i, &mut buf);
+        buf.push(b'\n');
+    }
+    std::fs::write(path, &buf).unwrap();
+    buf.len()
+}
+
+fn batch_of(n: usize, offset: usize) -> Batch {
+    let mut b = Batch::with_capacity(n, n * 160);
+    for i in 0..n {
+        event(offset + i, &mut b.data);
+        b.seal();
+    }
+    b
+}
+
+/// Nanoseconds per event of `f` over `batch`, best of several rounds.
+fn per_event(batch: &Batch, mut f: impl FnMut(&Batch)) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let rounds = 200;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            f(batch);
+        }
+        let ns = started.elapsed().as_nanos() as f64 / (rounds * batch.len()) as f64;
+        best = best.min(ns);
+    }
+    best
+}
+
+fn main() {
+    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.log");
+    let bytes = write_input(&input, n);
+    println!("sluice bench: {n} events, {:.1} MB, {:.0} bytes/event", bytes as f64 / 1e6, bytes as f64 / n as f64);
+
+    let cache = std::env::temp_dir().join("sluice-bench-cache");
+    let runtime = Arc::new(Runtime::new(Some(cache)).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+
+    // --- end to end -------------------------------------------------------
+    let pipeline = r#"
+[batch]
+max_events = 1024
+buffer = 16
+
+[sources.app]
+type = "file"
+path = "input.log"
+
+[transforms.keep]
+plugin = "filter"
+inputs = ["app"]
+config = { min_level = "warn" }
+
+[transforms.mask]
+plugin = "mask"
+inputs = ["keep"]
+config = { detect = ["email"] }
+
+[transforms.router]
+plugin = "route"
+inputs = ["mask"]
+config = { field = "level", routes = { errors = ["error", "fatal"] } }
+
+[sinks.errors]
+type = "file"
+path = "errors.log"
+inputs = ["router.errors"]
+
+[sinks.rest]
+type = "file"
+path = "rest.log"
+inputs = ["router"]
+"#;
+    let pipeline_path = dir.path().join("bench.toml");
+    std::fs::write(&pipeline_path, pipeline).unwrap();
+    let mut best = Duration::MAX;
+    for run in 0..3 {
+        let _ = std::fs::remove_file(dir.path().join("errors.log"));
+        let _ = std::fs::remove_file(dir.path().join("rest.log"));
+        let elapsed = rt.block_on(async {
+            let config = PipelineConfig::load(&pipeline_path).unwrap();
+            let plan = topology::plan(config, runtime.clone()).await.unwrap();
+            let metrics = Registry::default();
+            let started = Instant::now();
+            plan.start(metrics.clone()).unwrap().wait().await.unwrap();
+            let elapsed = started.elapsed();
+            let written = metrics.get("errors").unwrap().events_out + metrics.get("rest").unwrap().events_out;
+            assert_eq!(metrics.get("app").unwrap().events_in, n as u64);
+            assert_eq!(written, metrics.get("keep").unwrap().events_out);
+            elapsed
+        });
+        println!(
+            "  run {run}: {:.3} s, {:.0} events/s, {:.1} MB/s",
+            elapsed.as_secs_f64(),
+            n as f64 / elapsed.as_secs_f64(),
+            bytes as f64 / 1e6 / elapsed.as_secs_f64()
+        );
+        best = best.min(elapsed);
+    }
+    println!(
+        "end to end (file -> filter -> mask -> route -> file), best of 3: {:.0} events/s, {:.1} MB/s",
+        n as f64 / best.as_secs_f64(),
+        bytes as f64 / 1e6 / best.as_secs_f64()
+    );
+
+    // --- per plugin call ---------------------------------------------------
+    let batch = batch_of(1024, 0);
+    println!("\nper event, batch of 1024 (best of 7 x 200 calls):");
+    println!("  {:<28} {:>10} {:>10} {:>12}", "plugin", "wasm ns", "native ns", "difference");
+    let cases: [(&str, &str); 3] = [
+        ("filter", r#"{"min_level":"warn"}"#),
+        ("mask", r#"{"detect":["email"]}"#),
+        ("route", r#"{"field":"level","routes":{"errors":["error","fatal"]}}"#),
+    ];
+    for (name, config) in cases {
+        let compiled = runtime.compile(name, bundled::get(name).unwrap()).unwrap();
+        let mut plugin = runtime
+            .load(name, name, compiled, config.to_string(), PluginLimits::default())
+            .unwrap();
+        let wasm = per_event(&batch, |b| {
+            plugin.process(&b.data, &b.ends).unwrap();
+        });
+        let native = match name {
+            "filter" => {
+                let p = sluice_filter::Filter::init(Config::new(config)).unwrap();
+                per_event(&batch, |b| {
+                    process_batch(&p, &b.data, &b.ends).unwrap();
+                })
+            }
+            "mask" => {
+                let p = sluice_mask::Mask::init(Config::new(config)).unwrap();
+                per_event(&batch, |b| {
+                    process_batch(&p, &b.data, &b.ends).unwrap();
+                })
+            }
+            _ => {
+                let p = sluice_route::Route::init(Config::new(config)).unwrap();
+                per_event(&batch, |b| {
+                    process_batch(&p, &b.data, &b.ends).unwrap();
+                })
+            }
+        };
+        println!(
+            "  {:<28} {:>10.1} {:>10.1} {:>+12.1}",
+            format!("{name} {config}").chars().take(28).collect::<String>(),
+            wasm,
+            native,
+            wasm - native
+        );
+    }
+
+    // The boundary alone: a batch in and verdicts out through the `filter`
+    // component configured to keep everything cheaply (a condition on a
+    // field no event has, negated), against the same natively.
+    let config = r#"{"conditions":[{"field":"zz","exists":false}]}"#;
+    let compiled = runtime.compile("filter", bundled::get("filter").unwrap()).unwrap();
+    let mut plugin = runtime
+        .load("filter", "filter", compiled, config.to_string(), PluginLimits::default())
+        .unwrap();
+    let wasm = per_event(&batch, |b| {
+        plugin.process(&b.data, &b.ends).unwrap();
+    });
+    let p = sluice_filter::Filter::init(Config::new(config)).unwrap();
+    let native = per_event(&batch, |b| {
+        process_batch(&p, &b.data, &b.ends).unwrap();
+    });
+    println!(
+        "  {:<28} {:>10.1} {:>10.1} {:>+12.1}",
+        "filter (one field lookup)", wasm, native, wasm - native
+    );
+}

@@ -1,0 +1,33 @@
+# sluice's recipes. On a fresh machine run them through ./just, which installs
+# `just` and the wasm32-wasip2 target first.
+
+# List the recipes.
+default:
+    @{{just_executable()}} --list
+
+# Build the host (the bundled plugins are built and embedded by its build script).
+build:
+    cargo build -p sluice
+
+# Run the quick-start pipeline: generator -> filter -> mask -> route -> stdout + logs/quickstart.log.
+demo:
+    cargo run -q -p sluice -- run pipelines/quickstart.toml
+
+# Run every test: unit tests, plugin tests, integration tests.
+test:
+    scripts/setup-test-deps
+    cargo test --workspace
+
+# Formatting and clippy, as CI wants them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# End-to-end and per-plugin benchmarks (release build).
+bench:
+    cargo bench -p sluice --bench pipeline
+
+# Build one plugin crate to wasm: `just plugin sluice-sample` -> target/plugins/wasm32-wasip2/plugin/sluice_sample.wasm
+plugin crate:
+    cargo build --profile plugin --target wasm32-wasip2 -p {{crate}} --target-dir target/plugins
+    @echo "built target/plugins/wasm32-wasip2/plugin/$(echo {{crate}} | tr - _).wasm"
