@@ -23,7 +23,9 @@ use sluice::plugin::{bundled, PluginLimits, Runtime};
 use sluice::topology;
 use sluice_plugin::{process_batch, Config, Plugin};
 
-const LEVELS: [&str; 10] = ["info", "info", "info", "info", "debug", "debug", "warn", "warn", "error", "info"];
+const LEVELS: [&str; 10] = [
+    "info", "info", "info", "info", "debug", "debug", "warn", "warn", "error", "info",
+];
 const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
 
 /// One ~150-byte event; one in four mentions an email address.
@@ -33,7 +35,11 @@ fn event(i: usize, out: &mut Vec<u8>) {
     let message = if i % 4 == 0 {
         format!("order {i:08} created by user{}@example.com", i % 9973)
     } else {
-        format!("order {i:08} processed in {} ms by worker {}", i % 997, i % 17)
+        format!(
+            "order {i:08} processed in {} ms by worker {}",
+            i % 997,
+            i % 17
+        )
     };
     let _ = write!(
         out,
@@ -83,11 +89,18 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.log");
     let bytes = write_input(&input, n);
-    println!("sluice bench: {n} events, {:.1} MB, {:.0} bytes/event", bytes as f64 / 1e6, bytes as f64 / n as f64);
+    println!(
+        "sluice bench: {n} events, {:.1} MB, {:.0} bytes/event",
+        bytes as f64 / 1e6,
+        bytes as f64 / n as f64
+    );
 
     let cache = std::env::temp_dir().join("sluice-bench-cache");
     let runtime = Arc::new(Runtime::new(Some(cache)).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     // --- end to end -------------------------------------------------------
     let pipeline = r#"
@@ -137,7 +150,8 @@ inputs = ["router"]
             let started = Instant::now();
             plan.start(metrics.clone()).unwrap().wait().await.unwrap();
             let elapsed = started.elapsed();
-            let written = metrics.get("errors").unwrap().events_out + metrics.get("rest").unwrap().events_out;
+            let written =
+                metrics.get("errors").unwrap().events_out + metrics.get("rest").unwrap().events_out;
             assert_eq!(metrics.get("app").unwrap().events_in, n as u64);
             assert_eq!(written, metrics.get("keep").unwrap().events_out);
             elapsed
@@ -159,16 +173,28 @@ inputs = ["router"]
     // --- per plugin call ---------------------------------------------------
     let batch = batch_of(1024, 0);
     println!("\nper event, batch of 1024 (best of 7 x 200 calls):");
-    println!("  {:<28} {:>10} {:>10} {:>12}", "plugin", "wasm ns", "native ns", "difference");
+    println!(
+        "  {:<28} {:>10} {:>10} {:>12}",
+        "plugin", "wasm ns", "native ns", "difference"
+    );
     let cases: [(&str, &str); 3] = [
         ("filter", r#"{"min_level":"warn"}"#),
         ("mask", r#"{"detect":["email"]}"#),
-        ("route", r#"{"field":"level","routes":{"errors":["error","fatal"]}}"#),
+        (
+            "route",
+            r#"{"field":"level","routes":{"errors":["error","fatal"]}}"#,
+        ),
     ];
     for (name, config) in cases {
         let compiled = runtime.compile(name, bundled::get(name).unwrap()).unwrap();
         let mut plugin = runtime
-            .load(name, name, compiled, config.to_string(), PluginLimits::default())
+            .load(
+                name,
+                name,
+                compiled,
+                config.to_string(),
+                PluginLimits::default(),
+            )
             .unwrap();
         let wasm = per_event(&batch, |b| {
             plugin.process(&b.data, &b.ends).unwrap();
@@ -195,7 +221,10 @@ inputs = ["router"]
         };
         println!(
             "  {:<28} {:>10.1} {:>10.1} {:>+12.1}",
-            format!("{name} {config}").chars().take(28).collect::<String>(),
+            format!("{name} {config}")
+                .chars()
+                .take(28)
+                .collect::<String>(),
             wasm,
             native,
             wasm - native
@@ -206,9 +235,17 @@ inputs = ["router"]
     // component configured to keep everything cheaply (a condition on a
     // field no event has, negated), against the same natively.
     let config = r#"{"conditions":[{"field":"zz","exists":false}]}"#;
-    let compiled = runtime.compile("filter", bundled::get("filter").unwrap()).unwrap();
+    let compiled = runtime
+        .compile("filter", bundled::get("filter").unwrap())
+        .unwrap();
     let mut plugin = runtime
-        .load("filter", "filter", compiled, config.to_string(), PluginLimits::default())
+        .load(
+            "filter",
+            "filter",
+            compiled,
+            config.to_string(),
+            PluginLimits::default(),
+        )
         .unwrap();
     let wasm = per_event(&batch, |b| {
         plugin.process(&b.data, &b.ends).unwrap();
@@ -219,6 +256,9 @@ inputs = ["router"]
     });
     println!(
         "  {:<28} {:>10.1} {:>10.1} {:>+12.1}",
-        "filter (one field lookup)", wasm, native, wasm - native
+        "filter (one field lookup)",
+        wasm,
+        native,
+        wasm - native
     );
 }

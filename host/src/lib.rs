@@ -17,6 +17,7 @@
 //! - [`delivery`]: dead letters.
 //! - [`event`]: packed batches and event helpers.
 //! - [`metrics`]: per-component counters and the run summary.
+//! - [`timeline`]: `sluice timeline`, many services' logs merged into one report.
 //! - [`cli`]: the `sluice` command line.
 
 pub mod cli;
@@ -27,4 +28,5 @@ pub mod metrics;
 pub mod plugin;
 pub mod sink;
 pub mod source;
+pub mod timeline;
 pub mod topology;

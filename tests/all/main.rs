@@ -7,6 +7,7 @@ mod pipelines;
 mod plugins;
 mod runtime;
 mod sources;
+mod timeline;
 mod util;
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

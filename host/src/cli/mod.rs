@@ -1,4 +1,6 @@
-//! The command line: `sluice run`, `sluice validate`.
+//! The command line: `sluice run`, `sluice validate`, `sluice timeline`.
+
+pub mod timeline;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +53,9 @@ pub enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Merge many services' JSON-lines logs into one Markdown timeline with
+    /// statistics and per-hop latencies of correlated requests.
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Set up `tracing` on stderr.
@@ -85,6 +90,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { pipeline, quiet } => run(&pipeline, quiet).await,
+        Command::Timeline(args) => {
+            tokio::task::spawn_blocking(move || timeline::main(args)).await?
+        }
     }
 }
 

@@ -1,0 +1,293 @@
+//! `sluice timeline`: arguments and the interactive mode.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::timeline::{self, read::parse_time_str, ComponentBy, Format, Mode, Options};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Every event in time order.
+    Timeline,
+    /// One section per component.
+    Component,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Md,
+    Json,
+}
+
+/// Merge JSON-lines logs (plain or .gz) of many services into one timeline.
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// Files or folders to read (folders: every .log, .json, .jsonl, .ndjson, maybe .gz).
+    #[arg(default_value = "logs")]
+    pub paths: Vec<PathBuf>,
+    /// Only these components (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub components: Vec<String>,
+    /// The event field naming the component (default: the first of service,
+    /// component, terminal, channel, app, logger; else the file name).
+    #[arg(long)]
+    pub component_field: Option<String>,
+    /// Take the component from the file name (`trading-2026-11-23.log` -> trading).
+    #[arg(long, conflicts_with = "component_field")]
+    pub by_file: bool,
+    /// Minimum level.
+    #[arg(long, default_value = "info")]
+    pub level: String,
+    /// Only the last DURATION before now (`10m`, `2h`).
+    #[arg(long, conflicts_with = "from")]
+    pub since: Option<String>,
+    /// Start of the window (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the window.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only the newest N files of each component.
+    #[arg(long = "files")]
+    pub newest_files: Option<usize>,
+    /// How events are laid out.
+    #[arg(long, value_enum, default_value_t = ModeArg::Timeline)]
+    pub mode: ModeArg,
+    /// The field that follows a request across components.
+    #[arg(long, default_value = "request_id")]
+    pub correlate: String,
+    /// Only events whose message or fields contain TEXT (any case).
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Markdown for people, JSON for tools.
+    #[arg(long, value_enum, default_value_t = FormatArg::Md)]
+    pub format: FormatArg,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Every level, every time, every component (overrides --level).
+    #[arg(long)]
+    pub all: bool,
+    /// A request idle this long (in log time) is considered finished.
+    #[arg(long, default_value = "5m")]
+    pub request_timeout: String,
+    /// Ask for components, period, level and mode in the terminal.
+    #[arg(long, short)]
+    pub interactive: bool,
+}
+
+fn parse_instant(s: &str) -> anyhow::Result<i64> {
+    parse_time_str(s).with_context(|| {
+        format!("cannot read the time `{s}` (write RFC 3339, e.g. 2026-11-23T10:00:00Z)")
+    })
+}
+
+fn duration_us(s: &str) -> anyhow::Result<i64> {
+    let d = humantime::parse_duration(s)
+        .with_context(|| format!("invalid duration `{s}` (write e.g. 10m, 2h)"))?;
+    Ok(d.as_micros() as i64)
+}
+
+impl TimelineArgs {
+    fn options(&self) -> anyhow::Result<Options> {
+        let now = chrono::Utc::now().timestamp_micros();
+        let from = match (&self.since, &self.from) {
+            (Some(s), _) => Some(now - duration_us(s)?),
+            (None, Some(f)) => Some(parse_instant(f)?),
+            (None, None) => None,
+        };
+        let to = self.to.as_deref().map(parse_instant).transpose()?;
+        let component_by = match (&self.component_field, self.by_file) {
+            (Some(f), _) => ComponentBy::Field(f.clone()),
+            (None, true) => ComponentBy::FileName,
+            (None, false) => ComponentBy::Auto,
+        };
+        Ok(Options {
+            paths: self.paths.clone(),
+            components: if self.all {
+                Vec::new()
+            } else {
+                self.components.clone()
+            },
+            component_by,
+            min_level: (!self.all).then(|| self.level.clone()),
+            from: if self.all { None } else { from },
+            to: if self.all { None } else { to },
+            newest_files: self.newest_files,
+            mode: match self.mode {
+                ModeArg::Timeline => Mode::Timeline,
+                ModeArg::Component => Mode::Component,
+            },
+            correlate: self.correlate.clone(),
+            grep: self.grep.clone(),
+            format: match self.format {
+                FormatArg::Md => Format::Markdown,
+                FormatArg::Json => Format::Json,
+            },
+            request_timeout_us: duration_us(&self.request_timeout)?,
+        })
+    }
+}
+
+/// Run `sluice timeline`.
+pub fn main(args: TimelineArgs) -> anyhow::Result<()> {
+    let mut options = args.options()?;
+    let mut output = args.output.clone();
+    if args.interactive {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut stdout = std::io::stdout();
+        output = Some(ask(&mut options, &mut input, &mut stdout)?);
+    }
+    let summary = match &output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let s = timeline::run(&options, &mut w)?;
+            w.flush()?;
+            s
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let s = timeline::run(&options, &mut w)?;
+            w.flush()?;
+            s
+        }
+    };
+    if summary.events == 0 {
+        eprintln!(
+            "sluice timeline: no events match these filters (files read: {})",
+            summary.files.len()
+        );
+    }
+    if summary.malformed + summary.no_timestamp > 0 {
+        eprintln!(
+            "sluice timeline: {} malformed lines and {} lines without a timestamp were left out (listed in the report)",
+            summary.malformed, summary.no_timestamp
+        );
+    }
+    if let Some(path) = output {
+        eprintln!(
+            "wrote {}: {} events from {} files",
+            path.display(),
+            summary.events,
+            summary.files.len()
+        );
+    }
+    Ok(())
+}
+
+fn prompt(
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    question: &str,
+    default: &str,
+) -> anyhow::Result<String> {
+    write!(out, "{question} [{default}]: ")?;
+    out.flush()?;
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let answer = line.trim();
+    Ok(if answer.is_empty() {
+        default.to_string()
+    } else {
+        answer.to_string()
+    })
+}
+
+/// The interactive questions; returns where to write the report.
+fn ask(o: &mut Options, input: &mut dyn BufRead, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
+    let inputs = timeline::inputs(o)?;
+    let mut components: Vec<(String, u64)> = Vec::new();
+    for s in &inputs.scans {
+        for (c, n) in &s.components {
+            match components.iter_mut().find(|(x, _)| x == c) {
+                Some((_, total)) => *total += n,
+                None => components.push((c.clone(), *n)),
+            }
+        }
+    }
+    components.sort();
+    writeln!(
+        out,
+        "sluice timeline: {} files, {} components",
+        inputs.files.len(),
+        components.len()
+    )?;
+    for (i, (c, n)) in components.iter().enumerate() {
+        writeln!(out, "  {}) {c} ({n} events)", i + 1)?;
+    }
+    loop {
+        let answer = prompt(
+            input,
+            out,
+            "Components (numbers or names, comma-separated)",
+            "all",
+        )?;
+        if answer == "all" {
+            o.components.clear();
+            break;
+        }
+        let mut chosen = Vec::new();
+        let mut bad = None;
+        for part in answer.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<usize>() {
+                Ok(n) if (1..=components.len()).contains(&n) => {
+                    chosen.push(components[n - 1].0.clone())
+                }
+                _ if components.iter().any(|(c, _)| c.eq_ignore_ascii_case(part)) => {
+                    chosen.push(part.to_string())
+                }
+                _ => bad = Some(part.to_string()),
+            }
+        }
+        match bad {
+            Some(b) => writeln!(out, "unknown component `{b}`; try again")?,
+            None => {
+                o.components = chosen;
+                break;
+            }
+        }
+    }
+    loop {
+        let answer = prompt(input, out, "Period (e.g. 10m, 2h, or all)", "all")?;
+        if answer == "all" {
+            o.from = None;
+            o.to = None;
+            break;
+        }
+        match duration_us(&answer) {
+            Ok(d) => {
+                o.from = Some(chrono::Utc::now().timestamp_micros() - d);
+                o.to = None;
+                break;
+            }
+            Err(e) => writeln!(out, "{e}; try again")?,
+        }
+    }
+    let level = prompt(
+        input,
+        out,
+        "Minimum level (trace, debug, info, warn, error)",
+        "info",
+    )?;
+    o.min_level = Some(level);
+    loop {
+        match prompt(input, out, "Mode (timeline, component)", "timeline")?.as_str() {
+            "timeline" => o.mode = Mode::Timeline,
+            "component" => o.mode = Mode::Component,
+            other => {
+                writeln!(out, "unknown mode `{other}`; try again")?;
+                continue;
+            }
+        }
+        break;
+    }
+    let path = prompt(input, out, "Output file", "timeline.md")?;
+    Ok(PathBuf::from(path))
+}

@@ -1,0 +1,285 @@
+//! Writing the timeline report as Markdown or JSON.
+
+use std::io::Write;
+
+use super::read::{format_time, LogFile, Record};
+use super::{Mode, Options, Summary};
+
+/// The report's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Markdown,
+    Json,
+}
+
+pub struct Writer<'a> {
+    o: &'a Options,
+    out: &'a mut dyn Write,
+    /// The date of the last event written, to head each new day.
+    day: Option<String>,
+    /// JSON: whether an element of the current array was written.
+    first: bool,
+    in_events: bool,
+}
+
+fn ms(us: i64) -> String {
+    format!("{:.3} ms", us as f64 / 1000.0)
+}
+
+fn duration(us: i64) -> String {
+    let s = us as f64 / 1e6;
+    if s < 1.0 {
+        ms(us)
+    } else if s < 120.0 {
+        format!("{s:.3} s")
+    } else {
+        format!("{:.1} min", s / 60.0)
+    }
+}
+
+/// A field value for Markdown: strings without their quotes.
+fn plain(raw: &str) -> String {
+    if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
+    } else {
+        raw.to_string()
+    }
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(o: &'a Options, out: &'a mut dyn Write) -> Self {
+        Self {
+            o,
+            out,
+            day: None,
+            first: true,
+            in_events: false,
+        }
+    }
+
+    pub fn header(&mut self, s: &Summary) -> std::io::Result<()> {
+        let o = self.o;
+        let period = match (o.from, o.to) {
+            (None, None) => "all".to_string(),
+            (f, t) => format!(
+                "{} to {}",
+                f.map_or("the beginning".to_string(), format_time),
+                t.map_or("the end".to_string(), format_time)
+            ),
+        };
+        let components = if o.components.is_empty() {
+            "all".to_string()
+        } else {
+            o.components.join(", ")
+        };
+        let level = o
+            .min_level
+            .as_deref()
+            .map_or("all".to_string(), |l| format!("{l} and above"));
+        let mode = match o.mode {
+            Mode::Timeline => "timeline",
+            Mode::Component => "component",
+        };
+        match o.format {
+            Format::Markdown => {
+                writeln!(self.out, "# Timeline\n")?;
+                writeln!(self.out, "- Period: {period}")?;
+                writeln!(self.out, "- Components: {components}")?;
+                writeln!(self.out, "- Level: {level}")?;
+                writeln!(self.out, "- Mode: {mode}")?;
+                if let Some(g) = &o.grep {
+                    writeln!(self.out, "- Matching: `{g}`")?;
+                }
+                writeln!(self.out, "- Files read ({}):", s.files.len())?;
+                for (f, n) in &s.files {
+                    writeln!(self.out, "  - `{f}` ({n} events)")?;
+                }
+                writeln!(self.out)?;
+                if o.mode == Mode::Timeline {
+                    writeln!(self.out, "## Events\n")?;
+                }
+            }
+            Format::Json => {
+                let header = serde_json::json!({
+                    "period": period, "components": components, "level": level, "mode": mode,
+                    "grep": o.grep, "files": s.files.iter().map(|(f, n)| serde_json::json!({"path": f, "events": n})).collect::<Vec<_>>(),
+                });
+                write!(self.out, "{{\"header\":{header},\"events\":[")?;
+                self.in_events = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start a component's section (component mode).
+    pub fn section(&mut self, component: &str) -> std::io::Result<()> {
+        self.day = None;
+        if self.o.format == Format::Markdown {
+            writeln!(self.out, "## {component}\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn event(&mut self, r: &Record, files: &[LogFile]) -> std::io::Result<()> {
+        let time = format_time(r.ts);
+        match self.o.format {
+            Format::Markdown => {
+                let (date, clock) = time.split_once('T').unwrap_or(("", &time));
+                if self.day.as_deref() != Some(date) {
+                    writeln!(self.out, "### {date}\n")?;
+                    self.day = Some(date.to_string());
+                }
+                let clock = clock.trim_end_matches('Z');
+                let level = r.level.as_deref().unwrap_or("-").to_uppercase();
+                writeln!(
+                    self.out,
+                    "**{clock}** [{}] {level} - {}",
+                    r.component,
+                    r.message.replace('\n', " ")
+                )?;
+                for (k, v) in &r.fields {
+                    writeln!(self.out, "  - {k}: {}", plain(v))?;
+                }
+                writeln!(self.out)?;
+            }
+            Format::Json => {
+                if !self.first {
+                    write!(self.out, ",")?;
+                }
+                self.first = false;
+                let mut fields = serde_json::Map::new();
+                for (k, v) in &r.fields {
+                    fields.insert(
+                        k.clone(),
+                        serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
+                    );
+                }
+                let e = serde_json::json!({
+                    "time": time, "component": r.component, "level": r.level, "message": r.message,
+                    "fields": fields, "file": files[r.file].path.display().to_string(), "line": r.line,
+                });
+                write!(self.out, "{e}")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self, s: &Summary) -> std::io::Result<()> {
+        match self.o.format {
+            Format::Json => {
+                let summary = serde_json::to_value(s).unwrap_or_default();
+                writeln!(self.out, "],\"summary\":{summary}}}")?;
+            }
+            Format::Markdown => self.markdown_summary(s)?,
+        }
+        self.out.flush()
+    }
+
+    fn markdown_summary(&mut self, s: &Summary) -> std::io::Result<()> {
+        let out = &mut *self.out;
+        if s.events == 0 {
+            writeln!(out, "No events match these filters.\n")?;
+        }
+        writeln!(out, "## Statistics\n")?;
+        writeln!(out, "- Events: {}", s.events)?;
+        if let (Some(f), Some(l)) = (s.first_us, s.last_us) {
+            writeln!(
+                out,
+                "- Span: {} to {} ({})",
+                format_time(f),
+                format_time(l),
+                duration(l - f)
+            )?;
+        }
+        writeln!(out)?;
+        if !s.per_component.is_empty() {
+            writeln!(out, "| component | error | warn | info | debug | total |")?;
+            writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+            let mut rows: Vec<_> = s.per_component.iter().collect();
+            // Errors first.
+            rows.sort_by(|a, b| b.1.error.cmp(&a.1.error).then_with(|| a.0.cmp(b.0)));
+            for (c, n) in rows {
+                writeln!(
+                    out,
+                    "| {c} | {} | {} | {} | {} | {} |",
+                    n.error, n.warn, n.info, n.debug, n.total
+                )?;
+            }
+            writeln!(out)?;
+        }
+        writeln!(
+            out,
+            "## Per-hop latencies\n\nRequests followed by `{}`: {}.\n",
+            self.o.correlate, s.requests
+        )?;
+        if !s.hops.is_empty() {
+            writeln!(out, "| hop | requests | min | median | p95 | max |")?;
+            writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+            for h in &s.hops {
+                writeln!(
+                    out,
+                    "| {} → {} | {} | {} | {} | {} | {} |",
+                    h.from,
+                    h.to,
+                    h.requests,
+                    ms(h.min_us),
+                    ms(h.median_us),
+                    ms(h.p95_us),
+                    ms(h.max_us)
+                )?;
+            }
+            writeln!(out)?;
+        }
+        if !s.slowest.is_empty() {
+            writeln!(out, "### Slowest requests end to end\n")?;
+            writeln!(out, "| request | total | path |")?;
+            writeln!(out, "| --- | ---: | --- |")?;
+            for r in &s.slowest {
+                writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    r.id,
+                    ms(r.total_us),
+                    r.path.join(" → ")
+                )?;
+            }
+            writeln!(out)?;
+        }
+        if let Some(end) = &s.expected_end {
+            writeln!(out, "### Lost events\n")?;
+            if s.lost_total == 0 {
+                writeln!(out, "Every request reached `{end}`.\n")?;
+            } else {
+                writeln!(
+                    out,
+                    "{} requests stopped before `{end}`, where most requests end:\n",
+                    s.lost_total
+                )?;
+                for r in &s.lost {
+                    writeln!(
+                        out,
+                        "- {} stopped in {} (path: {})",
+                        r.id,
+                        r.path.last().map_or("?", String::as_str),
+                        r.path.join(" → ")
+                    )?;
+                }
+                writeln!(out)?;
+            }
+        }
+        if s.malformed + s.no_timestamp > 0 {
+            writeln!(out, "## Problems\n")?;
+            writeln!(out, "- Malformed lines: {}", s.malformed)?;
+            writeln!(
+                out,
+                "- Lines without a readable timestamp: {}",
+                s.no_timestamp
+            )?;
+            for p in &s.problems {
+                writeln!(out, "  - {p}")?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+}
