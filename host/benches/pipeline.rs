@@ -32,7 +32,7 @@ const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
 fn event(i: usize, out: &mut Vec<u8>) {
     let level = LEVELS[i % LEVELS.len()];
     let service = SERVICES[i % SERVICES.len()];
-    let message = if i % 4 == 0 {
+    let message = if i.is_multiple_of(4) {
         format!("order {i:08} created by user{}@example.com", i % 9973)
     } else {
         format!(

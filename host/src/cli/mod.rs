@@ -55,7 +55,7 @@ pub enum Command {
     },
     /// Merge many services' JSON-lines logs into one Markdown timeline with
     /// statistics and per-hop latencies of correlated requests.
-    Timeline(timeline::TimelineArgs),
+    Timeline(Box<timeline::TimelineArgs>),
 }
 
 /// Set up `tracing` on stderr.
@@ -91,7 +91,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { pipeline, quiet } => run(&pipeline, quiet).await,
         Command::Timeline(args) => {
-            tokio::task::spawn_blocking(move || timeline::main(args)).await?
+            tokio::task::spawn_blocking(move || timeline::main(*args)).await?
         }
     }
 }
