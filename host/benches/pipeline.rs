@@ -231,32 +231,50 @@ inputs = ["router"]
         );
     }
 
-    // The boundary alone: a batch in and verdicts out through the `filter`
-    // component configured to keep everything cheaply (a condition on a
-    // field no event has, negated), against the same natively.
-    let config = r#"{"conditions":[{"field":"zz","exists":false}]}"#;
+    // The boundary alone: a plugin that keeps every event without reading
+    // it (tests/plugins/noop), built here if the tests have not built it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let noop = root.join("target/plugins/wasm32-wasip2/plugin/sluice_test_noop.wasm");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args([
+                "build",
+                "-q",
+                "--profile",
+                "plugin",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "sluice-test-noop",
+                "--target-dir",
+            ])
+            .arg(root.join("target/plugins"))
+            .status()
+            .unwrap();
+    assert!(status.success(), "building the noop plugin failed");
     let compiled = runtime
-        .compile("filter", bundled::get("filter").unwrap())
+        .compile("noop", &std::fs::read(&noop).unwrap())
         .unwrap();
     let mut plugin = runtime
         .load(
-            "filter",
-            "filter",
+            "noop",
+            "noop",
             compiled,
-            config.to_string(),
+            "{}".to_string(),
             PluginLimits::default(),
         )
         .unwrap();
     let wasm = per_event(&batch, |b| {
         plugin.process(&b.data, &b.ends).unwrap();
     });
-    let p = sluice_filter::Filter::init(Config::new(config)).unwrap();
+    let p = sluice_test_noop::Noop::init(Config::new("{}")).unwrap();
     let native = per_event(&batch, |b| {
         process_batch(&p, &b.data, &b.ends).unwrap();
     });
     println!(
         "  {:<28} {:>10.1} {:>10.1} {:>+12.1}",
-        "filter (one field lookup)",
+        "noop (the boundary alone)",
         wasm,
         native,
         wasm - native

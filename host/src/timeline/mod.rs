@@ -326,11 +326,7 @@ pub fn inputs(o: &Options) -> anyhow::Result<Inputs> {
             .join(", ")
     );
     let popts = parse_options(o);
-    let scans = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| read::scan(i, f, &popts))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let scans = read::scan_all(&files, &popts)?;
     let filter = Filter::new(o);
     let mut selected: Vec<bool> = scans
         .iter()

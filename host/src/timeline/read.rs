@@ -142,9 +142,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Open a log file, decompressing `.gz`.
-pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+    let reader: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
@@ -348,8 +348,27 @@ pub struct Scan {
     pub components: Vec<(String, u64)>,
 }
 
+/// The clock and component of a line, without building a record: all a
+/// scan needs. `None` for lines the merge will report as problems.
+fn scan_line(line: &str, log_file: &LogFile, opts: &ParseOptions) -> Option<(i64, Option<String>)> {
+    let top = serde_json::from_str::<Top<'_>>(line).ok()?;
+    let get = |name: &str| top.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let ts = TIME_FIELDS
+        .iter()
+        .find_map(|f| get(f))
+        .and_then(parse_time)?;
+    let field = match &opts.component_by {
+        ComponentBy::Field(f) => get(f),
+        ComponentBy::Auto => COMPONENT_FIELDS.iter().find_map(|f| get(f)),
+        ComponentBy::FileName => None,
+    };
+    let _ = log_file;
+    Some((ts, field.map(as_text)))
+}
+
 /// Read a file once: is it sorted, which components does it hold.
 pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<Scan> {
+    let _ = file;
     let mut reader = open(&log.path)?;
     let mut scan = Scan {
         sorted: true,
@@ -357,7 +376,6 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
     };
     let mut last = i64::MIN;
     let mut line = String::new();
-    let mut n = 0;
     loop {
         line.clear();
         if reader
@@ -367,27 +385,54 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
         {
             break;
         }
-        n += 1;
-        if let Ok(Some(r)) = parse_line(&line, file, n, log, opts) {
-            if r.ts < last {
+        if let Some((ts, component)) = scan_line(&line, log, opts) {
+            if ts < last {
                 scan.sorted = false;
             }
-            last = last.max(r.ts);
+            last = last.max(ts);
             scan.events += 1;
-            match scan.components.iter_mut().find(|(c, _)| *c == r.component) {
+            let component = component.as_deref().unwrap_or(&log.name_component);
+            match scan.components.iter_mut().find(|(c, _)| c == component) {
                 Some((_, count)) => *count += 1,
-                None => scan.components.push((r.component, 1)),
+                None => scan.components.push((component.to_string(), 1)),
             }
         }
     }
     Ok(scan)
 }
 
+/// [`scan`] every file, on as many threads as there are cores.
+pub fn scan_all(files: &[LogFile], opts: &ParseOptions) -> anyhow::Result<Vec<Scan>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<anyhow::Result<Scan>>>> =
+        files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(f) = files.get(i) else { break };
+                *results[i].lock().expect("scan result lock") = Some(scan(i, f, opts));
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("scan result lock")
+                .expect("every file scanned")
+        })
+        .collect()
+}
+
 /// A source of records in time order: a streaming file, or an unsorted
 /// file loaded and sorted in memory.
 enum Stream {
     Lines {
-        reader: Box<dyn BufRead>,
+        reader: Box<dyn BufRead + Send>,
         line: String,
         n: usize,
     },
@@ -460,6 +505,16 @@ impl<'a> Merge<'a> {
         Ok(merge)
     }
 
+    fn note(&mut self, p: Problem) {
+        match p {
+            Problem::Malformed { .. } => self.malformed += 1,
+            Problem::NoTimestamp { .. } => self.no_timestamp += 1,
+        }
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+
     fn read(&mut self, stream: &mut Stream, file: usize) -> anyhow::Result<Option<Record>> {
         match stream {
             Stream::Sorted(it) => Ok(it.next()),
@@ -475,15 +530,7 @@ impl<'a> Merge<'a> {
                 match parse_line(line, file, *n, &self.files[file], self.opts) {
                     Ok(Some(r)) => return Ok(Some(r)),
                     Ok(None) => {}
-                    Err(p) => {
-                        match p {
-                            Problem::Malformed { .. } => self.malformed += 1,
-                            Problem::NoTimestamp { .. } => self.no_timestamp += 1,
-                        }
-                        if self.problems.len() < MAX_PROBLEMS {
-                            self.problems.push(p);
-                        }
-                    }
+                    Err(p) => self.note(p),
                 }
             },
         }

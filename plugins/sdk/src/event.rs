@@ -8,48 +8,138 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::level::Level;
 
-type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
-
 /// One event: a JSON object in UTF-8.
+///
+/// The host hands plugins only well-formed objects (sources check them;
+/// replacements are checked too), so field lookups use a fast scanner of
+/// the top level that skips values without parsing them; a value is
+/// parsed only when asked for.
 pub struct Event<'a> {
     raw: &'a [u8],
-    fields: OnceCell<Result<Fields<'a>, String>>,
+    text: OnceCell<Option<&'a str>>,
+    fields: OnceCell<Vec<(Cow<'a, str>, &'a str)>>,
 }
 
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
 
-#[derive(Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-struct Top<'a>(Fields<'a>);
-
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Top<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Top<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    fields.push((k, v));
-                }
-                Ok(Top(fields))
-            }
+/// `i` at an opening quote: the index after the closing one.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[j] == b'\\' {
+            j += 2;
+        } else {
+            return Some(j + 1);
         }
-        d.deserialize_map(V)
+    }
+}
+
+/// `i` at the start of a value: the index after it.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+/// Iterates over the top-level fields of an object: (key, raw value).
+struct Scan<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn new(s: &'a str) -> Self {
+        let b = s.as_bytes();
+        let i = skip_ws(b, 0);
+        // Not an object: an empty scan.
+        let i = if b.get(i) == Some(&b'{') {
+            i + 1
+        } else {
+            b.len()
+        };
+        Scan { s, i }
+    }
+}
+
+impl<'a> Iterator for Scan<'a> {
+    type Item = (Cow<'a, str>, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.s.as_bytes();
+        let mut i = skip_ws(b, self.i);
+        if b.get(i) == Some(&b',') {
+            i = skip_ws(b, i + 1);
+        }
+        if b.get(i) != Some(&b'"') {
+            self.i = b.len();
+            return None;
+        }
+        let end = skip_string(b, i)?;
+        let key_raw = &self.s[i + 1..end - 1];
+        let key = if key_raw.contains('\\') {
+            Cow::Owned(serde_json::from_str::<String>(&self.s[i..end]).ok()?)
+        } else {
+            Cow::Borrowed(key_raw)
+        };
+        let colon = skip_ws(b, end);
+        if b.get(colon) != Some(&b':') {
+            self.i = b.len();
+            return None;
+        }
+        let start = skip_ws(b, colon + 1);
+        let stop = skip_value(b, start)?;
+        self.i = stop;
+        Some((key, &self.s[start..stop]))
+    }
+}
+
+/// The text of a raw JSON string value, borrowed when it has no escapes.
+fn unquote(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
     }
 }
 
@@ -58,6 +148,7 @@ impl<'a> Event<'a> {
     pub fn new(raw: &'a [u8]) -> Self {
         Self {
             raw,
+            text: OnceCell::new(),
             fields: OnceCell::new(),
         }
     }
@@ -67,45 +158,55 @@ impl<'a> Event<'a> {
         self.raw
     }
 
-    /// Whether the event is a well-formed JSON object. The host only sends
-    /// objects, so `false` means a plugin replaced an event with garbage.
+    fn text(&self) -> Option<&'a str> {
+        *self.text.get_or_init(|| std::str::from_utf8(self.raw).ok())
+    }
+
+    /// Whether the event is a well-formed JSON object (a full parse).
     pub fn is_valid(&self) -> bool {
-        self.top().is_ok()
+        self.error().is_none()
     }
 
-    /// The parse error, if the event is not a JSON object.
-    pub fn error(&self) -> Option<&str> {
-        self.top().as_ref().err().map(String::as_str)
+    /// Why the event is not a well-formed JSON object, if it is not.
+    pub fn error(&self) -> Option<String> {
+        match self.text() {
+            None => Some("not UTF-8".to_string()),
+            Some(t) => match serde_json::from_str::<Value>(t) {
+                Ok(Value::Object(_)) => None,
+                Ok(_) => Some("not a JSON object".to_string()),
+                Err(e) => Some(e.to_string()),
+            },
+        }
     }
 
-    fn top(&self) -> &Result<Fields<'a>, String> {
+    fn fields(&self) -> &[(Cow<'a, str>, &'a str)] {
         self.fields.get_or_init(|| {
-            serde_json::from_slice::<Top<'a>>(self.raw)
-                .map(|t| t.0)
-                .map_err(|e| e.to_string())
+            self.text()
+                .map(|t| Scan::new(t).collect())
+                .unwrap_or_default()
         })
     }
 
-    /// The raw JSON of a top-level field.
-    pub fn raw_field(&self, name: &str) -> Option<&'a RawValue> {
-        match self.top() {
-            Ok(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v),
-            Err(_) => None,
+    /// The raw JSON text of a top-level field. Scans only up to the field.
+    pub fn raw_field(&self, name: &str) -> Option<&'a str> {
+        if let Some(fields) = self.fields.get() {
+            return fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
         }
+        Scan::new(self.text()?)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 
     /// The top-level field names, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.top()
-            .iter()
-            .flat_map(|f| f.iter().map(|(k, _)| k.as_ref()))
+        self.fields().iter().map(|(k, _)| k.as_ref())
     }
 
     /// The value at a dotted path (`service`, `data.user.id`), parsed.
     pub fn get(&self, path: &str) -> Option<Value> {
         let (head, rest) = split_path(path);
         let raw = self.raw_field(head)?;
-        let mut value: Value = serde_json::from_str(raw.get()).ok()?;
+        let mut value: Value = serde_json::from_str(raw).ok()?;
         if let Some(rest) = rest {
             for part in rest.split('.') {
                 value = match value {
@@ -137,10 +238,7 @@ impl<'a> Event<'a> {
     /// escapes. `None` when the value is absent or not a string.
     pub fn get_str(&self, path: &str) -> Option<Cow<'a, str>> {
         match split_path(path) {
-            (head, None) => {
-                let raw = self.raw_field(head)?;
-                serde_json::from_str::<Str<'a>>(raw.get()).ok().map(|s| s.0)
-            }
+            (head, None) => unquote(self.raw_field(head)?),
             _ => match self.get(path)? {
                 Value::String(s) => Some(Cow::Owned(s)),
                 _ => None,
@@ -151,10 +249,15 @@ impl<'a> Event<'a> {
     /// The event's level from the field `field` (usually `level`): a string
     /// such as `"WARN"` or a pino/bunyan number such as `40`.
     pub fn level_in(&self, field: &str) -> Option<Level> {
-        if let Some(s) = self.get_str(field) {
-            return Level::parse(&s);
+        if !field.contains('.') {
+            let raw = self.raw_field(field)?;
+            return match unquote(raw) {
+                Some(s) => Level::parse(&s),
+                None => Level::parse(raw),
+            };
         }
         match self.get(field)? {
+            Value::String(s) => Level::parse(&s),
             Value::Number(n) => Level::parse(&n.to_string()),
             _ => None,
         }
@@ -212,6 +315,19 @@ mod tests {
     #[test]
     fn numeric_levels() {
         assert_eq!(Event::new(br#"{"level":50}"#).level(), Some(Level::Error));
+    }
+
+    #[test]
+    fn scanner_handles_nesting_escapes_and_spaces() {
+        let raw = br#" { "a" : { "x" : "}\"]" , "y" : [1, {"z": "]"}] } , "k\u0065y" : "v\n" , "n" : -1.5e3 , "t" : true } "#;
+        let e = Event::new(raw);
+        assert_eq!(e.keys().collect::<Vec<_>>(), ["a", "key", "n", "t"]);
+        assert_eq!(e.get_str("key").unwrap(), "v\n");
+        assert_eq!(e.get("n"), Some(Value::from(-1500.0)));
+        assert_eq!(e.get("t"), Some(Value::Bool(true)));
+        assert_eq!(e.get_str("a.x").unwrap(), "}\"]");
+        assert_eq!(e.get_str("a.y.1.z").unwrap(), "]");
+        assert!(e.is_valid());
     }
 
     #[test]

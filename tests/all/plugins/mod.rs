@@ -4,6 +4,7 @@
 pub mod chaos;
 pub mod filter;
 pub mod mask;
+pub mod noop;
 pub mod route;
 pub mod sample;
 
