@@ -18,8 +18,10 @@
 //! - [`event`]: packed batches and event helpers.
 //! - [`metrics`]: per-component counters and the run summary.
 //! - [`timeline`]: `sluice timeline`, many services' logs merged into one report.
+//! - [`admin`]: the admin HTTP port (`/health`, `/metrics`, `POST /reload`).
 //! - [`cli`]: the `sluice` command line.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod delivery;

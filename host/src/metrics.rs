@@ -71,6 +71,11 @@ type Entry = (String, Kind, Arc<ComponentMetrics>);
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     entries: Arc<Mutex<Vec<Entry>>>,
+    /// Reloads (of a plugin or of the pipeline) that took effect.
+    pub reloads_ok: Arc<AtomicU64>,
+    /// Reloads refused (compile or init error, invalid pipeline); the old
+    /// version kept running.
+    pub reloads_failed: Arc<AtomicU64>,
 }
 
 impl Registry {

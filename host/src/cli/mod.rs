@@ -98,6 +98,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let config = PipelineConfig::load(pipeline)?;
+    let admin_address = config.admin.as_ref().map(|a| a.address.clone());
+    let reload = config.reload;
     let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
     let plan = topology::plan(config, runtime).await?;
     let metrics = Registry::default();
@@ -107,24 +109,64 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         .context("starting the pipeline")?;
     tracing::info!(pipeline = %pipeline.display(), "pipeline running");
 
+    let mut background = Vec::new();
+    if let Some(address) = admin_address {
+        let admin = crate::admin::Admin {
+            metrics: metrics.clone(),
+            reload: running.reload_handle(),
+            pipeline: pipeline.to_path_buf(),
+        };
+        let (_, task) = crate::admin::serve(&address, admin).await?;
+        background.push(task);
+    }
+    if reload.watch {
+        background.push(tokio::spawn(crate::topology::reload::watch(
+            running.reload_handle(),
+            pipeline.to_path_buf(),
+            reload.poll_interval,
+            metrics.clone(),
+        )));
+    }
+    #[cfg(unix)]
+    {
+        let handle = running.reload_handle();
+        let path = pipeline.to_path_buf();
+        let m = metrics.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            background.push(tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading");
+                    if let Err(e) = crate::topology::reload::reload_all(&handle, &path, &m).await {
+                        tracing::error!(error = %format!("{e:#}"), "reload after SIGHUP failed");
+                    }
+                }
+            }));
+        }
+    }
+
     let stop = running.stop_handle();
-    let signals = tokio::spawn(async move {
+    background.push(tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping: draining in-flight events (press Ctrl-C again to abort)");
         stop.trigger();
         wait_for_signal().await;
         tracing::warn!("aborting without draining");
         std::process::exit(130);
-    });
+    }));
     let result = running.wait().await;
-    signals.abort();
+    for task in background {
+        task.abort();
+    }
 
     if !quiet {
         let elapsed = started.elapsed();
         let read: u64 = metrics
             .snapshot()
             .iter()
-            .filter(|s| s.kind == crate::metrics::Kind::Source)
+            .filter(|s| {
+                s.kind == crate::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
+            })
             .map(|s| s.events_in)
             .sum();
         eprintln!("\n{}", metrics.summary());

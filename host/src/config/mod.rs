@@ -146,9 +146,47 @@ pub struct PipelineConfig {
     /// The file, for error messages and to resolve relative paths.
     pub locator: Locator,
     pub batch: BatchConfig,
+    pub admin: Option<AdminConfig>,
+    pub reload: ReloadConfig,
     pub sources: Vec<Named<SourceConfig>>,
     pub transforms: Vec<Named<TransformConfig>>,
     pub sinks: Vec<Named<SinkConfig>>,
+}
+
+/// `[admin]`: the admin HTTP port (`/health`, `/metrics`, `POST /reload`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9598`.
+    pub address: String,
+}
+
+/// `[reload]`: hot reload of plugin files and of the pipeline file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the files for changes (SIGHUP and `POST /reload` work anyway).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// How often the files are checked.
+    #[serde(default = "default_poll", with = "duration")]
+    pub poll_interval: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_poll() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            poll_interval: default_poll(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +194,10 @@ pub struct PipelineConfig {
 struct Root {
     #[serde(default)]
     batch: BatchConfig,
+    #[serde(default)]
+    admin: Option<AdminConfig>,
+    #[serde(default)]
+    reload: ReloadConfig,
     #[serde(default)]
     transforms: BTreeMap<String, Spanned<TransformConfig>>,
 }
@@ -177,8 +219,17 @@ impl PipelineConfig {
         let mut doc = DeTable::parse(text).map_err(|e| locator.from_toml(&e, ""))?;
         let sources = take(doc.get_mut(), "sources");
         let sinks = take(doc.get_mut(), "sinks");
-        let root: Root = Root::deserialize(toml::de::Deserializer::from(doc))
-            .map_err(|e| locator.from_toml(&e, ""))?;
+        let root: Root = Root::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
+            let mut err = locator.from_toml(&e, "");
+            // `sources` and `sinks` were taken out before this read.
+            if err.message.starts_with("unknown field") {
+                if let Some(i) = err.message.find(", expected") {
+                    err.message.truncate(i);
+                    err.message.push_str(", expected one of `batch`, `admin`, `reload`, `sources`, `transforms`, `sinks`");
+                }
+            }
+            err
+        })?;
 
         let sources = tagged::<SourceConfig>(&locator, "sources", sources)?;
         let sinks = tagged::<SinkConfig>(&locator, "sinks", sinks)?;
@@ -195,6 +246,8 @@ impl PipelineConfig {
         let config = Self {
             locator,
             batch: root.batch,
+            admin: root.admin,
+            reload: root.reload,
             sources,
             transforms,
             sinks,

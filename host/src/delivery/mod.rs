@@ -13,11 +13,9 @@
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-use tokio::sync::mpsc;
-
-use crate::event::{check_object, now_rfc3339, Batch, SharedBatch};
+use crate::event::{check_object, now_rfc3339, Batch};
 use crate::metrics::ComponentMetrics;
+use crate::topology::output::Output;
 
 /// The reserved name of the dead-letter output.
 pub const DEAD_LETTERS: &str = "_dead_letters";
@@ -63,22 +61,33 @@ pub struct DeadLetter<'a> {
     pub message: String,
 }
 
+/// The `_dead_letters` output, shared by every component. When the last
+/// component holding it ends, the output ends, so the sinks reading dead
+/// letters can drain and stop.
+#[derive(Debug)]
+pub struct DeadOutput(pub Output);
+
+impl Drop for DeadOutput {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 /// Where a component sends its dead letters.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     component: Arc<str>,
     /// The plugin path and version, for transforms.
     plugin: Option<(String, String)>,
-    /// `None` when no sink reads `_dead_letters`.
-    tx: Option<mpsc::Sender<SharedBatch>>,
+    out: Arc<DeadOutput>,
 }
 
 impl DeadLetters {
-    pub fn new(component: &str, tx: Option<mpsc::Sender<SharedBatch>>) -> Self {
+    pub fn new(component: &str, out: Arc<DeadOutput>) -> Self {
         Self {
             component: component.into(),
             plugin: None,
-            tx,
+            out,
         }
     }
 
@@ -108,10 +117,7 @@ impl DeadLetters {
             );
             let event = match std::str::from_utf8(l.event) {
                 Ok(text) if check_object(l.event).is_ok() => {
-                    match RawValue::from_string(text.to_string()) {
-                        Ok(raw) => serde_json::to_value(raw).unwrap_or_else(|_| text.into()),
-                        Err(_) => text.into(),
-                    }
+                    serde_json::from_str(text).unwrap_or_else(|_| text.into())
                 }
                 Ok(text) => text.into(),
                 Err(_) => String::from_utf8_lossy(l.event).into_owned().into(),
@@ -133,13 +139,13 @@ impl DeadLetters {
             error = %first.message,
             "events dead-lettered"
         );
-        self.tx.as_ref().map(|_| self.encode(letters))
+        Some(self.encode(letters))
     }
 
     /// Send dead letters from async code.
     pub async fn send(&self, metrics: &ComponentMetrics, letters: &[DeadLetter<'_>]) {
-        if let (Some(batch), Some(tx)) = (self.account(metrics, letters), &self.tx) {
-            if tx.send(Arc::new(batch)).await.is_err() {
+        if let Some(batch) = self.account(metrics, letters) {
+            if self.out.0.send(0, batch).await.is_err() {
                 tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
             }
         }
@@ -147,8 +153,8 @@ impl DeadLetters {
 
     /// Send dead letters from a blocking thread (plugin stages).
     pub fn blocking_send(&self, metrics: &ComponentMetrics, letters: &[DeadLetter<'_>]) {
-        if let (Some(batch), Some(tx)) = (self.account(metrics, letters), &self.tx) {
-            if tx.blocking_send(Arc::new(batch)).is_err() {
+        if let Some(batch) = self.account(metrics, letters) {
+            if self.out.0.blocking_send(0, batch).is_err() {
                 tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
             }
         }

@@ -366,6 +366,11 @@ impl LoadedPlugin {
         &self.info
     }
 
+    /// Hex SHA-256 of the component's bytes.
+    pub fn hash(&self) -> &str {
+        &self.compiled.hash
+    }
+
     /// Where the plugin came from.
     pub fn source(&self) -> &str {
         &self.source

@@ -33,6 +33,17 @@ impl Tagged for SinkConfig {
 }
 
 impl SinkConfig {
+    /// The same config with its paths resolved against the pipeline file.
+    pub fn resolved(&self, pipeline: &crate::config::PipelineConfig) -> Self {
+        match self.clone() {
+            SinkConfig::File(mut c) => {
+                c.path = pipeline.resolve(&c.path);
+                SinkConfig::File(c)
+            }
+            other => other,
+        }
+    }
+
     /// The components this sink reads.
     pub fn inputs(&self) -> &[Spanned<String>] {
         match self {

@@ -44,6 +44,17 @@ impl Tagged for SourceConfig {
 }
 
 impl SourceConfig {
+    /// The same config with its paths resolved against the pipeline file.
+    pub fn resolved(&self, pipeline: &crate::config::PipelineConfig) -> Self {
+        match self.clone() {
+            SourceConfig::File(mut c) => {
+                c.path = pipeline.resolve(&c.path);
+                SourceConfig::File(c)
+            }
+            other => other,
+        }
+    }
+
     /// The source's batching override, if any.
     pub fn batch(&self) -> Option<BatchOverride> {
         match self {

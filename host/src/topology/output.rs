@@ -1,5 +1,6 @@
 //! A component's outputs: per port, the channels of every consumer.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -7,12 +8,84 @@ use tokio::sync::{mpsc, watch};
 use crate::event::{Batch, SharedBatch};
 use crate::metrics::ComponentMetrics;
 
-/// The senders of one component, by output port (0 is the default output).
+/// A producer's port: (component name, port number; 0 is the default).
+pub type Port = (String, usize);
+
+/// Who reads which port: the wiring of the running graph. Producers look
+/// their consumers up per batch, so a reload can rewire the graph (add or
+/// remove sinks and transforms) between two batches.
+#[derive(Debug, Default)]
+pub struct Router {
+    state: std::sync::RwLock<RouterState>,
+}
+
+#[derive(Debug, Default)]
+struct RouterState {
+    edges: BTreeMap<Port, Vec<mpsc::Sender<SharedBatch>>>,
+    /// Producers that have ended: never wired again, so that the channels
+    /// of their consumers can close.
+    finished: BTreeSet<String>,
+}
+
+impl Router {
+    /// The consumers of a port, right now.
+    fn consumers(&self, port: &Port) -> Vec<mpsc::Sender<SharedBatch>> {
+        let state = self.state.read().expect("router lock poisoned");
+        state.edges.get(port).cloned().unwrap_or_default()
+    }
+
+    /// Whether anyone reads any port of `producer`.
+    pub fn is_read(&self, producer: &str) -> bool {
+        let state = self.state.read().expect("router lock poisoned");
+        state.edges.keys().any(|(p, _)| p == producer)
+    }
+
+    /// Replace the wiring. Ports of finished producers are left out.
+    pub fn rewire(&self, edges: BTreeMap<Port, Vec<mpsc::Sender<SharedBatch>>>) {
+        let mut state = self.state.write().expect("router lock poisoned");
+        let finished = state.finished.clone();
+        state.edges = edges
+            .into_iter()
+            .filter(|((p, _), _)| !finished.contains(p))
+            .collect();
+    }
+
+    /// The current wiring (weakly: it does not keep channels open).
+    pub fn snapshot(&self) -> BTreeMap<Port, Vec<mpsc::WeakSender<SharedBatch>>> {
+        let state = self.state.read().expect("router lock poisoned");
+        state
+            .edges
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(mpsc::Sender::downgrade).collect()))
+            .collect()
+    }
+
+    /// A producer has ended: drop its edges so its consumers can finish.
+    pub fn finish(&self, producer: &str) {
+        let mut state = self.state.write().expect("router lock poisoned");
+        state.edges.retain(|(p, _), _| p != producer);
+        state.finished.insert(producer.to_string());
+    }
+
+    /// Whether a producer has ended.
+    pub fn is_finished(&self, producer: &str) -> bool {
+        let state = self.state.read().expect("router lock poisoned");
+        state.finished.contains(producer)
+    }
+
+    /// A producer of this name starts (again, after a reload).
+    pub fn revive(&self, producer: &str) {
+        let mut state = self.state.write().expect("router lock poisoned");
+        state.finished.remove(producer);
+    }
+}
+
+/// The output side of one component: sends a batch to whoever reads a port.
 #[derive(Debug, Clone)]
 pub struct Output {
-    /// `ports[p]` holds a sender per consumer of port `p`; empty when no
-    /// component reads that port.
-    ports: Vec<Vec<mpsc::Sender<SharedBatch>>>,
+    name: Arc<str>,
+    ports: usize,
+    router: Arc<Router>,
     metrics: Arc<ComponentMetrics>,
 }
 
@@ -22,22 +95,32 @@ pub struct Output {
 pub struct Closed;
 
 impl Output {
-    pub fn new(ports: Vec<Vec<mpsc::Sender<SharedBatch>>>, metrics: Arc<ComponentMetrics>) -> Self {
-        Self { ports, metrics }
+    pub fn new(
+        name: &str,
+        ports: usize,
+        router: Arc<Router>,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            ports,
+            router,
+            metrics,
+        }
     }
 
     /// Whether any component reads any port.
     pub fn has_consumers(&self) -> bool {
-        self.ports.iter().any(|p| !p.is_empty())
+        self.router.is_read(&self.name)
     }
 
     /// Number of ports.
     pub fn ports(&self) -> usize {
-        self.ports.len()
+        self.ports
     }
 
-    fn account(&self, port: usize, batch: &Batch) -> Option<&[mpsc::Sender<SharedBatch>]> {
-        let consumers = self.ports.get(port).map(Vec::as_slice).unwrap_or(&[]);
+    fn account(&self, port: usize, batch: &Batch) -> Option<Vec<mpsc::Sender<SharedBatch>>> {
+        let consumers = self.router.consumers(&(self.name.to_string(), port));
         if consumers.is_empty() {
             ComponentMetrics::add(&self.metrics.discarded, batch.len());
             return None;
@@ -57,7 +140,7 @@ impl Output {
         };
         let batch = Arc::new(batch);
         let mut sent = false;
-        for tx in consumers {
+        for tx in &consumers {
             sent |= tx.send(batch.clone()).await.is_ok();
         }
         sent.then_some(()).ok_or(Closed)
@@ -73,10 +156,24 @@ impl Output {
         };
         let batch = Arc::new(batch);
         let mut sent = false;
-        for tx in consumers {
+        for tx in &consumers {
             sent |= tx.blocking_send(batch.clone()).is_ok();
         }
         sent.then_some(()).ok_or(Closed)
+    }
+
+    /// This producer has ended (see [`Router::finish`]).
+    pub fn finish(&self) {
+        self.router.finish(&self.name);
+    }
+}
+
+/// Ends a producer when dropped, however its task ends.
+pub struct FinishOnDrop(pub Output);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 

@@ -11,7 +11,7 @@ use crate::event::{check_object, Batch, SharedBatch};
 use crate::metrics::ComponentMetrics;
 use crate::plugin::bindings::Verdicts;
 use crate::plugin::{CallError, LoadedPlugin};
-use crate::topology::output::Output;
+use crate::topology::output::{FinishOnDrop, Output};
 
 /// A running transform's parts.
 pub struct TransformStage {
@@ -22,6 +22,8 @@ pub struct TransformStage {
     pub dead: DeadLetters,
     pub metrics: Arc<ComponentMetrics>,
     pub on_error: OnError,
+    /// New versions of the plugin (hot reload), taken between two batches.
+    pub swaps: std::sync::mpsc::Receiver<LoadedPlugin>,
 }
 
 /// What one batch became.
@@ -36,8 +38,16 @@ struct Outcome {
 impl TransformStage {
     /// Run until the input closes. Blocking: call from `spawn_blocking`.
     pub fn run(mut self) {
+        let _finish = FinishOnDrop(self.output.clone());
         let ports = self.output.ports().max(1);
         while let Some(batch) = self.input.blocking_recv() {
+            // A new version takes over between two batches: the batch in
+            // hand was finished by the old one.
+            while let Ok(plugin) = self.swaps.try_recv() {
+                self.dead = self.dead.for_plugin(plugin.source(), &plugin.version());
+                tracing::info!(transform = %self.name, version = %plugin.version(), "plugin swapped");
+                self.plugin = plugin;
+            }
             ComponentMetrics::add(&self.metrics.events_in, batch.len());
             ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
             let mut outcome = Outcome {
@@ -73,6 +83,15 @@ impl TransformStage {
         match result {
             Ok(v) => apply(&v, batch, outcome),
             Err(e) if batch.len() == 1 => outcome.failed.push((batch.get(0).to_vec(), e)),
+            // Each timeout costs a whole time budget: go event by event
+            // (one more timeout per looping event) rather than bisect
+            // (a timeout per level).
+            Err(e) if e.kind == ErrorKind::Timeout => {
+                tracing::debug!(transform = %self.name, events = batch.len(), error = %e, "batch timed out; isolating one by one");
+                for i in 0..batch.len() {
+                    self.isolate(&batch.slice(i..i + 1), outcome);
+                }
+            }
             Err(e) => {
                 tracing::debug!(transform = %self.name, events = batch.len(), error = %e, "batch failed; isolating");
                 let mid = batch.len() / 2;
