@@ -69,6 +69,7 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    cmd.env_remove("SLUICE_TAG");
     let status = cmd.status().expect("cannot run cargo to build the plugins");
     assert!(
         status.success(),
@@ -96,6 +97,51 @@ fn main() {
         each.push_str(&format!("        $m!({name});\n"));
     }
     each.push_str("    };\n}\n");
+
+    // The tag plugin once more, as version `b`, in a target folder of its
+    // own so the two builds do not rebuild each other.
+    let target_b = root.join("target").join("plugins-tag-b");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "sluice-test-tag",
+            "--target-dir",
+        ])
+        .arg(&target_b)
+        .env("SLUICE_TAG", "b");
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    assert!(
+        cmd.status().expect("cannot run cargo").success(),
+        "building the tag plugin (b) failed"
+    );
+    let copy = out.join("tag_b.wasm");
+    std::fs::copy(
+        target_b
+            .join("wasm32-wasip2")
+            .join("plugin")
+            .join("sluice_test_tag.wasm"),
+        &copy,
+    )
+    .unwrap();
+    code.push_str(&format!("/// The `tag` plugin built as version `b`.\n#[allow(dead_code)]\npub const TAG_B: &str = {:?};\n", copy.display().to_string()));
     code.push_str(&each);
     std::fs::write(out.join("plugins.rs"), code).unwrap();
 }

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod pipelines;
 mod plugins;
+mod reload;
 mod runtime;
 mod sources;
 mod timeline;

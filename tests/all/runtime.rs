@@ -136,3 +136,65 @@ async fn on_error_drop_and_pass() {
     assert_eq!(ids.len(), 20, "pass forwards the failing event unchanged");
     assert!(out.iter().any(|e| e["chaos"] == "panic"));
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_percent_poison_in_100k() {
+    let d = tempfile::tempdir().unwrap();
+    let kinds = ["panic", "loop", "alloc", "stack"];
+    let mut text = String::with_capacity(100_000 * 40);
+    let mut poisoned = std::collections::BTreeMap::new();
+    for i in 0..100_000u64 {
+        if i % 100 == 42 {
+            let kind = kinds[(i / 100) as usize % kinds.len()];
+            text.push_str(&format!(
+                "{{\"timestamp\":\"t\",\"i\":{i},\"chaos\":\"{kind}\"}}\n"
+            ));
+            poisoned.insert(i, kind);
+        } else {
+            text.push_str(&format!("{{\"timestamp\":\"t\",\"i\":{i}}}\n"));
+        }
+    }
+    std::fs::write(d.path().join("in.log"), text).unwrap();
+    let toml = pipeline("dead-letter")
+        .replace("max_events = 64", "max_events = 256")
+        .replace("time_budget = \"50ms\"", "time_budget = \"10ms\"");
+    let before = rss_kib();
+    let metrics = run(d.path(), &toml).await.unwrap();
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+
+    let out = read_json_lines(&d.path().join("out.log"));
+    let got: Vec<u64> = out.iter().map(|e| e["i"].as_u64().unwrap()).collect();
+    let clean: Vec<u64> = (0..100_000).filter(|i| i % 100 != 42).collect();
+    assert!(
+        got == clean,
+        "every clean event, once, in order ({} of {})",
+        got.len(),
+        clean.len()
+    );
+    let dead = read_json_lines(&d.path().join("dead.log"));
+    assert_eq!(dead.len(), poisoned.len());
+    for letter in &dead {
+        let i = letter["event"]["i"].as_u64().unwrap();
+        let want = match poisoned[&i] {
+            "panic" => "trap",
+            "loop" => "timeout",
+            "alloc" => "memory",
+            _ => "stack_overflow",
+        };
+        assert_eq!(letter["error"]["kind"], want, "{letter}");
+    }
+    assert_eq!(counts(&metrics, "chaos").failed, 1000);
+    // Memory stays bounded: instances are dropped after each failure.
+    assert!(grown_mib < 512, "resident memory grew by {grown_mib} MiB");
+}

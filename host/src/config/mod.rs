@@ -122,6 +122,13 @@ pub struct TransformConfig {
     /// Time budget of one batch call.
     #[serde(default = "default_time_budget", with = "duration")]
     pub time_budget: Duration,
+    /// Wasm stack of one plugin instance, in KiB.
+    #[serde(default = "default_stack_kib")]
+    pub stack_kib: u64,
+}
+
+fn default_stack_kib() -> u64 {
+    1024
 }
 
 fn default_memory_mib() -> u64 {

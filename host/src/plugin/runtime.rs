@@ -8,10 +8,11 @@
 //! a fresh one from the `InstancePre` (cheap: no compilation, no linking).
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -24,8 +25,8 @@ use crate::delivery::ErrorKind;
 
 /// How often the epoch advances: the granularity of time budgets.
 const TICK: Duration = Duration::from_millis(5);
-/// Wasm stack limit of every instance (engine-wide in wasmtime).
-const MAX_WASM_STACK: usize = 1 << 20;
+/// Default wasm stack limit of an instance.
+pub const DEFAULT_STACK: usize = 1 << 20;
 
 /// Errors loading a plugin, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,8 @@ pub struct PluginLimits {
     pub memory: usize,
     /// Time budget of one call.
     pub time_budget: Duration,
+    /// Wasm stack of one instance, in bytes.
+    pub stack: usize,
 }
 
 impl Default for PluginLimits {
@@ -72,6 +75,7 @@ impl Default for PluginLimits {
         Self {
             memory: 64 << 20,
             time_budget: Duration::from_millis(100),
+            stack: DEFAULT_STACK,
         }
     }
 }
@@ -109,9 +113,10 @@ impl bindings::PluginImports for HostState {
 
 impl bindings::sluice::plugin::types::Host for HostState {}
 
-/// Advances the engine's epoch every [`TICK`] until dropped.
+/// Advances every engine's epoch every [`TICK`] until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
+    engines: Arc<Mutex<Vec<Engine>>>,
 }
 
 impl Drop for EpochTicker {
@@ -120,18 +125,25 @@ impl Drop for EpochTicker {
     }
 }
 
-/// The engine, the linker and the compilation cache, shared by all plugins.
-pub struct Runtime {
+/// An engine and its linker. wasmtime sets the wasm stack limit per
+/// engine, so there is one per stack size in use (almost always one).
+struct EngineSet {
     engine: Engine,
     linker: Linker<HostState>,
+}
+
+/// The engines, linkers and the compilation cache, shared by all plugins.
+pub struct Runtime {
+    engines: Mutex<BTreeMap<usize, Arc<EngineSet>>>,
     cache_dir: Option<PathBuf>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 /// A compiled plugin, ready to instantiate.
 #[derive(Clone)]
 pub struct Compiled {
     pre: PluginPre<HostState>,
+    engine: Engine,
     /// Hex SHA-256 of the component's bytes: its version for dead letters.
     pub hash: String,
 }
@@ -140,26 +152,17 @@ impl Runtime {
     /// Build the engine. `cache_dir` holds compiled components by content
     /// hash (`None`: compile every time).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        // Measured: a component call costs ~230 ns without concurrency
-        // support and ~1 µs with it, and we never call concurrently.
-        config.concurrency_support(false);
-        config.epoch_interruption(true);
-        config.max_wasm_stack(MAX_WASM_STACK);
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-
         let stop = Arc::new(AtomicBool::new(false));
-        let ticking = engine.clone();
-        let flag = stop.clone();
+        let engines: Arc<Mutex<Vec<Engine>>> = Arc::default();
+        let (flag, ticking) = (stop.clone(), engines.clone());
         std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    ticking.increment_epoch();
+                    for e in ticking.lock().expect("engine list lock").iter() {
+                        e.increment_epoch();
+                    }
                 }
             })?;
         if let Some(dir) = &cache_dir {
@@ -167,12 +170,39 @@ impl Runtime {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache; compiling without it");
             }
         }
-        Ok(Self {
-            engine,
-            linker,
+        let runtime = Self {
+            engines: Mutex::new(BTreeMap::new()),
             cache_dir,
-            _ticker: EpochTicker { stop },
-        })
+            ticker: EpochTicker { stop, engines },
+        };
+        runtime.engine_set(DEFAULT_STACK)?;
+        Ok(runtime)
+    }
+
+    /// The engine for a stack size, made on first use.
+    fn engine_set(&self, stack: usize) -> anyhow::Result<Arc<EngineSet>> {
+        let mut engines = self.engines.lock().expect("engine lock");
+        if let Some(set) = engines.get(&stack) {
+            return Ok(set.clone());
+        }
+        let mut config = Config::new();
+        // Measured: a component call costs ~230 ns without concurrency
+        // support and ~1 µs with it, and we never call concurrently.
+        config.concurrency_support(false);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(stack);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        self.ticker
+            .engines
+            .lock()
+            .expect("engine list lock")
+            .push(engine.clone());
+        let set = Arc::new(EngineSet { engine, linker });
+        engines.insert(stack, set.clone());
+        Ok(set)
     }
 
     /// The default cache folder: `$SLUICE_CACHE_DIR`, else
@@ -187,9 +217,9 @@ impl Runtime {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("sluice"))
     }
 
-    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+    fn cache_path(&self, engine: &Engine, hash: &str) -> Option<PathBuf> {
         let mut h = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
+        engine.precompile_compatibility_hash().hash(&mut h);
         let compat = h.finish();
         self.cache_dir
             .as_ref()
@@ -199,18 +229,36 @@ impl Runtime {
     /// Compile (or load from the cache) a component and check that it is
     /// one of our world. Slow on a cache miss: call it off the hot path.
     pub fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Compiled, PluginError> {
+        self.compile_with_stack(plugin, bytes, DEFAULT_STACK)
+    }
+
+    /// [`Runtime::compile`] for instances with a wasm stack of `stack` bytes.
+    pub fn compile_with_stack(
+        &self,
+        plugin: &str,
+        bytes: &[u8],
+        stack: usize,
+    ) -> Result<Compiled, PluginError> {
+        let set = self
+            .engine_set(stack)
+            .map_err(|e| PluginError::NotAComponent {
+                plugin: plugin.to_string(),
+                message: format!("cannot configure an engine with a {stack}-byte stack: {e:#}"),
+            })?;
         let hash = hex(&Sha256::digest(bytes));
-        let cached = self.cache_path(&hash);
-        let component = match cached.as_deref().and_then(|p| self.load_cached(p)) {
+        let cached = self.cache_path(&set.engine, &hash);
+        let component = match cached
+            .as_deref()
+            .and_then(|p| self.load_cached(&set.engine, p))
+        {
             Some(c) => c,
             None => {
                 let started = std::time::Instant::now();
-                let component = Component::new(&self.engine, bytes).map_err(|e| {
-                    PluginError::NotAComponent {
+                let component =
+                    Component::new(&set.engine, bytes).map_err(|e| PluginError::NotAComponent {
                         plugin: plugin.to_string(),
                         message: format!("{e:#}"),
-                    }
-                })?;
+                    })?;
                 tracing::info!(
                     plugin,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -222,7 +270,7 @@ impl Runtime {
                 component
             }
         };
-        let pre = self
+        let pre = set
             .linker
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
@@ -230,17 +278,21 @@ impl Runtime {
                 plugin: plugin.to_string(),
                 message: format!("{e:#}"),
             })?;
-        Ok(Compiled { pre, hash })
+        Ok(Compiled {
+            pre,
+            engine: set.engine.clone(),
+            hash,
+        })
     }
 
-    fn load_cached(&self, path: &Path) -> Option<Component> {
+    fn load_cached(&self, engine: &Engine, path: &Path) -> Option<Component> {
         if !path.exists() {
             return None;
         }
         // SAFETY: the file is one we wrote with `Component::serialize` under
         // a name that includes the engine's compatibility hash; wasmtime
         // also checks the header and refuses an incompatible artifact.
-        match unsafe { Component::deserialize_file(&self.engine, path) } {
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached plugin");
@@ -261,7 +313,7 @@ impl Runtime {
         let mut plugin = LoadedPlugin {
             name: name.into(),
             source: source.to_string(),
-            runtime: self.clone(),
+            _runtime: self.clone(),
             compiled,
             config: config_json,
             limits,
@@ -350,7 +402,9 @@ pub struct LoadedPlugin {
     name: Arc<str>,
     /// Where it came from: a path, or `bundled:NAME`.
     source: String,
-    runtime: Arc<Runtime>,
+    /// Keeps the runtime, and so the epoch ticker that enforces time
+    /// budgets, alive as long as the plugin.
+    _runtime: Arc<Runtime>,
     compiled: Compiled,
     /// The JSON config given to every new instance's `init`.
     config: String,
@@ -399,7 +453,7 @@ impl LoadedPlugin {
                 .build(),
             plugin: self.name.clone(),
         };
-        let mut store = Store::new(&self.runtime.engine, state);
+        let mut store = Store::new(&self.compiled.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         let trap = |e: wasmtime::Error| PluginError::InitTrap {

@@ -121,6 +121,7 @@ pub(crate) async fn load_plugin(
     let limits = PluginLimits {
         memory: (t.memory_mib as usize) << 20,
         time_budget: t.time_budget,
+        stack: (t.stack_kib as usize) << 10,
     };
     let is_path =
         plugin_ref.ends_with(".wasm") || plugin_ref.contains('/') || plugin_ref.contains('\\');
@@ -153,7 +154,7 @@ pub(crate) async fn load_plugin(
     };
     let name_owned = name.to_string();
     let result = tokio::task::spawn_blocking(move || {
-        let compiled = runtime.compile(&name_owned, &bytes)?;
+        let compiled = runtime.compile_with_stack(&name_owned, &bytes, limits.stack)?;
         runtime.load(&name_owned, &source, compiled, json, limits)
     })
     .await

@@ -11,7 +11,7 @@ use super::graph::{self, Port};
 use super::output::{FinishOnDrop, Output, Router, Shutdown, ShutdownTrigger};
 use super::transform::TransformStage;
 use super::{load_plugins, outputs_of, plugin_key};
-use crate::config::{Named, PipelineConfig, TransformConfig};
+use crate::config::{Named, OnError, PipelineConfig, TransformConfig};
 use crate::delivery::{DeadLetters, DeadOutput, DEAD_LETTERS};
 use crate::event::SharedBatch;
 use crate::metrics::{Kind, Registry};
@@ -21,7 +21,8 @@ use crate::source::{SourceConfig, SourceContext};
 
 /// What the pipeline knows of one running transform.
 struct TransformHandle {
-    swaps: std::sync::mpsc::Sender<LoadedPlugin>,
+    swaps: std::sync::mpsc::Sender<(LoadedPlugin, OnError)>,
+    on_error: OnError,
     /// `plugin_key` of its config: a reload with the same key keeps it.
     key: String,
     outputs: Vec<String>,
@@ -223,6 +224,7 @@ impl Running {
             TransformHandle {
                 swaps: swap_tx,
                 key: plugin_key(config),
+                on_error: config.on_error,
                 outputs: outputs.clone(),
                 hash: plugin.hash().to_string(),
             },
@@ -399,7 +401,7 @@ impl Running {
         let hash = plugin.hash().to_string();
         handle
             .swaps
-            .send(plugin)
+            .send((plugin, handle.on_error))
             .map_err(|_| anyhow::anyhow!("transform `{name}` has stopped"))?;
         drop(state);
         let mut state = inner.state.lock().await;
@@ -482,7 +484,8 @@ impl Running {
                 (Some(h), Some(plugin)) => {
                     h.key = plugin_key(&t.config);
                     h.hash = plugin.hash().to_string();
-                    let _ = h.swaps.send(plugin);
+                    h.on_error = t.config.on_error;
+                    let _ = h.swaps.send((plugin, t.config.on_error));
                 }
                 (None, Some(plugin)) => {
                     Running::spawn_transform(inner, &mut state, &t.name, &t.config, plugin, &dead)

@@ -23,7 +23,7 @@ pub struct TransformStage {
     pub metrics: Arc<ComponentMetrics>,
     pub on_error: OnError,
     /// New versions of the plugin (hot reload), taken between two batches.
-    pub swaps: std::sync::mpsc::Receiver<LoadedPlugin>,
+    pub swaps: std::sync::mpsc::Receiver<(LoadedPlugin, OnError)>,
 }
 
 /// What one batch became.
@@ -43,7 +43,8 @@ impl TransformStage {
         while let Some(batch) = self.input.blocking_recv() {
             // A new version takes over between two batches: the batch in
             // hand was finished by the old one.
-            while let Ok(plugin) = self.swaps.try_recv() {
+            while let Ok((plugin, on_error)) = self.swaps.try_recv() {
+                self.on_error = on_error;
                 self.dead = self.dead.for_plugin(plugin.source(), &plugin.version());
                 tracing::info!(transform = %self.name, version = %plugin.version(), "plugin swapped");
                 self.plugin = plugin;

@@ -71,3 +71,29 @@ fn custom_memory_limit_applies() {
         ErrorKind::Memory
     );
 }
+
+#[test]
+fn stack_limit_is_per_plugin() {
+    // The same recursion overflows a 64 KiB stack much sooner than 1 MiB;
+    // both are caught, with the kind named.
+    for stack in [64 << 10, 4 << 20] {
+        let mut p = crate::util::runtime()
+            .load_file(
+                "stack",
+                std::path::Path::new(CHAOS),
+                "{}".into(),
+                PluginLimits {
+                    stack,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let batch = Batch::from_events([&br#"{"chaos":"stack"}"#[..]]);
+        assert_eq!(
+            p.process(&batch.data, &batch.ends).unwrap_err().kind,
+            ErrorKind::StackOverflow
+        );
+        let v = process(&mut p, &[r#"{"ok":1}"#]);
+        assert_eq!(v.actions, [1]);
+    }
+}

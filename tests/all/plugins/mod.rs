@@ -7,6 +7,7 @@ pub mod mask;
 pub mod noop;
 pub mod route;
 pub mod sample;
+pub mod tag;
 
 use std::path::Path;
 

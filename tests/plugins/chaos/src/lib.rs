@@ -58,7 +58,11 @@ impl Plugin for Chaos {
             Some("alloc") => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    // Reserve without touching: reaches the limit in
+                    // microseconds, whatever the time budget.
+                    let mut block = Vec::<u8>::with_capacity(1 << 20);
+                    block.push(1);
+                    hoard.push(block);
                     std::hint::black_box(&hoard);
                 }
             }

@@ -1,0 +1,381 @@
+//! Hot reload: plugin swaps under load, refused versions, pipeline reloads,
+//! and the admin port and SIGHUP triggers.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice::config::PipelineConfig;
+use sluice::metrics::Registry;
+use sluice::topology::{self, Running};
+
+use crate::util::{counts, read_json_lines, runtime};
+use crate::{FILTER, TAG, TAG_B};
+
+/// Replace a file atomically: write aside, then rename over it.
+fn replace(path: &Path, from: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn pipeline(extra: &str) -> String {
+    format!(
+        r#"[batch]
+max_events = 64
+max_wait = "10ms"
+
+[reload]
+watch = false
+
+[sources.gen]
+type = "generate"
+seed = 3
+
+[transforms.tag]
+plugin = "tag.wasm"
+inputs = ["gen"]
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["tag"]
+{extra}"#
+    )
+}
+
+async fn start(dir: &Path, toml: &str) -> (Running, Registry) {
+    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
+    let config = PipelineConfig::load(&dir.join("pipeline.toml")).unwrap();
+    let plan = topology::plan(config, runtime()).await.unwrap();
+    let metrics = Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    (running, metrics)
+}
+
+/// Wait until the sink has written an event tagged `tag` after `after` events.
+async fn wait_for_tag(metrics: &Registry, out: &Path, tag: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Read the tail of the file: the last complete line.
+        if counts(metrics, "out").events_out > 0 {
+            if let Ok(text) = std::fs::read_to_string(out) {
+                if let Some(last) = text.lines().rev().find(|l| l.ends_with('}')) {
+                    if last.contains(&format!("\"tag\":\"{tag}\"")) {
+                        return;
+                    }
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version {tag} never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Check the output: every generated event once, in order, each tagged, and
+/// the tags forming `runs` alternating runs starting with `a`.
+fn check_runs(out: &Path, runs: usize) -> usize {
+    let events = read_json_lines(out);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert!(seqs == want, "events lost, repeated or out of order");
+    let mut tags: Vec<&str> = Vec::new();
+    for e in &events {
+        let t = e["tag"].as_str().expect("every event tagged");
+        if tags.last() != Some(&t) {
+            tags.push(t);
+        }
+    }
+    let expected: Vec<&str> = (0..runs)
+        .map(|i| if i % 2 == 0 { "a" } else { "b" })
+        .collect();
+    assert_eq!(
+        tags, expected,
+        "tags must switch over in order, once per swap"
+    );
+    events.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_swaps_under_load_lose_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let plugin = d.path().join("tag.wasm");
+    std::fs::copy(TAG, &plugin).unwrap();
+    let (running, metrics) = start(d.path(), &pipeline("")).await;
+    let reload = running.reload_handle();
+    let stop = running.stop_handle();
+    let waiter = tokio::spawn(running.wait());
+    let out = d.path().join("out.log");
+    wait_for_tag(&metrics, &out, "a").await;
+    for i in 0..50 {
+        let (file, tag) = if i % 2 == 0 { (TAG_B, "b") } else { (TAG, "a") };
+        replace(&plugin, file);
+        assert!(
+            reload.reload_plugin("tag").await.unwrap(),
+            "swap {i} not taken"
+        );
+        wait_for_tag(&metrics, &out, tag).await;
+    }
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let n = check_runs(&out, 51);
+    assert!(n > 1000, "the generator ran at full speed: {n} events");
+    assert_eq!(counts(&metrics, "tag").events_in as usize, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_versions_are_refused_while_traffic_continues() {
+    let d = tempfile::tempdir().unwrap();
+    let plugin = d.path().join("tag.wasm");
+    std::fs::copy(TAG, &plugin).unwrap();
+    let (running, metrics) = start(d.path(), &pipeline("")).await;
+    let reload = running.reload_handle();
+    let stop = running.stop_handle();
+    let waiter = tokio::spawn(running.wait());
+    let out = d.path().join("out.log");
+    wait_for_tag(&metrics, &out, "a").await;
+
+    // Not wasm at all, then a real component whose init rejects the config.
+    std::fs::write(&plugin, b"not wasm").unwrap();
+    let e = reload.reload_plugin("tag").await.unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not a WebAssembly component"),
+        "{e:#}"
+    );
+    replace(&plugin, FILTER);
+    let e = reload.reload_plugin("tag").await.unwrap_err();
+    assert!(format!("{e:#}").contains("rejected its config"), "{e:#}");
+    let before = counts(&metrics, "out").events_out;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        counts(&metrics, "out").events_out > before,
+        "traffic continues on the old version"
+    );
+
+    // And a good version still goes in afterwards.
+    replace(&plugin, TAG_B);
+    assert!(reload.reload_plugin("tag").await.unwrap());
+    wait_for_tag(&metrics, &out, "b").await;
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    check_runs(&out, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_waits_for_whole_files() {
+    let d = tempfile::tempdir().unwrap();
+    let plugin = d.path().join("tag.wasm");
+    std::fs::copy(TAG, &plugin).unwrap();
+    let (running, metrics) = start(d.path(), &pipeline("")).await;
+    let reload = running.reload_handle();
+    let stop = running.stop_handle();
+    let watcher = tokio::spawn(topology::reload::watch(
+        running.reload_handle(),
+        d.path().join("pipeline.toml"),
+        Duration::from_millis(50),
+        metrics.clone(),
+    ));
+    let waiter = tokio::spawn(running.wait());
+    let out = d.path().join("out.log");
+    wait_for_tag(&metrics, &out, "a").await;
+
+    // A slow writer: half the bytes, a pause, the rest. While the file is
+    // partial, the old version keeps running; once whole, the new one wins.
+    let bytes = std::fs::read(TAG_B).unwrap();
+    let mut f = std::fs::File::create(&plugin).unwrap();
+    f.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    f.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.write_all(&bytes[bytes.len() / 2..]).unwrap();
+    f.flush().unwrap();
+    drop(f);
+    wait_for_tag(&metrics, &out, "b").await;
+    // Then an atomic rename back to `a`.
+    replace(&plugin, TAG);
+    wait_for_tag(&metrics, &out, "a").await;
+    assert!(metrics.reloads_ok.load(Ordering::Relaxed) >= 2);
+    let _ = reload;
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    watcher.abort();
+    check_runs(&out, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_reload_adds_and_removes_sinks_and_refuses_bad_files() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(TAG, d.path().join("tag.wasm")).unwrap();
+    let (running, metrics) = start(d.path(), &pipeline("")).await;
+    let reload = running.reload_handle();
+    let stop = running.stop_handle();
+    let waiter = tokio::spawn(running.wait());
+    let out = d.path().join("out.log");
+    wait_for_tag(&metrics, &out, "a").await;
+
+    // An invalid pipeline is refused and changes nothing.
+    std::fs::write(
+        d.path().join("bad.toml"),
+        pipeline("").replace("inputs = [\"gen\"]", "inputs = [\"gne\"]"),
+    )
+    .unwrap();
+    let bad = PipelineConfig::load(&d.path().join("bad.toml")).unwrap();
+    let e = reload.reload(bad).await.unwrap_err();
+    assert!(format!("{e:#}").contains("unknown input `gne`"), "{e:#}");
+
+    // Move the output to a new sink `out2` (and drop `out`): `out` drains.
+    let moved = pipeline("")
+        .replace("[sinks.out]", "[sinks.out2]")
+        .replace("out.log", "out2.log");
+    std::fs::write(d.path().join("pipeline.toml"), &moved).unwrap();
+    reload
+        .reload(PipelineConfig::load(&d.path().join("pipeline.toml")).unwrap())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.get("out2").is_none_or(|s| s.events_out < 500) {
+        assert!(tokio::time::Instant::now() < deadline, "out2 never filled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut seqs: Vec<u64> = read_json_lines(&out)
+        .into_iter()
+        .chain(read_json_lines(&d.path().join("out2.log")))
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let first_len = read_json_lines(&out).len();
+    seqs.sort();
+    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert!(
+        seqs == want,
+        "every event once across the old and the new sink"
+    );
+    assert!(first_len > 0 && first_len < seqs.len());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(port: u16, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn admin_reload_and_sighup_in_the_binary() {
+    let d = tempfile::tempdir().unwrap();
+    let plugin = d.path().join("tag.wasm");
+    std::fs::copy(TAG, &plugin).unwrap();
+    let port = free_port();
+    let toml = pipeline(&format!("\n[admin]\naddress = \"127.0.0.1:{port}\"\n"))
+        .replace("seed = 3", "seed = 3\nrate = 2000.0");
+    std::fs::write(d.path().join("pipeline.toml"), toml).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child =
+        std::process::Command::new(exe.parent().unwrap().parent().unwrap().join("sluice"))
+            .arg("run")
+            .arg(d.path().join("pipeline.toml"))
+            .env(
+                "SLUICE_CACHE_DIR",
+                crate::util::root().join("target").join("test-plugin-cache"),
+            )
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let out = d.path().join("out.log");
+    let wait_tag = |tag: &str| {
+        for _ in 0..400 {
+            if let Ok(text) = std::fs::read_to_string(&out) {
+                if text
+                    .lines()
+                    .rev()
+                    .find(|l| l.ends_with('}'))
+                    .is_some_and(|l| l.contains(&format!("\"tag\":\"{tag}\"")))
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("tag {tag} never seen");
+    };
+    // Wait for the admin port.
+    let mut health = String::new();
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s.read_to_string(&mut health).unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    wait_tag("a");
+
+    replace(&plugin, TAG_B);
+    let r = http(
+        port,
+        "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("\"ok\""), "{r}");
+    wait_tag("b");
+
+    replace(&plugin, TAG);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_tag("a");
+
+    let metrics = http(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("sluice_reloads_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_events_in_total{component=\"tag\",kind=\"transform\"}"),
+        "{metrics}"
+    );
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    check_runs(&out, 3);
+}
