@@ -35,11 +35,18 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
         .expect("static response parts are valid")
 }
 
+/// A counter family: its name, help text, and how to read it off a snapshot.
+type Counter = (
+    &'static str,
+    &'static str,
+    fn(&crate::metrics::Snapshot) -> u64,
+);
+
 /// The metrics in the Prometheus text format.
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&crate::metrics::Snapshot) -> u64); 8] = [
+    let counters: [Counter; 8] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",

@@ -135,6 +135,8 @@ struct EngineSet {
 /// The engines, linkers and the compilation cache, shared by all plugins.
 pub struct Runtime {
     engines: Mutex<BTreeMap<usize, Arc<EngineSet>>>,
+    /// Epoch interruption (time budgets) on; off only to measure its cost.
+    epochs: bool,
     cache_dir: Option<PathBuf>,
     ticker: EpochTicker,
 }
@@ -152,6 +154,17 @@ impl Runtime {
     /// Build the engine. `cache_dir` holds compiled components by content
     /// hash (`None`: compile every time).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::with_epochs(cache_dir, true)
+    }
+
+    /// A runtime without epoch interruption: time budgets are not enforced
+    /// and a looping plugin hangs its stage. Only for measuring what the
+    /// interruption checks cost (`just bench`).
+    pub fn without_time_budgets(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::with_epochs(cache_dir, false)
+    }
+
+    fn with_epochs(cache_dir: Option<PathBuf>, epochs: bool) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let engines: Arc<Mutex<Vec<Engine>>> = Arc::default();
         let (flag, ticking) = (stop.clone(), engines.clone());
@@ -172,6 +185,7 @@ impl Runtime {
         }
         let runtime = Self {
             engines: Mutex::new(BTreeMap::new()),
+            epochs,
             cache_dir,
             ticker: EpochTicker { stop, engines },
         };
@@ -189,7 +203,7 @@ impl Runtime {
         // Measured: a component call costs ~230 ns without concurrency
         // support and ~1 µs with it, and we never call concurrently.
         config.concurrency_support(false);
-        config.epoch_interruption(true);
+        config.epoch_interruption(self.epochs);
         config.max_wasm_stack(stack);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);

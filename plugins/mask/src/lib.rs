@@ -294,7 +294,9 @@ impl Mask {
         let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
         // JSON escapes (\u0040 for @) could hide a value from the prefilter
         // that scans the raw text, so events with them are always parsed.
-        if !text.contains("\\u") && !(self.may_match(text) && self.prefilter.is_match(text)) {
+        let escaped = text.contains("\\u");
+        let candidate = escaped || (self.may_match(text) && self.prefilter.is_match(text));
+        if !candidate {
             return Ok(None);
         }
         let mut value: Value =
