@@ -1,5 +1,6 @@
 //! The admin HTTP port: `GET /health`, `GET /metrics` (Prometheus text),
-//! `POST /reload`.
+//! `GET /stats` (JSON, for `sluice top`), `GET /tap` (live events, for
+//! `sluice tap`), `POST /reload`.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,12 +29,209 @@ pub struct Admin {
     pub pipeline: PathBuf,
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, Infallible>;
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(Bytes::from(body)).boxed())
         .expect("static response parts are valid")
+}
+
+/// A response body fed by a channel: the tap's stream of lines.
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// The query parameters of a request, decoded.
+fn query(req: &Request<Incoming>) -> std::collections::BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `field=value` (or `field!=value`) over a dotted path of an event.
+struct TapFilter {
+    field: String,
+    value: String,
+    negate: bool,
+}
+
+impl TapFilter {
+    fn parse(s: &str) -> Option<TapFilter> {
+        let (field, value, negate) = match s.split_once("!=") {
+            Some((f, v)) => (f, v, true),
+            None => {
+                let (f, v) = s.split_once('=')?;
+                (f, v, false)
+            }
+        };
+        Some(TapFilter {
+            field: field.trim().to_string(),
+            value: value.trim().to_string(),
+            negate,
+        })
+    }
+
+    fn matches(&self, event: &serde_json::Value) -> bool {
+        let mut v = event;
+        for part in self.field.split('.') {
+            match v.get(part) {
+                Some(x) => v = x,
+                None => return self.negate,
+            }
+        }
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        (text == self.value) != self.negate
+    }
+}
+
+/// Stream a component's output as JSON lines until `limit` events or the
+/// client goes away.
+fn tap(admin: &Arc<Admin>, q: &std::collections::BTreeMap<String, String>) -> Response<Body> {
+    let Some(component) = q.get("component") else {
+        return reply(StatusCode::BAD_REQUEST, "text/plain", "give ?component=NAME\n".into());
+    };
+    let Some(metrics) = admin.metrics.find(component) else {
+        let known: Vec<String> = admin.metrics.snapshot().into_iter().map(|s| s.name).collect();
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no component `{component}` (known: {})\n", known.join(", ")),
+        );
+    };
+    let filter = match q.get("filter").filter(|f| !f.is_empty()) {
+        Some(f) => match TapFilter::parse(f) {
+            Some(t) => Some(t),
+            None => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("bad filter `{f}`: write field=value\n")),
+        },
+        None => None,
+    };
+    let limit: Option<u64> = q.get("limit").and_then(|l| l.parse().ok());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut guard = metrics.tap.subscribe();
+        let mut sent = 0u64;
+        loop {
+            let batch = match guard.rx.recv().await {
+                Ok(b) => b,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(batches = n, "tap fell behind; copies dropped");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let mut lines = Vec::new();
+            for event in batch.iter() {
+                if let Some(f) = &filter {
+                    match serde_json::from_slice::<serde_json::Value>(event) {
+                        Ok(v) if f.matches(&v) => {}
+                        _ => continue,
+                    }
+                }
+                lines.extend_from_slice(event);
+                lines.push(b'\n');
+                sent += 1;
+                if limit.is_some_and(|l| sent >= l) {
+                    break;
+                }
+            }
+            if !lines.is_empty() && tx.send(Bytes::from(lines)).await.is_err() {
+                return;
+            }
+            if limit.is_some_and(|l| sent >= l) {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(ChannelBody { rx }.boxed())
+        .expect("static response parts are valid")
+}
+
+/// Per-component counters as JSON, for `sluice top`.
+fn stats(metrics: &Registry) -> String {
+    let components: Vec<serde_json::Value> = metrics
+        .snapshot()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name, "kind": s.kind.as_str(), "events_in": s.events_in, "events_out": s.events_out,
+                "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "dropped": s.dropped, "failed": s.failed,
+                "discarded": s.discarded, "down": s.down,
+            })
+        })
+        .collect();
+    let queues: serde_json::Map<String, serde_json::Value> =
+        metrics.queue_depths().into_iter().map(|(n, d, _)| (n, d.into())).collect();
+    format!("{}\n", serde_json::json!({"components": components, "queues": queues}))
+}
+
+/// 200 when every component works, 503 with the reasons otherwise.
+fn health(metrics: &Registry) -> Response<Body> {
+    let down: Vec<serde_json::Value> = metrics
+        .snapshot()
+        .into_iter()
+        .filter_map(|s| s.down.map(|reason| serde_json::json!({"component": s.name, "reason": reason})))
+        .collect();
+    if down.is_empty() {
+        reply(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n".into())
+    } else {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            format!("{}\n", serde_json::json!({"status": "down", "down": down})),
+        )
+    }
 }
 
 /// A counter family: its name, help text, and how to read it off a snapshot.
@@ -100,6 +299,38 @@ pub fn prometheus(metrics: &Registry) -> String {
             );
         }
     }
+    let _ = writeln!(out, "# HELP sluice_write_retries_total Writes retried after an error.\n# TYPE sluice_write_retries_total counter");
+    for s in &snaps {
+        let _ = writeln!(out, "sluice_write_retries_total{{component=\"{}\",kind=\"{}\"}} {}", s.name, s.kind.as_str(), s.retries);
+    }
+    let _ = writeln!(out, "# HELP sluice_component_up Whether the component works (0: see /health).\n# TYPE sluice_component_up gauge");
+    for s in &snaps {
+        let _ = writeln!(out, "sluice_component_up{{component=\"{}\",kind=\"{}\"}} {}", s.name, s.kind.as_str(), u8::from(s.down.is_none()));
+    }
+    let depths = metrics.queue_depths();
+    let _ = writeln!(out, "# HELP sluice_queue_batches Batches waiting in a component's input channel.\n# TYPE sluice_queue_batches gauge");
+    for (name, depth, _) in &depths {
+        let _ = writeln!(out, "sluice_queue_batches{{component=\"{name}\"}} {depth}");
+    }
+    let _ = writeln!(out, "# HELP sluice_queue_capacity_batches Size of a component's input channel.\n# TYPE sluice_queue_capacity_batches gauge");
+    for (name, _, cap) in &depths {
+        let _ = writeln!(out, "sluice_queue_capacity_batches{{component=\"{name}\"}} {cap}");
+    }
+    let name = "sluice_batch_duration_seconds";
+    let _ = writeln!(out, "# HELP {name} Time to process one batch: the plugin call (transforms), the write (sinks).\n# TYPE {name} histogram");
+    for (component, kind, m) in metrics.components() {
+        if kind == crate::metrics::Kind::Source {
+            continue;
+        }
+        let (cumulative, sum) = m.batch_seconds.read();
+        let labels = format!("component=\"{component}\",kind=\"{}\"", kind.as_str());
+        for (i, c) in cumulative.iter().enumerate() {
+            let le = crate::metrics::BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", cumulative.last().copied().unwrap_or(0));
+    }
     let _ = writeln!(
         out,
         "# HELP sluice_reloads_total Reloads by result.\n# TYPE sluice_reloads_total counter"
@@ -120,13 +351,11 @@ pub fn prometheus(metrics: &Registry) -> String {
 async fn handle(
     admin: Arc<Admin>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => reply(
-            StatusCode::OK,
-            "application/json",
-            "{\"status\":\"ok\"}\n".into(),
-        ),
+        (&Method::GET, "/health") => health(&admin.metrics),
+        (&Method::GET, "/stats") => reply(StatusCode::OK, "application/json", stats(&admin.metrics)),
+        (&Method::GET, "/tap") => tap(&admin, &query(&req)),
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -149,7 +378,7 @@ async fn handle(
                 ),
             }
         }
-        (_, "/health" | "/metrics" | "/reload") => reply(
+        (_, "/health" | "/metrics" | "/reload" | "/stats" | "/tap") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n".into(),

@@ -1,7 +1,7 @@
 //! Per-component counters, counted per batch (never per event in a loop).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Counters of one component.
@@ -23,11 +23,129 @@ pub struct ComponentMetrics {
     pub discarded: AtomicU64,
     /// Plugin instances replaced after a trap, timeout or memory exhaustion.
     pub restarts: AtomicU64,
+    /// Writes retried after an error (sinks).
+    pub retries: AtomicU64,
+    /// Time spent on one batch: the plugin call for a transform, the write
+    /// for a sink.
+    pub batch_seconds: Histogram,
+    /// Why the component is not working right now (`None`: healthy).
+    pub down: Mutex<Option<String>>,
+    /// Copies of the batches leaving the component, for `sluice tap`.
+    pub tap: Tap,
+}
+
+/// Live copies of a component's output for `sluice tap`. Sending costs one
+/// atomic load when nobody taps; a slow tap loses copies (the broadcast
+/// channel overwrites the oldest), never pipeline events.
+#[derive(Debug)]
+pub struct Tap {
+    subscribers: AtomicUsize,
+    tx: tokio::sync::broadcast::Sender<crate::event::SharedBatch>,
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Self {
+            subscribers: AtomicUsize::new(0),
+            tx: tokio::sync::broadcast::channel(TAP_BATCHES).0,
+        }
+    }
+}
+
+/// Batches a tap may fall behind before it loses copies.
+const TAP_BATCHES: usize = 64;
+
+/// A subscription to a [`Tap`]; unsubscribes when dropped.
+pub struct TapGuard<'a> {
+    tap: &'a Tap,
+    pub rx: tokio::sync::broadcast::Receiver<crate::event::SharedBatch>,
+}
+
+impl Drop for TapGuard<'_> {
+    fn drop(&mut self) {
+        self.tap.subscribers.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Tap {
+    /// Whether anyone is tapping.
+    pub fn active(&self) -> bool {
+        self.subscribers.load(Relaxed) > 0
+    }
+
+    /// Offer a batch to the tappers.
+    pub fn offer(&self, batch: &crate::event::SharedBatch) {
+        if self.active() {
+            let _ = self.tx.send(batch.clone());
+        }
+    }
+
+    pub fn subscribe(&self) -> TapGuard<'_> {
+        self.subscribers.fetch_add(1, Relaxed);
+        TapGuard {
+            tap: self,
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// Counting can be switched off as a whole, to measure what it costs.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Switch all metrics counting on or off (for benchmarks).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Relaxed);
 }
 
 impl ComponentMetrics {
     pub fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Relaxed);
+        if ENABLED.load(Relaxed) {
+            counter.fetch_add(n as u64, Relaxed);
+        }
+    }
+
+    /// Mark the component down, with the reason, or up again (`None`).
+    pub fn set_down(&self, reason: Option<String>) {
+        *self.down.lock().expect("health lock poisoned") = reason;
+    }
+}
+
+/// Upper bounds of the histogram buckets, in seconds.
+pub const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations with fixed buckets, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        if !ENABLED.load(Relaxed) {
+            return;
+        }
+        let secs = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last is +Inf), and the sum in seconds.
+    pub fn read(&self) -> (Vec<u64>, f64) {
+        let mut total = 0;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|c| {
+                total += c.load(Relaxed);
+                total
+            })
+            .collect();
+        (cumulative, self.sum_nanos.load(Relaxed) as f64 / 1e9)
     }
 }
 
@@ -62,6 +180,8 @@ pub struct Snapshot {
     pub failed: u64,
     pub discarded: u64,
     pub restarts: u64,
+    pub retries: u64,
+    pub down: Option<String>,
 }
 
 /// One registered component: its name, kind and counters.
@@ -76,7 +196,12 @@ pub struct Registry {
     /// Reloads refused (compile or init error, invalid pipeline); the old
     /// version kept running.
     pub reloads_failed: Arc<AtomicU64>,
+    /// Input channels of consumers, weakly, to report queue depths.
+    queues: Arc<Mutex<Vec<Queue>>>,
 }
+
+/// A consumer's name and its input channel.
+type Queue = (String, tokio::sync::mpsc::WeakSender<crate::event::SharedBatch>);
 
 impl Registry {
     /// The counters of a component, created on first use.
@@ -106,8 +231,40 @@ impl Registry {
                 failed: m.failed.load(Relaxed),
                 discarded: m.discarded.load(Relaxed),
                 restarts: m.restarts.load(Relaxed),
+                retries: m.retries.load(Relaxed),
+                down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()
+    }
+
+    /// Every component's counters, with their histograms.
+    pub fn components(&self) -> Vec<(String, Kind, Arc<ComponentMetrics>)> {
+        self.entries.lock().expect("metrics lock poisoned").clone()
+    }
+
+    /// Register the input channel of a consumer, to report its depth.
+    pub fn queue(&self, name: &str, tx: &tokio::sync::mpsc::Sender<crate::event::SharedBatch>) {
+        let mut queues = self.queues.lock().expect("metrics lock poisoned");
+        queues.retain(|(n, _)| n != name);
+        queues.push((name.to_string(), tx.downgrade()));
+    }
+
+    /// Batches waiting in each consumer's input channel.
+    pub fn queue_depths(&self) -> Vec<(String, usize, usize)> {
+        let queues = self.queues.lock().expect("metrics lock poisoned");
+        queues
+            .iter()
+            .filter_map(|(n, w)| {
+                let tx = w.upgrade()?;
+                Some((n.clone(), tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+            })
+            .collect()
+    }
+
+    /// A component's metrics by name, if it exists.
+    pub fn find(&self, name: &str) -> Option<Arc<ComponentMetrics>> {
+        let entries = self.entries.lock().expect("metrics lock poisoned");
+        entries.iter().find(|(n, _, _)| n == name).map(|(_, _, m)| m.clone())
     }
 
     /// One snapshot by component name.

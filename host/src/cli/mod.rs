@@ -1,5 +1,6 @@
 //! The command line: `sluice run`, `sluice validate`, `sluice timeline`.
 
+pub mod ops;
 pub mod timeline;
 
 use std::path::PathBuf;
@@ -56,6 +57,37 @@ pub enum Command {
     /// Merge many services' JSON-lines logs into one Markdown timeline with
     /// statistics and per-hop latencies of correlated requests.
     Timeline(Box<timeline::TimelineArgs>),
+    /// Print the events leaving a component of a running pipeline, live
+    /// (through its [admin] port). A slow tap loses copies, never events.
+    Tap {
+        /// The pipeline file of the running pipeline (for its admin address).
+        pipeline: PathBuf,
+        /// The source, transform or sink to watch.
+        #[arg(long)]
+        component: String,
+        /// Only events with FIELD=VALUE (or FIELD!=VALUE); dotted paths allowed.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Show per-component event rates of a running pipeline, live.
+    #[command(alias = "stats")]
+    Top {
+        /// The pipeline file of the running pipeline (for its admin address).
+        pipeline: PathBuf,
+        /// Refresh interval.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Set up `tracing` on stderr.
@@ -92,6 +124,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run { pipeline, quiet } => run(&pipeline, quiet).await,
         Command::Timeline(args) => {
             tokio::task::spawn_blocking(move || timeline::main(*args)).await?
+        }
+        Command::Tap {
+            pipeline,
+            component,
+            filter,
+            limit,
+        } => ops::tap(&pipeline, &component, filter.as_deref(), limit).await,
+        Command::Top {
+            pipeline,
+            interval,
+            iterations,
+        } => {
+            let interval = humantime::parse_duration(&interval)
+                .with_context(|| format!("invalid interval `{interval}`"))?;
+            ops::top(&pipeline, interval, iterations).await
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(())
         }
     }
 }
@@ -145,6 +197,23 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         }
     }
 
+    // A progress line on a terminal; nothing on a pipe or a file.
+    let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if progress {
+        let m = metrics.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let read = events_read(&m);
+                let secs = started.elapsed().as_secs_f64();
+                eprint!(
+                    "\r\x1b[2K{read} events  {:.0} events/s  {secs:.1}s",
+                    read as f64 / secs.max(1e-9)
+                );
+            }
+        }));
+    }
+
     let stop = running.stop_handle();
     background.push(tokio::spawn(async move {
         wait_for_signal().await;
@@ -159,16 +228,12 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         task.abort();
     }
 
+    if progress {
+        eprintln!();
+    }
     if !quiet {
         let elapsed = started.elapsed();
-        let read: u64 = metrics
-            .snapshot()
-            .iter()
-            .filter(|s| {
-                s.kind == crate::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
-            })
-            .map(|s| s.events_in)
-            .sum();
+        let read = events_read(&metrics);
         eprintln!("\n{}", metrics.summary());
         eprintln!(
             "{read} events in {:.2}s ({:.0} events/s)",
@@ -177,6 +242,16 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         );
     }
     result
+}
+
+/// Events read by all sources so far.
+fn events_read(metrics: &Registry) -> u64 {
+    metrics
+        .snapshot()
+        .iter()
+        .filter(|s| s.kind == crate::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS)
+        .map(|s| s.events_in)
+        .sum()
 }
 
 async fn wait_for_signal() {

@@ -71,7 +71,8 @@ pub fn json_lines(batch: &Batch, out: &mut Vec<u8>) {
 
 impl SinkContext {
     /// Count a batch as received and written.
-    pub fn account(&self, batch: &Batch) {
+    pub fn account(&self, batch: &SharedBatch) {
+        self.metrics.tap.offer(batch);
         ComponentMetrics::add(&self.metrics.events_in, batch.len());
         ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
         ComponentMetrics::add(&self.metrics.events_out, batch.len());

@@ -23,8 +23,10 @@ impl StdoutConfig {
         while let Some(batch) = ctx.input.recv().await {
             buf.clear();
             json_lines(&batch, &mut buf);
+            let started = std::time::Instant::now();
             stdout.write_all(&buf).await?;
             stdout.flush().await?;
+            ctx.metrics.batch_seconds.observe(started.elapsed());
             ctx.account(&batch);
         }
         Ok(())

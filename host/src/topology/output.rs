@@ -120,6 +120,9 @@ impl Output {
     }
 
     fn account(&self, port: usize, batch: &Batch) -> Option<Vec<mpsc::Sender<SharedBatch>>> {
+        if self.metrics.tap.active() {
+            self.metrics.tap.offer(&Arc::new(batch.clone()));
+        }
         let consumers = self.router.consumers(&(self.name.to_string(), port));
         if consumers.is_empty() {
             ComponentMetrics::add(&self.metrics.discarded, batch.len());

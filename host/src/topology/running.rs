@@ -190,6 +190,7 @@ impl Running {
         let buffer = state.config.batch.buffer;
         let (tx, rx) = mpsc::channel(buffer);
         state.inputs.insert(s.name.clone(), tx.downgrade());
+        inner.metrics.queue(&s.name, &tx);
         state.pending.push(tx);
         let ctx = SinkContext {
             name: s.name.as_str().into(),
@@ -216,6 +217,7 @@ impl Running {
     ) {
         let (tx, rx) = mpsc::channel(state.config.batch.buffer);
         state.inputs.insert(name.to_string(), tx.downgrade());
+        inner.metrics.queue(name, &tx);
         state.pending.push(tx);
         let (swap_tx, swap_rx) = std::sync::mpsc::channel();
         let outputs = plugin.info().outputs.clone();

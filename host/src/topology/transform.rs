@@ -56,7 +56,9 @@ impl TransformStage {
                 dropped: 0,
                 failed: Vec::new(),
             };
+            let started = std::time::Instant::now();
             self.isolate(&batch, &mut outcome);
+            self.metrics.batch_seconds.observe(started.elapsed());
             self.settle(&mut outcome);
             ComponentMetrics::add(&self.metrics.dropped, outcome.dropped);
             for (port, out) in outcome.ports.into_iter().enumerate() {

@@ -1,0 +1,131 @@
+//! `sluice tap`, `sluice top`: clients of a running pipeline's admin port.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+use crate::config::PipelineConfig;
+
+/// The admin address of a pipeline file.
+pub fn admin_address(pipeline: &Path) -> anyhow::Result<String> {
+    let config = PipelineConfig::load(pipeline)?;
+    let admin = config.admin.with_context(|| {
+        format!(
+            "{} has no [admin] section: add `[admin] address = \"127.0.0.1:9598\"` and restart the pipeline",
+            pipeline.display()
+        )
+    })?;
+    Ok(admin.address)
+}
+
+/// Send a GET to the admin port; returns the response.
+async fn get(address: &str, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot reach the admin port at {address}: is the pipeline running?"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(path)
+        .header("host", address)
+        .body(Empty::<Bytes>::new())?;
+    Ok(sender.send_request(req).await?)
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Print the events leaving a component, live.
+pub async fn tap(pipeline: &Path, component: &str, filter: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
+    let address = admin_address(pipeline)?;
+    let mut path = format!("/tap?component={}", encode(component));
+    if let Some(f) = filter {
+        path.push_str(&format!("&filter={}", encode(f)));
+    }
+    if let Some(l) = limit {
+        path.push_str(&format!("&limit={l}"));
+    }
+    let mut resp = get(&address, &path).await?;
+    if !resp.status().is_success() {
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::bail!("tap refused ({}): {}", "", String::from_utf8_lossy(&body).trim());
+    }
+    let mut stdout = std::io::stdout();
+    while let Some(frame) = resp.body_mut().frame().await {
+        if let Ok(data) = frame?.into_data() {
+            stdout.write_all(&data)?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
+}
+
+async fn stats(address: &str) -> anyhow::Result<serde_json::Value> {
+    let resp = get(address, "/stats").await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Show per-component rates, refreshed every `interval`.
+pub async fn top(pipeline: &Path, interval: Duration, iterations: Option<u64>) -> anyhow::Result<()> {
+    let address = admin_address(pipeline)?;
+    let mut last = stats(&address).await?;
+    let mut n = 0;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = stats(&address).await?;
+        let secs = interval.as_secs_f64();
+        let mut out = String::new();
+        if tty {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        out.push_str(&format!(
+            "{:<10} {:<20} {:>12} {:>12} {:>10} {:>10} {:>8}  {}\n",
+            "kind", "component", "in/s", "out/s", "dropped", "failed", "queue", "status"
+        ));
+        let empty = vec![];
+        let before = last["components"].as_array().unwrap_or(&empty);
+        for c in now["components"].as_array().unwrap_or(&empty) {
+            let name = c["name"].as_str().unwrap_or("?");
+            let prev = before.iter().find(|p| p["name"] == c["name"]);
+            let rate = |field: &str| {
+                let a = c[field].as_u64().unwrap_or(0);
+                let b = prev.and_then(|p| p[field].as_u64()).unwrap_or(0);
+                a.saturating_sub(b) as f64 / secs
+            };
+            let queue = now["queues"][name].as_u64().map_or("-".to_string(), |q| q.to_string());
+            let status = c["down"].as_str().map_or("ok".to_string(), |d| format!("DOWN: {d}"));
+            out.push_str(&format!(
+                "{:<10} {:<20} {:>12.0} {:>12.0} {:>10} {:>10} {:>8}  {status}\n",
+                c["kind"].as_str().unwrap_or("?"),
+                name,
+                rate("events_in"),
+                rate("events_out"),
+                c["dropped"],
+                c["failed"],
+                queue
+            ));
+        }
+        print!("{out}");
+        std::io::stdout().flush()?;
+        last = now;
+        n += 1;
+        if iterations.is_some_and(|i| n >= i) {
+            return Ok(());
+        }
+    }
+}
