@@ -16,6 +16,7 @@ demo:
 # Run every test: unit tests, plugin tests, integration tests.
 test:
     scripts/setup-test-deps
+    cargo build -p sluice
     cargo test --workspace
 
 # Formatting and clippy, as CI wants them.

@@ -52,7 +52,9 @@ impl hyper::body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
 
@@ -76,16 +78,14 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -137,10 +137,19 @@ impl TapFilter {
 /// client goes away.
 fn tap(admin: &Arc<Admin>, q: &std::collections::BTreeMap<String, String>) -> Response<Body> {
     let Some(component) = q.get("component") else {
-        return reply(StatusCode::BAD_REQUEST, "text/plain", "give ?component=NAME\n".into());
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "give ?component=NAME\n".into(),
+        );
     };
     let Some(metrics) = admin.metrics.find(component) else {
-        let known: Vec<String> = admin.metrics.snapshot().into_iter().map(|s| s.name).collect();
+        let known: Vec<String> = admin
+            .metrics
+            .snapshot()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -150,7 +159,13 @@ fn tap(admin: &Arc<Admin>, q: &std::collections::BTreeMap<String, String>) -> Re
     let filter = match q.get("filter").filter(|f| !f.is_empty()) {
         Some(f) => match TapFilter::parse(f) {
             Some(t) => Some(t),
-            None => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("bad filter `{f}`: write field=value\n")),
+            None => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("bad filter `{f}`: write field=value\n"),
+                )
+            }
         },
         None => None,
     };
@@ -211,9 +226,15 @@ fn stats(metrics: &Registry) -> String {
             })
         })
         .collect();
-    let queues: serde_json::Map<String, serde_json::Value> =
-        metrics.queue_depths().into_iter().map(|(n, d, _)| (n, d.into())).collect();
-    format!("{}\n", serde_json::json!({"components": components, "queues": queues}))
+    let queues: serde_json::Map<String, serde_json::Value> = metrics
+        .queue_depths()
+        .into_iter()
+        .map(|(n, d, _)| (n, d.into()))
+        .collect();
+    format!(
+        "{}\n",
+        serde_json::json!({"components": components, "queues": queues})
+    )
 }
 
 /// 200 when every component works, 503 with the reasons otherwise.
@@ -221,10 +242,17 @@ fn health(metrics: &Registry) -> Response<Body> {
     let down: Vec<serde_json::Value> = metrics
         .snapshot()
         .into_iter()
-        .filter_map(|s| s.down.map(|reason| serde_json::json!({"component": s.name, "reason": reason})))
+        .filter_map(|s| {
+            s.down
+                .map(|reason| serde_json::json!({"component": s.name, "reason": reason}))
+        })
         .collect();
     if down.is_empty() {
-        reply(StatusCode::OK, "application/json", "{\"status\":\"ok\"}\n".into())
+        reply(
+            StatusCode::OK,
+            "application/json",
+            "{\"status\":\"ok\"}\n".into(),
+        )
     } else {
         reply(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -301,11 +329,23 @@ pub fn prometheus(metrics: &Registry) -> String {
     }
     let _ = writeln!(out, "# HELP sluice_write_retries_total Writes retried after an error.\n# TYPE sluice_write_retries_total counter");
     for s in &snaps {
-        let _ = writeln!(out, "sluice_write_retries_total{{component=\"{}\",kind=\"{}\"}} {}", s.name, s.kind.as_str(), s.retries);
+        let _ = writeln!(
+            out,
+            "sluice_write_retries_total{{component=\"{}\",kind=\"{}\"}} {}",
+            s.name,
+            s.kind.as_str(),
+            s.retries
+        );
     }
     let _ = writeln!(out, "# HELP sluice_component_up Whether the component works (0: see /health).\n# TYPE sluice_component_up gauge");
     for s in &snaps {
-        let _ = writeln!(out, "sluice_component_up{{component=\"{}\",kind=\"{}\"}} {}", s.name, s.kind.as_str(), u8::from(s.down.is_none()));
+        let _ = writeln!(
+            out,
+            "sluice_component_up{{component=\"{}\",kind=\"{}\"}} {}",
+            s.name,
+            s.kind.as_str(),
+            u8::from(s.down.is_none())
+        );
     }
     let depths = metrics.queue_depths();
     let _ = writeln!(out, "# HELP sluice_queue_batches Batches waiting in a component's input channel.\n# TYPE sluice_queue_batches gauge");
@@ -314,7 +354,10 @@ pub fn prometheus(metrics: &Registry) -> String {
     }
     let _ = writeln!(out, "# HELP sluice_queue_capacity_batches Size of a component's input channel.\n# TYPE sluice_queue_capacity_batches gauge");
     for (name, _, cap) in &depths {
-        let _ = writeln!(out, "sluice_queue_capacity_batches{{component=\"{name}\"}} {cap}");
+        let _ = writeln!(
+            out,
+            "sluice_queue_capacity_batches{{component=\"{name}\"}} {cap}"
+        );
     }
     let name = "sluice_batch_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Time to process one batch: the plugin call (transforms), the write (sinks).\n# TYPE {name} histogram");
@@ -325,11 +368,17 @@ pub fn prometheus(metrics: &Registry) -> String {
         let (cumulative, sum) = m.batch_seconds.read();
         let labels = format!("component=\"{component}\",kind=\"{}\"", kind.as_str());
         for (i, c) in cumulative.iter().enumerate() {
-            let le = crate::metrics::BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let le = crate::metrics::BUCKETS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
         }
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", cumulative.last().copied().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "{name}_count{{{labels}}} {}",
+            cumulative.last().copied().unwrap_or(0)
+        );
     }
     let _ = writeln!(
         out,
@@ -348,13 +397,12 @@ pub fn prometheus(metrics: &Registry) -> String {
     out
 }
 
-async fn handle(
-    admin: Arc<Admin>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => health(&admin.metrics),
-        (&Method::GET, "/stats") => reply(StatusCode::OK, "application/json", stats(&admin.metrics)),
+        (&Method::GET, "/stats") => {
+            reply(StatusCode::OK, "application/json", stats(&admin.metrics))
+        }
         (&Method::GET, "/tap") => tap(&admin, &query(&req)),
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,

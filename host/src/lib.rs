@@ -19,6 +19,7 @@
 //! - [`metrics`]: per-component counters and the run summary.
 //! - [`timeline`]: `sluice timeline`, many services' logs merged into one report.
 //! - [`admin`]: the admin HTTP port (`/health`, `/metrics`, `POST /reload`).
+//! - [`testing`]: `sluice test`, the `[[tests]]` of a pipeline file.
 //! - [`cli`]: the `sluice` command line.
 
 pub mod admin;
@@ -30,5 +31,6 @@ pub mod metrics;
 pub mod plugin;
 pub mod sink;
 pub mod source;
+pub mod testing;
 pub mod timeline;
 pub mod topology;

@@ -112,7 +112,8 @@ impl ComponentMetrics {
 
 /// Upper bounds of the histogram buckets, in seconds.
 pub const BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// A histogram of durations with fixed buckets, lock-free.
@@ -129,7 +130,10 @@ impl Histogram {
             return;
         }
         let secs = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
     }
@@ -201,7 +205,10 @@ pub struct Registry {
 }
 
 /// A consumer's name and its input channel.
-type Queue = (String, tokio::sync::mpsc::WeakSender<crate::event::SharedBatch>);
+type Queue = (
+    String,
+    tokio::sync::mpsc::WeakSender<crate::event::SharedBatch>,
+);
 
 impl Registry {
     /// The counters of a component, created on first use.
@@ -256,7 +263,11 @@ impl Registry {
             .iter()
             .filter_map(|(n, w)| {
                 let tx = w.upgrade()?;
-                Some((n.clone(), tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+                Some((
+                    n.clone(),
+                    tx.max_capacity() - tx.capacity(),
+                    tx.max_capacity(),
+                ))
             })
             .collect()
     }
@@ -264,7 +275,10 @@ impl Registry {
     /// A component's metrics by name, if it exists.
     pub fn find(&self, name: &str) -> Option<Arc<ComponentMetrics>> {
         let entries = self.entries.lock().expect("metrics lock poisoned");
-        entries.iter().find(|(n, _, _)| n == name).map(|(_, _, m)| m.clone())
+        entries
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, m)| m.clone())
     }
 
     /// One snapshot by component name.

@@ -84,10 +84,14 @@ pub enum Command {
         #[arg(long)]
         iterations: Option<u64>,
     },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        shell: clap_complete::Shell,
+    /// Run the `[[tests]]` of a pipeline file: events in at sources, checks
+    /// on what comes out of components. Exits 1 when a test fails.
+    Test {
+        /// The pipeline file.
+        pipeline: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Set up `tracing` on stderr.
@@ -139,6 +143,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             let interval = humantime::parse_duration(&interval)
                 .with_context(|| format!("invalid interval `{interval}`"))?;
             ops::top(&pipeline, interval, iterations).await
+        }
+        Command::Test { pipeline } => {
+            let config = PipelineConfig::load(&pipeline)?;
+            let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
+            let failed = crate::testing::run_all(&config, runtime, &mut std::io::stdout()).await?;
+            anyhow::ensure!(failed == 0, "{failed} pipeline test(s) failed");
+            Ok(())
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -249,7 +260,9 @@ fn events_read(metrics: &Registry) -> u64 {
     metrics
         .snapshot()
         .iter()
-        .filter(|s| s.kind == crate::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS)
+        .filter(|s| {
+            s.kind == crate::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
+        })
         .map(|s| s.events_in)
         .sum()
 }

@@ -28,7 +28,9 @@ pub fn admin_address(pipeline: &Path) -> anyhow::Result<String> {
 async fn get(address: &str, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let stream = tokio::net::TcpStream::connect(address)
         .await
-        .with_context(|| format!("cannot reach the admin port at {address}: is the pipeline running?"))?;
+        .with_context(|| {
+            format!("cannot reach the admin port at {address}: is the pipeline running?")
+        })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -42,14 +44,21 @@ async fn get(address: &str, path: &str) -> anyhow::Result<hyper::Response<hyper:
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 /// Print the events leaving a component, live.
-pub async fn tap(pipeline: &Path, component: &str, filter: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
+pub async fn tap(
+    pipeline: &Path,
+    component: &str,
+    filter: Option<&str>,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
     let address = admin_address(pipeline)?;
     let mut path = format!("/tap?component={}", encode(component));
     if let Some(f) = filter {
@@ -61,7 +70,11 @@ pub async fn tap(pipeline: &Path, component: &str, filter: Option<&str>, limit: 
     let mut resp = get(&address, &path).await?;
     if !resp.status().is_success() {
         let body = resp.into_body().collect().await?.to_bytes();
-        anyhow::bail!("tap refused ({}): {}", "", String::from_utf8_lossy(&body).trim());
+        anyhow::bail!(
+            "tap refused ({}): {}",
+            "",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     let mut stdout = std::io::stdout();
     while let Some(frame) = resp.body_mut().frame().await {
@@ -80,7 +93,11 @@ async fn stats(address: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Show per-component rates, refreshed every `interval`.
-pub async fn top(pipeline: &Path, interval: Duration, iterations: Option<u64>) -> anyhow::Result<()> {
+pub async fn top(
+    pipeline: &Path,
+    interval: Duration,
+    iterations: Option<u64>,
+) -> anyhow::Result<()> {
     let address = admin_address(pipeline)?;
     let mut last = stats(&address).await?;
     let mut n = 0;
@@ -107,8 +124,12 @@ pub async fn top(pipeline: &Path, interval: Duration, iterations: Option<u64>) -
                 let b = prev.and_then(|p| p[field].as_u64()).unwrap_or(0);
                 a.saturating_sub(b) as f64 / secs
             };
-            let queue = now["queues"][name].as_u64().map_or("-".to_string(), |q| q.to_string());
-            let status = c["down"].as_str().map_or("ok".to_string(), |d| format!("DOWN: {d}"));
+            let queue = now["queues"][name]
+                .as_u64()
+                .map_or("-".to_string(), |q| q.to_string());
+            let status = c["down"]
+                .as_str()
+                .map_or("ok".to_string(), |d| format!("DOWN: {d}"));
             out.push_str(&format!(
                 "{:<10} {:<20} {:>12.0} {:>12.0} {:>10} {:>10} {:>8}  {status}\n",
                 c["kind"].as_str().unwrap_or("?"),

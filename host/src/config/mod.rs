@@ -155,6 +155,8 @@ pub struct PipelineConfig {
     pub batch: BatchConfig,
     pub admin: Option<AdminConfig>,
     pub reload: ReloadConfig,
+    /// `[[tests]]`: pipeline unit tests, run by `sluice test`.
+    pub tests: Vec<Spanned<TestConfig>>,
     pub sources: Vec<Named<SourceConfig>>,
     pub transforms: Vec<Named<TransformConfig>>,
     pub sinks: Vec<Named<SinkConfig>>,
@@ -166,6 +168,63 @@ pub struct PipelineConfig {
 pub struct AdminConfig {
     /// Address to listen on, e.g. `127.0.0.1:9598`.
     pub address: String,
+}
+
+/// `[[tests]]`: a pipeline unit test. Events go in at sources, and what
+/// comes out of components is checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestConfig {
+    pub name: String,
+    #[serde(default)]
+    pub inputs: Vec<TestInput>,
+    #[serde(default)]
+    pub outputs: Vec<TestOutput>,
+}
+
+/// Events fed to one source (every other source gives nothing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestInput {
+    pub source: String,
+    /// Events as tables.
+    #[serde(default)]
+    pub events: Vec<toml::Value>,
+    /// Raw lines, read as the source would (JSON or text).
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+/// What must come out of a component (`mask`, `router.errors`, a sink).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestOutput {
+    pub component: String,
+    /// Exactly these events, in order; fields the expected event lacks
+    /// (such as `timestamp`) are not compared.
+    #[serde(default)]
+    pub events: Option<Vec<toml::Value>>,
+    /// Exactly this many events (0: everything was dropped or went elsewhere).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Conditions every event that comes out must meet.
+    #[serde(default)]
+    pub conditions: Vec<TestCondition>,
+}
+
+/// A field condition in a test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCondition {
+    pub field: String,
+    #[serde(default)]
+    pub equals: Option<toml::Value>,
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub not_contains: Option<String>,
+    #[serde(default)]
+    pub exists: Option<bool>,
 }
 
 /// `[reload]`: hot reload of plugin files and of the pipeline file.
@@ -205,6 +264,8 @@ struct Root {
     admin: Option<AdminConfig>,
     #[serde(default)]
     reload: ReloadConfig,
+    #[serde(default)]
+    tests: Vec<Spanned<TestConfig>>,
     #[serde(default)]
     transforms: BTreeMap<String, Spanned<TransformConfig>>,
 }
@@ -255,6 +316,7 @@ impl PipelineConfig {
             batch: root.batch,
             admin: root.admin,
             reload: root.reload,
+            tests: root.tests,
             sources,
             transforms,
             sinks,

@@ -56,7 +56,11 @@ impl FileSinkConfig {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .await?;
         #[cfg(unix)]
         let ino = std::os::unix::fs::MetadataExt::ino(&file.metadata().await?);
         Ok(Open {
@@ -136,7 +140,13 @@ impl FileSinkConfig {
                     }
                 }
             }
-            if ctx.metrics.down.lock().expect("health lock poisoned").is_some() {
+            if ctx
+                .metrics
+                .down
+                .lock()
+                .expect("health lock poisoned")
+                .is_some()
+            {
                 tracing::info!(sink = %ctx.name, "writing again");
                 ctx.metrics.set_down(None);
             }

@@ -18,6 +18,9 @@ use crate::metrics::ComponentMetrics;
 pub enum SinkConfig {
     Stdout(stdout::StdoutConfig),
     File(file::FileSinkConfig),
+    /// Keeps what it receives in memory: what `sluice test` reads. Not a
+    /// `type` a pipeline file can name.
+    Capture(CaptureConfig),
 }
 
 impl Tagged for SinkConfig {
@@ -49,7 +52,28 @@ impl SinkConfig {
         match self {
             SinkConfig::Stdout(c) => &c.inputs,
             SinkConfig::File(c) => &c.inputs,
+            SinkConfig::Capture(c) => &c.inputs,
         }
+    }
+}
+
+/// The events a [`SinkConfig::Capture`] sink received.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureConfig {
+    pub inputs: Vec<Spanned<String>>,
+    pub events: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl CaptureConfig {
+    pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
+        while let Some(batch) = ctx.input.recv().await {
+            self.events
+                .lock()
+                .expect("capture lock poisoned")
+                .extend(batch.iter().map(<[u8]>::to_vec));
+            ctx.account(&batch);
+        }
+        Ok(())
     }
 }
 

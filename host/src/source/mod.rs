@@ -28,6 +28,9 @@ pub enum SourceConfig {
     Stdin(stdin::StdinConfig),
     File(file::FileConfig),
     Generate(generate::GenerateConfig),
+    /// Events given in memory: what `sluice test` feeds a pipeline. Not a
+    /// `type` a pipeline file can name.
+    Memory(MemoryConfig),
 }
 
 impl Tagged for SourceConfig {
@@ -61,7 +64,29 @@ impl SourceConfig {
             SourceConfig::Stdin(c) => c.batch,
             SourceConfig::File(c) => c.batch,
             SourceConfig::Generate(c) => c.batch,
+            SourceConfig::Memory(_) => None,
         }
+    }
+}
+
+/// The lines a [`SourceConfig::Memory`] source emits.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryConfig {
+    pub lines: std::sync::Arc<Vec<String>>,
+}
+
+impl MemoryConfig {
+    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
+        let mut decoder = LineDecoder::new(Format::Auto, &ctx.name, None);
+        let mut batcher = Batcher::new(ctx.batch);
+        for line in self.lines.iter() {
+            batcher.line(&mut decoder, line.as_bytes());
+            if batcher.is_full() {
+                batcher.flush(&ctx).await?;
+            }
+        }
+        batcher.flush(&ctx).await?;
+        Ok(())
     }
 }
 

@@ -203,6 +203,7 @@ impl Running {
             match config {
                 SinkConfig::Stdout(c) => c.run(ctx).await,
                 SinkConfig::File(c) => c.run(ctx).await,
+                SinkConfig::Capture(c) => c.run(ctx).await,
             }
         });
     }
@@ -287,6 +288,7 @@ impl Running {
                 SourceConfig::Stdin(c) => c.run(ctx).await,
                 SourceConfig::File(c) => c.run(ctx).await,
                 SourceConfig::Generate(c) => c.run(ctx).await,
+                SourceConfig::Memory(c) => c.run(ctx).await,
             }
         });
     }

@@ -1,0 +1,474 @@
+//! Operating a pipeline: /metrics, /health, tap, top, `sluice test`,
+//! completions.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sluice::config::PipelineConfig;
+use sluice::metrics::Registry;
+use sluice::source::generate::Generator;
+use sluice::topology::{self, Running};
+
+use crate::util::{counts, root, runtime};
+
+fn sluice() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe.parent().unwrap().parent().unwrap().join("sluice"));
+    cmd.env(
+        "SLUICE_CACHE_DIR",
+        root().join("target").join("test-plugin-cache"),
+    );
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Start a pipeline in process, with its admin port.
+async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = PipelineConfig::load(&path).unwrap();
+    let address = config.admin.as_ref().unwrap().address.clone();
+    let plan = topology::plan(config, runtime()).await.unwrap();
+    let metrics = Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    let admin = sluice::admin::Admin {
+        metrics: metrics.clone(),
+        reload: running.reload_handle(),
+        pipeline: path.clone(),
+    };
+    sluice::admin::serve(&address, admin).await.unwrap();
+    (running, metrics, path)
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn sample_value(samples: &prometheus_parse::Scrape, name: &str, component: &str) -> f64 {
+    let s = samples
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("component") == Some(component))
+        .unwrap_or_else(|| panic!("no {name} for {component}"));
+    match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{name} is not a plain value"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_and_parse() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("idle.log"), "").unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"[admin]
+address = "127.0.0.1:{port}"
+
+[reload]
+watch = false
+
+[sources.gen]
+type = "generate"
+count = 1000
+seed = 5
+
+[sources.idle]
+type = "file"
+path = "idle.log"
+follow = true
+
+[transforms.keep]
+plugin = "filter"
+inputs = ["gen", "idle"]
+config = {{ min_level = "warn" }}
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["keep"]
+"#
+    );
+    let (running, metrics, _) = start(d.path(), &toml).await;
+    let mut gen = Generator::new(Some(5));
+    let mut kept = 0u64;
+    let mut bytes_out = 0u64;
+    for _ in 0..1000 {
+        let mut b = Vec::new();
+        gen.event(&mut b);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        if matches!(v["level"].as_str(), Some("warn" | "error" | "fatal")) {
+            kept += 1;
+            bytes_out += b.len() as u64;
+        }
+    }
+    until("the sink to write every kept event", || {
+        metrics.get("out").is_some_and(|s| s.events_out == kept)
+    })
+    .await;
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    assert_eq!(
+        sample_value(&scrape, "sluice_events_out_total", "gen"),
+        1000.0
+    );
+    assert_eq!(
+        sample_value(&scrape, "sluice_events_in_total", "keep"),
+        1000.0
+    );
+    assert_eq!(
+        sample_value(&scrape, "sluice_events_dropped_total", "keep"),
+        (1000 - kept) as f64
+    );
+    assert_eq!(
+        sample_value(&scrape, "sluice_events_out_total", "keep"),
+        kept as f64
+    );
+    assert_eq!(
+        sample_value(&scrape, "sluice_events_out_total", "out"),
+        kept as f64
+    );
+    assert_eq!(
+        sample_value(&scrape, "sluice_bytes_out_total", "out"),
+        bytes_out as f64
+    );
+    assert_eq!(sample_value(&scrape, "sluice_queue_batches", "keep"), 0.0);
+    assert_eq!(sample_value(&scrape, "sluice_component_up", "out"), 1.0);
+    // The histogram has as many observations as the transform saw batches.
+    let count = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_batch_duration_seconds" && s.labels.get("component") == Some("keep")
+        })
+        .expect("keep's batch histogram");
+    match &count.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let total = buckets.last().unwrap().count;
+            assert!(total >= 1.0, "{buckets:?}");
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_503_while_a_sink_is_down_and_200_after() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"[admin]
+address = "127.0.0.1:{port}"
+
+[reload]
+watch = false
+
+[batch]
+max_wait = "10ms"
+
+[sources.gen]
+type = "generate"
+rate = 500.0
+
+[sinks.out]
+type = "file"
+path = "sub/out.log"
+inputs = ["gen"]
+"#
+    );
+    let (running, metrics, _) = start(d.path(), &toml).await;
+    until("first writes", || {
+        metrics.get("out").is_some_and(|s| s.events_out > 0)
+    })
+    .await;
+    assert_eq!(http_get(port, "/health").0, 200);
+
+    // The log folder disappears and a file takes its name: writes fail.
+    std::fs::remove_dir_all(d.path().join("sub")).unwrap();
+    std::fs::write(d.path().join("sub"), "in the way").unwrap();
+    until("the sink to report itself down", || {
+        http_get(port, "/health").0 == 503
+    })
+    .await;
+    let (_, body) = http_get(port, "/health");
+    assert!(
+        body.contains("\"component\":\"out\"") && body.contains("sub/out.log"),
+        "{body}"
+    );
+    let written = counts(&metrics, "out").events_out;
+
+    // The way is cleared: the sink writes again, beginning with what it held.
+    std::fs::remove_file(d.path().join("sub")).unwrap();
+    until("the sink to recover", || http_get(port, "/health").0 == 200).await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let s = counts(&metrics, "out");
+    assert!(s.retries > 0);
+    assert!(s.events_out > written);
+    assert_eq!(
+        s.events_out,
+        counts(&metrics, "gen").events_out,
+        "nothing lost while down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_and_top_show_a_running_pipeline() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = format!(
+        r#"[admin]
+address = "127.0.0.1:{port}"
+
+[reload]
+watch = false
+
+[batch]
+max_wait = "10ms"
+
+[sources.gen]
+type = "generate"
+rate = 2000.0
+
+[transforms.keep]
+plugin = "filter"
+inputs = ["gen"]
+config = {{ min_level = "warn" }}
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["keep"]
+"#
+    );
+    let (running, metrics, path) = start(d.path(), &toml).await;
+    until("traffic", || {
+        metrics.get("out").is_some_and(|s| s.events_out > 0)
+    })
+    .await;
+
+    let tap = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            sluice()
+                .args(["tap"])
+                .arg(&path)
+                .args([
+                    "--component",
+                    "keep",
+                    "--filter",
+                    "level=error",
+                    "--limit",
+                    "5",
+                ])
+                .output()
+                .unwrap()
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), tap)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().all(|e| e["level"] == "error"), "{lines:?}");
+
+    let top = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            sluice()
+                .args(["top"])
+                .arg(&path)
+                .args(["--interval", "300ms", "--iterations", "1"])
+                .output()
+                .unwrap()
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), top)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("in/s") && text.contains("keep") && text.contains("gen"),
+        "{text}"
+    );
+
+    // A tap that never reads does not hold the pipeline back.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(slow, "GET /tap?component=gen HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let before = counts(&metrics, "out").events_out;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        counts(&metrics, "out").events_out > before + 100,
+        "the pipeline kept flowing"
+    );
+    drop(slow);
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[test]
+fn sluice_test_passes_and_fails_with_a_diff() {
+    let out = sluice()
+        .arg("test")
+        .arg(root().join("pipelines/quickstart.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 passed, 0 failed"), "{text}");
+
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        r#"[sources.app]
+type = "stdin"
+
+[transforms.mask]
+plugin = "mask"
+inputs = ["app"]
+
+[sinks.out]
+type = "stdout"
+inputs = ["mask"]
+
+[[tests]]
+name = "wrong expectation"
+[[tests.inputs]]
+source = "app"
+events = [{ message = "mail bob@example.com" }]
+[[tests.outputs]]
+component = "out"
+events = [{ message = "mail bob@example.com" }]
+
+[[tests]]
+name = "right expectation"
+[[tests.inputs]]
+source = "app"
+lines = ["mail bob@example.com"]
+[[tests.outputs]]
+component = "mask"
+conditions = [{ field = "message", equals = "mail [email]" }]
+"#,
+    )
+    .unwrap();
+    let out = sluice().arg("test").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("test wrong expectation ... FAILED"), "{text}");
+    assert!(
+        text.contains("  - {\"message\":\"mail bob@example.com\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  + {") && text.contains("\"message\":\"mail [email]\""),
+        "{text}"
+    );
+    assert!(text.contains("test right expectation ... ok"), "{text}");
+    assert!(text.contains("1 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn help_and_completions() {
+    let out = sluice().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for sub in [
+        "run",
+        "validate",
+        "test",
+        "tap",
+        "top",
+        "timeline",
+        "completions",
+    ] {
+        assert!(help.contains(sub), "{sub} missing from --help:\n{help}");
+    }
+    let out = sluice().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_sluice"));
+}
+
+#[test]
+fn the_dashboard_uses_metrics_that_exist() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("dashboards/sluice.json")).unwrap(),
+    )
+    .unwrap();
+    let metrics = Registry::default();
+    let m = metrics.component("t", sluice::metrics::Kind::Transform);
+    m.batch_seconds.observe(Duration::from_millis(3));
+    let (tx, _rx) = tokio::sync::mpsc::channel(4);
+    metrics.queue("t", &tx);
+    let text = sluice::admin::prometheus(&metrics);
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("sluice_") {
+                    assert!(
+                        text.contains(&format!("\n{word}{{")),
+                        "{word} (panel {}) is not exported",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+}
