@@ -11,12 +11,67 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer;
 
 /// A packed batch of events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// The bytes of every event, back to back.
     pub data: Vec<u8>,
     /// `ends[i]` is one past the last byte of event `i`.
     pub ends: Vec<u32>,
+    /// Acknowledgements owed to sources for these events: each fires once
+    /// every batch holding it is gone (written by every sink, or dropped).
+    pub acks: Vec<Arc<Ack>>,
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data && self.ends == other.ends
+    }
+}
+
+impl Eq for Batch {}
+
+/// An acknowledgement owed to a source (an HTTP response, a queue `ACK`).
+///
+/// Batches carry it by `Arc`; a transform's output batches carry the
+/// tokens of its input batch; sinks drop batches only once written. So the
+/// last `Arc` goes away exactly when every event it covers has been made
+/// durable by every sink it was routed to, or dropped on purpose, and
+/// dropping it calls the source back. A sink that gives up on a batch calls
+/// [`Ack::fail`] first.
+pub struct Ack {
+    done: std::sync::Mutex<Option<Box<dyn FnOnce(bool) + Send>>>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
+impl Ack {
+    /// A token that calls `done(delivered)` when the last holder drops it.
+    pub fn new(done: impl FnOnce(bool) + Send + 'static) -> Arc<Ack> {
+        Arc::new(Ack {
+            done: std::sync::Mutex::new(Some(Box::new(done))),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Mark the events as not delivered.
+    pub fn fail(&self) {
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        let done = self.done.get_mut().ok().and_then(Option::take);
+        if let Some(done) = done {
+            done(!self.failed.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    }
 }
 
 /// Batches travel between stages behind an `Arc`: a component with several
@@ -29,6 +84,7 @@ impl Batch {
         Self {
             data: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(events),
+            acks: Vec::new(),
         }
     }
 
@@ -80,6 +136,15 @@ impl Batch {
             out.push(self.get(i));
         }
         out
+    }
+
+    /// A copy of the events without the acknowledgements (for taps).
+    pub fn copy_events(&self) -> Batch {
+        Batch {
+            data: self.data.clone(),
+            ends: self.ends.clone(),
+            acks: Vec::new(),
+        }
     }
 
     /// Build a batch from events.

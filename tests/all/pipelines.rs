@@ -8,7 +8,7 @@ use crate::util::{counts, read_json_lines, root, run_file};
 
 /// The pipelines this module tests; a new file in `pipelines/` must be
 /// added here with a test, or `every_pipeline_is_tested` fails.
-const TESTED: [&str; 1] = ["quickstart.toml"];
+const TESTED: [&str; 2] = ["http-ingest.toml", "quickstart.toml"];
 
 #[test]
 fn every_pipeline_is_tested() {
@@ -23,6 +23,21 @@ fn every_pipeline_is_tested() {
         files, TESTED,
         "each pipeline needs a test in tests/all/pipelines.rs"
     );
+}
+
+/// Every pipeline carries `[[tests]]`, and they pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pipeline_carries_passing_tests() {
+    for name in TESTED {
+        let config =
+            sluice::config::PipelineConfig::load(&root().join("pipelines").join(name)).unwrap();
+        assert!(!config.tests.is_empty(), "{name} has no [[tests]]");
+        let mut out = Vec::new();
+        let failed = sluice::testing::run_all(&config, crate::util::runtime(), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out));
+    }
 }
 
 /// Copy a pipeline into `dir/pipelines/` so that its relative paths
@@ -82,4 +97,54 @@ async fn quickstart() {
         counts(&metrics, "archive").events_out,
         expected.len() as u64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ingest() {
+    use std::io::{Read, Write};
+    let d = tempfile::tempdir().unwrap();
+    let path = stage(d.path(), "http-ingest.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"));
+    std::fs::write(&path, text).unwrap();
+    let config = sluice::config::PipelineConfig::load(&path).unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime())
+        .await
+        .unwrap();
+    let metrics = sluice::metrics::Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    let post = move |body: &str| {
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        write!(s, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let body = "{\"service\":\"orders\",\"level\":\"error\",\"message\":\"card 4111 1111 1111 1111 from jane@example.com\"}\n{\"service\":\"web\",\"level\":\"info\",\"message\":\"hello\"}\n";
+    let r = tokio::task::spawn_blocking(move || post(body))
+        .await
+        .unwrap();
+    // ack = "delivered": when the answer comes, both files hold the events.
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("\"accepted\":2"),
+        "{r}"
+    );
+    let errors = read_json_lines(&d.path().join("logs/errors.log"));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["message"], "card [card] from [email]");
+    assert_eq!(read_json_lines(&d.path().join("logs/app.log")).len(), 2);
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert_eq!(counts(&metrics, "web").events_in, 2);
 }

@@ -142,9 +142,17 @@ impl DeadLetters {
         Some(self.encode(letters))
     }
 
-    /// Send dead letters from async code.
-    pub async fn send(&self, metrics: &ComponentMetrics, letters: &[DeadLetter<'_>]) {
-        if let Some(batch) = self.account(metrics, letters) {
+    /// Send dead letters from async code. `acks` are those of the batch the
+    /// letters came from: a source is answered once its dead letters are
+    /// written too.
+    pub async fn send(
+        &self,
+        metrics: &ComponentMetrics,
+        letters: &[DeadLetter<'_>],
+        acks: &[Arc<crate::event::Ack>],
+    ) {
+        if let Some(mut batch) = self.account(metrics, letters) {
+            batch.acks = acks.to_vec();
             if self.out.0.send(0, batch).await.is_err() {
                 tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
             }
@@ -152,8 +160,14 @@ impl DeadLetters {
     }
 
     /// Send dead letters from a blocking thread (plugin stages).
-    pub fn blocking_send(&self, metrics: &ComponentMetrics, letters: &[DeadLetter<'_>]) {
-        if let Some(batch) = self.account(metrics, letters) {
+    pub fn blocking_send(
+        &self,
+        metrics: &ComponentMetrics,
+        letters: &[DeadLetter<'_>],
+        acks: &[Arc<crate::event::Ack>],
+    ) {
+        if let Some(mut batch) = self.account(metrics, letters) {
+            batch.acks = acks.to_vec();
             if self.out.0.blocking_send(0, batch).is_err() {
                 tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
             }

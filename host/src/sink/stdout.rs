@@ -24,8 +24,16 @@ impl StdoutConfig {
             buf.clear();
             json_lines(&batch, &mut buf);
             let started = std::time::Instant::now();
-            stdout.write_all(&buf).await?;
-            stdout.flush().await?;
+            if let Err(e) = async {
+                stdout.write_all(&buf).await?;
+                stdout.flush().await
+            }
+            .await
+            {
+                // The batch is not written: its sources must not be told so.
+                batch.acks.iter().for_each(|a| a.fail());
+                return Err(e.into());
+            }
             ctx.metrics.batch_seconds.observe(started.elapsed());
             ctx.account(&batch);
         }

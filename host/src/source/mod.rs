@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod generate;
+pub mod http;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -28,19 +29,21 @@ pub enum SourceConfig {
     Stdin(stdin::StdinConfig),
     File(file::FileConfig),
     Generate(generate::GenerateConfig),
+    Http(http::HttpConfig),
     /// Events given in memory: what `sluice test` feeds a pipeline. Not a
     /// `type` a pipeline file can name.
     Memory(MemoryConfig),
 }
 
 impl Tagged for SourceConfig {
-    const KINDS: &'static [&'static str] = &["stdin", "file", "generate"];
+    const KINDS: &'static [&'static str] = &["stdin", "file", "generate", "http"];
 
     fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "stdin" => SourceConfig::Stdin(variant(table)?),
             "file" => SourceConfig::File(variant(table)?),
             "generate" => SourceConfig::Generate(variant(table)?),
+            "http" => SourceConfig::Http(variant(table)?),
             other => unreachable!("kind {other} is not in KINDS"),
         })
     }
@@ -64,6 +67,7 @@ impl SourceConfig {
             SourceConfig::Stdin(c) => c.batch,
             SourceConfig::File(c) => c.batch,
             SourceConfig::Generate(c) => c.batch,
+            SourceConfig::Http(c) => c.batch,
             SourceConfig::Memory(_) => None,
         }
     }
@@ -251,7 +255,7 @@ impl Batcher {
                     message: reason.clone(),
                 })
                 .collect();
-            ctx.dead.send(&ctx.metrics, &letters).await;
+            ctx.dead.send(&ctx.metrics, &letters, &[]).await;
         }
         self.first_at = None;
         if self.batch.is_empty() {

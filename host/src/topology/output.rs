@@ -114,6 +114,14 @@ impl Output {
         self.router.is_read(&self.name)
     }
 
+    /// Whether every consumer of the default port has room for a batch now.
+    pub fn has_room(&self) -> bool {
+        self.router
+            .consumers(&(self.name.to_string(), 0))
+            .iter()
+            .all(|tx| tx.capacity() > 0)
+    }
+
     /// Number of ports.
     pub fn ports(&self) -> usize {
         self.ports
@@ -121,7 +129,7 @@ impl Output {
 
     fn account(&self, port: usize, batch: &Batch) -> Option<Vec<mpsc::Sender<SharedBatch>>> {
         if self.metrics.tap.active() {
-            self.metrics.tap.offer(&Arc::new(batch.clone()));
+            self.metrics.tap.offer(&Arc::new(batch.copy_events()));
         }
         let consumers = self.router.consumers(&(self.name.to_string(), port));
         if consumers.is_empty() {

@@ -289,6 +289,7 @@ impl Running {
                 SourceConfig::File(c) => c.run(ctx).await,
                 SourceConfig::Generate(c) => c.run(ctx).await,
                 SourceConfig::Memory(c) => c.run(ctx).await,
+                SourceConfig::Http(c) => c.run(ctx).await,
             }
         });
     }

@@ -59,9 +59,12 @@ impl TransformStage {
             let started = std::time::Instant::now();
             self.isolate(&batch, &mut outcome);
             self.metrics.batch_seconds.observe(started.elapsed());
-            self.settle(&mut outcome);
+            self.settle(&mut outcome, &batch.acks);
             ComponentMetrics::add(&self.metrics.dropped, outcome.dropped);
-            for (port, out) in outcome.ports.into_iter().enumerate() {
+            for (port, mut out) in outcome.ports.into_iter().enumerate() {
+                if !out.is_empty() {
+                    out.acks = batch.acks.clone();
+                }
                 if self.output.blocking_send(port, out).is_err() {
                     tracing::debug!(transform = %self.name, "downstream closed; stopping");
                     return;
@@ -105,7 +108,7 @@ impl TransformStage {
     }
 
     /// Send the failed events where `on_error` says.
-    fn settle(&self, outcome: &mut Outcome) {
+    fn settle(&self, outcome: &mut Outcome, acks: &[Arc<crate::event::Ack>]) {
         if outcome.failed.is_empty() {
             return;
         }
@@ -120,7 +123,7 @@ impl TransformStage {
                         message: e.message.clone(),
                     })
                     .collect();
-                self.dead.blocking_send(&self.metrics, &letters);
+                self.dead.blocking_send(&self.metrics, &letters, acks);
             }
             OnError::Drop => {
                 tracing::warn!(transform = %self.name, count = outcome.failed.len(), error = %outcome.failed[0].1, "failed events dropped");
