@@ -1,0 +1,455 @@
+//! The HTTP source, with real requests on loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use sluice::config::PipelineConfig;
+use sluice::metrics::Registry;
+use sluice::topology::{self, Running};
+
+use crate::util::{counts, read_json_lines, runtime};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `[sources.web] type = "http"` with `extra` settings -> file sink.
+async fn start(dir: &Path, port: u16, extra: &str, sink: &str) -> (Running, Registry) {
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[batch]
+buffer = 2
+
+[sources.web]
+type = "http"
+address = "127.0.0.1:{port}"
+{extra}
+
+[sinks.out]
+type = "file"
+path = "{sink}"
+inputs = ["web"]
+"#
+    );
+    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
+    let config = PipelineConfig::load(&dir.join("pipeline.toml")).unwrap();
+    let plan = topology::plan(config, runtime()).await.unwrap();
+    let metrics = Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (running, metrics)
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One request on a fresh connection; `body` raw bytes.
+fn request(port: u16, head: &str, body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The server may answer (413) and close before the whole body is sent:
+    // a failed write still leaves its answer to read.
+    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Reply {
+        status: headers.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0),
+        headers: headers.to_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+fn post(port: u16, content_type: &str, body: &[u8]) -> Reply {
+    let head = format!(
+        "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    request(port, &head, body)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+const RULES: &str = r#"required = ["service", "level", "message"]
+levels = ["debug", "info", "warn", "error"]
+max_field = 64
+max_body = "64KiB"
+ack = "delivered""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_names_the_event_and_field_and_valid_events_arrive_intact() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, _) = start(d.path(), port, RULES, "out.log").await;
+    let checks = tokio::task::spawn_blocking(move || {
+        let ok = r#"{"service":"s","level":"info","message":"ok"}"#;
+        for (body, status, says) in [
+            (
+                format!("{ok}\n{{\"service\":\"s\",\"level\":\"info\"}}"),
+                400,
+                r#""event":1,"field":"message""#,
+            ),
+            (
+                r#"{"service":"s","level":"loud","message":"m"}"#.to_string(),
+                400,
+                r#""field":"level""#,
+            ),
+            (
+                format!(
+                    r#"{{"service":"s","level":"info","message":"{}"}}"#,
+                    "x".repeat(65)
+                ),
+                400,
+                r#""field":"message""#,
+            ),
+            (
+                r#"{"service":"s","level":"info","message":"m","data":{"note":""#.to_string()
+                    + &"y".repeat(70)
+                    + "\"}}",
+                400,
+                r#""field":"data.note""#,
+            ),
+            ("[1, 2]".to_string(), 400, "must be a JSON object"),
+            (r#"{"service":"s","#.to_string(), 400, "malformed JSON"),
+        ] {
+            let r = post(port, "application/json", body.as_bytes());
+            assert_eq!(r.status, status, "{body} -> {}", r.body);
+            assert!(r.body.contains(says), "{body} -> {}", r.body);
+        }
+        // Nothing of a refused batch was taken; then valid events arrive intact.
+        let good = r#"[{"service":"caf\u00e9","level":"info","message":"h\u00e9llo \u4e16\u754c \ud83d\ude80","data":{"n":[1,{"deep":true}]},"big":123456789012345678901234567890,"id":18446744073709551615}]"#;
+        let r = post(port, "application/json", good.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("\"accepted\":1"));
+    });
+    checks.await.unwrap();
+    let out = std::fs::read_to_string(d.path().join("out.log")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "only the valid request's event: {out}");
+    assert!(lines[0].contains(r#""service":"café""#), "{}", lines[0]);
+    assert!(lines[0].contains("héllo 世界 🚀"));
+    assert!(lines[0].contains(r#""data":{"n":[1,{"deep":true}]}"#));
+    assert!(
+        lines[0].contains(r#""big":123456789012345678901234567890"#),
+        "large numbers intact: {}",
+        lines[0]
+    );
+    assert!(lines[0].contains(r#""id":18446744073709551615"#));
+    assert!(lines[0].starts_with(r#"{"timestamp":""#));
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_batches_list_what_was_rejected() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, metrics) = start(
+        d.path(),
+        port,
+        &format!("{RULES}\npartial = true"),
+        "out.log",
+    )
+    .await;
+    let r = tokio::task::spawn_blocking(move || {
+        post(
+            port,
+            "application/x-ndjson",
+            b"{\"service\":\"a\",\"level\":\"info\",\"message\":\"1\"}\n{\"service\":\"a\",\"message\":\"2\"}\n{\"service\":\"a\",\"level\":\"warn\",\"message\":\"3\"}\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(r.body.trim()).unwrap();
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(
+        v["rejected"],
+        serde_json::json!([{"event": 1, "field": "level", "message": "`level` is required"}])
+    );
+    let msgs: Vec<String> = read_json_lines(&d.path().join("out.log"))
+        .iter()
+        .map(|e| e["message"].to_string())
+        .collect();
+    assert_eq!(msgs, ["\"1\"", "\"3\""]);
+    assert_eq!(counts(&metrics, "web").failed, 1);
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, _) = start(
+        d.path(),
+        port,
+        "max_body = \"1MiB\"\nread_timeout = \"300ms\"",
+        "out.log",
+    )
+    .await;
+    let grown = tokio::task::spawn_blocking(move || {
+        let ok = b"{\"message\":\"still serving\"}";
+        // Oversized by Content-Length, and oversized while streaming (chunked).
+        let r = post(port, "application/json", &vec![b' '; (1 << 20) + 1]);
+        assert_eq!(r.status, 413, "{}", r.body);
+        let chunk = vec![b' '; 256 * 1024];
+        let mut chunked = Vec::new();
+        for _ in 0..6 {
+            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            chunked.extend_from_slice(&chunk);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let r = request(port, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", &chunked);
+        assert_eq!(r.status, 413, "{}", r.body);
+        // Gzip bombs: 200 MiB of zeros in ~200 KB, several times.
+        let bomb = gzip(&vec![b'0'; 200 << 20]);
+        let before = rss_kib();
+        for _ in 0..5 {
+            let head = format!(
+                "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bomb.len()
+            );
+            let r = request(port, &head, &bomb);
+            assert_eq!(r.status, 413, "{}", r.body);
+        }
+        let grown = rss_kib().saturating_sub(before) / 1024;
+        // A good gzip body works.
+        let head = format!(
+            "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            gzip(ok).len()
+        );
+        assert_eq!(request(port, &head, &gzip(ok)).status, 200);
+        // Invalid UTF-8, wrong content type, unknown encoding.
+        assert_eq!(post(port, "application/json", b"{\"message\":\"\xff\xfe\"}").status, 400);
+        assert_eq!(post(port, "application/xml", b"<log/>").status, 415);
+        // A truncated body: Content-Length promises more than arrives.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"message\":").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
+        // A slow client that never finishes its headers is cut off...
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        slow.write_all(b"POST /api/log HTTP/1.1\r\nHost: x\r\n").unwrap();
+        // ...while others are served.
+        assert_eq!(post(port, "application/json", ok).status, 200);
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let started = std::time::Instant::now();
+        let _ = slow.read_to_end(&mut buf);
+        assert!(started.elapsed() < Duration::from_secs(4), "the slow client was not cut off");
+        grown
+    })
+    .await
+    .unwrap();
+    assert!(grown < 64, "memory grew by {grown} MiB under gzip bombs");
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert_eq!(read_json_lines(&d.path().join("out.log")).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_auth_and_cors() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // SAFETY: set before the source reads it; no other test uses this name.
+    unsafe { std::env::set_var("SLUICE_TEST_HTTP_TOKEN", "s3cret") };
+    let (running, _) = start(d.path(), port, "auth_token_env = \"SLUICE_TEST_HTTP_TOKEN\"\ncors = { origins = [\"https://app.example\"] }", "out.log").await;
+    tokio::task::spawn_blocking(move || {
+        let body = b"{\"message\":\"m\"}";
+        assert_eq!(post(port, "application/json", body).status, 401);
+        let head = |token: &str| {
+            format!(
+                "POST /api/log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+        };
+        assert_eq!(request(port, &head("wrong"), body).status, 401);
+        let r = request(port, &head("s3cret"), body);
+        assert_eq!(r.status, 200);
+        assert!(r.headers.contains("access-control-allow-origin: https://app.example"), "{}", r.headers);
+        let r = request(port, "OPTIONS /api/log HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nConnection: close\r\n\r\n", b"");
+        assert_eq!(r.status, 204);
+        assert!(r.headers.contains("access-control-allow-methods: post, options"), "{}", r.headers);
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pipeline_answers_503_with_retry_after() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("blocked"),
+        "a file where the sink wants a folder",
+    )
+    .unwrap();
+    let port = free_port();
+    let (running, _) = start(d.path(), port, "", "blocked/out.log").await;
+    let statuses = tokio::task::spawn_blocking(move || {
+        (0..10)
+            .map(|_| {
+                let r = post(port, "application/json", b"{\"message\":\"m\"}");
+                (r.status, r.headers.contains("retry-after: 1"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(statuses.contains(&(503, true)), "{statuses:?}");
+    std::fs::remove_file(d.path().join("blocked")).unwrap();
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let accepted = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(
+        read_json_lines(&d.path().join("blocked/out.log")).len(),
+        accepted,
+        "every accepted event written once the sink recovered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_ack_delivered_lands_every_event_once() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, _) = start(
+        d.path(),
+        port,
+        "ack = \"delivered\"\nmax_body = \"10MiB\"",
+        "out.log",
+    )
+    .await;
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                for r in 0..25 {
+                    let mut body = String::new();
+                    for i in 0..1000 {
+                        body.push_str(&format!("{{\"id\":\"{c}-{r}-{i}\",\"level\":\"info\",\"message\":\"event {i}\"}}\n"));
+                    }
+                    loop {
+                        let reply = post(port, "application/x-ndjson", body.as_bytes());
+                        match reply.status {
+                            200 => break,
+                            503 => std::thread::sleep(Duration::from_millis(20)),
+                            other => panic!("{other}: {}", reply.body),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || clients.into_iter().for_each(|c| c.join().unwrap()))
+        .await
+        .unwrap();
+    // Delivered means written: read the file before stopping anything.
+    let mut ids: Vec<String> = read_json_lines(&d.path().join("out.log"))
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 200_000);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200_000, "no event twice");
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_logging_http_handler() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, _) = start(d.path(), port, "ack = \"delivered\"", "out.log").await;
+    let script = format!(
+        r#"
+import logging, logging.handlers
+h = logging.handlers.HTTPHandler("127.0.0.1:{port}", "/api/log", method="POST")
+log = logging.getLogger("checkout")
+log.setLevel(logging.INFO)
+log.addHandler(h)
+log.warning("payment retry %d", 2)
+log.error("payment failed")
+log.info("done")
+"#
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = read_json_lines(&d.path().join("out.log"));
+    let got: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["level"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+                e["logger"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "warning".into(),
+                "payment retry %d".into(),
+                "checkout".into()
+            ),
+            ("error".into(), "payment failed".into(), "checkout".into()),
+            ("info".into(), "done".into(), "checkout".into()),
+        ]
+    );
+    assert!(events[0]["timestamp"].as_str().unwrap().ends_with('Z'));
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
