@@ -30,6 +30,9 @@ impl PartialEq for Batch {
 
 impl Eq for Batch {}
 
+/// What an [`Ack`] calls, with whether the events were delivered.
+type AckCallback = Box<dyn FnOnce(bool) + Send>;
+
 /// An acknowledgement owed to a source (an HTTP response, a queue `ACK`).
 ///
 /// Batches carry it by `Arc`; a transform's output batches carry the
@@ -39,7 +42,7 @@ impl Eq for Batch {}
 /// dropping it calls the source back. A sink that gives up on a batch calls
 /// [`Ack::fail`] first.
 pub struct Ack {
-    done: std::sync::Mutex<Option<Box<dyn FnOnce(bool) + Send>>>,
+    done: std::sync::Mutex<Option<AckCallback>>,
     failed: std::sync::atomic::AtomicBool,
 }
 

@@ -326,7 +326,7 @@ impl Server {
 
     async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
-        if !self.cfg.paths.iter().any(|p| *p == path) {
+        if !self.cfg.paths.contains(&path) {
             return error(
                 StatusCode::NOT_FOUND,
                 format!(
