@@ -7,6 +7,7 @@ mod http;
 mod ops;
 mod pipelines;
 mod plugins;
+mod redis;
 mod reload;
 mod runtime;
 mod sources;

@@ -8,7 +8,7 @@ use crate::util::{counts, read_json_lines, root, run_file};
 
 /// The pipelines this module tests; a new file in `pipelines/` must be
 /// added here with a test, or `every_pipeline_is_tested` fails.
-const TESTED: [&str; 2] = ["http-ingest.toml", "quickstart.toml"];
+const TESTED: [&str; 3] = ["http-ingest.toml", "quickstart.toml", "redis-worker.toml"];
 
 #[test]
 fn every_pipeline_is_tested() {
@@ -100,23 +100,19 @@ async fn quickstart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_ingest() {
+async fn http_ingest_then_redis_worker() {
     use std::io::{Read, Write};
     let d = tempfile::tempdir().unwrap();
+    let redis = crate::redis::RedisServer::start();
     let path = stage(d.path(), "http-ingest.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"));
+        .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"))
+        .replace("redis://127.0.0.1:6379/", &redis.url());
     std::fs::write(&path, text).unwrap();
     let config = sluice::config::PipelineConfig::load(&path).unwrap();
-    let plan = sluice::topology::plan(config, crate::util::runtime())
-        .await
-        .unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime()).await.unwrap();
     let metrics = sluice::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     let post = move |body: &str| {
@@ -132,19 +128,38 @@ async fn http_ingest() {
         out
     };
     let body = "{\"service\":\"orders\",\"level\":\"error\",\"message\":\"card 4111 1111 1111 1111 from jane@example.com\"}\n{\"service\":\"web\",\"level\":\"info\",\"message\":\"hello\"}\n";
-    let r = tokio::task::spawn_blocking(move || post(body))
-        .await
-        .unwrap();
-    // ack = "delivered": when the answer comes, both files hold the events.
-    assert!(
-        r.starts_with("HTTP/1.1 200") && r.contains("\"accepted\":2"),
-        "{r}"
-    );
+    let r = tokio::task::spawn_blocking(move || post(body)).await.unwrap();
+    // ack = "delivered": when the answer comes, the stream and the error
+    // file hold the events.
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("\"accepted\":2"), "{r}");
     let errors = read_json_lines(&d.path().join("logs/errors.log"));
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["message"], "card [card] from [email]");
-    assert_eq!(read_json_lines(&d.path().join("logs/app.log")).len(), 2);
+    let mut con = redis.con().await;
+    let len: i64 = ::redis::cmd("XLEN").arg("logs").query_async(&mut con).await.unwrap();
+    assert_eq!(len, 2);
     running.shutdown().await;
     running.wait().await.unwrap();
     assert_eq!(counts(&metrics, "web").events_in, 2);
+
+    // The worker drains the stream into logs/app.log: warn and above, masked.
+    let worker = stage(d.path(), "redis-worker.toml");
+    let text = std::fs::read_to_string(&worker).unwrap().replace("redis://127.0.0.1:6379/", &redis.url());
+    std::fs::write(&worker, text).unwrap();
+    let config = sluice::config::PipelineConfig::load(&worker).unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime()).await.unwrap();
+    let metrics = sluice::metrics::Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    for _ in 0..500 {
+        if metrics.get("app").is_some_and(|s| s.events_out >= 1) && metrics.get("keep").is_some_and(|s| s.events_in >= 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let app = read_json_lines(&d.path().join("logs/app.log"));
+    assert_eq!(app.len(), 1, "{app:?}");
+    assert_eq!(app[0]["message"], "card [card] from [email]");
+    assert!(app[0]["stream_id"].is_string());
 }

@@ -36,6 +36,8 @@ pub struct FileSinkConfig {
     _type: TypeTag,
     /// The file, relative to the pipeline file; parent folders are created.
     pub path: PathBuf,
+    /// Components this sink reads (may be empty for a `fallback` target).
+    #[serde(default)]
     pub inputs: Vec<Spanned<String>>,
     #[serde(default)]
     pub sync: Sync,

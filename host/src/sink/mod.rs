@@ -1,6 +1,7 @@
 //! Sinks: where events end up.
 
 pub mod file;
+pub mod redis;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -18,18 +19,20 @@ use crate::metrics::ComponentMetrics;
 pub enum SinkConfig {
     Stdout(stdout::StdoutConfig),
     File(file::FileSinkConfig),
+    Redis(redis::RedisSinkConfig),
     /// Keeps what it receives in memory: what `sluice test` reads. Not a
     /// `type` a pipeline file can name.
     Capture(CaptureConfig),
 }
 
 impl Tagged for SinkConfig {
-    const KINDS: &'static [&'static str] = &["stdout", "file"];
+    const KINDS: &'static [&'static str] = &["stdout", "file", "redis"];
 
     fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "stdout" => SinkConfig::Stdout(variant(table)?),
             "file" => SinkConfig::File(variant(table)?),
+            "redis" => SinkConfig::Redis(variant(table)?),
             other => unreachable!("kind {other} is not in KINDS"),
         })
     }
@@ -47,12 +50,21 @@ impl SinkConfig {
         }
     }
 
+    /// The sink that takes what this one cannot write.
+    pub fn fallback(&self) -> Option<&Spanned<String>> {
+        match self {
+            SinkConfig::Redis(c) => c.fallback.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The components this sink reads.
     pub fn inputs(&self) -> &[Spanned<String>] {
         match self {
             SinkConfig::Stdout(c) => &c.inputs,
             SinkConfig::File(c) => &c.inputs,
             SinkConfig::Capture(c) => &c.inputs,
+            SinkConfig::Redis(c) => &c.inputs,
         }
     }
 }
@@ -82,6 +94,8 @@ pub struct SinkContext {
     pub name: Arc<str>,
     pub input: mpsc::Receiver<SharedBatch>,
     pub metrics: Arc<ComponentMetrics>,
+    /// Where batches go when this sink gives up on them (`fallback`).
+    pub fallback: Option<crate::topology::output::Output>,
 }
 
 /// Encode a batch as JSON lines into `out`.

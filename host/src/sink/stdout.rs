@@ -13,6 +13,8 @@ use crate::config::TypeTag;
 pub struct StdoutConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
+    /// Components this sink reads (may be empty for a `fallback` target).
+    #[serde(default)]
     pub inputs: Vec<Spanned<String>>,
 }
 

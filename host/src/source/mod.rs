@@ -7,6 +7,7 @@
 pub mod file;
 pub mod generate;
 pub mod http;
+pub mod redis;
 pub mod stdin;
 
 use std::sync::Arc;
@@ -30,13 +31,14 @@ pub enum SourceConfig {
     File(file::FileConfig),
     Generate(generate::GenerateConfig),
     Http(http::HttpConfig),
+    Redis(redis::RedisSourceConfig),
     /// Events given in memory: what `sluice test` feeds a pipeline. Not a
     /// `type` a pipeline file can name.
     Memory(MemoryConfig),
 }
 
 impl Tagged for SourceConfig {
-    const KINDS: &'static [&'static str] = &["stdin", "file", "generate", "http"];
+    const KINDS: &'static [&'static str] = &["stdin", "file", "generate", "http", "redis"];
 
     fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
@@ -44,6 +46,7 @@ impl Tagged for SourceConfig {
             "file" => SourceConfig::File(variant(table)?),
             "generate" => SourceConfig::Generate(variant(table)?),
             "http" => SourceConfig::Http(variant(table)?),
+            "redis" => SourceConfig::Redis(variant(table)?),
             other => unreachable!("kind {other} is not in KINDS"),
         })
     }
@@ -68,6 +71,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.batch,
             SourceConfig::Generate(c) => c.batch,
             SourceConfig::Http(c) => c.batch,
+            SourceConfig::Redis(c) => c.batch,
             SourceConfig::Memory(_) => None,
         }
     }

@@ -76,7 +76,8 @@ pub fn edges(
         );
     for (section, name, inputs) in consumers {
         let key = format!("{section}.{name}.inputs");
-        if inputs.is_empty() {
+        let is_fallback = config.sinks.iter().any(|s| s.config.fallback().is_some_and(|f| f.get_ref() == name));
+        if inputs.is_empty() && !is_fallback {
             return Err(loc.error(None, key, "needs at least one input"));
         }
         let mut ports = Vec::new();
@@ -93,6 +94,24 @@ pub fn edges(
             ports.push(port);
         }
         out.push((name.clone(), ports));
+    }
+    // A sink's fallback reads what that sink gives up on.
+    for s in &config.sinks {
+        let Some(f) = s.config.fallback() else { continue };
+        let key = format!("sinks.{}.fallback", s.name);
+        let target = config.sinks.iter().find(|t| t.name == *f.get_ref());
+        match target {
+            None => return Err(loc.error(Some(f.span()), key, format!("unknown sink `{}`", f.get_ref()))),
+            Some(t) if t.name == s.name => return Err(loc.error(Some(f.span()), key, "a sink cannot be its own fallback")),
+            Some(t) if t.config.fallback().is_some() => {
+                return Err(loc.error(Some(f.span()), key, format!("`{}` has a fallback of its own; fallbacks do not chain", t.name)))
+            }
+            Some(t) => {
+                if let Some((_, ports)) = out.iter_mut().find(|(n, _)| *n == t.name) {
+                    ports.push((s.name.clone(), 0));
+                }
+            }
+        }
     }
     Ok(out)
 }

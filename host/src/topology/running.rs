@@ -192,18 +192,26 @@ impl Running {
         state.inputs.insert(s.name.clone(), tx.downgrade());
         inner.metrics.queue(&s.name, &tx);
         state.pending.push(tx);
+        let fallback = s.config.fallback().map(|_| {
+            inner.router.revive(&s.name);
+            Output::new(&s.name, 1, inner.router.clone(), inner.metrics.component(&s.name, Kind::Sink))
+        });
+        let finish = fallback.clone().map(FinishOnDrop);
         let ctx = SinkContext {
             name: s.name.as_str().into(),
             input: rx,
             metrics: inner.metrics.component(&s.name, Kind::Sink),
+            fallback,
         };
         let config = s.config.resolved(&state.config);
         let name = s.name.clone();
         Running::track(inner, &name, async move {
+            let _finish = finish;
             match config {
                 SinkConfig::Stdout(c) => c.run(ctx).await,
                 SinkConfig::File(c) => c.run(ctx).await,
                 SinkConfig::Capture(c) => c.run(ctx).await,
+                SinkConfig::Redis(c) => c.run(ctx).await,
             }
         });
     }
@@ -290,6 +298,7 @@ impl Running {
                 SourceConfig::Generate(c) => c.run(ctx).await,
                 SourceConfig::Memory(c) => c.run(ctx).await,
                 SourceConfig::Http(c) => c.run(ctx).await,
+                SourceConfig::Redis(c) => c.run(ctx).await,
             }
         });
     }

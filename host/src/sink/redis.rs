@@ -1,0 +1,189 @@
+//! `type = "redis"`: `XADD` events to a Redis stream, pipelined per batch.
+//!
+//! While Redis is unreachable the sink retries with exponential backoff and
+//! jitter (marked down in `/health`); the bounded channel in front of it
+//! fills and backpressure reaches the sources. With `fallback = "SINK"`,
+//! after `retry_for` the batch goes to that sink instead, each event marked
+//! with the error, so logging goes on while the queue is down.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::aio::MultiplexedConnection;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::SinkContext;
+use crate::config::{duration, TypeTag};
+use crate::event::{Batch, SharedBatch};
+use crate::metrics::ComponentMetrics;
+
+/// How an event is laid out in a stream entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One field (`field`, default `event`) holding the JSON.
+    #[default]
+    Json,
+    /// One stream field per top-level field (objects as JSON text).
+    Fields,
+}
+
+/// `[sinks.NAME] type = "redis"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    #[serde(rename = "type")]
+    _type: TypeTag,
+    pub url: String,
+    pub stream: String,
+    /// Components this sink reads (may be empty for a `fallback` target).
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    /// Trim the stream to about this many entries (`MAXLEN ~`).
+    #[serde(default)]
+    pub maxlen: Option<u64>,
+    #[serde(default)]
+    pub layout: Layout,
+    /// The field of the `json` layout.
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// How long to retry a batch before it goes to `fallback`.
+    #[serde(default = "default_retry_for", with = "duration")]
+    pub retry_for: Duration,
+    /// The sink that takes batches Redis would not (events marked with
+    /// `_sluice_error`). Without it, the sink retries until Redis is back.
+    #[serde(default)]
+    pub fallback: Option<Spanned<String>>,
+}
+
+fn default_field() -> String {
+    "event".to_string()
+}
+fn default_retry_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A batch with `_sluice_error` added to each event.
+fn marked(batch: &Batch, error: &str) -> Batch {
+    let mut out = Batch::with_capacity(batch.len(), batch.bytes() + batch.len() * (error.len() + 24));
+    for e in batch.iter() {
+        out.data.extend_from_slice(b"{\"_sluice_error\":");
+        crate::event::push_json_str(&mut out.data, error);
+        let rest = e[1..].trim_ascii_start();
+        if rest != b"}" {
+            out.data.push(b',');
+        }
+        out.data.extend_from_slice(rest);
+        out.seal();
+    }
+    out.acks = batch.acks.clone();
+    out
+}
+
+impl RedisSinkConfig {
+    fn command(&self, pipe: &mut redis::Pipeline, event: &[u8]) {
+        let cmd = pipe.cmd("XADD").arg(&self.stream);
+        if let Some(n) = self.maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        cmd.arg("*");
+        match self.layout {
+            Layout::Json => {
+                cmd.arg(&self.field).arg(event);
+            }
+            Layout::Fields => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(event) {
+                Ok(map) if !map.is_empty() => {
+                    for (k, v) in map {
+                        let v = match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        cmd.arg(k).arg(v);
+                    }
+                }
+                _ => {
+                    cmd.arg(&self.field).arg(event);
+                }
+            },
+        }
+        cmd.ignore();
+    }
+
+    async fn write(&self, con: &mut Option<MultiplexedConnection>, client: &redis::Client, batch: &Batch) -> redis::RedisResult<()> {
+        if con.is_none() {
+            *con = Some(client.get_multiplexed_async_connection().await?);
+        }
+        let mut pipe = redis::pipe();
+        for e in batch.iter() {
+            self.command(&mut pipe, e);
+        }
+        let c = con.as_mut().expect("connected above");
+        let result = pipe.query_async::<()>(c).await;
+        if result.is_err() {
+            *con = None;
+        }
+        result
+    }
+
+    pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url.as_str()).with_context(|| format!("sink {}: bad redis url", ctx.name))?;
+        let mut con = None;
+        while let Some(batch) = ctx.input.recv().await {
+            let started = Instant::now();
+            let mut delay = Duration::from_millis(50);
+            let mut failing = false;
+            loop {
+                match self.write(&mut con, &client, &batch).await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(sink = %ctx.name, "redis is back");
+                            ComponentMetrics::add(&ctx.metrics.restarts, 1);
+                        }
+                        ctx.metrics.set_down(None);
+                        ctx.account(&batch);
+                        break;
+                    }
+                    Err(e) => {
+                        failing = true;
+                        let reason = format!("cannot XADD to {}: {e}", self.stream);
+                        ctx.metrics.set_down(Some(reason.clone()));
+                        ComponentMetrics::add(&ctx.metrics.retries, 1);
+                        if let (Some(_), Some(fallback)) = (&self.fallback, &ctx.fallback) {
+                            if started.elapsed() >= self.retry_for {
+                                tracing::warn!(sink = %ctx.name, events = batch.len(), error = %reason, "sending the batch to the fallback sink");
+                                ComponentMetrics::add(&ctx.metrics.failed, batch.len());
+                                if fallback.send(0, marked(&batch, &reason)).await.is_err() {
+                                    batch.acks.iter().for_each(|a| a.fail());
+                                }
+                                break;
+                            }
+                        }
+                        // Exponential backoff with jitter, so that many
+                        // writers do not reconnect in step.
+                        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
+                        tracing::warn!(sink = %ctx.name, error = %reason, retry_in_ms = (delay + jitter).as_millis() as u64, "write failed; retrying");
+                        tokio::time::sleep(delay + jitter).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            ctx.metrics.batch_seconds.observe(started.elapsed());
+            drop::<SharedBatch>(batch);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marking_keeps_events_valid() {
+        let b = Batch::from_events([&br#"{"a":1}"#[..], b"{}"]);
+        let m = marked(&b, "down \"now\"");
+        assert_eq!(m.get(0), br#"{"_sluice_error":"down \"now\"","a":1}"#);
+        assert_eq!(m.get(1), br#"{"_sluice_error":"down \"now\""}"#);
+    }
+}

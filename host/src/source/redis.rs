@@ -1,0 +1,490 @@
+//! `type = "redis"`: a Redis stream read through a consumer group.
+//!
+//! Entries are acknowledged (`XACK`, and `XDEL` with `delete_after_ack`)
+//! only once every sink they were routed to has written them, or they were
+//! dropped: each batch carries an acknowledgement token that fires when the
+//! last copy of the batch is gone. On start a consumer first re-reads its
+//! own pending entries; entries idle longer than `claim_idle` in other
+//! (crashed) consumers are claimed with `XAUTOCLAIM`; an entry delivered
+//! more than `max_deliveries` times goes to the dead letters (and is acked
+//! once they are written). Several sluice processes in one group share the
+//! stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{Batcher, SourceContext};
+use crate::config::{duration, BatchOverride, TypeTag};
+use crate::delivery::{DeadLetter, ErrorKind};
+use crate::event::{check_object, push_json_str, Ack, Batch, Clock};
+use crate::metrics::ComponentMetrics;
+
+/// `[sources.NAME] type = "redis"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSourceConfig {
+    #[serde(rename = "type")]
+    _type: TypeTag,
+    /// `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    pub stream: String,
+    pub group: String,
+    /// This consumer's name in the group (default: host name and pid).
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// Entries asked for per read (default: the batch size).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Longest a read waits for new entries.
+    #[serde(default = "default_block", with = "duration")]
+    pub block: Duration,
+    /// Where a new group starts: `"$"` (new entries only) or `"0"` (all).
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Deliveries after which an entry is dead-lettered.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u64,
+    /// Idle time after which another consumer's pending entries are taken.
+    #[serde(default = "default_claim_idle", with = "duration")]
+    pub claim_idle: Duration,
+    /// `XDEL` entries once acknowledged.
+    #[serde(default)]
+    pub delete_after_ack: bool,
+    /// Field that receives the entry ID in each event (`""`: none).
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    #[serde(default)]
+    pub batch: Option<BatchOverride>,
+}
+
+fn default_block() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_start() -> String {
+    "$".to_string()
+}
+fn default_max_deliveries() -> u64 {
+    5
+}
+fn default_claim_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_id_field() -> String {
+    "stream_id".to_string()
+}
+
+/// The default consumer name: host name and process id.
+pub fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// One stream entry: its ID and field/value pairs.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn array(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => &[],
+    }
+}
+
+/// Entries of an `[[id, [f, v, ...]], ...]` reply. Deleted entries (whose
+/// fields are nil) come back with no fields.
+pub fn parse_entries(v: &Value) -> Vec<Entry> {
+    array(v)
+        .iter()
+        .filter_map(|e| {
+            let parts = array(e);
+            let id = text(parts.first()?)?;
+            let kv = parts.get(1).map(array).unwrap_or(&[]);
+            let fields = kv.chunks(2).filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?))).collect();
+            Some(Entry { id, fields })
+        })
+        .collect()
+}
+
+/// The entries of an `XREADGROUP` reply (RESP2 array or RESP3 map).
+fn read_reply(v: &Value) -> Vec<Entry> {
+    match v {
+        Value::Nil => Vec::new(),
+        Value::Map(m) => m.iter().flat_map(|(_, entries)| parse_entries(entries)).collect(),
+        other => array(other)
+            .iter()
+            .flat_map(|s| array(s).get(1).map(parse_entries).unwrap_or_default())
+            .collect(),
+    }
+}
+
+/// Turn an entry into an event: one field holding a JSON object is that
+/// object; otherwise the fields become an object of strings.
+pub fn entry_event(entry: &Entry, id_field: &str, clock: &mut Clock, out: &mut Vec<u8>) -> Result<(), String> {
+    if entry.fields.is_empty() {
+        return Err("the entry has no fields (deleted?)".into());
+    }
+    let mut body: Vec<u8> = Vec::new();
+    let single_json = entry.fields.len() == 1 && entry.fields[0].1.first() == Some(&b'{');
+    let has_timestamp;
+    if single_json {
+        let v = &entry.fields[0].1;
+        let info = check_object(v).map_err(|e| format!("field `{}` is not a JSON object: {e}", String::from_utf8_lossy(&entry.fields[0].0)))?;
+        has_timestamp = info.has_timestamp;
+        body.extend_from_slice(v.trim_ascii());
+    } else {
+        let mut map = serde_json::Map::new();
+        for (k, v) in &entry.fields {
+            map.insert(String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned().into());
+        }
+        has_timestamp = map.contains_key("timestamp");
+        serde_json::to_writer(&mut body, &map).expect("writing to a Vec cannot fail");
+    }
+    // `{` + [timestamp,] + [id,] + rest
+    out.push(b'{');
+    let mut first = true;
+    if !has_timestamp {
+        out.extend_from_slice(b"\"timestamp\":\"");
+        out.extend_from_slice(clock.now().as_bytes());
+        out.push(b'"');
+        first = false;
+    }
+    if !id_field.is_empty() {
+        if !first {
+            out.push(b',');
+        }
+        push_json_str(out, id_field);
+        out.push(b':');
+        push_json_str(out, &entry.id);
+        first = false;
+    }
+    let rest = body[1..].trim_ascii_start();
+    if !first && rest != b"}" {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Ok(())
+}
+
+/// Connect, retrying with backoff until it works or shutdown.
+async fn connect(client: &redis::Client, ctx: &SourceContext, what: &str) -> Option<MultiplexedConnection> {
+    let mut delay = Duration::from_millis(100);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        match client.get_multiplexed_async_connection().await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                ComponentMetrics::add(&ctx.metrics.retries, 1);
+                ctx.metrics.set_down(Some(format!("cannot connect to redis ({what}): {e}")));
+                tracing::warn!(source = %ctx.name, error = %e, retry_in_ms = delay.as_millis() as u64, "redis connection failed");
+                tokio::select! {
+                    _ = shutdown.wait() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Acknowledges entries as their events are delivered.
+async fn acker(
+    client: redis::Client,
+    stream: String,
+    group: String,
+    delete: bool,
+    metrics: Arc<ComponentMetrics>,
+    mut rx: mpsc::UnboundedReceiver<Vec<String>>,
+) {
+    let mut con: Option<MultiplexedConnection> = None;
+    while let Some(mut ids) = rx.recv().await {
+        // Gather what else is waiting into one round trip.
+        while let Ok(more) = rx.try_recv() {
+            ids.extend(more);
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if con.is_none() {
+                con = client.get_multiplexed_async_connection().await.ok();
+            }
+            if let Some(c) = con.as_mut() {
+                let mut pipe = redis::pipe();
+                pipe.cmd("XACK").arg(&stream).arg(&group).arg(&ids).ignore();
+                if delete {
+                    pipe.cmd("XDEL").arg(&stream).arg(&ids).ignore();
+                }
+                match pipe.query_async::<()>(c).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, entries = ids.len(), "XACK failed; retrying");
+                        con = None;
+                    }
+                }
+            }
+            ComponentMetrics::add(&metrics.retries, 1);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+impl RedisSourceConfig {
+    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url.as_str()).with_context(|| format!("source {}: bad redis url", ctx.name))?;
+        let consumer = self.consumer.clone().unwrap_or_else(default_consumer);
+        let count = self.count.unwrap_or(ctx.batch.max_events).max(1);
+        let Some(mut reader) = connect(&client, &ctx, "reader").await else { return Ok(()) };
+        // The group may exist already (another process, a restart).
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.start)
+            .arg("MKSTREAM")
+            .query_async(&mut reader)
+            .await;
+        if let Err(e) = created {
+            if !e.to_string().contains("BUSYGROUP") {
+                return Err(anyhow::anyhow!("source {}: XGROUP CREATE failed: {e}", ctx.name));
+            }
+        }
+        ctx.metrics.set_down(None);
+        tracing::info!(source = %ctx.name, stream = %self.stream, group = %self.group, %consumer, "reading redis stream");
+
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<String>>();
+        let acker = tokio::spawn(acker(
+            client.clone(),
+            self.stream.clone(),
+            self.group.clone(),
+            self.delete_after_ack,
+            ctx.metrics.clone(),
+            ack_rx,
+        ));
+        let mut clock = Clock::default();
+        let mut shutdown = ctx.shutdown.clone();
+        // First our own pending entries (from before a restart), then new ones.
+        let mut pending_cursor = Some("0".to_string());
+        let mut last_claim = tokio::time::Instant::now() - self.claim_idle;
+        while !shutdown.is_set() {
+            let mut redelivered = false;
+            let entries: redis::RedisResult<Vec<Entry>> = if let Some(cursor) = pending_cursor.clone() {
+                redelivered = true;
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP").arg(&self.group).arg(&consumer)
+                    .arg("COUNT").arg(count)
+                    .arg("STREAMS").arg(&self.stream).arg(&cursor)
+                    .query_async::<Value>(&mut reader)
+                    .await
+                    .map(|v| read_reply(&v))
+            } else if last_claim.elapsed() >= self.claim_idle / 2 {
+                last_claim = tokio::time::Instant::now();
+                redelivered = true;
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&self.stream).arg(&self.group).arg(&consumer)
+                    .arg(self.claim_idle.as_millis() as u64).arg("0-0")
+                    .arg("COUNT").arg(count)
+                    .query_async::<Value>(&mut reader)
+                    .await
+                    .map(|v| array(&v).get(1).map(parse_entries).unwrap_or_default())
+            } else {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(&self.group).arg(&consumer)
+                    .arg("COUNT").arg(count)
+                    .arg("BLOCK").arg(self.block.as_millis() as u64)
+                    .arg("STREAMS").arg(&self.stream).arg(">");
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    r = cmd.query_async::<Value>(&mut reader) => r.map(|v| read_reply(&v)),
+                }
+            };
+            let entries = match entries {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(source = %ctx.name, error = %e, "redis read failed; reconnecting");
+                    ctx.metrics.set_down(Some(format!("redis read failed: {e}")));
+                    match connect(&client, &ctx, "reader").await {
+                        Some(c) => {
+                            reader = c;
+                            ComponentMetrics::add(&ctx.metrics.restarts, 1);
+                            ctx.metrics.set_down(None);
+                            tracing::info!(source = %ctx.name, "reconnected to redis");
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            };
+            if let Some(cursor) = &mut pending_cursor {
+                match entries.last() {
+                    Some(e) => *cursor = e.id.clone(),
+                    None => pending_cursor = None,
+                }
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            // Delivery counts of redelivered entries (new ones have one).
+            let deliveries: HashMap<String, u64> = if redelivered {
+                let first = &entries[0].id;
+                let last = &entries[entries.len() - 1].id;
+                let v: Value = redis::cmd("XPENDING")
+                    .arg(&self.stream).arg(&self.group).arg(first).arg(last).arg(entries.len() * 2)
+                    .query_async(&mut reader)
+                    .await
+                    .unwrap_or(Value::Nil);
+                array(&v)
+                    .iter()
+                    .filter_map(|p| {
+                        let p = array(p);
+                        let id = text(p.first()?)?;
+                        let n = match p.get(3)? {
+                            Value::Int(n) => *n as u64,
+                            other => text(other)?.parse().ok()?,
+                        };
+                        Some((id, n))
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            self.deliver(&ctx, entries, &deliveries, &ack_tx, &mut clock).await?;
+        }
+        drop(ack_tx);
+        // Acks of batches still in the pipeline arrive as sinks write them.
+        let _ = tokio::time::timeout(Duration::from_secs(60), acker).await;
+        Ok(())
+    }
+
+    /// Send entries on as one batch whose acknowledgement XACKs them;
+    /// entries that cannot be events, or were delivered too often, go to
+    /// the dead letters (and are acked once those are written).
+    async fn deliver(
+        &self,
+        ctx: &SourceContext,
+        entries: Vec<Entry>,
+        deliveries: &HashMap<String, u64>,
+        ack_tx: &mpsc::UnboundedSender<Vec<String>>,
+        clock: &mut Clock,
+    ) -> anyhow::Result<()> {
+        let mut batch = Batch::with_capacity(entries.len(), entries.len() * 200);
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut dead: Vec<(Vec<u8>, ErrorKind, String, String)> = Vec::new();
+        for e in &entries {
+            let n = deliveries.get(&e.id).copied().unwrap_or(1);
+            let mut raw = Vec::new();
+            let decoded = entry_event(e, &self.id_field, clock, &mut raw);
+            if n > self.max_deliveries {
+                let event = if decoded.is_ok() { raw } else { format!("{e:?}").into_bytes() };
+                dead.push((event, ErrorKind::Decode, format!("entry {} delivered {n} times (max_deliveries = {})", e.id, self.max_deliveries), e.id.clone()));
+                continue;
+            }
+            match decoded {
+                Ok(()) => {
+                    batch.data.extend_from_slice(&raw);
+                    batch.seal();
+                    ids.push(e.id.clone());
+                }
+                Err(reason) => dead.push((format!("{:?}", e.fields).into_bytes(), ErrorKind::Decode, format!("entry {}: {reason}", e.id), e.id.clone())),
+            }
+        }
+        if !dead.is_empty() {
+            let dead_ids: Vec<String> = dead.iter().map(|d| d.3.clone()).collect();
+            let tx = ack_tx.clone();
+            let ack = Ack::new(move |ok| {
+                if ok {
+                    let _ = tx.send(dead_ids);
+                }
+            });
+            let letters: Vec<DeadLetter<'_>> = dead
+                .iter()
+                .map(|(event, kind, message, _)| DeadLetter {
+                    event,
+                    kind: *kind,
+                    message: message.clone(),
+                })
+                .collect();
+            ctx.dead.send(&ctx.metrics, &letters, &[ack]).await;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = ack_tx.clone();
+        batch.acks.push(Ack::new(move |ok| {
+            // Not delivered: leave the entries pending; they will be read
+            // again (after a restart, or claimed by another consumer).
+            if ok {
+                let _ = tx.send(ids);
+            }
+        }));
+        let mut batcher = Batcher::new(ctx.batch);
+        batcher.batch = batch;
+        batcher.pushed();
+        batcher.flush(ctx).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> Entry {
+        Entry {
+            id: "1-0".into(),
+            fields: fields.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+        }
+    }
+
+    fn event(e: &Entry) -> serde_json::Value {
+        let mut out = Vec::new();
+        entry_event(e, "stream_id", &mut Clock::default(), &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn one_json_field_is_the_event() {
+        let v = event(&entry(&[("event", r#"{"timestamp":"t","level":"error"}"#)]));
+        assert_eq!(v, serde_json::json!({"stream_id":"1-0","timestamp":"t","level":"error"}));
+    }
+
+    #[test]
+    fn field_pairs_become_an_object() {
+        let v = event(&entry(&[("level", "warn"), ("message", "disk")]));
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["message"], "disk");
+        assert_eq!(v["stream_id"], "1-0");
+        assert!(v["timestamp"].is_string());
+    }
+
+    #[test]
+    fn broken_json_is_refused() {
+        let mut out = Vec::new();
+        assert!(entry_event(&entry(&[("event", "{broken")]), "", &mut Clock::default(), &mut out).is_err());
+    }
+}
