@@ -105,14 +105,20 @@ async fn http_ingest_then_redis_worker() {
     let d = tempfile::tempdir().unwrap();
     let redis = crate::redis::RedisServer::start();
     let path = stage(d.path(), "http-ingest.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"))
         .replace("redis://127.0.0.1:6379/", &redis.url());
     std::fs::write(&path, text).unwrap();
     let config = sluice::config::PipelineConfig::load(&path).unwrap();
-    let plan = sluice::topology::plan(config, crate::util::runtime()).await.unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime())
+        .await
+        .unwrap();
     let metrics = sluice::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     let post = move |body: &str| {
@@ -128,15 +134,24 @@ async fn http_ingest_then_redis_worker() {
         out
     };
     let body = "{\"service\":\"orders\",\"level\":\"error\",\"message\":\"card 4111 1111 1111 1111 from jane@example.com\"}\n{\"service\":\"web\",\"level\":\"info\",\"message\":\"hello\"}\n";
-    let r = tokio::task::spawn_blocking(move || post(body)).await.unwrap();
+    let r = tokio::task::spawn_blocking(move || post(body))
+        .await
+        .unwrap();
     // ack = "delivered": when the answer comes, the stream and the error
     // file hold the events.
-    assert!(r.starts_with("HTTP/1.1 200") && r.contains("\"accepted\":2"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("\"accepted\":2"),
+        "{r}"
+    );
     let errors = read_json_lines(&d.path().join("logs/errors.log"));
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["message"], "card [card] from [email]");
     let mut con = redis.con().await;
-    let len: i64 = ::redis::cmd("XLEN").arg("logs").query_async(&mut con).await.unwrap();
+    let len: i64 = ::redis::cmd("XLEN")
+        .arg("logs")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(len, 2);
     running.shutdown().await;
     running.wait().await.unwrap();
@@ -144,14 +159,20 @@ async fn http_ingest_then_redis_worker() {
 
     // The worker drains the stream into logs/app.log: warn and above, masked.
     let worker = stage(d.path(), "redis-worker.toml");
-    let text = std::fs::read_to_string(&worker).unwrap().replace("redis://127.0.0.1:6379/", &redis.url());
+    let text = std::fs::read_to_string(&worker)
+        .unwrap()
+        .replace("redis://127.0.0.1:6379/", &redis.url());
     std::fs::write(&worker, text).unwrap();
     let config = sluice::config::PipelineConfig::load(&worker).unwrap();
-    let plan = sluice::topology::plan(config, crate::util::runtime()).await.unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime())
+        .await
+        .unwrap();
     let metrics = sluice::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     for _ in 0..500 {
-        if metrics.get("app").is_some_and(|s| s.events_out >= 1) && metrics.get("keep").is_some_and(|s| s.events_in >= 2) {
+        if metrics.get("app").is_some_and(|s| s.events_out >= 1)
+            && metrics.get("keep").is_some_and(|s| s.events_in >= 2)
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

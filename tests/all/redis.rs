@@ -21,7 +21,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut s = RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
@@ -38,7 +42,18 @@ impl RedisServer {
     /// (Re)start the server process and wait until it answers.
     pub fn up(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -68,7 +83,11 @@ impl RedisServer {
     }
 
     pub async fn con(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 }
 
@@ -84,7 +103,12 @@ async fn fill(con: &mut redis::aio::MultiplexedConnection, stream: &str, from: u
     while i < from + n {
         let mut pipe = redis::pipe();
         for j in i..(i + 1000).min(from + n) {
-            pipe.cmd("XADD").arg(stream).arg("*").arg("event").arg(format!("{{\"n\":{j}}}")).ignore();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("event")
+                .arg(format!("{{\"n\":{j}}}"))
+                .ignore();
         }
         pipe.query_async::<()>(con).await.unwrap();
         i += 1000;
@@ -92,7 +116,12 @@ async fn fill(con: &mut redis::aio::MultiplexedConnection, stream: &str, from: u
 }
 
 async fn pending(con: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> i64 {
-    let v: redis::Value = redis::cmd("XPENDING").arg(stream).arg(group).query_async(con).await.unwrap();
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(con)
+        .await
+        .unwrap();
     match v {
         redis::Value::Array(a) => match a.first() {
             Some(redis::Value::Int(n)) => *n,
@@ -121,7 +150,12 @@ block = "100ms"
 
 async fn start(dir: &Path, toml: &str) -> (Running, Registry) {
     std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
-    let plan = topology::plan(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap(), runtime()).await.unwrap();
+    let plan = topology::plan(
+        PipelineConfig::load(&dir.join("pipeline.toml")).unwrap(),
+        runtime(),
+    )
+    .await
+    .unwrap();
     let metrics = Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     (running, metrics)
@@ -132,7 +166,10 @@ fn ns(path: &Path) -> Vec<u64> {
     if !path.exists() {
         return Vec::new();
     }
-    read_json_lines(path).iter().map(|e| e["n"].as_u64().unwrap()).collect()
+    read_json_lines(path)
+        .iter()
+        .map(|e| e["n"].as_u64().unwrap())
+        .collect()
 }
 
 async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -149,9 +186,13 @@ async fn hundred_thousand_entries_each_exactly_once_and_nothing_pending() {
     let mut con = server.con().await;
     fill(&mut con, "logs", 0, 100_000).await;
     let d = tempfile::tempdir().unwrap();
-    let toml = source(&server.url(), "") + "\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"q\"]\n";
+    let toml = source(&server.url(), "")
+        + "\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"q\"]\n";
     let (running, metrics) = start(d.path(), &toml).await;
-    until("100,000 events written", 60, || metrics.get("out").is_some_and(|s| s.events_out >= 100_000)).await;
+    until("100,000 events written", 60, || {
+        metrics.get("out").is_some_and(|s| s.events_out >= 100_000)
+    })
+    .await;
     let mut c2 = server.con().await;
     for _ in 0..100 {
         if pending(&mut c2, "logs", "workers").await == 0 {
@@ -159,11 +200,18 @@ async fn hundred_thousand_entries_each_exactly_once_and_nothing_pending() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(pending(&mut c2, "logs", "workers").await, 0, "every entry acknowledged");
+    assert_eq!(
+        pending(&mut c2, "logs", "workers").await,
+        0,
+        "every entry acknowledged"
+    );
     running.shutdown().await;
     running.wait().await.unwrap();
     let events = read_json_lines(&d.path().join("out.log"));
-    let mut ids: Vec<&str> = events.iter().map(|e| e["stream_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["stream_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 100_000);
     ids.sort();
     ids.dedup();
@@ -179,8 +227,22 @@ async fn a_trapping_entry_is_dead_lettered_and_the_rest_flow() {
     let server = RedisServer::start();
     let mut con = server.con().await;
     fill(&mut con, "logs", 0, 500).await;
-    let _: String = redis::cmd("XADD").arg("logs").arg("*").arg("event").arg(r#"{"n":999,"chaos":"panic"}"#).query_async(&mut con).await.unwrap();
-    let _: String = redis::cmd("XADD").arg("logs").arg("*").arg("event").arg("{not json").query_async(&mut con).await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("logs")
+        .arg("*")
+        .arg("event")
+        .arg(r#"{"n":999,"chaos":"panic"}"#)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("logs")
+        .arg("*")
+        .arg("event")
+        .arg("{not json")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let d = tempfile::tempdir().unwrap();
     let toml = source(&server.url(), "")
         + &format!(
@@ -188,8 +250,14 @@ async fn a_trapping_entry_is_dead_lettered_and_the_rest_flow() {
             CHAOS
         );
     let (running, metrics) = start(d.path(), &toml).await;
-    until("the clean entries", 30, || metrics.get("out").is_some_and(|s| s.events_out >= 500)).await;
-    until("the dead letters", 30, || metrics.get("dead").is_some_and(|s| s.events_out >= 2)).await;
+    until("the clean entries", 30, || {
+        metrics.get("out").is_some_and(|s| s.events_out >= 500)
+    })
+    .await;
+    until("the dead letters", 30, || {
+        metrics.get("dead").is_some_and(|s| s.events_out >= 2)
+    })
+    .await;
     let mut c2 = server.con().await;
     until("acks", 10, || true).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -197,8 +265,14 @@ async fn a_trapping_entry_is_dead_lettered_and_the_rest_flow() {
     running.shutdown().await;
     running.wait().await.unwrap();
     let dead = read_json_lines(&d.path().join("dead.log"));
-    let kinds: Vec<&str> = dead.iter().map(|d| d["error"]["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"trap") && kinds.contains(&"decode"), "{dead:?}");
+    let kinds: Vec<&str> = dead
+        .iter()
+        .map(|d| d["error"]["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"trap") && kinds.contains(&"decode"),
+        "{dead:?}"
+    );
     assert_eq!(ns(&d.path().join("out.log")).len(), 500);
 }
 
@@ -206,27 +280,72 @@ async fn a_trapping_entry_is_dead_lettered_and_the_rest_flow() {
 async fn entries_delivered_too_often_are_dead_lettered() {
     let server = RedisServer::start();
     let mut con = server.con().await;
-    let _: () = redis::cmd("XGROUP").arg("CREATE").arg("logs").arg("workers").arg("0").arg("MKSTREAM").query_async(&mut con).await.unwrap();
-    let id: String = redis::cmd("XADD").arg("logs").arg("*").arg("event").arg(r#"{"n":1}"#).query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("logs")
+        .arg("workers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let id: String = redis::cmd("XADD")
+        .arg("logs")
+        .arg("*")
+        .arg("event")
+        .arg(r#"{"n":1}"#)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     // A crashed consumer took it many times and never acknowledged it.
-    let _: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg("workers").arg("ghost").arg("STREAMS").arg("logs").arg(">").query_async(&mut con).await.unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("ghost")
+        .arg("STREAMS")
+        .arg("logs")
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     for _ in 0..6 {
-        let _: redis::Value = redis::cmd("XCLAIM").arg("logs").arg("workers").arg("ghost").arg(0).arg(&id).query_async(&mut con).await.unwrap();
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg("logs")
+            .arg("workers")
+            .arg("ghost")
+            .arg(0)
+            .arg(&id)
+            .query_async(&mut con)
+            .await
+            .unwrap();
     }
     fill(&mut con, "logs", 2, 10).await;
     let d = tempfile::tempdir().unwrap();
     let toml = source(&server.url(), "claim_idle = \"50ms\"\nmax_deliveries = 5")
         + "\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"q\"]\n\n[sinks.dead]\ntype = \"file\"\npath = \"dead.log\"\ninputs = [\"_dead_letters\"]\n";
     let (running, metrics) = start(d.path(), &toml).await;
-    until("the dead letter", 30, || metrics.get("dead").is_some_and(|s| s.events_out >= 1)).await;
-    until("the others", 30, || metrics.get("out").is_some_and(|s| s.events_out >= 10)).await;
+    until("the dead letter", 30, || {
+        metrics.get("dead").is_some_and(|s| s.events_out >= 1)
+    })
+    .await;
+    until("the others", 30, || {
+        metrics.get("out").is_some_and(|s| s.events_out >= 10)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pending(&mut con, "logs", "workers").await, 0);
     running.shutdown().await;
     running.wait().await.unwrap();
     let dead = read_json_lines(&d.path().join("dead.log"));
     assert_eq!(dead.len(), 1);
-    assert!(dead[0]["error"]["message"].as_str().unwrap().contains("max_deliveries = 5"), "{}", dead[0]);
+    assert!(
+        dead[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_deliveries = 5"),
+        "{}",
+        dead[0]
+    );
     assert_eq!(dead[0]["event"]["n"], 1);
 }
 
@@ -236,9 +355,13 @@ async fn redis_restarting_mid_run_loses_nothing() {
     let mut con = server.con().await;
     fill(&mut con, "logs", 0, 20_000).await;
     let d = tempfile::tempdir().unwrap();
-    let toml = source(&server.url(), "") + "\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"q\"]\n";
+    let toml = source(&server.url(), "")
+        + "\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"q\"]\n";
     let (running, metrics) = start(d.path(), &toml).await;
-    until("some progress", 30, || metrics.get("out").is_some_and(|s| s.events_out > 0)).await;
+    until("some progress", 30, || {
+        metrics.get("out").is_some_and(|s| s.events_out > 0)
+    })
+    .await;
     server.down();
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.up();
@@ -254,7 +377,10 @@ async fn redis_restarting_mid_run_loses_nothing() {
     .await;
     running.shutdown().await;
     running.wait().await.unwrap();
-    assert!(counts(&metrics, "q").restarts >= 1, "the reconnect is counted");
+    assert!(
+        counts(&metrics, "q").restarts >= 1,
+        "the reconnect is counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,27 +417,50 @@ path = "fallback.log"
         server.url()
     );
     let (running, metrics) = start(d.path(), &toml).await;
-    until("some writes", 30, || metrics.get("q").is_some_and(|s| s.events_out > 0)).await;
+    until("some writes", 30, || {
+        metrics.get("q").is_some_and(|s| s.events_out > 0)
+    })
+    .await;
     server.down();
     let local = d.path().join("fallback.log");
-    until("the fallback", 30, || local.exists() && !read_json_lines(&local).is_empty()).await;
+    until("the fallback", 30, || {
+        local.exists() && !read_json_lines(&local).is_empty()
+    })
+    .await;
     server.up();
     running.wait().await.unwrap();
     let fallen: Vec<serde_json::Value> = read_json_lines(&local);
-    assert!(fallen.iter().all(|e| e["_sluice_error"].as_str().unwrap().contains("cannot XADD")), "marked");
+    assert!(
+        fallen
+            .iter()
+            .all(|e| e["_sluice_error"].as_str().unwrap().contains("cannot XADD")),
+        "marked"
+    );
     let mut con = server.con().await;
-    let reply: redis::Value = redis::cmd("XRANGE").arg("out").arg("-").arg("+").query_async(&mut con).await.unwrap();
+    let reply: redis::Value = redis::cmd("XRANGE")
+        .arg("out")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let entries = sluice::source::redis::parse_entries(&reply);
     let mut seqs: Vec<u64> = entries
         .iter()
         .map(|e| {
             assert_eq!(e.fields[0].0, b"event");
-            serde_json::from_slice::<serde_json::Value>(&e.fields[0].1).unwrap()["seq"].as_u64().unwrap()
+            serde_json::from_slice::<serde_json::Value>(&e.fields[0].1).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
         })
         .chain(fallen.iter().map(|e| e["seq"].as_u64().unwrap()))
         .collect();
     seqs.sort();
-    assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "every event in the stream or the fallback, once");
+    assert_eq!(
+        seqs,
+        (1..=300).collect::<Vec<_>>(),
+        "every event in the stream or the fallback, once"
+    );
 }
 
 fn sluice_bin() -> PathBuf {
@@ -327,7 +476,10 @@ fn spawn(dir: &Path, name: &str, url: &str) -> Child {
     Command::new(sluice_bin())
         .args(["run", "--quiet"])
         .arg(&path)
-        .env("SLUICE_CACHE_DIR", root().join("target").join("test-plugin-cache"))
+        .env(
+            "SLUICE_CACHE_DIR",
+            root().join("target").join("test-plugin-cache"),
+        )
         .env("RUST_LOG", "error")
         .spawn()
         .unwrap()
@@ -338,20 +490,38 @@ async fn three_processes_share_a_stream() {
     let server = RedisServer::start();
     let mut con = server.con().await;
     let d = tempfile::tempdir().unwrap();
-    let mut children: Vec<Child> = ["w1", "w2", "w3"].iter().map(|n| spawn(d.path(), n, &server.url())).collect();
+    let mut children: Vec<Child> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| spawn(d.path(), n, &server.url()))
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     fill(&mut con, "logs", 0, 300_000).await;
-    let files: Vec<PathBuf> = ["w1", "w2", "w3"].iter().map(|n| d.path().join(format!("{n}.log"))).collect();
-    until("300,000 events across the three", 120, || files.iter().map(|f| ns(f).len()).sum::<usize>() >= 300_000).await;
+    let files: Vec<PathBuf> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| d.path().join(format!("{n}.log")))
+        .collect();
+    until("300,000 events across the three", 120, || {
+        files.iter().map(|f| ns(f).len()).sum::<usize>() >= 300_000
+    })
+    .await;
     for c in &mut children {
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         c.wait().unwrap();
     }
     let per: Vec<usize> = files.iter().map(|f| ns(f).len()).collect();
     let mut all: Vec<u64> = files.iter().flat_map(|f| ns(f)).collect();
     all.sort();
-    assert_eq!(all, (0..300_000).collect::<Vec<_>>(), "none lost, none duplicated");
-    assert!(per.iter().all(|&n| n > 0), "work spread across all three: {per:?}");
+    assert_eq!(
+        all,
+        (0..300_000).collect::<Vec<_>>(),
+        "none lost, none duplicated"
+    );
+    assert!(
+        per.iter().all(|&n| n > 0),
+        "work spread across all three: {per:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +534,10 @@ async fn kill_9_and_restart_loses_nothing() {
     // Kill at several points while draining; restart each time.
     for threshold in [20_000usize, 70_000, 130_000] {
         let mut child = spawn(d.path(), "w", &server.url());
-        until("progress before the kill", 60, || ns(&out).len() >= threshold).await;
+        until("progress before the kill", 60, || {
+            ns(&out).len() >= threshold
+        })
+        .await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
@@ -376,10 +549,19 @@ async fn kill_9_and_restart_loses_nothing() {
         n.len() == 200_000
     })
     .await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     child.wait().unwrap();
     let total = ns(&out).len();
     // Duplicates are what was in flight at a kill: written, not yet acked.
-    println!("kill -9 x3 on 200,000 entries: {} duplicates", total - 200_000);
-    assert!(total - 200_000 < 3 * 20_000, "duplicates only of in-flight entries: {}", total - 200_000);
+    println!(
+        "kill -9 x3 on 200,000 entries: {} duplicates",
+        total - 200_000
+    );
+    assert!(
+        total - 200_000 < 3 * 20_000,
+        "duplicates only of in-flight entries: {}",
+        total - 200_000
+    );
 }

@@ -66,7 +66,10 @@ fn default_retry_for() -> Duration {
 
 /// A batch with `_sluice_error` added to each event.
 fn marked(batch: &Batch, error: &str) -> Batch {
-    let mut out = Batch::with_capacity(batch.len(), batch.bytes() + batch.len() * (error.len() + 24));
+    let mut out = Batch::with_capacity(
+        batch.len(),
+        batch.bytes() + batch.len() * (error.len() + 24),
+    );
     for e in batch.iter() {
         out.data.extend_from_slice(b"{\"_sluice_error\":");
         crate::event::push_json_str(&mut out.data, error);
@@ -92,25 +95,32 @@ impl RedisSinkConfig {
             Layout::Json => {
                 cmd.arg(&self.field).arg(event);
             }
-            Layout::Fields => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(event) {
-                Ok(map) if !map.is_empty() => {
-                    for (k, v) in map {
-                        let v = match v {
-                            serde_json::Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        cmd.arg(k).arg(v);
+            Layout::Fields => {
+                match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(event) {
+                    Ok(map) if !map.is_empty() => {
+                        for (k, v) in map {
+                            let v = match v {
+                                serde_json::Value::String(s) => s,
+                                other => other.to_string(),
+                            };
+                            cmd.arg(k).arg(v);
+                        }
+                    }
+                    _ => {
+                        cmd.arg(&self.field).arg(event);
                     }
                 }
-                _ => {
-                    cmd.arg(&self.field).arg(event);
-                }
-            },
+            }
         }
         cmd.ignore();
     }
 
-    async fn write(&self, con: &mut Option<MultiplexedConnection>, client: &redis::Client, batch: &Batch) -> redis::RedisResult<()> {
+    async fn write(
+        &self,
+        con: &mut Option<MultiplexedConnection>,
+        client: &redis::Client,
+        batch: &Batch,
+    ) -> redis::RedisResult<()> {
         if con.is_none() {
             *con = Some(client.get_multiplexed_async_connection().await?);
         }
@@ -127,7 +137,8 @@ impl RedisSinkConfig {
     }
 
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.url.as_str()).with_context(|| format!("sink {}: bad redis url", ctx.name))?;
+        let client = redis::Client::open(self.url.as_str())
+            .with_context(|| format!("sink {}: bad redis url", ctx.name))?;
         let mut con = None;
         while let Some(batch) = ctx.input.recv().await {
             let started = Instant::now();
@@ -161,7 +172,8 @@ impl RedisSinkConfig {
                         }
                         // Exponential backoff with jitter, so that many
                         // writers do not reconnect in step.
-                        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
+                        let jitter =
+                            Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
                         tracing::warn!(sink = %ctx.name, error = %reason, retry_in_ms = (delay + jitter).as_millis() as u64, "write failed; retrying");
                         tokio::time::sleep(delay + jitter).await;
                         delay = (delay * 2).min(Duration::from_secs(5));

@@ -126,7 +126,10 @@ pub fn parse_entries(v: &Value) -> Vec<Entry> {
             let parts = array(e);
             let id = text(parts.first()?)?;
             let kv = parts.get(1).map(array).unwrap_or(&[]);
-            let fields = kv.chunks(2).filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?))).collect();
+            let fields = kv
+                .chunks(2)
+                .filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?)))
+                .collect();
             Some(Entry { id, fields })
         })
         .collect()
@@ -136,7 +139,10 @@ pub fn parse_entries(v: &Value) -> Vec<Entry> {
 fn read_reply(v: &Value) -> Vec<Entry> {
     match v {
         Value::Nil => Vec::new(),
-        Value::Map(m) => m.iter().flat_map(|(_, entries)| parse_entries(entries)).collect(),
+        Value::Map(m) => m
+            .iter()
+            .flat_map(|(_, entries)| parse_entries(entries))
+            .collect(),
         other => array(other)
             .iter()
             .flat_map(|s| array(s).get(1).map(parse_entries).unwrap_or_default())
@@ -146,7 +152,12 @@ fn read_reply(v: &Value) -> Vec<Entry> {
 
 /// Turn an entry into an event: one field holding a JSON object is that
 /// object; otherwise the fields become an object of strings.
-pub fn entry_event(entry: &Entry, id_field: &str, clock: &mut Clock, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn entry_event(
+    entry: &Entry,
+    id_field: &str,
+    clock: &mut Clock,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     if entry.fields.is_empty() {
         return Err("the entry has no fields (deleted?)".into());
     }
@@ -155,13 +166,21 @@ pub fn entry_event(entry: &Entry, id_field: &str, clock: &mut Clock, out: &mut V
     let has_timestamp;
     if single_json {
         let v = &entry.fields[0].1;
-        let info = check_object(v).map_err(|e| format!("field `{}` is not a JSON object: {e}", String::from_utf8_lossy(&entry.fields[0].0)))?;
+        let info = check_object(v).map_err(|e| {
+            format!(
+                "field `{}` is not a JSON object: {e}",
+                String::from_utf8_lossy(&entry.fields[0].0)
+            )
+        })?;
         has_timestamp = info.has_timestamp;
         body.extend_from_slice(v.trim_ascii());
     } else {
         let mut map = serde_json::Map::new();
         for (k, v) in &entry.fields {
-            map.insert(String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned().into());
+            map.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned().into(),
+            );
         }
         has_timestamp = map.contains_key("timestamp");
         serde_json::to_writer(&mut body, &map).expect("writing to a Vec cannot fail");
@@ -193,7 +212,11 @@ pub fn entry_event(entry: &Entry, id_field: &str, clock: &mut Clock, out: &mut V
 }
 
 /// Connect, retrying with backoff until it works or shutdown.
-async fn connect(client: &redis::Client, ctx: &SourceContext, what: &str) -> Option<MultiplexedConnection> {
+async fn connect(
+    client: &redis::Client,
+    ctx: &SourceContext,
+    what: &str,
+) -> Option<MultiplexedConnection> {
     let mut delay = Duration::from_millis(100);
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -201,7 +224,8 @@ async fn connect(client: &redis::Client, ctx: &SourceContext, what: &str) -> Opt
             Ok(c) => return Some(c),
             Err(e) => {
                 ComponentMetrics::add(&ctx.metrics.retries, 1);
-                ctx.metrics.set_down(Some(format!("cannot connect to redis ({what}): {e}")));
+                ctx.metrics
+                    .set_down(Some(format!("cannot connect to redis ({what}): {e}")));
                 tracing::warn!(source = %ctx.name, error = %e, retry_in_ms = delay.as_millis() as u64, "redis connection failed");
                 tokio::select! {
                     _ = shutdown.wait() => return None,
@@ -256,10 +280,13 @@ async fn acker(
 
 impl RedisSourceConfig {
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.url.as_str()).with_context(|| format!("source {}: bad redis url", ctx.name))?;
+        let client = redis::Client::open(self.url.as_str())
+            .with_context(|| format!("source {}: bad redis url", ctx.name))?;
         let consumer = self.consumer.clone().unwrap_or_else(default_consumer);
         let count = self.count.unwrap_or(ctx.batch.max_events).max(1);
-        let Some(mut reader) = connect(&client, &ctx, "reader").await else { return Ok(()) };
+        let Some(mut reader) = connect(&client, &ctx, "reader").await else {
+            return Ok(());
+        };
         // The group may exist already (another process, a restart).
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -271,7 +298,10 @@ impl RedisSourceConfig {
             .await;
         if let Err(e) = created {
             if !e.to_string().contains("BUSYGROUP") {
-                return Err(anyhow::anyhow!("source {}: XGROUP CREATE failed: {e}", ctx.name));
+                return Err(anyhow::anyhow!(
+                    "source {}: XGROUP CREATE failed: {e}",
+                    ctx.name
+                ));
             }
         }
         ctx.metrics.set_down(None);
@@ -293,41 +323,58 @@ impl RedisSourceConfig {
         let mut last_claim = tokio::time::Instant::now() - self.claim_idle;
         while !shutdown.is_set() {
             let mut redelivered = false;
-            let entries: redis::RedisResult<Vec<Entry>> = if let Some(cursor) = pending_cursor.clone() {
-                redelivered = true;
-                redis::cmd("XREADGROUP")
-                    .arg("GROUP").arg(&self.group).arg(&consumer)
-                    .arg("COUNT").arg(count)
-                    .arg("STREAMS").arg(&self.stream).arg(&cursor)
-                    .query_async::<Value>(&mut reader)
-                    .await
-                    .map(|v| read_reply(&v))
-            } else if last_claim.elapsed() >= self.claim_idle / 2 {
-                last_claim = tokio::time::Instant::now();
-                redelivered = true;
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&self.stream).arg(&self.group).arg(&consumer)
-                    .arg(self.claim_idle.as_millis() as u64).arg("0-0")
-                    .arg("COUNT").arg(count)
-                    .query_async::<Value>(&mut reader)
-                    .await
-                    .map(|v| array(&v).get(1).map(parse_entries).unwrap_or_default())
-            } else {
-                let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP").arg(&self.group).arg(&consumer)
-                    .arg("COUNT").arg(count)
-                    .arg("BLOCK").arg(self.block.as_millis() as u64)
-                    .arg("STREAMS").arg(&self.stream).arg(">");
-                tokio::select! {
-                    _ = shutdown.wait() => break,
-                    r = cmd.query_async::<Value>(&mut reader) => r.map(|v| read_reply(&v)),
-                }
-            };
+            let entries: redis::RedisResult<Vec<Entry>> =
+                if let Some(cursor) = pending_cursor.clone() {
+                    redelivered = true;
+                    redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(&self.group)
+                        .arg(&consumer)
+                        .arg("COUNT")
+                        .arg(count)
+                        .arg("STREAMS")
+                        .arg(&self.stream)
+                        .arg(&cursor)
+                        .query_async::<Value>(&mut reader)
+                        .await
+                        .map(|v| read_reply(&v))
+                } else if last_claim.elapsed() >= self.claim_idle / 2 {
+                    last_claim = tokio::time::Instant::now();
+                    redelivered = true;
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(&self.stream)
+                        .arg(&self.group)
+                        .arg(&consumer)
+                        .arg(self.claim_idle.as_millis() as u64)
+                        .arg("0-0")
+                        .arg("COUNT")
+                        .arg(count)
+                        .query_async::<Value>(&mut reader)
+                        .await
+                        .map(|v| array(&v).get(1).map(parse_entries).unwrap_or_default())
+                } else {
+                    let mut cmd = redis::cmd("XREADGROUP");
+                    cmd.arg("GROUP")
+                        .arg(&self.group)
+                        .arg(&consumer)
+                        .arg("COUNT")
+                        .arg(count)
+                        .arg("BLOCK")
+                        .arg(self.block.as_millis() as u64)
+                        .arg("STREAMS")
+                        .arg(&self.stream)
+                        .arg(">");
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        r = cmd.query_async::<Value>(&mut reader) => r.map(|v| read_reply(&v)),
+                    }
+                };
             let entries = match entries {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(source = %ctx.name, error = %e, "redis read failed; reconnecting");
-                    ctx.metrics.set_down(Some(format!("redis read failed: {e}")));
+                    ctx.metrics
+                        .set_down(Some(format!("redis read failed: {e}")));
                     match connect(&client, &ctx, "reader").await {
                         Some(c) => {
                             reader = c;
@@ -354,7 +401,11 @@ impl RedisSourceConfig {
                 let first = &entries[0].id;
                 let last = &entries[entries.len() - 1].id;
                 let v: Value = redis::cmd("XPENDING")
-                    .arg(&self.stream).arg(&self.group).arg(first).arg(last).arg(entries.len() * 2)
+                    .arg(&self.stream)
+                    .arg(&self.group)
+                    .arg(first)
+                    .arg(last)
+                    .arg(entries.len() * 2)
                     .query_async(&mut reader)
                     .await
                     .unwrap_or(Value::Nil);
@@ -373,7 +424,8 @@ impl RedisSourceConfig {
             } else {
                 HashMap::new()
             };
-            self.deliver(&ctx, entries, &deliveries, &ack_tx, &mut clock).await?;
+            self.deliver(&ctx, entries, &deliveries, &ack_tx, &mut clock)
+                .await?;
         }
         drop(ack_tx);
         // Acks of batches still in the pipeline arrive as sinks write them.
@@ -400,8 +452,20 @@ impl RedisSourceConfig {
             let mut raw = Vec::new();
             let decoded = entry_event(e, &self.id_field, clock, &mut raw);
             if n > self.max_deliveries {
-                let event = if decoded.is_ok() { raw } else { format!("{e:?}").into_bytes() };
-                dead.push((event, ErrorKind::Decode, format!("entry {} delivered {n} times (max_deliveries = {})", e.id, self.max_deliveries), e.id.clone()));
+                let event = if decoded.is_ok() {
+                    raw
+                } else {
+                    format!("{e:?}").into_bytes()
+                };
+                dead.push((
+                    event,
+                    ErrorKind::Decode,
+                    format!(
+                        "entry {} delivered {n} times (max_deliveries = {})",
+                        e.id, self.max_deliveries
+                    ),
+                    e.id.clone(),
+                ));
                 continue;
             }
             match decoded {
@@ -410,7 +474,12 @@ impl RedisSourceConfig {
                     batch.seal();
                     ids.push(e.id.clone());
                 }
-                Err(reason) => dead.push((format!("{:?}", e.fields).into_bytes(), ErrorKind::Decode, format!("entry {}: {reason}", e.id), e.id.clone())),
+                Err(reason) => dead.push((
+                    format!("{:?}", e.fields).into_bytes(),
+                    ErrorKind::Decode,
+                    format!("entry {}: {reason}", e.id),
+                    e.id.clone(),
+                )),
             }
         }
         if !dead.is_empty() {
@@ -457,7 +526,10 @@ mod tests {
     fn entry(fields: &[(&str, &str)]) -> Entry {
         Entry {
             id: "1-0".into(),
-            fields: fields.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
         }
     }
 
@@ -470,7 +542,10 @@ mod tests {
     #[test]
     fn one_json_field_is_the_event() {
         let v = event(&entry(&[("event", r#"{"timestamp":"t","level":"error"}"#)]));
-        assert_eq!(v, serde_json::json!({"stream_id":"1-0","timestamp":"t","level":"error"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"stream_id":"1-0","timestamp":"t","level":"error"})
+        );
     }
 
     #[test]
@@ -485,6 +560,12 @@ mod tests {
     #[test]
     fn broken_json_is_refused() {
         let mut out = Vec::new();
-        assert!(entry_event(&entry(&[("event", "{broken")]), "", &mut Clock::default(), &mut out).is_err());
+        assert!(entry_event(
+            &entry(&[("event", "{broken")]),
+            "",
+            &mut Clock::default(),
+            &mut out
+        )
+        .is_err());
     }
 }

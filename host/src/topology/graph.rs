@@ -76,7 +76,10 @@ pub fn edges(
         );
     for (section, name, inputs) in consumers {
         let key = format!("{section}.{name}.inputs");
-        let is_fallback = config.sinks.iter().any(|s| s.config.fallback().is_some_and(|f| f.get_ref() == name));
+        let is_fallback = config
+            .sinks
+            .iter()
+            .any(|s| s.config.fallback().is_some_and(|f| f.get_ref() == name));
         if inputs.is_empty() && !is_fallback {
             return Err(loc.error(None, key, "needs at least one input"));
         }
@@ -97,14 +100,31 @@ pub fn edges(
     }
     // A sink's fallback reads what that sink gives up on.
     for s in &config.sinks {
-        let Some(f) = s.config.fallback() else { continue };
+        let Some(f) = s.config.fallback() else {
+            continue;
+        };
         let key = format!("sinks.{}.fallback", s.name);
         let target = config.sinks.iter().find(|t| t.name == *f.get_ref());
         match target {
-            None => return Err(loc.error(Some(f.span()), key, format!("unknown sink `{}`", f.get_ref()))),
-            Some(t) if t.name == s.name => return Err(loc.error(Some(f.span()), key, "a sink cannot be its own fallback")),
+            None => {
+                return Err(loc.error(
+                    Some(f.span()),
+                    key,
+                    format!("unknown sink `{}`", f.get_ref()),
+                ))
+            }
+            Some(t) if t.name == s.name => {
+                return Err(loc.error(Some(f.span()), key, "a sink cannot be its own fallback"))
+            }
             Some(t) if t.config.fallback().is_some() => {
-                return Err(loc.error(Some(f.span()), key, format!("`{}` has a fallback of its own; fallbacks do not chain", t.name)))
+                return Err(loc.error(
+                    Some(f.span()),
+                    key,
+                    format!(
+                        "`{}` has a fallback of its own; fallbacks do not chain",
+                        t.name
+                    ),
+                ))
             }
             Some(t) => {
                 if let Some((_, ports)) = out.iter_mut().find(|(n, _)| *n == t.name) {

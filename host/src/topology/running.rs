@@ -194,7 +194,12 @@ impl Running {
         state.pending.push(tx);
         let fallback = s.config.fallback().map(|_| {
             inner.router.revive(&s.name);
-            Output::new(&s.name, 1, inner.router.clone(), inner.metrics.component(&s.name, Kind::Sink))
+            Output::new(
+                &s.name,
+                1,
+                inner.router.clone(),
+                inner.metrics.component(&s.name, Kind::Sink),
+            )
         });
         let finish = fallback.clone().map(FinishOnDrop);
         let ctx = SinkContext {
