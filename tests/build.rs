@@ -56,19 +56,7 @@ fn main() {
     for (_, package, _) in &plugins {
         cmd.args(["-p", package]);
     }
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
+    clean_env(&mut cmd);
     cmd.env_remove("SLUICE_TAG");
     let status = cmd.status().expect("cannot run cargo to build the plugins");
     assert!(
@@ -115,19 +103,7 @@ fn main() {
         ])
         .arg(&target_b)
         .env("SLUICE_TAG", "b");
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
+    clean_env(&mut cmd);
     assert!(
         cmd.status().expect("cannot run cargo").success(),
         "building the tag plugin (b) failed"
@@ -171,5 +147,23 @@ fn watch(dir: &Path) {
                 println!("cargo:rerun-if-changed={}", p.display());
             }
         }
+    }
+}
+
+/// The outer build's flags are for the host, not for wasm: keep them out of
+/// the nested cargo.
+fn clean_env(cmd: &mut Command) {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
     }
 }

@@ -1,29 +1,10 @@
 //! The `sluice` binary itself: validate, run, signals.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{read_json_lines, root};
-
-fn sluice() -> Command {
-    // The binary sits next to the `deps` folder of this test executable.
-    let exe = std::env::current_exe().unwrap();
-    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("sluice");
-    assert!(
-        bin.exists(),
-        "{} not built (cargo test builds it with the workspace)",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.env(
-        "SLUICE_CACHE_DIR",
-        root().join("target").join("test-plugin-cache"),
-    );
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
+use crate::util::{read_json_lines, root, sluice};
 
 #[test]
 fn validate_accepts_the_quickstart() {

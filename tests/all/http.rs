@@ -9,15 +9,7 @@ use sluice::config::PipelineConfig;
 use sluice::metrics::Registry;
 use sluice::topology::{self, Running};
 
-use crate::util::{counts, read_json_lines, runtime};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{counts, free_port, read_json_lines, rss_kib, runtime};
 
 /// Start `[sources.web] type = "http"` with `extra` settings -> file sink.
 async fn start(dir: &Path, port: u16, extra: &str, sink: &str) -> (Running, Registry) {
@@ -89,20 +81,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 const RULES: &str = r#"required = ["service", "level", "message"]

@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use sluice::config::PipelineConfig;
@@ -11,26 +10,7 @@ use sluice::metrics::Registry;
 use sluice::source::generate::Generator;
 use sluice::topology::{self, Running};
 
-use crate::util::{counts, root, runtime};
-
-fn sluice() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe.parent().unwrap().parent().unwrap().join("sluice"));
-    cmd.env(
-        "SLUICE_CACHE_DIR",
-        root().join("target").join("test-plugin-cache"),
-    );
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{counts, free_port, root, runtime, sluice};
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

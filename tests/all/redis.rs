@@ -8,7 +8,7 @@ use sluice::config::PipelineConfig;
 use sluice::metrics::Registry;
 use sluice::topology::{self, Running};
 
-use crate::util::{counts, read_json_lines, root, runtime};
+use crate::util::{counts, read_json_lines, root, runtime, sluice_bin};
 use crate::CHAOS;
 
 /// A redis-server of our own, with its data in a temporary folder (append
@@ -461,11 +461,6 @@ path = "fallback.log"
         (1..=300).collect::<Vec<_>>(),
         "every event in the stream or the fallback, once"
     );
-}
-
-fn sluice_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("sluice")
 }
 
 fn spawn(dir: &Path, name: &str, url: &str) -> Child {

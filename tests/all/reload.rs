@@ -10,7 +10,7 @@ use sluice::config::PipelineConfig;
 use sluice::metrics::Registry;
 use sluice::topology::{self, Running};
 
-use crate::util::{counts, read_json_lines, runtime};
+use crate::util::{counts, free_port, read_json_lines, runtime};
 use crate::{FILTER, TAG, TAG_B};
 
 /// Replace a file atomically: write aside, then rename over it.
@@ -271,14 +271,6 @@ async fn pipeline_reload_adds_and_removes_sinks_and_refuses_bad_files() {
         "every event once across the old and the new sink"
     );
     assert!(first_len > 0 && first_len < seqs.len());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http(port: u16, request: &str) -> String {

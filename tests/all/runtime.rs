@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::util::{counts, read_json_lines, run, toml_path, write_json_lines};
+use crate::util::{counts, read_json_lines, rss_kib, run, toml_path, write_json_lines};
 use crate::CHAOS;
 
 fn pipeline(on_error: &str) -> String {
@@ -135,17 +135,6 @@ async fn on_error_drop_and_pass() {
     let ids: Vec<u64> = out.iter().map(|e| e["i"].as_u64().unwrap()).collect();
     assert_eq!(ids.len(), 20, "pass forwards the failing event unchanged");
     assert!(out.iter().any(|e| e["chaos"] == "panic"));
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! `sluice timeline` over fixtures with known requests: order, counts and
 //! latencies checked against values computed here independently.
 
+use crate::util::sluice;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -347,11 +348,6 @@ fn newest_files_per_component() {
         "{:?}",
         s.files
     );
-}
-
-fn sluice() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    Command::new(exe.parent().unwrap().parent().unwrap().join("sluice"))
 }
 
 #[test]

@@ -97,3 +97,51 @@ pub fn counts(metrics: &Registry, name: &str) -> Snapshot {
 pub fn toml_path(path: &str) -> String {
     format!("{path:?}")
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `sluice` binary, which sits next to the `deps` folder of this test
+/// executable (cargo builds it for `host/tests/bin.rs`).
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sluice");
+    assert!(
+        bin.exists(),
+        "{} not built (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A command running the binary with the tests' plugin cache and quiet logs.
+pub fn sluice() -> std::process::Command {
+    let mut cmd = std::process::Command::new(sluice_bin());
+    cmd.env(
+        "SLUICE_CACHE_DIR",
+        root().join("target").join("test-plugin-cache"),
+    );
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Resident memory of this process, in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
