@@ -327,6 +327,16 @@ pub fn prometheus(metrics: &Registry) -> String {
             );
         }
     }
+    let _ = writeln!(out, "# HELP sluice_reconnects_total Connections re-established after a failure.\n# TYPE sluice_reconnects_total counter");
+    for s in &snaps {
+        let _ = writeln!(
+            out,
+            "sluice_reconnects_total{{component=\"{}\",kind=\"{}\"}} {}",
+            s.name,
+            s.kind.as_str(),
+            s.reconnects
+        );
+    }
     let _ = writeln!(out, "# HELP sluice_write_retries_total Writes retried after an error.\n# TYPE sluice_write_retries_total counter");
     for s in &snaps {
         let _ = writeln!(

@@ -25,6 +25,8 @@ pub struct ComponentMetrics {
     pub restarts: AtomicU64,
     /// Writes retried after an error (sinks).
     pub retries: AtomicU64,
+    /// Connections re-established after a failure (Redis).
+    pub reconnects: AtomicU64,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -185,6 +187,7 @@ pub struct Snapshot {
     pub discarded: u64,
     pub restarts: u64,
     pub retries: u64,
+    pub reconnects: u64,
     pub down: Option<String>,
 }
 
@@ -239,6 +242,7 @@ impl Registry {
                 discarded: m.discarded.load(Relaxed),
                 restarts: m.restarts.load(Relaxed),
                 retries: m.retries.load(Relaxed),
+                reconnects: m.reconnects.load(Relaxed),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

@@ -378,7 +378,7 @@ async fn redis_restarting_mid_run_loses_nothing() {
     running.shutdown().await;
     running.wait().await.unwrap();
     assert!(
-        counts(&metrics, "q").restarts >= 1,
+        counts(&metrics, "q").reconnects >= 1,
         "the reconnect is counted"
     );
 }

@@ -149,7 +149,7 @@ impl RedisSinkConfig {
                     Ok(()) => {
                         if failing {
                             tracing::info!(sink = %ctx.name, "redis is back");
-                            ComponentMetrics::add(&ctx.metrics.restarts, 1);
+                            ComponentMetrics::add(&ctx.metrics.reconnects, 1);
                         }
                         ctx.metrics.set_down(None);
                         ctx.account(&batch);

@@ -378,7 +378,10 @@ impl RedisSourceConfig {
                     match connect(&client, &ctx, "reader").await {
                         Some(c) => {
                             reader = c;
-                            ComponentMetrics::add(&ctx.metrics.restarts, 1);
+                            // A read whose reply was lost with the connection
+                            // left entries pending for us: read those again.
+                            pending_cursor = Some("0".to_string());
+                            ComponentMetrics::add(&ctx.metrics.reconnects, 1);
                             ctx.metrics.set_down(None);
                             tracing::info!(source = %ctx.name, "reconnected to redis");
                             continue;
