@@ -50,6 +50,25 @@ impl SinkConfig {
         }
     }
 
+    /// What a running sink depends on, for reloads: its settings without
+    /// its inputs (rewired without a restart) and without the positions of
+    /// its keys in the file (moving a line must not restart it).
+    pub fn restart_key(&self) -> String {
+        let mut c = self.clone();
+        match &mut c {
+            SinkConfig::Stdout(x) => x.inputs.clear(),
+            SinkConfig::File(x) => x.inputs.clear(),
+            SinkConfig::Capture(x) => x.inputs.clear(),
+            SinkConfig::Redis(x) => {
+                x.inputs.clear();
+                if let Some(f) = &mut x.fallback {
+                    *f = Spanned::new(0..0, f.get_ref().clone());
+                }
+            }
+        }
+        format!("{c:?}")
+    }
+
     /// The sink that takes what this one cannot write.
     pub fn fallback(&self) -> Option<&Spanned<String>> {
         match self {
@@ -115,5 +134,28 @@ impl SinkContext {
         ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
         ComponentMetrics::add(&self.metrics.events_out, batch.len());
         ComponentMetrics::add(&self.metrics.bytes_out, batch.bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::PipelineConfig;
+
+    fn key(text: &str) -> String {
+        let c = PipelineConfig::parse(Path::new("p.toml"), text).unwrap();
+        c.sinks[0].config.restart_key()
+    }
+
+    #[test]
+    fn restart_key_ignores_inputs_and_positions() {
+        let base = "[sources.a]\ntype = \"stdin\"\n[sources.b]\ntype = \"stdin\"\n[sinks.out]\ntype = \"file\"\npath = \"x.log\"\ninputs = [\"a\"]\n";
+        let moved = format!(
+            "# a comment\n\n{}",
+            base.replace("[\"a\"]", "[\"a\", \"b\"]")
+        );
+        assert_eq!(key(base), key(&moved));
+        assert_ne!(key(base), key(&base.replace("x.log", "y.log")));
     }
 }

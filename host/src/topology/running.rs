@@ -459,7 +459,6 @@ impl Running {
                 );
             }
         }
-        let same = |a: &str, b: &str| a == b;
         let dead = Running::dead_output(inner, &mut state);
 
         // 2. Stop what is gone or changed; drains behind it.
@@ -469,7 +468,7 @@ impl Running {
                 .sources
                 .iter()
                 .find(|n| n.name == s.name)
-                .is_some_and(|n| same(&format!("{:?}", n.config), &format!("{:?}", s.config)));
+                .is_some_and(|n| format!("{:?}", n.config) == format!("{:?}", s.config));
             if !kept {
                 if let Some(t) = state.sources.remove(&s.name) {
                     t.trigger();
@@ -484,7 +483,7 @@ impl Running {
                 .sinks
                 .iter()
                 .find(|n| n.name == s.name)
-                .is_some_and(|n| same(&format!("{:?}", n.config), &format!("{:?}", s.config)));
+                .is_some_and(|n| n.config.restart_key() == s.config.restart_key());
             if !kept {
                 state.inputs.remove(&s.name);
             }
