@@ -42,27 +42,8 @@ fn main() {
     }
 
     let target_dir = root.join("target").join("plugins");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target_dir);
-    for (_, package, _) in &plugins {
-        cmd.args(["-p", package]);
-    }
-    clean_env(&mut cmd);
-    cmd.env_remove("SLUICE_TAG");
-    let status = cmd.status().expect("cannot run cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building the plugins for wasm32-wasip2 failed; if the target is missing: rustup target add wasm32-wasip2"
-    );
+    let packages: Vec<&str> = plugins.iter().map(|(_, p, _)| p.as_str()).collect();
+    build_plugins(&root, &target_dir, &packages, None);
 
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let mut code = String::new();
@@ -89,25 +70,7 @@ fn main() {
     // The tag plugin once more, as version `b`, in a target folder of its
     // own so the two builds do not rebuild each other.
     let target_b = root.join("target").join("plugins-tag-b");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "sluice-test-tag",
-            "--target-dir",
-        ])
-        .arg(&target_b)
-        .env("SLUICE_TAG", "b");
-    clean_env(&mut cmd);
-    assert!(
-        cmd.status().expect("cannot run cargo").success(),
-        "building the tag plugin (b) failed"
-    );
+    build_plugins(&root, &target_b, &["sluice-test-tag"], Some("b"));
     let copy = out.join("tag_b.wasm");
     std::fs::copy(
         target_b
@@ -120,6 +83,37 @@ fn main() {
     code.push_str(&format!("/// The `tag` plugin built as version `b`.\n#[allow(dead_code)]\npub const TAG_B: &str = {:?};\n", copy.display().to_string()));
     code.push_str(&each);
     std::fs::write(out.join("plugins.rs"), code).unwrap();
+}
+
+/// Build plugin packages for wasm32-wasip2 with a nested cargo into
+/// `target_dir` (a folder of its own, so it does not wait on the outer
+/// build's lock). `tag` sets `SLUICE_TAG` for the tag plugin; the outer
+/// environment's value never leaks in.
+fn build_plugins(root: &Path, target_dir: &Path, packages: &[&str], tag: Option<&str>) {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    clean_env(&mut cmd);
+    match tag {
+        Some(t) => cmd.env("SLUICE_TAG", t),
+        None => cmd.env_remove("SLUICE_TAG"),
+    };
+    let status = cmd.status().expect("cannot run cargo to build the plugins");
+    assert!(
+        status.success(),
+        "building {packages:?} for wasm32-wasip2 failed; if the target is missing: rustup target add wasm32-wasip2"
+    );
 }
 
 fn package_name(manifest: &Path) -> String {

@@ -560,20 +560,25 @@ fn longest_string(map: &Map<String, Value>, prefix: &str) -> Option<(String, usi
     best
 }
 
-fn url_decode(s: &str) -> String {
+/// Decode `application/x-www-form-urlencoded` text (`+` is a space, `%XX`
+/// a byte). A malformed escape is kept as it is.
+pub fn form_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(v) => {
-                    out.push(v);
-                    i += 2;
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
                 }
-                Err(_) => out.push(b'%'),
-            },
+            }
             c => out.push(c),
         }
         i += 1;
@@ -581,14 +586,21 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The decoded `key=value` pairs of a form or a query string.
+pub fn form_pairs(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k), form_decode(v))
+    })
+}
+
 /// An HTML form as an event. Python's `logging.handlers.HTTPHandler` posts
 /// a LogRecord's attributes this way: its `levelname`, `msg` and `name`
 /// become `level`, `message` and `logger` when those are absent.
 fn form_event(text: &str) -> Value {
     let mut map = Map::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(url_decode(k), Value::String(url_decode(v)));
+    for (k, v) in form_pairs(text) {
+        map.insert(k, Value::String(v));
     }
     for (from, to) in [
         ("levelname", "level"),
@@ -706,5 +718,12 @@ mod tests {
         assert_eq!(e["level"], "warning");
         assert_eq!(e["logger"], "app");
         assert_eq!(e["timestamp"], "2026-11-23T10:00:00.500Z");
+    }
+
+    #[test]
+    fn form_decoding_keeps_malformed_escapes() {
+        assert_eq!(form_decode("a+b%21%zz%"), "a b!%zz%");
+        // A `%` before a multi-byte character must not split it.
+        assert_eq!(form_decode("x%é"), "x%é");
     }
 }

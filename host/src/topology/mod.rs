@@ -100,6 +100,12 @@ pub(crate) async fn load_plugins(
     Ok(plugins)
 }
 
+/// Whether a `plugin = "..."` names a file (a path, or ending in `.wasm`)
+/// rather than a bundled plugin.
+pub(crate) fn is_plugin_file(plugin: &str) -> bool {
+    plugin.ends_with(".wasm") || plugin.contains('/') || plugin.contains('\\')
+}
+
 /// Compile and `init` one transform's plugin, off the async threads.
 pub(crate) async fn load_plugin(
     config: &PipelineConfig,
@@ -123,8 +129,7 @@ pub(crate) async fn load_plugin(
         time_budget: t.time_budget,
         stack: (t.stack_kib as usize) << 10,
     };
-    let is_path =
-        plugin_ref.ends_with(".wasm") || plugin_ref.contains('/') || plugin_ref.contains('\\');
+    let is_path = is_plugin_file(&plugin_ref);
     let loc = &config.locator;
     let plugin_err = |message: String| -> anyhow::Error {
         loc.error(Some(t.plugin.span()), format!("{key}.plugin"), message)

@@ -62,10 +62,7 @@ fn plugin_files(config: &PipelineConfig) -> BTreeMap<String, PathBuf> {
     config
         .transforms
         .iter()
-        .filter(|t| {
-            let p = t.config.plugin.get_ref();
-            p.ends_with(".wasm") || p.contains('/') || p.contains('\\')
-        })
+        .filter(|t| super::is_plugin_file(t.config.plugin.get_ref()))
         .map(|t| {
             (
                 t.name.clone(),
