@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod files;
 mod http;
 mod ops;
 mod pipelines;

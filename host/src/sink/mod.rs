@@ -31,7 +31,12 @@ impl Tagged for SinkConfig {
     fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
         Ok(match kind {
             "stdout" => SinkConfig::Stdout(variant(table)?),
-            "file" => SinkConfig::File(variant(table)?),
+            "file" => {
+                let c: file::FileSinkConfig = variant(table)?;
+                c.check()
+                    .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+                SinkConfig::File(c)
+            }
             "redis" => SinkConfig::Redis(variant(table)?),
             other => unreachable!("kind {other} is not in KINDS"),
         })
@@ -43,7 +48,7 @@ impl SinkConfig {
     pub fn resolved(&self, pipeline: &crate::config::PipelineConfig) -> Self {
         match self.clone() {
             SinkConfig::File(mut c) => {
-                c.path = pipeline.resolve(&c.path);
+                c.path.base = pipeline.resolve(std::path::Path::new(""));
                 SinkConfig::File(c)
             }
             other => other,

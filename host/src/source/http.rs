@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::SourceContext;
-use crate::config::{duration, BatchOverride, TypeTag};
+use crate::config::{duration, size, BatchOverride, TypeTag};
 use crate::event::{Ack, Batch, Clock};
 use crate::metrics::ComponentMetrics;
 
@@ -85,7 +85,7 @@ pub struct HttpConfig {
     #[serde(default)]
     pub format: BodyFormat,
     /// Largest body, before and after decompression: bytes or "10MiB".
-    #[serde(default = "default_max_body", deserialize_with = "bytes_size")]
+    #[serde(default = "default_max_body", with = "size")]
     pub max_body: usize,
     /// Fields every event must have.
     #[serde(default)]
@@ -94,7 +94,7 @@ pub struct HttpConfig {
     #[serde(default)]
     pub levels: Vec<String>,
     /// Largest string value of any field, in bytes.
-    #[serde(default, deserialize_with = "opt_bytes_size")]
+    #[serde(default, with = "size::option")]
     pub max_field: Option<usize>,
     /// Accept the valid events of a request and list the rejected ones,
     /// instead of refusing the whole request.
@@ -129,49 +129,6 @@ fn default_ack_timeout() -> Duration {
 }
 fn default_read_timeout() -> Duration {
     Duration::from_secs(10)
-}
-
-/// `1048576`, `"512KiB"`, `"10MiB"`, `"1MB"`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1048576.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1073741824.0,
-        other => {
-            return Err(format!(
-                "invalid size unit `{other}` in `{s}` (write e.g. 10MiB)"
-            ))
-        }
-    };
-    Ok((n * mult) as usize)
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Size {
-    N(usize),
-    S(String),
-}
-
-fn bytes_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    match Size::deserialize(d)? {
-        Size::N(n) => Ok(n),
-        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-fn opt_bytes_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    bytes_size(d).map(Some)
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -703,11 +660,11 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
-        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("1MB"), Ok(1_000_000));
-        assert_eq!(parse_size("42"), Ok(42));
-        assert!(parse_size("10 parsecs").is_err());
+        assert_eq!(size::parse("10MiB"), Ok(10 << 20));
+        assert_eq!(size::parse("512KiB"), Ok(512 << 10));
+        assert_eq!(size::parse("1MB"), Ok(1_000_000));
+        assert_eq!(size::parse("42"), Ok(42));
+        assert!(size::parse("10 parsecs").is_err());
     }
 
     #[test]

@@ -1,0 +1,252 @@
+//! `type = "file"`: events written as lines to files named by a template
+//! (`logs/{channel}-{%Y-%m-%d}.log`), rotated by time and size, compressed
+//! and expired off the write path.
+//!
+//! A failed write (the folder deleted, the disk full) marks the sink down
+//! (`/health` says why), and the bytes not yet written are retried with
+//! exponential backoff until they are: nothing is lost or written twice, and
+//! backpressure reaches the sources meanwhile. A file whose path no longer
+//! leads to it (deleted or moved away by a rotation tool) is reopened.
+//! Batches are dropped, which acknowledges their events to the source, only
+//! once written and, with `sync`, once synced.
+
+mod format;
+mod template;
+mod tidy;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::SinkContext;
+use crate::config::{duration, size, TypeTag};
+use crate::event::SharedBatch;
+use crate::metrics::ComponentMetrics;
+
+pub use format::{LineFormat, DEFAULT_TEXT};
+pub use template::{PathTemplate, Template};
+
+/// When written data is forced to disk, and so when sources hear that it is
+/// delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// Leave it to the OS (data survives a crash of sluice, not of the machine).
+    #[default]
+    None,
+    /// `fsync` after every batch.
+    Batch,
+    /// `fsync` every `sync_interval`; acknowledgements wait for it.
+    Interval,
+}
+
+/// `[sinks.NAME] type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    #[serde(rename = "type")]
+    _type: TypeTag,
+    /// Where each event goes, relative to the pipeline file: `{field}`,
+    /// `{field|lower}`, `{%Y-%m-%d}` (UTC, when written). Folders are created.
+    pub path: PathTemplate,
+    /// What a field the path names is replaced by when an event lacks it.
+    #[serde(default = "default_missing")]
+    pub missing: String,
+    /// Components this sink reads (may be empty for a `fallback` target).
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub format: LineFormat,
+    /// The line of `format = "text"`.
+    #[serde(default, deserialize_with = "text_template")]
+    pub template: Option<Template>,
+    /// Start a new file when the current one is this old.
+    #[serde(default, with = "duration::option")]
+    pub rotate_every: Option<Duration>,
+    /// Start a new file before one would grow past this size.
+    #[serde(default, with = "size::option")]
+    pub rotate_size: Option<usize>,
+    /// Delete closed files older than this.
+    #[serde(default, with = "duration::option")]
+    pub keep_for: Option<Duration>,
+    /// Keep at most this many closed files of each path.
+    #[serde(default)]
+    pub keep_files: Option<usize>,
+    /// Gzip closed files (`NAME.gz`).
+    #[serde(default)]
+    pub compress: bool,
+    /// Most files open at once; the least recently used is closed.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+    #[serde(default)]
+    pub sync: Sync,
+    /// How often `sync = "interval"` syncs.
+    #[serde(default = "default_sync_interval", with = "duration")]
+    pub sync_interval: Duration,
+}
+
+fn default_missing() -> String {
+    "unknown".to_string()
+}
+fn default_max_open_files() -> usize {
+    256
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn text_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Template>, D::Error> {
+    let text = String::deserialize(d)?;
+    Template::parse(&text, true)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// First and longest wait between two attempts at a failed write.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How often idle files are checked for rotation and retention applied.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Most bytes of queued batches written in one round.
+const ROUND_BYTES: usize = 4 << 20;
+
+impl FileSinkConfig {
+    fn formatter(&self) -> format::Formatter {
+        let template = self
+            .template
+            .clone()
+            .unwrap_or_else(|| Template::parse(DEFAULT_TEXT, true).expect("default parses"));
+        format::Formatter::new(self.format, template)
+    }
+
+    /// Check what serde cannot: a name for missing fields that is one.
+    pub fn check(&self) -> Result<(), String> {
+        if template::file_name_part(&self.missing, "") != self.missing || self.missing.is_empty() {
+            return Err(format!(
+                "missing = {:?} cannot be part of a file name",
+                self.missing
+            ));
+        }
+        if self.template.is_some() && self.format != LineFormat::Text {
+            return Err("`template` is for format = \"text\"".to_string());
+        }
+        Ok(())
+    }
+
+    pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
+        let cfg = Arc::new(self);
+        let in_use = writer::InUse::default();
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let tidier = {
+            let (cfg, in_use) = (cfg.clone(), in_use.clone());
+            std::thread::Builder::new()
+                .name(format!("sluice-tidy-{}", ctx.name))
+                .spawn(move || tidy::run(cfg, in_use, rx))?
+        };
+        let mut w = Some(Box::new(writer::Writer::new(
+            cfg.clone(),
+            in_use,
+            jobs.clone(),
+        )));
+        // Batches written but not yet synced (`sync = "interval"`): their
+        // acknowledgements wait.
+        let mut unsynced: Vec<SharedBatch> = Vec::new();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut sync_tick = tokio::time::interval(cfg.sync_interval);
+        loop {
+            tokio::select! {
+                first = ctx.input.recv() => {
+                    let Some(first) = first else { break };
+                    // Write whatever else is already queued in the same round.
+                    let mut bytes = first.bytes();
+                    let mut batches = vec![first];
+                    while bytes < ROUND_BYTES {
+                        match ctx.input.try_recv() {
+                            Ok(batch) => {
+                                bytes += batch.bytes();
+                                batches.push(batch);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let started = Instant::now();
+                    let round = batches.clone();
+                    on_writer(&mut w, move |w| w.append(&round, chrono::Utc::now())).await;
+                    retry(&ctx, &mut w, writer::Writer::flush).await;
+                    if cfg.sync == Sync::Batch {
+                        retry(&ctx, &mut w, writer::Writer::sync_dirty).await;
+                    }
+                    ctx.metrics.batch_seconds.observe(started.elapsed());
+                    for b in &batches {
+                        ctx.account(b);
+                    }
+                    if cfg.sync == Sync::Interval {
+                        unsynced.extend(batches);
+                    }
+                }
+                _ = sweep.tick() => {
+                    on_writer(&mut w, |w| w.sweep(chrono::Utc::now())).await;
+                    retry(&ctx, &mut w, writer::Writer::flush).await;
+                    if cfg.keep_for.is_some() || cfg.keep_files.is_some() {
+                        let keys = w.as_ref().expect("writer is home").keys();
+                        let _ = jobs.send(tidy::Job::Sweep(keys));
+                    }
+                }
+                _ = sync_tick.tick(), if cfg.sync == Sync::Interval => {
+                    retry(&ctx, &mut w, writer::Writer::sync_dirty).await;
+                    unsynced.clear();
+                }
+            }
+        }
+        retry(&ctx, &mut w, writer::Writer::close).await;
+        drop(unsynced);
+        drop((w, jobs));
+        tokio::task::spawn_blocking(move || tidier.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("sink {}: the tidying thread panicked", ctx.name))?;
+        Ok(())
+    }
+}
+
+/// Run `f` on the writer on a blocking thread, and bring the writer back.
+async fn on_writer<T: Send + 'static>(
+    w: &mut Option<Box<writer::Writer>>,
+    f: impl FnOnce(&mut writer::Writer) -> T + Send + 'static,
+) -> T {
+    let mut taken = w.take().expect("writer is home");
+    let (back, out) = tokio::task::spawn_blocking(move || {
+        let out = f(&mut taken);
+        (taken, out)
+    })
+    .await
+    .expect("file writer panicked");
+    *w = Some(back);
+    out
+}
+
+/// Run `f` until it succeeds, with backoff, marking the sink down meanwhile.
+async fn retry(
+    ctx: &SinkContext,
+    w: &mut Option<Box<writer::Writer>>,
+    f: fn(&mut writer::Writer) -> Result<(), String>,
+) {
+    let mut delay = RETRY_FIRST;
+    let mut failed = false;
+    while let Err(reason) = on_writer(w, f).await {
+        tracing::warn!(sink = %ctx.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
+        ctx.metrics.set_down(Some(reason));
+        ComponentMetrics::add(&ctx.metrics.retries, 1);
+        failed = true;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+    if failed {
+        tracing::info!(sink = %ctx.name, "writing again");
+        ctx.metrics.set_down(None);
+    }
+}

@@ -1,0 +1,463 @@
+//! Templates over an event's fields and the time: the file sink's `path`
+//! (`logs/{channel}-{%Y-%m-%d}.log`) and its text lines
+//! (`[{timestamp}] {channel}.{level|upper}: {message} {..}`).
+//!
+//! `{name}` is a top-level field, `{name|upper}` / `{name|lower}` the same
+//! with its case changed, `{%...}` the current UTC time in strftime syntax,
+//! `{..}` (text lines only) every field the template does not name, as
+//! `key=value`. `{{` and `}}` are literal braces.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserializer;
+use serde_json::value::RawValue;
+
+/// How a field's value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Keep,
+    Upper,
+    Lower,
+}
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Literal(String),
+    Field(String, Case),
+    Time(String),
+    Rest,
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+impl Template {
+    /// Parse `text`; `{..}` is allowed only when `rest` is.
+    pub fn parse(text: &str, rest: bool) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` at byte {i} of `{text}` (write `}}}}`)"
+                    ))
+                }
+                '{' => {
+                    let close = text[i..]
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed `{{` at byte {i} of `{text}`"))?;
+                    let inner = &text[i + 1..i + close];
+                    while chars.peek().is_some_and(|p| p.0 <= i + close) {
+                        chars.next();
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Self::placeholder(inner, rest)?);
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Literal(lit));
+        }
+        Ok(Self { parts })
+    }
+
+    fn placeholder(inner: &str, rest: bool) -> Result<Part, String> {
+        if let Some(fmt) = inner.strip_prefix('%') {
+            let fmt = format!("%{fmt}");
+            if StrftimeItems::new(&fmt).any(|item| matches!(item, Item::Error)) {
+                return Err(format!("invalid time format `{{{fmt}}}`"));
+            }
+            return Ok(Part::Time(fmt));
+        }
+        if inner == ".." {
+            return if rest {
+                Ok(Part::Rest)
+            } else {
+                Err("`{..}` (the other fields) belongs in a text line template, not here".into())
+            };
+        }
+        let (name, case) = match inner.split_once('|') {
+            None => (inner, Case::Keep),
+            Some((name, "upper")) => (name, Case::Upper),
+            Some((name, "lower")) => (name, Case::Lower),
+            Some((_, other)) => {
+                return Err(format!(
+                    "unknown modifier `{other}` in `{{{inner}}}` (use upper or lower)"
+                ))
+            }
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("empty `{}` in template (name a field, or write `{{` for a brace)".into());
+        }
+        Ok(Part::Field(name.to_string(), case))
+    }
+
+    /// The fields the template names, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(name, _) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    pub fn has_time(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Time(_)))
+    }
+}
+
+/// The top-level fields of an event, values left as raw JSON.
+pub type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+/// The top-level fields of `event`, in order, or why it is not an object.
+pub fn top_fields(event: &[u8]) -> Result<Fields<'_>, String> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Fields<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                out.push((key, map.next_value::<&'de RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(event);
+    let out = de.deserialize_map(V).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Only the named top-level fields of `event` (others skipped unparsed),
+/// in the order of `names`; `None` where absent.
+pub fn some_fields<'a>(event: &'a [u8], names: &[String]) -> Vec<Option<&'a RawValue>> {
+    struct V<'n>(&'n [String]);
+    impl<'de> Visitor<'de> for V<'_> {
+        type Value = Vec<Option<&'de RawValue>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = vec![None; self.0.len()];
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match self.0.iter().position(|n| *n == key) {
+                    Some(i) => out[i] = Some(map.next_value::<&'de RawValue>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(event);
+    de.deserialize_map(V(names))
+        .unwrap_or_else(|_| vec![None; names.len()])
+}
+
+/// A scalar's text: strings unquoted, numbers and booleans as written;
+/// `None` for null, objects and arrays.
+pub fn scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<Cow<'_, str>>(text).ok(),
+        b'{' | b'[' | b'n' => None,
+        _ => Some(Cow::Borrowed(text)),
+    }
+}
+
+/// Longest value a field contributes to a file name.
+const MAX_NAME_PART: usize = 100;
+
+/// `value` made safe as part of a file name: no separators, no control
+/// characters, never `.` or `..`, never empty (then `missing`).
+pub fn file_name_part(value: &str, missing: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '\0' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .take(MAX_NAME_PART)
+        .collect();
+    if out.chars().all(|c| c == '.') {
+        out = out.replace('.', "_");
+    }
+    if out.is_empty() {
+        out = missing.to_string();
+    }
+    out
+}
+
+/// The `path` of a file sink: where each event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    /// The template as written, for messages.
+    pub text: String,
+    pub template: Template,
+    /// The folder relative paths are taken from (the pipeline file's).
+    pub base: PathBuf,
+    /// Fields the path names, in order: the key of an output file.
+    pub names: Vec<String>,
+}
+
+impl PathTemplate {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let template = Template::parse(text, false)?;
+        for part in &template.parts {
+            if let Part::Time(fmt) | Part::Field(fmt, _) = part {
+                if fmt.contains('/') {
+                    return Err(format!(
+                        "`{{{fmt}}}` would put a folder separator in a name"
+                    ));
+                }
+            }
+        }
+        let names = template.fields().map(str::to_string).collect();
+        Ok(Self {
+            text: text.to_string(),
+            template,
+            base: PathBuf::new(),
+            names,
+        })
+    }
+
+    /// The key of `event`'s file: the safe value of each named field.
+    pub fn key(&self, event: &[u8], missing: &str) -> Vec<String> {
+        if self.names.is_empty() {
+            return Vec::new();
+        }
+        some_fields(event, &self.names)
+            .into_iter()
+            .map(|raw| {
+                let text = raw.and_then(scalar_text);
+                file_name_part(text.as_deref().unwrap_or(""), missing)
+            })
+            .collect()
+    }
+
+    /// The file for `key` at time `now`.
+    pub fn render(&self, key: &[String], now: DateTime<Utc>) -> PathBuf {
+        let mut out = String::new();
+        let mut fields = key.iter();
+        for part in &self.template.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Field(_, case) => {
+                    let v = fields.next().map(String::as_str).unwrap_or("");
+                    match case {
+                        Case::Keep => out.push_str(v),
+                        Case::Upper => out.push_str(&v.to_uppercase()),
+                        Case::Lower => out.push_str(&v.to_lowercase()),
+                    }
+                }
+                Part::Time(fmt) => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "{}", now.format(fmt));
+                }
+                Part::Rest => {}
+            }
+        }
+        self.base.join(out)
+    }
+
+    /// A pattern matching every file of `key`'s family: any time, and the
+    /// rotated (`.N`) and compressed (`.gz`) forms.
+    pub fn family(&self, key: &[String]) -> regex::Regex {
+        let mut pattern = String::from("^");
+        pattern.push_str(&regex::escape(&self.base.join("").to_string_lossy()));
+        let mut fields = key.iter();
+        for part in &self.template.parts {
+            match part {
+                Part::Literal(s) => pattern.push_str(&regex::escape(s)),
+                Part::Field(_, case) => {
+                    let v = fields.next().map(String::as_str).unwrap_or("");
+                    let v = match case {
+                        Case::Keep => v.to_string(),
+                        Case::Upper => v.to_uppercase(),
+                        Case::Lower => v.to_lowercase(),
+                    };
+                    pattern.push_str(&regex::escape(&v));
+                }
+                Part::Time(fmt) => pattern.push_str(&time_pattern(fmt)),
+                Part::Rest => {}
+            }
+        }
+        pattern.push_str(r"(\.\d+)?(\.gz)?$");
+        regex::Regex::new(&pattern).expect("escaped pattern is valid")
+    }
+
+    /// The folder no rendering can leave.
+    pub fn root(&self) -> PathBuf {
+        let mut prefix = String::new();
+        for part in &self.template.parts {
+            match part {
+                Part::Literal(s) => prefix.push_str(s),
+                _ => break,
+            }
+        }
+        let prefix = self.base.join(prefix);
+        match prefix.to_string_lossy().ends_with('/') {
+            true => prefix,
+            false => prefix.parent().map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+}
+
+/// A pattern for what strftime `fmt` writes: digits where it writes
+/// digits, so that one channel's family never takes in another's
+/// (`app-{%Y}` must not match `app-foo-2026`).
+fn time_pattern(fmt: &str) -> String {
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+            continue;
+        }
+        out.push_str(match chars.next() {
+            Some('Y' | 'G') => r"\d{4}",
+            Some('m' | 'd' | 'H' | 'M' | 'S' | 'y' | 'I' | 'V' | 'U' | 'W' | 'C') => r"\d{2}",
+            Some('j') => r"\d{3}",
+            Some('s' | 'f') => r"\d+",
+            Some('u' | 'w') => r"\d",
+            Some('F') => r"\d{4}-\d{2}-\d{2}",
+            Some('T') => r"\d{2}:\d{2}:\d{2}",
+            Some('%') => "%",
+            _ => "[^/]*?",
+        });
+    }
+    out
+}
+
+impl<'de> serde::Deserialize<'de> for PathTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PathTemplate::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_fields_time_and_braces() {
+        let t = Template::parse("{{x}} {a|upper}-{%Y} {..}", true).unwrap();
+        assert_eq!(
+            t.parts,
+            [
+                Part::Literal("{x} ".into()),
+                Part::Field("a".into(), Case::Upper),
+                Part::Literal("-".into()),
+                Part::Time("%Y".into()),
+                Part::Literal(" ".into()),
+                Part::Rest,
+            ]
+        );
+        assert!(Template::parse("{a", false)
+            .unwrap_err()
+            .contains("unclosed"));
+        assert!(Template::parse("a}", false)
+            .unwrap_err()
+            .contains("unmatched"));
+        assert!(Template::parse("{..}", false).is_err());
+        assert!(Template::parse("{a|shout}", false)
+            .unwrap_err()
+            .contains("shout"));
+        assert!(Template::parse("{%Q}", false)
+            .unwrap_err()
+            .contains("time format"));
+    }
+
+    #[test]
+    fn renders_paths_with_missing_and_hostile_values() {
+        let mut p = PathTemplate::parse("logs/{channel}-{%Y-%m-%d}.log").unwrap();
+        p.base = PathBuf::from("/srv");
+        let now = at("2026-11-23T10:00:00Z");
+        let key = p.key(br#"{"channel":"app","x":[1]}"#, "unknown");
+        assert_eq!(
+            p.render(&key, now),
+            Path::new("/srv/logs/app-2026-11-23.log")
+        );
+        let key = p.key(br#"{"x":1}"#, "unknown");
+        assert_eq!(
+            p.render(&key, now),
+            Path::new("/srv/logs/unknown-2026-11-23.log")
+        );
+        for hostile in [
+            r#""../../etc/passwd""#,
+            r#""/etc/passwd""#,
+            r#"".."""#,
+            r#""a\\b\u0000""#,
+        ] {
+            let event = format!(r#"{{"channel":{hostile}}}"#);
+            let path = p.render(&p.key(event.as_bytes(), "unknown"), now);
+            assert_eq!(
+                path.parent().unwrap(),
+                Path::new("/srv/logs"),
+                "{hostile}: {path:?}"
+            );
+            assert!(!path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir));
+        }
+        let key = p.key(br#"{"channel":42}"#, "unknown");
+        assert_eq!(
+            p.render(&key, now),
+            Path::new("/srv/logs/42-2026-11-23.log")
+        );
+        assert_eq!(p.root(), Path::new("/srv/logs"));
+    }
+
+    #[test]
+    fn families_match_rotated_and_compressed_files() {
+        let mut p = PathTemplate::parse("logs/{channel}-{%Y-%m-%d}.log").unwrap();
+        p.base = PathBuf::from("/srv");
+        let family = p.family(&["app".to_string()]);
+        for yes in [
+            "app-2026-11-22.log",
+            "app-2026-11-22.log.gz",
+            "app-2026-11-23.log.3.gz",
+        ] {
+            assert!(family.is_match(&format!("/srv/logs/{yes}")), "{yes}");
+        }
+        for no in [
+            "api-2026-11-22.log",
+            "app-2026-11-22.log.tmp",
+            "app-foo-2026-11-22.log",
+            "app-x/y.log",
+        ] {
+            assert!(!family.is_match(&format!("/srv/logs/{no}")), "{no}");
+        }
+    }
+}

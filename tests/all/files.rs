@@ -1,0 +1,394 @@
+//! The file sink: templated paths, line formats, rotation, compression,
+//! retention, many open files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use crate::util::{parse, read_json_lines, run, write_json_lines};
+
+/// Today's date as the sink writes it (UTC).
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The content of a file, gunzipped (every member) if it ends in `.gz`.
+fn content(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else {
+        raw
+    }
+}
+
+/// `base`'s rotated files `base.N[.gz]` in order of N, then `base` itself.
+fn rotated_series(base: &Path) -> Vec<PathBuf> {
+    let name = base.file_name().unwrap().to_string_lossy().into_owned();
+    let mut numbered: Vec<(u64, PathBuf)> = std::fs::read_dir(base.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rest = n.strip_prefix(&format!("{name}."))?;
+            let n = rest.strip_suffix(".gz").unwrap_or(rest).parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    numbered.sort();
+    let mut out: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    if base.exists() {
+        out.push(base.to_path_buf());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_files_per_channel_with_missing_and_hostile_values() {
+    let d = tempfile::tempdir().unwrap();
+    let events = [
+        json!({"timestamp":"t","channel":"app","level":"error","message":"a1"}),
+        json!({"timestamp":"t","channel":"api","level":"info","message":"b1"}),
+        json!({"timestamp":"t","level":"warn","message":"no channel"}),
+        json!({"timestamp":"t","channel":"../../escape","message":"up"}),
+        json!({"timestamp":"t","channel":"/etc/passwd","message":"abs"}),
+        json!({"timestamp":"t","channel":"..","message":"dots"}),
+        json!({"timestamp":"t","channel":{"nested":1},"message":"object"}),
+        json!({"timestamp":"t","channel":"app","level":"error","message":"a2","user":"ann"}),
+    ];
+    write_json_lines(&d.path().join("in.log"), &events);
+    let toml = r#"
+[sources.in]
+type = "file"
+path = "in.log"
+
+[sinks.daily]
+type = "file"
+path = "out/logs/{channel}-{%Y-%m-%d}.log"
+inputs = ["in"]
+
+[sinks.text]
+type = "file"
+path = "out/text/{channel|upper}.log"
+missing = "none"
+format = "text"
+inputs = ["in"]
+
+[sinks.logfmt]
+type = "file"
+path = "out/all.logfmt"
+format = "logfmt"
+inputs = ["in"]
+"#;
+    run(d.path(), toml).await.unwrap();
+    let day = today();
+    let files = tree(&d.path().join("out"));
+    let expect: Vec<String> = [
+        format!("logs/.._.._escape-{day}.log"),
+        format!("logs/_etc_passwd-{day}.log"),
+        format!("logs/__-{day}.log"),
+        format!("logs/api-{day}.log"),
+        format!("logs/app-{day}.log"),
+        format!("logs/unknown-{day}.log"),
+        "all.logfmt".to_string(),
+        "text/.._.._ESCAPE.log".to_string(),
+        "text/API.log".to_string(),
+        "text/APP.log".to_string(),
+        "text/NONE.log".to_string(),
+        "text/_ETC_PASSWD.log".to_string(),
+        "text/__.log".to_string(),
+    ]
+    .into_iter()
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .collect();
+    assert_eq!(files, expect);
+    // Nothing escaped the folder.
+    assert_eq!(
+        tree(d.path()).len(),
+        files.len() + 2,
+        "{:?}",
+        tree(d.path())
+    );
+
+    let app = read_json_lines(&d.path().join(format!("out/logs/app-{day}.log")));
+    assert_eq!(app, [events[0].clone(), events[7].clone()]);
+    let unknown = read_json_lines(&d.path().join(format!("out/logs/unknown-{day}.log")));
+    assert_eq!(unknown, [events[2].clone(), events[6].clone()]);
+
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out/text/APP.log")).unwrap(),
+        "[t] app.ERROR: a1\n[t] app.ERROR: a2 user=ann\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out/text/NONE.log")).unwrap(),
+        "[t] -.WARN: no channel\n[t] {\"nested\":1}.-: object\n"
+    );
+    let logfmt = std::fs::read_to_string(d.path().join("out/all.logfmt")).unwrap();
+    assert_eq!(logfmt.lines().count(), events.len());
+    assert_eq!(
+        logfmt.lines().nth(7).unwrap(),
+        "timestamp=t channel=app level=error message=a2 user=ann"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_rotation_with_gzip_loses_and_splits_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let toml = r#"
+[sources.gen]
+type = "generate"
+count = 60000
+seed = 7
+
+[sinks.whole]
+type = "file"
+path = "whole.log"
+inputs = ["gen"]
+
+[sinks.rotated]
+type = "file"
+path = "out/events.log"
+rotate_size = "256KiB"
+compress = true
+inputs = ["gen"]
+"#;
+    run(d.path(), toml).await.unwrap();
+    let series = rotated_series(&d.path().join("out/events.log"));
+    assert!(series.len() > 10, "{series:?}");
+    let mut joined = Vec::new();
+    for (i, path) in series.iter().enumerate() {
+        let last = i == series.len() - 1;
+        assert_eq!(
+            path.extension().is_some_and(|e| e == "gz"),
+            !last,
+            "closed files are compressed, the active one is not: {path:?}"
+        );
+        if !last {
+            let status = std::process::Command::new("gzip")
+                .arg("-t")
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "gzip -t {path:?}");
+        }
+        let bytes = content(path);
+        assert!(
+            bytes.len() <= 256 * 1024,
+            "{path:?} has {} bytes",
+            bytes.len()
+        );
+        assert!(bytes.ends_with(b"\n"), "{path:?} ends inside a line");
+        joined.extend_from_slice(&bytes);
+    }
+    let whole = std::fs::read(d.path().join("whole.log")).unwrap();
+    assert_eq!(whole.split(|b| *b == b'\n').count() - 1, 60000);
+    assert!(
+        joined == whole,
+        "the rotated files are not the events in order"
+    );
+    // Nothing left half-done.
+    assert!(!tree(d.path()).iter().any(|f| f.ends_with(".tmp")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_rotation_keeps_the_newest_files() {
+    let d = tempfile::tempdir().unwrap();
+    let toml = r#"
+[batch]
+max_wait = "20ms"
+
+[sources.gen]
+type = "generate"
+count = 3000
+rate = 1500
+
+[sinks.rotated]
+type = "file"
+path = "out/events.log"
+rotate_every = "300ms"
+keep_files = 2
+inputs = ["gen"]
+
+[sinks.whole]
+type = "file"
+path = "whole.log"
+inputs = ["gen"]
+"#;
+    run(d.path(), toml).await.unwrap();
+    let series = rotated_series(&d.path().join("out/events.log"));
+    let numbers: Vec<String> = series
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // About seven rotations in two seconds; only the newest two remain.
+    assert_eq!(series.len(), 3, "{numbers:?}");
+    let first: u64 = numbers[0].rsplit('.').next().unwrap().parse().unwrap();
+    assert!(first >= 3, "older files were kept: {numbers:?}");
+    // What remains is the tail of the stream, in order, each line whole.
+    let mut joined = Vec::new();
+    for p in &series {
+        joined.extend_from_slice(&content(p));
+    }
+    let whole = std::fs::read(d.path().join("whole.log")).unwrap();
+    assert!(!joined.is_empty() && whole.ends_with(&joined));
+    assert!(joined.starts_with(b"{") && joined.ends_with(b"}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_old_files_of_the_family() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let old = [
+        "app-2020-01-01.log",
+        "app-2020-01-02.log.gz",
+        "app-2020-01-03.log.4",
+    ];
+    let kept = [
+        "api-2020-01-01.log",    // another channel
+        "app-2020-01-01.txt",    // not of the template
+        "app-notes-2020.log",    // a name the template cannot make for app
+        "app-2020-01-05.log.gz", // recent
+    ];
+    for name in old.iter().chain(&kept) {
+        let f = std::fs::File::create(logs.join(name)).unwrap();
+        if *name != "app-2020-01-05.log.gz" {
+            f.set_modified(hour_ago).unwrap();
+        }
+    }
+    write_json_lines(
+        &d.path().join("in.log"),
+        &[json!({"timestamp":"t","channel":"app","message":"now"})],
+    );
+    let toml = r#"
+[sources.in]
+type = "file"
+path = "in.log"
+follow = true
+poll_interval = "50ms"
+
+[sinks.daily]
+type = "file"
+path = "logs/{channel}-{%Y-%m-%d}.log"
+keep_for = "10m"
+inputs = ["in"]
+"#;
+    let config = parse(d.path(), toml).unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime())
+        .await
+        .unwrap();
+    let running = plan.start(sluice::metrics::Registry::default()).unwrap();
+    let current = format!("app-{}.log", today());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = tree(&logs);
+        if old.iter().all(|o| !names.contains(&o.to_string())) && names.contains(&current) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not run: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let mut expect: Vec<String> = kept.iter().map(|s| s.to_string()).collect();
+    expect.push(current);
+    expect.sort();
+    assert_eq!(tree(&logs), expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_channels_through_few_open_files() {
+    let d = tempfile::tempdir().unwrap();
+    let mut events = Vec::new();
+    for i in 0..5000 {
+        events.push(json!({"timestamp":"t","channel":format!("c{}", (i * 7) % 50),"n":i}));
+    }
+    write_json_lines(&d.path().join("in.log"), &events);
+    let toml = r#"
+[sources.in]
+type = "file"
+path = "in.log"
+
+[sinks.out]
+type = "file"
+path = "out/{channel}.log"
+max_open_files = 4
+sync = "interval"
+sync_interval = "50ms"
+inputs = ["in"]
+"#;
+    run(d.path(), toml).await.unwrap();
+    let files = tree(&d.path().join("out"));
+    assert_eq!(files.len(), 50);
+    let mut total = 0;
+    for f in files {
+        let channel = f.strip_suffix(".log").unwrap();
+        let got = read_json_lines(&d.path().join("out").join(&f));
+        let want: Vec<_> = events
+            .iter()
+            .filter(|e| e["channel"] == channel)
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "{f}");
+        total += got.len();
+    }
+    assert_eq!(total, events.len());
+}
+
+#[tokio::test]
+async fn bad_templates_name_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    for (path, extra, want) in [
+        ("logs/{channel", "", "unclosed"),
+        ("logs/{%Q}.log", "", "invalid time format"),
+        ("logs/{..}.log", "", "text line template"),
+        ("logs/x.log", "template = \"{a\"", "unclosed"),
+        (
+            "logs/x.log",
+            "missing = \"../x\"",
+            "cannot be part of a file name",
+        ),
+        (
+            "logs/x.log",
+            "format = \"json\"\ntemplate = \"{a}\"",
+            "format = \"text\"",
+        ),
+    ] {
+        let toml = format!(
+            "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"file\"\npath = \"{path}\"\n{extra}\ninputs = [\"in\"]\n"
+        );
+        let err = format!("{:#}", parse(d.path(), &toml).unwrap_err());
+        assert!(err.contains(want), "{path} {extra}: {err}");
+        assert!(err.contains("pipeline.toml:"), "{err}");
+        assert!(err.contains("sinks.out"), "{err}");
+    }
+}
