@@ -242,7 +242,7 @@ type Counter = (
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [Counter; 8] = [
+    let counters: [Counter; 11] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",
@@ -282,6 +282,21 @@ pub fn prometheus(metrics: &Registry) -> String {
             "sluice_plugin_restarts_total",
             "Plugin instances replaced after a trap.",
             |s| s.restarts,
+        ),
+        (
+            "sluice_file_long_lines_total",
+            "Lines longer than max_line, truncated or dead-lettered.",
+            |s| s.long_lines,
+        ),
+        (
+            "sluice_file_truncations_total",
+            "Files found truncated in place (copytruncate).",
+            |s| s.truncations,
+        ),
+        (
+            "sluice_file_rescued_lines_total",
+            "Lines a truncation would have lost, read from the copy it left.",
+            |s| s.rescued_lines,
         ),
     ];
     for (name, help, get) in counters {

@@ -27,6 +27,13 @@ pub struct ComponentMetrics {
     pub retries: AtomicU64,
     /// Connections re-established after a failure (Redis).
     pub reconnects: AtomicU64,
+    /// Lines longer than `max_line`, truncated or dead-lettered (file source).
+    pub long_lines: AtomicU64,
+    /// Files found truncated in place, as by `copytruncate` (file source).
+    pub truncations: AtomicU64,
+    /// Lines read back from the copy a `copytruncate` left, which the
+    /// truncation would otherwise have lost (file source).
+    pub rescued_lines: AtomicU64,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -188,6 +195,9 @@ pub struct Snapshot {
     pub restarts: u64,
     pub retries: u64,
     pub reconnects: u64,
+    pub long_lines: u64,
+    pub truncations: u64,
+    pub rescued_lines: u64,
     pub down: Option<String>,
 }
 
@@ -243,6 +253,9 @@ impl Registry {
                 restarts: m.restarts.load(Relaxed),
                 retries: m.retries.load(Relaxed),
                 reconnects: m.reconnects.load(Relaxed),
+                long_lines: m.long_lines.load(Relaxed),
+                truncations: m.truncations.load(Relaxed),
+                rescued_lines: m.rescued_lines.load(Relaxed),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

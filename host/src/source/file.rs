@@ -1,14 +1,54 @@
-//! `type = "file"`: a file of JSON lines or text lines, read once or
-//! followed as it grows.
+//! `type = "file"`: files of JSON or text lines, read once or tailed.
+//!
+//! `path` may be a glob (`logs/*.log`); with `follow`, new files are picked
+//! up and every file is followed as it grows, the way Fluent Bit's tail
+//! does. Files are known by device, inode and a fingerprint of their first
+//! bytes, so a rotation by rename-and-create reads the old file to its end
+//! (for `rotate_wait`) and the new one from its start; a file truncated in
+//! place (`copytruncate`) is read again from 0, after the lines it held past
+//! our position are read from the copy if the copy lies beside it. With
+//! `checkpoint`, positions are saved once delivered, and a restart resumes
+//! there.
+//!
+//! Reading is blocking I/O on a thread of its own; batches are handed to
+//! the async pipeline from it.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::{read_lines, Format, LineDecoder, SourceContext};
-use crate::config::{duration, BatchOverride, TypeTag};
+use super::checkpoint::{Checkpoints, FileId, Fingerprint, FINGERPRINT_BYTES};
+use super::{Batcher, Format, LineDecoder, SourceContext};
+use crate::config::{duration, size, BatchOverride, TypeTag};
+use crate::metrics::ComponentMetrics;
+use crate::topology::output::Closed;
+
+/// Where a file found at start without a checkpoint is read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    /// Only what is written from now on (files that appear later are read
+    /// from their beginning all the same).
+    End,
+}
+
+/// What happens to a line longer than `max_line`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LongLines {
+    /// Its first `max_line` bytes become the event; the rest is skipped.
+    #[default]
+    Truncate,
+    /// Its first `max_line` bytes go to the dead letters.
+    DeadLetter,
+}
 
 /// `[sources.NAME] type = "file"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,16 +56,37 @@ use crate::config::{duration, BatchOverride, TypeTag};
 pub struct FileConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
-    /// The file, relative to the pipeline file.
+    /// A file or a glob, relative to the pipeline file.
+    #[serde(deserialize_with = "glob_pattern")]
     pub path: PathBuf,
-    /// Keep reading as the file grows, until shutdown.
+    /// Keep reading as files grow and appear, until shutdown.
     #[serde(default)]
     pub follow: bool,
-    /// How often a followed file is checked for new data.
+    /// How often files are checked for new data, and the glob for new files.
     #[serde(default = "default_poll", with = "duration")]
     pub poll_interval: Duration,
     #[serde(default)]
     pub format: Format,
+    /// Where read positions are saved (a JSON file); none: not saved.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Longest line; longer ones are handled by `long_lines`.
+    #[serde(default = "default_max_line", with = "size")]
+    pub max_line: usize,
+    #[serde(default)]
+    pub long_lines: LongLines,
+    /// Emit a last line that has no newline yet after this long without
+    /// growth; without it, such a line waits for its newline.
+    #[serde(default, with = "duration::option")]
+    pub partial_timeout: Option<Duration>,
+    /// How long a file that was moved away or deleted is still read.
+    #[serde(default = "default_rotate_wait", with = "duration")]
+    pub rotate_wait: Duration,
+    /// Read `*.gz` files whole, decompressed (otherwise they are skipped).
+    #[serde(default)]
+    pub gzip: bool,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
 }
@@ -33,19 +94,602 @@ pub struct FileConfig {
 fn default_poll() -> Duration {
     Duration::from_millis(250)
 }
+fn default_max_line() -> usize {
+    1 << 20
+}
+fn default_rotate_wait() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn glob_pattern<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let text = String::deserialize(d)?;
+    glob::Pattern::new(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid glob: {e}")))?;
+    Ok(PathBuf::from(text))
+}
+
+/// Most bytes read from one file before the others get a turn.
+const READ_TURN: usize = 4 << 20;
+/// Size of one read.
+const CHUNK: usize = 256 << 10;
+/// Longest wait for the last batches' delivery at the end, to save their
+/// positions.
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How often positions are saved while running.
+const SAVE_EVERY: Duration = Duration::from_millis(500);
 
 impl FileConfig {
-    /// Read the file (resolved against the pipeline file by the topology).
-    pub async fn run(self, mut ctx: SourceContext) -> anyhow::Result<()> {
-        let file = tokio::fs::File::open(&self.path)
-            .await
-            .with_context(|| format!("source {}: cannot open {}", ctx.name, self.path.display()))?;
-        let shown = self.path.display().to_string();
-        let mut decoder = LineDecoder::new(self.format, &ctx.name, Some(&shown));
-        let mut reader = file;
-        let follow = self.follow.then_some(self.poll_interval);
-        let bytes = read_lines(&mut ctx, &mut reader, &mut decoder, follow).await?;
-        tracing::debug!(source = %ctx.name, path = %shown, bytes, "file source done");
+    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
+        let checkpoints = self
+            .checkpoint
+            .as_deref()
+            .map(Checkpoints::load)
+            .transpose()?;
+        let known = checkpoints
+            .as_ref()
+            .map(|c| {
+                c.saved()
+                    .map(|s| (s.id, (s.fingerprint, s.path.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let handle = tokio::runtime::Handle::current();
+        let name = ctx.name.clone();
+        tokio::task::spawn_blocking(move || {
+            Tailer {
+                batcher: Batcher::new(ctx.batch),
+                cfg: self,
+                ctx: Some(ctx),
+                handle,
+                checkpoints,
+                files: HashMap::new(),
+                order: Vec::new(),
+                marks: HashMap::new(),
+                scans: 0,
+                known,
+                retired: Vec::new(),
+            }
+            .run()
+        })
+        .await
+        .with_context(|| format!("source {name}: the reading thread failed"))?
+    }
+}
+
+/// One file being read.
+struct Tail {
+    path: PathBuf,
+    file: File,
+    /// File offset of `buf[0]`: everything before it has made events.
+    start: u64,
+    /// Bytes read past `start`, not yet a whole line.
+    buf: Vec<u8>,
+    /// Inside a line longer than `max_line`: skip to its newline.
+    skipping: bool,
+    fingerprint: Fingerprint,
+    decoder: LineDecoder,
+    /// Last time data arrived (for `partial_timeout`).
+    grew_at: Instant,
+    /// Since when the path no longer leads to this file.
+    gone_since: Option<Instant>,
+    /// A `.gz` file, read whole once.
+    gz: bool,
+    /// Read to its end (for files read once).
+    done: bool,
+}
+
+struct Tailer {
+    cfg: FileConfig,
+    /// Given up at the end so the pipeline drains while the last positions
+    /// wait for delivery.
+    ctx: Option<SourceContext>,
+    handle: tokio::runtime::Handle,
+    checkpoints: Option<Checkpoints>,
+    batcher: Batcher,
+    files: HashMap<FileId, Tail>,
+    /// Files in the order they were found: read in that order.
+    order: Vec<FileId>,
+    /// Position after the last line of each file in the current batch.
+    marks: HashMap<FileId, u64>,
+    /// Globs done so far.
+    scans: u64,
+    /// Identity and name of every file with a position, for saving.
+    known: HashMap<FileId, (Fingerprint, PathBuf)>,
+    /// Files deleted and read to their end: their positions are dropped.
+    retired: Vec<FileId>,
+}
+
+impl Tailer {
+    fn ctx(&self) -> &SourceContext {
+        self.ctx.as_ref().expect("context is held until the end")
+    }
+
+    fn run(mut self) -> anyhow::Result<()> {
+        let mut saved_at = Instant::now();
+        let result = loop {
+            if self.ctx().shutdown.is_set() {
+                break Ok(());
+            }
+            self.scan();
+            if !self.cfg.follow && self.files.is_empty() {
+                break Err(anyhow::anyhow!(
+                    "source {}: no file matches {}",
+                    self.ctx().name,
+                    self.cfg.path.display()
+                ));
+            }
+            let mut progressed = false;
+            for id in self.order.clone() {
+                match self.read(id) {
+                    Ok(p) => progressed |= p,
+                    Err(Closed) => return Ok(()),
+                }
+            }
+            if let Err(Closed) = self.housekeeping() {
+                return Ok(());
+            }
+            if saved_at.elapsed() >= SAVE_EVERY {
+                self.save();
+                saved_at = Instant::now();
+            }
+            if !self.cfg.follow && self.files.values().all(|t| t.done) {
+                break Ok(());
+            }
+            if !progressed {
+                let wait = self
+                    .batcher
+                    .deadline()
+                    .map(|d| d.into_std().saturating_duration_since(Instant::now()))
+                    .unwrap_or(self.cfg.poll_interval)
+                    .min(self.cfg.poll_interval);
+                std::thread::sleep(wait.max(Duration::from_millis(1)));
+            }
+        };
+        // Files read once end with their last line, newline or not.
+        if !self.cfg.follow {
+            for id in self.order.clone() {
+                self.emit_partial(id);
+            }
+        }
+        let _ = self.flush();
+        let ctx = self.ctx.take().expect("held until here");
+        drop(ctx);
+        if let Some(c) = &self.checkpoints {
+            let waited = Instant::now();
+            while c.pending() > 0 && waited.elapsed() < FINAL_ACK_WAIT {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.save();
+        result
+    }
+
+    /// Find the files the glob matches now.
+    fn scan(&mut self) {
+        if !self.cfg.follow && self.scans > 0 {
+            return;
+        }
+        self.scans += 1;
+        let pattern = self.cfg.path.to_string_lossy().into_owned();
+        let paths = match glob::glob(&pattern) {
+            Ok(paths) => paths,
+            Err(e) => {
+                tracing::error!(source = %self.ctx().name, error = %e, "invalid glob");
+                return;
+            }
+        };
+        for path in paths.flatten() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = file_id(&meta);
+            if let Some(t) = self.files.get_mut(&id) {
+                // Renamed to another name the glob matches: same file.
+                if t.path != path {
+                    t.path = path;
+                    t.gone_since = None;
+                }
+                continue;
+            }
+            let gz = path.extension().is_some_and(|e| e == "gz");
+            if gz && !self.cfg.gzip {
+                tracing::debug!(source = %self.ctx().name, path = %path.display(), "skipping compressed file (set gzip = true to read it)");
+                continue;
+            }
+            if let Err(e) = self.open(id, path.clone(), meta.len(), gz) {
+                tracing::warn!(source = %self.ctx().name, path = %path.display(), error = %e, "cannot open file");
+            }
+        }
+    }
+
+    fn open(&mut self, id: FileId, path: PathBuf, len: u64, gz: bool) -> std::io::Result<()> {
+        let file = File::open(&path)?;
+        let fingerprint = fingerprint(&file, FINGERPRINT_BYTES)?;
+        let resumed = self
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.resume(id, |n| fingerprint_or_empty(&file, n)));
+        let start = match resumed {
+            // Shorter than the saved position: truncated while we were away.
+            Some(offset) if offset <= len => offset,
+            Some(_) => 0,
+            None if self.scans == 1 && self.cfg.read_from == ReadFrom::End && !gz => len,
+            None => 0,
+        };
+        let shown = path.display().to_string();
+        tracing::debug!(source = %self.ctx().name, path = %shown, start, resumed = resumed.is_some(), "reading file");
+        let decoder = LineDecoder::new(self.cfg.format, &self.ctx().name, Some(&shown));
+        self.files.insert(
+            id,
+            Tail {
+                path,
+                file,
+                start,
+                buf: Vec::new(),
+                skipping: false,
+                fingerprint,
+                decoder,
+                grew_at: Instant::now(),
+                gone_since: None,
+                gz,
+                done: gz && start >= len && len > 0,
+            },
+        );
+        self.order.push(id);
         Ok(())
+    }
+
+    /// Read what `id` has now. Whether anything was read.
+    fn read(&mut self, id: FileId) -> Result<bool, Closed> {
+        let Some(t) = self.files.get_mut(&id) else {
+            return Ok(false);
+        };
+        if t.done {
+            return Ok(false);
+        }
+        if t.gz {
+            return self.read_gz(id).map(|()| true);
+        }
+        let len = match t.file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                tracing::warn!(path = %t.path.display(), error = %e, "cannot stat file");
+                return Ok(false);
+            }
+        };
+        if len < t.start + t.buf.len() as u64 {
+            self.truncated(id)?;
+            return Ok(true);
+        }
+        let mut read_total = 0;
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            let t = self.files.get_mut(&id).expect("present above");
+            let at = t.start + t.buf.len() as u64;
+            let n = match read_at(&t.file, &mut chunk, at) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(path = %t.path.display(), error = %e, "read failed");
+                    break;
+                }
+            };
+            if n == 0 {
+                if !self.cfg.follow {
+                    t.done = true;
+                }
+                break;
+            }
+            t.grew_at = Instant::now();
+            if t.fingerprint.len < FINGERPRINT_BYTES {
+                if let Ok(f) = fingerprint(&t.file, FINGERPRINT_BYTES) {
+                    t.fingerprint = f;
+                }
+            }
+            t.buf.extend_from_slice(&chunk[..n]);
+            read_total += n;
+            self.lines(id)?;
+            if read_total >= READ_TURN {
+                break;
+            }
+        }
+        Ok(read_total > 0)
+    }
+
+    /// Turn the whole lines of `id`'s buffer into events.
+    fn lines(&mut self, id: FileId) -> Result<(), Closed> {
+        let max_line = self.cfg.max_line;
+        let t = self.files.get_mut(&id).expect("caller checked");
+        let mut pos = 0;
+        let mut long = Vec::new();
+        while let Some(i) = memchr::memchr(b'\n', &t.buf[pos..]) {
+            let line = &t.buf[pos..pos + i];
+            if t.skipping {
+                t.skipping = false;
+            } else if line.len() > max_line {
+                long.push(line[..max_line].to_vec());
+            } else {
+                self.batcher.line(&mut t.decoder, line);
+            }
+            pos += i + 1;
+            if !t.gz {
+                self.marks.insert(id, t.start + pos as u64);
+            }
+            if self.batcher.is_full() {
+                t.buf.drain(..pos);
+                t.start += pos as u64;
+                self.long_lines(id, std::mem::take(&mut long));
+                self.flush()?;
+                // Re-borrow after the flush.
+                return self.lines(id);
+            }
+        }
+        t.buf.drain(..pos);
+        t.start += pos as u64;
+        // A line already longer than allowed: deal with it now rather than
+        // hold it all in memory.
+        if t.buf.len() > max_line && !t.skipping {
+            long.push(t.buf[..max_line].to_vec());
+            t.skipping = true;
+        }
+        if t.skipping && !t.buf.is_empty() {
+            t.start += t.buf.len() as u64;
+            t.buf.clear();
+            self.marks.insert(id, t.start);
+        }
+        self.long_lines(id, long);
+        Ok(())
+    }
+
+    fn long_lines(&mut self, id: FileId, long: Vec<Vec<u8>>) {
+        if long.is_empty() {
+            return;
+        }
+        let ctx = self.ctx.as_ref().expect("held");
+        ComponentMetrics::add(&ctx.metrics.long_lines, long.len());
+        let max = self.cfg.max_line;
+        let t = self.files.get_mut(&id).expect("caller checked");
+        for line in long {
+            match self.cfg.long_lines {
+                LongLines::Truncate => self.batcher.line(&mut t.decoder, &line),
+                LongLines::DeadLetter => self.batcher.reject(
+                    &line,
+                    format!(
+                        "line longer than max_line ({max} bytes) in {}; its first {max} bytes are here",
+                        t.path.display()
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// `id` shrank below our position: truncated in place. Read what we
+    /// had not from the copy beside it, then start again at 0.
+    fn truncated(&mut self, id: FileId) -> Result<(), Closed> {
+        let t = self.files.get_mut(&id).expect("caller checked");
+        let at = t.start + t.buf.len() as u64;
+        tracing::info!(path = %t.path.display(), at, "file truncated; reading it again from the start");
+        ComponentMetrics::add(&self.ctx.as_ref().expect("held").metrics.truncations, 1);
+        if let Some(copy) = find_copy(&t.path, id, t.fingerprint, at) {
+            let rest = std::fs::File::open(&copy).and_then(|mut f| {
+                let mut v = Vec::new();
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at))?;
+                f.read_to_end(&mut v)?;
+                Ok(v)
+            });
+            if let Ok(rest) = rest {
+                let t = self.files.get_mut(&id).expect("caller checked");
+                t.buf.extend_from_slice(&rest);
+                if !t.buf.ends_with(b"\n") && !t.buf.is_empty() {
+                    t.buf.push(b'\n');
+                }
+                let lines = memchr::memchr_iter(b'\n', &rest).count();
+                tracing::info!(path = %t.path.display(), copy = %copy.display(), lines, "read the truncated lines from the copy");
+                ComponentMetrics::add(
+                    &self.ctx.as_ref().expect("held").metrics.rescued_lines,
+                    lines,
+                );
+                self.lines(id)?;
+            }
+        }
+        let t = self.files.get_mut(&id).expect("caller checked");
+        t.buf.clear();
+        t.skipping = false;
+        t.start = 0;
+        t.fingerprint = Fingerprint::of(b"");
+        self.marks.insert(id, 0);
+        Ok(())
+    }
+
+    fn read_gz(&mut self, id: FileId) -> Result<(), Closed> {
+        let t = self.files.get_mut(&id).expect("caller checked");
+        let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let file = match t.file.try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %t.path.display(), error = %e, "cannot read file");
+                t.done = true;
+                return Ok(());
+            }
+        };
+        let mut reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            let n = match reader.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) => {
+                    let t = self.files.get_mut(&id).expect("present");
+                    tracing::warn!(path = %t.path.display(), error = %e, "cannot decompress; stopping at this point");
+                    0
+                }
+            };
+            let t = self.files.get_mut(&id).expect("present");
+            if n == 0 {
+                if !t.buf.is_empty() {
+                    t.buf.push(b'\n');
+                }
+                // Positions in a compressed file are its compressed size:
+                // read whole, or not at all.
+                self.lines(id)?;
+                let t = self.files.get_mut(&id).expect("present");
+                t.buf.clear();
+                t.start = len;
+                t.done = true;
+                self.marks.insert(id, len);
+                return Ok(());
+            }
+            t.buf.extend_from_slice(&chunk[..n]);
+            // Offsets inside a .gz mean nothing on disk: count from 0 and
+            // fix the mark at the end.
+            self.lines(id)?;
+        }
+    }
+
+    /// Emit `id`'s partial last line, if it has one.
+    fn emit_partial(&mut self, id: FileId) {
+        let Some(t) = self.files.get_mut(&id) else {
+            return;
+        };
+        if t.buf.is_empty() || t.skipping || t.gz {
+            return;
+        }
+        self.batcher.line(&mut t.decoder, &t.buf);
+        t.start += t.buf.len() as u64;
+        t.buf.clear();
+        self.marks.insert(id, t.start);
+    }
+
+    /// Partial lines past their timeout, files moved away or deleted, due
+    /// batches.
+    fn housekeeping(&mut self) -> Result<(), Closed> {
+        if let Some(timeout) = self.cfg.partial_timeout {
+            let due: Vec<FileId> = self
+                .files
+                .iter()
+                .filter(|(_, t)| !t.buf.is_empty() && t.grew_at.elapsed() >= timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                self.emit_partial(id);
+            }
+        }
+        if self.cfg.follow {
+            let mut retired = Vec::new();
+            for (id, t) in self.files.iter_mut() {
+                let here = std::fs::metadata(&t.path).is_ok_and(|m| file_id(&m) == *id);
+                if here {
+                    t.gone_since = None;
+                    continue;
+                }
+                let since = *t.gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.cfg.rotate_wait
+                    && t.grew_at.elapsed() >= self.cfg.rotate_wait
+                {
+                    retired.push(*id);
+                }
+            }
+            for id in retired {
+                self.emit_partial(id);
+                let t = self.files.remove(&id).expect("listed above");
+                self.order.retain(|o| *o != id);
+                tracing::debug!(path = %t.path.display(), "file moved away or deleted and read to its end; closed");
+                // Still there under another name (a rotated copy): keep its
+                // position, should the glob ever match it again.
+                if std::fs::metadata(&t.path).is_err() {
+                    self.retired.push(id);
+                }
+            }
+        }
+        if self.batcher.is_due() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Send the current batch, with a token that saves its positions once
+    /// delivered.
+    fn flush(&mut self) -> Result<(), Closed> {
+        let marks: Vec<(FileId, u64)> = self.marks.drain().collect();
+        if let Some(c) = &self.checkpoints {
+            if !marks.is_empty() {
+                if self.batcher.batch.is_empty() {
+                    c.reached(marks);
+                } else {
+                    self.batcher.batch.acks.push(c.in_flight(marks));
+                }
+            }
+        }
+        let ctx = self.ctx.as_ref().expect("held");
+        self.handle.block_on(self.batcher.flush(ctx))
+    }
+
+    fn save(&mut self) {
+        let Some(c) = &self.checkpoints else {
+            return;
+        };
+        for id in self.retired.drain(..) {
+            c.forget(id);
+            self.known.remove(&id);
+        }
+        for (id, t) in &self.files {
+            self.known.insert(*id, (t.fingerprint, t.path.clone()));
+        }
+        if let Err(e) = c.save(&self.known) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot save checkpoints");
+        }
+    }
+}
+
+/// A copy of a truncated file beside it: same first bytes, at least as long
+/// as what we had read.
+fn find_copy(path: &Path, id: FileId, fp: Fingerprint, at: u64) -> Option<PathBuf> {
+    if fp.len == 0 {
+        return None;
+    }
+    let dir = path.parent()?;
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let meta = e.metadata().ok()?;
+        if !meta.is_file() || file_id(&meta) == id || meta.len() < at {
+            return None;
+        }
+        let f = File::open(e.path()).ok()?;
+        (fingerprint_or_empty(&f, fp.len) == fp).then(|| e.path())
+    })
+}
+
+/// The fingerprint of `file`'s first `n` bytes (fewer if it is shorter).
+fn fingerprint(file: &File, n: usize) -> std::io::Result<Fingerprint> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = read_at(file, &mut buf[got..], got as u64)?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    Ok(Fingerprint::of(&buf[..got]))
+}
+
+fn fingerprint_or_empty(file: &File, n: usize) -> Fingerprint {
+    fingerprint(file, n).unwrap_or(Fingerprint {
+        len: usize::MAX,
+        hash: 0,
+    })
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, at)
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId {
+        dev: m.dev(),
+        ino: m.ino(),
     }
 }

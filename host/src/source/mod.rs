@@ -4,6 +4,7 @@
 //! shared machinery here: turning lines into events ([`LineDecoder`]) and
 //! gathering events into batches ([`Batcher`]).
 
+pub mod checkpoint;
 pub mod file;
 pub mod generate;
 pub mod http;
@@ -58,6 +59,7 @@ impl SourceConfig {
         match self.clone() {
             SourceConfig::File(mut c) => {
                 c.path = pipeline.resolve(&c.path);
+                c.checkpoint = c.checkpoint.map(|p| pipeline.resolve(&p));
                 SourceConfig::File(c)
             }
             other => other,
@@ -225,6 +227,11 @@ impl Batcher {
             Ok(false) => {}
             Err(reason) => self.rejected.push((line.to_vec(), reason)),
         }
+    }
+
+    /// Send `line` to the dead letters with `reason` at the next flush.
+    pub fn reject(&mut self, line: &[u8], reason: String) {
+        self.rejected.push((line.to_vec(), reason));
     }
 
     /// Note that an event was appended to `batch` directly.
