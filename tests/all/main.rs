@@ -12,6 +12,7 @@ mod redis;
 mod reload;
 mod runtime;
 mod sources;
+mod tail;
 mod timeline;
 mod util;
 

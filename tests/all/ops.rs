@@ -10,7 +10,7 @@ use sluice::metrics::Registry;
 use sluice::source::generate::Generator;
 use sluice::topology::{self, Running};
 
-use crate::util::{counts, free_port, root, runtime, sluice};
+use crate::util::{counts, free_port, root, runtime, sluice, until};
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -45,16 +45,6 @@ async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
     };
     sluice::admin::serve(&address, admin).await.unwrap();
     (running, metrics, path)
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn sample_value(samples: &prometheus_parse::Scrape, name: &str, component: &str) -> f64 {
@@ -117,7 +107,7 @@ inputs = ["keep"]
             bytes_out += b.len() as u64;
         }
     }
-    until("the sink to write every kept event", || {
+    until("the sink to write every kept event", 10, || {
         metrics.get("out").is_some_and(|s| s.events_out == kept)
     })
     .await;
@@ -194,7 +184,7 @@ inputs = ["gen"]
 "#
     );
     let (running, metrics, _) = start(d.path(), &toml).await;
-    until("first writes", || {
+    until("first writes", 10, || {
         metrics.get("out").is_some_and(|s| s.events_out > 0)
     })
     .await;
@@ -203,7 +193,7 @@ inputs = ["gen"]
     // The log folder disappears and a file takes its name: writes fail.
     std::fs::remove_dir_all(d.path().join("sub")).unwrap();
     std::fs::write(d.path().join("sub"), "in the way").unwrap();
-    until("the sink to report itself down", || {
+    until("the sink to report itself down", 10, || {
         http_get(port, "/health").0 == 503
     })
     .await;
@@ -216,7 +206,10 @@ inputs = ["gen"]
 
     // The way is cleared: the sink writes again, beginning with what it held.
     std::fs::remove_file(d.path().join("sub")).unwrap();
-    until("the sink to recover", || http_get(port, "/health").0 == 200).await;
+    until("the sink to recover", 10, || {
+        http_get(port, "/health").0 == 200
+    })
+    .await;
     running.shutdown().await;
     running.wait().await.unwrap();
     let s = counts(&metrics, "out");
@@ -259,7 +252,7 @@ inputs = ["keep"]
 "#
     );
     let (running, metrics, path) = start(d.path(), &toml).await;
-    until("traffic", || {
+    until("traffic", 10, || {
         metrics.get("out").is_some_and(|s| s.events_out > 0)
     })
     .await;

@@ -4,11 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
-use sluice::topology::{self, Running};
-
-use crate::util::{counts, read_json_lines, root, runtime, sluice_bin};
+use crate::util::{counts, read_json_lines, root, sluice_bin, start, until};
 use crate::CHAOS;
 
 /// A redis-server of our own, with its data in a temporary folder (append
@@ -148,19 +144,6 @@ block = "100ms"
     )
 }
 
-async fn start(dir: &Path, toml: &str) -> (Running, Registry) {
-    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
-    let plan = topology::plan(
-        PipelineConfig::load(&dir.join("pipeline.toml")).unwrap(),
-        runtime(),
-    )
-    .await
-    .unwrap();
-    let metrics = Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
-    (running, metrics)
-}
-
 /// The `n` of every event in a file (missing file: none).
 fn ns(path: &Path) -> Vec<u64> {
     if !path.exists() {
@@ -170,14 +153,6 @@ fn ns(path: &Path) -> Vec<u64> {
         .iter()
         .map(|e| e["n"].as_u64().unwrap())
         .collect()
-}
-
-async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,3 +145,29 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Write `toml` as `dir/pipeline.toml` and start it.
+pub async fn start(
+    dir: &Path,
+    toml: &str,
+) -> (sluice::topology::Running, sluice::metrics::Registry) {
+    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
+    let plan = sluice::topology::plan(
+        sluice::config::PipelineConfig::load(&dir.join("pipeline.toml")).unwrap(),
+        runtime(),
+    )
+    .await
+    .unwrap();
+    let metrics = sluice::metrics::Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    (running, metrics)
+}
+
+/// Wait until `f` holds, for at most `secs` seconds.
+pub async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

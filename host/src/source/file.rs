@@ -116,7 +116,7 @@ const CHUNK: usize = 256 << 10;
 /// positions.
 const FINAL_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often positions are saved while running.
-const SAVE_EVERY: Duration = Duration::from_millis(500);
+const SAVE_EVERY: Duration = Duration::from_millis(200);
 
 impl FileConfig {
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
@@ -401,15 +401,24 @@ impl Tailer {
     /// Turn the whole lines of `id`'s buffer into events.
     fn lines(&mut self, id: FileId) -> Result<(), Closed> {
         let max_line = self.cfg.max_line;
+        let long_lines = self.cfg.long_lines;
+        let metrics = self.ctx.as_ref().expect("held").metrics.clone();
         let t = self.files.get_mut(&id).expect("caller checked");
         let mut pos = 0;
-        let mut long = Vec::new();
+        let mut full = false;
         while let Some(i) = memchr::memchr(b'\n', &t.buf[pos..]) {
             let line = &t.buf[pos..pos + i];
             if t.skipping {
                 t.skipping = false;
             } else if line.len() > max_line {
-                long.push(line[..max_line].to_vec());
+                ComponentMetrics::add(&metrics.long_lines, 1);
+                long_line(
+                    &mut self.batcher,
+                    &mut t.decoder,
+                    long_lines,
+                    &t.path,
+                    &line[..max_line],
+                );
             } else {
                 self.batcher.line(&mut t.decoder, line);
             }
@@ -418,51 +427,37 @@ impl Tailer {
                 self.marks.insert(id, t.start + pos as u64);
             }
             if self.batcher.is_full() {
-                t.buf.drain(..pos);
-                t.start += pos as u64;
-                self.long_lines(id, std::mem::take(&mut long));
-                self.flush()?;
-                // Re-borrow after the flush.
-                return self.lines(id);
+                full = true;
+                break;
             }
         }
         t.buf.drain(..pos);
         t.start += pos as u64;
+        if full {
+            self.flush()?;
+            return self.lines(id);
+        }
         // A line already longer than allowed: deal with it now rather than
         // hold it all in memory.
         if t.buf.len() > max_line && !t.skipping {
-            long.push(t.buf[..max_line].to_vec());
+            ComponentMetrics::add(&metrics.long_lines, 1);
+            long_line(
+                &mut self.batcher,
+                &mut t.decoder,
+                long_lines,
+                &t.path,
+                &t.buf[..max_line],
+            );
             t.skipping = true;
         }
         if t.skipping && !t.buf.is_empty() {
             t.start += t.buf.len() as u64;
             t.buf.clear();
-            self.marks.insert(id, t.start);
-        }
-        self.long_lines(id, long);
-        Ok(())
-    }
-
-    fn long_lines(&mut self, id: FileId, long: Vec<Vec<u8>>) {
-        if long.is_empty() {
-            return;
-        }
-        let ctx = self.ctx.as_ref().expect("held");
-        ComponentMetrics::add(&ctx.metrics.long_lines, long.len());
-        let max = self.cfg.max_line;
-        let t = self.files.get_mut(&id).expect("caller checked");
-        for line in long {
-            match self.cfg.long_lines {
-                LongLines::Truncate => self.batcher.line(&mut t.decoder, &line),
-                LongLines::DeadLetter => self.batcher.reject(
-                    &line,
-                    format!(
-                        "line longer than max_line ({max} bytes) in {}; its first {max} bytes are here",
-                        t.path.display()
-                    ),
-                ),
+            if !t.gz {
+                self.marks.insert(id, t.start);
             }
         }
+        Ok(())
     }
 
     /// `id` shrank below our position: truncated in place. Read what we
@@ -595,11 +590,9 @@ impl Tailer {
                 let t = self.files.remove(&id).expect("listed above");
                 self.order.retain(|o| *o != id);
                 tracing::debug!(path = %t.path.display(), "file moved away or deleted and read to its end; closed");
-                // Still there under another name (a rotated copy): keep its
-                // position, should the glob ever match it again.
-                if std::fs::metadata(&t.path).is_err() {
-                    self.retired.push(id);
-                }
+                // Were it still matched under another name, the glob would
+                // have found it: it will not be read again.
+                self.retired.push(id);
             }
         }
         if self.batcher.is_due() {
@@ -639,6 +632,28 @@ impl Tailer {
         if let Err(e) = c.save(&self.known) {
             tracing::warn!(error = %format!("{e:#}"), "cannot save checkpoints");
         }
+    }
+}
+
+/// The first `max_line` bytes of a longer line, as `long_lines` says.
+fn long_line(
+    batcher: &mut Batcher,
+    decoder: &mut LineDecoder,
+    mode: LongLines,
+    path: &Path,
+    head: &[u8],
+) {
+    match mode {
+        LongLines::Truncate => batcher.line(decoder, head),
+        LongLines::DeadLetter => batcher.reject(
+            head,
+            format!(
+                "line longer than max_line ({} bytes) in {}; its first {} bytes are here",
+                head.len(),
+                path.display(),
+                head.len()
+            ),
+        ),
     }
 }
 

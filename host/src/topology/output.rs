@@ -207,9 +207,10 @@ impl Shutdown {
         (ShutdownTrigger { tx: tx.into() }, Shutdown { rx })
     }
 
-    /// Whether shutdown was requested.
+    /// Whether shutdown was requested (or the trigger is gone: the
+    /// pipeline was dropped, and nobody could stop us any more).
     pub fn is_set(&self) -> bool {
-        *self.rx.borrow()
+        *self.rx.borrow() || self.rx.has_changed().is_err()
     }
 
     /// Wait until shutdown is requested.
