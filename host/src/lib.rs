@@ -10,10 +10,12 @@
 //!   the file, line, column and key.
 //! - [`topology`]: the graph: plan (load plugins, check inputs and cycles),
 //!   start, drain and shut down.
-//! - [`source`]: `stdin`, `file`, `generate`; lines to events; batching.
+//! - [`source`]: `stdin`, `file` (globs, tailing, checkpoints), `generate`,
+//!   `http`, `redis`; lines to events; batching.
 //! - [`plugin`]: the WIT bindings, the wasmtime runtime and its sandbox,
 //!   the bundled plugins.
-//! - [`sink`]: `stdout`, `file`.
+//! - [`sink`]: `stdout`, `file` (templated paths, rotation, gzip,
+//!   retention), `redis`.
 //! - [`delivery`]: dead letters.
 //! - [`event`]: packed batches and event helpers.
 //! - [`metrics`]: per-component counters and the run summary.

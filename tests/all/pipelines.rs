@@ -157,7 +157,7 @@ async fn http_ingest_then_redis_worker() {
     running.wait().await.unwrap();
     assert_eq!(counts(&metrics, "web").events_in, 2);
 
-    // The worker drains the stream into logs/app.log: warn and above, masked.
+    // The worker drains the stream into logs/app-DATE.log: warn and above, masked.
     let worker = stage(d.path(), "redis-worker.toml");
     let text = std::fs::read_to_string(&worker)
         .unwrap()
@@ -170,7 +170,7 @@ async fn http_ingest_then_redis_worker() {
     let metrics = sluice::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     for _ in 0..500 {
-        if metrics.get("app").is_some_and(|s| s.events_out >= 1)
+        if metrics.get("daily").is_some_and(|s| s.events_out >= 1)
             && metrics.get("keep").is_some_and(|s| s.events_in >= 2)
         {
             break;
@@ -179,7 +179,8 @@ async fn http_ingest_then_redis_worker() {
     }
     running.shutdown().await;
     running.wait().await.unwrap();
-    let app = read_json_lines(&d.path().join("logs/app.log"));
+    let day = chrono::Utc::now().format("%Y-%m-%d");
+    let app = read_json_lines(&d.path().join(format!("logs/app-{day}.log")));
     assert_eq!(app.len(), 1, "{app:?}");
     assert_eq!(app[0]["message"], "card [card] from [email]");
     assert!(app[0]["stream_id"].is_string());

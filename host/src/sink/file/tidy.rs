@@ -58,7 +58,7 @@ pub fn compress(path: &Path, in_use: &InUse) {
         let out = std::fs::File::create(&tmp)?;
         let mut enc = flate2::write::GzEncoder::new(
             std::io::BufWriter::new(out),
-            flate2::Compression::default(),
+            flate2::Compression::fast(),
         );
         let n = std::io::copy(&mut input, &mut enc)?;
         let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
