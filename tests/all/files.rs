@@ -305,7 +305,7 @@ inputs = ["in"]
         .unwrap();
     let running = plan.start(sluice::metrics::Registry::default()).unwrap();
     let current = format!("app-{}.log", today());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let names = tree(&logs);
         if old.iter().all(|o| !names.contains(&o.to_string())) && names.contains(&current) {

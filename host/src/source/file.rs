@@ -146,6 +146,7 @@ impl FileConfig {
                 order: Vec::new(),
                 marks: HashMap::new(),
                 scans: 0,
+                scanned_at: None,
                 known,
                 retired: Vec::new(),
             }
@@ -193,6 +194,8 @@ struct Tailer {
     marks: HashMap<FileId, u64>,
     /// Globs done so far.
     scans: u64,
+    /// When the last glob was done (one per `poll_interval`).
+    scanned_at: Option<Instant>,
     /// Identity and name of every file with a position, for saving.
     known: HashMap<FileId, (Fingerprint, PathBuf)>,
     /// Files deleted and read to their end: their positions are dropped.
@@ -266,10 +269,14 @@ impl Tailer {
 
     /// Find the files the glob matches now.
     fn scan(&mut self) {
-        if !self.cfg.follow && self.scans > 0 {
+        let due = self
+            .scanned_at
+            .is_none_or(|t| t.elapsed() >= self.cfg.poll_interval);
+        if (!self.cfg.follow && self.scans > 0) || !due {
             return;
         }
         self.scans += 1;
+        self.scanned_at = Some(Instant::now());
         let pattern = self.cfg.path.to_string_lossy().into_owned();
         let paths = match glob::glob(&pattern) {
             Ok(paths) => paths,

@@ -109,8 +109,10 @@ fn text_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Templa
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// How often idle files are checked for rotation and retention applied.
+/// How often idle files are checked for rotation.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often retention looks at the folders (a listing per path written).
+const RETAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Most bytes of queued batches written in one round.
 const ROUND_BYTES: usize = 4 << 20;
@@ -157,6 +159,8 @@ impl FileSinkConfig {
         // acknowledgements wait.
         let mut unsynced: Vec<SharedBatch> = Vec::new();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        // The first retention pass comes with the first sweep after writing.
+        let mut retained_at: Option<Instant> = None;
         let mut sync_tick = tokio::time::interval(cfg.sync_interval);
         loop {
             tokio::select! {
@@ -192,9 +196,14 @@ impl FileSinkConfig {
                 _ = sweep.tick() => {
                     on_writer(&mut w, |w| w.sweep(chrono::Utc::now())).await;
                     retry(&ctx, &mut w, writer::Writer::flush).await;
-                    if cfg.keep_for.is_some() || cfg.keep_files.is_some() {
+                    if (cfg.keep_for.is_some() || cfg.keep_files.is_some())
+                        && retained_at.is_none_or(|t| t.elapsed() >= RETAIN_EVERY)
+                    {
                         let keys = w.as_ref().expect("writer is home").keys();
-                        let _ = jobs.send(tidy::Job::Sweep(keys));
+                        if !keys.is_empty() {
+                            retained_at = Some(Instant::now());
+                            let _ = jobs.send(tidy::Job::Sweep(keys));
+                        }
                     }
                 }
                 _ = sync_tick.tick(), if cfg.sync == Sync::Interval => {
