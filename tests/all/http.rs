@@ -5,11 +5,10 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice::config::PipelineConfig;
 use sluice::metrics::Registry;
-use sluice::topology::{self, Running};
+use sluice::topology::Running;
 
-use crate::util::{counts, free_port, read_json_lines, rss_kib, runtime};
+use crate::util::{counts, free_port, read_json_lines, rss_kib};
 
 /// Start `[sources.web] type = "http"` with `extra` settings -> file sink.
 async fn start(dir: &Path, port: u16, extra: &str, sink: &str) -> (Running, Registry) {
@@ -31,11 +30,7 @@ path = "{sink}"
 inputs = ["web"]
 "#
     );
-    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
-    let config = PipelineConfig::load(&dir.join("pipeline.toml")).unwrap();
-    let plan = topology::plan(config, runtime()).await.unwrap();
-    let metrics = Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
+    let (running, metrics) = crate::util::start(dir, &toml).await;
     for _ in 0..200 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;

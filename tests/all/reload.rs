@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use sluice::config::PipelineConfig;
 use sluice::metrics::Registry;
-use sluice::topology::{self, Running};
+use sluice::topology;
 
-use crate::util::{counts, free_port, read_json_lines, runtime};
+use crate::util::{counts, free_port, read_json_lines, start};
 use crate::{FILTER, TAG, TAG_B};
 
 /// Replace a file atomically: write aside, then rename over it.
@@ -43,15 +43,6 @@ path = "out.log"
 inputs = ["tag"]
 {extra}"#
     )
-}
-
-async fn start(dir: &Path, toml: &str) -> (Running, Registry) {
-    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
-    let config = PipelineConfig::load(&dir.join("pipeline.toml")).unwrap();
-    let plan = topology::plan(config, runtime()).await.unwrap();
-    let metrics = Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
-    (running, metrics)
 }
 
 /// Wait until the sink has written an event tagged `tag` after `after` events.

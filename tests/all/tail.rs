@@ -426,3 +426,32 @@ async fn kill_9_while_tailing_skips_nothing() {
     // At most what was in flight or not yet saved at each kill.
     assert!(duplicates < 3 * 10_000, "{duplicates} duplicates");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_from_end_skips_what_was_there_but_not_new_files() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("a.log"), "old", 0..100);
+    let (running, _) = start(
+        d.path(),
+        &tail_pipeline("logs/*.log", "read_from = \"end\""),
+    )
+    .await;
+    let out = d.path().join("out.log");
+    // Give the first glob time to place a.log at its end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    append(&logs.join("a.log"), "a", 0..50);
+    append(&logs.join("b.log"), "b", 0..20);
+    until("the new lines", 10, || seen(&out).len() >= 70).await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let tags = by_tag(&seen(&out));
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["a", "b"], "nothing old");
+    assert_eq!(tags["a"], (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        tags["b"],
+        (0..20).collect::<Vec<_>>(),
+        "a file that appears later is read whole"
+    );
+}
