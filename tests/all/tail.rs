@@ -455,3 +455,27 @@ async fn read_from_end_skips_what_was_there_but_not_new_files() {
         "a file that appears later is read whole"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_and_refilled_past_our_position_is_still_seen() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("logs")).unwrap();
+    let app = d.path().join("logs/app.log");
+    append(&app, "a", 0..100);
+    let toml = tail_pipeline("logs/*.log", "poll_interval = \"300ms\"")
+        .replace("poll_interval = \"20ms\"\n", "");
+    let (running, metrics) = start(d.path(), &toml).await;
+    let out = d.path().join("out.log");
+    until("the first lines", 10, || seen(&out).len() >= 100).await;
+    // Truncated and refilled beyond the old size between two polls: only
+    // the first bytes tell.
+    std::fs::write(&app, "").unwrap();
+    append(&app, "c", 0..1000);
+    until("the new content", 10, || seen(&out).len() >= 1100).await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let tags = by_tag(&seen(&out));
+    assert_eq!(tags["a"], (0..100).collect::<Vec<_>>());
+    assert_eq!(tags["c"], (0..1000).collect::<Vec<_>>());
+    assert_eq!(metrics.get("logs").unwrap().truncations, 1);
+}

@@ -367,7 +367,11 @@ impl Tailer {
                 return Ok(false);
             }
         };
-        if len < t.start + t.buf.len() as u64 {
+        // Shorter than our position, or new first bytes (truncated, then
+        // written past our position before we looked): truncated in place.
+        let rewritten = t.fingerprint.len > 0
+            && fingerprint_or_empty(&t.file, t.fingerprint.len) != t.fingerprint;
+        if len < t.start + t.buf.len() as u64 || rewritten {
             self.truncated(id)?;
             return Ok(true);
         }

@@ -44,7 +44,20 @@ impl Formatter {
     /// `message` by the others.
     pub fn line(&self, event: &[u8], out: &mut Vec<u8>) {
         match self.format {
-            LineFormat::Json => out.extend_from_slice(event),
+            LineFormat::Json => {
+                let start = out.len();
+                out.extend_from_slice(event);
+                // JSON may hold raw newlines only as whitespace between
+                // tokens (a pretty-printed body): make them spaces, or the
+                // event would be split across lines.
+                if memchr::memchr2(b'\n', b'\r', event).is_some() {
+                    for b in &mut out[start..] {
+                        if *b == b'\n' || *b == b'\r' {
+                            *b = b' ';
+                        }
+                    }
+                }
+            }
             LineFormat::Text | LineFormat::Logfmt => {
                 let owned;
                 let fields = match top_fields(event) {
@@ -198,7 +211,11 @@ mod tests {
     }
 
     #[test]
-    fn json_is_verbatim() {
+    fn json_is_verbatim_on_one_line() {
         assert_eq!(line(LineFormat::Json, "", EVENT), format!("{EVENT}\n"));
+        assert_eq!(
+            line(LineFormat::Json, "", "{\n  \"a\": 1\r\n}"),
+            "{   \"a\": 1  }\n"
+        );
     }
 }
