@@ -160,16 +160,22 @@ const SLOWEST: usize = 10;
 
 impl Tracker {
     fn see(&mut self, r: &Record) {
-        let Some(id) = &r.correlation else { return };
-        let a = self.active.entry(id.clone()).or_insert_with(|| Active {
-            first: r.ts,
-            last: r.ts,
-            segments: Vec::new(),
-        });
+        let Some(id) = r.correlation() else { return };
+        if !self.active.contains_key(id) {
+            self.active.insert(
+                id.to_string(),
+                Active {
+                    first: r.ts,
+                    last: r.ts,
+                    segments: Vec::new(),
+                },
+            );
+        }
+        let a = self.active.get_mut(id).expect("inserted above");
         a.last = r.ts;
         match a.segments.last_mut() {
-            Some((c, _, last)) if *c == r.component => *last = r.ts,
-            _ => a.segments.push((r.component.clone(), r.ts, r.ts)),
+            Some((c, _, last)) if c == r.component() => *last = r.ts,
+            _ => a.segments.push((r.component().to_string(), r.ts, r.ts)),
         }
     }
 
@@ -295,13 +301,13 @@ impl Filter {
     }
 
     fn keeps(&self, r: &Record) -> bool {
-        self.component(&r.component)
-            && level_rank(r.level.as_deref()) >= self.min_rank
+        self.component(r.component())
+            && level_rank(r.level()) >= self.min_rank
             && self.from.is_none_or(|f| r.ts >= f)
             && self.to.is_none_or(|t| r.ts <= t)
             && self.grep.as_ref().is_none_or(|g| {
-                r.message.to_lowercase().contains(g)
-                    || r.fields.iter().any(|(_, v)| v.to_lowercase().contains(g))
+                r.message().to_lowercase().contains(g)
+                    || r.fields().any(|(_, v)| v.to_lowercase().contains(g))
             })
     }
 }
@@ -372,9 +378,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> anyhow::Result<Summary> {
 
 /// Write the report over already scanned inputs.
 pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow::Result<Summary> {
-    let popts = parse_options(o);
     let filter = Filter::new(o);
-    let sorted: Vec<bool> = inputs.scans.iter().map(|s| s.sorted).collect();
     let mut summary = Summary {
         files: inputs
             .files
@@ -391,7 +395,7 @@ pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow
 
     // One pass for the statistics (and, in timeline mode, the events).
     let mut tracker = Tracker::default();
-    let mut merge = Merge::new(&inputs.files, &inputs.selected, &sorted, &popts)?;
+    let mut merge = Merge::new(&inputs.selected, &inputs.scans)?;
     let mut seen = 0u64;
     while let Some(r) = merge.next_record()? {
         if !filter.keeps(&r) {
@@ -400,11 +404,17 @@ pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow
         summary.events += 1;
         summary.first_us.get_or_insert(r.ts);
         summary.last_us = Some(r.ts);
+        // Looked up before inserting: no key copied per event.
+        if !summary.per_component.contains_key(r.component()) {
+            summary
+                .per_component
+                .insert(r.component().to_string(), LevelCounts::default());
+        }
         let counts = summary
             .per_component
-            .entry(r.component.clone())
-            .or_default();
-        match level_rank(r.level.as_deref()) {
+            .get_mut(r.component())
+            .expect("inserted above");
+        match level_rank(r.level()) {
             5.. => counts.error += 1,
             4 => counts.warn += 1,
             2 | 3 => counts.info += 1,
@@ -444,9 +454,9 @@ pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow
         let components: Vec<String> = summary.per_component.keys().cloned().collect();
         for c in components {
             writer.section(&c)?;
-            let mut merge = Merge::new(&inputs.files, &inputs.selected, &sorted, &popts)?;
+            let mut merge = Merge::new(&inputs.selected, &inputs.scans)?;
             while let Some(r) = merge.next_record()? {
-                if r.component == c && filter.keeps(&r) {
+                if r.component() == c && filter.keeps(&r) {
                     writer.event(&r, &inputs.files)?;
                 }
             }

@@ -25,20 +25,77 @@ pub const COMPONENT_FIELDS: [&str; 6] = [
     "logger",
 ];
 
-/// One parsed log line.
+/// A part of a record's text: byte range, or [`NO_SPAN`].
+type Span = (u32, u32);
+const NO_SPAN: Span = (u32::MAX, u32::MAX);
+
+/// One parsed log line. Its strings live back to back in one buffer: a
+/// record costs two allocations, not one per field.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Microseconds since the Unix epoch, UTC.
     pub ts: i64,
-    pub component: String,
-    pub level: Option<String>,
-    pub message: String,
-    pub correlation: Option<String>,
-    /// The other top-level fields, as raw JSON, in file order.
-    pub fields: Vec<(String, String)>,
     /// Index of the file in the input list, and the 1-based line.
     pub file: usize,
     pub line: usize,
+    text: String,
+    component: Span,
+    level: Span,
+    message: Span,
+    correlation: Span,
+    /// The other top-level fields (name, raw JSON), in file order.
+    fields: Vec<(Span, Span)>,
+}
+
+impl Record {
+    fn span(&self, s: Span) -> Option<&str> {
+        (s != NO_SPAN).then(|| &self.text[s.0 as usize..s.1 as usize])
+    }
+
+    pub fn component(&self) -> &str {
+        self.span(self.component).unwrap_or_default()
+    }
+
+    pub fn level(&self) -> Option<&str> {
+        self.span(self.level)
+    }
+
+    pub fn message(&self) -> &str {
+        self.span(self.message).unwrap_or_default()
+    }
+
+    pub fn correlation(&self) -> Option<&str> {
+        self.span(self.correlation)
+    }
+
+    /// The other top-level fields: name and raw JSON, in file order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(k, v)| {
+            (
+                self.span(*k).unwrap_or_default(),
+                self.span(*v).unwrap_or_default(),
+            )
+        })
+    }
+}
+
+fn push_span(text: &mut String, s: &str) -> Span {
+    let start = text.len() as u32;
+    text.push_str(s);
+    (start, text.len() as u32)
+}
+
+/// Push a value's text: strings unescaped, anything else as written.
+fn push_text(text: &mut String, raw: &RawValue) -> Span {
+    let t = raw.get();
+    if t.starts_with('"') {
+        let s = serde_json::from_str::<Str<'_>>(t)
+            .map(|s| s.0)
+            .unwrap_or_default();
+        push_span(text, &s)
+    } else {
+        push_span(text, t)
+    }
 }
 
 /// A line that could not be placed in the timeline.
@@ -239,17 +296,6 @@ impl<'de> Deserialize<'de> for Top<'de> {
     }
 }
 
-fn as_text(raw: &RawValue) -> String {
-    let t = raw.get();
-    if t.starts_with('"') {
-        serde_json::from_str::<Str<'_>>(t)
-            .map(|s| s.0.into_owned())
-            .unwrap_or_default()
-    } else {
-        t.to_string()
-    }
-}
-
 /// What the parser needs to know.
 #[derive(Debug, Clone)]
 pub struct ParseOptions {
@@ -287,20 +333,21 @@ pub fn parse_line(
         ComponentBy::Auto => COMPONENT_FIELDS.iter().copied().find(|f| get(f).is_some()),
         ComponentBy::FileName => None,
     };
-    let component = component_field
-        .and_then(get)
-        .map(as_text)
-        .unwrap_or_else(|| log_file.name_component.clone());
+    let mut text = String::with_capacity(line.len());
+    let component = match component_field.and_then(get) {
+        Some(raw) => push_text(&mut text, raw),
+        None => push_span(&mut text, &log_file.name_component),
+    };
     let level = ["level", "severity", "lvl"]
         .iter()
         .find_map(|f| get(f))
-        .map(as_text);
+        .map_or(NO_SPAN, |raw| push_text(&mut text, raw));
     let message = ["message", "msg"]
         .iter()
         .find_map(|f| get(f))
-        .map(as_text)
-        .unwrap_or_default();
-    let correlation = get(&opts.correlate).map(as_text);
+        .map(|raw| push_text(&mut text, raw))
+        .unwrap_or_else(|| push_span(&mut text, ""));
+    let correlation = get(&opts.correlate).map_or(NO_SPAN, |raw| push_text(&mut text, raw));
     let skip = |k: &str| {
         TIME_FIELDS.contains(&k)
             || ["level", "severity", "lvl", "message", "msg"].contains(&k)
@@ -310,17 +357,18 @@ pub fn parse_line(
         .0
         .iter()
         .filter(|(k, _)| !skip(k))
-        .map(|(k, v)| (k.to_string(), v.get().to_string()))
+        .map(|(k, v)| (push_span(&mut text, k), push_span(&mut text, v.get())))
         .collect();
     Ok(Some(Record {
         ts,
+        file,
+        line: line_no,
+        text,
         component,
         level,
         message,
         correlation,
         fields,
-        file,
-        line: line_no,
     }))
 }
 
@@ -338,7 +386,7 @@ pub fn level_rank(level: Option<&str>) -> u8 {
     }
 }
 
-/// The result of one quick pass over a file.
+/// The result of the one parse of a file.
 #[derive(Debug, Clone, Default)]
 pub struct Scan {
     /// Whether its timestamps never go back.
@@ -346,36 +394,147 @@ pub struct Scan {
     pub events: u64,
     /// Components seen, with their event counts.
     pub components: Vec<(String, u64)>,
+    /// Lines that could not be placed (the first [`MAX_PROBLEMS`]).
+    pub problems: Vec<Problem>,
+    /// Every malformed line, listed or not.
+    pub malformed: u64,
+    /// Every line without a readable timestamp, listed or not.
+    pub no_timestamp: u64,
+    /// Its records, parsed, for the merges to read back.
+    pub spill: Option<std::sync::Arc<Spill>>,
 }
 
-/// The clock and component of a line, without building a record: all a
-/// scan needs. `None` for lines the merge will report as problems.
-fn scan_line(line: &str, log_file: &LogFile, opts: &ParseOptions) -> Option<(i64, Option<String>)> {
-    let top = serde_json::from_str::<Top<'_>>(line).ok()?;
-    let get = |name: &str| top.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-    let ts = TIME_FIELDS
-        .iter()
-        .find_map(|f| get(f))
-        .and_then(parse_time)?;
-    let field = match &opts.component_by {
-        ComponentBy::Field(f) => get(f),
-        ComponentBy::Auto => COMPONENT_FIELDS.iter().find_map(|f| get(f)),
-        ComponentBy::FileName => None,
+/// A file's records as the scan parsed them, in file order, in a compact
+/// binary form in the temporary folder (`TMPDIR`): the merge reads them
+/// back without parsing JSON again, and memory stays independent of the
+/// input's size. Deleted when dropped.
+#[derive(Debug)]
+pub struct Spill {
+    path: PathBuf,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Spill {
+    fn create() -> anyhow::Result<(Self, std::io::BufWriter<File>)> {
+        let path = std::env::temp_dir().join(format!(
+            "sluice-timeline-{}-{:016x}.records",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let file = File::create(&path)
+            .with_context(|| format!("cannot create {} (set TMPDIR elsewhere?)", path.display()))?;
+        Ok((
+            Self { path },
+            std::io::BufWriter::with_capacity(256 * 1024, file),
+        ))
+    }
+
+    fn open(&self) -> anyhow::Result<BufReader<File>> {
+        let file = File::open(&self.path)
+            .with_context(|| format!("cannot reopen {}", self.path.display()))?;
+        Ok(BufReader::with_capacity(256 * 1024, file))
+    }
+}
+
+fn put_span(out: &mut Vec<u8>, s: Span) {
+    out.extend_from_slice(&s.0.to_le_bytes());
+    out.extend_from_slice(&s.1.to_le_bytes());
+}
+
+/// Append `r` (all but its file index) to `out`.
+fn encode(r: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(&r.ts.to_le_bytes());
+    out.extend_from_slice(&(r.line as u64).to_le_bytes());
+    out.extend_from_slice(&(r.text.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(r.fields.len() as u32).to_le_bytes());
+    for s in [r.component, r.level, r.message, r.correlation] {
+        put_span(out, s);
+    }
+    for (k, v) in &r.fields {
+        put_span(out, *k);
+        put_span(out, *v);
+    }
+    out.extend_from_slice(r.text.as_bytes());
+}
+
+fn bad(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// The next record of a spill, or `None` at its end.
+fn decode(r: &mut impl BufRead, file: usize) -> std::io::Result<Option<Record>> {
+    if r.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let mut head = [0u8; 24 + 32];
+    r.read_exact(&mut head)?;
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+    let ts = i64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
+    let line = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")) as usize;
+    let text_len = u32_at(16) as usize;
+    let n = u32_at(20) as usize;
+    let span_at = |i: usize| (u32_at(i), u32_at(i + 4));
+    let (component, level, message, correlation) =
+        (span_at(24), span_at(32), span_at(40), span_at(48));
+    let mut spans = vec![0u8; n * 16];
+    r.read_exact(&mut spans)?;
+    let word = |i: usize| u32::from_le_bytes(spans[i..i + 4].try_into().expect("4 bytes"));
+    let fields = (0..n)
+        .map(|i| {
+            (
+                (word(i * 16), word(i * 16 + 4)),
+                (word(i * 16 + 8), word(i * 16 + 12)),
+            )
+        })
+        .collect();
+    let mut text = vec![0u8; text_len];
+    r.read_exact(&mut text)?;
+    let text = String::from_utf8(text).map_err(|_| bad("temporary records: invalid UTF-8"))?;
+    let record = Record {
+        ts,
+        file,
+        line,
+        text,
+        component,
+        level,
+        message,
+        correlation,
+        fields,
     };
-    let _ = log_file;
-    Some((ts, field.map(as_text)))
+    // Spans past the text would panic later: check them once here.
+    let ok = |s: Span| {
+        s == NO_SPAN
+            || (s.0 <= s.1
+                && s.1 as usize <= text_len
+                && record.text.is_char_boundary(s.0 as usize)
+                && record.text.is_char_boundary(s.1 as usize))
+    };
+    if ![component, level, message, correlation].into_iter().all(ok)
+        || !record.fields.iter().all(|(k, v)| ok(*k) && ok(*v))
+    {
+        return Err(bad("temporary records: damaged"));
+    }
+    Ok(Some(record))
 }
 
-/// Read a file once: is it sorted, which components does it hold.
+/// Parse a file once: is it sorted, which components does it hold, which
+/// lines are problems; its records go to a [`Spill`].
 pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<Scan> {
-    let _ = file;
     let mut reader = open(&log.path)?;
+    let (spill, mut writer) = Spill::create()?;
     let mut scan = Scan {
         sorted: true,
         ..Scan::default()
     };
     let mut last = i64::MIN;
     let mut line = String::new();
+    let mut n = 0;
+    let mut buf = Vec::with_capacity(1024);
     loop {
         line.clear();
         if reader
@@ -385,19 +544,36 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
         {
             break;
         }
-        if let Some((ts, component)) = scan_line(&line, log, opts) {
-            if ts < last {
-                scan.sorted = false;
+        n += 1;
+        match parse_line(&line, file, n, log, opts) {
+            Ok(Some(r)) => {
+                if r.ts < last {
+                    scan.sorted = false;
+                }
+                last = last.max(r.ts);
+                scan.events += 1;
+                match scan.components.iter_mut().find(|(c, _)| c == r.component()) {
+                    Some((_, count)) => *count += 1,
+                    None => scan.components.push((r.component().to_string(), 1)),
+                }
+                buf.clear();
+                encode(&r, &mut buf);
+                std::io::Write::write_all(&mut writer, &buf)?;
             }
-            last = last.max(ts);
-            scan.events += 1;
-            let component = component.as_deref().unwrap_or(&log.name_component);
-            match scan.components.iter_mut().find(|(c, _)| c == component) {
-                Some((_, count)) => *count += 1,
-                None => scan.components.push((component.to_string(), 1)),
+            Ok(None) => {}
+            Err(p) => {
+                match p {
+                    Problem::Malformed { .. } => scan.malformed += 1,
+                    Problem::NoTimestamp { .. } => scan.no_timestamp += 1,
+                }
+                if scan.problems.len() < MAX_PROBLEMS {
+                    scan.problems.push(p);
+                }
             }
         }
     }
+    std::io::Write::flush(&mut writer).context("writing the timeline's temporary records")?;
+    scan.spill = Some(std::sync::Arc::new(spill));
     Ok(scan)
 }
 
@@ -428,26 +604,20 @@ pub fn scan_all(files: &[LogFile], opts: &ParseOptions) -> anyhow::Result<Vec<Sc
         .collect()
 }
 
-/// A source of records in time order: a streaming file, or an unsorted
-/// file loaded and sorted in memory.
+/// A source of records in time order: a sorted file's records read back
+/// from its spill, or an unsorted file's, loaded and sorted in memory.
 enum Stream {
-    Lines {
-        reader: Box<dyn BufRead + Send>,
-        line: String,
-        n: usize,
-    },
+    Spilled(BufReader<File>),
     Sorted(std::vec::IntoIter<Record>),
 }
 
 /// Merges files into one time-ordered stream of records (k-way merge:
 /// memory holds one record per file, plus any unsorted file whole).
-pub struct Merge<'a> {
-    files: &'a [LogFile],
-    opts: &'a ParseOptions,
+pub struct Merge {
     streams: Vec<Stream>,
     heap: BinaryHeap<Reverse<(i64, usize, usize)>>,
     heads: Vec<Option<Record>>,
-    /// Lines that could not be placed.
+    /// Lines that could not be placed (the first [`MAX_PROBLEMS`]).
     pub problems: Vec<Problem>,
     /// Every malformed line, listed or not.
     pub malformed: u64,
@@ -458,91 +628,53 @@ pub struct Merge<'a> {
 /// At most this many problems are kept for the report; all are counted.
 const MAX_PROBLEMS: usize = 100;
 
-impl<'a> Merge<'a> {
-    /// `selected[i]` says whether file `i` takes part, `sorted[i]` whether it
-    /// can be streamed.
-    pub fn new(
-        files: &'a [LogFile],
-        selected: &[bool],
-        sorted: &[bool],
-        opts: &'a ParseOptions,
-    ) -> anyhow::Result<Self> {
+impl Merge {
+    /// Merge the files `selected[i]` says take part, from their scans.
+    pub fn new(selected: &[bool], scans: &[Scan]) -> anyhow::Result<Self> {
         let mut merge = Merge {
-            files,
-            opts,
-            streams: Vec::with_capacity(files.len()),
+            streams: Vec::with_capacity(scans.len()),
             heap: BinaryHeap::new(),
-            heads: vec![None; files.len()],
+            heads: vec![None; scans.len()],
             problems: Vec::new(),
             malformed: 0,
             no_timestamp: 0,
         };
-        for (i, f) in files.iter().enumerate() {
-            let stream = if !selected[i] {
-                Stream::Sorted(Vec::new().into_iter())
-            } else if sorted[i] {
-                Stream::Lines {
-                    reader: open(&f.path)?,
-                    line: String::new(),
-                    n: 0,
+        for (i, scan) in scans.iter().enumerate() {
+            let spill = scan.spill.as_ref().filter(|_| selected[i]);
+            let stream = match spill {
+                None => Stream::Sorted(Vec::new().into_iter()),
+                Some(spill) if scan.sorted => Stream::Spilled(spill.open()?),
+                Some(spill) => {
+                    let mut reader = spill.open()?;
+                    let mut records = Vec::new();
+                    while let Some(r) = decode(&mut reader, i)? {
+                        records.push(r);
+                    }
+                    records.sort_by_key(|r| (r.ts, r.line));
+                    Stream::Sorted(records.into_iter())
                 }
-            } else {
-                let mut records = Vec::new();
-                let mut s = Stream::Lines {
-                    reader: open(&f.path)?,
-                    line: String::new(),
-                    n: 0,
-                };
-                while let Some(r) = merge.read(&mut s, i)? {
-                    records.push(r);
-                }
-                records.sort_by_key(|r| (r.ts, r.line));
-                Stream::Sorted(records.into_iter())
             };
+            if selected[i] {
+                merge.malformed += scan.malformed;
+                merge.no_timestamp += scan.no_timestamp;
+                let room = MAX_PROBLEMS - merge.problems.len();
+                merge
+                    .problems
+                    .extend(scan.problems.iter().take(room).cloned());
+            }
             merge.streams.push(stream);
             merge.advance(i)?;
         }
         Ok(merge)
     }
 
-    fn note(&mut self, p: Problem) {
-        match p {
-            Problem::Malformed { .. } => self.malformed += 1,
-            Problem::NoTimestamp { .. } => self.no_timestamp += 1,
-        }
-        if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(p);
-        }
-    }
-
-    fn read(&mut self, stream: &mut Stream, file: usize) -> anyhow::Result<Option<Record>> {
-        match stream {
-            Stream::Sorted(it) => Ok(it.next()),
-            Stream::Lines { reader, line, n } => loop {
-                line.clear();
-                let read = reader
-                    .read_line(line)
-                    .with_context(|| format!("reading {}", self.files[file].path.display()))?;
-                if read == 0 {
-                    return Ok(None);
-                }
-                *n += 1;
-                match parse_line(line, file, *n, &self.files[file], self.opts) {
-                    Ok(Some(r)) => return Ok(Some(r)),
-                    Ok(None) => {}
-                    Err(p) => self.note(p),
-                }
-            },
-        }
-    }
-
     fn advance(&mut self, file: usize) -> anyhow::Result<()> {
-        let mut stream = std::mem::replace(
-            &mut self.streams[file],
-            Stream::Sorted(Vec::new().into_iter()),
-        );
-        let next = self.read(&mut stream, file)?;
-        self.streams[file] = stream;
+        let next = match &mut self.streams[file] {
+            Stream::Sorted(it) => it.next(),
+            Stream::Spilled(reader) => {
+                decode(reader, file).context("reading the timeline's temporary records")?
+            }
+        };
         if let Some(r) = next {
             self.heap.push(Reverse((r.ts, file, r.line)));
             self.heads[file] = Some(r);

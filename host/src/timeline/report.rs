@@ -130,14 +130,14 @@ impl<'a> Writer<'a> {
                     self.day = Some(date.to_string());
                 }
                 let clock = clock.trim_end_matches('Z');
-                let level = r.level.as_deref().unwrap_or("-").to_uppercase();
+                let level = r.level().unwrap_or("-").to_uppercase();
                 writeln!(
                     self.out,
                     "**{clock}** [{}] {level} - {}",
-                    r.component,
-                    r.message.replace('\n', " ")
+                    r.component(),
+                    r.message().replace('\n', " ")
                 )?;
-                for (k, v) in &r.fields {
+                for (k, v) in r.fields() {
                     writeln!(self.out, "  - {k}: {}", plain(v))?;
                 }
                 writeln!(self.out)?;
@@ -148,14 +148,14 @@ impl<'a> Writer<'a> {
                 }
                 self.first = false;
                 let mut fields = serde_json::Map::new();
-                for (k, v) in &r.fields {
+                for (k, v) in r.fields() {
                     fields.insert(
-                        k.clone(),
+                        k.to_string(),
                         serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
                     );
                 }
                 let e = serde_json::json!({
-                    "time": time, "component": r.component, "level": r.level, "message": r.message,
+                    "time": time, "component": r.component(), "level": r.level(), "message": r.message(),
                     "fields": fields, "file": files[r.file].path.display().to_string(), "line": r.line,
                 });
                 write!(self.out, "{e}")?;
