@@ -20,6 +20,9 @@ pub struct Writer<'a> {
     /// JSON: whether an element of the current array was written.
     first: bool,
     in_events: bool,
+    /// The second of the last event, and its "HH:MM:SS" (formatting a clock
+    /// per event would cost more than the rest of the line).
+    second: Option<(i64, String)>,
 }
 
 fn ms(us: i64) -> String {
@@ -54,6 +57,7 @@ impl<'a> Writer<'a> {
             day: None,
             first: true,
             in_events: false,
+            second: None,
         }
     }
 
@@ -121,28 +125,51 @@ impl<'a> Writer<'a> {
     }
 
     pub fn event(&mut self, r: &Record, files: &[LogFile]) -> std::io::Result<()> {
-        let time = format_time(r.ts);
         match self.o.format {
             Format::Markdown => {
-                let (date, clock) = time.split_once('T').unwrap_or(("", &time));
-                if self.day.as_deref() != Some(date) {
-                    writeln!(self.out, "### {date}\n")?;
-                    self.day = Some(date.to_string());
+                let second = r.ts.div_euclid(1_000_000);
+                if self.second.as_ref().is_none_or(|(s, _)| *s != second) {
+                    let time = format_time(second * 1_000_000);
+                    let (date, clock) = time.split_once('T').unwrap_or(("", &time));
+                    if self.day.as_deref() != Some(date) {
+                        writeln!(self.out, "### {date}\n")?;
+                        self.day = Some(date.to_string());
+                    }
+                    let hms = clock.split('.').next().unwrap_or(clock).to_string();
+                    self.second = Some((second, hms));
                 }
-                let clock = clock.trim_end_matches('Z');
-                let level = r.level().unwrap_or("-").to_uppercase();
-                writeln!(
-                    self.out,
-                    "**{clock}** [{}] {level} - {}",
-                    r.component(),
-                    r.message().replace('\n', " ")
-                )?;
+                let hms = &self.second.as_ref().expect("set above").1;
+                let millis = r.ts.rem_euclid(1_000_000) / 1000;
+                write!(self.out, "**{hms}.{millis:03}** [{}] ", r.component())?;
+                let level = r.level().unwrap_or("-");
+                if level.bytes().any(|b| b.is_ascii_lowercase()) {
+                    self.out.write_all(level.to_uppercase().as_bytes())?;
+                } else {
+                    self.out.write_all(level.as_bytes())?;
+                }
+                self.out.write_all(b" - ")?;
+                let message = r.message();
+                if message.contains('\n') {
+                    self.out.write_all(message.replace('\n', " ").as_bytes())?;
+                } else {
+                    self.out.write_all(message.as_bytes())?;
+                }
+                self.out.write_all(b"\n")?;
                 for (k, v) in r.fields() {
-                    writeln!(self.out, "  - {k}: {}", plain(v))?;
+                    write!(self.out, "  - {k}: ")?;
+                    // A string without escapes is its own text between the quotes.
+                    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                        Some(inner) if !inner.contains('\\') => {
+                            self.out.write_all(inner.as_bytes())?
+                        }
+                        _ => self.out.write_all(plain(v).as_bytes())?,
+                    }
+                    self.out.write_all(b"\n")?;
                 }
-                writeln!(self.out)?;
+                self.out.write_all(b"\n")?;
             }
             Format::Json => {
+                let time = format_time(r.ts);
                 if !self.first {
                     write!(self.out, ",")?;
                 }
