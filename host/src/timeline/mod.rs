@@ -25,6 +25,7 @@ mod report;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use read::{level_rank, Merge, ParseOptions};
 pub use read::{ComponentBy, LogFile, Problem, Record};
@@ -138,19 +139,42 @@ struct Active {
     first: i64,
     last: i64,
     /// (component, first ts, last ts) per segment.
-    segments: Vec<(String, i64, i64)>,
+    segments: Vec<(Arc<str>, i64, i64)>,
 }
+
+/// A finished request, its path as shared component names.
+struct Finished {
+    id: String,
+    total_us: i64,
+    path: Vec<Arc<str>>,
+}
+
+impl Finished {
+    fn to_path(&self) -> RequestPath {
+        RequestPath {
+            id: self.id.clone(),
+            total_us: self.total_us,
+            path: self.path.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// A hop: from one component to the next.
+type HopKey = (Arc<str>, Arc<str>);
 
 /// Follows requests by correlation id.
 #[derive(Default)]
 struct Tracker {
+    /// Component names, shared by every segment that names them (no copy
+    /// of a name per event).
+    names: std::collections::HashSet<Arc<str>>,
     active: HashMap<String, Active>,
-    hops: Vec<((String, String), Vec<i64>)>,
+    hops: Vec<(HopKey, Vec<i64>)>,
     slowest: Vec<RequestPath>,
-    ends: HashMap<String, u64>,
-    /// Finished requests with their last component, kept to list the lost
-    /// ones (bounded; beyond it they are only counted).
-    finished: Vec<RequestPath>,
+    ends: HashMap<Arc<str>, u64>,
+    /// Finished requests, kept to list the lost ones (bounded; beyond it
+    /// they are only counted).
+    finished: Vec<Finished>,
     requests: u64,
 }
 
@@ -174,8 +198,18 @@ impl Tracker {
         let a = self.active.get_mut(id).expect("inserted above");
         a.last = r.ts;
         match a.segments.last_mut() {
-            Some((c, _, last)) if c == r.component() => *last = r.ts,
-            _ => a.segments.push((r.component().to_string(), r.ts, r.ts)),
+            Some((c, _, last)) if &**c == r.component() => *last = r.ts,
+            _ => {
+                let name = match self.names.get(r.component()) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n: Arc<str> = r.component().into();
+                        self.names.insert(n.clone());
+                        n
+                    }
+                };
+                a.segments.push((name, r.ts, r.ts));
+            }
         }
     }
 
@@ -196,19 +230,20 @@ impl Tracker {
     fn finish(&mut self, id: String, a: Active) {
         self.requests += 1;
         for pair in a.segments.windows(2) {
-            let key = (pair[0].0.clone(), pair[1].0.clone());
             let latency = pair[1].1 - pair[0].2;
-            match self.hops.iter_mut().find(|(k, _)| *k == key) {
+            let key = (&pair[0].0, &pair[1].0);
+            match self.hops.iter_mut().find(|(k, _)| (&k.0, &k.1) == key) {
                 Some((_, samples)) if samples.len() < MAX_SAMPLES => samples.push(latency),
                 Some(_) => {}
-                None => self.hops.push((key, vec![latency])),
+                None => self
+                    .hops
+                    .push(((pair[0].0.clone(), pair[1].0.clone()), vec![latency])),
             }
         }
-        let path: Vec<String> = a.segments.iter().map(|s| s.0.clone()).collect();
-        let request = RequestPath {
+        let request = Finished {
             id,
             total_us: a.last - a.first,
-            path,
+            path: a.segments.into_iter().map(|s| s.0).collect(),
         };
         if request.path.len() >= 2 {
             *self
@@ -216,10 +251,16 @@ impl Tracker {
                 .entry(request.path.last().expect("non-empty").clone())
                 .or_default() += 1;
         }
-        self.slowest.push(request.clone());
-        self.slowest
-            .sort_by(|x, y| y.total_us.cmp(&x.total_us).then_with(|| x.id.cmp(&y.id)));
-        self.slowest.truncate(SLOWEST);
+        // Among the slowest? Compared before any copy is made.
+        let slower = |x: &RequestPath| {
+            request.total_us > x.total_us || (request.total_us == x.total_us && request.id < x.id)
+        };
+        if self.slowest.len() < SLOWEST || self.slowest.last().is_some_and(slower) {
+            self.slowest.push(request.to_path());
+            self.slowest
+                .sort_by(|x, y| y.total_us.cmp(&x.total_us).then_with(|| x.id.cmp(&y.id)));
+            self.slowest.truncate(SLOWEST);
+        }
         if self.finished.len() < MAX_FINISHED {
             self.finished.push(request);
         }
@@ -241,8 +282,8 @@ impl Tracker {
             .map(|((from, to), mut samples)| {
                 samples.sort_unstable();
                 Hop {
-                    from,
-                    to,
+                    from: from.to_string(),
+                    to: to.to_string(),
                     requests: samples.len() as u64,
                     min_us: samples[0],
                     median_us: percentile(&samples, 50.0),
@@ -256,15 +297,15 @@ impl Tracker {
             .ends
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(c, _)| c.clone());
+            .map(|(c, _)| c.to_string());
         if let Some(end) = &expected {
-            let lost: Vec<RequestPath> = self
-                .finished
-                .into_iter()
-                .filter(|r| r.path.last() != Some(end))
-                .collect();
-            summary.lost_total = lost.len() as u64;
-            summary.lost = lost.into_iter().take(50).collect();
+            let lost = || {
+                self.finished
+                    .iter()
+                    .filter(|r| r.path.last().map(|c| &**c) != Some(end.as_str()))
+            };
+            summary.lost_total = lost().count() as u64;
+            summary.lost = lost().take(50).map(Finished::to_path).collect();
         }
         summary.expected_end = expected;
     }
