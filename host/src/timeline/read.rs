@@ -481,17 +481,13 @@ fn decode(r: &mut impl BufRead, file: usize) -> std::io::Result<Option<Record>> 
     let span_at = |i: usize| (u32_at(i), u32_at(i + 4));
     let (component, level, message, correlation) =
         (span_at(24), span_at(32), span_at(40), span_at(48));
-    let mut spans = vec![0u8; n * 16];
-    r.read_exact(&mut spans)?;
-    let word = |i: usize| u32::from_le_bytes(spans[i..i + 4].try_into().expect("4 bytes"));
-    let fields = (0..n)
-        .map(|i| {
-            (
-                (word(i * 16), word(i * 16 + 4)),
-                (word(i * 16 + 8), word(i * 16 + 12)),
-            )
-        })
-        .collect();
+    let mut fields = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut b = [0u8; 16];
+        r.read_exact(&mut b)?;
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        fields.push(((word(0), word(4)), (word(8), word(12))));
+    }
     let mut text = vec![0u8; text_len];
     r.read_exact(&mut text)?;
     let text = String::from_utf8(text).map_err(|_| bad("temporary records: invalid UTF-8"))?;
