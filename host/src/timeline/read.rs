@@ -711,6 +711,55 @@ mod tests {
     }
 
     #[test]
+    fn temporary_records_read_back_as_written() {
+        let log = LogFile {
+            path: PathBuf::from("svc-2026.log"),
+            name_component: "svc".into(),
+            modified: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let opts = ParseOptions {
+            component_by: ComponentBy::Auto,
+            correlate: "request_id".into(),
+        };
+        let lines = [
+            r#"{"timestamp":"2026-11-23T10:00:01Z","level":"info","service":"api","message":"é ok","request_id":"r1","n":1}"#,
+            r#"{"timestamp":"2026-11-23T10:00:00Z","msg":"no level, earlier","x":{"a":[1,2]}}"#,
+            r#"{"ts":1795428000123,"level":"info","service":"api","message":"","k":"v\"q"}"#,
+        ];
+        let records: Vec<Record> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| parse_line(l, 3, i * 7 + 1, &log, &opts).unwrap().unwrap())
+            .collect();
+        let mut bytes = Vec::new();
+        for r in &records {
+            encode(r, &mut bytes);
+        }
+        let show = |r: &Record| {
+            format!(
+                "{} {} {} {:?} {} {:?} {:?}",
+                r.ts,
+                r.line,
+                r.component(),
+                r.level(),
+                r.message(),
+                r.correlation(),
+                r.fields().collect::<Vec<_>>()
+            )
+        };
+        let mut reader = &bytes[..];
+        for r in &records {
+            let back = decode(&mut reader, 3).unwrap().unwrap();
+            assert_eq!(show(&back), show(r));
+            assert_eq!(back.file, 3);
+        }
+        assert!(decode(&mut reader, 3).unwrap().is_none());
+        // A damaged span is refused, not a panic later.
+        bytes[24] = 0xff;
+        assert!(decode(&mut &bytes[..], 3).is_err());
+    }
+
+    #[test]
     fn file_components() {
         assert_eq!(
             component_of_file(Path::new("logs/trading-2026-11-23.log")),
