@@ -281,19 +281,12 @@ fn admin_reload_and_sighup_in_the_binary() {
     let toml = pipeline(&format!("\n[admin]\naddress = \"127.0.0.1:{port}\"\n"))
         .replace("seed = 3", "seed = 3\nrate = 2000.0");
     std::fs::write(d.path().join("pipeline.toml"), toml).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child =
-        std::process::Command::new(exe.parent().unwrap().parent().unwrap().join("sluice"))
-            .arg("run")
-            .arg(d.path().join("pipeline.toml"))
-            .env(
-                "SLUICE_CACHE_DIR",
-                crate::util::root().join("target").join("test-plugin-cache"),
-            )
-            .env("RUST_LOG", "warn")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+    let mut child = crate::util::sluice()
+        .arg("run")
+        .arg(d.path().join("pipeline.toml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let out = d.path().join("out.log");
     let wait_tag = |tag: &str| {
         for _ in 0..400 {

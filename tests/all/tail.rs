@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{read_json_lines, root, run, sluice_bin, start, until};
+use crate::util::{read_json_lines, run, sluice, start, until};
 
 /// The `(file, n)` of every event a sink wrote, from lines `"<file> <n>"`.
 fn seen(out: &Path) -> Vec<(String, u64)> {
@@ -373,13 +373,9 @@ async fn kill_9_while_tailing_skips_nothing() {
     let path = d.path().join("pipeline.toml");
     std::fs::write(&path, toml).unwrap();
     let spawn = || {
-        Command::new(sluice_bin())
+        sluice()
             .args(["run", "--quiet"])
             .arg(&path)
-            .env(
-                "SLUICE_CACHE_DIR",
-                root().join("target").join("test-plugin-cache"),
-            )
             .env("RUST_LOG", "error")
             .spawn()
             .unwrap()
