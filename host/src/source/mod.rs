@@ -12,7 +12,6 @@ pub mod redis;
 pub mod stdin;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -280,13 +279,13 @@ impl Batcher {
     }
 }
 
-/// Read lines from `reader` until EOF (or, with `follow`, until shutdown),
-/// batching their events. Returns the number of bytes read.
+/// Read lines from `reader` until EOF or shutdown, batching their events
+/// (stdin; files have their own reader in [`file`]). Returns the number of
+/// bytes read.
 pub async fn read_lines<R: AsyncRead + Unpin>(
     ctx: &mut SourceContext,
     reader: &mut R,
     decoder: &mut LineDecoder,
-    follow: Option<Duration>,
 ) -> Result<u64, Closed> {
     let mut batcher = Batcher::new(ctx.batch);
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
@@ -311,19 +310,7 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
             }
         };
         if n == 0 {
-            match follow {
-                Some(poll) => {
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(poll) => {}
-                    }
-                    if batcher.is_due() {
-                        batcher.flush(ctx).await?;
-                    }
-                    continue;
-                }
-                None => break,
-            }
+            break;
         }
         total += n as u64;
         // Every complete line of the buffer; the partial last one stays.
@@ -344,8 +331,7 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
         }
     }
     // A last line without a newline at EOF is still a line.
-    // (A followed file's partial line may still be being written: leave it.)
-    if follow.is_none() && !buf.is_empty() {
+    if !buf.is_empty() {
         batcher.line(decoder, &buf);
     }
     batcher.flush(ctx).await?;

@@ -22,7 +22,7 @@ impl StdinConfig {
     pub async fn run(self, mut ctx: SourceContext) -> anyhow::Result<()> {
         let mut decoder = LineDecoder::new(self.format, &ctx.name, None);
         let mut stdin = tokio::io::stdin();
-        let bytes = read_lines(&mut ctx, &mut stdin, &mut decoder, None).await?;
+        let bytes = read_lines(&mut ctx, &mut stdin, &mut decoder).await?;
         tracing::debug!(source = %ctx.name, bytes, "stdin closed");
         Ok(())
     }
