@@ -7,8 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
 use serde::de::{IgnoredAny, MapAccess, Visitor};
-use serde::Deserializer;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 /// A packed batch of events.
 #[derive(Debug, Clone, Default)]
@@ -177,8 +180,8 @@ pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectInfo, A::Error> {
             let mut has_timestamp = false;
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                has_timestamp |= key == "timestamp";
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                has_timestamp |= key.0 == "timestamp";
                 map.next_value::<IgnoredAny>()?;
             }
             Ok(ObjectInfo { has_timestamp })
@@ -190,6 +193,57 @@ pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
     let info = de.deserialize_map(V).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(info)
+}
+
+/// A JSON string, borrowed from the input when it holds no escapes
+/// (serde's `Cow<str>` on its own always copies).
+#[derive(Deserialize)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+/// The top-level fields of an event, values left as raw JSON.
+pub type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+/// The top-level fields of `text`, in order, or why it is not exactly one
+/// JSON object.
+pub fn top_fields(text: &str) -> Result<Fields<'_>, String> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Fields<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(16);
+            while let Some((Text(k), v)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let out = de.deserialize_map(V).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// A raw JSON value as text: a string without its quotes and escapes,
+/// anything else as written.
+pub fn value_text(raw: &str) -> Cow<'_, str> {
+    if raw.starts_with('"') {
+        if let Ok(Text(s)) = serde_json::from_str::<Text<'_>>(raw) {
+            return s;
+        }
+    }
+    Cow::Borrowed(raw)
+}
+
+/// A scalar's text: strings unquoted, numbers and booleans as written;
+/// `None` for null, objects and arrays.
+pub fn scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    match raw.get().as_bytes().first()? {
+        b'{' | b'[' | b'n' => None,
+        _ => Some(value_text(raw.get())),
+    }
 }
 
 /// A cached RFC 3339 "now", refreshed at most every millisecond: formatting

@@ -1,7 +1,6 @@
 //! Reading JSON-lines logs for the timeline: finding files, parsing lines
 //! and their clocks, and merging files in time order.
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -10,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::event::{top_fields, value_text};
 
 /// Field names that may hold an event's time, in order of preference.
 const TIME_FIELDS: [&str; 5] = ["timestamp", "time", "ts", "@timestamp", "datetime"];
@@ -87,15 +87,7 @@ fn push_span(text: &mut String, s: &str) -> Span {
 
 /// Push a value's text: strings unescaped, anything else as written.
 fn push_text(text: &mut String, raw: &RawValue) -> Span {
-    let t = raw.get();
-    if t.starts_with('"') {
-        let s = serde_json::from_str::<Str<'_>>(t)
-            .map(|s| s.0)
-            .unwrap_or_default();
-        push_span(text, &s)
-    } else {
-        push_span(text, t)
-    }
+    push_span(text, &value_text(raw.get()))
 }
 
 /// A line that could not be placed in the timeline.
@@ -215,8 +207,7 @@ pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
 pub fn parse_time(raw: &RawValue) -> Option<i64> {
     let text = raw.get();
     if text.starts_with('"') {
-        let s: Cow<'_, str> = serde_json::from_str::<Str<'_>>(text).ok()?.0;
-        parse_time_str(&s)
+        parse_time_str(&value_text(text))
     } else {
         let n: f64 = text.parse().ok()?;
         epoch(n)
@@ -265,37 +256,6 @@ pub fn format_time(micros: i64) -> String {
         .unwrap_or_else(|| micros.to_string())
 }
 
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
-#[derive(Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-struct Top<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Top<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Top<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(16);
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    fields.push((k, v));
-                }
-                Ok(Top(fields))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 /// What the parser needs to know.
 #[derive(Debug, Clone)]
 pub struct ParseOptions {
@@ -314,12 +274,12 @@ pub fn parse_line(
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let top = serde_json::from_str::<Top<'_>>(line).map_err(|e| Problem::Malformed {
+    let top = top_fields(line).map_err(|error| Problem::Malformed {
         file,
         line: line_no,
-        error: e.to_string(),
+        error,
     })?;
-    let get = |name: &str| top.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let get = |name: &str| top.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
     let ts = TIME_FIELDS
         .iter()
         .find_map(|f| get(f))
@@ -354,7 +314,6 @@ pub fn parse_line(
             || Some(k) == component_field
     };
     let fields = top
-        .0
         .iter()
         .filter(|(k, _)| !skip(k))
         .map(|(k, v)| (push_span(&mut text, k), push_span(&mut text, v.get())))

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::read::{format_time, LogFile, Record};
 use super::{Mode, Options, Summary};
+use crate::event::value_text;
 
 /// The report's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +38,6 @@ fn duration(us: i64) -> String {
         format!("{s:.3} s")
     } else {
         format!("{:.1} min", s / 60.0)
-    }
-}
-
-/// A field value for Markdown: strings without their quotes.
-fn plain(raw: &str) -> String {
-    if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
-    } else {
-        raw.to_string()
     }
 }
 
@@ -157,13 +149,7 @@ impl<'a> Writer<'a> {
                 self.out.write_all(b"\n")?;
                 for (k, v) in r.fields() {
                     write!(self.out, "  - {k}: ")?;
-                    // A string without escapes is its own text between the quotes.
-                    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-                        Some(inner) if !inner.contains('\\') => {
-                            self.out.write_all(inner.as_bytes())?
-                        }
-                        _ => self.out.write_all(plain(v).as_bytes())?,
-                    }
+                    self.out.write_all(value_text(v).as_bytes())?;
                     self.out.write_all(b"\n")?;
                 }
                 self.out.write_all(b"\n")?;

@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::template::{scalar_text, top_fields, Case, Part, Template};
+use super::template::{Case, Part, Template};
+use crate::event::{top_fields, value_text};
 
 /// `format = ...` of a file sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -60,7 +61,10 @@ impl Formatter {
             }
             LineFormat::Text | LineFormat::Logfmt => {
                 let owned;
-                let fields = match top_fields(event) {
+                let parsed = std::str::from_utf8(event)
+                    .map_err(|e| e.to_string())
+                    .and_then(top_fields);
+                let fields = match parsed {
                     Ok(f) => f,
                     Err(_) => {
                         owned = serde_json::to_string(&String::from_utf8_lossy(event))
@@ -97,7 +101,7 @@ impl Formatter {
                 Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
                 Part::Field(name, case) => {
                     let text = match find(name) {
-                        Some(raw) => scalar_text(raw).unwrap_or(Cow::Borrowed(raw.get())),
+                        Some(raw) => value_text(raw.get()),
                         None => Cow::Borrowed(MISSING_TEXT),
                     };
                     match case {
@@ -141,7 +145,7 @@ pub fn logfmt<'a>(fields: impl Iterator<Item = (&'a str, &'a RawValue)>, out: &m
             out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
         }
         out.push(b'=');
-        let text = scalar_text(raw).unwrap_or(Cow::Borrowed(raw.get()));
+        let text = value_text(raw.get());
         let plain = !text.is_empty()
             && !text
                 .chars()

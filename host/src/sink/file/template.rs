@@ -7,7 +7,6 @@
 //! `{..}` (text lines only) every field the template does not name, as
 //! `key=value`. `{{` and `}}` are literal braces.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use chrono::format::{Item, StrftimeItems};
@@ -15,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer;
 use serde_json::value::RawValue;
+
+use crate::event::{scalar_text, Text};
 
 /// How a field's value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,31 +128,6 @@ impl Template {
     }
 }
 
-/// The top-level fields of an event, values left as raw JSON.
-pub type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
-
-/// The top-level fields of `event`, in order, or why it is not an object.
-pub fn top_fields(event: &[u8]) -> Result<Fields<'_>, String> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Fields<'de>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                out.push((key, map.next_value::<&'de RawValue>()?));
-            }
-            Ok(out)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(event);
-    let out = de.deserialize_map(V).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
 /// Only the named top-level fields of `event` (others skipped unparsed),
 /// in the order of `names`; `None` where absent.
 pub fn some_fields<'a>(event: &'a [u8], names: &[String]) -> Vec<Option<&'a RawValue>> {
@@ -163,7 +139,7 @@ pub fn some_fields<'a>(event: &'a [u8], names: &[String]) -> Vec<Option<&'a RawV
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = vec![None; self.0.len()];
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                 match self.0.iter().position(|n| *n == key) {
                     Some(i) => out[i] = Some(map.next_value::<&'de RawValue>()?),
                     None => {
@@ -177,17 +153,6 @@ pub fn some_fields<'a>(event: &'a [u8], names: &[String]) -> Vec<Option<&'a RawV
     let mut de = serde_json::Deserializer::from_slice(event);
     de.deserialize_map(V(names))
         .unwrap_or_else(|_| vec![None; names.len()])
-}
-
-/// A scalar's text: strings unquoted, numbers and booleans as written;
-/// `None` for null, objects and arrays.
-pub fn scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    match text.as_bytes().first()? {
-        b'"' => serde_json::from_str::<Cow<'_, str>>(text).ok(),
-        b'{' | b'[' | b'n' => None,
-        _ => Some(Cow::Borrowed(text)),
-    }
 }
 
 /// Longest value a field contributes to a file name.
