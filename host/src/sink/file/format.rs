@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::template::{Case, Part, Template};
+use super::template::{Part, Template};
 use crate::event::{top_fields, value_text};
 
 /// `format = ...` of a file sink.
@@ -104,11 +104,7 @@ impl Formatter {
                         Some(raw) => value_text(raw.get()),
                         None => Cow::Borrowed(MISSING_TEXT),
                     };
-                    match case {
-                        Case::Keep => out.extend_from_slice(text.as_bytes()),
-                        Case::Upper => out.extend_from_slice(text.to_uppercase().as_bytes()),
-                        Case::Lower => out.extend_from_slice(text.to_lowercase().as_bytes()),
-                    }
+                    out.extend_from_slice(case.apply(&text).as_bytes());
                 }
                 Part::Time(fmt) => {
                     use std::io::Write;

@@ -25,6 +25,17 @@ pub enum Case {
     Lower,
 }
 
+impl Case {
+    /// `text` in this case.
+    pub fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match self {
+            Case::Keep => text.into(),
+            Case::Upper => text.to_uppercase().into(),
+            Case::Lower => text.to_lowercase().into(),
+        }
+    }
+}
+
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -235,11 +246,7 @@ impl PathTemplate {
                 Part::Literal(s) => out.push_str(s),
                 Part::Field(_, case) => {
                     let v = fields.next().map(String::as_str).unwrap_or("");
-                    match case {
-                        Case::Keep => out.push_str(v),
-                        Case::Upper => out.push_str(&v.to_uppercase()),
-                        Case::Lower => out.push_str(&v.to_lowercase()),
-                    }
+                    out.push_str(&case.apply(v));
                 }
                 Part::Time(fmt) => {
                     use std::fmt::Write;
@@ -262,12 +269,7 @@ impl PathTemplate {
                 Part::Literal(s) => pattern.push_str(&regex::escape(s)),
                 Part::Field(_, case) => {
                     let v = fields.next().map(String::as_str).unwrap_or("");
-                    let v = match case {
-                        Case::Keep => v.to_string(),
-                        Case::Upper => v.to_uppercase(),
-                        Case::Lower => v.to_lowercase(),
-                    };
-                    pattern.push_str(&regex::escape(&v));
+                    pattern.push_str(&regex::escape(&case.apply(v)));
                 }
                 Part::Time(fmt) => pattern.push_str(&time_pattern(fmt)),
                 Part::Rest => {}
