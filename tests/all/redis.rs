@@ -144,14 +144,21 @@ block = "100ms"
     )
 }
 
-/// The `n` of every event in a file (missing file: none).
+/// The `n` of every complete line of a file (missing file: none). Polled
+/// while a sink writes, the file may end inside a write in progress: that
+/// line is read at the next poll, once whole.
 fn ns(path: &Path) -> Vec<u64> {
-    if !path.exists() {
+    let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
-    }
-    read_json_lines(path)
-        .iter()
-        .map(|e| e["n"].as_u64().unwrap())
+    };
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            e["n"].as_u64().unwrap()
+        })
         .collect()
 }
 
@@ -398,8 +405,9 @@ path = "fallback.log"
     .await;
     server.down();
     let local = d.path().join("fallback.log");
+    // At least one whole line (a write may be in progress while we look).
     until("the fallback", 30, || {
-        local.exists() && !read_json_lines(&local).is_empty()
+        std::fs::read_to_string(&local).is_ok_and(|t| t.contains('\n'))
     })
     .await;
     server.up();
