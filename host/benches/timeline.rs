@@ -2,7 +2,9 @@
 //! JSON-lines files, reporting events/s and peak memory (VmHWM).
 //!
 //! `SLUICE_BENCH_TIMELINE_EVENTS` sets events per component (default
-//! 100,000; the full size is 1,000,000).
+//! 100,000; the full size is 1,000,000). `SLUICE_BENCH_TIMELINE_DIR`
+//! keeps the generated input in that folder and reuses it when it is
+//! already there (for repeated runs and profiling).
 
 use std::io::Write;
 use std::time::Instant;
@@ -25,12 +27,20 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("SLUICE_BENCH_TIMELINE_DIR").map(std::path::PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(temp.path());
+    std::fs::create_dir_all(dir).unwrap();
     let t0: i64 = 1_795_428_000_000;
     let mut bytes = 0u64;
     let levels = ["info", "info", "debug", "warn", "error"];
     for c in 0..10u64 {
-        let path = dir.path().join(format!("svc{c}-2026-11-23.log"));
+        let path = dir.join(format!("svc{c}-2026-11-23.log"));
+        let done = dir.join(format!(".svc{c}-{per}.done"));
+        if kept.is_some() && done.exists() {
+            bytes += std::fs::metadata(&path).unwrap().len();
+            continue;
+        }
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
         for i in 0..per {
             // Component c handles request i at time i*10ms + c ms.
@@ -48,6 +58,7 @@ fn main() {
         }
         f.flush().unwrap();
         bytes += std::fs::metadata(&path).unwrap().len();
+        std::fs::write(done, b"").unwrap();
     }
     let total = per * 10;
     println!(
@@ -56,13 +67,13 @@ fn main() {
     );
     let before = peak_rss_kib();
     let o = Options {
-        paths: vec![dir.path().to_path_buf()],
+        paths: vec![dir.to_path_buf()],
         request_timeout_us: 1_000_000,
         ..Options::default()
     };
     let started = Instant::now();
     let mut sink =
-        std::io::BufWriter::new(std::fs::File::create(dir.path().join("report.md")).unwrap());
+        std::io::BufWriter::new(std::fs::File::create(temp.path().join("report.md")).unwrap());
     let s = timeline::run(&o, &mut sink).unwrap();
     sink.flush().unwrap();
     let elapsed = started.elapsed();

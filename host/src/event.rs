@@ -229,7 +229,11 @@ pub fn top_fields(text: &str) -> Result<Fields<'_>, String> {
 /// A raw JSON value as text: a string without its quotes and escapes,
 /// anything else as written.
 pub fn value_text(raw: &str) -> Cow<'_, str> {
-    if raw.starts_with('"') {
+    if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        // Most strings hold no escape: their text is what the quotes hold.
+        if !inner.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return Cow::Borrowed(inner);
+        }
         if let Ok(Text(s)) = serde_json::from_str::<Text<'_>>(raw) {
             return s;
         }
@@ -287,6 +291,26 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_text_unquotes_strings_only() {
+        assert!(matches!(value_text(r#""plain""#), Cow::Borrowed("plain")));
+        assert_eq!(value_text(r#""a\"b\\c\u00e9""#), "a\"b\\cé");
+        assert_eq!(value_text(r#""tab\there""#), "tab\there");
+        assert_eq!(value_text(r#""""#), "");
+        // Not a whole JSON string: left as written.
+        for raw in [
+            r#"""#,
+            r#""a"b""#,
+            "\"a\u{1}\"",
+            r#""bad\q""#,
+            "42",
+            "null",
+            "{}",
+        ] {
+            assert_eq!(value_text(raw), raw);
+        }
+    }
 
     #[test]
     fn packs_and_iterates() {

@@ -152,8 +152,7 @@ pub fn main(args: TimelineArgs) -> anyhow::Result<()> {
             s
         }
         None => {
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
+            let mut w = std::io::BufWriter::new(std::io::stdout());
             let s = timeline::run(&options, &mut w)?;
             w.flush()?;
             s

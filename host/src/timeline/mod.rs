@@ -15,18 +15,23 @@
 //!   event of the next segment, in B;
 //! - a request's end-to-end time is from its first event to its last;
 //! - percentiles use the nearest-rank method (p-th: the ceil(p/100 * n)-th
-//!   smallest), the median is p50;
+//!   smallest), the median is p50; exact up to [`EXACT_SAMPLES`] requests
+//!   per hop, within 1/2048 past that (see [`Latencies`]);
 //! - a lost request is one whose last component is not the one where most
 //!   multi-component requests end.
 
 pub mod read;
 mod report;
+mod spill;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use anyhow::Context;
 use read::{level_rank, Merge, ParseOptions};
 pub use read::{ComponentBy, LogFile, Problem, Record};
 pub use report::Format;
@@ -162,16 +167,97 @@ impl Finished {
 /// A hop: from one component to the next.
 type HopKey = (Arc<str>, Arc<str>);
 
+/// The latencies of one hop, in microseconds. Exact while there are at
+/// most [`EXACT_SAMPLES`]; past that they move into a log-linear histogram
+/// whose buckets are within 1/2048 of their values, so memory stays the
+/// same whatever the input's size. Minimum and maximum are always exact.
+#[derive(Debug, Default)]
+struct Latencies {
+    count: u64,
+    min: i64,
+    max: i64,
+    exact: Vec<i64>,
+    /// Counts per [`bucket`], once the exact samples are full.
+    buckets: Vec<u64>,
+}
+
+const EXACT_SAMPLES: usize = 65_536;
+/// Values below this have a bucket each.
+const LINEAR: i64 = 2048;
+
+/// The histogram bucket of a latency: its own below [`LINEAR`], then 1,024
+/// buckets per power of two.
+fn bucket(v: i64) -> usize {
+    let v = v.max(0);
+    if v < LINEAR {
+        return v as usize;
+    }
+    let shift = 63 - v.leading_zeros() as usize - 10;
+    LINEAR as usize + (shift - 1) * 1024 + ((v >> shift) as usize - 1024)
+}
+
+/// The middle of a bucket's values.
+fn bucket_value(b: usize) -> i64 {
+    if b < LINEAR as usize {
+        return b as i64;
+    }
+    let shift = (b - LINEAR as usize) / 1024 + 1;
+    let mantissa = ((b - LINEAR as usize) % 1024 + 1024) as i64;
+    (mantissa << shift) + (1i64 << shift) / 2
+}
+
+impl Latencies {
+    fn add(&mut self, v: i64) {
+        if self.count == 0 {
+            (self.min, self.max) = (v, v);
+        }
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        if self.buckets.is_empty() && self.exact.len() < EXACT_SAMPLES {
+            self.exact.push(v);
+            return;
+        }
+        for v in std::mem::take(&mut self.exact).into_iter().chain([v]) {
+            let b = bucket(v);
+            if b >= self.buckets.len() {
+                self.buckets.resize(b + 1, 0);
+            }
+            self.buckets[b] += 1;
+        }
+    }
+
+    /// The nearest-rank percentile (see the module's definitions).
+    fn percentile(&mut self, p: f64) -> i64 {
+        if self.buckets.is_empty() {
+            self.exact.sort_unstable();
+            return percentile(&self.exact, p);
+        }
+        let rank = (((p / 100.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (b, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return bucket_value(b).clamp(self.min, self.max);
+            }
+        }
+        self.max
+    }
+}
+
 /// Follows requests by correlation id.
 #[derive(Default)]
 struct Tracker {
     /// Component names, shared by every segment that names them (no copy
     /// of a name per event).
-    names: std::collections::HashSet<Arc<str>>,
-    active: HashMap<String, Active>,
-    hops: Vec<(HopKey, Vec<i64>)>,
+    names: FxHashSet<Arc<str>>,
+    active: FxHashMap<String, Active>,
+    hops: Vec<(HopKey, Latencies)>,
     slowest: Vec<RequestPath>,
-    ends: HashMap<Arc<str>, u64>,
+    /// Requests of more than one component, by where they end.
+    ends: FxHashMap<Arc<str>, u64>,
+    /// Every request, by where it ends.
+    lasts: FxHashMap<Arc<str>, u64>,
     /// Finished requests, kept to list the lost ones (bounded; beyond it
     /// they are only counted).
     finished: Vec<Finished>,
@@ -179,36 +265,31 @@ struct Tracker {
 }
 
 const MAX_FINISHED: usize = 100_000;
-const MAX_SAMPLES: usize = 1_000_000;
 const SLOWEST: usize = 10;
 
 impl Tracker {
     fn see(&mut self, r: &Record) {
         let Some(id) = r.correlation() else { return };
-        if !self.active.contains_key(id) {
-            self.active.insert(
-                id.to_string(),
-                Active {
-                    first: r.ts,
-                    last: r.ts,
-                    segments: Vec::new(),
-                },
-            );
-        }
-        let a = self.active.get_mut(id).expect("inserted above");
-        a.last = r.ts;
-        match a.segments.last_mut() {
-            Some((c, _, last)) if &**c == r.component() => *last = r.ts,
-            _ => {
-                let name = match self.names.get(r.component()) {
-                    Some(n) => n.clone(),
-                    None => {
-                        let n: Arc<str> = r.component().into();
-                        self.names.insert(n.clone());
-                        n
-                    }
-                };
-                a.segments.push((name, r.ts, r.ts));
+        match self.active.get_mut(id) {
+            Some(a) => {
+                a.last = r.ts;
+                match a.segments.last_mut() {
+                    Some((c, _, last)) if &**c == r.component() => *last = r.ts,
+                    _ => a
+                        .segments
+                        .push((intern(&mut self.names, r.component()), r.ts, r.ts)),
+                }
+            }
+            None => {
+                let segment = (intern(&mut self.names, r.component()), r.ts, r.ts);
+                self.active.insert(
+                    id.to_string(),
+                    Active {
+                        first: r.ts,
+                        last: r.ts,
+                        segments: vec![segment],
+                    },
+                );
             }
         }
     }
@@ -232,24 +313,25 @@ impl Tracker {
         for pair in a.segments.windows(2) {
             let latency = pair[1].1 - pair[0].2;
             let key = (&pair[0].0, &pair[1].0);
-            match self.hops.iter_mut().find(|(k, _)| (&k.0, &k.1) == key) {
-                Some((_, samples)) if samples.len() < MAX_SAMPLES => samples.push(latency),
-                Some(_) => {}
-                None => self
-                    .hops
-                    .push(((pair[0].0.clone(), pair[1].0.clone()), vec![latency])),
-            }
+            let i = match self.hops.iter().position(|(k, _)| (&k.0, &k.1) == key) {
+                Some(i) => i,
+                None => {
+                    let key = (pair[0].0.clone(), pair[1].0.clone());
+                    self.hops.push((key, Latencies::default()));
+                    self.hops.len() - 1
+                }
+            };
+            self.hops[i].1.add(latency);
         }
         let request = Finished {
             id,
             total_us: a.last - a.first,
             path: a.segments.into_iter().map(|s| s.0).collect(),
         };
+        let last = request.path.last().expect("a request has an event");
+        *self.lasts.entry(last.clone()).or_default() += 1;
         if request.path.len() >= 2 {
-            *self
-                .ends
-                .entry(request.path.last().expect("non-empty").clone())
-                .or_default() += 1;
+            *self.ends.entry(last.clone()).or_default() += 1;
         }
         // Among the slowest? Compared before any copy is made.
         let slower = |x: &RequestPath| {
@@ -279,17 +361,14 @@ impl Tracker {
         summary.hops = self
             .hops
             .into_iter()
-            .map(|((from, to), mut samples)| {
-                samples.sort_unstable();
-                Hop {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    requests: samples.len() as u64,
-                    min_us: samples[0],
-                    median_us: percentile(&samples, 50.0),
-                    p95_us: percentile(&samples, 95.0),
-                    max_us: *samples.last().expect("non-empty"),
-                }
+            .map(|((from, to), mut l)| Hop {
+                from: from.to_string(),
+                to: to.to_string(),
+                requests: l.count,
+                min_us: l.min,
+                median_us: l.percentile(50.0),
+                p95_us: l.percentile(95.0),
+                max_us: l.max,
             })
             .collect();
         summary.slowest = self.slowest;
@@ -299,16 +378,28 @@ impl Tracker {
             .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
             .map(|(c, _)| c.to_string());
         if let Some(end) = &expected {
-            let lost = || {
-                self.finished
-                    .iter()
-                    .filter(|r| r.path.last().map(|c| &**c) != Some(end.as_str()))
-            };
-            summary.lost_total = lost().count() as u64;
-            summary.lost = lost().take(50).map(Finished::to_path).collect();
+            let reached = self.lasts.get(end.as_str()).copied().unwrap_or(0);
+            summary.lost_total = self.requests - reached;
+            summary.lost = self
+                .finished
+                .iter()
+                .filter(|r| r.path.last().map(|c| &**c) != Some(end.as_str()))
+                .take(50)
+                .map(Finished::to_path)
+                .collect();
         }
         summary.expected_end = expected;
     }
+}
+
+/// The shared copy of a component name.
+fn intern(names: &mut FxHashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.get(name) {
+        return n.clone();
+    }
+    let n: Arc<str> = name.into();
+    names.insert(n.clone());
+    n
 }
 
 /// The nearest-rank percentile of sorted samples.
@@ -343,7 +434,7 @@ impl Filter {
 
     fn keeps(&self, r: &Record) -> bool {
         self.component(r.component())
-            && level_rank(r.level()) >= self.min_rank
+            && r.rank >= self.min_rank
             && self.from.is_none_or(|f| r.ts >= f)
             && self.to.is_none_or(|t| r.ts <= t)
             && self.grep.as_ref().is_none_or(|g| {
@@ -412,13 +503,141 @@ fn parse_options(o: &Options) -> ParseOptions {
 }
 
 /// Write the report for `o` to `out`.
-pub fn run(o: &Options, out: &mut dyn Write) -> anyhow::Result<Summary> {
+pub fn run(o: &Options, out: &mut (dyn Write + Send)) -> anyhow::Result<Summary> {
     let inputs = inputs(o)?;
     write_report(o, &inputs, out)
 }
 
+/// Events per component, found through the last component of each file
+/// (a file usually holds one): no lookup by name per event.
+struct Counts {
+    components: Vec<(String, LevelCounts)>,
+    /// Per file, the index of the component its last event had.
+    last: Vec<usize>,
+}
+
+impl Counts {
+    fn new(files: usize) -> Self {
+        Self {
+            components: Vec::new(),
+            last: vec![usize::MAX; files],
+        }
+    }
+
+    fn add(&mut self, r: &Record) {
+        let c = r.component();
+        let cached = self.last[r.file];
+        let i = if self.components.get(cached).is_some_and(|(n, _)| n == c) {
+            cached
+        } else {
+            match self.components.iter().position(|(n, _)| n == c) {
+                Some(i) => i,
+                None => {
+                    self.components
+                        .push((c.to_string(), LevelCounts::default()));
+                    self.components.len() - 1
+                }
+            }
+        };
+        self.last[r.file] = i;
+        let counts = &mut self.components[i].1;
+        match r.rank {
+            5.. => counts.error += 1,
+            4 => counts.warn += 1,
+            2 | 3 => counts.info += 1,
+            _ => counts.debug += 1,
+        }
+        counts.total += 1;
+    }
+}
+
+/// Records handed to the writer thread at a time, and batches in flight.
+const BATCH: usize = 256;
+const BATCHES: usize = 8;
+
+/// Merge the selected files in time order; `see` is shown each record
+/// `keep` accepts, in order. With a writer, those records are seen, then
+/// formatted and written, on a thread of its own while the merge goes on,
+/// in batches whose records are read into again once written. Returns the
+/// merge, for its problems.
+fn pump(
+    inputs: &Inputs,
+    writer: Option<&mut report::Writer<'_>>,
+    keep: impl Fn(&Record) -> bool,
+    mut see: impl FnMut(&Record) + Send,
+) -> anyhow::Result<Merge> {
+    let mut merge = Merge::new(&inputs.selected, &inputs.scans)?;
+    let Some(writer) = writer else {
+        let mut r = Record::default();
+        while merge.next_into(&mut r)? {
+            if keep(&r) {
+                see(&r);
+            }
+        }
+        return Ok(merge);
+    };
+    let files = &inputs.files;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<Record>, usize)>(BATCHES);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<Record>>();
+    std::thread::scope(|s| {
+        let formatter = s.spawn(move || -> std::io::Result<()> {
+            for (batch, n) in full_rx {
+                for r in &batch[..n] {
+                    see(r);
+                    writer.event(r, files)?;
+                }
+                // The merge has finished when nobody takes it back.
+                let _ = empty_tx.send(batch);
+            }
+            Ok(())
+        });
+        let merged = (|| -> anyhow::Result<()> {
+            let mut made = 0;
+            loop {
+                let mut batch = match empty_rx.try_recv() {
+                    Ok(batch) => batch,
+                    Err(_) if made < BATCHES + 1 => {
+                        made += 1;
+                        Vec::with_capacity(BATCH)
+                    }
+                    Err(_) => match empty_rx.recv() {
+                        Ok(batch) => batch,
+                        // The writer stopped: its error is the one to tell.
+                        Err(_) => return Ok(()),
+                    },
+                };
+                let (mut n, mut more) = (0, true);
+                while n < BATCH {
+                    if n == batch.len() {
+                        batch.push(Record::default());
+                    }
+                    if !merge.next_into(&mut batch[n])? {
+                        more = false;
+                        break;
+                    }
+                    if keep(&batch[n]) {
+                        n += 1;
+                    }
+                }
+                if n > 0 && full_tx.send((batch, n)).is_err() || !more {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(full_tx);
+        let written = formatter.join().expect("the timeline's writer thread");
+        merged?;
+        written.context("writing the timeline")
+    })?;
+    Ok(merge)
+}
+
 /// Write the report over already scanned inputs.
-pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow::Result<Summary> {
+pub fn write_report(
+    o: &Options,
+    inputs: &Inputs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Summary> {
     let filter = Filter::new(o);
     let mut summary = Summary {
         files: inputs
@@ -436,41 +655,29 @@ pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow
 
     // One pass for the statistics (and, in timeline mode, the events).
     let mut tracker = Tracker::default();
-    let mut merge = Merge::new(&inputs.selected, &inputs.scans)?;
-    let mut seen = 0u64;
-    while let Some(r) = merge.next_record()? {
-        if !filter.keeps(&r) {
-            continue;
-        }
-        summary.events += 1;
-        summary.first_us.get_or_insert(r.ts);
-        summary.last_us = Some(r.ts);
-        // Looked up before inserting: no key copied per event.
-        if !summary.per_component.contains_key(r.component()) {
-            summary
-                .per_component
-                .insert(r.component().to_string(), LevelCounts::default());
-        }
-        let counts = summary
-            .per_component
-            .get_mut(r.component())
-            .expect("inserted above");
-        match level_rank(r.level()) {
-            5.. => counts.error += 1,
-            4 => counts.warn += 1,
-            2 | 3 => counts.info += 1,
-            _ => counts.debug += 1,
-        }
-        counts.total += 1;
-        tracker.see(&r);
-        seen += 1;
-        if seen.is_multiple_of(4096) {
-            tracker.expire(r.ts - o.request_timeout_us);
-        }
-        if o.mode == Mode::Timeline {
-            writer.event(&r, &inputs.files)?;
-        }
-    }
+    let mut counts = Counts::new(inputs.files.len());
+    let mut until_expiry = 4096;
+    let events = (o.mode == Mode::Timeline).then_some(&mut writer);
+    let merge = pump(
+        inputs,
+        events,
+        |r| filter.keeps(r),
+        |r| {
+            summary.events += 1;
+            summary.first_us.get_or_insert(r.ts);
+            summary.last_us = Some(r.ts);
+            counts.add(r);
+            tracker.see(r);
+            until_expiry -= 1;
+            if until_expiry == 0 {
+                tracker.expire(r.ts - o.request_timeout_us);
+                // A pass looks at every request in flight: passes at most
+                // that many events apart cost one look per event.
+                until_expiry = tracker.active.len().max(4096);
+            }
+        },
+    )?;
+    summary.per_component = counts.components.into_iter().collect();
     for p in &merge.problems {
         summary.problems.push(match p {
             Problem::Malformed { file, line, error } => {
@@ -495,14 +702,150 @@ pub fn write_report(o: &Options, inputs: &Inputs, out: &mut dyn Write) -> anyhow
         let components: Vec<String> = summary.per_component.keys().cloned().collect();
         for c in components {
             writer.section(&c)?;
-            let mut merge = Merge::new(&inputs.selected, &inputs.scans)?;
-            while let Some(r) = merge.next_record()? {
-                if r.component() == c && filter.keeps(&r) {
-                    writer.event(&r, &inputs.files)?;
-                }
-            }
+            let keep = |r: &Record| r.component() == c && filter.keeps(r);
+            pump(inputs, Some(&mut writer), keep, |_| {})?;
         }
     }
     writer.finish(&summary)?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use read::{parse_line, LogFile};
+
+    fn record(line: &str) -> Record {
+        let log = LogFile {
+            path: PathBuf::from("x.log"),
+            name_component: "x".into(),
+            modified: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let opts = ParseOptions {
+            component_by: ComponentBy::Auto,
+            correlate: "request_id".into(),
+        };
+        parse_line(line, 0, 1, &log, &opts).unwrap().unwrap()
+    }
+
+    #[test]
+    fn latencies_past_the_exact_samples_stay_within_their_buckets() {
+        let mut exact = Vec::new();
+        let mut l = Latencies::default();
+        // Spread over six decades, in a scrambled order.
+        for i in 0..(EXACT_SAMPLES as i64 * 3) {
+            let v = (i * 7919) % 1_000_003 * (1 + i % 1000);
+            exact.push(v);
+            l.add(v);
+        }
+        exact.sort_unstable();
+        assert!(l.exact.is_empty() && l.buckets.len() <= bucket(exact[exact.len() - 1]) + 1);
+        assert_eq!(
+            (l.count, l.min, l.max),
+            (exact.len() as u64, exact[0], exact[exact.len() - 1])
+        );
+        for p in [1.0, 50.0, 95.0, 99.9, 100.0] {
+            let want = percentile(&exact, p);
+            let got = l.percentile(p);
+            assert!(
+                (got - want).abs() as f64 <= want as f64 / 2048.0 + 1.0,
+                "p{p}: {got} vs {want}"
+            );
+        }
+        // Below the cap, exact.
+        let mut small = Latencies::default();
+        for v in [5, 1, 3] {
+            small.add(v);
+        }
+        assert_eq!((small.percentile(50.0), small.percentile(95.0)), (3, 5));
+        // Every value lands in a bucket whose middle is within 1/2048.
+        for v in [
+            0,
+            1,
+            2047,
+            2048,
+            2049,
+            4095,
+            4096,
+            123_456_789,
+            i64::MAX / 2,
+        ] {
+            let m = bucket_value(bucket(v));
+            assert!(
+                (m - v).abs() as f64 <= v as f64 / 2048.0 + 0.5,
+                "{v} -> {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn lost_requests_are_counted_past_the_listed_ones() {
+        let mut t = Tracker::default();
+        let total = MAX_FINISHED + 1000;
+        for i in 0..total {
+            let ts = 1_000_000 + i as i64;
+            let first = record(&format!(
+                r#"{{"ts":{ts},"service":"api","request_id":"r{i}"}}"#
+            ));
+            t.see(&first);
+            // Every 10th request stops in api; the others reach db.
+            if i % 10 != 0 {
+                t.see(&record(&format!(
+                    r#"{{"ts":{},"service":"db","request_id":"r{i}"}}"#,
+                    ts + 1
+                )));
+            }
+            t.expire(first.ts - 10_000_000);
+        }
+        let mut s = Summary::default();
+        t.close(&mut s);
+        assert_eq!(s.requests, total as u64);
+        assert_eq!(s.expected_end.as_deref(), Some("db"));
+        assert_eq!(s.lost_total, total.div_ceil(10) as u64);
+        assert_eq!(s.lost.len(), 50);
+        assert_eq!(s.hops.len(), 1);
+        assert_eq!(s.hops[0].requests, (total - total.div_ceil(10)) as u64);
+    }
+
+    /// Fails every write after `left` bytes.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if buf.len() > self.left {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.left -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_output_ends_the_report_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = String::new();
+        for i in 0..50_000i64 {
+            lines.push_str(&format!(
+                "{{\"ts\":{},\"service\":\"api\",\"message\":\"event {i}\"}}\n",
+                1_795_428_000_000 + i
+            ));
+        }
+        std::fs::write(dir.path().join("api.log"), lines).unwrap();
+        let o = Options {
+            paths: vec![dir.path().to_path_buf()],
+            ..Options::default()
+        };
+        for left in [0, 100, 3 << 19] {
+            let err = run(&o, &mut Failing { left }).unwrap_err();
+            assert!(
+                format!("{err:#}").to_lowercase().contains("pipe"),
+                "{err:#}"
+            );
+        }
+    }
 }

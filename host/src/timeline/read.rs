@@ -1,6 +1,7 @@
 //! Reading JSON-lines logs for the timeline: finding files, parsing lines
 //! and their clocks, and merging files in time order.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -11,6 +12,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::value::RawValue;
 
+use super::spill::{Spill, SpillReader};
 use crate::event::{top_fields, value_text};
 
 /// Field names that may hold an event's time, in order of preference.
@@ -26,25 +28,29 @@ pub const COMPONENT_FIELDS: [&str; 6] = [
 ];
 
 /// A part of a record's text: byte range, or [`NO_SPAN`].
-type Span = (u32, u32);
-const NO_SPAN: Span = (u32::MAX, u32::MAX);
+pub(super) type Span = (u32, u32);
+pub(super) const NO_SPAN: Span = (u32::MAX, u32::MAX);
 
 /// One parsed log line. Its strings live back to back in one buffer: a
-/// record costs two allocations, not one per field.
-#[derive(Debug, Clone)]
+/// record costs two allocations, not one per field, and a record read
+/// into again reuses both.
+#[derive(Debug, Clone, Default)]
 pub struct Record {
     /// Microseconds since the Unix epoch, UTC.
     pub ts: i64,
     /// Index of the file in the input list, and the 1-based line.
     pub file: usize,
     pub line: usize,
-    text: String,
-    component: Span,
-    level: Span,
-    message: Span,
-    correlation: Span,
+    /// The level's [`level_rank`], found once when the line is parsed.
+    pub rank: u8,
+    pub(super) text: String,
+    pub(super) component: Span,
+    pub(super) level: Span,
+    pub(super) message: Span,
+    /// Its own text, or inside a field's raw string value.
+    pub(super) correlation: Span,
     /// The other top-level fields (name, raw JSON), in file order.
-    fields: Vec<(Span, Span)>,
+    pub(super) fields: Vec<(Span, Span)>,
 }
 
 impl Record {
@@ -302,26 +308,40 @@ pub fn parse_line(
         .iter()
         .find_map(|f| get(f))
         .map_or(NO_SPAN, |raw| push_text(&mut text, raw));
+    let rank = level_rank((level != NO_SPAN).then(|| &text[level.0 as usize..level.1 as usize]));
     let message = ["message", "msg"]
         .iter()
         .find_map(|f| get(f))
         .map(|raw| push_text(&mut text, raw))
         .unwrap_or_else(|| push_span(&mut text, ""));
-    let correlation = get(&opts.correlate).map_or(NO_SPAN, |raw| push_text(&mut text, raw));
     let skip = |k: &str| {
         TIME_FIELDS.contains(&k)
             || ["level", "severity", "lvl", "message", "msg"].contains(&k)
             || Some(k) == component_field
     };
-    let fields = top
-        .iter()
-        .filter(|(k, _)| !skip(k))
-        .map(|(k, v)| (push_span(&mut text, k), push_span(&mut text, v.get())))
-        .collect();
+    let mut correlation = NO_SPAN;
+    let mut fields = Vec::with_capacity(top.len());
+    for (k, v) in top.iter().filter(|(k, _)| !skip(k)) {
+        let key = push_span(&mut text, k);
+        let value = push_span(&mut text, v.get());
+        fields.push((key, value));
+        // A correlation id that is a plain string is not copied again.
+        if correlation == NO_SPAN && k.as_ref() == opts.correlate.as_str() {
+            if let Cow::Borrowed(inner) = value_text(v.get()) {
+                if inner.len() + 2 == v.get().len() {
+                    correlation = (value.0 + 1, value.1 - 1);
+                }
+            }
+        }
+    }
+    if correlation == NO_SPAN {
+        correlation = get(&opts.correlate).map_or(NO_SPAN, |raw| push_text(&mut text, raw));
+    }
     Ok(Some(Record {
         ts,
         file,
         line: line_no,
+        rank,
         text,
         component,
         level,
@@ -333,16 +353,32 @@ pub fn parse_line(
 
 /// Rank of a level for `--level`: unknown and missing levels count as info.
 pub fn level_rank(level: Option<&str>) -> u8 {
+    const RANKS: [(&[&str], u8); 6] = [
+        (&["trace", "10"], 0),
+        (&["debug", "dbg", "20"], 1),
+        (&["notice"], 3),
+        (&["warn", "warning", "40"], 4),
+        (&["error", "err", "50"], 5),
+        (
+            &[
+                "fatal",
+                "critical",
+                "crit",
+                "alert",
+                "emergency",
+                "emerg",
+                "panic",
+                "60",
+            ],
+            6,
+        ),
+    ];
     let Some(l) = level else { return 2 };
-    match l.trim().to_ascii_lowercase().as_str() {
-        "trace" | "10" => 0,
-        "debug" | "dbg" | "20" => 1,
-        "notice" => 3,
-        "warn" | "warning" | "40" => 4,
-        "error" | "err" | "50" => 5,
-        "fatal" | "critical" | "crit" | "alert" | "emergency" | "emerg" | "panic" | "60" => 6,
-        _ => 2,
-    }
+    let l = l.trim();
+    RANKS
+        .iter()
+        .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(l)))
+        .map_or(2, |(_, rank)| *rank)
 }
 
 /// The result of the one parse of a file.
@@ -363,118 +399,10 @@ pub struct Scan {
     pub spill: Option<std::sync::Arc<Spill>>,
 }
 
-/// A file's records as the scan parsed them, in file order, in a compact
-/// binary form in the temporary folder (`TMPDIR`): the merge reads them
-/// back without parsing JSON again, and memory stays independent of the
-/// input's size. Deleted when dropped.
-#[derive(Debug)]
-pub struct Spill {
-    path: PathBuf,
-}
-
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Spill {
-    fn create() -> anyhow::Result<(Self, std::io::BufWriter<File>)> {
-        let path = std::env::temp_dir().join(format!(
-            "sluice-timeline-{}-{:016x}.records",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        let file = File::create(&path)
-            .with_context(|| format!("cannot create {} (set TMPDIR elsewhere?)", path.display()))?;
-        Ok((
-            Self { path },
-            std::io::BufWriter::with_capacity(256 * 1024, file),
-        ))
-    }
-
-    fn open(&self) -> anyhow::Result<BufReader<File>> {
-        let file = File::open(&self.path)
-            .with_context(|| format!("cannot reopen {}", self.path.display()))?;
-        Ok(BufReader::with_capacity(256 * 1024, file))
-    }
-}
-
-fn put_span(out: &mut Vec<u8>, s: Span) {
-    out.extend_from_slice(&s.0.to_le_bytes());
-    out.extend_from_slice(&s.1.to_le_bytes());
-}
-
-/// Append `r` (all but its file index) to `out`.
-fn encode(r: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(&r.ts.to_le_bytes());
-    out.extend_from_slice(&(r.line as u64).to_le_bytes());
-    out.extend_from_slice(&(r.text.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(r.fields.len() as u32).to_le_bytes());
-    for s in [r.component, r.level, r.message, r.correlation] {
-        put_span(out, s);
-    }
-    for (k, v) in &r.fields {
-        put_span(out, *k);
-        put_span(out, *v);
-    }
-    out.extend_from_slice(r.text.as_bytes());
-}
-
-fn bad(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
-}
-
 /// The next record of a spill, or `None` at its end.
-fn decode(r: &mut impl BufRead, file: usize) -> std::io::Result<Option<Record>> {
-    if r.fill_buf()?.is_empty() {
-        return Ok(None);
-    }
-    let mut head = [0u8; 24 + 32];
-    r.read_exact(&mut head)?;
-    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
-    let ts = i64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
-    let line = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")) as usize;
-    let text_len = u32_at(16) as usize;
-    let n = u32_at(20) as usize;
-    let span_at = |i: usize| (u32_at(i), u32_at(i + 4));
-    let (component, level, message, correlation) =
-        (span_at(24), span_at(32), span_at(40), span_at(48));
-    let mut fields = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut b = [0u8; 16];
-        r.read_exact(&mut b)?;
-        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        fields.push(((word(0), word(4)), (word(8), word(12))));
-    }
-    let mut text = vec![0u8; text_len];
-    r.read_exact(&mut text)?;
-    let text = String::from_utf8(text).map_err(|_| bad("temporary records: invalid UTF-8"))?;
-    let record = Record {
-        ts,
-        file,
-        line,
-        text,
-        component,
-        level,
-        message,
-        correlation,
-        fields,
-    };
-    // Spans past the text would panic later: check them once here.
-    let ok = |s: Span| {
-        s == NO_SPAN
-            || (s.0 <= s.1
-                && s.1 as usize <= text_len
-                && record.text.is_char_boundary(s.0 as usize)
-                && record.text.is_char_boundary(s.1 as usize))
-    };
-    if ![component, level, message, correlation].into_iter().all(ok)
-        || !record.fields.iter().all(|(k, v)| ok(*k) && ok(*v))
-    {
-        return Err(bad("temporary records: damaged"));
-    }
-    Ok(Some(record))
+fn decode(r: &mut SpillReader<impl BufRead>, file: usize) -> std::io::Result<Option<Record>> {
+    let mut rec = Record::default();
+    Ok(r.read_into(file, &mut rec)?.then_some(rec))
 }
 
 /// Parse a file once: is it sorted, which components does it hold, which
@@ -489,7 +417,6 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
     let mut last = i64::MIN;
     let mut line = String::new();
     let mut n = 0;
-    let mut buf = Vec::with_capacity(1024);
     loop {
         line.clear();
         if reader
@@ -511,9 +438,9 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
                     Some((_, count)) => *count += 1,
                     None => scan.components.push((r.component().to_string(), 1)),
                 }
-                buf.clear();
-                encode(&r, &mut buf);
-                std::io::Write::write_all(&mut writer, &buf)?;
+                writer
+                    .write(&r)
+                    .context("writing the timeline's temporary records")?;
             }
             Ok(None) => {}
             Err(p) => {
@@ -527,7 +454,9 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
             }
         }
     }
-    std::io::Write::flush(&mut writer).context("writing the timeline's temporary records")?;
+    writer
+        .finish()
+        .context("writing the timeline's temporary records")?;
     scan.spill = Some(std::sync::Arc::new(spill));
     Ok(scan)
 }
@@ -562,7 +491,7 @@ pub fn scan_all(files: &[LogFile], opts: &ParseOptions) -> anyhow::Result<Vec<Sc
 /// A source of records in time order: a sorted file's records read back
 /// from its spill, or an unsorted file's, loaded and sorted in memory.
 enum Stream {
-    Spilled(BufReader<File>),
+    Spilled(SpillReader<BufReader<File>>),
     Sorted(std::vec::IntoIter<Record>),
 }
 
@@ -570,8 +499,9 @@ enum Stream {
 /// memory holds one record per file, plus any unsorted file whole).
 pub struct Merge {
     streams: Vec<Stream>,
+    /// (clock, file, line) of each file's next record.
     heap: BinaryHeap<Reverse<(i64, usize, usize)>>,
-    heads: Vec<Option<Record>>,
+    heads: Vec<Record>,
     /// Lines that could not be placed (the first [`MAX_PROBLEMS`]).
     pub problems: Vec<Problem>,
     /// Every malformed line, listed or not.
@@ -583,20 +513,30 @@ pub struct Merge {
 /// At most this many problems are kept for the report; all are counted.
 const MAX_PROBLEMS: usize = 100;
 
+/// Read `file`'s next record into `head`; whether there was one.
+fn next_of(stream: &mut Stream, file: usize, head: &mut Record) -> anyhow::Result<bool> {
+    match stream {
+        Stream::Sorted(it) => Ok(it.next().map(|r| *head = r).is_some()),
+        Stream::Spilled(reader) => reader
+            .read_into(file, head)
+            .context("reading the timeline's temporary records"),
+    }
+}
+
 impl Merge {
     /// Merge the files `selected[i]` says take part, from their scans.
     pub fn new(selected: &[bool], scans: &[Scan]) -> anyhow::Result<Self> {
         let mut merge = Merge {
             streams: Vec::with_capacity(scans.len()),
             heap: BinaryHeap::new(),
-            heads: vec![None; scans.len()],
+            heads: vec![Record::default(); scans.len()],
             problems: Vec::new(),
             malformed: 0,
             no_timestamp: 0,
         };
         for (i, scan) in scans.iter().enumerate() {
             let spill = scan.spill.as_ref().filter(|_| selected[i]);
-            let stream = match spill {
+            let mut stream = match spill {
                 None => Stream::Sorted(Vec::new().into_iter()),
                 Some(spill) if scan.sorted => Stream::Spilled(spill.open()?),
                 Some(spill) => {
@@ -617,34 +557,37 @@ impl Merge {
                     .problems
                     .extend(scan.problems.iter().take(room).cloned());
             }
+            let head = &mut merge.heads[i];
+            if next_of(&mut stream, i, head)? {
+                merge.heap.push(Reverse((head.ts, i, head.line)));
+            }
             merge.streams.push(stream);
-            merge.advance(i)?;
         }
         Ok(merge)
     }
 
-    fn advance(&mut self, file: usize) -> anyhow::Result<()> {
-        let next = match &mut self.streams[file] {
-            Stream::Sorted(it) => it.next(),
-            Stream::Spilled(reader) => {
-                decode(reader, file).context("reading the timeline's temporary records")?
-            }
+    /// Move the next record in time order (ties: by file, then line) into
+    /// `slot`, whose buffers are reused; `false` when every file is done.
+    pub fn next_into(&mut self, slot: &mut Record) -> anyhow::Result<bool> {
+        let Some(mut top) = self.heap.peek_mut() else {
+            return Ok(false);
         };
-        if let Some(r) = next {
-            self.heap.push(Reverse((r.ts, file, r.line)));
-            self.heads[file] = Some(r);
+        let file = top.0 .1;
+        let head = &mut self.heads[file];
+        std::mem::swap(slot, head);
+        if next_of(&mut self.streams[file], file, head)? {
+            // Replacing the top sifts once, where pop and push would twice.
+            *top = Reverse((head.ts, file, head.line));
+        } else {
+            std::collections::binary_heap::PeekMut::pop(top);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The next record in time order (ties: by file, then line).
     pub fn next_record(&mut self) -> anyhow::Result<Option<Record>> {
-        let Some(Reverse((_, file, _))) = self.heap.pop() else {
-            return Ok(None);
-        };
-        let record = self.heads[file].take().expect("a head per heap entry");
-        self.advance(file)?;
-        Ok(Some(record))
+        let mut r = Record::default();
+        Ok(self.next_into(&mut r)?.then_some(r))
     }
 }
 
@@ -667,55 +610,6 @@ mod tests {
         let raw = RawValue::from_string("1795428000.5".to_string()).unwrap();
         assert_eq!(parse_time(&raw), Some(1_795_428_000_500_000));
         assert_eq!(parse_time_str("yesterday"), None);
-    }
-
-    #[test]
-    fn temporary_records_read_back_as_written() {
-        let log = LogFile {
-            path: PathBuf::from("svc-2026.log"),
-            name_component: "svc".into(),
-            modified: std::time::SystemTime::UNIX_EPOCH,
-        };
-        let opts = ParseOptions {
-            component_by: ComponentBy::Auto,
-            correlate: "request_id".into(),
-        };
-        let lines = [
-            r#"{"timestamp":"2026-11-23T10:00:01Z","level":"info","service":"api","message":"é ok","request_id":"r1","n":1}"#,
-            r#"{"timestamp":"2026-11-23T10:00:00Z","msg":"no level, earlier","x":{"a":[1,2]}}"#,
-            r#"{"ts":1795428000123,"level":"info","service":"api","message":"","k":"v\"q"}"#,
-        ];
-        let records: Vec<Record> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| parse_line(l, 3, i * 7 + 1, &log, &opts).unwrap().unwrap())
-            .collect();
-        let mut bytes = Vec::new();
-        for r in &records {
-            encode(r, &mut bytes);
-        }
-        let show = |r: &Record| {
-            format!(
-                "{} {} {} {:?} {} {:?} {:?}",
-                r.ts,
-                r.line,
-                r.component(),
-                r.level(),
-                r.message(),
-                r.correlation(),
-                r.fields().collect::<Vec<_>>()
-            )
-        };
-        let mut reader = &bytes[..];
-        for r in &records {
-            let back = decode(&mut reader, 3).unwrap().unwrap();
-            assert_eq!(show(&back), show(r));
-            assert_eq!(back.file, 3);
-        }
-        assert!(decode(&mut reader, 3).unwrap().is_none());
-        // A damaged span is refused, not a panic later.
-        bytes[24] = 0xff;
-        assert!(decode(&mut &bytes[..], 3).is_err());
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub enum Format {
 
 pub struct Writer<'a> {
     o: &'a Options,
-    out: &'a mut dyn Write,
+    out: &'a mut (dyn Write + Send),
+    /// What is written goes here first and to `out` a mebibyte at a time:
+    /// small writes cost the file system far more per byte.
+    buf: Vec<u8>,
     /// The date of the last event written, to head each new day.
     day: Option<String>,
     /// JSON: whether an element of the current array was written.
@@ -25,6 +28,9 @@ pub struct Writer<'a> {
     /// per event would cost more than the rest of the line).
     second: Option<(i64, String)>,
 }
+
+/// Bytes gathered before a write to the output.
+const BUFFER: usize = 1 << 20;
 
 fn ms(us: i64) -> String {
     format!("{:.3} ms", us as f64 / 1000.0)
@@ -42,10 +48,11 @@ fn duration(us: i64) -> String {
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(o: &'a Options, out: &'a mut dyn Write) -> Self {
+    pub fn new(o: &'a Options, out: &'a mut (dyn Write + Send)) -> Self {
         Self {
             o,
             out,
+            buf: Vec::with_capacity(BUFFER + 64 * 1024),
             day: None,
             first: true,
             in_events: false,
@@ -78,21 +85,21 @@ impl<'a> Writer<'a> {
         };
         match o.format {
             Format::Markdown => {
-                writeln!(self.out, "# Timeline\n")?;
-                writeln!(self.out, "- Period: {period}")?;
-                writeln!(self.out, "- Components: {components}")?;
-                writeln!(self.out, "- Level: {level}")?;
-                writeln!(self.out, "- Mode: {mode}")?;
+                writeln!(self.buf, "# Timeline\n")?;
+                writeln!(self.buf, "- Period: {period}")?;
+                writeln!(self.buf, "- Components: {components}")?;
+                writeln!(self.buf, "- Level: {level}")?;
+                writeln!(self.buf, "- Mode: {mode}")?;
                 if let Some(g) = &o.grep {
-                    writeln!(self.out, "- Matching: `{g}`")?;
+                    writeln!(self.buf, "- Matching: `{g}`")?;
                 }
-                writeln!(self.out, "- Files read ({}):", s.files.len())?;
+                writeln!(self.buf, "- Files read ({}):", s.files.len())?;
                 for (f, n) in &s.files {
-                    writeln!(self.out, "  - `{f}` ({n} events)")?;
+                    writeln!(self.buf, "  - `{f}` ({n} events)")?;
                 }
-                writeln!(self.out)?;
+                writeln!(self.buf)?;
                 if o.mode == Mode::Timeline {
-                    writeln!(self.out, "## Events\n")?;
+                    writeln!(self.buf, "## Events\n")?;
                 }
             }
             Format::Json => {
@@ -100,7 +107,7 @@ impl<'a> Writer<'a> {
                     "period": period, "components": components, "level": level, "mode": mode,
                     "grep": o.grep, "files": s.files.iter().map(|(f, n)| serde_json::json!({"path": f, "events": n})).collect::<Vec<_>>(),
                 });
-                write!(self.out, "{{\"header\":{header},\"events\":[")?;
+                write!(self.buf, "{{\"header\":{header},\"events\":[")?;
                 self.in_events = true;
             }
         }
@@ -111,7 +118,7 @@ impl<'a> Writer<'a> {
     pub fn section(&mut self, component: &str) -> std::io::Result<()> {
         self.day = None;
         if self.o.format == Format::Markdown {
-            writeln!(self.out, "## {component}\n")?;
+            writeln!(self.buf, "## {component}\n")?;
         }
         Ok(())
     }
@@ -124,40 +131,54 @@ impl<'a> Writer<'a> {
                     let time = format_time(second * 1_000_000);
                     let (date, clock) = time.split_once('T').unwrap_or(("", &time));
                     if self.day.as_deref() != Some(date) {
-                        writeln!(self.out, "### {date}\n")?;
+                        writeln!(self.buf, "### {date}\n")?;
                         self.day = Some(date.to_string());
                     }
                     let hms = clock.split('.').next().unwrap_or(clock).to_string();
                     self.second = Some((second, hms));
                 }
                 let hms = &self.second.as_ref().expect("set above").1;
-                let millis = r.ts.rem_euclid(1_000_000) / 1000;
-                write!(self.out, "**{hms}.{millis:03}** [{}] ", r.component())?;
+                let millis = (r.ts.rem_euclid(1_000_000) / 1000) as u8;
+                let line = &mut self.buf;
+                line.extend_from_slice(b"**");
+                line.extend_from_slice(hms.as_bytes());
+                line.extend_from_slice(&[
+                    b'.',
+                    b'0' + millis / 100,
+                    b'0' + millis / 10 % 10,
+                    b'0' + millis % 10,
+                ]);
+                line.extend_from_slice(b"** [");
+                line.extend_from_slice(r.component().as_bytes());
+                line.extend_from_slice(b"] ");
                 let level = r.level().unwrap_or("-");
-                if level.bytes().any(|b| b.is_ascii_lowercase()) {
-                    self.out.write_all(level.to_uppercase().as_bytes())?;
+                if level.is_ascii() {
+                    line.extend(level.bytes().map(|b| b.to_ascii_uppercase()));
                 } else {
-                    self.out.write_all(level.as_bytes())?;
+                    line.extend_from_slice(level.to_uppercase().as_bytes());
                 }
-                self.out.write_all(b" - ")?;
-                let message = r.message();
-                if message.contains('\n') {
-                    self.out.write_all(message.replace('\n', " ").as_bytes())?;
+                line.extend_from_slice(b" - ");
+                // One event, one line: a message's line breaks become spaces.
+                let message = r.message().as_bytes();
+                if memchr::memchr(b'\n', message).is_some() {
+                    line.extend(message.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
                 } else {
-                    self.out.write_all(message.as_bytes())?;
+                    line.extend_from_slice(message);
                 }
-                self.out.write_all(b"\n")?;
+                line.push(b'\n');
                 for (k, v) in r.fields() {
-                    write!(self.out, "  - {k}: ")?;
-                    self.out.write_all(value_text(v).as_bytes())?;
-                    self.out.write_all(b"\n")?;
+                    line.extend_from_slice(b"  - ");
+                    line.extend_from_slice(k.as_bytes());
+                    line.extend_from_slice(b": ");
+                    line.extend_from_slice(value_text(v).as_bytes());
+                    line.push(b'\n');
                 }
-                self.out.write_all(b"\n")?;
+                line.push(b'\n');
             }
             Format::Json => {
                 let time = format_time(r.ts);
                 if !self.first {
-                    write!(self.out, ",")?;
+                    write!(self.buf, ",")?;
                 }
                 self.first = false;
                 let mut fields = serde_json::Map::new();
@@ -171,25 +192,36 @@ impl<'a> Writer<'a> {
                     "time": time, "component": r.component(), "level": r.level(), "message": r.message(),
                     "fields": fields, "file": files[r.file].path.display().to_string(), "line": r.line,
                 });
-                write!(self.out, "{e}")?;
+                write!(self.buf, "{e}")?;
             }
         }
-        Ok(())
+        self.pass_on()
     }
 
     pub fn finish(&mut self, s: &Summary) -> std::io::Result<()> {
         match self.o.format {
             Format::Json => {
                 let summary = serde_json::to_value(s).unwrap_or_default();
-                writeln!(self.out, "],\"summary\":{summary}}}")?;
+                writeln!(self.buf, "],\"summary\":{summary}}}")?;
             }
             Format::Markdown => self.markdown_summary(s)?,
         }
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
         self.out.flush()
     }
 
+    /// Pass what was gathered on to the output once it is a mebibyte.
+    fn pass_on(&mut self) -> std::io::Result<()> {
+        if self.buf.len() >= BUFFER {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
     fn markdown_summary(&mut self, s: &Summary) -> std::io::Result<()> {
-        let out = &mut *self.out;
+        let out = &mut self.buf;
         if s.events == 0 {
             writeln!(out, "No events match these filters.\n")?;
         }
