@@ -362,13 +362,17 @@ fn clear_messages_for_missing_dir_and_empty_window() {
 
     let d = tempfile::tempdir().unwrap();
     write_fixture(d.path());
+    let tmp = tempfile::tempdir().unwrap();
     let out = sluice()
         .arg("timeline")
         .arg(d.path())
         .args(["--from", "2030-01-01T00:00:00Z"])
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
     assert!(out.status.success());
+    // The temporary records are gone with the run.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no events match these filters"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("No events match these filters."));
 }
