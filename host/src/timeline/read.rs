@@ -319,23 +319,24 @@ pub fn parse_line(
             || ["level", "severity", "lvl", "message", "msg"].contains(&k)
             || Some(k) == component_field
     };
+    let correlate = get(&opts.correlate);
     let mut correlation = NO_SPAN;
     let mut fields = Vec::with_capacity(top.len());
     for (k, v) in top.iter().filter(|(k, _)| !skip(k)) {
         let key = push_span(&mut text, k);
         let value = push_span(&mut text, v.get());
         fields.push((key, value));
-        // A correlation id that is a plain string is not copied again.
-        if correlation == NO_SPAN && k.as_ref() == opts.correlate.as_str() {
-            if let Cow::Borrowed(inner) = value_text(v.get()) {
-                if inner.len() + 2 == v.get().len() {
-                    correlation = (value.0 + 1, value.1 - 1);
-                }
-            }
+        // A correlation id that is a string without escapes is not copied
+        // again: it is its field's raw value without the quotes.
+        if correlate.is_some_and(|c| std::ptr::eq(c, *v))
+            && v.get().starts_with('"')
+            && matches!(value_text(v.get()), Cow::Borrowed(_))
+        {
+            correlation = (value.0 + 1, value.1 - 1);
         }
     }
     if correlation == NO_SPAN {
-        correlation = get(&opts.correlate).map_or(NO_SPAN, |raw| push_text(&mut text, raw));
+        correlation = correlate.map_or(NO_SPAN, |raw| push_text(&mut text, raw));
     }
     Ok(Some(Record {
         ts,
