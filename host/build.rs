@@ -5,8 +5,9 @@
 //! The nested cargo uses its own target folder (`target/plugins`) so it does
 //! not wait on the lock of the outer build.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+
+use sluice_build_support::{build_plugins, watch};
 
 const BUNDLED: [&str; 3] = ["filter", "route", "mask"];
 
@@ -32,43 +33,9 @@ fn main() {
     );
 
     let target_dir = root.join("target").join("plugins");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target_dir);
-    for p in BUNDLED {
-        cmd.args(["-p", &format!("sluice-{p}")]);
-    }
-    // The outer build's flags are for the host, not for wasm.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build the bundled plugins");
-    if !status.success() {
-        panic!(
-            "building the bundled plugins for wasm32-wasip2 failed (see above). \
-             If the target is missing: `rustup target add wasm32-wasip2`."
-        );
-    }
+    let packages = BUNDLED.map(|p| format!("sluice-{p}"));
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    build_plugins(&root, &target_dir, &packages, None);
 
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let mut code = String::from("/// The bundled plugins: (name, component bytes).\npub const BUNDLED: &[(&str, &[u8])] = &[\n");
@@ -88,18 +55,4 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("bundled.rs"), code).unwrap();
-}
-
-fn watch(dir: &Path) {
-    println!("cargo:rerun-if-changed={}", dir.display());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                watch(&p);
-            } else {
-                println!("cargo:rerun-if-changed={}", p.display());
-            }
-        }
-    }
 }

@@ -9,7 +9,8 @@
 //! In the manner of wasmtime's `crates/test-programs/artifacts/build.rs`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use sluice_build_support::{build_plugins, watch};
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -85,37 +86,6 @@ fn main() {
     std::fs::write(out.join("plugins.rs"), code).unwrap();
 }
 
-/// Build plugin packages for wasm32-wasip2 with a nested cargo into
-/// `target_dir` (a folder of its own, so it does not wait on the outer
-/// build's lock). `tag` sets `SLUICE_TAG` for the tag plugin; the outer
-/// environment's value never leaks in.
-fn build_plugins(root: &Path, target_dir: &Path, packages: &[&str], tag: Option<&str>) {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root)
-        .args([
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    for p in packages {
-        cmd.args(["-p", p]);
-    }
-    clean_env(&mut cmd);
-    match tag {
-        Some(t) => cmd.env("SLUICE_TAG", t),
-        None => cmd.env_remove("SLUICE_TAG"),
-    };
-    let status = cmd.status().expect("cannot run cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building {packages:?} for wasm32-wasip2 failed; if the target is missing: rustup target add wasm32-wasip2"
-    );
-}
-
 fn package_name(manifest: &Path) -> String {
     let text = std::fs::read_to_string(manifest).unwrap();
     text.lines()
@@ -125,39 +95,4 @@ fn package_name(manifest: &Path) -> String {
             Some(rest.trim().trim_matches('"').to_string())
         })
         .unwrap_or_else(|| panic!("no package name in {}", manifest.display()))
-}
-
-fn watch(dir: &Path) {
-    println!("cargo:rerun-if-changed={}", dir.display());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                if p.file_name().is_some_and(|n| n == "target") {
-                    continue;
-                }
-                watch(&p);
-            } else {
-                println!("cargo:rerun-if-changed={}", p.display());
-            }
-        }
-    }
-}
-
-/// The outer build's flags are for the host, not for wasm: keep them out of
-/// the nested cargo.
-fn clean_env(cmd: &mut Command) {
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
 }

@@ -12,6 +12,8 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::value::RawValue;
 
+use sluice_plugin::Level;
+
 use super::spill::{Spill, SpillReader};
 use crate::event::{top_fields, value_text};
 
@@ -352,34 +354,10 @@ pub fn parse_line(
     }))
 }
 
-/// Rank of a level for `--level`: unknown and missing levels count as info.
+/// Rank of a level for `--level`, the order of the plugins' [`Level`]
+/// (trace 0 .. fatal 6): unknown and missing levels count as info.
 pub fn level_rank(level: Option<&str>) -> u8 {
-    const RANKS: [(&[&str], u8); 6] = [
-        (&["trace", "10"], 0),
-        (&["debug", "dbg", "20"], 1),
-        (&["notice"], 3),
-        (&["warn", "warning", "40"], 4),
-        (&["error", "err", "50"], 5),
-        (
-            &[
-                "fatal",
-                "critical",
-                "crit",
-                "alert",
-                "emergency",
-                "emerg",
-                "panic",
-                "60",
-            ],
-            6,
-        ),
-    ];
-    let Some(l) = level else { return 2 };
-    let l = l.trim();
-    RANKS
-        .iter()
-        .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(l)))
-        .map_or(2, |(_, rank)| *rank)
+    level.and_then(Level::parse).unwrap_or(Level::Info) as u8
 }
 
 /// The result of the one parse of a file.
@@ -611,6 +589,27 @@ mod tests {
         let raw = RawValue::from_string("1795428000.5".to_string()).unwrap();
         assert_eq!(parse_time(&raw), Some(1_795_428_000_500_000));
         assert_eq!(parse_time_str("yesterday"), None);
+    }
+
+    #[test]
+    fn level_ranks() {
+        let rank = |l: &str| level_rank(Some(l));
+        assert_eq!(
+            [
+                rank("TRACE"),
+                rank("dbg"),
+                rank(" WARNING "),
+                rank("Err"),
+                rank("60")
+            ],
+            [0, 1, 4, 5, 6]
+        );
+        // Info, unknown and missing rank the same.
+        assert_eq!(
+            [rank("information"), rank("verbose"), level_rank(None)],
+            [2, 2, 2]
+        );
+        assert_eq!(rank("notice"), 3);
     }
 
     #[test]
