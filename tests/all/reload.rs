@@ -2,13 +2,14 @@
 //! and the admin port and SIGHUP triggers.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sluice::config::PipelineConfig;
 use sluice::metrics::Registry;
 use sluice::topology;
+use sluice::topology::running::{ReloadHandle, StopHandle};
 
 use crate::util::{counts, free_port, read_json_lines, start};
 use crate::{FILTER, TAG, TAG_B};
@@ -69,6 +70,52 @@ async fn wait_for_tag(metrics: &Registry, out: &Path, tag: &str) {
 
 /// Check the output: every generated event once, in order, each tagged, and
 /// the tags forming `runs` alternating runs starting with `a`.
+/// A generate -> tag -> file pipeline running from a folder that holds a
+/// copy of the tag plugin (version `a`), its first tagged events written.
+struct Tagging {
+    d: tempfile::TempDir,
+    plugin: PathBuf,
+    out: PathBuf,
+    metrics: Registry,
+    reload: ReloadHandle,
+    stop: StopHandle,
+    waiter: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Tagging {
+    async fn start() -> Self {
+        let d = tempfile::tempdir().unwrap();
+        let plugin = d.path().join("tag.wasm");
+        std::fs::copy(TAG, &plugin).unwrap();
+        let (running, metrics) = start(d.path(), &pipeline("")).await;
+        let reload = running.reload_handle();
+        let stop = running.stop_handle();
+        let waiter = tokio::spawn(running.wait());
+        let out = d.path().join("out.log");
+        wait_for_tag(&metrics, &out, "a").await;
+        Self {
+            d,
+            plugin,
+            out,
+            metrics,
+            reload,
+            stop,
+            waiter,
+        }
+    }
+
+    /// Stop the pipeline and wait for it to drain, without error.
+    async fn stop(self) -> tempfile::TempDir {
+        self.stop.trigger();
+        tokio::time::timeout(Duration::from_secs(30), self.waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        self.d
+    }
+}
+
 fn check_runs(out: &Path, runs: usize) -> usize {
     let events = read_json_lines(out);
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -93,30 +140,18 @@ fn check_runs(out: &Path, runs: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_swaps_under_load_lose_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let plugin = d.path().join("tag.wasm");
-    std::fs::copy(TAG, &plugin).unwrap();
-    let (running, metrics) = start(d.path(), &pipeline("")).await;
-    let reload = running.reload_handle();
-    let stop = running.stop_handle();
-    let waiter = tokio::spawn(running.wait());
-    let out = d.path().join("out.log");
-    wait_for_tag(&metrics, &out, "a").await;
+    let t = Tagging::start().await;
+    let (out, metrics) = (t.out.clone(), t.metrics.clone());
     for i in 0..50 {
         let (file, tag) = if i % 2 == 0 { (TAG_B, "b") } else { (TAG, "a") };
-        replace(&plugin, file);
+        replace(&t.plugin, file);
         assert!(
-            reload.reload_plugin("tag").await.unwrap(),
+            t.reload.reload_plugin("tag").await.unwrap(),
             "swap {i} not taken"
         );
         wait_for_tag(&metrics, &out, tag).await;
     }
-    stop.trigger();
-    tokio::time::timeout(Duration::from_secs(30), waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let _dir = t.stop().await;
     let n = check_runs(&out, 51);
     assert!(n > 1000, "the generator ran at full speed: {n} events");
     assert_eq!(counts(&metrics, "tag").events_in as usize, n);
@@ -124,15 +159,9 @@ async fn fifty_swaps_under_load_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_versions_are_refused_while_traffic_continues() {
-    let d = tempfile::tempdir().unwrap();
-    let plugin = d.path().join("tag.wasm");
-    std::fs::copy(TAG, &plugin).unwrap();
-    let (running, metrics) = start(d.path(), &pipeline("")).await;
-    let reload = running.reload_handle();
-    let stop = running.stop_handle();
-    let waiter = tokio::spawn(running.wait());
-    let out = d.path().join("out.log");
-    wait_for_tag(&metrics, &out, "a").await;
+    let t = Tagging::start().await;
+    let (plugin, out) = (t.plugin.clone(), t.out.clone());
+    let (metrics, reload) = (t.metrics.clone(), t.reload.clone());
 
     // Not wasm at all, then a real component whose init rejects the config.
     std::fs::write(&plugin, b"not wasm").unwrap();
@@ -155,32 +184,20 @@ async fn broken_versions_are_refused_while_traffic_continues() {
     replace(&plugin, TAG_B);
     assert!(reload.reload_plugin("tag").await.unwrap());
     wait_for_tag(&metrics, &out, "b").await;
-    stop.trigger();
-    tokio::time::timeout(Duration::from_secs(30), waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let _dir = t.stop().await;
     check_runs(&out, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_waits_for_whole_files() {
-    let d = tempfile::tempdir().unwrap();
-    let plugin = d.path().join("tag.wasm");
-    std::fs::copy(TAG, &plugin).unwrap();
-    let (running, metrics) = start(d.path(), &pipeline("")).await;
-    let reload = running.reload_handle();
-    let stop = running.stop_handle();
+    let t = Tagging::start().await;
+    let (plugin, out, metrics) = (t.plugin.clone(), t.out.clone(), t.metrics.clone());
     let watcher = tokio::spawn(topology::reload::watch(
-        running.reload_handle(),
-        d.path().join("pipeline.toml"),
+        t.reload.clone(),
+        t.d.path().join("pipeline.toml"),
         Duration::from_millis(50),
         metrics.clone(),
     ));
-    let waiter = tokio::spawn(running.wait());
-    let out = d.path().join("out.log");
-    wait_for_tag(&metrics, &out, "a").await;
 
     // A slow writer: half the bytes, a pause, the rest. While the file is
     // partial, the old version keeps running; once whole, the new one wins.
@@ -197,35 +214,24 @@ async fn the_watcher_waits_for_whole_files() {
     replace(&plugin, TAG);
     wait_for_tag(&metrics, &out, "a").await;
     assert!(metrics.reloads_ok.load(Ordering::Relaxed) >= 2);
-    let _ = reload;
-    stop.trigger();
-    tokio::time::timeout(Duration::from_secs(30), waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let _dir = t.stop().await;
     watcher.abort();
     check_runs(&out, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_reload_adds_and_removes_sinks_and_refuses_bad_files() {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::copy(TAG, d.path().join("tag.wasm")).unwrap();
-    let (running, metrics) = start(d.path(), &pipeline("")).await;
-    let reload = running.reload_handle();
-    let stop = running.stop_handle();
-    let waiter = tokio::spawn(running.wait());
-    let out = d.path().join("out.log");
-    wait_for_tag(&metrics, &out, "a").await;
+    let t = Tagging::start().await;
+    let (out, metrics, reload) = (t.out.clone(), t.metrics.clone(), t.reload.clone());
+    let dir = t.d.path().to_path_buf();
 
     // An invalid pipeline is refused and changes nothing.
     std::fs::write(
-        d.path().join("bad.toml"),
+        dir.join("bad.toml"),
         pipeline("").replace("inputs = [\"gen\"]", "inputs = [\"gne\"]"),
     )
     .unwrap();
-    let bad = PipelineConfig::load(&d.path().join("bad.toml")).unwrap();
+    let bad = PipelineConfig::load(&dir.join("bad.toml")).unwrap();
     let e = reload.reload(bad).await.unwrap_err();
     assert!(format!("{e:#}").contains("unknown input `gne`"), "{e:#}");
 
@@ -233,9 +239,9 @@ async fn pipeline_reload_adds_and_removes_sinks_and_refuses_bad_files() {
     let moved = pipeline("")
         .replace("[sinks.out]", "[sinks.out2]")
         .replace("out.log", "out2.log");
-    std::fs::write(d.path().join("pipeline.toml"), &moved).unwrap();
+    std::fs::write(dir.join("pipeline.toml"), &moved).unwrap();
     reload
-        .reload(PipelineConfig::load(&d.path().join("pipeline.toml")).unwrap())
+        .reload(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap())
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -243,15 +249,10 @@ async fn pipeline_reload_adds_and_removes_sinks_and_refuses_bad_files() {
         assert!(tokio::time::Instant::now() < deadline, "out2 never filled");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    stop.trigger();
-    tokio::time::timeout(Duration::from_secs(30), waiter)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let _dir = t.stop().await;
     let mut seqs: Vec<u64> = read_json_lines(&out)
         .into_iter()
-        .chain(read_json_lines(&d.path().join("out2.log")))
+        .chain(read_json_lines(&dir.join("out2.log")))
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
     let first_len = read_json_lines(&out).len();
