@@ -47,6 +47,11 @@ async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
     (running, metrics, path)
 }
 
+/// A pipeline with the admin port on `port` and no file watching, then `rest`.
+fn with_admin(port: u16, rest: &str) -> String {
+    format!("[admin]\naddress = \"127.0.0.1:{port}\"\n\n[reload]\nwatch = false\n\n{rest}")
+}
+
 fn sample_value(samples: &prometheus_parse::Scrape, name: &str, component: &str) -> f64 {
     let s = samples
         .samples
@@ -66,14 +71,9 @@ async fn metrics_count_exactly_and_parse() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("idle.log"), "").unwrap();
     let port = free_port();
-    let toml = format!(
-        r#"[admin]
-address = "127.0.0.1:{port}"
-
-[reload]
-watch = false
-
-[sources.gen]
+    let toml = with_admin(
+        port,
+        r#"[sources.gen]
 type = "generate"
 count = 1000
 seed = 5
@@ -86,13 +86,13 @@ follow = true
 [transforms.keep]
 plugin = "filter"
 inputs = ["gen", "idle"]
-config = {{ min_level = "warn" }}
+config = { min_level = "warn" }
 
 [sinks.out]
 type = "file"
 path = "out.log"
 inputs = ["keep"]
-"#
+"#,
     );
     let (running, metrics, _) = start(d.path(), &toml).await;
     let mut gen = Generator::new(Some(5));
@@ -163,14 +163,9 @@ inputs = ["keep"]
 async fn health_turns_503_while_a_sink_is_down_and_200_after() {
     let d = tempfile::tempdir().unwrap();
     let port = free_port();
-    let toml = format!(
-        r#"[admin]
-address = "127.0.0.1:{port}"
-
-[reload]
-watch = false
-
-[batch]
+    let toml = with_admin(
+        port,
+        r#"[batch]
 max_wait = "10ms"
 
 [sources.gen]
@@ -181,7 +176,7 @@ rate = 500.0
 type = "file"
 path = "sub/out.log"
 inputs = ["gen"]
-"#
+"#,
     );
     let (running, metrics, _) = start(d.path(), &toml).await;
     until("first writes", 10, || {
@@ -226,14 +221,9 @@ inputs = ["gen"]
 async fn tap_and_top_show_a_running_pipeline() {
     let d = tempfile::tempdir().unwrap();
     let port = free_port();
-    let toml = format!(
-        r#"[admin]
-address = "127.0.0.1:{port}"
-
-[reload]
-watch = false
-
-[batch]
+    let toml = with_admin(
+        port,
+        r#"[batch]
 max_wait = "10ms"
 
 [sources.gen]
@@ -243,13 +233,13 @@ rate = 2000.0
 [transforms.keep]
 plugin = "filter"
 inputs = ["gen"]
-config = {{ min_level = "warn" }}
+config = { min_level = "warn" }
 
 [sinks.out]
 type = "file"
 path = "out.log"
 inputs = ["keep"]
-"#
+"#,
     );
     let (running, metrics, path) = start(d.path(), &toml).await;
     until("traffic", 10, || {
