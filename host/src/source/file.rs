@@ -422,11 +422,10 @@ impl Tailer {
             if t.skipping {
                 t.skipping = false;
             } else if line.len() > max_line {
-                ComponentMetrics::add(&metrics.long_lines, 1);
                 long_line(
                     &mut self.batcher,
                     &mut t.decoder,
-                    long_lines,
+                    (long_lines, &metrics),
                     &t.path,
                     &line[..max_line],
                 );
@@ -451,11 +450,10 @@ impl Tailer {
         // A line already longer than allowed: deal with it now rather than
         // hold it all in memory.
         if t.buf.len() > max_line && !t.skipping {
-            ComponentMetrics::add(&metrics.long_lines, 1);
             long_line(
                 &mut self.batcher,
                 &mut t.decoder,
-                long_lines,
+                (long_lines, &metrics),
                 &t.path,
                 &t.buf[..max_line],
             );
@@ -646,14 +644,16 @@ impl Tailer {
     }
 }
 
-/// The first `max_line` bytes of a longer line, as `long_lines` says.
+/// The first `max_line` bytes of a longer line, as `long_lines` says;
+/// counted in `long_lines`.
 fn long_line(
     batcher: &mut Batcher,
     decoder: &mut LineDecoder,
-    mode: LongLines,
+    (mode, metrics): (LongLines, &ComponentMetrics),
     path: &Path,
     head: &[u8],
 ) {
+    ComponentMetrics::add(&metrics.long_lines, 1);
     match mode {
         LongLines::Truncate => batcher.line(decoder, head),
         LongLines::DeadLetter => batcher.reject(
