@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{counts, read_json_lines, sluice, start, until};
+use crate::util::{counts, read_json_lines, spawn_run, start, until};
 use crate::CHAOS;
 
 /// A redis-server of our own, with its data in a temporary folder (append
@@ -451,12 +451,7 @@ fn spawn(dir: &Path, name: &str, url: &str) -> Child {
         + &format!("\n[sinks.out]\ntype = \"file\"\npath = \"{name}.log\"\ninputs = [\"q\"]\n");
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml).unwrap();
-    sluice()
-        .args(["run", "--quiet"])
-        .arg(&path)
-        .env("RUST_LOG", "error")
-        .spawn()
-        .unwrap()
+    spawn_run(&path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{read_json_lines, run, sluice, start, until};
+use crate::util::{read_json_lines, run, spawn_run, start, until};
 
 /// The `(file, n)` of every event a sink wrote, from lines `"<file> <n>"`.
 fn seen(out: &Path) -> Vec<(String, u64)> {
@@ -372,14 +372,7 @@ async fn kill_9_while_tailing_skips_nothing() {
     let toml = tail_pipeline("app.log", "checkpoint = \"tail.json\"");
     let path = d.path().join("pipeline.toml");
     std::fs::write(&path, toml).unwrap();
-    let spawn = || {
-        sluice()
-            .args(["run", "--quiet"])
-            .arg(&path)
-            .env("RUST_LOG", "error")
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_run(&path);
     let out = d.path().join("out.log");
     let total = 60_000u64;
     // Writing goes on across the kills.

@@ -131,6 +131,17 @@ pub fn sluice() -> std::process::Command {
     cmd
 }
 
+/// `sluice run --quiet` on a pipeline file, in the background, logging
+/// only errors.
+pub fn spawn_run(pipeline: &Path) -> std::process::Child {
+    sluice()
+        .args(["run", "--quiet"])
+        .arg(pipeline)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap()
+}
+
 /// Resident memory of this process, in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
