@@ -378,12 +378,6 @@ pub struct Scan {
     pub spill: Option<std::sync::Arc<Spill>>,
 }
 
-/// The next record of a spill, or `None` at its end.
-fn decode(r: &mut SpillReader<impl BufRead>, file: usize) -> std::io::Result<Option<Record>> {
-    let mut rec = Record::default();
-    Ok(r.read_into(file, &mut rec)?.then_some(rec))
-}
-
 /// Parse a file once: is it sorted, which components does it hold, which
 /// lines are problems; its records go to a [`Spill`].
 pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<Scan> {
@@ -520,9 +514,9 @@ impl Merge {
                 Some(spill) if scan.sorted => Stream::Spilled(spill.open()?),
                 Some(spill) => {
                     let mut reader = spill.open()?;
-                    let mut records = Vec::new();
-                    while let Some(r) = decode(&mut reader, i)? {
-                        records.push(r);
+                    let (mut records, mut r) = (Vec::new(), Record::default());
+                    while reader.read_into(i, &mut r)? {
+                        records.push(std::mem::take(&mut r));
                     }
                     records.sort_by_key(|r| (r.ts, r.line));
                     Stream::Sorted(records.into_iter())
@@ -561,12 +555,6 @@ impl Merge {
             std::collections::binary_heap::PeekMut::pop(top);
         }
         Ok(true)
-    }
-
-    /// The next record in time order (ties: by file, then line).
-    pub fn next_record(&mut self) -> anyhow::Result<Option<Record>> {
-        let mut r = Record::default();
-        Ok(self.next_into(&mut r)?.then_some(r))
     }
 }
 

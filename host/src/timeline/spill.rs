@@ -266,19 +266,9 @@ impl<R: BufRead> SpillReader<R> {
         let len = u32::from_le_bytes(len) as usize;
         let mut text = std::mem::take(&mut rec.text).into_bytes();
         text.clear();
-        let buffered = self.input.fill_buf()?;
-        if buffered.len() >= len {
-            let bytes = &buffered[..len];
-            Self::decode(
-                &mut self.names,
-                &mut self.spans,
-                (&mut self.ts, &mut self.line),
-                bytes,
-                rec,
-                &mut text,
-            )?;
-            self.input.consume(len);
-        } else {
+        // Straight from the reader's buffer when the record is all there.
+        let buffered = self.input.fill_buf()?.len() >= len;
+        if !buffered {
             // Grown only as bytes arrive: a damaged length asks for no memory.
             self.scratch.clear();
             let got = (&mut self.input)
@@ -287,14 +277,22 @@ impl<R: BufRead> SpillReader<R> {
             if got < len {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            Self::decode(
-                &mut self.names,
-                &mut self.spans,
-                (&mut self.ts, &mut self.line),
-                &self.scratch,
-                rec,
-                &mut text,
-            )?;
+        }
+        let bytes = if buffered {
+            &self.input.fill_buf()?[..len]
+        } else {
+            &self.scratch[..]
+        };
+        Self::decode(
+            &mut self.names,
+            &mut self.spans,
+            (&mut self.ts, &mut self.line),
+            bytes,
+            rec,
+            &mut text,
+        )?;
+        if buffered {
+            self.input.consume(len);
         }
         rec.file = file;
         rec.text = String::from_utf8(text).map_err(|_| damaged())?;
