@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
 use sluice::plugin::Runtime;
 use sluice::topology;
 

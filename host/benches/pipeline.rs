@@ -16,9 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::base::event::Batch;
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::event::Batch;
-use sluice::metrics::Registry;
 use sluice::plugin::{bundled, PluginLimits, Runtime};
 use sluice::topology;
 use sluice_plugin::{process_batch, Config, Plugin};
@@ -144,7 +144,7 @@ inputs = ["router"]
     let run_once = |metrics_on: bool, slow_tap: bool| -> Duration {
         let _ = std::fs::remove_file(dir.path().join("errors.log"));
         let _ = std::fs::remove_file(dir.path().join("rest.log"));
-        sluice::metrics::set_enabled(metrics_on);
+        sluice::base::metrics::set_enabled(metrics_on);
         let elapsed = rt.block_on(async {
             let config = PipelineConfig::load(&pipeline_path).unwrap();
             let plan = topology::plan(config, runtime.clone()).await.unwrap();
@@ -163,7 +163,7 @@ inputs = ["router"]
             }
             elapsed
         });
-        sluice::metrics::set_enabled(true);
+        sluice::base::metrics::set_enabled(true);
         elapsed
     };
     let best_of = |metrics_on: bool, slow_tap: bool, label: &str| -> Duration {

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
 use sluice::plugin::Runtime;
 use sluice::topology;
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
 use sluice::plugin::Runtime;
 use sluice::topology;
 

@@ -18,9 +18,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::Registry;
+use crate::base::metrics::Registry;
 use crate::topology::reload::reload_all;
-use crate::topology::running::ReloadHandle;
+use crate::topology::reload::ReloadHandle;
 
 /// What the admin endpoints read and act on.
 pub struct Admin {
@@ -235,7 +235,7 @@ fn health(metrics: &Registry) -> Response<Body> {
 type Counter = (
     &'static str,
     &'static str,
-    fn(&crate::metrics::Snapshot) -> u64,
+    fn(&crate::base::metrics::Snapshot) -> u64,
 );
 
 /// The metrics in the Prometheus text format.
@@ -356,13 +356,13 @@ pub fn prometheus(metrics: &Registry) -> String {
     let name = "sluice_batch_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Time to process one batch: the plugin call (transforms), the write (sinks).\n# TYPE {name} histogram");
     for (component, kind, m) in metrics.components() {
-        if kind == crate::metrics::Kind::Source {
+        if kind == crate::base::metrics::Kind::Source {
             continue;
         }
         let (cumulative, sum) = m.batch_seconds.read();
         let labels = format!("component=\"{component}\",kind=\"{}\"", kind.as_str());
         for (i, c) in cumulative.iter().enumerate() {
-            let le = crate::metrics::BUCKETS
+            let le = crate::base::metrics::BUCKETS
                 .get(i)
                 .map_or("+Inf".to_string(), |b| b.to_string());
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");

@@ -25,11 +25,10 @@
 //! - [`cli`]: the `sluice` command line.
 
 pub mod admin;
+pub mod base;
 pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod event;
-pub mod metrics;
 pub mod plugin;
 pub mod sink;
 pub mod source;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use toml::Spanned;
 
+use crate::base::metrics::Registry;
 use crate::config::{Named, PipelineConfig, TestCondition, TestConfig};
-use crate::metrics::Registry;
 use crate::plugin::Runtime;
 use crate::sink::{CaptureConfig, SinkConfig};
 use crate::source::{MemoryConfig, SourceConfig};

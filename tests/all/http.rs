@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice::metrics::Registry;
+use sluice::base::metrics::Registry;
 use sluice::topology::Running;
 
 use crate::util::{counts, free_port, read_json_lines, rss_kib};

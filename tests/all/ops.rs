@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
 use sluice::source::generate::Generator;
 use sluice::topology::{self, Running};
 
@@ -415,7 +415,7 @@ fn the_dashboard_uses_metrics_that_exist() {
     )
     .unwrap();
     let metrics = Registry::default();
-    let m = metrics.component("t", sluice::metrics::Kind::Transform);
+    let m = metrics.component("t", sluice::base::metrics::Kind::Transform);
     m.batch_seconds.observe(Duration::from_millis(3));
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
     metrics.queue("t", &tx);

@@ -119,7 +119,7 @@ async fn http_ingest_then_redis_worker() {
     let plan = sluice::topology::plan(config, crate::util::runtime())
         .await
         .unwrap();
-    let metrics = sluice::metrics::Registry::default();
+    let metrics = sluice::base::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     let post = move |body: &str| {
         let mut s = loop {
@@ -167,7 +167,7 @@ async fn http_ingest_then_redis_worker() {
     let plan = sluice::topology::plan(config, crate::util::runtime())
         .await
         .unwrap();
-    let metrics = sluice::metrics::Registry::default();
+    let metrics = sluice::base::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     for _ in 0..500 {
         if metrics.get("daily").is_some_and(|s| s.events_out >= 1)

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
 use sluice::topology;
-use sluice::topology::running::{ReloadHandle, StopHandle};
+use sluice::topology::reload::ReloadHandle;
+use sluice::topology::running::StopHandle;
 
 use crate::util::{counts, free_port, read_json_lines, start};
 use crate::{FILTER, TAG, TAG_B};

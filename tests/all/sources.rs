@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
-use sluice::metrics::Registry;
 use sluice::topology;
 
 use crate::util::{counts, read_json_lines, run, runtime};

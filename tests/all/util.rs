@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use sluice::base::metrics::{Registry, Snapshot};
 use sluice::config::PipelineConfig;
-use sluice::metrics::{Registry, Snapshot};
 use sluice::plugin::Runtime;
 use sluice::topology;
 
@@ -161,7 +161,7 @@ pub fn rss_kib() -> u64 {
 pub async fn start(
     dir: &Path,
     toml: &str,
-) -> (sluice::topology::Running, sluice::metrics::Registry) {
+) -> (sluice::topology::Running, sluice::base::metrics::Registry) {
     std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
     let plan = sluice::topology::plan(
         sluice::config::PipelineConfig::load(&dir.join("pipeline.toml")).unwrap(),
@@ -169,7 +169,7 @@ pub async fn start(
     )
     .await
     .unwrap();
-    let metrics = sluice::metrics::Registry::default();
+    let metrics = sluice::base::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
     (running, metrics)
 }

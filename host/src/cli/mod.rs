@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::base::metrics::Registry;
 use crate::config::PipelineConfig;
-use crate::metrics::Registry;
 use crate::plugin::Runtime;
 use crate::topology;
 
@@ -261,7 +261,7 @@ fn events_read(metrics: &Registry) -> u64 {
         .snapshot()
         .iter()
         .filter(|s| {
-            s.kind == crate::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
+            s.kind == crate::base::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
         })
         .map(|s| s.events_in)
         .sum()

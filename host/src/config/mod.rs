@@ -15,75 +15,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 pub use error::{ConfigError, Locator};
 
-use crate::sink::SinkConfig;
-use crate::source::SourceConfig;
-
-/// Batching: how many events move together and how long a source waits to
-/// fill a batch. What hand-made loggers call LOG_BUFFER_SIZE and
-/// LOG_FLUSH_INTERVAL.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Most events in one batch.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Longest a source holds a partial batch before sending it.
-    #[serde(default = "default_max_wait", with = "duration")]
-    pub max_wait: Duration,
-    /// Batches in flight between two stages (the bounded channel's size);
-    /// a full channel is backpressure.
-    #[serde(default = "default_buffer")]
-    pub buffer: usize,
-}
-
-fn default_max_events() -> usize {
-    1024
-}
-fn default_max_wait() -> Duration {
-    Duration::from_millis(200)
-}
-fn default_buffer() -> usize {
-    8
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_events: default_max_events(),
-            max_wait: default_max_wait(),
-            buffer: default_buffer(),
-        }
-    }
-}
-
-/// A source's override of the pipeline's batching.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchOverride {
-    #[serde(default)]
-    pub max_events: Option<usize>,
-    #[serde(default, with = "duration::option")]
-    pub max_wait: Option<Duration>,
-}
-
-impl BatchConfig {
-    /// These settings with a source's overrides applied.
-    pub fn with(self, o: Option<BatchOverride>) -> Self {
-        let o = o.unwrap_or_default();
-        Self {
-            max_events: o.max_events.unwrap_or(self.max_events),
-            max_wait: o.max_wait.unwrap_or(self.max_wait),
-            buffer: self.buffer,
-        }
-    }
-}
+use crate::base::settings::{duration, BatchConfig, BuildContext, BuildError, Tagged};
+use crate::sink::{Sink, SinkConfig};
+use crate::source::{Source, SourceConfig};
 
 /// What a transform does with an event that makes its plugin fail.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -100,7 +40,7 @@ pub enum OnError {
 }
 
 /// `[transforms.NAME]`: a wasm plugin over the events of its inputs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     /// A bundled plugin's name (`filter`, `route`, `mask`) or a path to a
@@ -381,36 +321,54 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// The folder of the pipeline file: relative paths resolve against it.
+    pub fn dir(&self) -> &Path {
+        self.locator.file().parent().unwrap_or(Path::new("."))
+    }
+
     /// Resolve a path written in the pipeline file: relative to the file.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.locator
-                .file()
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(path)
+        self.build_context("").resolve(path)
+    }
+
+    /// What the `build` of component `name` is given.
+    pub fn build_context<'a>(&'a self, name: &'a str) -> BuildContext<'a> {
+        BuildContext {
+            name,
+            dir: self.dir(),
+            batch: self.batch,
         }
+    }
+
+    /// Build a source, as `sluice validate` and a start do: an error names
+    /// the file, line and `sources.NAME.KEY`.
+    pub fn build_source(&self, s: &Named<SourceConfig>) -> Result<Box<dyn Source>, ConfigError> {
+        s.config
+            .kind()
+            .build(&self.build_context(&s.name))
+            .map_err(|e| self.build_error("sources", s, e))
+    }
+
+    /// Build a sink; errors as [`PipelineConfig::build_source`].
+    pub fn build_sink(&self, s: &Named<SinkConfig>) -> Result<Box<dyn Sink>, ConfigError> {
+        s.config
+            .kind()
+            .build(&self.build_context(&s.name))
+            .map_err(|e| self.build_error("sinks", s, e))
+    }
+
+    fn build_error<T>(&self, section: &str, c: &Named<T>, e: BuildError) -> ConfigError {
+        let key = match e.key {
+            Some(k) => format!("{section}.{}.{k}", c.name),
+            None => format!("{section}.{}", c.name),
+        };
+        self.locator.error(Some(c.span.clone()), key, e.message)
     }
 }
 
 fn take<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<'i>>> {
     let k = table.keys().find(|k| k.get_ref() == key)?.clone();
     table.remove(&k)
-}
-
-/// A kind chosen by a `type` key: the closed set of sources or sinks.
-pub trait Tagged: Sized {
-    /// The accepted values of `type`.
-    const KINDS: &'static [&'static str];
-    /// Deserialize the table of kind `kind`.
-    fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error>;
-}
-
-/// Deserialize one variant struct from a spanned table, keeping spans.
-pub fn variant<T: DeserializeOwned>(table: ValueDeserializer<'_>) -> Result<T, toml::de::Error> {
-    T::deserialize(table)
 }
 
 fn tagged<T: Tagged>(
@@ -474,97 +432,3 @@ fn tagged<T: Tagged>(
     }
     Ok(out)
 }
-
-/// `"200ms"`, `"1s"`, `"2m"` (humantime) or a number of milliseconds.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Millis(u64),
-    }
-
-    fn convert<E: serde::de::Error>(raw: Raw) -> Result<Duration, E> {
-        match raw {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(s) => humantime::parse_duration(&s).map_err(|e| {
-                E::custom(format!(
-                    "invalid duration `{s}`: {e} (write e.g. \"200ms\", \"5s\", \"2m\")"
-                ))
-            }),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        convert(Raw::deserialize(d)?)
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            Option::<Raw>::deserialize(d)?.map(convert).transpose()
-        }
-    }
-}
-
-/// Sizes: a number of bytes or `"512KiB"`, `"10MiB"`, `"1MB"`.
-pub mod size {
-    use serde::{Deserialize, Deserializer};
-
-    /// `1048576`, `"512KiB"`, `"10MiB"`, `"1MB"`.
-    pub fn parse(s: &str) -> Result<usize, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
-        let mult = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "k" | "kb" => 1e3,
-            "kib" => 1024.0,
-            "m" | "mb" => 1e6,
-            "mib" => 1048576.0,
-            "g" | "gb" => 1e9,
-            "gib" => 1073741824.0,
-            other => {
-                return Err(format!(
-                    "invalid size unit `{other}` in `{s}` (write e.g. 10MiB)"
-                ))
-            }
-        };
-        Ok((n * mult) as usize)
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(usize),
-        S(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(n),
-            Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-
-    pub mod option {
-        use serde::Deserializer;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
-}
-
-/// Tags the `type` key is consumed by [`Tagged`] dispatch; variant structs
-/// declare it so `deny_unknown_fields` accepts it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TypeTag(#[allow(dead_code)] String);

@@ -4,9 +4,12 @@
 //! - `runtime`: the engine, the on-disk compilation cache, sandboxed
 //!   instances and the failure model (trap, timeout, memory).
 //! - `bundled`: the plugins shipped inside the `sluice` binary.
+//! - `loader`: the plugin of each transform of a pipeline, found, compiled
+//!   (or taken from the cache) and `init`-ed: the only way plugins are loaded.
 
 pub mod bindings;
 pub mod bundled;
+pub mod loader;
 pub mod runtime;
 
 pub use runtime::{CallError, LoadedPlugin, PluginError, PluginLimits, Runtime};

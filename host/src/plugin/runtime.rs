@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, Info, LogLevel, Plugin, PluginPre, Verdicts};
+use sluice_plugin::action;
+
 use crate::delivery::ErrorKind;
 
 /// How often the epoch advances: the granularity of time budgets.
@@ -84,9 +86,58 @@ impl Default for PluginLimits {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     /// The transform's name, to tag what the plugin logs.
     plugin: Arc<str>,
+}
+
+/// The store's limits, remembering that a memory growth was refused: a
+/// trap that follows is the plugin running out of memory, whatever the
+/// guest made of the refusal (an abort, an `unreachable`).
+struct Limiter {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl WasiView for HostState {
@@ -386,22 +437,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Classify an error that came out of wasm.
-fn classify(err: &wasmtime::Error) -> ErrorKind {
+/// Classify an error that came out of wasm, by the trap code and by
+/// whether the store refused memory on the way.
+fn classify(err: &wasmtime::Error, memory_refused: bool) -> ErrorKind {
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => ErrorKind::Timeout,
         Some(Trap::StackOverflow) => ErrorKind::StackOverflow,
-        _ => {
-            let text = format!("{err:?}");
-            if text.contains("growing memory")
-                || text.contains("memory allocation")
-                || text.contains("out of memory")
-            {
-                ErrorKind::Memory
-            } else {
-                ErrorKind::Trap
-            }
-        }
+        _ if memory_refused => ErrorKind::Memory,
+        _ => ErrorKind::Trap,
     }
 }
 
@@ -458,31 +501,39 @@ impl LoadedPlugin {
             // No capability at all: no files, env, args, sockets or stdio.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory)
-                .instances(4)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory)
+                    .instances(4)
+                    .tables(16)
+                    .memories(4)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory_refused: false,
+            },
             plugin: self.name.clone(),
         };
         let mut store = Store::new(&self.compiled.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
-        let trap = |e: wasmtime::Error| PluginError::InitTrap {
-            plugin: self.name.to_string(),
-            kind: classify(&e),
+        let name = self.name.clone();
+        let trap = |e: wasmtime::Error, store: &Store<HostState>| PluginError::InitTrap {
+            plugin: name.to_string(),
+            kind: classify(&e, store.data().limits.memory_refused),
             message: format!("{e:#}"),
         };
-        let plugin = self.compiled.pre.instantiate(&mut store).map_err(trap)?;
-        let info = plugin
-            .call_init(&mut store, &self.config)
-            .map_err(trap)?
-            .map_err(|message| PluginError::Init {
-                plugin: self.name.to_string(),
-                message,
-            })?;
+        let plugin = match self.compiled.pre.instantiate(&mut store) {
+            Ok(p) => p,
+            Err(e) => return Err(trap(e, &store)),
+        };
+        let info = match plugin.call_init(&mut store, &self.config) {
+            Ok(r) => r,
+            Err(e) => return Err(trap(e, &store)),
+        }
+        .map_err(|message| PluginError::Init {
+            plugin: self.name.to_string(),
+            message,
+        })?;
         self.instance = Some(Instance { store, plugin });
         Ok(info)
     }
@@ -520,9 +571,10 @@ impl LoadedPlugin {
                 message,
             }),
             Err(e) => {
+                let kind = classify(&e, inst.store.data().limits.memory_refused);
                 self.instance = None;
                 Err(CallError {
-                    kind: classify(&e),
+                    kind,
                     message: format!("{e:#}"),
                 })
             }
@@ -557,8 +609,8 @@ fn check_verdicts(
     let mut replaced = 0;
     for &a in &v.actions {
         match a {
-            0 | 1 => {}
-            2 => replaced += 1,
+            action::DROP | action::KEEP => {}
+            action::REPLACE => replaced += 1,
             other => return bad(format!("unknown action {other}")),
         }
     }

@@ -7,89 +7,90 @@ pub mod stdout;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use toml::de::ValueDeserializer;
 use toml::Spanned;
 
-use crate::config::{variant, Tagged};
-use crate::event::{Batch, SharedBatch};
-use crate::metrics::ComponentMetrics;
+use crate::base::event::{Batch, SharedBatch};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::settings::{kinds, BuildContext, BuildError, Task};
 
-/// `[sinks.NAME]`: the closed set of sink kinds, chosen by `type`.
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    Stdout(stdout::StdoutConfig),
-    File(file::FileSinkConfig),
-    Redis(redis::RedisSinkConfig),
-    /// Keeps what it receives in memory: what `sluice test` reads. Not a
-    /// `type` a pipeline file can name.
-    Capture(CaptureConfig),
-}
-
-impl Tagged for SinkConfig {
-    const KINDS: &'static [&'static str] = &["stdout", "file", "redis"];
-
-    fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
-        Ok(match kind {
-            "stdout" => SinkConfig::Stdout(variant(table)?),
-            "file" => {
-                let c: file::FileSinkConfig = variant(table)?;
-                c.check()
-                    .map_err(<toml::de::Error as serde::de::Error>::custom)?;
-                SinkConfig::File(c)
-            }
-            "redis" => SinkConfig::Redis(variant(table)?),
-            other => unreachable!("kind {other} is not in KINDS"),
-        })
+kinds! {
+    /// `[sinks.NAME]`: the closed set of sink kinds, chosen by `type`.
+    pub enum SinkConfig: dyn SinkKind {
+        "stdout" => Stdout(stdout::StdoutConfig),
+        "file" => File(file::FileSinkConfig),
+        "redis" => Redis(redis::RedisSinkConfig),
+    }
+    internal {
+        /// Keeps what it receives in memory: what `sluice test` reads. Not a
+        /// `type` a pipeline file can name.
+        Capture(CaptureConfig),
     }
 }
+
+/// What every sink kind's config implements. The topology knows sinks only
+/// through it.
+pub trait SinkKind: std::fmt::Debug + Send + Sync {
+    /// Check what can be checked before running (a template, a URL, an
+    /// unset variable) and return the sink ready to start, its paths
+    /// resolved. `sluice validate` reports these errors as it reports
+    /// parse errors.
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError>;
+
+    /// The components this sink reads (`inputs = [...]`).
+    fn inputs(&self) -> &[Spanned<String>];
+
+    /// The same, to change (a reload compares sinks without their inputs).
+    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>>;
+
+    /// The sink that takes what this one gives up on (`fallback = "..."`).
+    fn fallback(&self) -> Option<&Spanned<String>> {
+        None
+    }
+}
+
+/// A built sink.
+pub trait Sink: Send {
+    /// The task that writes what arrives on `ctx.input` until it closes,
+    /// dropping each batch (which acknowledges it) only once it is durable.
+    fn start(self: Box<Self>, ctx: SinkContext) -> Task;
+}
+
+/// `impl Sink` for a config that is its own running sink, through its
+/// inherent `async fn run(self, ctx)`.
+macro_rules! runs_itself {
+    ($t:ty) => {
+        impl $crate::sink::Sink for $t {
+            fn start(
+                self: Box<Self>,
+                ctx: $crate::sink::SinkContext,
+            ) -> $crate::base::settings::Task {
+                Box::pin(self.run(ctx))
+            }
+        }
+    };
+}
+use runs_itself;
 
 impl SinkConfig {
-    /// The same config with its paths resolved against the pipeline file.
-    pub fn resolved(&self, pipeline: &crate::config::PipelineConfig) -> Self {
-        match self.clone() {
-            SinkConfig::File(mut c) => {
-                c.path.base = pipeline.resolve(std::path::Path::new(""));
-                SinkConfig::File(c)
-            }
-            other => other,
-        }
-    }
-
-    /// What a running sink depends on, for reloads: its settings without
-    /// its inputs (rewired without a restart) and without the positions of
-    /// its keys in the file (moving a line must not restart it).
-    pub fn restart_key(&self) -> String {
-        let mut c = self.clone();
-        match &mut c {
-            SinkConfig::Stdout(x) => x.inputs.clear(),
-            SinkConfig::File(x) => x.inputs.clear(),
-            SinkConfig::Capture(x) => x.inputs.clear(),
-            SinkConfig::Redis(x) => {
-                x.inputs.clear();
-                if let Some(f) = &mut x.fallback {
-                    *f = Spanned::new(0..0, f.get_ref().clone());
-                }
-            }
-        }
-        format!("{c:?}")
-    }
-
-    /// The sink that takes what this one cannot write.
-    pub fn fallback(&self) -> Option<&Spanned<String>> {
-        match self {
-            SinkConfig::Redis(c) => c.fallback.as_ref(),
-            _ => None,
-        }
-    }
-
     /// The components this sink reads.
     pub fn inputs(&self) -> &[Spanned<String>] {
-        match self {
-            SinkConfig::Stdout(c) => &c.inputs,
-            SinkConfig::File(c) => &c.inputs,
-            SinkConfig::Capture(c) => &c.inputs,
-            SinkConfig::Redis(c) => &c.inputs,
-        }
+        self.kind().inputs()
+    }
+
+    /// The sink that takes what this one gives up on.
+    pub fn fallback(&self) -> Option<&Spanned<String>> {
+        self.kind().fallback()
+    }
+
+    /// Whether a running sink of config `self` can stay when the pipeline
+    /// now says `other`: the same settings, compared by value (not by
+    /// where they stand in the file), apart from its inputs, which are
+    /// rewired without a restart.
+    pub fn same_settings(&self, other: &SinkConfig) -> bool {
+        let (mut a, mut b) = (self.clone(), other.clone());
+        a.kind_mut().inputs_mut().clear();
+        b.kind_mut().inputs_mut().clear();
+        a == b
     }
 }
 
@@ -99,6 +100,28 @@ pub struct CaptureConfig {
     pub inputs: Vec<Spanned<String>>,
     pub events: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
+
+impl PartialEq for CaptureConfig {
+    /// Two captures are the same when they fill the same memory.
+    fn eq(&self, other: &Self) -> bool {
+        self.inputs == other.inputs && Arc::ptr_eq(&self.events, &other.events)
+    }
+}
+
+impl SinkKind for CaptureConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn inputs(&self) -> &[Spanned<String>] {
+        &self.inputs
+    }
+
+    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
+        &mut self.inputs
+    }
+}
+runs_itself!(CaptureConfig);
 
 impl CaptureConfig {
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
@@ -119,7 +142,7 @@ pub struct SinkContext {
     pub input: mpsc::Receiver<SharedBatch>,
     pub metrics: Arc<ComponentMetrics>,
     /// Where batches go when this sink gives up on them (`fallback`).
-    pub fallback: Option<crate::topology::output::Output>,
+    pub fallback: Option<crate::base::output::Output>,
 }
 
 /// Encode a batch as JSON lines into `out`.
@@ -146,21 +169,22 @@ impl SinkContext {
 mod tests {
     use std::path::Path;
 
+    use super::SinkConfig;
     use crate::config::PipelineConfig;
 
-    fn key(text: &str) -> String {
+    fn key(text: &str) -> SinkConfig {
         let c = PipelineConfig::parse(Path::new("p.toml"), text).unwrap();
-        c.sinks[0].config.restart_key()
+        c.sinks[0].config.clone()
     }
 
     #[test]
-    fn restart_key_ignores_inputs_and_positions() {
+    fn same_settings_ignores_inputs_and_positions() {
         let base = "[sources.a]\ntype = \"stdin\"\n[sources.b]\ntype = \"stdin\"\n[sinks.out]\ntype = \"file\"\npath = \"x.log\"\ninputs = [\"a\"]\n";
         let moved = format!(
             "# a comment\n\n{}",
             base.replace("[\"a\"]", "[\"a\", \"b\"]")
         );
-        assert_eq!(key(base), key(&moved));
-        assert_ne!(key(base), key(&base.replace("x.log", "y.log")));
+        assert!(key(base).same_settings(&key(&moved)));
+        assert!(!key(base).same_settings(&key(&base.replace("x.log", "y.log"))));
     }
 }

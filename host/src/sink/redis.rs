@@ -13,10 +13,11 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::SinkContext;
-use crate::config::{duration, TypeTag};
-use crate::event::{Batch, SharedBatch};
-use crate::metrics::ComponentMetrics;
+use super::{runs_itself, Sink, SinkContext, SinkKind};
+use crate::base::event::{Batch, SharedBatch};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::settings::{duration, BuildContext, BuildError, TypeTag};
+use crate::delivery::Backoff;
 
 /// How an event is laid out in a stream entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -30,7 +31,7 @@ pub enum Layout {
 }
 
 /// `[sinks.NAME] type = "redis"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
     #[serde(rename = "type")]
@@ -57,6 +58,10 @@ pub struct RedisSinkConfig {
     pub fallback: Option<Spanned<String>>,
 }
 
+/// First and longest wait between two attempts at a batch.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 fn default_field() -> String {
     "event".to_string()
 }
@@ -72,7 +77,7 @@ fn marked(batch: &Batch, error: &str) -> Batch {
     );
     for e in batch.iter() {
         out.data.extend_from_slice(b"{\"_sluice_error\":");
-        crate::event::push_json_str(&mut out.data, error);
+        crate::base::event::push_json_str(&mut out.data, error);
         let rest = e[1..].trim_ascii_start();
         if rest != b"}" {
             out.data.push(b',');
@@ -83,6 +88,27 @@ fn marked(batch: &Batch, error: &str) -> Batch {
     out.acks = batch.acks.clone();
     out
 }
+
+impl SinkKind for RedisSinkConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        redis::Client::open(self.url.as_str())
+            .map_err(|e| BuildError::key("url", format!("not a Redis URL: {e}")))?;
+        Ok(Box::new(self.clone()))
+    }
+
+    fn inputs(&self) -> &[Spanned<String>] {
+        &self.inputs
+    }
+
+    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
+        &mut self.inputs
+    }
+
+    fn fallback(&self) -> Option<&Spanned<String>> {
+        self.fallback.as_ref()
+    }
+}
+runs_itself!(RedisSinkConfig);
 
 impl RedisSinkConfig {
     fn command(&self, pipe: &mut redis::Pipeline, event: &[u8]) {
@@ -142,12 +168,11 @@ impl RedisSinkConfig {
         let mut con = None;
         while let Some(batch) = ctx.input.recv().await {
             let started = Instant::now();
-            let mut delay = Duration::from_millis(50);
-            let mut failing = false;
+            let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
             loop {
                 match self.write(&mut con, &client, &batch).await {
                     Ok(()) => {
-                        if failing {
+                        if backoff.attempts() > 0 {
                             tracing::info!(sink = %ctx.name, "redis is back");
                             ComponentMetrics::add(&ctx.metrics.reconnects, 1);
                         }
@@ -156,7 +181,6 @@ impl RedisSinkConfig {
                         break;
                     }
                     Err(e) => {
-                        failing = true;
                         let reason = format!("cannot XADD to {}: {e}", self.stream);
                         ctx.metrics.set_down(Some(reason.clone()));
                         ComponentMetrics::add(&ctx.metrics.retries, 1);
@@ -170,13 +194,9 @@ impl RedisSinkConfig {
                                 break;
                             }
                         }
-                        // Exponential backoff with jitter, so that many
-                        // writers do not reconnect in step.
-                        let jitter =
-                            Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
-                        tracing::warn!(sink = %ctx.name, error = %reason, retry_in_ms = (delay + jitter).as_millis() as u64, "write failed; retrying");
-                        tokio::time::sleep(delay + jitter).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
+                        let delay = backoff.next_delay();
+                        tracing::warn!(sink = %ctx.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
+                        tokio::time::sleep(delay).await;
                     }
                 }
             }

@@ -4,11 +4,11 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use toml::Spanned;
 
-use super::{json_lines, SinkContext};
-use crate::config::TypeTag;
+use super::{json_lines, runs_itself, Sink, SinkContext, SinkKind};
+use crate::base::settings::{BuildContext, BuildError, TypeTag};
 
 /// `[sinks.NAME] type = "stdout"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     #[serde(rename = "type")]
@@ -17,6 +17,21 @@ pub struct StdoutConfig {
     #[serde(default)]
     pub inputs: Vec<Spanned<String>>,
 }
+
+impl SinkKind for StdoutConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn inputs(&self) -> &[Spanned<String>] {
+        &self.inputs
+    }
+
+    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
+        &mut self.inputs
+    }
+}
+runs_itself!(StdoutConfig);
 
 impl StdoutConfig {
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {

@@ -14,39 +14,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::event::Ack;
-
-/// Bytes of a file's start that identify it.
-pub const FINGERPRINT_BYTES: usize = 256;
-
-/// A file's identity on this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-/// A hash of a file's first `len` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub len: usize,
-    pub hash: u64,
-}
-
-impl Fingerprint {
-    pub fn of(bytes: &[u8]) -> Self {
-        // FNV-1a: tiny, stable across versions, good enough for 256 bytes.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x100_0000_01b3);
-        }
-        Self {
-            len: bytes.len(),
-            hash,
-        }
-    }
-}
+use super::fingerprint::{FileId, Fingerprint};
+use crate::base::ack::Ack;
 
 /// One saved position.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{Batcher, SourceContext};
-use crate::config::{BatchOverride, TypeTag};
-use crate::event::Clock;
+use super::{runs_itself, Batcher, Source, SourceContext, SourceKind};
+use crate::base::event::Clock;
+use crate::base::settings::{BatchOverride, BuildContext, BuildError, TypeTag};
 
 /// `[sources.NAME] type = "generate"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {
     #[serde(rename = "type")]
@@ -121,7 +121,7 @@ impl Generator {
             (_, _) => format!("unhandled exception in {path}: connection reset by {ip}"),
         };
         let _ = write!(out, "{{\"timestamp\":\"{}\",\"level\":\"{level}\",\"service\":\"{service}\",\"channel\":\"{service}\",\"message\":", self.clock.now());
-        crate::event::push_json_str(out, &message);
+        crate::base::event::push_json_str(out, &message);
         let _ = write!(
             out,
             ",\"request_id\":\"req-{request:012x}\",\"seq\":{},\"duration_ms\":{ms},\"data\":{{\"path\":\"{path}\",\"client_ip\":\"{ip}\"}}}}",
@@ -129,6 +129,17 @@ impl Generator {
         );
     }
 }
+
+impl SourceKind for GenerateConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn batch(&self) -> Option<BatchOverride> {
+        self.batch
+    }
+}
+runs_itself!(GenerateConfig);
 
 impl GenerateConfig {
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {

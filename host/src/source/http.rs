@@ -29,10 +29,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::SourceContext;
-use crate::config::{duration, size, BatchOverride, TypeTag};
-use crate::event::{Ack, Batch, Clock};
-use crate::metrics::ComponentMetrics;
+use super::{Source, SourceContext, SourceKind};
+use crate::base::ack::Ack;
+use crate::base::event::{Batch, Clock};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::settings::{
+    duration, size, BatchOverride, BuildContext, BuildError, Task, TypeTag,
+};
 
 /// When the source answers a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -57,7 +60,7 @@ pub enum BodyFormat {
 }
 
 /// CORS for browser front ends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Allowed origins; `"*"` allows any.
@@ -72,7 +75,7 @@ fn default_max_age() -> u64 {
 }
 
 /// `[sources.NAME] type = "http"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     #[serde(rename = "type")]
@@ -591,18 +594,40 @@ fn form_event(text: &str) -> Value {
     Value::Object(map)
 }
 
-impl HttpConfig {
-    /// Serve until shutdown.
-    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
+/// A built HTTP source: its config and the token read from the environment.
+struct HttpSource {
+    cfg: HttpConfig,
+    token: Option<String>,
+}
+
+impl SourceKind for HttpConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
         let token = match &self.auth_token_env {
-            Some(var) => Some(std::env::var(var).with_context(|| {
-                format!(
-                    "source {}: auth_token_env names `{var}`, which is not set",
-                    ctx.name
-                )
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                BuildError::key("auth_token_env", format!("names `{var}`, which is not set"))
             })?),
             None => None,
         };
+        Ok(Box::new(HttpSource {
+            cfg: self.clone(),
+            token,
+        }))
+    }
+
+    fn batch(&self) -> Option<BatchOverride> {
+        self.batch
+    }
+}
+
+impl Source for HttpSource {
+    fn start(self: Box<Self>, ctx: SourceContext) -> Task {
+        Box::pin(self.cfg.run(self.token, ctx))
+    }
+}
+
+impl HttpConfig {
+    /// Serve until shutdown; `token` is what `auth_token_env` names.
+    async fn run(self, token: Option<String>, ctx: SourceContext) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&self.address)
             .await
             .with_context(|| format!("source {}: cannot listen on {}", ctx.name, self.address))?;

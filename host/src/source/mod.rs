@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod file;
+pub mod fingerprint;
 pub mod generate;
 pub mod http;
 pub mod redis;
@@ -16,73 +17,79 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
-use toml::de::ValueDeserializer;
 
-use crate::config::{variant, BatchConfig, BatchOverride, Tagged};
+use crate::base::event::{check_object, push_json_str, Batch, Clock};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::output::{Closed, Output, Shutdown};
+use crate::base::settings::{kinds, BatchConfig, BatchOverride, BuildContext, BuildError, Task};
 use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
-use crate::event::{check_object, push_json_str, Batch, Clock};
-use crate::metrics::ComponentMetrics;
-use crate::topology::output::{Closed, Output, Shutdown};
 
-/// `[sources.NAME]`: the closed set of source kinds, chosen by `type`.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Stdin(stdin::StdinConfig),
-    File(file::FileConfig),
-    Generate(generate::GenerateConfig),
-    Http(http::HttpConfig),
-    Redis(redis::RedisSourceConfig),
-    /// Events given in memory: what `sluice test` feeds a pipeline. Not a
-    /// `type` a pipeline file can name.
-    Memory(MemoryConfig),
-}
-
-impl Tagged for SourceConfig {
-    const KINDS: &'static [&'static str] = &["stdin", "file", "generate", "http", "redis"];
-
-    fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error> {
-        Ok(match kind {
-            "stdin" => SourceConfig::Stdin(variant(table)?),
-            "file" => SourceConfig::File(variant(table)?),
-            "generate" => SourceConfig::Generate(variant(table)?),
-            "http" => SourceConfig::Http(variant(table)?),
-            "redis" => SourceConfig::Redis(variant(table)?),
-            other => unreachable!("kind {other} is not in KINDS"),
-        })
+kinds! {
+    /// `[sources.NAME]`: the closed set of source kinds, chosen by `type`.
+    pub enum SourceConfig: dyn SourceKind {
+        "stdin" => Stdin(stdin::StdinConfig),
+        "file" => File(file::FileConfig),
+        "generate" => Generate(generate::GenerateConfig),
+        "http" => Http(http::HttpConfig),
+        "redis" => Redis(redis::RedisSourceConfig),
+    }
+    internal {
+        /// Events given in memory: what `sluice test` feeds a pipeline. Not
+        /// a `type` a pipeline file can name.
+        Memory(MemoryConfig),
     }
 }
 
-impl SourceConfig {
-    /// The same config with its paths resolved against the pipeline file.
-    pub fn resolved(&self, pipeline: &crate::config::PipelineConfig) -> Self {
-        match self.clone() {
-            SourceConfig::File(mut c) => {
-                c.path = pipeline.resolve(&c.path);
-                c.checkpoint = c.checkpoint.map(|p| pipeline.resolve(&p));
-                SourceConfig::File(c)
+/// What every source kind's config implements. The topology knows sources
+/// only through it.
+pub trait SourceKind: std::fmt::Debug + Send + Sync {
+    /// Check what can be checked before running (an unset variable, a bad
+    /// URL) and return the source ready to start, its paths resolved.
+    /// `sluice validate` reports these errors as it reports parse errors.
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError>;
+
+    /// The source's override of the pipeline's batching (`batch = {...}`).
+    fn batch(&self) -> Option<BatchOverride> {
+        None
+    }
+}
+
+/// `impl Source` for a config that is its own running source, through its
+/// inherent `async fn run(self, ctx)`.
+macro_rules! runs_itself {
+    ($t:ty) => {
+        impl $crate::source::Source for $t {
+            fn start(
+                self: Box<Self>,
+                ctx: $crate::source::SourceContext,
+            ) -> $crate::base::settings::Task {
+                Box::pin(self.run(ctx))
             }
-            other => other,
         }
-    }
+    };
+}
+use runs_itself;
 
-    /// The source's batching override, if any.
-    pub fn batch(&self) -> Option<BatchOverride> {
-        match self {
-            SourceConfig::Stdin(c) => c.batch,
-            SourceConfig::File(c) => c.batch,
-            SourceConfig::Generate(c) => c.batch,
-            SourceConfig::Http(c) => c.batch,
-            SourceConfig::Redis(c) => c.batch,
-            SourceConfig::Memory(_) => None,
-        }
-    }
+/// A built source.
+pub trait Source: Send {
+    /// The task that reads until shutdown and sends what it reads to
+    /// `ctx.output`.
+    fn start(self: Box<Self>, ctx: SourceContext) -> Task;
 }
 
 /// The lines a [`SourceConfig::Memory`] source emits.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryConfig {
     pub lines: std::sync::Arc<Vec<String>>,
 }
+
+impl SourceKind for MemoryConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+runs_itself!(MemoryConfig);
 
 impl MemoryConfig {
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {

@@ -20,14 +20,15 @@ use redis::Value;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{Batcher, SourceContext};
-use crate::config::{duration, BatchOverride, TypeTag};
-use crate::delivery::{DeadLetter, ErrorKind};
-use crate::event::{check_object, push_json_str, Ack, Batch, Clock};
-use crate::metrics::ComponentMetrics;
+use super::{runs_itself, Batcher, Source, SourceContext, SourceKind};
+use crate::base::ack::Ack;
+use crate::base::event::{check_object, push_json_str, Batch, Clock};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::settings::{duration, BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 /// `[sources.NAME] type = "redis"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSourceConfig {
     #[serde(rename = "type")]
@@ -211,18 +212,23 @@ pub fn entry_event(
     Ok(())
 }
 
+/// First and longest wait between two attempts to reach Redis.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Connect, retrying with backoff until it works or shutdown.
 async fn connect(
     client: &redis::Client,
     ctx: &SourceContext,
     what: &str,
 ) -> Option<MultiplexedConnection> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut shutdown = ctx.shutdown.clone();
     loop {
         match client.get_multiplexed_async_connection().await {
             Ok(c) => return Some(c),
             Err(e) => {
+                let delay = backoff.next_delay();
                 ComponentMetrics::add(&ctx.metrics.retries, 1);
                 ctx.metrics
                     .set_down(Some(format!("cannot connect to redis ({what}): {e}")));
@@ -231,7 +237,6 @@ async fn connect(
                     _ = shutdown.wait() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -252,7 +257,7 @@ async fn acker(
         while let Ok(more) = rx.try_recv() {
             ids.extend(more);
         }
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             if con.is_none() {
                 con = client.get_multiplexed_async_connection().await.ok();
@@ -272,11 +277,23 @@ async fn acker(
                 }
             }
             ComponentMetrics::add(&metrics.retries, 1);
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
     }
 }
+
+impl SourceKind for RedisSourceConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        redis::Client::open(self.url.as_str())
+            .map_err(|e| BuildError::key("url", format!("not a Redis URL: {e}")))?;
+        Ok(Box::new(self.clone()))
+    }
+
+    fn batch(&self) -> Option<BatchOverride> {
+        self.batch
+    }
+}
+runs_itself!(RedisSourceConfig);
 
 impl RedisSourceConfig {
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {

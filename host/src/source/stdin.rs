@@ -2,11 +2,11 @@
 
 use serde::Deserialize;
 
-use super::{read_lines, Format, LineDecoder, SourceContext};
-use crate::config::{BatchOverride, TypeTag};
+use super::{read_lines, runs_itself, Format, LineDecoder, Source, SourceContext, SourceKind};
+use crate::base::settings::{BatchOverride, BuildContext, BuildError, TypeTag};
 
 /// `[sources.NAME] type = "stdin"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     #[serde(rename = "type")]
@@ -16,6 +16,17 @@ pub struct StdinConfig {
     #[serde(default)]
     pub batch: Option<BatchOverride>,
 }
+
+impl SourceKind for StdinConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn batch(&self) -> Option<BatchOverride> {
+        self.batch
+    }
+}
+runs_itself!(StdinConfig);
 
 impl StdinConfig {
     /// Read standard input to its end.

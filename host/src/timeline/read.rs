@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use sluice_plugin::Level;
 
 use super::spill::{Spill, SpillReader};
-use crate::event::{top_fields, value_text};
+use crate::base::event::{top_fields, value_text};
 
 /// Field names that may hold an event's time, in order of preference.
 const TIME_FIELDS: [&str; 5] = ["timestamp", "time", "ts", "@timestamp", "datetime"];

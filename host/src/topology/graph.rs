@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::{ConfigError, PipelineConfig};
 use crate::delivery::DEAD_LETTERS;
 
-pub use super::output::Port;
+pub use crate::base::output::Port;
 
 /// Resolve an input name (`gen`, `router`, `router.errors`) to a port.
 pub fn resolve_input(

@@ -10,11 +10,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::running::ReloadHandle;
-use crate::config::PipelineConfig;
-use crate::metrics::Registry;
+use super::graph;
+use super::outputs_of;
+use super::running::{Inner, Running};
+use crate::base::metrics::Registry;
+use crate::config::{PipelineConfig, TransformConfig};
+use crate::plugin::loader::{is_plugin_file, load_plugin, load_plugins};
 
 /// What identifies a version of a file on disk.
 type Stamp = Option<(SystemTime, u64, u64)>;
@@ -62,7 +66,7 @@ fn plugin_files(config: &PipelineConfig) -> BTreeMap<String, PathBuf> {
     config
         .transforms
         .iter()
-        .filter(|t| super::is_plugin_file(t.config.plugin.get_ref()))
+        .filter(|t| is_plugin_file(t.config.plugin.get_ref()))
         .map(|t| {
             (
                 t.name.clone(),
@@ -158,5 +162,200 @@ pub async fn watch(handle: ReloadHandle, pipeline: PathBuf, poll: Duration, metr
                 }
             }
         }
+    }
+}
+
+/// A handle to change a running pipeline: reload it, swap plugins.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    inner: Weak<Inner>,
+}
+
+impl ReloadHandle {
+    pub(super) fn new(inner: &Arc<Inner>) -> Self {
+        Self {
+            inner: Arc::downgrade(inner),
+        }
+    }
+
+    /// Apply a new configuration. On error the running pipeline is left
+    /// untouched.
+    pub async fn reload(&self, config: PipelineConfig) -> anyhow::Result<()> {
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))?;
+        Running::reload(&inner, config).await
+    }
+
+    /// Load a transform's plugin file again and swap it in if its bytes
+    /// changed. `Ok(false)`: unchanged.
+    pub async fn reload_plugin(&self, transform: &str) -> anyhow::Result<bool> {
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))?;
+        Running::reload_plugin(&inner, transform).await
+    }
+
+    /// The current configuration.
+    pub async fn config(&self) -> Option<PipelineConfig> {
+        let inner = self.inner.upgrade()?;
+        let state = inner.state.lock().await;
+        Some(state.config.clone())
+    }
+}
+
+impl Running {
+    /// Load a transform's plugin again; swap it in if its bytes changed.
+    async fn reload_plugin(inner: &Arc<Inner>, name: &str) -> anyhow::Result<bool> {
+        let state = inner.state.lock().await;
+        let handle = state
+            .transforms
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("no transform `{name}`"))?;
+        let plugin = load_plugin(&state.config, name, inner.runtime.clone()).await?;
+        if plugin.hash() == handle.hash {
+            return Ok(false);
+        }
+        anyhow::ensure!(
+            plugin.info().outputs == handle.outputs,
+            "the new plugin of `{name}` declares outputs {:?} instead of {:?}; edit the pipeline file to change outputs",
+            plugin.info().outputs,
+            handle.outputs
+        );
+        let hash = plugin.hash().to_string();
+        handle
+            .swaps
+            .send((plugin, handle.on_error))
+            .map_err(|_| anyhow::anyhow!("transform `{name}` has stopped"))?;
+        drop(state);
+        let mut state = inner.state.lock().await;
+        if let Some(h) = state.transforms.get_mut(name) {
+            h.hash = hash;
+        }
+        Ok(true)
+    }
+
+    /// Apply a new configuration: load and check everything first, then
+    /// stop what is gone, swap what changed and start what is new.
+    async fn reload(inner: &Arc<Inner>, new: PipelineConfig) -> anyhow::Result<()> {
+        let mut state = inner.state.lock().await;
+        anyhow::ensure!(!state.stopping, "the pipeline is stopping");
+        let old = state.config.clone();
+        // 1. Load what changed and check the new graph, touching nothing.
+        let keep: BTreeMap<String, TransformConfig> = state
+            .transforms
+            .iter()
+            .map(|(n, t)| (n.clone(), t.config.clone()))
+            .collect();
+        let mut loaded = load_plugins(&new, &inner.runtime, &keep).await?;
+        let running: BTreeMap<String, Vec<String>> = state
+            .transforms
+            .iter()
+            .filter(|(n, _)| new.transforms.iter().any(|t| &t.name == *n))
+            .map(|(n, t)| (n.clone(), t.outputs.clone()))
+            .collect();
+        let outputs = outputs_of(&loaded, &running);
+        graph::check(&new, &outputs)?;
+        for (name, plugin) in &loaded {
+            if let Some(h) = state.transforms.get(name) {
+                anyhow::ensure!(
+                    plugin.info().outputs == h.outputs,
+                    "transform `{name}`: its outputs change ({:?} -> {:?}); that needs a restart",
+                    h.outputs,
+                    plugin.info().outputs
+                );
+            }
+        }
+        let dead = Running::dead_output(inner, &mut state);
+
+        // 2. Stop what is gone or changed; drains behind it.
+        let mut restart_sources = Vec::new();
+        for s in &old.sources {
+            let kept = new
+                .sources
+                .iter()
+                .find(|n| n.name == s.name)
+                .is_some_and(|n| n.config == s.config);
+            if !kept {
+                if let Some(t) = state.sources.remove(&s.name) {
+                    t.trigger();
+                }
+                if new.sources.iter().any(|n| n.name == s.name) {
+                    restart_sources.push(s.name.clone());
+                }
+            }
+        }
+        for s in &old.sinks {
+            let kept = new
+                .sinks
+                .iter()
+                .find(|n| n.name == s.name)
+                .is_some_and(|n| n.config.same_settings(&s.config));
+            if !kept {
+                state.inputs.remove(&s.name);
+            }
+        }
+        for t in &old.transforms {
+            if !new.transforms.iter().any(|n| n.name == t.name) {
+                state.inputs.remove(&t.name);
+                state.transforms.remove(&t.name);
+            }
+        }
+        state.config = new.clone();
+
+        // 3. Swap changed plugins; start what is new.
+        for t in &new.transforms {
+            match (state.transforms.get_mut(&t.name), loaded.remove(&t.name)) {
+                (Some(h), Some(plugin)) => {
+                    h.config = t.config.clone();
+                    h.hash = plugin.hash().to_string();
+                    h.on_error = t.config.on_error;
+                    let _ = h.swaps.send((plugin, t.config.on_error));
+                }
+                (None, Some(plugin)) => {
+                    Running::spawn_transform(inner, &mut state, &t.name, &t.config, plugin, &dead)
+                }
+                _ => {}
+            }
+        }
+        for s in &new.sinks {
+            if !state.inputs.contains_key(&s.name) {
+                Running::spawn_sink(inner, &mut state, s);
+            }
+        }
+        Running::rewire(inner, &mut state)?;
+        // New sources start now; changed ones once the old one has ended
+        // (they share a name, which the wiring uses).
+        for s in &new.sources {
+            if state.sources.contains_key(&s.name) {
+                continue;
+            }
+            if restart_sources.contains(&s.name) {
+                let inner2 = inner.clone();
+                let s = s.clone();
+                let dead = dead.clone();
+                tokio::spawn(async move {
+                    while !inner2.router.is_finished(&s.name) {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    let mut state = inner2.state.lock().await;
+                    Running::spawn_source(&inner2, &mut state, &s, &dead);
+                    if let Err(e) = Running::rewire(&inner2, &mut state) {
+                        tracing::error!(source = %s.name, error = %e, "rewiring the restarted source failed");
+                    }
+                });
+            } else {
+                Running::spawn_source(inner, &mut state, s, &dead);
+            }
+        }
+        tracing::info!(
+            sources = new.sources.len(),
+            transforms = new.transforms.len(),
+            sinks = new.sinks.len(),
+            "pipeline reloaded"
+        );
+        Ok(())
     }
 }

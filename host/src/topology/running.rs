@@ -1,5 +1,5 @@
-//! A started pipeline: its tasks, its wiring, and changes while it runs
-//! (plugin swaps, pipeline reloads, shutdown).
+//! A started pipeline: its tasks, its wiring, and shutdown. Changes while
+//! it runs (plugin swaps, pipeline reloads) are in `reload.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,49 +8,57 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, Mutex};
 
 use super::graph::{self, Port};
-use super::output::{FinishOnDrop, Output, Router, Shutdown, ShutdownTrigger};
+use super::reload::ReloadHandle;
 use super::transform::TransformStage;
-use super::{load_plugins, outputs_of, plugin_key};
+use crate::base::event::SharedBatch;
+use crate::base::metrics::{Kind, Registry};
+use crate::base::output::{FinishOnDrop, Output, Router, Shutdown, ShutdownTrigger};
 use crate::config::{Named, OnError, PipelineConfig, TransformConfig};
 use crate::delivery::{DeadLetters, DeadOutput, DEAD_LETTERS};
-use crate::event::SharedBatch;
-use crate::metrics::{Kind, Registry};
 use crate::plugin::{LoadedPlugin, Runtime};
 use crate::sink::{SinkConfig, SinkContext};
 use crate::source::{SourceConfig, SourceContext};
 
 /// What the pipeline knows of one running transform.
-struct TransformHandle {
-    swaps: std::sync::mpsc::Sender<(LoadedPlugin, OnError)>,
-    on_error: OnError,
-    /// `plugin_key` of its config: a reload with the same key keeps it.
-    key: String,
-    outputs: Vec<String>,
+pub(super) struct TransformHandle {
+    /// Hands the stage a new plugin, taken between two batches.
+    pub(super) swaps: std::sync::mpsc::Sender<(LoadedPlugin, OnError)>,
+    pub(super) on_error: OnError,
+    /// Its config: a reload whose config has the same plugin
+    /// ([`crate::plugin::loader::same_plugin`]) keeps it.
+    pub(super) config: TransformConfig,
+    /// The output names its plugin declared; a swap must keep them.
+    pub(super) outputs: Vec<String>,
     /// SHA-256 of the running plugin, to skip reloading identical bytes.
-    hash: String,
+    pub(super) hash: String,
 }
 
 /// The mutable state of a running pipeline, changed only under its lock.
-struct State {
-    config: PipelineConfig,
+pub(super) struct State {
+    pub(super) config: PipelineConfig,
     /// Input channels of transforms and sinks, weakly: the router holds the
     /// strong senders, so a channel closes when nothing feeds it.
-    inputs: BTreeMap<String, mpsc::WeakSender<SharedBatch>>,
-    sources: BTreeMap<String, ShutdownTrigger>,
-    transforms: BTreeMap<String, TransformHandle>,
+    pub(super) inputs: BTreeMap<String, mpsc::WeakSender<SharedBatch>>,
+    /// The stop trigger of every running source.
+    pub(super) sources: BTreeMap<String, ShutdownTrigger>,
+    pub(super) transforms: BTreeMap<String, TransformHandle>,
     /// The dead-letter output while any component holds it.
     dead: Weak<DeadOutput>,
     /// Senders of channels just made, kept alive until the next rewire
     /// hands them to the router.
     pending: Vec<mpsc::Sender<SharedBatch>>,
-    stopping: bool,
+    /// Shutdown was asked for: sources started from now on stop at once.
+    pub(super) stopping: bool,
 }
 
-struct Inner {
-    runtime: Arc<Runtime>,
+pub(super) struct Inner {
+    /// Compiles the plugins of reloads and swaps.
+    pub(super) runtime: Arc<Runtime>,
     metrics: Registry,
-    router: Arc<Router>,
-    state: Mutex<State>,
+    /// Who reads which port, changed by every rewire.
+    pub(super) router: Arc<Router>,
+    pub(super) state: Mutex<State>,
+    /// Where every task reports how it ended, read by [`Running::wait`].
     done_tx: mpsc::UnboundedSender<(String, anyhow::Result<()>)>,
     /// Tasks started and not yet finished.
     active: AtomicUsize,
@@ -74,41 +82,6 @@ impl StopHandle {
         if let Some(inner) = self.inner.upgrade() {
             tokio::spawn(async move { Running::stop_all(&inner).await });
         }
-    }
-}
-
-/// A handle to change a running pipeline: reload it, swap plugins.
-#[derive(Clone)]
-pub struct ReloadHandle {
-    inner: Weak<Inner>,
-}
-
-impl ReloadHandle {
-    /// Apply a new configuration. On error the running pipeline is left
-    /// untouched.
-    pub async fn reload(&self, config: PipelineConfig) -> anyhow::Result<()> {
-        let inner = self
-            .inner
-            .upgrade()
-            .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))?;
-        Running::reload(&inner, config).await
-    }
-
-    /// Load a transform's plugin file again and swap it in if its bytes
-    /// changed. `Ok(false)`: unchanged.
-    pub async fn reload_plugin(&self, transform: &str) -> anyhow::Result<bool> {
-        let inner = self
-            .inner
-            .upgrade()
-            .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))?;
-        Running::reload_plugin(&inner, transform).await
-    }
-
-    /// The current configuration.
-    pub async fn config(&self) -> Option<PipelineConfig> {
-        let inner = self.inner.upgrade()?;
-        let state = inner.state.lock().await;
-        Some(state.config.clone())
     }
 }
 
@@ -157,7 +130,7 @@ impl Running {
         Ok(Running { inner, done_rx })
     }
 
-    fn dead_output(inner: &Arc<Inner>, state: &mut State) -> Arc<DeadOutput> {
+    pub(super) fn dead_output(inner: &Arc<Inner>, state: &mut State) -> Arc<DeadOutput> {
         if let Some(d) = state.dead.upgrade() {
             return d;
         }
@@ -186,7 +159,7 @@ impl Running {
         });
     }
 
-    fn spawn_sink(inner: &Arc<Inner>, state: &mut State, s: &Named<SinkConfig>) {
+    pub(super) fn spawn_sink(inner: &Arc<Inner>, state: &mut State, s: &Named<SinkConfig>) {
         let buffer = state.config.batch.buffer;
         let (tx, rx) = mpsc::channel(buffer);
         state.inputs.insert(s.name.clone(), tx.downgrade());
@@ -208,20 +181,16 @@ impl Running {
             metrics: inner.metrics.component(&s.name, Kind::Sink),
             fallback,
         };
-        let config = s.config.resolved(&state.config);
-        let name = s.name.clone();
-        Running::track(inner, &name, async move {
+        // Checked by `plan` already; an error now (a variable unset since)
+        // ends this sink's task with it.
+        let sink = state.config.build_sink(s);
+        Running::track(inner, &s.name, async move {
             let _finish = finish;
-            match config {
-                SinkConfig::Stdout(c) => c.run(ctx).await,
-                SinkConfig::File(c) => c.run(ctx).await,
-                SinkConfig::Capture(c) => c.run(ctx).await,
-                SinkConfig::Redis(c) => c.run(ctx).await,
-            }
+            sink?.start(ctx).await
         });
     }
 
-    fn spawn_transform(
+    pub(super) fn spawn_transform(
         inner: &Arc<Inner>,
         state: &mut State,
         name: &str,
@@ -239,7 +208,7 @@ impl Running {
             name.to_string(),
             TransformHandle {
                 swaps: swap_tx,
-                key: plugin_key(config),
+                config: config.clone(),
                 on_error: config.on_error,
                 outputs: outputs.clone(),
                 hash: plugin.hash().to_string(),
@@ -268,7 +237,7 @@ impl Running {
         });
     }
 
-    fn spawn_source(
+    pub(super) fn spawn_source(
         inner: &Arc<Inner>,
         state: &mut State,
         s: &Named<SourceConfig>,
@@ -288,29 +257,22 @@ impl Running {
         );
         let ctx = SourceContext {
             name: s.name.as_str().into(),
-            batch: state.config.batch.with(s.config.batch()),
+            batch: state.config.batch.with(s.config.kind().batch()),
             output: output.clone(),
             dead: DeadLetters::new(&s.name, dead.clone()),
             metrics: inner.metrics.component(&s.name, Kind::Source),
             shutdown,
         };
-        let config = s.config.resolved(&state.config);
+        let source = state.config.build_source(s);
         Running::track(inner, &s.name, async move {
             let _finish = FinishOnDrop(output);
-            match config {
-                SourceConfig::Stdin(c) => c.run(ctx).await,
-                SourceConfig::File(c) => c.run(ctx).await,
-                SourceConfig::Generate(c) => c.run(ctx).await,
-                SourceConfig::Memory(c) => c.run(ctx).await,
-                SourceConfig::Http(c) => c.run(ctx).await,
-                SourceConfig::Redis(c) => c.run(ctx).await,
-            }
+            source?.start(ctx).await
         });
     }
 
     /// Wire every producer port to the channels of its current consumers.
     /// Producers that are draining after a reload keep their old edges.
-    fn rewire(inner: &Arc<Inner>, state: &mut State) -> anyhow::Result<()> {
+    pub(super) fn rewire(inner: &Arc<Inner>, state: &mut State) -> anyhow::Result<()> {
         let outputs: BTreeMap<String, Vec<String>> = state
             .transforms
             .iter()
@@ -374,9 +336,7 @@ impl Running {
 
     /// A handle that reloads the pipeline from elsewhere.
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle {
-            inner: Arc::downgrade(&self.inner),
-        }
+        ReloadHandle::new(&self.inner)
     }
 
     pub fn metrics(&self) -> &Registry {
@@ -399,154 +359,5 @@ impl Running {
             }
         }
         first_error.map_or(Ok(()), Err)
-    }
-
-    async fn reload_plugin(inner: &Arc<Inner>, name: &str) -> anyhow::Result<bool> {
-        let state = inner.state.lock().await;
-        let handle = state
-            .transforms
-            .get(name)
-            .ok_or_else(|| anyhow::anyhow!("no transform `{name}`"))?;
-        let plugin = super::load_plugin(&state.config, name, inner.runtime.clone()).await?;
-        if plugin.hash() == handle.hash {
-            return Ok(false);
-        }
-        anyhow::ensure!(
-            plugin.info().outputs == handle.outputs,
-            "the new plugin of `{name}` declares outputs {:?} instead of {:?}; edit the pipeline file to change outputs",
-            plugin.info().outputs,
-            handle.outputs
-        );
-        let hash = plugin.hash().to_string();
-        handle
-            .swaps
-            .send((plugin, handle.on_error))
-            .map_err(|_| anyhow::anyhow!("transform `{name}` has stopped"))?;
-        drop(state);
-        let mut state = inner.state.lock().await;
-        if let Some(h) = state.transforms.get_mut(name) {
-            h.hash = hash;
-        }
-        Ok(true)
-    }
-
-    async fn reload(inner: &Arc<Inner>, new: PipelineConfig) -> anyhow::Result<()> {
-        let mut state = inner.state.lock().await;
-        anyhow::ensure!(!state.stopping, "the pipeline is stopping");
-        let old = state.config.clone();
-        // 1. Load what changed and check the new graph, touching nothing.
-        let keep: BTreeMap<String, String> = state
-            .transforms
-            .iter()
-            .map(|(n, t)| (n.clone(), t.key.clone()))
-            .collect();
-        let mut loaded = load_plugins(&new, &inner.runtime, &keep).await?;
-        let running: BTreeMap<String, Vec<String>> = state
-            .transforms
-            .iter()
-            .filter(|(n, _)| new.transforms.iter().any(|t| &t.name == *n))
-            .map(|(n, t)| (n.clone(), t.outputs.clone()))
-            .collect();
-        let outputs = outputs_of(&loaded, &running);
-        graph::check(&new, &outputs)?;
-        for (name, plugin) in &loaded {
-            if let Some(h) = state.transforms.get(name) {
-                anyhow::ensure!(
-                    plugin.info().outputs == h.outputs,
-                    "transform `{name}`: its outputs change ({:?} -> {:?}); that needs a restart",
-                    h.outputs,
-                    plugin.info().outputs
-                );
-            }
-        }
-        let dead = Running::dead_output(inner, &mut state);
-
-        // 2. Stop what is gone or changed; drains behind it.
-        let mut restart_sources = Vec::new();
-        for s in &old.sources {
-            let kept = new
-                .sources
-                .iter()
-                .find(|n| n.name == s.name)
-                .is_some_and(|n| format!("{:?}", n.config) == format!("{:?}", s.config));
-            if !kept {
-                if let Some(t) = state.sources.remove(&s.name) {
-                    t.trigger();
-                }
-                if new.sources.iter().any(|n| n.name == s.name) {
-                    restart_sources.push(s.name.clone());
-                }
-            }
-        }
-        for s in &old.sinks {
-            let kept = new
-                .sinks
-                .iter()
-                .find(|n| n.name == s.name)
-                .is_some_and(|n| n.config.restart_key() == s.config.restart_key());
-            if !kept {
-                state.inputs.remove(&s.name);
-            }
-        }
-        for t in &old.transforms {
-            if !new.transforms.iter().any(|n| n.name == t.name) {
-                state.inputs.remove(&t.name);
-                state.transforms.remove(&t.name);
-            }
-        }
-        state.config = new.clone();
-
-        // 3. Swap changed plugins; start what is new.
-        for t in &new.transforms {
-            match (state.transforms.get_mut(&t.name), loaded.remove(&t.name)) {
-                (Some(h), Some(plugin)) => {
-                    h.key = plugin_key(&t.config);
-                    h.hash = plugin.hash().to_string();
-                    h.on_error = t.config.on_error;
-                    let _ = h.swaps.send((plugin, t.config.on_error));
-                }
-                (None, Some(plugin)) => {
-                    Running::spawn_transform(inner, &mut state, &t.name, &t.config, plugin, &dead)
-                }
-                _ => {}
-            }
-        }
-        for s in &new.sinks {
-            if !state.inputs.contains_key(&s.name) {
-                Running::spawn_sink(inner, &mut state, s);
-            }
-        }
-        Running::rewire(inner, &mut state)?;
-        // New sources start now; changed ones once the old one has ended
-        // (they share a name, which the wiring uses).
-        for s in &new.sources {
-            if state.sources.contains_key(&s.name) {
-                continue;
-            }
-            if restart_sources.contains(&s.name) {
-                let inner2 = inner.clone();
-                let s = s.clone();
-                let dead = dead.clone();
-                tokio::spawn(async move {
-                    while !inner2.router.is_finished(&s.name) {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    let mut state = inner2.state.lock().await;
-                    Running::spawn_source(&inner2, &mut state, &s, &dead);
-                    if let Err(e) = Running::rewire(&inner2, &mut state) {
-                        tracing::error!(source = %s.name, error = %e, "rewiring the restarted source failed");
-                    }
-                });
-            } else {
-                Running::spawn_source(inner, &mut state, s, &dead);
-            }
-        }
-        tracing::info!(
-            sources = new.sources.len(),
-            transforms = new.transforms.len(),
-            sinks = new.sinks.len(),
-            "pipeline reloaded"
-        );
-        Ok(())
     }
 }

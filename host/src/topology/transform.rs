@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use sluice_plugin::action;
+
+use crate::base::event::{check_object, Batch, SharedBatch};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::output::{FinishOnDrop, Output};
 use crate::config::OnError;
 use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
-use crate::event::{check_object, Batch, SharedBatch};
-use crate::metrics::ComponentMetrics;
 use crate::plugin::bindings::Verdicts;
 use crate::plugin::{CallError, LoadedPlugin};
-use crate::topology::output::{FinishOnDrop, Output};
 
 /// A running transform's parts.
 pub struct TransformStage {
@@ -108,7 +110,7 @@ impl TransformStage {
     }
 
     /// Send the failed events where `on_error` says.
-    fn settle(&self, outcome: &mut Outcome, acks: &[Arc<crate::event::Ack>]) {
+    fn settle(&self, outcome: &mut Outcome, acks: &[Arc<crate::base::ack::Ack>]) {
         if outcome.failed.is_empty() {
             return;
         }
@@ -150,8 +152,8 @@ fn apply(v: &Verdicts, batch: &Batch, outcome: &mut Outcome) {
         let last = outcome.ports.len() - 1;
         let out = &mut outcome.ports[port.min(last)];
         match action {
-            0 => outcome.dropped += 1,
-            1 => out.push(event),
+            action::DROP => outcome.dropped += 1,
+            action::KEEP => out.push(event),
             _ => {
                 let end = v.ends[replaced] as usize;
                 let new = &v.data[start..end];

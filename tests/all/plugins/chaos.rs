@@ -1,7 +1,7 @@
 //! The test-only `chaos` component: a misbehaving plugin costs one event.
 
+use sluice::base::event::Batch;
 use sluice::delivery::ErrorKind;
-use sluice::event::Batch;
 use sluice::plugin::PluginLimits;
 
 use super::{load, process, replacements};

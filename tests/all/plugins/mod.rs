@@ -11,7 +11,7 @@ pub mod tag;
 
 use std::path::Path;
 
-use sluice::event::Batch;
+use sluice::base::event::Batch;
 use sluice::plugin::bindings::Verdicts;
 use sluice::plugin::{LoadedPlugin, PluginLimits};
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::template::{Part, Template};
-use crate::event::{top_fields, value_text};
+use crate::base::event::{top_fields, value_text};
 
 /// `format = ...` of a file sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::SinkContext;
-use crate::config::{duration, size, TypeTag};
-use crate::event::SharedBatch;
-use crate::metrics::ComponentMetrics;
+use super::{runs_itself, Sink, SinkContext, SinkKind};
+use crate::base::event::SharedBatch;
+use crate::base::metrics::ComponentMetrics;
+use crate::base::settings::{duration, size, BuildContext, BuildError, TypeTag};
+use crate::delivery::Backoff;
 
 pub use format::{LineFormat, DEFAULT_TEXT};
 pub use template::{PathTemplate, Template};
@@ -44,7 +45,7 @@ pub enum Sync {
 }
 
 /// `[sinks.NAME] type = "file"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     #[serde(rename = "type")]
@@ -117,6 +118,38 @@ const RETAIN_EVERY: Duration = Duration::from_secs(5);
 /// Most bytes of queued batches written in one round.
 const ROUND_BYTES: usize = 4 << 20;
 
+impl SinkKind for FileSinkConfig {
+    /// Check what serde cannot (a name for missing fields that is one, a
+    /// template for the text format only); resolve the path against the
+    /// pipeline file.
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        if template::file_name_part(&self.missing, "") != self.missing || self.missing.is_empty() {
+            return Err(BuildError::key(
+                "missing",
+                format!("missing = {:?} cannot be part of a file name", self.missing),
+            ));
+        }
+        if self.template.is_some() && self.format != LineFormat::Text {
+            return Err(BuildError::key(
+                "template",
+                "`template` is for format = \"text\"",
+            ));
+        }
+        let mut c = self.clone();
+        c.path.base = cx.resolve(std::path::Path::new(""));
+        Ok(Box::new(c))
+    }
+
+    fn inputs(&self) -> &[Spanned<String>] {
+        &self.inputs
+    }
+
+    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
+        &mut self.inputs
+    }
+}
+runs_itself!(FileSinkConfig);
+
 impl FileSinkConfig {
     fn formatter(&self) -> format::Formatter {
         let template = self
@@ -124,20 +157,6 @@ impl FileSinkConfig {
             .clone()
             .unwrap_or_else(|| Template::parse(DEFAULT_TEXT, true).expect("default parses"));
         format::Formatter::new(self.format, template)
-    }
-
-    /// Check what serde cannot: a name for missing fields that is one.
-    pub fn check(&self) -> Result<(), String> {
-        if template::file_name_part(&self.missing, "") != self.missing || self.missing.is_empty() {
-            return Err(format!(
-                "missing = {:?} cannot be part of a file name",
-                self.missing
-            ));
-        }
-        if self.template.is_some() && self.format != LineFormat::Text {
-            return Err("`template` is for format = \"text\"".to_string());
-        }
-        Ok(())
     }
 
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
@@ -242,19 +261,17 @@ async fn on_writer<T: Send + 'static>(
 async fn retry(
     ctx: &SinkContext,
     w: &mut Option<Box<writer::Writer>>,
-    f: fn(&mut writer::Writer) -> Result<(), String>,
+    f: fn(&mut writer::Writer) -> Result<(), writer::WriteError>,
 ) {
-    let mut delay = RETRY_FIRST;
-    let mut failed = false;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     while let Err(reason) = on_writer(w, f).await {
+        let delay = backoff.next_delay();
         tracing::warn!(sink = %ctx.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
-        ctx.metrics.set_down(Some(reason));
+        ctx.metrics.set_down(Some(reason.to_string()));
         ComponentMetrics::add(&ctx.metrics.retries, 1);
-        failed = true;
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RETRY_MAX);
     }
-    if failed {
+    if backoff.attempts() > 0 {
         tracing::info!(sink = %ctx.name, "writing again");
         ctx.metrics.set_down(None);
     }

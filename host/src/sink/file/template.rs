@@ -15,7 +15,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer;
 use serde_json::value::RawValue;
 
-use crate::event::{scalar_text, Text};
+use crate::base::event::{scalar_text, Text};
 
 /// How a field's value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

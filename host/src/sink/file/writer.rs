@@ -14,7 +14,23 @@ use chrono::{DateTime, Utc};
 use super::format::Formatter;
 use super::tidy::Job;
 use super::{FileSinkConfig, Sync};
-use crate::event::SharedBatch;
+use crate::base::event::SharedBatch;
+
+/// A write the file sink must retry: which file, what failed, and the OS's
+/// error, whose kind tells a passing failure (disk full) from a lasting one.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot sync {}: {source}", path.display())]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Paths the sink may write to: the tidier never compresses or deletes them.
 pub type InUse = Arc<Mutex<HashSet<PathBuf>>>;
@@ -144,21 +160,26 @@ impl Writer {
 
     /// Write every file's pending bytes. On error the bytes not yet written
     /// stay pending, and the next call writes them (and nothing twice).
-    pub fn flush(&mut self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), WriteError> {
         let mut first_error = None;
         for f in self.files.values_mut() {
-            if let Err(e) = f.write_pending() {
-                first_error.get_or_insert(format!("cannot write {}: {e}", f.path.display()));
+            if let Err(source) = f.write_pending() {
+                first_error.get_or_insert(WriteError::Write {
+                    path: f.path.clone(),
+                    source,
+                });
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
     /// `fsync` every file written since the last one.
-    pub fn sync_dirty(&mut self) -> Result<(), String> {
+    pub fn sync_dirty(&mut self) -> Result<(), WriteError> {
         for f in self.files.values_mut() {
-            f.sync(Sync::Batch)
-                .map_err(|e| format!("cannot sync {}: {e}", f.path.display()))?;
+            f.sync(Sync::Batch).map_err(|source| WriteError::Sync {
+                path: f.path.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -179,7 +200,7 @@ impl Writer {
     }
 
     /// Write and sync everything, then close every file (at shutdown).
-    pub fn close(&mut self) -> Result<(), String> {
+    pub fn close(&mut self) -> Result<(), WriteError> {
         self.flush()?;
         self.sync_dirty()?;
         for f in self.files.values_mut() {

@@ -1,17 +1,5 @@
-//! `type = "file"`: files of JSON or text lines, read once or tailed.
-//!
-//! `path` may be a glob (`logs/*.log`); with `follow`, new files are picked
-//! up and every file is followed as it grows, the way Fluent Bit's tail
-//! does. Files are known by device, inode and a fingerprint of their first
-//! bytes, so a rotation by rename-and-create reads the old file to its end
-//! (for `rotate_wait`) and the new one from its start; a file truncated in
-//! place (`copytruncate`) is read again from 0, after the lines it held past
-//! our position are read from the copy if the copy lies beside it. With
-//! `checkpoint`, positions are saved once delivered, and a restart resumes
-//! there.
-//!
-//! Reading is blocking I/O on a thread of its own; batches are handed to
-//! the async pipeline from it.
+//! The reading half of the file source: finding files, reading what they
+//! add, following rotations and truncations, and saving positions.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,94 +7,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use serde::Deserialize;
-
-use super::checkpoint::{Checkpoints, FileId, Fingerprint, FINGERPRINT_BYTES};
-use super::{Batcher, Format, LineDecoder, SourceContext};
-use crate::config::{duration, size, BatchOverride, TypeTag};
-use crate::metrics::ComponentMetrics;
-use crate::topology::output::Closed;
-
-/// Where a file found at start without a checkpoint is read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadFrom {
-    #[default]
-    Beginning,
-    /// Only what is written from now on (files that appear later are read
-    /// from their beginning all the same).
-    End,
-}
-
-/// What happens to a line longer than `max_line`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LongLines {
-    /// Its first `max_line` bytes become the event; the rest is skipped.
-    #[default]
-    Truncate,
-    /// Its first `max_line` bytes go to the dead letters.
-    DeadLetter,
-}
-
-/// `[sources.NAME] type = "file"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(rename = "type")]
-    _type: TypeTag,
-    /// A file or a glob, relative to the pipeline file.
-    #[serde(deserialize_with = "glob_pattern")]
-    pub path: PathBuf,
-    /// Keep reading as files grow and appear, until shutdown.
-    #[serde(default)]
-    pub follow: bool,
-    /// How often files are checked for new data, and the glob for new files.
-    #[serde(default = "default_poll", with = "duration")]
-    pub poll_interval: Duration,
-    #[serde(default)]
-    pub format: Format,
-    /// Where read positions are saved (a JSON file); none: not saved.
-    #[serde(default)]
-    pub checkpoint: Option<PathBuf>,
-    #[serde(default)]
-    pub read_from: ReadFrom,
-    /// Longest line; longer ones are handled by `long_lines`.
-    #[serde(default = "default_max_line", with = "size")]
-    pub max_line: usize,
-    #[serde(default)]
-    pub long_lines: LongLines,
-    /// Emit a last line that has no newline yet after this long without
-    /// growth; without it, such a line waits for its newline.
-    #[serde(default, with = "duration::option")]
-    pub partial_timeout: Option<Duration>,
-    /// How long a file that was moved away or deleted is still read.
-    #[serde(default = "default_rotate_wait", with = "duration")]
-    pub rotate_wait: Duration,
-    /// Read `*.gz` files whole, decompressed (otherwise they are skipped).
-    #[serde(default)]
-    pub gzip: bool,
-    #[serde(default)]
-    pub batch: Option<BatchOverride>,
-}
-
-fn default_poll() -> Duration {
-    Duration::from_millis(250)
-}
-fn default_max_line() -> usize {
-    1 << 20
-}
-fn default_rotate_wait() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn glob_pattern<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let text = String::deserialize(d)?;
-    glob::Pattern::new(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid glob: {e}")))?;
-    Ok(PathBuf::from(text))
-}
+use super::{FileConfig, LongLines, ReadFrom};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::output::Closed;
+use crate::source::checkpoint::Checkpoints;
+use crate::source::fingerprint::{
+    file_id, find_copy, fingerprint, fingerprint_or_empty, read_at, FileId, Fingerprint,
+    FINGERPRINT_BYTES,
+};
+use crate::source::{Batcher, LineDecoder, SourceContext};
 
 /// Most bytes read from one file before the others get a turn.
 const READ_TURN: usize = 4 << 20;
@@ -117,45 +26,6 @@ const CHUNK: usize = 256 << 10;
 const FINAL_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often positions are saved while running.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
-
-impl FileConfig {
-    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
-        let checkpoints = self
-            .checkpoint
-            .as_deref()
-            .map(Checkpoints::load)
-            .transpose()?;
-        let known = checkpoints
-            .as_ref()
-            .map(|c| {
-                c.saved()
-                    .map(|s| (s.id, (s.fingerprint, s.path.clone())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let handle = tokio::runtime::Handle::current();
-        let name = ctx.name.clone();
-        tokio::task::spawn_blocking(move || {
-            Tailer {
-                batcher: Batcher::new(ctx.batch),
-                cfg: self,
-                ctx: Some(ctx),
-                handle,
-                checkpoints,
-                files: HashMap::new(),
-                order: Vec::new(),
-                marks: HashMap::new(),
-                scans: 0,
-                scanned_at: None,
-                known,
-                retired: Vec::new(),
-            }
-            .run()
-        })
-        .await
-        .with_context(|| format!("source {name}: the reading thread failed"))?
-    }
-}
 
 /// One file being read.
 struct Tail {
@@ -179,7 +49,8 @@ struct Tail {
     done: bool,
 }
 
-struct Tailer {
+/// Reads every file the glob finds, on a blocking thread.
+pub(super) struct Tailer {
     cfg: FileConfig,
     /// Given up at the end so the pipeline drains while the last positions
     /// wait for delivery.
@@ -203,11 +74,34 @@ struct Tailer {
 }
 
 impl Tailer {
+    pub(super) fn new(
+        cfg: FileConfig,
+        ctx: SourceContext,
+        handle: tokio::runtime::Handle,
+        checkpoints: Option<Checkpoints>,
+        known: HashMap<FileId, (Fingerprint, PathBuf)>,
+    ) -> Self {
+        Tailer {
+            batcher: Batcher::new(ctx.batch),
+            cfg,
+            ctx: Some(ctx),
+            handle,
+            checkpoints,
+            files: HashMap::new(),
+            order: Vec::new(),
+            marks: HashMap::new(),
+            scans: 0,
+            scanned_at: None,
+            known,
+            retired: Vec::new(),
+        }
+    }
+
     fn ctx(&self) -> &SourceContext {
         self.ctx.as_ref().expect("context is held until the end")
     }
 
-    fn run(mut self) -> anyhow::Result<()> {
+    pub(super) fn run(mut self) -> anyhow::Result<()> {
         let mut saved_at = Instant::now();
         let result = loop {
             if self.ctx().shutdown.is_set() {
@@ -665,57 +559,5 @@ fn long_line(
                 head.len()
             ),
         ),
-    }
-}
-
-/// A copy of a truncated file beside it: same first bytes, at least as long
-/// as what we had read.
-fn find_copy(path: &Path, id: FileId, fp: Fingerprint, at: u64) -> Option<PathBuf> {
-    if fp.len == 0 {
-        return None;
-    }
-    let dir = path.parent()?;
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let meta = e.metadata().ok()?;
-        if !meta.is_file() || file_id(&meta) == id || meta.len() < at {
-            return None;
-        }
-        let f = File::open(e.path()).ok()?;
-        (fingerprint_or_empty(&f, fp.len) == fp).then(|| e.path())
-    })
-}
-
-/// The fingerprint of `file`'s first `n` bytes (fewer if it is shorter).
-fn fingerprint(file: &File, n: usize) -> std::io::Result<Fingerprint> {
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        let k = read_at(file, &mut buf[got..], got as u64)?;
-        if k == 0 {
-            break;
-        }
-        got += k;
-    }
-    Ok(Fingerprint::of(&buf[..got]))
-}
-
-fn fingerprint_or_empty(file: &File, n: usize) -> Fingerprint {
-    fingerprint(file, n).unwrap_or(Fingerprint {
-        len: usize::MAX,
-        hash: 0,
-    })
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, at)
-}
-
-#[cfg(unix)]
-fn file_id(m: &std::fs::Metadata) -> FileId {
-    use std::os::unix::fs::MetadataExt;
-    FileId {
-        dev: m.dev(),
-        ino: m.ino(),
     }
 }

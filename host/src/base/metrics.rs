@@ -49,7 +49,7 @@ pub struct ComponentMetrics {
 #[derive(Debug)]
 pub struct Tap {
     subscribers: AtomicUsize,
-    tx: tokio::sync::broadcast::Sender<crate::event::SharedBatch>,
+    tx: tokio::sync::broadcast::Sender<crate::base::event::SharedBatch>,
 }
 
 impl Default for Tap {
@@ -67,7 +67,7 @@ const TAP_BATCHES: usize = 64;
 /// A subscription to a [`Tap`]; unsubscribes when dropped.
 pub struct TapGuard<'a> {
     tap: &'a Tap,
-    pub rx: tokio::sync::broadcast::Receiver<crate::event::SharedBatch>,
+    pub rx: tokio::sync::broadcast::Receiver<crate::base::event::SharedBatch>,
 }
 
 impl Drop for TapGuard<'_> {
@@ -83,7 +83,7 @@ impl Tap {
     }
 
     /// Offer a batch to the tappers.
-    pub fn offer(&self, batch: &crate::event::SharedBatch) {
+    pub fn offer(&self, batch: &crate::base::event::SharedBatch) {
         if self.active() {
             let _ = self.tx.send(batch.clone());
         }
@@ -220,7 +220,7 @@ pub struct Registry {
 /// A consumer's name and its input channel.
 type Queue = (
     String,
-    tokio::sync::mpsc::WeakSender<crate::event::SharedBatch>,
+    tokio::sync::mpsc::WeakSender<crate::base::event::SharedBatch>,
 );
 
 impl Registry {
@@ -267,7 +267,11 @@ impl Registry {
     }
 
     /// Register the input channel of a consumer, to report its depth.
-    pub fn queue(&self, name: &str, tx: &tokio::sync::mpsc::Sender<crate::event::SharedBatch>) {
+    pub fn queue(
+        &self,
+        name: &str,
+        tx: &tokio::sync::mpsc::Sender<crate::base::event::SharedBatch>,
+    ) {
         let mut queues = self.queues.lock().expect("metrics lock poisoned");
         queues.retain(|(n, _)| n != name);
         queues.push((name.to_string(), tx.downgrade()));

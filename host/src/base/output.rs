@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::event::{Batch, SharedBatch};
-use crate::metrics::ComponentMetrics;
+use crate::base::event::{Batch, SharedBatch};
+use crate::base::metrics::ComponentMetrics;
 
 /// A producer's port: (component name, port number; 0 is the default).
 pub type Port = (String, usize);

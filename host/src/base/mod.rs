@@ -1,0 +1,16 @@
+//! The bottom layer: what every component is built from, importing nothing
+//! above it (no config file, no topology, no component kind).
+//!
+//! - [`event`]: events and packed batches, JSON helpers, the event clock.
+//! - [`ack`]: the acknowledgement a source gets once its events are delivered.
+//! - [`output`]: a component's outputs, the router that wires them, and the
+//!   shutdown signal sources watch.
+//! - [`metrics`]: per-component counters, the tap, the run summary.
+//! - [`settings`]: the value types component configs share (durations,
+//!   sizes, batching, the `type` tag) and what `build` is given and returns.
+
+pub mod ack;
+pub mod event;
+pub mod metrics;
+pub mod output;
+pub mod settings;

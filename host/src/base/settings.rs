@@ -1,0 +1,292 @@
+//! What component configs share, below the pipeline file: the value types
+//! of their keys (durations, sizes, batching, the `type` tag), the
+//! dispatch on `type`, and what a component's `build` is given and returns.
+//!
+//! The pipeline file (`config`) and the component kinds (`source`, `sink`)
+//! both import this; neither imports the other's internals, so there is
+//! no cycle between `config` and the kinds.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use toml::de::ValueDeserializer;
+
+/// What a component's `build` knows of the pipeline around it.
+#[derive(Debug, Clone)]
+pub struct BuildContext<'a> {
+    /// The component's name.
+    pub name: &'a str,
+    /// The folder of the pipeline file: relative paths resolve against it.
+    pub dir: &'a Path,
+    /// The pipeline's batching, before a source's own override.
+    pub batch: BatchConfig,
+}
+
+impl BuildContext<'_> {
+    /// Resolve a path written in the pipeline file: relative to the file.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.dir.join(path)
+        }
+    }
+}
+
+/// Why a component cannot be built from its config. The topology turns it
+/// into a [`crate::config::ConfigError`] naming the file, line and
+/// `sources.NAME.KEY`, so `sluice validate` reports it like a parse error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// The key of the component's table at fault (`auth_token_env`), if one is.
+    pub key: Option<&'static str>,
+    pub message: String,
+}
+
+impl BuildError {
+    /// An error about one key of the component's table.
+    pub fn key(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key: Some(key),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the component as a whole.
+    pub fn whole(message: impl Into<String>) -> Self {
+        Self {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Batching: how many events move together and how long a source waits to
+/// fill a batch. What hand-made loggers call LOG_BUFFER_SIZE and
+/// LOG_FLUSH_INTERVAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events in one batch.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Longest a source holds a partial batch before sending it.
+    #[serde(default = "default_max_wait", with = "duration")]
+    pub max_wait: Duration,
+    /// Batches in flight between two stages (the bounded channel's size);
+    /// a full channel is backpressure.
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+}
+
+fn default_max_events() -> usize {
+    1024
+}
+fn default_max_wait() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_buffer() -> usize {
+    8
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+            max_wait: default_max_wait(),
+            buffer: default_buffer(),
+        }
+    }
+}
+
+/// A source's override of the pipeline's batching.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOverride {
+    #[serde(default)]
+    pub max_events: Option<usize>,
+    #[serde(default, with = "duration::option")]
+    pub max_wait: Option<Duration>,
+}
+
+impl BatchConfig {
+    /// These settings with a source's overrides applied.
+    pub fn with(self, o: Option<BatchOverride>) -> Self {
+        let o = o.unwrap_or_default();
+        Self {
+            max_events: o.max_events.unwrap_or(self.max_events),
+            max_wait: o.max_wait.unwrap_or(self.max_wait),
+            buffer: self.buffer,
+        }
+    }
+}
+
+/// A kind chosen by a `type` key: the closed set of sources or sinks.
+pub trait Tagged: Sized {
+    /// The accepted values of `type`.
+    const KINDS: &'static [&'static str];
+    /// Deserialize the table of kind `kind`.
+    fn from_kind(kind: &str, table: ValueDeserializer<'_>) -> Result<Self, toml::de::Error>;
+}
+
+/// Deserialize one variant struct from a spanned table, keeping spans.
+pub fn variant<T: DeserializeOwned>(table: ValueDeserializer<'_>) -> Result<T, toml::de::Error> {
+    T::deserialize(table)
+}
+
+/// `"200ms"`, `"1s"`, `"2m"` (humantime) or a number of milliseconds.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Millis(u64),
+    }
+
+    fn convert<E: serde::de::Error>(raw: Raw) -> Result<Duration, E> {
+        match raw {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(s) => humantime::parse_duration(&s).map_err(|e| {
+                E::custom(format!(
+                    "invalid duration `{s}`: {e} (write e.g. \"200ms\", \"5s\", \"2m\")"
+                ))
+            }),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        convert(Raw::deserialize(d)?)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<Raw>::deserialize(d)?.map(convert).transpose()
+        }
+    }
+}
+
+/// Sizes: a number of bytes or `"512KiB"`, `"10MiB"`, `"1MB"`.
+pub mod size {
+    use serde::{Deserialize, Deserializer};
+
+    /// `1048576`, `"512KiB"`, `"10MiB"`, `"1MB"`.
+    pub fn parse(s: &str) -> Result<usize, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+        let mult = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "kib" => 1024.0,
+            "m" | "mb" => 1e6,
+            "mib" => 1048576.0,
+            "g" | "gb" => 1e9,
+            "gib" => 1073741824.0,
+            other => {
+                return Err(format!(
+                    "invalid size unit `{other}` in `{s}` (write e.g. 10MiB)"
+                ))
+            }
+        };
+        Ok((n * mult) as usize)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(usize),
+        S(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub mod option {
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+/// Tags the `type` key is consumed by [`Tagged`] dispatch; variant structs
+/// declare it so `deny_unknown_fields` accepts it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TypeTag(#[allow(dead_code)] String);
+
+/// The task a started source or sink is: it runs until its input closes (a
+/// sink) or it is told to stop (a source), and says how it ended.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Declares the closed set of kinds of one component family: the enum that
+/// a `[sources.NAME]` or `[sinks.NAME]` table becomes, its `type` dispatch,
+/// and access to the chosen kind through the family's interface. Adding a
+/// kind is one line here plus the kind's own file.
+macro_rules! kinds {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident: dyn $trait:ident {
+            $( $(#[$vmeta:meta])* $kind:literal => $variant:ident($ty:ty), )*
+        }
+        internal {
+            $( $(#[$imeta:meta])* $ivariant:ident($ity:ty), )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $enum {
+            $( $(#[$vmeta])* $variant($ty), )*
+            $( $(#[$imeta])* $ivariant($ity), )*
+        }
+
+        impl $crate::base::settings::Tagged for $enum {
+            const KINDS: &'static [&'static str] = &[$($kind),*];
+
+            fn from_kind(
+                kind: &str,
+                table: ::toml::de::ValueDeserializer<'_>,
+            ) -> Result<Self, ::toml::de::Error> {
+                match kind {
+                    $( $kind => Ok($enum::$variant($crate::base::settings::variant(table)?)), )*
+                    other => unreachable!("kind {other} is not in KINDS"),
+                }
+            }
+        }
+
+        impl $enum {
+            /// The chosen kind, through the interface every kind implements.
+            pub fn kind(&self) -> &dyn $trait {
+                match self {
+                    $( $enum::$variant(c) => c, )*
+                    $( $enum::$ivariant(c) => c, )*
+                }
+            }
+
+            /// The same, mutably.
+            pub fn kind_mut(&mut self) -> &mut dyn $trait {
+                match self {
+                    $( $enum::$variant(c) => c, )*
+                    $( $enum::$ivariant(c) => c, )*
+                }
+            }
+        }
+    };
+}
+pub(crate) use kinds;
