@@ -60,7 +60,7 @@ impl hyper::body::Body for ChannelBody {
 
 /// The query parameters of a request, decoded.
 fn query(req: &Request<Incoming>) -> std::collections::BTreeMap<String, String> {
-    crate::source::http::form_pairs(req.uri().query().unwrap_or("")).collect()
+    crate::source::http::form::form_pairs(req.uri().query().unwrap_or("")).collect()
 }
 
 /// `field=value` (or `field!=value`) over a dotted path of an event.

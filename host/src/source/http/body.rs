@@ -1,0 +1,225 @@
+//! Request bodies: read within the limits (size before and after gzip,
+//! time), parsed into events by content type, and checked against the
+//! source's rules.
+
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
+use hyper::StatusCode;
+use serde_json::{Map, Value};
+
+use super::{form, BodyFormat, HttpConfig};
+
+/// Why a request is refused: the status and the message of the answer.
+pub(super) type Refusal = (StatusCode, String);
+
+fn too_large(max: usize) -> Refusal {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than {max} bytes"),
+    )
+}
+
+/// Refuse a body announced larger than `max`, and say whether it is
+/// gzipped (any other encoding is refused).
+pub(super) fn check_headers(headers: &HeaderMap, max: usize) -> Result<bool, Refusal> {
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > max {
+            return Err(too_large(max));
+        }
+    }
+    match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(other) => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content encoding `{other}` is not accepted (gzip is)"),
+        )),
+    }
+}
+
+/// Read a body of at most `max` bytes within `timeout`, decompressed when
+/// `gzip` (to at most `max` bytes too: a bomb stops there).
+pub(super) async fn read(
+    body: Incoming,
+    gzip: bool,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Refusal> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await;
+    let body = match collected {
+        Err(_) => {
+            return Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "the body took too long to arrive".into(),
+            ))
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large(max))
+        }
+        Ok(Err(e)) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            ))
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    if !gzip {
+        return Ok(body);
+    }
+    let mut out = Vec::new();
+    let mut dec = flate2::read::MultiGzDecoder::new(&body[..]).take(max as u64 + 1);
+    if let Err(e) = dec.read_to_end(&mut out) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("the gzip body is corrupt: {e}"),
+        ));
+    }
+    if out.len() > max {
+        return Err(too_large(max));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// One rejected event of a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    /// Index of the event in the request (0-based).
+    pub event: usize,
+    /// The offending field, when one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// Turn a body into JSON objects (or say why not).
+pub(super) fn parse(
+    cfg: &HttpConfig,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Vec<Value>, (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("the body is not UTF-8: {e}")))?;
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-www-form-urlencoded" => return Ok(vec![form::form_event(text)]),
+        "text/plain" if cfg.format == BodyFormat::Text => {
+            return Ok(text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::json!({ "message": l }))
+                .collect())
+        }
+        "application/json" | "application/x-ndjson" | "application/jsonl" | "text/plain" | "" => {}
+        other => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content type `{other}` is not accepted: send application/json, application/x-ndjson{}", if cfg.format == BodyFormat::Text { " or text/plain" } else { "" }),
+            ))
+        }
+    }
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let v: Vec<Value> =
+            serde_json::from_str(text).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+        return Ok(v);
+    }
+    // One object, or one per line.
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    loop {
+        match de.next() {
+            None => break,
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(bad(format!("malformed JSON (event {}): {e}", out.len()))),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("the body holds no event".into()));
+    }
+    Ok(out)
+}
+
+/// Check one event against the configured rules.
+pub(super) fn validate(cfg: &HttpConfig, i: usize, v: &Value) -> Result<(), Rejection> {
+    let reject = |field: Option<&str>, message: String| Rejection {
+        event: i,
+        field: field.map(str::to_string),
+        message,
+    };
+    let Value::Object(map) = v else {
+        return Err(reject(None, "an event must be a JSON object".into()));
+    };
+    for f in &cfg.required {
+        match map.get(f) {
+            None | Some(Value::Null) => return Err(reject(Some(f), format!("`{f}` is required"))),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(reject(Some(f), format!("`{f}` is empty")))
+            }
+            _ => {}
+        }
+    }
+    if !cfg.levels.is_empty() {
+        if let Some(level) = map.get("level") {
+            let ok = level
+                .as_str()
+                .is_some_and(|l| cfg.levels.iter().any(|a| a.eq_ignore_ascii_case(l)));
+            if !ok {
+                return Err(reject(
+                    Some("level"),
+                    format!("level {level} is not one of: {}", cfg.levels.join(", ")),
+                ));
+            }
+        }
+    }
+    if let Some(max) = cfg.max_field {
+        if let Some((k, len)) = longest_string(map, "") {
+            if len > max {
+                return Err(reject(
+                    Some(&k),
+                    format!("`{k}` is {len} bytes, more than the {max} allowed"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The longest string in an object (recursively): (dotted path, bytes).
+fn longest_string(map: &Map<String, Value>, prefix: &str) -> Option<(String, usize)> {
+    let mut best: Option<(String, usize)> = None;
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let candidate = match v {
+            Value::String(s) => Some((path, s.len())),
+            Value::Object(m) => longest_string(m, &path),
+            _ => None,
+        };
+        if let Some(c) = candidate {
+            if best.as_ref().is_none_or(|b| c.1 > b.1) {
+                best = Some(c);
+            }
+        }
+    }
+    best
+}

@@ -1,0 +1,100 @@
+//! HTML forms and query strings: `application/x-www-form-urlencoded`
+//! decoding, shared by the HTTP source and the admin port.
+
+use serde_json::{Map, Value};
+
+/// Decode `application/x-www-form-urlencoded` text (`+` is a space, `%XX`
+/// a byte). A malformed escape is kept as it is.
+pub fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The decoded `key=value` pairs of a form or a query string.
+pub fn form_pairs(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k), form_decode(v))
+    })
+}
+
+/// An HTML form as an event. Python's `logging.handlers.HTTPHandler` posts
+/// a LogRecord's attributes this way: its `levelname`, `msg` and `name`
+/// become `level`, `message` and `logger` when those are absent.
+pub fn form_event(text: &str) -> Value {
+    let mut map = Map::new();
+    for (k, v) in form_pairs(text) {
+        map.insert(k, Value::String(v));
+    }
+    for (from, to) in [
+        ("levelname", "level"),
+        ("msg", "message"),
+        ("name", "logger"),
+    ] {
+        if !map.contains_key(to) {
+            if let Some(v) = map.get(from).cloned() {
+                let v = if to == "level" {
+                    Value::String(v.as_str().unwrap_or("").to_lowercase())
+                } else {
+                    v
+                };
+                map.insert(to.to_string(), v);
+            }
+        }
+    }
+    if let Some(Value::String(created)) = map.get("created") {
+        if !map.contains_key("timestamp") {
+            if let Ok(secs) = created.parse::<f64>() {
+                if let Some(t) = chrono::DateTime::from_timestamp_micros((secs * 1e6) as i64) {
+                    map.insert(
+                        "timestamp".into(),
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_logging_forms() {
+        let e =
+            form_event("name=app&msg=disk+full%21&levelname=WARNING&created=1795428000.5&lineno=3");
+        assert_eq!(e["message"], "disk full!");
+        assert_eq!(e["level"], "warning");
+        assert_eq!(e["logger"], "app");
+        assert_eq!(e["timestamp"], "2026-11-23T10:00:00.500Z");
+    }
+
+    #[test]
+    fn form_decoding_keeps_malformed_escapes() {
+        assert_eq!(form_decode("a+b%21%zz%"), "a b!%zz%");
+        // A `%` before a multi-byte character must not split it.
+        assert_eq!(form_decode("x%é"), "x%é");
+    }
+}

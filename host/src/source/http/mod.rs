@@ -1,0 +1,462 @@
+//! `type = "http"`: a logging service. Apps and browser front ends `POST`
+//! events to it; it validates them, answers, and queues them.
+//!
+//! Bodies: a JSON object, a JSON array of objects, newline-delimited JSON,
+//! plain text lines (`format = "text"`), or an HTML form (what Python's
+//! `logging.handlers.HTTPHandler` sends); `Content-Encoding: gzip` too. The
+//! body is limited to `max_body` bytes before and after decompression, so a
+//! gzip bomb is refused without the memory growing. A full pipeline answers
+//! `503` with `Retry-After` rather than queueing without bound.
+//!
+//! With `ack = "delivered"` the response waits until every sink has written
+//! the events (or `ack_timeout` passes: `504`).
+
+mod body;
+pub mod form;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use self::body::Rejection;
+use super::{Source, SourceContext, SourceKind};
+use crate::base::ack::Ack;
+use crate::base::event::{Batch, Clock};
+use crate::base::metrics::ComponentMetrics;
+use crate::base::settings::{
+    duration, size, BatchOverride, BuildContext, BuildError, Task, TypeTag,
+};
+
+/// When the source answers a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// Once the events are queued in the pipeline.
+    #[default]
+    Accepted,
+    /// Once every sink they are routed to has written them.
+    Delivered,
+}
+
+/// How request bodies are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// JSON object, array of objects, or NDJSON (and forms).
+    #[default]
+    Json,
+    /// Every line is a text message (JSON bodies still accepted).
+    Text,
+}
+
+/// CORS for browser front ends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins; `"*"` allows any.
+    pub origins: Vec<String>,
+    /// How long a browser may cache a preflight answer, in seconds.
+    #[serde(default = "default_max_age")]
+    pub max_age: u64,
+}
+
+fn default_max_age() -> u64 {
+    600
+}
+
+/// `[sources.NAME] type = "http"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(rename = "type")]
+    _type: TypeTag,
+    /// Where to listen: `0.0.0.0:8080`.
+    pub address: String,
+    /// Paths that accept `POST`s (default `/api/log`).
+    #[serde(default = "default_paths")]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub format: BodyFormat,
+    /// Largest body, before and after decompression: bytes or "10MiB".
+    #[serde(default = "default_max_body", with = "size")]
+    pub max_body: usize,
+    /// Fields every event must have.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Allowed values of `level` (any case); empty allows any.
+    #[serde(default)]
+    pub levels: Vec<String>,
+    /// Largest string value of any field, in bytes.
+    #[serde(default, with = "size::option")]
+    pub max_field: Option<usize>,
+    /// Accept the valid events of a request and list the rejected ones,
+    /// instead of refusing the whole request.
+    #[serde(default)]
+    pub partial: bool,
+    #[serde(default)]
+    pub ack: AckMode,
+    /// Longest wait for delivery with `ack = "delivered"`.
+    #[serde(default = "default_ack_timeout", with = "duration")]
+    pub ack_timeout: Duration,
+    /// Name of an environment variable holding a bearer token that every
+    /// request must carry (`Authorization: Bearer ...`).
+    #[serde(default)]
+    pub auth_token_env: Option<String>,
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    /// Longest a client may take to send its headers, and then its body.
+    #[serde(default = "default_read_timeout", with = "duration")]
+    pub read_timeout: Duration,
+    #[serde(default)]
+    pub batch: Option<BatchOverride>,
+}
+
+fn default_paths() -> Vec<String> {
+    vec!["/api/log".to_string()]
+}
+fn default_max_body() -> usize {
+    10 << 20
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn json_reply(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(format!("{body}\n"))).boxed())
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json_reply(status, &serde_json::json!({ "error": message.into() }))
+}
+
+struct Server {
+    cfg: HttpConfig,
+    ctx: SourceContext,
+    token: Option<String>,
+    clock: std::sync::Mutex<Clock>,
+}
+
+impl Server {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let mut resp = self.clone().respond(req).await;
+        if let Some(cors) = &self.cfg.cors {
+            let allow = if cors.origins.iter().any(|o| o == "*") {
+                "*".to_string()
+            } else {
+                cors.origins.join(", ")
+            };
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert("access-control-allow-origin", v);
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if let Some(refused) = self.refusal(&req) {
+            return refused;
+        }
+        let headers = req.headers();
+        let gzip = match body::check_headers(headers, self.cfg.max_body) {
+            Ok(g) => g,
+            Err((status, message)) => return error(status, message),
+        };
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        // Backpressure: a full pipeline answers at once instead of queueing.
+        if !self.ctx.output.has_room() {
+            return full();
+        }
+        let read = body::read(
+            req.into_body(),
+            gzip,
+            self.cfg.max_body,
+            self.cfg.read_timeout,
+        );
+        let events = match read
+            .await
+            .and_then(|b| Ok((body::parse(&self.cfg, &content_type, &b)?, b.len())))
+        {
+            Ok(e) => e,
+            Err((status, message)) => return error(status, message),
+        };
+        let (batch, rejected) = self.batch(events.0, events.1);
+        ComponentMetrics::add(&self.ctx.metrics.failed, rejected.len());
+        if !rejected.is_empty() && !self.cfg.partial {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": "invalid events; nothing was accepted", "rejected": rejected }),
+            );
+        }
+        let accepted = batch.len();
+        if let Err(refused) = self.deliver(batch).await {
+            return refused;
+        }
+        let mut body = serde_json::json!({ "accepted": accepted });
+        if !rejected.is_empty() {
+            body["rejected"] = serde_json::to_value(&rejected).unwrap_or_default();
+        }
+        json_reply(StatusCode::OK, &body)
+    }
+
+    /// The answer to what is not a `POST` of events by someone allowed (an
+    /// unknown path, another method, a missing token) and to CORS
+    /// preflights; `None` to go on.
+    fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let path = req.uri().path();
+        if !self.cfg.paths.iter().any(|p| p == path) {
+            return Some(error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such path; send events to {}",
+                    self.cfg.paths.join(" or ")
+                ),
+            ));
+        }
+        if req.method() == Method::OPTIONS {
+            if let Some(cors) = &self.cfg.cors {
+                return Some(
+                    Response::builder()
+                        .status(StatusCode::NO_CONTENT)
+                        .header("access-control-allow-methods", "POST, OPTIONS")
+                        .header(
+                            "access-control-allow-headers",
+                            "content-type, content-encoding, authorization",
+                        )
+                        .header("access-control-max-age", cors.max_age.to_string())
+                        .body(Full::new(Bytes::new()).boxed())
+                        .expect("static response parts are valid"),
+                );
+            }
+        }
+        if req.method() != Method::POST {
+            return Some(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "send events with POST",
+            ));
+        }
+        if let Some(token) = &self.token {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(token.as_str()) {
+                return Some(
+                    Response::builder()
+                        .status(StatusCode::UNAUTHORIZED)
+                        .header("www-authenticate", "Bearer")
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(
+                            Full::new(Bytes::from(
+                                "{\"error\":\"a valid bearer token is required\"}\n",
+                            ))
+                            .boxed(),
+                        )
+                        .expect("static response parts are valid"),
+                );
+            }
+        }
+        None
+    }
+
+    /// The valid events as a batch (a `timestamp` added where missing),
+    /// and the rejected ones with their reasons.
+    fn batch(&self, events: Vec<Value>, body_len: usize) -> (Batch, Vec<Rejection>) {
+        let mut rejected = Vec::new();
+        let mut batch = Batch::with_capacity(events.len(), body_len + events.len() * 40);
+        let mut clock = self.clock.lock().expect("clock lock poisoned");
+        for (i, mut v) in events.into_iter().enumerate() {
+            if let Err(r) = body::validate(&self.cfg, i, &v) {
+                rejected.push(r);
+                continue;
+            }
+            if let Value::Object(map) = &mut v {
+                if !map.contains_key("timestamp") {
+                    let mut with = Map::with_capacity(map.len() + 1);
+                    with.insert("timestamp".into(), clock.now().into());
+                    with.extend(std::mem::take(map));
+                    *map = with;
+                }
+            }
+            serde_json::to_writer(&mut batch.data, &v).expect("writing to a Vec cannot fail");
+            batch.seal();
+        }
+        (batch, rejected)
+    }
+
+    /// Send the batch on; with `ack = "delivered"`, wait until every sink
+    /// has it (or say why not).
+    async fn deliver(&self, mut batch: Batch) -> Result<(), Response<Body>> {
+        let waiter = if self.cfg.ack == AckMode::Delivered && !batch.is_empty() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            batch.acks.push(Ack::new(move |ok| {
+                let _ = tx.send(ok);
+            }));
+            Some(rx)
+        } else {
+            None
+        };
+        ComponentMetrics::add(&self.ctx.metrics.events_in, batch.len());
+        ComponentMetrics::add(&self.ctx.metrics.bytes_in, batch.bytes());
+        if self.ctx.output.send(0, batch).await.is_err() {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the pipeline is stopping",
+            ));
+        }
+        let Some(rx) = waiter else {
+            return Ok(());
+        };
+        match tokio::time::timeout(self.cfg.ack_timeout, rx).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err(error(
+                StatusCode::BAD_GATEWAY,
+                "the events could not be delivered",
+            )),
+            Err(_) => Err(error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the events were not delivered in time",
+            )),
+        }
+    }
+}
+
+/// `503` with `Retry-After`: the pipeline has no room now.
+fn full() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SERVICE_UNAVAILABLE)
+        .header("retry-after", "1")
+        .header(CONTENT_TYPE, "application/json")
+        .body(
+            Full::new(Bytes::from(
+                "{\"error\":\"the pipeline is full; retry later\"}\n",
+            ))
+            .boxed(),
+        )
+        .expect("static response parts are valid")
+}
+
+/// A built HTTP source: its config and the token read from the environment.
+struct HttpSource {
+    cfg: HttpConfig,
+    token: Option<String>,
+}
+
+impl SourceKind for HttpConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        let token = match &self.auth_token_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                BuildError::key("auth_token_env", format!("names `{var}`, which is not set"))
+            })?),
+            None => None,
+        };
+        Ok(Box::new(HttpSource {
+            cfg: self.clone(),
+            token,
+        }))
+    }
+
+    fn batch(&self) -> Option<BatchOverride> {
+        self.batch
+    }
+}
+
+impl Source for HttpSource {
+    fn start(self: Box<Self>, ctx: SourceContext) -> Task {
+        Box::pin(self.cfg.run(self.token, ctx))
+    }
+}
+
+impl HttpConfig {
+    /// Serve until shutdown; `token` is what `auth_token_env` names.
+    async fn run(self, token: Option<String>, ctx: SourceContext) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(&self.address)
+            .await
+            .with_context(|| format!("source {}: cannot listen on {}", ctx.name, self.address))?;
+        let local: SocketAddr = listener.local_addr()?;
+        tracing::info!(source = %ctx.name, address = %local, paths = ?self.paths, "http source listening");
+        let mut shutdown = ctx.shutdown.clone();
+        let read_timeout = self.read_timeout;
+        let server = Arc::new(Server {
+            cfg: self,
+            ctx,
+            token,
+            clock: std::sync::Mutex::new(Clock::default()),
+        });
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "http source: accept failed");
+                            continue;
+                        }
+                    };
+                    let server = server.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |req| server.clone().handle(req));
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(read_timeout)
+                            .serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "http source: connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        // Stop accepting; let requests in flight finish (they hold the
+        // output), but not forever.
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        connections.abort_all();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size::parse("10MiB"), Ok(10 << 20));
+        assert_eq!(size::parse("512KiB"), Ok(512 << 10));
+        assert_eq!(size::parse("1MB"), Ok(1_000_000));
+        assert_eq!(size::parse("42"), Ok(42));
+        assert!(size::parse("10 parsecs").is_err());
+    }
+}

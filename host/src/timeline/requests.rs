@@ -1,0 +1,364 @@
+//! Requests followed across components by their correlation id: tracked
+//! while active, finalized once idle, their hops' latencies kept in bounded
+//! memory (exact up to [`EXACT_SAMPLES`] per hop, then a log-linear
+//! histogram within 1/2048).
+
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::*;
+
+/// One request in flight.
+pub(super) struct Active {
+    first: i64,
+    last: i64,
+    /// (component, first ts, last ts) per segment.
+    segments: Vec<(Arc<str>, i64, i64)>,
+}
+
+/// A finished request, its path as shared component names.
+pub(super) struct Finished {
+    id: String,
+    total_us: i64,
+    path: Vec<Arc<str>>,
+}
+
+impl Finished {
+    pub(super) fn to_path(&self) -> RequestPath {
+        RequestPath {
+            id: self.id.clone(),
+            total_us: self.total_us,
+            path: self.path.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// A hop: from one component to the next.
+pub(super) type HopKey = (Arc<str>, Arc<str>);
+
+/// The latencies of one hop, in microseconds. Exact while there are at
+/// most [`EXACT_SAMPLES`]; past that they move into a log-linear histogram
+/// whose buckets are within 1/2048 of their values, so memory stays the
+/// same whatever the input's size. Minimum and maximum are always exact.
+#[derive(Debug, Default)]
+pub(super) struct Latencies {
+    count: u64,
+    min: i64,
+    max: i64,
+    exact: Vec<i64>,
+    /// Counts per [`bucket`], once the exact samples are full.
+    buckets: Vec<u64>,
+}
+
+pub(super) const EXACT_SAMPLES: usize = 65_536;
+/// Values below this have a bucket each.
+pub(super) const LINEAR: i64 = 2048;
+
+/// The histogram bucket of a latency: its own below [`LINEAR`], then 1,024
+/// buckets per power of two.
+pub(super) fn bucket(v: i64) -> usize {
+    let v = v.max(0);
+    if v < LINEAR {
+        return v as usize;
+    }
+    let shift = 63 - v.leading_zeros() as usize - 10;
+    LINEAR as usize + (shift - 1) * 1024 + ((v >> shift) as usize - 1024)
+}
+
+/// The middle of a bucket's values.
+pub(super) fn bucket_value(b: usize) -> i64 {
+    if b < LINEAR as usize {
+        return b as i64;
+    }
+    let shift = (b - LINEAR as usize) / 1024 + 1;
+    let mantissa = ((b - LINEAR as usize) % 1024 + 1024) as i64;
+    (mantissa << shift) + (1i64 << shift) / 2
+}
+
+impl Latencies {
+    pub(super) fn add(&mut self, v: i64) {
+        if self.count == 0 {
+            (self.min, self.max) = (v, v);
+        }
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        if self.buckets.is_empty() && self.exact.len() < EXACT_SAMPLES {
+            self.exact.push(v);
+            return;
+        }
+        for v in std::mem::take(&mut self.exact).into_iter().chain([v]) {
+            let b = bucket(v);
+            if b >= self.buckets.len() {
+                self.buckets.resize(b + 1, 0);
+            }
+            self.buckets[b] += 1;
+        }
+    }
+
+    /// The nearest-rank percentile (see the module's definitions).
+    pub(super) fn percentile(&mut self, p: f64) -> i64 {
+        if self.buckets.is_empty() {
+            self.exact.sort_unstable();
+            return percentile(&self.exact, p);
+        }
+        let rank = (((p / 100.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (b, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return bucket_value(b).clamp(self.min, self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// Follows requests by correlation id.
+#[derive(Default)]
+pub(super) struct Tracker {
+    /// Component names, shared by every segment that names them (no copy
+    /// of a name per event).
+    names: FxHashSet<Arc<str>>,
+    pub(super) active: FxHashMap<String, Active>,
+    hops: Vec<(HopKey, Latencies)>,
+    slowest: Vec<RequestPath>,
+    /// Requests of more than one component, by where they end.
+    ends: FxHashMap<Arc<str>, u64>,
+    /// Every request, by where it ends.
+    lasts: FxHashMap<Arc<str>, u64>,
+    /// Finished requests, kept to list the lost ones (bounded; beyond it
+    /// they are only counted).
+    finished: Vec<Finished>,
+    requests: u64,
+}
+
+pub(super) const MAX_FINISHED: usize = 100_000;
+pub(super) const SLOWEST: usize = 10;
+
+impl Tracker {
+    pub(super) fn see(&mut self, r: &Record) {
+        let Some(id) = r.correlation() else { return };
+        match self.active.get_mut(id) {
+            Some(a) => {
+                a.last = r.ts;
+                match a.segments.last_mut() {
+                    Some((c, _, last)) if &**c == r.component() => *last = r.ts,
+                    _ => a
+                        .segments
+                        .push((intern(&mut self.names, r.component()), r.ts, r.ts)),
+                }
+            }
+            None => {
+                let segment = (intern(&mut self.names, r.component()), r.ts, r.ts);
+                self.active.insert(
+                    id.to_string(),
+                    Active {
+                        first: r.ts,
+                        last: r.ts,
+                        segments: vec![segment],
+                    },
+                );
+            }
+        }
+    }
+
+    /// Finish requests idle since before `cutoff`.
+    pub(super) fn expire(&mut self, cutoff: i64) {
+        let done: Vec<String> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.last < cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in done {
+            let a = self.active.remove(&id).expect("listed");
+            self.finish(id, a);
+        }
+    }
+
+    pub(super) fn finish(&mut self, id: String, a: Active) {
+        self.requests += 1;
+        for pair in a.segments.windows(2) {
+            let latency = pair[1].1 - pair[0].2;
+            let key = (&pair[0].0, &pair[1].0);
+            let i = match self.hops.iter().position(|(k, _)| (&k.0, &k.1) == key) {
+                Some(i) => i,
+                None => {
+                    let key = (pair[0].0.clone(), pair[1].0.clone());
+                    self.hops.push((key, Latencies::default()));
+                    self.hops.len() - 1
+                }
+            };
+            self.hops[i].1.add(latency);
+        }
+        let request = Finished {
+            id,
+            total_us: a.last - a.first,
+            path: a.segments.into_iter().map(|s| s.0).collect(),
+        };
+        let last = request.path.last().expect("a request has an event");
+        *self.lasts.entry(last.clone()).or_default() += 1;
+        if request.path.len() >= 2 {
+            *self.ends.entry(last.clone()).or_default() += 1;
+        }
+        // Among the slowest? Compared before any copy is made.
+        let slower = |x: &RequestPath| {
+            request.total_us > x.total_us || (request.total_us == x.total_us && request.id < x.id)
+        };
+        if self.slowest.len() < SLOWEST || self.slowest.last().is_some_and(slower) {
+            self.slowest.push(request.to_path());
+            self.slowest
+                .sort_by(|x, y| y.total_us.cmp(&x.total_us).then_with(|| x.id.cmp(&y.id)));
+            self.slowest.truncate(SLOWEST);
+        }
+        if self.finished.len() < MAX_FINISHED {
+            self.finished.push(request);
+        }
+    }
+
+    pub(super) fn close(mut self, summary: &mut Summary) {
+        let rest: Vec<(String, Active)> = {
+            let mut v: Vec<_> = self.active.drain().collect();
+            v.sort_by(|a, b| a.1.first.cmp(&b.1.first).then_with(|| a.0.cmp(&b.0)));
+            v
+        };
+        for (id, a) in rest {
+            self.finish(id, a);
+        }
+        summary.requests = self.requests;
+        summary.hops = self
+            .hops
+            .into_iter()
+            .map(|((from, to), mut l)| Hop {
+                from: from.to_string(),
+                to: to.to_string(),
+                requests: l.count,
+                min_us: l.min,
+                median_us: l.percentile(50.0),
+                p95_us: l.percentile(95.0),
+                max_us: l.max,
+            })
+            .collect();
+        summary.slowest = self.slowest;
+        let expected = self
+            .ends
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(c, _)| c.to_string());
+        if let Some(end) = &expected {
+            let reached = self.lasts.get(end.as_str()).copied().unwrap_or(0);
+            summary.lost_total = self.requests - reached;
+            summary.lost = self
+                .finished
+                .iter()
+                .filter(|r| r.path.last().map(|c| &**c) != Some(end.as_str()))
+                .take(50)
+                .map(Finished::to_path)
+                .collect();
+        }
+        summary.expected_end = expected;
+    }
+}
+
+/// The shared copy of a component name.
+pub(super) fn intern(names: &mut FxHashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.get(name) {
+        return n.clone();
+    }
+    let n: Arc<str> = name.into();
+    names.insert(n.clone());
+    n
+}
+
+/// The nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[i64], p: f64) -> i64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::tests::record;
+
+    #[test]
+    pub(super) fn latencies_past_the_exact_samples_stay_within_their_buckets() {
+        let mut exact = Vec::new();
+        let mut l = Latencies::default();
+        // Spread over six decades, in a scrambled order.
+        for i in 0..(EXACT_SAMPLES as i64 * 3) {
+            let v = (i * 7919) % 1_000_003 * (1 + i % 1000);
+            exact.push(v);
+            l.add(v);
+        }
+        exact.sort_unstable();
+        assert!(l.exact.is_empty() && l.buckets.len() <= bucket(exact[exact.len() - 1]) + 1);
+        assert_eq!(
+            (l.count, l.min, l.max),
+            (exact.len() as u64, exact[0], exact[exact.len() - 1])
+        );
+        for p in [1.0, 50.0, 95.0, 99.9, 100.0] {
+            let want = percentile(&exact, p);
+            let got = l.percentile(p);
+            assert!(
+                (got - want).abs() as f64 <= want as f64 / 2048.0 + 1.0,
+                "p{p}: {got} vs {want}"
+            );
+        }
+        // Below the cap, exact.
+        let mut small = Latencies::default();
+        for v in [5, 1, 3] {
+            small.add(v);
+        }
+        assert_eq!((small.percentile(50.0), small.percentile(95.0)), (3, 5));
+        // Every value lands in a bucket whose middle is within 1/2048.
+        for v in [
+            0,
+            1,
+            2047,
+            2048,
+            2049,
+            4095,
+            4096,
+            123_456_789,
+            i64::MAX / 2,
+        ] {
+            let m = bucket_value(bucket(v));
+            assert!(
+                (m - v).abs() as f64 <= v as f64 / 2048.0 + 0.5,
+                "{v} -> {m}"
+            );
+        }
+    }
+
+    #[test]
+    pub(super) fn lost_requests_are_counted_past_the_listed_ones() {
+        let mut t = Tracker::default();
+        let total = MAX_FINISHED + 1000;
+        for i in 0..total {
+            let ts = 1_000_000 + i as i64;
+            let first = record(&format!(
+                r#"{{"ts":{ts},"service":"api","request_id":"r{i}"}}"#
+            ));
+            t.see(&first);
+            // Every 10th request stops in api; the others reach db.
+            if i % 10 != 0 {
+                t.see(&record(&format!(
+                    r#"{{"ts":{},"service":"db","request_id":"r{i}"}}"#,
+                    ts + 1
+                )));
+            }
+            t.expire(first.ts - 10_000_000);
+        }
+        let mut s = Summary::default();
+        t.close(&mut s);
+        assert_eq!(s.requests, total as u64);
+        assert_eq!(s.expected_end.as_deref(), Some("db"));
+        assert_eq!(s.lost_total, total.div_ceil(10) as u64);
+        assert_eq!(s.lost.len(), 50);
+        assert_eq!(s.hops.len(), 1);
+        assert_eq!(s.hops[0].requests, (total - total.div_ceil(10)) as u64);
+    }
+}
