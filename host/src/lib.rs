@@ -5,20 +5,27 @@
 //! host moves packed batches of JSON events between them over bounded
 //! channels, calling each plugin once per batch.
 //!
+//! The design record, with the path of one event and what a new source or
+//! sink implements, is `docs/architecture.md` in the repository.
+//!
 //! # Layout
+//! From the bottom up; a module imports only those listed before it
+//! (the base layer imports nothing of the others).
+//! - [`base`]: events and packed batches, acknowledgements, outputs and the
+//!   router, metrics, and the settings every component config shares
+//!   (including the `kinds!` registration and `BuildContext`/`BuildError`).
+//! - [`delivery`]: dead letters and the one jittered `Backoff`.
+//! - [`source`]: `stdin`, `file` (globs, tailing, checkpoints), `generate`,
+//!   `http`, `redis`, each a `SourceKind`; lines to events; batching.
+//! - [`sink`]: `stdout`, `file` (templated paths, rotation, gzip,
+//!   retention), `redis`, each a `SinkKind`.
 //! - [`config`]: the pipeline file, parsed with spans so every error names
 //!   the file, line, column and key.
-//! - [`topology`]: the graph: plan (load plugins, check inputs and cycles),
-//!   start, drain and shut down.
-//! - [`source`]: `stdin`, `file` (globs, tailing, checkpoints), `generate`,
-//!   `http`, `redis`; lines to events; batching.
 //! - [`plugin`]: the WIT bindings, the wasmtime runtime and its sandbox,
-//!   the bundled plugins.
-//! - [`sink`]: `stdout`, `file` (templated paths, rotation, gzip,
-//!   retention), `redis`.
-//! - [`delivery`]: dead letters.
-//! - [`event`]: packed batches and event helpers.
-//! - [`metrics`]: per-component counters and the run summary.
+//!   the one plugin loader, the bundled plugins.
+//! - [`topology`]: plan (load plugins, check the graph, build components),
+//!   start, rewire, reload, drain and shut down; it knows components only
+//!   through their interface.
 //! - [`timeline`]: `sluice timeline`, many services' logs merged into one report.
 //! - [`admin`]: the admin HTTP port (`/health`, `/metrics`, `POST /reload`).
 //! - [`testing`]: `sluice test`, the `[[tests]]` of a pipeline file.
