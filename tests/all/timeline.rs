@@ -105,6 +105,18 @@ fn options(dir: &Path) -> Options {
     }
 }
 
+/// The median as the midpoint of the two middle samples for an even count,
+/// written out again here on purpose.
+fn midpoint_median(mut v: Vec<i64>) -> i64 {
+    v.sort();
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    }
+}
+
 /// Nearest-rank percentile, written out again here on purpose.
 fn nearest_rank(mut v: Vec<i64>, p: f64) -> i64 {
     v.sort();
@@ -165,7 +177,7 @@ fn order_counts_and_latencies() {
         assert_eq!(hop.requests, samples.len() as u64, "{from}->{to}");
         assert_eq!(hop.min_us, *samples.iter().min().unwrap());
         assert_eq!(hop.max_us, *samples.iter().max().unwrap());
-        assert_eq!(hop.median_us, nearest_rank(samples.clone(), 50.0));
+        assert_eq!(hop.median_us, midpoint_median(samples.clone()));
         assert_eq!(hop.p95_us, nearest_rank(samples, 95.0));
     }
     // webhook -> trading: 15, 30, 10, 60, 50 ms.
@@ -252,6 +264,77 @@ fn markdown_layout() {
             .starts_with("| exchange | 1 |"),
         "{table}"
     );
+}
+
+#[test]
+fn markdown_milliseconds_past_255() {
+    let d = tempfile::tempdir().unwrap();
+    let lines: Vec<Value> = [256, 544, 999]
+        .iter()
+        .map(|ms| json!({"timestamp": iso(T0 + 1000 + ms), "service": "orders", "level": "info", "message": format!("at {ms}")}))
+        .collect();
+    let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(d.path().join("orders.log"), text).unwrap();
+    let (md, _) = report(&options(d.path()));
+    for ms in [256, 544, 999] {
+        assert!(
+            md.contains(&format!("**10:00:01.{ms}** [orders] INFO - at {ms}")),
+            "{md}"
+        );
+    }
+}
+
+#[test]
+fn all_refuses_the_filters_it_would_override() {
+    let d = tempfile::tempdir().unwrap();
+    write_fixture(d.path());
+    let out = sluice()
+        .args(["timeline", "--all", "--level", "error"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--all") && err.contains("--level"), "{err}");
+    let out = sluice()
+        .args(["timeline", "--all"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tick"),
+        "--all keeps debug"
+    );
+}
+
+#[test]
+fn rotated_files_in_a_folder_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let line = |ms: i64, m: &str| {
+        format!(
+            "{}\n",
+            json!({"timestamp": iso(T0 + ms), "service": "orders", "level": "info", "message": m})
+        )
+    };
+    std::fs::write(d.path().join("orders.log"), line(300, "current")).unwrap();
+    std::fs::write(d.path().join("orders.log.1"), line(200, "rotated")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(line(100, "rotated and compressed").as_bytes())
+        .unwrap();
+    std::fs::write(d.path().join("orders.log.2.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(d.path().join("notes.txt.1"), "not a log").unwrap();
+    let (md, s) = report(&options(d.path()));
+    assert_eq!(s.events, 3, "{md}");
+    let at = |m: &str| {
+        md.find(&format!("INFO - {m}\n"))
+            .unwrap_or_else(|| panic!("{m}: {md}"))
+    };
+    assert!(at("rotated and compressed") < at("rotated") && at("rotated") < at("current"));
 }
 
 #[test]

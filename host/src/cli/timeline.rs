@@ -68,8 +68,9 @@ pub struct TimelineArgs {
     /// Write here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Every level, every time, every component (overrides --level).
-    #[arg(long)]
+    /// Every level, every time, every component: refused together with
+    /// --level, --components, --since, --from or --to, which it would override.
+    #[arg(long, conflicts_with_all = ["level", "components", "since", "from", "to"])]
     pub all: bool,
     /// A request idle this long (in log time) is considered finished.
     #[arg(long, default_value = "5m")]
@@ -140,7 +141,8 @@ pub fn main(args: TimelineArgs) -> anyhow::Result<()> {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         let mut stdout = std::io::stdout();
-        output = Some(ask(&mut options, &mut input, &mut stdout)?);
+        let asked = ask(&mut options, output.is_none(), &mut input, &mut stdout)?;
+        output = output.or(asked);
     }
     let summary = match &output {
         Some(path) => {
@@ -199,8 +201,14 @@ fn prompt(
     })
 }
 
-/// The interactive questions; returns where to write the report.
-fn ask(o: &mut Options, input: &mut dyn BufRead, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
+/// The interactive questions; returns where to write the report when
+/// `ask_output` (no `-o` was given).
+fn ask(
+    o: &mut Options,
+    ask_output: bool,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> anyhow::Result<Option<PathBuf>> {
     let inputs = timeline::inputs(o)?;
     let mut components: Vec<(String, u64)> = Vec::new();
     for s in &inputs.scans {
@@ -287,6 +295,38 @@ fn ask(o: &mut Options, input: &mut dyn BufRead, out: &mut dyn Write) -> anyhow:
         }
         break;
     }
+    if !ask_output {
+        return Ok(None);
+    }
     let path = prompt(input, out, "Output file", "timeline.md")?;
-    Ok(PathBuf::from(path))
+    Ok(Some(PathBuf::from(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interactive_mode_asks_no_output_file_when_one_was_given() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("orders.log"),
+            "{\"timestamp\":\"2026-11-23T10:00:00Z\",\"service\":\"orders\",\"message\":\"x\"}\n",
+        )
+        .unwrap();
+        let base = Options {
+            paths: vec![d.path().to_path_buf()],
+            ..Options::default()
+        };
+        let answers = "all\nall\ninfo\ntimeline\nreport.md\n";
+        let mut o = base.clone();
+        let mut out = Vec::new();
+        let asked = ask(&mut o, false, &mut answers.as_bytes(), &mut out).unwrap();
+        assert_eq!(asked, None);
+        assert!(!String::from_utf8_lossy(&out).contains("Output file"));
+        let mut o = base;
+        let mut out = Vec::new();
+        let asked = ask(&mut o, true, &mut answers.as_bytes(), &mut out).unwrap();
+        assert_eq!(asked, Some(PathBuf::from("report.md")));
+    }
 }

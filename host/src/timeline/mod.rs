@@ -15,7 +15,8 @@
 //!   event of the next segment, in B;
 //! - a request's end-to-end time is from its first event to its last;
 //! - percentiles use the nearest-rank method (p-th: the ceil(p/100 * n)-th
-//!   smallest), the median is p50; exact up to [`EXACT_SAMPLES`] requests
+//!   smallest); the median is the middle sample, or the midpoint of the
+//!   two middle ones for an even count; exact up to [`EXACT_SAMPLES`] requests
 //!   per hop, within 1/2048 past that (see [`Latencies`]);
 //! - a lost request is one whose last component is not the one where most
 //!   multi-component requests end.
@@ -35,8 +36,8 @@ use anyhow::Context;
 use read::Merge;
 pub use read::{ComponentBy, LogFile, Problem, Record};
 pub use report::Format;
-pub use requests::percentile;
 use requests::Tracker;
+pub use requests::{median, percentile};
 use select::Filter;
 pub use select::{inputs, Inputs};
 

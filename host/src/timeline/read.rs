@@ -152,13 +152,19 @@ fn is_log_file(path: &Path) -> bool {
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
+    // A rotated file, as sluice's file sink and logrotate name it: `NAME.log.3`.
+    let name = match name.rsplit_once('.') {
+        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
+        _ => name,
+    };
     [".log", ".json", ".jsonl", ".ndjson"]
         .iter()
         .any(|e| name.ends_with(e))
 }
 
 /// The log files under `paths` (files as given; folders searched recursively
-/// for `.log`, `.json`, `.jsonl`, `.ndjson`, each maybe `.gz`).
+/// for `.log`, `.json`, `.jsonl`, `.ndjson`, each maybe rotated (`.N`) and
+/// maybe `.gz`).
 pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<LogFile>> {
     let mut files = Vec::new();
     for p in paths {

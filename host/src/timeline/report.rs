@@ -32,6 +32,14 @@ pub struct Writer<'a> {
 /// Bytes gathered before a write to the output.
 const BUFFER: usize = 1 << 20;
 
+/// `.mmm`: the milliseconds of a time in microseconds, zero-padded.
+fn millis(us: i64) -> [u8; 4] {
+    // 0..=999: three digits, each below 10.
+    let m = us.rem_euclid(1_000_000) / 1000;
+    let digit = |d: i64| b'0' + d as u8;
+    [b'.', digit(m / 100), digit(m / 10 % 10), digit(m % 10)]
+}
+
 fn ms(us: i64) -> String {
     format!("{:.3} ms", us as f64 / 1000.0)
 }
@@ -138,16 +146,10 @@ impl<'a> Writer<'a> {
                     self.second = Some((second, hms));
                 }
                 let hms = &self.second.as_ref().expect("set above").1;
-                let millis = (r.ts.rem_euclid(1_000_000) / 1000) as u8;
                 let line = &mut self.buf;
                 line.extend_from_slice(b"**");
                 line.extend_from_slice(hms.as_bytes());
-                line.extend_from_slice(&[
-                    b'.',
-                    b'0' + millis / 100,
-                    b'0' + millis / 10 % 10,
-                    b'0' + millis % 10,
-                ]);
+                line.extend_from_slice(&millis(r.ts));
                 line.extend_from_slice(b"** [");
                 line.extend_from_slice(r.component().as_bytes());
                 line.extend_from_slice(b"] ");
@@ -326,5 +328,26 @@ impl<'a> Writer<'a> {
             writeln!(out)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis;
+
+    #[test]
+    fn milliseconds_past_255_are_printed_whole() {
+        for (us, want) in [
+            (0, ".000"),
+            (7_000, ".007"),
+            (255_000, ".255"),
+            (256_000, ".256"),
+            (544_999, ".544"),
+            (999_000, ".999"),
+            (1_795_428_001_544_000, ".544"),
+            (-1_000, ".999"),
+        ] {
+            assert_eq!(std::str::from_utf8(&millis(us)).unwrap(), want, "{us}");
+        }
     }
 }

@@ -97,6 +97,17 @@ impl Latencies {
         }
     }
 
+    /// The median: the middle sample, or the midpoint of the two middle
+    /// ones for an even count (as other tools report it); from the
+    /// histogram past the exact samples.
+    pub(super) fn median(&mut self) -> i64 {
+        if self.buckets.is_empty() && !self.exact.is_empty() {
+            self.exact.sort_unstable();
+            return median(&self.exact);
+        }
+        self.percentile(50.0)
+    }
+
     /// The nearest-rank percentile (see the module's definitions).
     pub(super) fn percentile(&mut self, p: f64) -> i64 {
         if self.buckets.is_empty() {
@@ -236,7 +247,7 @@ impl Tracker {
                 to: to.to_string(),
                 requests: l.count,
                 min_us: l.min,
-                median_us: l.percentile(50.0),
+                median_us: l.median(),
                 p95_us: l.percentile(95.0),
                 max_us: l.max,
             })
@@ -272,6 +283,18 @@ pub(super) fn intern(names: &mut FxHashSet<Arc<str>>, name: &str) -> Arc<str> {
     n
 }
 
+/// The median of sorted samples: the midpoint of the two middle ones for
+/// an even count.
+pub fn median(sorted: &[i64]) -> i64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        let (a, b) = (sorted[n / 2 - 1], sorted[n / 2]);
+        a + (b - a) / 2
+    }
+}
+
 /// The nearest-rank percentile of sorted samples.
 pub fn percentile(sorted: &[i64], p: f64) -> i64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -284,7 +307,7 @@ mod tests {
     use crate::timeline::tests::record;
 
     #[test]
-    pub(super) fn latencies_past_the_exact_samples_stay_within_their_buckets() {
+    fn latencies_past_the_exact_samples_stay_within_their_buckets() {
         let mut exact = Vec::new();
         let mut l = Latencies::default();
         // Spread over six decades, in a scrambled order.
@@ -313,6 +336,13 @@ mod tests {
             small.add(v);
         }
         assert_eq!((small.percentile(50.0), small.percentile(95.0)), (3, 5));
+        assert_eq!(median(&[10, 20, 30, 40]), 25);
+        assert_eq!(median(&[10, 20, 30]), 20);
+        let mut even = Latencies::default();
+        for v in [40, 10, 30, 20] {
+            even.add(v);
+        }
+        assert_eq!(even.median(), 25, "the midpoint, not the lower median");
         // Every value lands in a bucket whose middle is within 1/2048.
         for v in [
             0,
@@ -334,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn lost_requests_are_counted_past_the_listed_ones() {
+    fn lost_requests_are_counted_past_the_listed_ones() {
         let mut t = Tracker::default();
         let total = MAX_FINISHED + 1000;
         for i in 0..total {
