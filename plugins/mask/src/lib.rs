@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [transforms.mask.config]
-//! detect = ["email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer"]  # the default: all
+//! detect = ["email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer"]  # the default; "mac" is optional
 //! text = "[{kind}]"           # fixed replacement; `{kind}` names the detector
 //! # hash_key = "s3cret"       # instead: a keyed hash, so equal values stay correlatable
 //! skip_fields = ["timestamp"] # dotted paths left alone (default: timestamp)
@@ -54,7 +54,13 @@ struct PatternConfig {
 
 /// The built-in detectors, in the order they run: the most specific first,
 /// so a JWT is not half-eaten by another detector.
-pub const DETECTORS: [&str; 7] = ["jwt", "bearer", "email", "iban", "card", "ipv6", "ipv4"];
+pub const DETECTORS: [&str; 8] = [
+    "jwt", "bearer", "email", "iban", "card", "mac", "ipv6", "ipv4",
+];
+
+/// The detectors used when `detect` is not given: all but the optional
+/// ones (`mac`: hardware addresses are rarely personal data in logs).
+pub const DEFAULT_DETECTORS: [&str; 7] = ["jwt", "bearer", "email", "iban", "card", "ipv6", "ipv4"];
 
 fn pattern_of(kind: &str) -> &'static str {
     match kind {
@@ -63,6 +69,7 @@ fn pattern_of(kind: &str) -> &'static str {
         "email" => r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
         "iban" => r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         "card" => r"\b[0-9](?:[ \-]?[0-9]){12,18}\b",
+        "mac" => r"\b[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}\b",
         "ipv6" => r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*",
         "ipv4" => r"\b[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\b",
         _ => unreachable!("unknown detector {kind}"),
@@ -194,7 +201,16 @@ impl Mask {
                     "ipv6" => {
                         let before_ok = m.start() == 0 || !is_word_byte(bytes[m.start() - 1]);
                         let after_ok = m.end() == bytes.len() || !is_word_byte(bytes[m.end()]);
-                        before_ok && after_ok && s.parse::<Ipv6Addr>().is_ok()
+                        // A bare `::` parses (the unspecified address) but in
+                        // logs it is a separator: an address has a hex digit.
+                        let has_digit = s.bytes().any(|b| b.is_ascii_hexdigit());
+                        before_ok && after_ok && has_digit && s.parse::<Ipv6Addr>().is_ok()
+                    }
+                    "mac" => {
+                        // One separator throughout: `00:1a:..` or `00-1a-..`.
+                        let sep = bytes[m.start() + 2];
+                        s.bytes().skip(2).step_by(3).all(|b| b == sep)
+                            && !bytes.get(m.end()).is_some_and(|&b| b == b':' || b == b'-')
                     }
                     _ => true,
                 };
@@ -282,6 +298,7 @@ impl Mask {
                     "email" => memchr::memchr(b'@', b).is_some(),
                     "ipv4" => memchr::memchr(b'.', b).is_some(),
                     "ipv6" => memchr::memchr(b':', b).is_some(),
+                    "mac" => memchr::memchr2(b':', b'-', b).is_some(),
                     "jwt" => memchr::memmem::find(b, b"eyJ").is_some(),
                     "bearer" => memchr::memchr2(b'b', b'B', b).is_some(),
                     _ => true,
@@ -315,7 +332,7 @@ impl Plugin for Mask {
         let c: MaskConfig = config.parse()?;
         let kinds: Vec<String> = match c.detect {
             Some(list) => list,
-            None => DETECTORS.iter().map(|s| s.to_string()).collect(),
+            None => DEFAULT_DETECTORS.iter().map(|s| s.to_string()).collect(),
         };
         for k in &kinds {
             if !DETECTORS.contains(&k.as_str()) {
@@ -427,6 +444,22 @@ mod tests {
         assert_eq!(m("peer 2001:db8::8a2e:370:7334 up"), "peer [ipv6] up");
         assert_eq!(m("peer fe80::1"), "peer [ipv6]");
         assert_eq!(m("at 10:42:07 in std::io"), "at 10:42:07 in std::io");
+        // `::` is the unspecified address, but in logs a separator.
+        assert_eq!(m("value :: ok"), "value :: ok");
+        assert_eq!(m("x :: y :: z"), "x :: y :: z");
+        assert_eq!(m("bound to :: port 80"), "bound to :: port 80");
+        assert_eq!(m("peer ::1"), "peer [ipv6]");
+    }
+
+    #[test]
+    fn mac_addresses_only_when_asked() {
+        assert_eq!(m("nic 00:1A:2b:3c:4d:5e up"), "nic 00:1A:2b:3c:4d:5e up");
+        let mac = mask(r#"{"detect":["mac","ipv6"]}"#);
+        let out = |t: &str| mac.mask_str(t).unwrap_or_else(|| t.to_string());
+        assert_eq!(out("nic 00:1A:2b:3c:4d:5e up"), "nic [mac] up");
+        assert_eq!(out("nic 00-1a-2b-3c-4d-5e"), "nic [mac]");
+        assert_eq!(out("mixed 00:1a-2b:3c-4d:5e"), "mixed 00:1a-2b:3c-4d:5e");
+        assert_eq!(out("peer fe80::1"), "peer [ipv6]");
     }
 
     #[test]
