@@ -37,7 +37,9 @@ pub struct RedisSourceConfig {
     pub url: String,
     pub stream: String,
     pub group: String,
-    /// This consumer's name in the group (default: host name and pid).
+    /// This consumer's name in the group (default: the host name and the
+    /// source's name, stable across restarts; set it to run several sluice
+    /// processes on one host).
     #[serde(default)]
     pub consumer: Option<String>,
     /// Entries asked for per read (default: the batch size).
@@ -55,6 +57,11 @@ pub struct RedisSourceConfig {
     /// Idle time after which another consumer's pending entries are taken.
     #[serde(default = "default_claim_idle", with = "duration")]
     pub claim_idle: Duration,
+    /// Other consumers of the group idle this long with nothing pending are
+    /// removed (`XGROUP DELCONSUMER`), so dead ones do not pile up; `"0s"`
+    /// keeps them.
+    #[serde(default = "default_remove_idle_consumers", with = "duration")]
+    pub remove_idle_consumers: Duration,
     /// `XDEL` entries once acknowledged.
     #[serde(default)]
     pub delete_after_ack: bool,
@@ -77,18 +84,45 @@ fn default_max_deliveries() -> u64 {
 fn default_claim_idle() -> Duration {
     Duration::from_secs(60)
 }
+fn default_remove_idle_consumers() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_id_field() -> String {
     "stream_id".to_string()
 }
 
-/// The default consumer name: host name and process id.
-pub fn default_consumer() -> String {
+/// The default consumer name: the host name and the source's name, the
+/// same after a restart, so a restarted process reads its own pending
+/// entries again instead of leaving a dead consumer behind.
+pub fn default_consumer(source: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "sluice".to_string());
-    format!("{host}-{}", std::process::id())
+    format!("{host}-{source}")
+}
+
+/// A value as JSON, losslessly: text as a string, other bytes as
+/// `{"base64": "..."}`.
+pub fn lossless(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.into(),
+        Err(_) => {
+            use base64::Engine as _;
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
+    }
+}
+
+/// An entry's fields as a JSON object (for dead letters), values lossless.
+fn fields_json(entry: &Entry) -> Vec<u8> {
+    let map: serde_json::Map<String, serde_json::Value> = entry
+        .fields
+        .iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), lossless(v)))
+        .collect();
+    serde_json::to_vec(&map).expect("a map of JSON values serializes")
 }
 
 /// One stream entry: its ID and field/value pairs.
@@ -178,10 +212,7 @@ pub fn entry_event(
     } else {
         let mut map = serde_json::Map::new();
         for (k, v) in &entry.fields {
-            map.insert(
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned().into(),
-            );
+            map.insert(String::from_utf8_lossy(k).into_owned(), lossless(v));
         }
         has_timestamp = map.contains_key("timestamp");
         serde_json::to_writer(&mut body, &map).expect("writing to a Vec cannot fail");
@@ -242,6 +273,56 @@ async fn connect(
     }
 }
 
+/// Whether a failed command lost the connection (reconnect), rather than
+/// being refused by the server (retry on the same connection).
+fn lost_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// One consumer of a group, as `XINFO CONSUMERS` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    pub pending: i64,
+    pub idle_ms: i64,
+}
+
+/// The consumers of an `XINFO CONSUMERS` reply (a list of flat key/value
+/// lists in RESP2, of maps in RESP3).
+pub fn consumers(v: &Value) -> Vec<Consumer> {
+    array(v)
+        .iter()
+        .map(|c| {
+            let pairs: Vec<(String, &Value)> = match c {
+                Value::Map(m) => m.iter().filter_map(|(k, v)| Some((text(k)?, v))).collect(),
+                other => array(other)
+                    .chunks(2)
+                    .filter_map(|p| Some((text(p.first()?)?, p.get(1)?)))
+                    .collect(),
+            };
+            let int = |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, v)| match v {
+                        Value::Int(n) => Some(*n),
+                        other => text(other)?.parse().ok(),
+                    })
+                    .unwrap_or(0)
+            };
+            Consumer {
+                name: pairs
+                    .iter()
+                    .find(|(k, _)| k == "name")
+                    .and_then(|(_, v)| text(v))
+                    .unwrap_or_default(),
+                pending: int("pending"),
+                idle_ms: int("idle"),
+            }
+        })
+        .collect()
+}
+
 /// Acknowledges entries as their events are delivered.
 async fn acker(
     client: redis::Client,
@@ -296,30 +377,39 @@ impl SourceKind for RedisSourceConfig {
 runs_itself!(RedisSourceConfig);
 
 impl RedisSourceConfig {
-    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.url.as_str())
-            .with_context(|| format!("source {}: bad redis url", ctx.name))?;
-        let consumer = self.consumer.clone().unwrap_or_else(default_consumer);
-        let count = self.count.unwrap_or(ctx.batch.max_events).max(1);
-        let Some(mut reader) = connect(&client, &ctx, "reader").await else {
-            return Ok(());
-        };
-        // The group may exist already (another process, a restart).
+    /// `XGROUP CREATE ... MKSTREAM` at `start`; a group that exists already
+    /// (another process, a restart) is fine.
+    async fn create_group(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
             .arg(&self.group)
             .arg(&self.start)
             .arg("MKSTREAM")
-            .query_async(&mut reader)
+            .query_async(con)
             .await;
-        if let Err(e) = created {
-            if !e.to_string().contains("BUSYGROUP") {
-                return Err(anyhow::anyhow!(
-                    "source {}: XGROUP CREATE failed: {e}",
-                    ctx.name
-                ));
-            }
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url.as_str())
+            .with_context(|| format!("source {}: bad redis url", ctx.name))?;
+        let consumer = self
+            .consumer
+            .clone()
+            .unwrap_or_else(|| default_consumer(&ctx.name));
+        let count = self.count.unwrap_or(ctx.batch.max_events).max(1);
+        let Some(mut reader) = connect(&client, &ctx, "reader").await else {
+            return Ok(());
+        };
+        if let Err(e) = self.create_group(&mut reader).await {
+            return Err(anyhow::anyhow!(
+                "source {}: XGROUP CREATE failed: {e}",
+                ctx.name
+            ));
         }
         ctx.metrics.set_down(None);
         tracing::info!(source = %ctx.name, stream = %self.stream, group = %self.group, %consumer, "reading redis stream");
@@ -337,58 +427,76 @@ impl RedisSourceConfig {
         let mut shutdown = ctx.shutdown.clone();
         // First our own pending entries (from before a restart), then new ones.
         let mut pending_cursor = Some("0".to_string());
+        // Where the next `XAUTOCLAIM` goes on: claiming continues round
+        // after round until no idle entry is left, then waits.
+        let mut claim_cursor: Option<String> = None;
         let mut last_claim = tokio::time::Instant::now() - self.claim_idle;
+        // Errors that are not a lost connection (the group deleted, a key of
+        // another type): retried with backoff, logged once per kind.
+        let mut failing: Option<String> = None;
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         while !shutdown.is_set() {
             let mut redelivered = false;
-            let entries: redis::RedisResult<Vec<Entry>> =
-                if let Some(cursor) = pending_cursor.clone() {
-                    redelivered = true;
-                    redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(&self.group)
-                        .arg(&consumer)
-                        .arg("COUNT")
-                        .arg(count)
-                        .arg("STREAMS")
-                        .arg(&self.stream)
-                        .arg(&cursor)
-                        .query_async::<Value>(&mut reader)
-                        .await
-                        .map(|v| read_reply(&v))
-                } else if last_claim.elapsed() >= self.claim_idle / 2 {
+            let claiming = claim_cursor.is_some() || last_claim.elapsed() >= self.claim_idle / 2;
+            let entries: redis::RedisResult<Vec<Entry>> = if let Some(cursor) =
+                pending_cursor.clone()
+            {
+                redelivered = true;
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(&self.group)
+                    .arg(&consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("STREAMS")
+                    .arg(&self.stream)
+                    .arg(&cursor)
+                    .query_async::<Value>(&mut reader)
+                    .await
+                    .map(|v| read_reply(&v))
+            } else if claiming {
+                if claim_cursor.is_none() {
                     last_claim = tokio::time::Instant::now();
-                    redelivered = true;
-                    redis::cmd("XAUTOCLAIM")
-                        .arg(&self.stream)
-                        .arg(&self.group)
-                        .arg(&consumer)
-                        .arg(self.claim_idle.as_millis() as u64)
-                        .arg("0-0")
-                        .arg("COUNT")
-                        .arg(count)
-                        .query_async::<Value>(&mut reader)
-                        .await
-                        .map(|v| array(&v).get(1).map(parse_entries).unwrap_or_default())
-                } else {
-                    let mut cmd = redis::cmd("XREADGROUP");
-                    cmd.arg("GROUP")
-                        .arg(&self.group)
-                        .arg(&consumer)
-                        .arg("COUNT")
-                        .arg(count)
-                        .arg("BLOCK")
-                        .arg(self.block.as_millis() as u64)
-                        .arg("STREAMS")
-                        .arg(&self.stream)
-                        .arg(">");
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        r = cmd.query_async::<Value>(&mut reader) => r.map(|v| read_reply(&v)),
-                    }
-                };
+                    self.remove_idle_consumers(&mut reader, &consumer, &ctx)
+                        .await;
+                }
+                redelivered = true;
+                let from = claim_cursor.take().unwrap_or_else(|| "0-0".to_string());
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&self.stream)
+                    .arg(&self.group)
+                    .arg(&consumer)
+                    .arg(self.claim_idle.as_millis() as u64)
+                    .arg(&from)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async::<Value>(&mut reader)
+                    .await
+                    .map(|v| {
+                        let reply = array(&v);
+                        claim_cursor = reply.first().and_then(text).filter(|next| next != "0-0");
+                        reply.get(1).map(parse_entries).unwrap_or_default()
+                    })
+            } else {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(&self.group)
+                    .arg(&consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("BLOCK")
+                    .arg(self.block.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&self.stream)
+                    .arg(">");
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    r = cmd.query_async::<Value>(&mut reader) => r.map(|v| read_reply(&v)),
+                }
+            };
             let entries = match entries {
                 Ok(e) => e,
-                Err(e) => {
+                Err(e) if lost_connection(&e) => {
                     tracing::warn!(source = %ctx.name, error = %e, "redis read failed; reconnecting");
                     ctx.metrics
                         .set_down(Some(format!("redis read failed: {e}")));
@@ -406,7 +514,47 @@ impl RedisSourceConfig {
                         None => break,
                     }
                 }
+                Err(e) => {
+                    let kind = e.code().unwrap_or("error").to_string();
+                    let reason = if kind == "NOGROUP" {
+                        format!(
+                            "the stream `{}` or its group `{}` is gone (deleted, or Redis restarted without persistence); recreating it at `{}`",
+                            self.stream, self.group, self.start
+                        )
+                    } else {
+                        format!("redis refused the read: {e}")
+                    };
+                    if failing.as_deref() != Some(kind.as_str()) {
+                        tracing::warn!(source = %ctx.name, error = %e, "{reason}");
+                        failing = Some(kind.clone());
+                    }
+                    ctx.metrics.set_down(Some(reason));
+                    ComponentMetrics::add(&ctx.metrics.retries, 1);
+                    if kind == "NOGROUP" {
+                        match self.create_group(&mut reader).await {
+                            Ok(()) => {
+                                pending_cursor = Some("0".to_string());
+                                claim_cursor = None;
+                                tracing::info!(source = %ctx.name, stream = %self.stream, group = %self.group, start = %self.start, "consumer group recreated");
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::debug!(source = %ctx.name, error = %e, "recreating the group failed")
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    continue;
+                }
             };
+            if failing.take().is_some() {
+                tracing::info!(source = %ctx.name, "reading again");
+                ctx.metrics.set_down(None);
+                backoff.reset();
+            }
             if let Some(cursor) = &mut pending_cursor {
                 match entries.last() {
                     Some(e) => *cursor = e.id.clone(),
@@ -453,6 +601,46 @@ impl RedisSourceConfig {
         Ok(())
     }
 
+    /// Remove the group's other consumers that have been idle longer than
+    /// `remove_idle_consumers` with nothing pending: what crashed or moved
+    /// processes leave behind. Entries pending to a consumer are never
+    /// lost this way (those consumers are kept until claimed from).
+    async fn remove_idle_consumers(
+        &self,
+        con: &mut MultiplexedConnection,
+        me: &str,
+        ctx: &SourceContext,
+    ) {
+        if self.remove_idle_consumers.is_zero() {
+            return;
+        }
+        let Ok(v) = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query_async::<Value>(con)
+            .await
+        else {
+            return;
+        };
+        let limit = self.remove_idle_consumers.as_millis() as i64;
+        for c in consumers(&v) {
+            if c.name == me || c.pending > 0 || c.idle_ms < limit {
+                continue;
+            }
+            let removed: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .arg(&c.name)
+                .query_async(con)
+                .await;
+            if removed.is_ok() {
+                tracing::info!(source = %ctx.name, group = %self.group, consumer = %c.name, idle_s = c.idle_ms / 1000, "removed an idle consumer with nothing pending");
+            }
+        }
+    }
+
     /// Send entries on as one batch whose acknowledgement XACKs them;
     /// entries that cannot be events, or were delivered too often, go to
     /// the dead letters (and are acked once those are written).
@@ -472,11 +660,7 @@ impl RedisSourceConfig {
             let mut raw = Vec::new();
             let decoded = entry_event(e, &self.id_field, clock, &mut raw);
             if n > self.max_deliveries {
-                let event = if decoded.is_ok() {
-                    raw
-                } else {
-                    format!("{e:?}").into_bytes()
-                };
+                let event = if decoded.is_ok() { raw } else { fields_json(e) };
                 dead.push((
                     event,
                     ErrorKind::Decode,
@@ -495,7 +679,7 @@ impl RedisSourceConfig {
                     ids.push(e.id.clone());
                 }
                 Err(reason) => dead.push((
-                    format!("{:?}", e.fields).into_bytes(),
+                    fields_json(e),
                     ErrorKind::Decode,
                     format!("entry {}: {reason}", e.id),
                     e.id.clone(),
@@ -575,6 +759,44 @@ mod tests {
         assert_eq!(v["message"], "disk");
         assert_eq!(v["stream_id"], "1-0");
         assert!(v["timestamp"].is_string());
+    }
+
+    #[test]
+    fn binary_values_stay_lossless() {
+        let e = Entry {
+            id: "1-0".into(),
+            fields: vec![
+                (b"level".to_vec(), b"warn".to_vec()),
+                (b"blob".to_vec(), vec![0xff, 0x00, 0x80]),
+            ],
+        };
+        let v = event(&e);
+        assert_eq!(v["blob"], serde_json::json!({ "base64": "/wCA" }));
+        let dead: serde_json::Value = serde_json::from_slice(&fields_json(&e)).unwrap();
+        assert_eq!(
+            dead,
+            serde_json::json!({ "level": "warn", "blob": { "base64": "/wCA" } })
+        );
+    }
+
+    #[test]
+    fn consumers_of_an_xinfo_reply() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"name".to_vec()),
+            Value::BulkString(b"w1".to_vec()),
+            Value::BulkString(b"pending".to_vec()),
+            Value::Int(3),
+            Value::BulkString(b"idle".to_vec()),
+            Value::Int(1500),
+        ])]);
+        assert_eq!(
+            consumers(&reply),
+            [Consumer {
+                name: "w1".into(),
+                pending: 3,
+                idle_ms: 1500
+            }]
+        );
     }
 
     #[test]
