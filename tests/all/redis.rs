@@ -706,3 +706,47 @@ async fn a_dead_consumers_pending_entries_are_claimed_in_one_sweep() {
         "recovery took {recovery:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_redis_is_known_down_batches_go_straight_to_the_fallback() {
+    // Nothing listens there: every XADD fails at once.
+    let port = crate::util::free_port();
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[batch]
+max_events = 10
+max_wait = "10ms"
+
+[sources.gen]
+type = "generate"
+count = 60
+seed = 3
+
+[sinks.q]
+type = "redis"
+url = "redis://127.0.0.1:{port}/"
+stream = "out"
+retry_for = "1s"
+fallback = "local"
+inputs = ["gen"]
+
+[sinks.local]
+type = "file"
+path = "fallback.log"
+"#
+    );
+    let started = std::time::Instant::now();
+    let (running, _metrics) = start(d.path(), &toml).await;
+    running.wait().await.unwrap();
+    let took = started.elapsed();
+    let fallen = read_json_lines(&d.path().join("fallback.log"));
+    assert_eq!(fallen.len(), 60, "every event in the fallback");
+    assert!(fallen
+        .iter()
+        .all(|e| e["_sluice_error"].as_str().unwrap().contains("cannot XADD")));
+    // Six batches: only the first waits `retry_for` (six would take 6 s).
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

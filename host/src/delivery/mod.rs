@@ -9,9 +9,14 @@
 //!   reserved output `_dead_letters`.
 //! - [`backoff`]: the one jittered, `Retry-After`-aware [`Backoff`] that
 //!   every retrying component uses.
+//! - [`breaker`]: the fallback circuit breaker: once a target is known down,
+//!   batches go straight to the `fallback` while a probe watches for its
+//!   return.
 
 pub mod backoff;
+pub mod breaker;
 pub mod dead_letters;
 
 pub use backoff::Backoff;
+pub use breaker::Breaker;
 pub use dead_letters::{DeadLetter, DeadLetters, DeadOutput, ErrorKind, DEAD_LETTERS};

@@ -4,7 +4,10 @@
 //! jitter (marked down in `/health`); the bounded channel in front of it
 //! fills and backpressure reaches the sources. With `fallback = "SINK"`,
 //! after `retry_for` the batch goes to that sink instead, each event marked
-//! with the error, so logging goes on while the queue is down.
+//! with the error, so logging goes on while the queue is down. Once a batch
+//! has gone that way the target is known down: later batches go straight to
+//! the fallback (no `retry_for` wait each) while a background `PING` probes
+//! Redis, and writes go back to it once it answers (`delivery::Breaker`).
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,7 @@ use super::{runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::{Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{duration, BuildContext, BuildError, TypeTag};
-use crate::delivery::Backoff;
+use crate::delivery::{Backoff, Breaker};
 
 /// How an event is laid out in a stream entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -166,8 +169,18 @@ impl RedisSinkConfig {
         let client = redis::Client::open(self.url.as_str())
             .with_context(|| format!("sink {}: bad redis url", ctx.name))?;
         let mut con = None;
+        let mut breaker = Breaker::default();
+        // The last error, for the events marked while the breaker is open.
+        let mut last_error = String::new();
         while let Some(batch) = ctx.input.recv().await {
             let started = Instant::now();
+            if let (true, Some(fallback)) = (breaker.is_open(), &ctx.fallback) {
+                ComponentMetrics::add(&ctx.metrics.failed, batch.len());
+                if fallback.send(0, marked(&batch, &last_error)).await.is_err() {
+                    batch.acks.iter().for_each(|a| a.fail());
+                }
+                continue;
+            }
             let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
             loop {
                 match self.write(&mut con, &client, &batch).await {
@@ -191,6 +204,10 @@ impl RedisSinkConfig {
                                 if fallback.send(0, marked(&batch, &reason)).await.is_err() {
                                     batch.acks.iter().for_each(|a| a.fail());
                                 }
+                                let client = client.clone();
+                                breaker.trip(&ctx.name, move || ping(client.clone()));
+                                last_error = reason;
+                                con = None;
                                 break;
                             }
                         }
@@ -205,6 +222,18 @@ impl RedisSinkConfig {
         }
         Ok(())
     }
+}
+
+/// Whether Redis answers a `PING` on a new connection, within a second.
+async fn ping(client: redis::Client) -> bool {
+    let attempt = async {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Ok(_))
+    )
 }
 
 #[cfg(test)]
