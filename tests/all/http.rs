@@ -426,3 +426,87 @@ log.info("done")
     running.shutdown().await;
     running.wait().await.unwrap();
 }
+
+fn post_keyed(port: u16, key: &str, body: &[u8]) -> Reply {
+    let head = format!(
+        "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    request(port, &head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_idempotency_key_is_not_queued_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Syncs (and so acknowledgements) come every 1.5 s: longer than the
+    // client waits, as with a slow disk or a sink retrying.
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[sources.web]
+type = "http"
+address = "127.0.0.1:{port}"
+ack = "delivered"
+ack_timeout = "300ms"
+
+[sinks.out]
+type = "file"
+path = "out.log"
+sync = "interval"
+sync_interval = "1500ms"
+inputs = ["web"]
+"#
+    );
+    let (running, _metrics) = crate::util::start(d.path(), &toml).await;
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body =
+        b"{\"service\":\"orders\",\"message\":\"a\"}\n{\"service\":\"orders\",\"message\":\"b\"}\n";
+    // The first attempt times out: it is written later all the same.
+    let mut first = None;
+    for _ in 0..5 {
+        let r = tokio::task::spawn_blocking(move || post_keyed(port, "order-17", body))
+            .await
+            .unwrap();
+        if r.status == 504 {
+            first = Some(r);
+            break;
+        }
+    }
+    let first = first.expect("a 504 while the sink had not synced");
+    assert!(
+        first.body.contains("not delivered in time"),
+        "{}",
+        first.body
+    );
+    // The client retries with the same key until it hears 200.
+    let mut answer = None;
+    for _ in 0..20 {
+        let r = tokio::task::spawn_blocking(move || post_keyed(port, "order-17", body))
+            .await
+            .unwrap();
+        if r.status == 200 {
+            answer = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 504, "{}", r.body);
+    }
+    let answer = answer.expect("the retry answered once the first was delivered");
+    let v: serde_json::Value = serde_json::from_str(answer.body.trim()).unwrap();
+    assert_eq!(v, serde_json::json!({"accepted": 2, "duplicate": true}));
+    // Another key is another request.
+    let other = tokio::task::spawn_blocking(move || post_keyed(port, "order-18", body))
+        .await
+        .unwrap();
+    assert!(other.status == 200 || other.status == 504, "{}", other.body);
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let lines = read_json_lines(&d.path().join("out.log"));
+    assert_eq!(lines.len(), 4, "order-17 once, order-18 once: {lines:?}");
+}

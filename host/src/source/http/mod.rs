@@ -13,6 +13,7 @@
 
 mod body;
 pub mod form;
+mod idempotency;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use self::body::Rejection;
+use self::idempotency::{Claim, Keys, Ticket};
 use super::{Source, SourceContext, SourceKind};
 use crate::base::ack::Ack;
 use crate::base::event::{Batch, Clock};
@@ -111,6 +113,10 @@ pub struct HttpConfig {
     /// Longest wait for delivery with `ack = "delivered"`.
     #[serde(default = "default_ack_timeout", with = "duration")]
     pub ack_timeout: Duration,
+    /// How long an `Idempotency-Key` is remembered: a retried request with
+    /// the same key within it is answered without queueing its events again.
+    #[serde(default = "default_idempotency_window", with = "duration")]
+    pub idempotency_window: Duration,
     /// Name of an environment variable holding a bearer token that every
     /// request must carry (`Authorization: Bearer ...`).
     #[serde(default)]
@@ -132,6 +138,9 @@ fn default_max_body() -> usize {
 }
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_idempotency_window() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_read_timeout() -> Duration {
     Duration::from_secs(10)
@@ -156,6 +165,8 @@ struct Server {
     ctx: SourceContext,
     token: Option<String>,
     clock: std::sync::Mutex<Clock>,
+    /// The `Idempotency-Key`s seen within `idempotency_window`.
+    keys: Arc<Keys>,
 }
 
 impl Server {
@@ -188,6 +199,17 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut ticket = None;
+        if let Some(key) = key.filter(|k| !k.is_empty()) {
+            match self.claim(&key).await {
+                Ok(t) => ticket = Some(t),
+                Err(answer) => return answer,
+            }
+        }
         // Backpressure: a full pipeline answers at once instead of queueing.
         if !self.ctx.output.has_room() {
             return full();
@@ -214,7 +236,7 @@ impl Server {
             );
         }
         let accepted = batch.len();
-        if let Err(refused) = self.deliver(batch).await {
+        if let Err(refused) = self.deliver(batch, ticket).await {
             return refused;
         }
         let mut body = serde_json::json!({ "accepted": accepted });
@@ -310,31 +332,86 @@ impl Server {
         (batch, rejected)
     }
 
+    /// Claim an `Idempotency-Key`; when another request has it, wait for
+    /// that one and answer as it did (`Err` holds the answer).
+    async fn claim(&self, key: &str) -> Result<Ticket, Response<Body>> {
+        loop {
+            let mut rx = match self.keys.claim(key) {
+                Claim::New(t) => return Ok(t),
+                Claim::Taken(rx) => rx,
+            };
+            let outcome = tokio::time::timeout(self.cfg.ack_timeout, rx.wait_for(Option::is_some))
+                .await
+                .ok()
+                .and_then(|r| r.ok().and_then(|v| *v));
+            match outcome {
+                Some((true, accepted)) => {
+                    return Err(json_reply(
+                        StatusCode::OK,
+                        &serde_json::json!({ "accepted": accepted, "duplicate": true }),
+                    ))
+                }
+                // The first request failed and released the key: go on as new.
+                Some((false, _)) => continue,
+                None => {
+                    return Err(error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "a request with this Idempotency-Key is still being delivered; retry later",
+                    ))
+                }
+            }
+        }
+    }
+
     /// Send the batch on; with `ack = "delivered"`, wait until every sink
-    /// has it (or say why not).
-    async fn deliver(&self, mut batch: Batch) -> Result<(), Response<Body>> {
-        let waiter = if self.cfg.ack == AckMode::Delivered && !batch.is_empty() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            batch.acks.push(Ack::new(move |ok| {
-                let _ = tx.send(ok);
-            }));
-            Some(rx)
-        } else {
-            None
-        };
+    /// has it (or say why not). The ticket of its idempotency key hears
+    /// what became of it.
+    async fn deliver(
+        &self,
+        mut batch: Batch,
+        ticket: Option<Ticket>,
+    ) -> Result<(), Response<Body>> {
+        let accepted = batch.len();
+        let mut report = ticket.map(|t| t.reporter(accepted));
+        let waiting = self.cfg.ack == AckMode::Delivered && !batch.is_empty();
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<bool>);
+        let ack = waiting.then(|| {
+            let report = report.take();
+            let ack = Ack::new(move |ok| {
+                tx.send_replace(Some(ok));
+                if let Some(r) = report {
+                    r(ok);
+                }
+            });
+            batch.acks.push(ack.clone());
+            ack
+        });
         ComponentMetrics::add(&self.ctx.metrics.events_in, batch.len());
         ComponentMetrics::add(&self.ctx.metrics.bytes_in, batch.bytes());
-        if self.ctx.output.send(0, batch).await.is_err() {
+        let sent = self.ctx.output.send(0, batch).await.is_ok();
+        // Ours is the last hold on the ack if the batch went nowhere.
+        if let Some(ack) = ack {
+            if !sent {
+                ack.fail();
+            }
+        }
+        if let Some(r) = report {
+            r(sent);
+        }
+        if !sent {
             return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the pipeline is stopping",
             ));
         }
-        let Some(rx) = waiter else {
+        if !waiting {
             return Ok(());
-        };
-        match tokio::time::timeout(self.cfg.ack_timeout, rx).await {
-            Ok(Ok(true)) => Ok(()),
+        }
+        let outcome = tokio::time::timeout(self.cfg.ack_timeout, rx.wait_for(Option::is_some))
+            .await
+            .map(|r| r.ok().and_then(|v| *v));
+        match outcome {
+            Ok(Some(true)) => Ok(()),
             Ok(_) => Err(error(
                 StatusCode::BAD_GATEWAY,
                 "the events could not be delivered",
@@ -404,6 +481,7 @@ impl HttpConfig {
         let mut shutdown = ctx.shutdown.clone();
         let read_timeout = self.read_timeout;
         let server = Arc::new(Server {
+            keys: Keys::new(self.idempotency_window),
             cfg: self,
             ctx,
             token,
