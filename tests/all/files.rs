@@ -146,7 +146,8 @@ inputs = ["in"]
     );
     assert_eq!(
         std::fs::read_to_string(d.path().join("out/text/NONE.log")).unwrap(),
-        "[t] -.WARN: no channel\n[t] {\"nested\":1}.-: object\n"
+        // A missing field reads as `missing`, in the line as in the file name.
+        "[t] none.WARN: no channel\n[t] {\"nested\":1}.NONE: object\n"
     );
     let logfmt = std::fs::read_to_string(d.path().join("out/all.logfmt")).unwrap();
     assert_eq!(logfmt.lines().count(), events.len());

@@ -25,19 +25,23 @@ pub enum LineFormat {
 /// The text template when none is given: Monolog's line format.
 pub const DEFAULT_TEXT: &str = "[{timestamp}] {channel}.{level|upper}: {message} {..}";
 
-/// What a text template writes for a field the event lacks.
-const MISSING_TEXT: &str = "-";
-
 /// Writes events as lines.
 #[derive(Debug, Clone)]
 pub struct Formatter {
     format: LineFormat,
     template: Template,
+    /// What a text template writes for a field the event lacks: the sink's
+    /// `missing`, the same word its file names use.
+    missing: String,
 }
 
 impl Formatter {
-    pub fn new(format: LineFormat, template: Template) -> Self {
-        Self { format, template }
+    pub fn new(format: LineFormat, template: Template, missing: &str) -> Self {
+        Self {
+            format,
+            template,
+            missing: missing.to_string(),
+        }
     }
 
     /// Append `event` as one line (with its newline) to `out`. An event that
@@ -102,7 +106,7 @@ impl Formatter {
                 Part::Field(name, case) => {
                     let text = match find(name) {
                         Some(raw) => value_text(raw.get()),
-                        None => Cow::Borrowed(MISSING_TEXT),
+                        None => Cow::Borrowed(self.missing.as_str()),
                     };
                     out.extend_from_slice(case.apply(&text).as_bytes());
                 }
@@ -126,43 +130,76 @@ impl Formatter {
 }
 
 /// Append `key=value ...`: values quoted when they hold spaces, quotes,
-/// `=` or nothing; objects and arrays as their JSON text, quoted.
+/// `=` or nothing; nested objects as dotted pairs (`ctx.user_id=1`), arrays
+/// as their JSON text, quoted.
 pub fn logfmt<'a>(fields: impl Iterator<Item = (&'a str, &'a RawValue)>, out: &mut Vec<u8>) {
-    for (i, (key, raw)) in fields.enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        for c in key.chars() {
-            let c = if c.is_whitespace() || c == '=' || c == '"' {
-                '_'
-            } else {
-                c
-            };
-            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-        }
-        out.push(b'=');
-        let text = value_text(raw.get());
-        let plain = !text.is_empty()
-            && !text
-                .chars()
-                .any(|c| c.is_whitespace() || c == '"' || c == '=' || c == '\\' || c.is_control());
-        if plain {
-            out.extend_from_slice(text.as_bytes());
-            continue;
-        }
-        out.push(b'"');
-        for c in text.chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+    let mut first = true;
+    for (key, raw) in fields {
+        pair(&mut Vec::new(), key, raw, &mut first, out);
+    }
+}
+
+/// One `key=value` (or the dotted pairs of an object) under `prefix`.
+fn pair(prefix: &mut Vec<u8>, key: &str, raw: &RawValue, first: &mut bool, out: &mut Vec<u8>) {
+    let depth = prefix.len();
+    if !prefix.is_empty() {
+        prefix.push(b'.');
+    }
+    for c in key.chars() {
+        let c = if c.is_whitespace() || c == '=' || c == '"' {
+            '_'
+        } else {
+            c
+        };
+        prefix.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+    let nested = raw
+        .get()
+        .starts_with('{')
+        .then(|| top_fields(raw.get()).ok())
+        .flatten()
+        .filter(|f| !f.is_empty());
+    match nested {
+        Some(fields) => {
+            for (k, v) in &fields {
+                pair(prefix, k, v, first, out);
             }
         }
-        out.push(b'"');
+        None => {
+            if !std::mem::take(first) {
+                out.push(b' ');
+            }
+            out.extend_from_slice(prefix);
+            out.push(b'=');
+            value(raw, out);
+        }
     }
+    prefix.truncate(depth);
+}
+
+/// A logfmt value: plain when it can be, else quoted and escaped.
+fn value(raw: &RawValue, out: &mut Vec<u8>) {
+    let text = value_text(raw.get());
+    let plain = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c == '\\' || c.is_control());
+    if plain {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -170,7 +207,7 @@ mod tests {
     use super::*;
 
     fn line(format: LineFormat, template: &str, event: &str) -> String {
-        let f = Formatter::new(format, Template::parse(template, true).unwrap());
+        let f = Formatter::new(format, Template::parse(template, true).unwrap(), "-");
         let mut out = Vec::new();
         f.line(event.as_bytes(), &mut out);
         String::from_utf8(out).unwrap()
@@ -182,7 +219,7 @@ mod tests {
     fn monolog_like_text() {
         assert_eq!(
             line(LineFormat::Text, DEFAULT_TEXT, EVENT),
-            "[2026-11-23T10:00:00Z] app.ERROR: disk full user=ann n=3 ctx=\"{\\\"a\\\":\\\"b c\\\"}\"\n"
+            "[2026-11-23T10:00:00Z] app.ERROR: disk full user=ann n=3 ctx.a=\"b c\"\n"
         );
         assert_eq!(
             line(
@@ -192,6 +229,34 @@ mod tests {
             ),
             "[-] -.-: two lines\n"
         );
+    }
+
+    #[test]
+    fn nested_context_as_dotted_pairs() {
+        let event = r#"{"message":"paid","context":{"user_id":1,"cart":{"items":2,"note":"gift wrap"},"tags":["a","b"],"empty":{}}}"#;
+        assert_eq!(
+            line(LineFormat::Logfmt, "", event),
+            "message=paid context.user_id=1 context.cart.items=2 context.cart.note=\"gift wrap\" context.tags=\"[\\\"a\\\",\\\"b\\\"]\" context.empty={}\n"
+        );
+        assert_eq!(
+            line(LineFormat::Text, "{message} {..}", event),
+            "paid context.user_id=1 context.cart.items=2 context.cart.note=\"gift wrap\" context.tags=\"[\\\"a\\\",\\\"b\\\"]\" context.empty={}\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_reads_as_the_sinks_missing_word() {
+        let f = Formatter::new(
+            LineFormat::Text,
+            Template::parse(DEFAULT_TEXT, true).unwrap(),
+            "unknown",
+        );
+        let mut out = Vec::new();
+        f.line(
+            br#"{"timestamp":"t","level":"info","message":"m"}"#,
+            &mut out,
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "[t] unknown.INFO: m\n");
     }
 
     #[test]

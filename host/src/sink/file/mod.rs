@@ -156,7 +156,7 @@ impl FileSinkConfig {
             .template
             .clone()
             .unwrap_or_else(|| Template::parse(DEFAULT_TEXT, true).expect("default parses"));
-        format::Formatter::new(self.format, template)
+        format::Formatter::new(self.format, template, &self.missing)
     }
 
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
