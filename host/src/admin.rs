@@ -434,9 +434,22 @@ pub async fn serve(
     address: &str,
     admin: Admin,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(address)
+    serve_listener(bind(address).await?, admin)
+}
+
+/// Listen on the admin address (before the pipeline starts, so that a port
+/// in use is reported before anything runs).
+pub async fn bind(address: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
         .await
-        .map_err(|e| anyhow::anyhow!("admin: cannot listen on {address}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("admin: cannot listen on {address}: {e}"))
+}
+
+/// Serve the admin port on a listener from [`bind`].
+pub fn serve_listener(
+    listener: TcpListener,
+    admin: Admin,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let local = listener.local_addr()?;
     let admin = Arc::new(admin);
     let task = tokio::spawn(async move {

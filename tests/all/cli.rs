@@ -115,3 +115,59 @@ fn sigterm_drains_in_flight_events_and_prints_a_summary() {
         "summary missing: {stderr}"
     );
 }
+
+#[test]
+fn logs_to_a_file_are_plain_text_and_the_summary_is_in_pipeline_order() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[reload]\nwatch = false\n\n[sources.zeta]\ntype = \"generate\"\ncount = 20\n\n[sources.alpha]\ntype = \"generate\"\ncount = 20\n\n[transforms.tail]\nplugin = \"filter\"\ninputs = [\"zeta\", \"alpha\"]\nconfig = { min_level = \"debug\" }\n\n[transforms.head]\nplugin = \"filter\"\ninputs = [\"tail\"]\nconfig = { min_level = \"debug\" }\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"head\"]\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .arg("run")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipeline running"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no ANSI codes off a terminal: {stderr:?}"
+    );
+    let rows: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("kind"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        rows,
+        ["zeta", "alpha", "_dead_letters", "tail", "head", "out"],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_admin_port_in_use_is_a_clear_error_and_a_clean_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!("[admin]\naddress = \"{address}\"\n\n[sources.gen]\ntype = \"generate\"\nrate = 100.0\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"gen\"]\n"),
+    )
+    .unwrap();
+    let out = sluice().arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

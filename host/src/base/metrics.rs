@@ -1,6 +1,5 @@
 //! Per-component counters, counted per batch (never per event in a loop).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -308,26 +307,122 @@ impl Registry {
     }
 
     /// The end-of-run summary table: events in/out/dropped per stage.
-    pub fn summary(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<10} {:<20} {:>12} {:>12} {:>10} {:>10} {:>10}",
-            "kind", "component", "in", "out", "dropped", "failed", "discarded"
-        );
-        for s in self.snapshot() {
-            let _ = writeln!(
-                out,
-                "{:<10} {:<20} {:>12} {:>12} {:>10} {:>10} {:>10}",
-                s.kind.as_str(),
-                s.name,
-                s.events_in,
-                s.events_out,
-                s.dropped,
-                s.failed,
-                s.discarded
-            );
+    /// The run summary: sources, then transforms, then sinks, each in
+    /// `order` (the pipeline file's order; names not in it last).
+    pub fn summary(&self, order: &[&str]) -> String {
+        let mut rows = self.snapshot();
+        let rank = |k: Kind| match k {
+            Kind::Source => 0,
+            Kind::Transform => 1,
+            Kind::Sink => 2,
+        };
+        rows.sort_by_key(|s| {
+            let at = order
+                .iter()
+                .position(|n| *n == s.name)
+                .unwrap_or(usize::MAX);
+            (rank(s.kind), at)
+        });
+        table(
+            &[
+                "kind",
+                "component",
+                "in",
+                "out",
+                "dropped",
+                "failed",
+                "discarded",
+            ],
+            2,
+            rows.iter().map(|s| {
+                vec![
+                    s.kind.as_str().to_string(),
+                    s.name.clone(),
+                    s.events_in.to_string(),
+                    s.events_out.to_string(),
+                    s.dropped.to_string(),
+                    s.failed.to_string(),
+                    s.discarded.to_string(),
+                ]
+            }),
+        )
+    }
+}
+
+/// A text table whose columns are as wide as their widest cell: the first
+/// `left` columns aligned left, the others right, two spaces between.
+/// Cells past the header's columns are appended as they are (a status).
+pub fn table(header: &[&str], left: usize, rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            match widths.get(i) {
+                Some(&w) if i < left => line.push_str(&format!("{cell:<w$}")),
+                Some(&w) => line.push_str(&format!("{cell:>w$}")),
+                None => line.push_str(cell),
+            }
         }
-        out
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_whatever_the_names() {
+        let t = table(
+            &["kind", "component", "in"],
+            2,
+            [
+                vec![
+                    "source".into(),
+                    "a-very-long-component-name".into(),
+                    "5".into(),
+                ],
+                vec!["sink".into(), "out".into(), "1234567".into()],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let ends: Vec<usize> = lines.iter().map(|l| l.len()).collect();
+        assert!(ends.iter().all(|&e| e == ends[0]), "{t}");
+        assert!(lines[2].starts_with("sink    out  "), "{t}");
+    }
+
+    #[test]
+    fn the_summary_lists_sources_transforms_then_sinks_in_pipeline_order() {
+        let r = Registry::default();
+        r.component("z_sink", Kind::Sink);
+        r.component("b_source", Kind::Source);
+        r.component("mask", Kind::Transform);
+        r.component("a_source", Kind::Source);
+        r.component("filter", Kind::Transform);
+        let s = r.summary(&["b_source", "a_source", "mask", "filter", "z_sink"]);
+        let names: Vec<&str> = s
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
+        assert_eq!(names, ["b_source", "a_source", "mask", "filter", "z_sink"]);
     }
 }

@@ -99,8 +99,13 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal, and never with NO_COLOR set
+    // (https://no-color.org): logs captured to a file stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -165,6 +170,13 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let reload = config.reload;
     let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
     let plan = topology::plan(config, runtime).await?;
+    let order = pipeline_order(plan.config());
+    // Bind the admin port before anything starts: a port in use is a
+    // clear error, not a pipeline torn down half-started.
+    let admin_listener = match &admin_address {
+        Some(address) => Some(crate::admin::bind(address).await?),
+        None => None,
+    };
     let metrics = Registry::default();
     let started = Instant::now();
     let running = plan
@@ -173,13 +185,13 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     tracing::info!(pipeline = %pipeline.display(), "pipeline running");
 
     let mut background = Vec::new();
-    if let Some(address) = admin_address {
+    if let Some(listener) = admin_listener {
         let admin = crate::admin::Admin {
             metrics: metrics.clone(),
             reload: running.reload_handle(),
             pipeline: pipeline.to_path_buf(),
         };
-        let (_, task) = crate::admin::serve(&address, admin).await?;
+        let (_, task) = crate::admin::serve_listener(listener, admin)?;
         background.push(task);
     }
     if reload.watch {
@@ -245,7 +257,8 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     if !quiet {
         let elapsed = started.elapsed();
         let read = events_read(&metrics);
-        eprintln!("\n{}", metrics.summary());
+        let order: Vec<&str> = order.iter().map(String::as_str).collect();
+        eprintln!("\n{}", metrics.summary(&order));
         eprintln!(
             "{read} events in {:.2}s ({:.0} events/s)",
             elapsed.as_secs_f64(),
@@ -253,6 +266,24 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         );
     }
     result
+}
+
+/// The components of a pipeline as its file lists them: sources, then
+/// transforms, then sinks, each in the order they appear.
+fn pipeline_order(c: &PipelineConfig) -> Vec<String> {
+    fn by_position<T>(list: &[crate::config::Named<T>]) -> Vec<String> {
+        let mut named: Vec<_> = list
+            .iter()
+            .map(|n| (n.span.start, n.name.clone()))
+            .collect();
+        named.sort();
+        named.into_iter().map(|(_, n)| n).collect()
+    }
+    let mut out = by_position(&c.sources);
+    out.push(crate::delivery::DEAD_LETTERS.to_string());
+    out.extend(by_position(&c.transforms));
+    out.extend(by_position(&c.sinks));
+    out
 }
 
 /// Events read by all sources so far.

@@ -110,37 +110,7 @@ pub async fn top(
         if tty {
             out.push_str("\x1b[2J\x1b[H");
         }
-        out.push_str(&format!(
-            "{:<10} {:<20} {:>12} {:>12} {:>10} {:>10} {:>8}  {}\n",
-            "kind", "component", "in/s", "out/s", "dropped", "failed", "queue", "status"
-        ));
-        let empty = vec![];
-        let before = last["components"].as_array().unwrap_or(&empty);
-        for c in now["components"].as_array().unwrap_or(&empty) {
-            let name = c["name"].as_str().unwrap_or("?");
-            let prev = before.iter().find(|p| p["name"] == c["name"]);
-            let rate = |field: &str| {
-                let a = c[field].as_u64().unwrap_or(0);
-                let b = prev.and_then(|p| p[field].as_u64()).unwrap_or(0);
-                a.saturating_sub(b) as f64 / secs
-            };
-            let queue = now["queues"][name]
-                .as_u64()
-                .map_or("-".to_string(), |q| q.to_string());
-            let status = c["down"]
-                .as_str()
-                .map_or("ok".to_string(), |d| format!("DOWN: {d}"));
-            out.push_str(&format!(
-                "{:<10} {:<20} {:>12.0} {:>12.0} {:>10} {:>10} {:>8}  {status}\n",
-                c["kind"].as_str().unwrap_or("?"),
-                name,
-                rate("events_in"),
-                rate("events_out"),
-                c["dropped"],
-                c["failed"],
-                queue
-            ));
-        }
+        out.push_str(&top_table(&now, &last, secs));
         print!("{out}");
         std::io::stdout().flush()?;
         last = now;
@@ -148,5 +118,94 @@ pub async fn top(
         if iterations.is_some_and(|i| n >= i) {
             return Ok(());
         }
+    }
+}
+
+/// One screen of `sluice top`: per component, the rates between two
+/// `/stats` answers `secs` apart, in columns that line up.
+fn top_table(now: &serde_json::Value, last: &serde_json::Value, secs: f64) -> String {
+    let empty = vec![];
+    let before = last["components"].as_array().unwrap_or(&empty);
+    let rows = now["components"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap_or("?");
+            let prev = before.iter().find(|p| p["name"] == c["name"]);
+            let rate = |field: &str| {
+                let a = c[field].as_u64().unwrap_or(0);
+                let b = prev.and_then(|p| p[field].as_u64()).unwrap_or(0);
+                format!("{:.0}", a.saturating_sub(b) as f64 / secs)
+            };
+            let count = |field: &str| c[field].as_u64().unwrap_or(0).to_string();
+            let queue = now["queues"][name]
+                .as_u64()
+                .map_or("-".to_string(), |q| q.to_string());
+            let status = c["down"]
+                .as_str()
+                .map_or("ok".to_string(), |d| format!("DOWN: {d}"));
+            vec![
+                c["kind"].as_str().unwrap_or("?").to_string(),
+                name.to_string(),
+                rate("events_in"),
+                rate("events_out"),
+                count("dropped"),
+                count("failed"),
+                queue,
+                status,
+            ]
+        });
+    crate::base::metrics::table(
+        &[
+            "kind",
+            "component",
+            "in/s",
+            "out/s",
+            "dropped",
+            "failed",
+            "queue",
+        ],
+        2,
+        rows,
+    )
+    .lines()
+    .enumerate()
+    .map(|(i, l)| {
+        if i == 0 {
+            format!("{l}  status\n")
+        } else {
+            format!("{l}\n")
+        }
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_columns_line_up() {
+        let last = serde_json::json!({"components": [
+            {"name": "gen", "kind": "source", "events_in": 0, "events_out": 0, "dropped": 0, "failed": 0},
+        ]});
+        let now = serde_json::json!({"components": [
+            {"name": "gen", "kind": "source", "events_in": 1000, "events_out": 1000, "dropped": 0, "failed": 0},
+            {"name": "a-rather-long-transform-name", "kind": "transform", "events_in": 5, "events_out": 5, "dropped": 12345, "failed": 1, "down": "plugin restarting"},
+        ], "queues": {"a-rather-long-transform-name": 3}});
+        let t = top_table(&now, &last, 1.0);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        // The `queue` column ends at the same place on every line.
+        let queue_end = |l: &str| {
+            l.find("  status")
+                .or_else(|| l.find("  ok"))
+                .or_else(|| l.find("  DOWN"))
+        };
+        let ends: Vec<_> = lines.iter().map(|l| queue_end(l)).collect();
+        assert!(ends.iter().all(|e| e.is_some() && *e == ends[0]), "{t}");
+        assert!(lines[1].contains(" 1000 "), "{t}");
+        assert!(lines[2].ends_with("DOWN: plugin restarting"), "{t}");
     }
 }

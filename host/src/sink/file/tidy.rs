@@ -28,7 +28,22 @@ pub fn run(cfg: Arc<FileSinkConfig>, in_use: InUse, jobs: std::sync::mpsc::Recei
         match job {
             Job::Finished(path, key) => {
                 if cfg.compress {
-                    compress(&path, &in_use);
+                    match compress(&path, &in_use) {
+                        Compressed::Done(bytes) => {
+                            tracing::debug!(path = %path.display(), bytes, "compressed")
+                        }
+                        // Retention (or an operator) removed it first.
+                        Compressed::Gone => {
+                            tracing::debug!(path = %path.display(), "gone before it was compressed")
+                        }
+                        Compressed::InUse => {}
+                        Compressed::NotRemoved(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "compressed but cannot remove")
+                        }
+                        Compressed::Failed(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot compress; leaving it as it is")
+                        }
+                    }
                 }
                 retain(&cfg, &in_use, &key);
                 known.insert(key);
@@ -43,11 +58,26 @@ pub fn run(cfg: Arc<FileSinkConfig>, in_use: InUse, jobs: std::sync::mpsc::Recei
     }
 }
 
+/// What became of a file to compress.
+#[derive(Debug)]
+pub enum Compressed {
+    /// `path.gz` holds its bytes (this many) and the original is gone.
+    Done(u64),
+    /// It no longer existed (retention removed it first): nothing to do.
+    Gone,
+    /// The sink writes it again: compressed, but the original is kept.
+    InUse,
+    /// Compressed, but the original could not be removed.
+    NotRemoved(std::io::Error),
+    /// Left as it is.
+    Failed(std::io::Error),
+}
+
 /// Gzip `path` into `path.gz` (appended as a further gzip member if that
 /// exists) and remove it. A failure leaves the original in place.
-pub fn compress(path: &Path, in_use: &InUse) {
+pub fn compress(path: &Path, in_use: &InUse) -> Compressed {
     if path.extension().is_some_and(|e| e == "gz") {
-        return;
+        return Compressed::InUse;
     }
     let gz = append_ext(path, "gz");
     let tmp = append_ext(path, "gz.tmp");
@@ -81,16 +111,21 @@ pub fn compress(path: &Path, in_use: &InUse) {
             // The sink may have started writing it again meanwhile (a late
             // period switch): then keep it, it will be finished again.
             if in_use.lock().expect("in-use lock").contains(path) {
-                return;
+                return Compressed::InUse;
             }
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), error = %e, "compressed but cannot remove");
+            match std::fs::remove_file(path) {
+                Ok(()) => Compressed::Done(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Compressed::Done(bytes),
+                Err(e) => Compressed::NotRemoved(e),
             }
-            tracing::debug!(path = %gz.display(), bytes, "compressed");
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            tracing::warn!(path = %path.display(), error = %e, "cannot compress; leaving it as it is");
+            if e.kind() == std::io::ErrorKind::NotFound && !path.exists() {
+                Compressed::Gone
+            } else {
+                Compressed::Failed(e)
+            }
         }
     }
 }
@@ -160,5 +195,21 @@ fn retain(cfg: &FileSinkConfig, in_use: &InUse, key: &[String]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_removed_first_is_gone_not_a_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let in_use = InUse::default();
+        let path = d.path().join("app.log.1");
+        assert!(matches!(compress(&path, &in_use), Compressed::Gone));
+        std::fs::write(&path, "line\n").unwrap();
+        assert!(matches!(compress(&path, &in_use), Compressed::Done(5)));
+        assert!(!path.exists() && d.path().join("app.log.1.gz").exists());
     }
 }
