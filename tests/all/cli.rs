@@ -171,3 +171,41 @@ fn an_admin_port_in_use_is_a_clear_error_and_a_clean_exit() {
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn shutdown_gives_up_after_shutdown_timeout_when_a_sink_never_writes() {
+    let port = crate::util::free_port();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    // Nothing listens on the Redis port and there is no fallback: the
+    // sink retries for ever, and a drain could never end.
+    std::fs::write(
+        &path,
+        format!("shutdown_timeout = \"1s\"\n\n[reload]\nwatch = false\n\n[sources.gen]\ntype = \"generate\"\nrate = 200.0\n\n[sinks.q]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}/\"\nstream = \"s\"\ninputs = [\"gen\"]\n"),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .arg("run")
+        .arg(&path)
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice did not exit after shutdown_timeout");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shutdown_timeout passed"), "{stderr}");
+}

@@ -405,3 +405,82 @@ async fn bad_templates_name_the_key() {
         assert!(err.contains("sinks.out"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_the_filesystem_refuses_go_to_the_dead_letters_and_the_sink_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let emoji = "🦀".repeat(100); // 400 bytes: past the 255-byte name limit
+    let long = "x".repeat(100);
+    // A folder where one channel's file would go: EISDIR.
+    std::fs::create_dir_all(d.path().join("out/dir-t-k.log")).unwrap();
+    let mut events = Vec::new();
+    for i in 0..2000 {
+        let (channel, tag) = match i % 4 {
+            0 => ("plain".to_string(), "t".to_string()),
+            1 => (emoji.clone(), "t".to_string()),
+            // Three fields of 100 bytes each: past 255 bytes, ENAMETOOLONG.
+            2 => (long.clone(), long.clone()),
+            _ => ("dir".to_string(), "t".to_string()),
+        };
+        let kind = if i % 4 == 2 {
+            long.clone()
+        } else {
+            "k".to_string()
+        };
+        events.push(json!({"timestamp":"t","channel":channel,"tag":tag,"kind":kind,"n":i}));
+    }
+    write_json_lines(&d.path().join("in.log"), &events);
+    let toml = r#"
+[reload]
+watch = false
+
+[sources.in]
+type = "file"
+path = "in.log"
+
+[sinks.out]
+type = "file"
+path = "out/{channel}-{tag}-{kind}.log"
+inputs = ["in"]
+
+[sinks.dead]
+type = "file"
+path = "dead.log"
+inputs = ["_dead_letters"]
+"#;
+    // The run ends: nothing wedges on a name that can never be written.
+    tokio::time::timeout(Duration::from_secs(60), run(d.path(), toml))
+        .await
+        .expect("the run ends")
+        .unwrap();
+    let plain = read_json_lines(&d.path().join("out/plain-t-k.log"));
+    assert_eq!(plain.len(), 500);
+    // The emoji channel is cut to 100 bytes on a character boundary.
+    let cut = "🦀".repeat(25);
+    assert_eq!(cut.len(), 100);
+    let crabs = read_json_lines(&d.path().join(format!("out/{cut}-t-k.log")));
+    assert_eq!(crabs.len(), 500);
+    let dead = read_json_lines(&d.path().join("dead.log"));
+    assert_eq!(dead.len(), 1000, "the refused ones, each once");
+    for letter in &dead {
+        assert_eq!(letter["component"], "out");
+        assert_eq!(letter["error"]["kind"], "write");
+        let message = letter["error"]["message"].as_str().unwrap();
+        let n = letter["event"]["n"].as_u64().unwrap();
+        match n % 4 {
+            2 => assert!(message.contains("too long"), "{message}"),
+            3 => assert!(message.to_lowercase().contains("directory"), "{message}"),
+            _ => panic!("event {n} should have been written"),
+        }
+    }
+}
+
+#[test]
+fn templates_ending_in_a_field_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let toml = "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"file\"\npath = \"out/{channel}\"\ninputs = [\"in\"]\n";
+    let err = format!("{:#}", parse(d.path(), toml).unwrap_err());
+    assert!(err.contains("pipeline.toml:"), "{err}");
+    assert!(err.contains("sinks.out.path"), "{err}");
+    assert!(err.contains("end it in text such as `.log`"), "{err}");
+}

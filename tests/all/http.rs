@@ -468,27 +468,28 @@ inputs = ["web"]
     }
     let body =
         b"{\"service\":\"orders\",\"message\":\"a\"}\n{\"service\":\"orders\",\"message\":\"b\"}\n";
-    // The first attempt times out: it is written later all the same.
-    let mut first = None;
-    for _ in 0..5 {
-        let r = tokio::task::spawn_blocking(move || post_keyed(port, "order-17", body))
+    // A first attempt times out (one that lands just before a sync may
+    // not: then the next key): it is written later all the same.
+    let mut keys = 0;
+    let key = loop {
+        keys += 1;
+        assert!(keys <= 10, "no 504 while the sink had not synced");
+        let key = format!("order-{keys}");
+        let k = key.clone();
+        let r = tokio::task::spawn_blocking(move || post_keyed(port, &k, body))
             .await
             .unwrap();
         if r.status == 504 {
-            first = Some(r);
-            break;
+            assert!(r.body.contains("not delivered in time"), "{}", r.body);
+            break key;
         }
-    }
-    let first = first.expect("a 504 while the sink had not synced");
-    assert!(
-        first.body.contains("not delivered in time"),
-        "{}",
-        first.body
-    );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
     // The client retries with the same key until it hears 200.
     let mut answer = None;
     for _ in 0..20 {
-        let r = tokio::task::spawn_blocking(move || post_keyed(port, "order-17", body))
+        let k = key.clone();
+        let r = tokio::task::spawn_blocking(move || post_keyed(port, &k, body))
             .await
             .unwrap();
         if r.status == 200 {
@@ -501,12 +502,94 @@ inputs = ["web"]
     let v: serde_json::Value = serde_json::from_str(answer.body.trim()).unwrap();
     assert_eq!(v, serde_json::json!({"accepted": 2, "duplicate": true}));
     // Another key is another request.
-    let other = tokio::task::spawn_blocking(move || post_keyed(port, "order-18", body))
+    let other = tokio::task::spawn_blocking(move || post_keyed(port, "another", body))
         .await
         .unwrap();
     assert!(other.status == 200 || other.status == 504, "{}", other.body);
     running.shutdown().await;
     running.wait().await.unwrap();
     let lines = read_json_lines(&d.path().join("out.log"));
-    assert_eq!(lines.len(), 4, "order-17 once, order-18 once: {lines:?}");
+    assert_eq!(
+        lines.len(),
+        2 * (keys + 1),
+        "each key's events once: {lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_with_several_origins_echoes_the_one_asking() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, _) = start(
+        d.path(),
+        port,
+        "cors = { origins = [\"https://a.example\", \"https://b.example\"] }",
+        "out.log",
+    )
+    .await;
+    tokio::task::spawn_blocking(move || {
+        let preflight = |origin: &str| {
+            request(
+                port,
+                &format!("OPTIONS /api/log HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"),
+                b"",
+            )
+        };
+        let r = preflight("https://b.example");
+        assert_eq!(r.status, 204);
+        assert!(r.headers.contains("access-control-allow-origin: https://b.example\r\n"), "{}", r.headers);
+        assert!(r.headers.contains("vary: origin"), "{}", r.headers);
+        assert!(!r.headers.contains("a.example"), "one origin, never the list: {}", r.headers);
+        let r = preflight("https://evil.example");
+        assert_eq!(r.status, 403, "an unlisted origin is refused");
+        assert!(!r.headers.contains("access-control-allow-origin"), "{}", r.headers);
+        let body = b"{\"message\":\"m\"}";
+        let r = request(
+            port,
+            &format!("POST /api/log HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+            body,
+        );
+        assert!(!r.headers.contains("access-control-allow-origin"), "{}", r.headers);
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_field_holds_for_keys_arrays_and_nesting() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, metrics) = start(d.path(), port, "max_field = 1000", "out.log").await;
+    tokio::task::spawn_blocking(move || {
+        let big = "x".repeat(2000);
+        for (body, field) in [
+            (format!("{{\"{big}\":1}}"), big.clone()),
+            (
+                format!("{{\"arr\":[\"ok\",\"{big}\"]}}"),
+                "arr[1]".to_string(),
+            ),
+            (
+                format!("{{\"a\":[[{{\"b\":\"{big}\"}}]]}}"),
+                "a[0][0].b".to_string(),
+            ),
+        ] {
+            let r = post(port, "application/json", body.as_bytes());
+            assert_eq!(r.status, 400, "{}", r.body);
+            let v: serde_json::Value = serde_json::from_str(r.body.trim()).unwrap();
+            assert_eq!(v["rejected"][0]["field"], field.as_str(), "{}", r.body);
+        }
+        let r = post(
+            port,
+            "application/json",
+            b"{\"arr\":[\"small\",[\"fine\"]],\"k\":\"v\"}",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert_eq!(counts(&metrics, "out").events_out, 1);
 }

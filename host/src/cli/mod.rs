@@ -168,6 +168,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let config = PipelineConfig::load(pipeline)?;
     let admin_address = config.admin.as_ref().map(|a| a.address.clone());
     let reload = config.reload;
+    let shutdown_timeout = config.shutdown_timeout;
     let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
     let plan = topology::plan(config, runtime).await?;
     let order = pipeline_order(plan.config());
@@ -238,13 +239,27 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     }
 
     let stop = running.stop_handle();
+    let m = metrics.clone();
     background.push(tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stopping: draining in-flight events (press Ctrl-C again to abort)");
+        tracing::info!(timeout = ?shutdown_timeout, "stopping: draining in-flight events (press Ctrl-C again to abort)");
         stop.trigger();
-        wait_for_signal().await;
-        tracing::warn!("aborting without draining");
-        std::process::exit(130);
+        let code = tokio::select! {
+            _ = wait_for_signal() => {
+                tracing::warn!("aborting without draining");
+                130
+            }
+            _ = tokio::time::sleep(shutdown_timeout) => {
+                let queued: usize = m.queue_depths().iter().map(|(_, n, _)| *n).sum();
+                tracing::error!(
+                    timeout = ?shutdown_timeout,
+                    queued_batches = queued,
+                    "shutdown_timeout passed before everything was delivered; exiting: what was not delivered is left unacknowledged, so the sources read it again"
+                );
+                1
+            }
+        };
+        std::process::exit(code);
     }));
     let result = running.wait().await;
     for task in background {

@@ -95,6 +95,10 @@ pub struct PipelineConfig {
     pub batch: BatchConfig,
     pub admin: Option<AdminConfig>,
     pub reload: ReloadConfig,
+    /// How long a stop may take to drain what is in flight; past it the
+    /// process exits and what is undelivered stays unacknowledged, so the
+    /// sources read it again next time.
+    pub shutdown_timeout: Duration,
     /// `[[tests]]`: pipeline unit tests, run by `sluice test`.
     pub tests: Vec<Spanned<TestConfig>>,
     pub sources: Vec<Named<SourceConfig>>,
@@ -179,6 +183,10 @@ pub struct ReloadConfig {
     pub poll_interval: Duration,
 }
 
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_true() -> bool {
     true
 }
@@ -204,6 +212,8 @@ struct Root {
     admin: Option<AdminConfig>,
     #[serde(default)]
     reload: ReloadConfig,
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    shutdown_timeout: Duration,
     #[serde(default)]
     tests: Vec<Spanned<TestConfig>>,
     #[serde(default)]
@@ -233,7 +243,7 @@ impl PipelineConfig {
             if err.message.starts_with("unknown field") {
                 if let Some(i) = err.message.find(", expected") {
                     err.message.truncate(i);
-                    err.message.push_str(", expected one of `batch`, `admin`, `reload`, `sources`, `transforms`, `sinks`");
+                    err.message.push_str(", expected one of `batch`, `admin`, `reload`, `shutdown_timeout`, `sources`, `transforms`, `sinks`");
                 }
             }
             err
@@ -256,6 +266,7 @@ impl PipelineConfig {
             batch: root.batch,
             admin: root.admin,
             reload: root.reload,
+            shutdown_timeout: root.shutdown_timeout,
             tests: root.tests,
             sources,
             transforms,

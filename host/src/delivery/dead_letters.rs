@@ -37,6 +37,8 @@ pub enum ErrorKind {
     PluginError,
     /// The plugin returned verdicts the host cannot use.
     InvalidOutput,
+    /// A sink can never write it (a file name the filesystem refuses).
+    Write,
 }
 
 impl ErrorKind {
@@ -49,6 +51,7 @@ impl ErrorKind {
             ErrorKind::StackOverflow => "stack_overflow",
             ErrorKind::PluginError => "plugin_error",
             ErrorKind::InvalidOutput => "invalid_output",
+            ErrorKind::Write => "write",
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct SinkContext {
     pub metrics: Arc<ComponentMetrics>,
     /// Where batches go when this sink gives up on them (`fallback`).
     pub fallback: Option<crate::base::output::Output>,
+    /// Where events it can never write go, with the reason. `None` for a
+    /// sink that reads the dead letters itself (it would feed itself).
+    pub dead: Option<crate::delivery::DeadLetters>,
 }
 
 /// Encode a batch as JSON lines into `out`.

@@ -322,7 +322,7 @@ impl Running {
         }
         for s in &new.sinks {
             if !state.inputs.contains_key(&s.name) {
-                Running::spawn_sink(inner, &mut state, s);
+                Running::spawn_sink(inner, &mut state, s, &dead);
             }
         }
         Running::rewire(inner, &mut state)?;

@@ -19,6 +19,37 @@ use crate::plugin::{LoadedPlugin, Runtime};
 use crate::sink::{SinkConfig, SinkContext};
 use crate::source::{SourceConfig, SourceContext};
 
+/// Whether sink `name` takes dead letters, directly or as the fallback of
+/// a sink that does. Such a sink gets no dead-letter output of its own: it
+/// would keep its own input open, and shutdown would never drain.
+fn downstream_of_dead_letters(config: &PipelineConfig, name: &str) -> bool {
+    let mut seen = vec![name.to_string()];
+    let mut i = 0;
+    while let Some(current) = seen.get(i).cloned() {
+        i += 1;
+        let Some(sink) = config.sinks.iter().find(|s| s.name == current) else {
+            continue;
+        };
+        if sink
+            .config
+            .inputs()
+            .iter()
+            .any(|i| i.get_ref() == DEAD_LETTERS)
+        {
+            return true;
+        }
+        // Whoever falls back onto this sink feeds it too.
+        for s in &config.sinks {
+            if s.config.fallback().is_some_and(|f| *f.get_ref() == current)
+                && !seen.contains(&s.name)
+            {
+                seen.push(s.name.clone());
+            }
+        }
+    }
+    false
+}
+
 /// What the pipeline knows of one running transform.
 pub(super) struct TransformHandle {
     /// Hands the stage a new plugin, taken between two batches.
@@ -115,7 +146,7 @@ impl Running {
         // then the sources.
         let mut plugins = plugins;
         for s in &config.sinks {
-            Running::spawn_sink(&inner, &mut state, s);
+            Running::spawn_sink(&inner, &mut state, s, &dead);
         }
         for t in &config.transforms {
             let plugin = plugins.remove(&t.name).expect("plugin loaded in plan");
@@ -159,7 +190,12 @@ impl Running {
         });
     }
 
-    pub(super) fn spawn_sink(inner: &Arc<Inner>, state: &mut State, s: &Named<SinkConfig>) {
+    pub(super) fn spawn_sink(
+        inner: &Arc<Inner>,
+        state: &mut State,
+        s: &Named<SinkConfig>,
+        dead: &Arc<DeadOutput>,
+    ) {
         let buffer = state.config.batch.buffer;
         let (tx, rx) = mpsc::channel(buffer);
         state.inputs.insert(s.name.clone(), tx.downgrade());
@@ -180,6 +216,8 @@ impl Running {
             input: rx,
             metrics: inner.metrics.component(&s.name, Kind::Sink),
             fallback,
+            dead: (!downstream_of_dead_letters(&state.config, &s.name))
+                .then(|| DeadLetters::new(&s.name, dead.clone())),
         };
         // Checked by `plan` already; an error now (a variable unset since)
         // ends this sink's task with it.

@@ -25,7 +25,7 @@ use super::{runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::SharedBatch;
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{duration, size, BuildContext, BuildError, TypeTag};
-use crate::delivery::Backoff;
+use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 pub use format::{LineFormat, DEFAULT_TEXT};
 pub use template::{PathTemplate, Template};
@@ -201,6 +201,7 @@ impl FileSinkConfig {
                     let round = batches.clone();
                     on_writer(&mut w, move |w| w.append(&round, chrono::Utc::now())).await;
                     retry(&ctx, &mut w, writer::Writer::flush).await;
+                    refuse(&ctx, &mut w, &batches).await;
                     if cfg.sync == Sync::Batch {
                         retry(&ctx, &mut w, writer::Writer::sync_dirty).await;
                     }
@@ -247,14 +248,47 @@ async fn on_writer<T: Send + 'static>(
     f: impl FnOnce(&mut writer::Writer) -> T + Send + 'static,
 ) -> T {
     let mut taken = w.take().expect("writer is home");
-    let (back, out) = tokio::task::spawn_blocking(move || {
+    let result = tokio::task::spawn_blocking(move || {
         let out = f(&mut taken);
         (taken, out)
     })
-    .await
-    .expect("file writer panicked");
+    .await;
+    let (back, out) = match result {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down under us (a failed start, the end
+        // of a test): this task is being dropped; do not panic about it.
+        Err(_) => std::future::pending().await,
+    };
     *w = Some(back);
     out
+}
+
+/// Send what the writer can never write to the dead letters, with the
+/// reason; the round's sources hear of their events once those are written.
+async fn refuse(ctx: &SinkContext, w: &mut Option<Box<writer::Writer>>, round: &[SharedBatch]) {
+    let refused = std::mem::take(&mut w.as_mut().expect("writer is home").refused);
+    if refused.is_empty() {
+        return;
+    }
+    let letters: Vec<DeadLetter<'_>> = refused
+        .iter()
+        .map(|(event, reason)| DeadLetter {
+            event,
+            kind: ErrorKind::Write,
+            message: reason.clone(),
+        })
+        .collect();
+    match &ctx.dead {
+        Some(dead) => {
+            let acks: Vec<_> = round.iter().flat_map(|b| b.acks.iter().cloned()).collect();
+            dead.send(&ctx.metrics, &letters, &acks).await;
+        }
+        None => {
+            ComponentMetrics::add(&ctx.metrics.failed, letters.len());
+            tracing::error!(sink = %ctx.name, events = letters.len(), error = %letters[0].message, "events this sink can never write are lost: it reads the dead letters itself");
+        }
+    }
 }
 
 /// Run `f` until it succeeds, with backoff, marking the sink down meanwhile.

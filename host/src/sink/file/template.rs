@@ -166,21 +166,26 @@ pub fn some_fields<'a>(event: &'a [u8], names: &[String]) -> Vec<Option<&'a RawV
         .unwrap_or_else(|_| vec![None; names.len()])
 }
 
-/// Longest value a field contributes to a file name.
-const MAX_NAME_PART: usize = 100;
+/// Longest value a field contributes to a file name, in bytes (file names
+/// are limited in bytes, 255 on most filesystems, not in characters).
+pub const MAX_NAME_PART: usize = 100;
 
 /// `value` made safe as part of a file name: no separators, no control
-/// characters, never `.` or `..`, never empty (then `missing`).
+/// characters, never `.` or `..`, never empty (then `missing`), at most
+/// [`MAX_NAME_PART`] bytes, cut on a character boundary.
 pub fn file_name_part(value: &str, missing: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .map(|c| match c {
+    let mut out = String::with_capacity(value.len().min(MAX_NAME_PART));
+    for c in value.chars() {
+        let c = match c {
             '/' | '\\' | ':' | '\0' => '_',
             c if c.is_control() => '_',
             c => c,
-        })
-        .take(MAX_NAME_PART)
-        .collect();
+        };
+        if out.len() + c.len_utf8() > MAX_NAME_PART {
+            break;
+        }
+        out.push(c);
+    }
     if out.chars().all(|c| c == '.') {
         out = out.replace('.', "_");
     }
@@ -205,6 +210,14 @@ pub struct PathTemplate {
 impl PathTemplate {
     pub fn parse(text: &str) -> Result<Self, String> {
         let template = Template::parse(text, false)?;
+        // `out/{channel}` would make channel `a`'s rotated `out/a.1` the
+        // same name as channel `a.1`'s file, and retention would take one
+        // for the other: the name must end in something the sink writes.
+        if let Some(Part::Field(name, _)) = template.parts.last() {
+            return Err(format!(
+                "the file name ends in the field `{{{name}}}`: end it in text such as `.log` (`{text}.log`), so that rotated files (`NAME.1`) cannot be taken for another value's"
+            ));
+        }
         for part in &template.parts {
             if let Part::Time(fmt) | Part::Field(fmt, _) = part {
                 if fmt.contains('/') {
@@ -426,5 +439,29 @@ mod tests {
         ] {
             assert!(!family.is_match(&format!("/srv/logs/{no}")), "{no}");
         }
+    }
+
+    #[test]
+    fn name_parts_are_capped_in_bytes_on_a_character_boundary() {
+        let crabs = "🦀".repeat(100);
+        let part = file_name_part(&crabs, "m");
+        assert_eq!(part, "🦀".repeat(25));
+        assert!(part.len() <= MAX_NAME_PART);
+        let mixed = format!("a{}", "é".repeat(100));
+        let part = file_name_part(&mixed, "m");
+        assert_eq!(
+            part.len(),
+            99,
+            "1 + 49 x 2 bytes: the next é would pass 100"
+        );
+        assert!(part.is_char_boundary(part.len()));
+    }
+
+    #[test]
+    fn a_name_ending_in_a_field_is_refused() {
+        let e = PathTemplate::parse("out/{channel}").unwrap_err();
+        assert!(e.contains("ends in the field `{channel}`"), "{e}");
+        assert!(PathTemplate::parse("out/{channel}.log").is_ok());
+        assert!(PathTemplate::parse("out/{channel}-{%Y-%m-%d}").is_ok());
     }
 }

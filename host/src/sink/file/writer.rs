@@ -67,6 +67,27 @@ pub struct Writer {
     round: u64,
     /// Counts uses of files, for least-recently-used closing.
     clock: u64,
+    /// Events that can never be written, with the reason: the sink sends
+    /// them to the dead letters and goes on.
+    pub refused: Vec<(Vec<u8>, String)>,
+    /// Keys whose file the filesystem refuses for good (a name too long, a
+    /// folder where the file should be), why and since when: their events
+    /// are refused without trying again for [`REFUSE_FOR`].
+    refused_keys: HashMap<Vec<String>, (String, std::time::Instant)>,
+}
+
+/// How long a refused file name is not tried again (an operator may move
+/// the folder that was in the way). Could become config.
+const REFUSE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a failed open or write can never succeed by retrying: the name
+/// itself is refused.
+fn permanent(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        InvalidFilename | IsADirectory | NotADirectory | InvalidInput
+    )
 }
 
 impl Writer {
@@ -83,6 +104,8 @@ impl Writer {
             tidy,
             round: 0,
             clock: 0,
+            refused: Vec::new(),
+            refused_keys: HashMap::new(),
         }
     }
 
@@ -98,6 +121,10 @@ impl Writer {
                 if last_key.as_ref() != Some(&key) {
                     self.touch(&key, now);
                     last_key = Some(key.clone());
+                }
+                if let Some((reason, _)) = self.refused_keys.get(&key) {
+                    self.refused.push((event.to_vec(), reason.clone()));
+                    continue;
                 }
                 line.clear();
                 self.formatter.line(event, &mut line);
@@ -118,16 +145,34 @@ impl Writer {
     /// path, rotated if it is older than `rotate_every`.
     fn touch(&mut self, key: &[String], now: DateTime<Utc>) {
         self.clock += 1;
+        if let Some((_, at)) = self.refused_keys.get(key) {
+            if at.elapsed() < REFUSE_FOR {
+                return;
+            }
+            self.refused_keys.remove(key);
+        }
         if !self.files.contains_key(key) {
             if self.files.len() >= self.cfg.max_open_files.max(1) {
                 self.close_least_recent();
             }
             let path = self.cfg.path.render(key, now);
+            let mut f = OutFile::new(path.clone());
+            // Open now: a name the filesystem refuses for good is known
+            // before any event is queued for it.
+            if let Err(e) = f.open() {
+                if permanent(&e) {
+                    let reason = format!("cannot write {}: {e}", path.display());
+                    tracing::warn!(path = %path.display(), error = %e, "the file name is refused for good; its events go to the dead letters");
+                    self.refused_keys
+                        .insert(key.to_vec(), (reason, std::time::Instant::now()));
+                    return;
+                }
+            }
             self.in_use
                 .lock()
                 .expect("in-use lock")
                 .insert(path.clone());
-            self.files.insert(key.to_vec(), OutFile::new(path));
+            self.files.insert(key.to_vec(), f);
         }
         let f = self.files.get_mut(key).expect("inserted above");
         f.used = self.clock;
@@ -162,13 +207,33 @@ impl Writer {
     /// stay pending, and the next call writes them (and nothing twice).
     pub fn flush(&mut self) -> Result<(), WriteError> {
         let mut first_error = None;
-        for f in self.files.values_mut() {
+        let mut refused = Vec::new();
+        for (key, f) in self.files.iter_mut() {
             if let Err(source) = f.write_pending() {
+                if permanent(&source) {
+                    refused.push((
+                        key.clone(),
+                        format!("cannot write {}: {source}", f.path.display()),
+                    ));
+                    continue;
+                }
                 first_error.get_or_insert(WriteError::Write {
                     path: f.path.clone(),
                     source,
                 });
             }
+        }
+        // A name refused for good (a new period's or rotation's path): its
+        // lines go to the dead letters as they are, instead of being
+        // retried forever.
+        for (key, reason) in refused {
+            let f = self.files.remove(&key).expect("found above");
+            self.in_use.lock().expect("in-use lock").remove(&f.path);
+            for line in f.pending.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                self.refused.push((line.to_vec(), reason.clone()));
+            }
+            self.refused_keys
+                .insert(key, (reason, std::time::Instant::now()));
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -289,7 +354,12 @@ fn next_rotated(path: &Path) -> PathBuf {
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             let rest = n.strip_prefix(&prefix)?;
-            rest.strip_suffix(".gz").unwrap_or(rest).parse::<u64>().ok()
+            let number = rest.strip_suffix(".gz").unwrap_or(rest);
+            // Nine digits at most: never a number that could overflow, and
+            // sluice never rotates a billion times.
+            (number.len() <= 9)
+                .then(|| number.parse::<u64>().ok())
+                .flatten()
         })
         .max()
         .unwrap_or(0);
@@ -390,4 +460,21 @@ fn inode(m: &std::fs::Metadata) -> u64 {
 #[cfg(not(unix))]
 fn inode(_: &std::fs::Metadata) -> u64 {
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_numbers_never_overflow() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.log");
+        assert_eq!(next_rotated(&path), d.path().join("a.log.1"));
+        std::fs::write(d.path().join("a.log.7.gz"), "").unwrap();
+        assert_eq!(next_rotated(&path), d.path().join("a.log.8"));
+        // Not sluice's: too many digits to be a rotation it made.
+        std::fs::write(d.path().join("a.log.18446744073709551615"), "").unwrap();
+        assert_eq!(next_rotated(&path), d.path().join("a.log.8"));
+    }
 }

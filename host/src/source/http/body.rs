@@ -201,7 +201,30 @@ pub(super) fn validate(cfg: &HttpConfig, i: usize, v: &Value) -> Result<(), Reje
     Ok(())
 }
 
-/// The longest string in an object (recursively): (dotted path, bytes).
+fn longest(a: Option<(String, usize)>, b: Option<(String, usize)>) -> Option<(String, usize)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The longest string in a value (recursively, through objects and
+/// arrays): (its path, bytes).
+fn longest_in(v: &Value, path: String) -> Option<(String, usize)> {
+    match v {
+        Value::String(s) => Some((path, s.len())),
+        Value::Object(m) => longest_string(m, &path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| longest_in(item, format!("{path}[{i}]")))
+            .fold(None, longest),
+        _ => None,
+    }
+}
+
+/// The longest string in an object, keys included, at any depth:
+/// (dotted path, bytes).
 fn longest_string(map: &Map<String, Value>, prefix: &str) -> Option<(String, usize)> {
     let mut best: Option<(String, usize)> = None;
     for (k, v) in map {
@@ -210,16 +233,9 @@ fn longest_string(map: &Map<String, Value>, prefix: &str) -> Option<(String, usi
         } else {
             format!("{prefix}.{k}")
         };
-        let candidate = match v {
-            Value::String(s) => Some((path, s.len())),
-            Value::Object(m) => longest_string(m, &path),
-            _ => None,
-        };
-        if let Some(c) = candidate {
-            if best.as_ref().is_none_or(|b| c.1 > b.1) {
-                best = Some(c);
-            }
-        }
+        // A key is a string too: a 200 KB key is as large as a value.
+        let key = Some((path.clone(), k.len()));
+        best = longest(longest(best, key), longest_in(v, path));
     }
     best
 }

@@ -171,15 +171,41 @@ struct Server {
 
 impl Server {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let Some(cors) = &self.cfg.cors else {
+            return Ok(self.clone().respond(req).await);
+        };
+        // CORS answers name the one origin asking, if it is allowed: a list
+        // in the header is invalid, and browsers would refuse every origin.
+        let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+        let any = cors.origins.iter().any(|o| o == "*");
+        let allowed = origin
+            .as_ref()
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|o| any || cors.origins.iter().any(|a| a == o));
+        if req.method() == Method::OPTIONS && !allowed {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                "this origin may not send events here (cors.origins)",
+            ));
+        }
         let mut resp = self.clone().respond(req).await;
-        if let Some(cors) = &self.cfg.cors {
-            let allow = if cors.origins.iter().any(|o| o == "*") {
-                "*".to_string()
-            } else {
-                cors.origins.join(", ")
+        let headers = resp.headers_mut();
+        if any {
+            headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        } else {
+            headers.insert(hyper::header::VARY, HeaderValue::from_static("origin"));
+            // Not a browser's request (no Origin): with one allowed origin,
+            // naming it is still a valid answer.
+            let single = || match cors.origins.as_slice() {
+                [only] => HeaderValue::from_str(only).ok(),
+                _ => None,
             };
-            if let Ok(v) = HeaderValue::from_str(&allow) {
-                resp.headers_mut().insert("access-control-allow-origin", v);
+            let allow = match origin {
+                Some(o) => allowed.then_some(o),
+                None => single(),
+            };
+            if let Some(o) = allow {
+                headers.insert("access-control-allow-origin", o);
             }
         }
         Ok(resp)
