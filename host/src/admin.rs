@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::base::metrics::Registry;
+use crate::source::http::listener::Acceptor;
 use crate::topology::reload::reload_all;
 use crate::topology::reload::ReloadHandle;
 
@@ -139,18 +140,40 @@ fn tap(admin: &Arc<Admin>, q: &std::collections::BTreeMap<String, String>) -> Re
         None => None,
     };
     let limit: Option<u64> = q.get("limit").and_then(|l| l.parse().ok());
+    let taps = admin.metrics.taps.clone();
+    if taps.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_TAPS {
+        taps.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{MAX_TAPS} taps are open already; close one\n"),
+        );
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
+        /// Gives the tap's place back however the task ends.
+        struct Open(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _open = Open(taps);
         let mut guard = metrics.tap.subscribe();
         let mut sent = 0u64;
         loop {
-            let batch = match guard.rx.recv().await {
-                Ok(b) => b,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(batches = n, "tap fell behind; copies dropped");
-                    continue;
-                }
-                Err(_) => return,
+            // A client that went away ends the tap at once, even when the
+            // filter lets nothing through (nothing would be sent to notice).
+            let batch = tokio::select! {
+                _ = tx.closed() => return,
+                r = guard.rx.recv() => match r {
+                    Ok(b) => b,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(batches = n, "tap fell behind; copies dropped");
+                        continue;
+                    }
+                    Err(_) => return,
+                },
             };
             let mut lines = Vec::new();
             for event in batch.iter() {
@@ -341,6 +364,16 @@ pub fn prometheus(metrics: &Registry) -> String {
             u8::from(s.down.is_none())
         );
     }
+    let _ = writeln!(out, "# HELP sluice_connections Connections open now (sources that take connections).\n# TYPE sluice_connections gauge");
+    for s in snaps.iter().filter(|s| {
+        s.kind == crate::base::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
+    }) {
+        let _ = writeln!(
+            out,
+            "sluice_connections{{component=\"{}\",kind=\"source\"}} {}",
+            s.name, s.connections
+        );
+    }
     let depths = metrics.queue_depths();
     let _ = writeln!(out, "# HELP sluice_queue_batches Batches waiting in a component's input channel.\n# TYPE sluice_queue_batches gauge");
     for (name, depth, _) in &depths {
@@ -437,6 +470,13 @@ pub async fn serve(
     serve_listener(bind(address).await?, admin)
 }
 
+/// Most connections the admin port serves at once; a bound on what a
+/// flood of clients can hold (could become config).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Most taps streaming at once (each parses what it filters).
+const MAX_TAPS: usize = 16;
+
 /// Listen on the admin address (before the pipeline starts, so that a port
 /// in use is reported before anything runs).
 pub async fn bind(address: &str) -> anyhow::Result<TcpListener> {
@@ -452,17 +492,14 @@ pub fn serve_listener(
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let local = listener.local_addr()?;
     let admin = Arc::new(admin);
+    // Dropping the acceptor (the task is aborted when the pipeline ends)
+    // drops every connection still open, and so every tap still streaming.
+    let mut acceptor = Acceptor::new(listener, "admin", MAX_CONNECTIONS);
     let task = tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin: accept failed");
-                    continue;
-                }
-            };
+            let stream = acceptor.next().await;
             let admin = admin.clone();
-            tokio::spawn(async move {
+            acceptor.spawn(async move {
                 let service = service_fn(move |req| handle(admin.clone(), req));
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())

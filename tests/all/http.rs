@@ -593,3 +593,116 @@ async fn max_field_holds_for_keys_arrays_and_nesting() {
     running.wait().await.unwrap();
     assert_eq!(counts(&metrics, "out").events_out, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_connections_are_reaped_and_connections_are_capped() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, metrics) = start(d.path(), port, "max_connections = 8", "out.log").await;
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..2000 {
+            // A client honours 503 + Retry-After (a full pipeline) by retrying.
+            loop {
+                let r = post(port, "application/json", b"{\"message\":\"m\"}");
+                if r.status == 503 && r.body.contains("pipeline is full") {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                assert_eq!(r.status, 200, "{}", r.body);
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    crate::util::until("no connection left open", 10, || {
+        counts(&metrics, "web").connections == 0
+    })
+    .await;
+    // Eight idle connections fill the source; the ninth is refused at once.
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    crate::util::until("eight open", 10, || {
+        counts(&metrics, "web").connections == 8
+    })
+    .await;
+    let r =
+        tokio::task::spawn_blocking(move || post(port, "application/json", b"{\"message\":\"m\"}"))
+            .await
+            .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.headers.contains("retry-after: 1"), "{}", r.headers);
+    drop(held);
+    crate::util::until("room again", 10, || {
+        counts(&metrics, "web").connections == 0
+    })
+    .await;
+    let r =
+        tokio::task::spawn_blocking(move || post(port, "application/json", b"{\"message\":\"m\"}"))
+            .await
+            .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert_eq!(counts(&metrics, "out").events_out, 2001);
+}
+
+#[test]
+fn out_of_file_descriptors_the_accept_loop_backs_off_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!("[reload]\nwatch = false\n\n[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{port}\"\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"web\"]\n"),
+    )
+    .unwrap();
+    let log = d.path().join("stderr.log");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {} run --quiet {}",
+            crate::util::sluice_bin().display(),
+            path.display()
+        ))
+        .env(
+            "SLUICE_CACHE_DIR",
+            crate::util::root().join("target").join("test-plugin-cache"),
+        )
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Hold more connections than the process has descriptors.
+    let held: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let size = std::fs::metadata(&log).unwrap().len();
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    let r = post(port, "application/json", b"{\"message\":\"after\"}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        size < 10_000,
+        "{size} bytes of logs in 2 s:\n{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(stderr.contains("accept failed"), "{stderr}");
+    assert_eq!(
+        r.status, 200,
+        "serving again once descriptors are free: {}",
+        r.body
+    );
+}

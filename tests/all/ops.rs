@@ -435,3 +435,59 @@ fn the_dashboard_uses_metrics_that_exist() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_filtered_taps_end_and_taps_are_capped() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let toml = with_admin(
+        port,
+        "[sources.g]\ntype = \"generate\"\nrate = 20000.0\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"g\"]\n",
+    );
+    let (running, metrics, _) = start(d.path(), &toml).await;
+    let taps = metrics.taps.clone();
+    tokio::task::spawn_blocking(move || {
+        // Clients that ask for a filter nothing matches, then give up.
+        for _ in 0..50 {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "GET /tap?component=g&filter=service=nomatch HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head[9..12], b"200");
+        }
+    })
+    .await
+    .unwrap();
+    until("every abandoned tap to end", 10, || {
+        taps.load(std::sync::atomic::Ordering::SeqCst) == 0
+    })
+    .await;
+    let tap_active = || metrics.find("g").unwrap().tap.active();
+    until("nobody subscribed any more", 10, || !tap_active()).await;
+    // Held taps are capped; the one past the cap is told so.
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(s, "GET /tap?component=g HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head[9..12], b"200");
+            s
+        })
+        .collect();
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/tap?component=g"))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    drop(held);
+    until("the held taps to end", 10, || {
+        taps.load(std::sync::atomic::Ordering::SeqCst) == 0
+    })
+    .await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}

@@ -33,6 +33,8 @@ pub struct ComponentMetrics {
     /// Lines read back from the copy a `copytruncate` left, which the
     /// truncation would otherwise have lost (file source).
     pub rescued_lines: AtomicU64,
+    /// Connections open now (a gauge; the HTTP source).
+    pub connections: AtomicU64,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -197,6 +199,7 @@ pub struct Snapshot {
     pub long_lines: u64,
     pub truncations: u64,
     pub rescued_lines: u64,
+    pub connections: u64,
     pub down: Option<String>,
 }
 
@@ -214,6 +217,8 @@ pub struct Registry {
     pub reloads_failed: Arc<AtomicU64>,
     /// Input channels of consumers, weakly, to report queue depths.
     queues: Arc<Mutex<Vec<Queue>>>,
+    /// `sluice tap` streams open now (the admin port caps them).
+    pub taps: Arc<AtomicUsize>,
 }
 
 /// A consumer's name and its input channel.
@@ -255,6 +260,7 @@ impl Registry {
                 long_lines: m.long_lines.load(Relaxed),
                 truncations: m.truncations.load(Relaxed),
                 rescued_lines: m.rescued_lines.load(Relaxed),
+                connections: m.connections.load(Relaxed),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

@@ -14,6 +14,7 @@
 mod body;
 pub mod form;
 mod idempotency;
+pub mod listener;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use serde_json::{Map, Value};
 
 use self::body::Rejection;
 use self::idempotency::{Claim, Keys, Ticket};
+use self::listener::Acceptor;
 use super::{Source, SourceContext, SourceKind};
 use crate::base::ack::Ack;
 use crate::base::event::{Batch, Clock};
@@ -123,6 +125,9 @@ pub struct HttpConfig {
     pub auth_token_env: Option<String>,
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Most connections open at once; the others are answered `503` at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Longest a client may take to send its headers, and then its body.
     #[serde(default = "default_read_timeout", with = "duration")]
     pub read_timeout: Duration,
@@ -138,6 +143,9 @@ fn default_max_body() -> usize {
 }
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    1024
 }
 fn default_idempotency_window() -> Duration {
     Duration::from_secs(600)
@@ -513,20 +521,18 @@ impl HttpConfig {
             token,
             clock: std::sync::Mutex::new(Clock::default()),
         });
-        let mut connections = tokio::task::JoinSet::new();
+        let mut acceptor = Acceptor::new(
+            listener,
+            format!("source {}", server.ctx.name),
+            server.cfg.max_connections,
+        )
+        .with_metrics(server.ctx.metrics.clone());
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "http source: accept failed");
-                            continue;
-                        }
-                    };
+                stream = acceptor.next() => {
                     let server = server.clone();
-                    connections.spawn(async move {
+                    acceptor.spawn(async move {
                         let service = service_fn(move |req| server.clone().handle(req));
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -541,12 +547,7 @@ impl HttpConfig {
         }
         // Stop accepting; let requests in flight finish (they hold the
         // output), but not forever.
-        drop(listener);
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        connections.abort_all();
+        acceptor.drain(Duration::from_secs(5)).await;
         Ok(())
     }
 }

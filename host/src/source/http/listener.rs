@@ -1,0 +1,132 @@
+//! Accepting connections, for the HTTP source and the admin port alike:
+//! at most `max_connections` at once (the others get a `503` at once),
+//! accept errors (`EMFILE`: out of file descriptors) backed off and logged
+//! once per run of failures instead of in a hot loop, and finished
+//! connections reaped as they end, so memory follows the connections open,
+//! not the connections ever made. Dropping the acceptor drops every
+//! connection still open (and what it streams, such as a tap).
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::base::metrics::ComponentMetrics;
+use crate::delivery::Backoff;
+
+/// First and longest wait after a failed accept.
+const ACCEPT_RETRY_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The answer to a connection past the limit.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 46\r\nconnection: close\r\n\r\n{\"error\":\"too many connections; retry later\"}\n";
+
+/// A listener and the connections it accepted.
+pub struct Acceptor {
+    listener: TcpListener,
+    /// What it serves, for logs: `source web`, `admin`.
+    what: String,
+    max: usize,
+    connections: JoinSet<()>,
+    /// Where the number of connections open is reported (`sluice_connections`).
+    metrics: Option<Arc<ComponentMetrics>>,
+    backoff: Backoff,
+    /// Failures since the last accept that worked, and when they began.
+    failing: Option<(u64, Instant)>,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener, what: impl Into<String>, max: usize) -> Self {
+        Self {
+            listener,
+            what: what.into(),
+            max: max.max(1),
+            connections: JoinSet::new(),
+            metrics: None,
+            backoff: Backoff::new(ACCEPT_RETRY_FIRST, ACCEPT_RETRY_MAX),
+            failing: None,
+        }
+    }
+
+    /// Report the connections open in these metrics.
+    pub fn with_metrics(mut self, metrics: Arc<ComponentMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self) {
+        if let Some(m) = &self.metrics {
+            m.connections
+                .store(self.connections.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn reap(&mut self) {
+        while self.connections.try_join_next().is_some() {}
+        self.count();
+    }
+
+    /// The next connection to serve. Connections past the limit are
+    /// answered `503` here; accept errors are waited out.
+    pub async fn next(&mut self) -> TcpStream {
+        loop {
+            self.reap();
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                // A connection ending frees a place: reap it now.
+                Some(_) = self.connections.join_next(), if !self.connections.is_empty() => continue,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    if let Some((n, since)) = self.failing.take() {
+                        tracing::info!(what = %self.what, failures = n, for_ms = since.elapsed().as_millis() as u64, "accepting connections again");
+                        self.backoff.reset();
+                    }
+                    if self.connections.len() >= self.max {
+                        tracing::debug!(what = %self.what, max = self.max, "connection refused: too many open");
+                        self.connections.spawn(refuse(stream));
+                        continue;
+                    }
+                    return stream;
+                }
+                Err(e) => {
+                    match &mut self.failing {
+                        Some((n, _)) => *n += 1,
+                        None => {
+                            tracing::warn!(what = %self.what, error = %e, "accept failed; backing off (logged once until it works again)");
+                            self.failing = Some((1, Instant::now()));
+                        }
+                    }
+                    tokio::time::sleep(self.backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Serve a connection on its own task.
+    pub fn spawn(&mut self, connection: impl Future<Output = ()> + Send + 'static) {
+        self.connections.spawn(connection);
+        self.count();
+    }
+
+    /// Stop accepting; let connections in flight end within `grace`, then
+    /// drop the rest.
+    pub async fn drain(mut self, grace: Duration) {
+        drop(self.listener);
+        let _ = tokio::time::timeout(grace, async {
+            while self.connections.join_next().await.is_some() {}
+        })
+        .await;
+        self.connections.abort_all();
+    }
+}
+
+/// Answer `503` and close, without waiting on a slow client.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    let _ = stream.shutdown().await;
+}
