@@ -209,3 +209,45 @@ fn shutdown_gives_up_after_shutdown_timeout_when_a_sink_never_writes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shutdown_timeout passed"), "{stderr}");
 }
+
+#[test]
+fn stdin_cuts_lines_longer_than_max_line() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[reload]\nwatch = false\n\n[sources.in]\ntype = \"stdin\"\nformat = \"text\"\nmax_line = \"1KiB\"\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"in\"]\n",
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--quiet"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"short\n").unwrap();
+        // One line of 5 MB, written in pieces: never held whole.
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..80 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin.write_all(b"\nafter\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let events = read_json_lines(&d.path().join("out.log"));
+    let messages: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages.len(),
+        3,
+        "{:?}",
+        messages.iter().map(|m| m.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(messages[0], "short");
+    assert_eq!(messages[1].len(), 1024);
+    assert_eq!(messages[2], "after");
+}

@@ -272,3 +272,48 @@ async fn transforms_cannot_read_dead_letters() {
         "only sinks may read `_dead_letters`",
     );
 }
+
+#[tokio::test]
+async fn sizes_counts_and_durations_are_bounded_at_their_line() {
+    let d = dir();
+    let gen = "[sources.app]\ntype = \"generate\"\n";
+    let cases: Vec<(String, usize, &str)> = vec![
+        (format!("[batch]\nmax_events = 100000000\n\n{gen}{SINK}"), 2, "batch.max_events"),
+        (format!("[batch]\nbuffer = 0\n\n{gen}{SINK}"), 2, "batch.buffer"),
+        (
+            format!("{gen}batch = {{ max_events = 0 }}\n{SINK}"),
+            3,
+            "sources.app.batch.max_events",
+        ),
+        (
+            format!("{gen}\n[transforms.t]\nplugin = \"filter\"\ninputs = [\"app\"]\nstack_kib = 0\n{SINK}"),
+            7,
+            "transforms.t.stack_kib",
+        ),
+        (
+            format!("{gen}\n[transforms.t]\nplugin = \"filter\"\ninputs = [\"app\"]\nmemory_mib = 99999999999\n{SINK}"),
+            7,
+            "transforms.t.memory_mib",
+        ),
+        (
+            format!("[sources.app]\ntype = \"http\"\naddress = \"127.0.0.1:0\"\nmax_body = \"2GiB\"\n{SINK}"),
+            4,
+            "sources.app.max_body",
+        ),
+    ];
+    for (toml, line, key) in cases {
+        let e = plan_error(d.path(), &toml).await;
+        assert_at(&e, line, key, "out of bounds");
+    }
+}
+
+#[tokio::test]
+async fn two_listeners_on_one_address_are_refused() {
+    let d = dir();
+    let toml = "[admin]\naddress = \"127.0.0.1:9598\"\n\n[sources.a]\ntype = \"http\"\naddress = \"127.0.0.1:9598\"\n\n[sources.b]\ntype = \"http\"\naddress = \"127.0.0.1:9700\"\n\n[sources.c]\ntype = \"http\"\naddress = \"localhost:9700\"\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"a\", \"b\", \"c\"]\n";
+    let e = plan_error(d.path(), toml).await;
+    assert_at(&e, 6, "sources.a.address", "admin.address");
+    let toml = toml.replace("[admin]\naddress = \"127.0.0.1:9598\"\n\n", "");
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(&e, 11, "sources.c.address", "sources.b.address");
+}

@@ -706,3 +706,47 @@ fn out_of_file_descriptors_the_accept_loop_backs_off_quietly() {
         r.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_per_request_and_bytes_in_flight_are_bounded() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (running, metrics) = start(
+        d.path(),
+        port,
+        "max_events_per_request = 1000\nmax_body = \"64KiB\"\nmax_in_flight = \"64KiB\"",
+        "out.log",
+    )
+    .await;
+    tokio::task::spawn_blocking(move || {
+        // Tiny events by the thousand: refused before they are all parsed.
+        let many = format!("[{}{{}}]", "{},".repeat(5000));
+        let r = post(port, "application/json", many.as_bytes());
+        assert_eq!(r.status, 413, "{}", r.body);
+        assert!(r.body.contains("max_events_per_request"), "{}", r.body);
+        let lines = "{\"m\":1}\n".repeat(1001);
+        assert_eq!(post(port, "application/x-ndjson", lines.as_bytes()).status, 413);
+        let ok = "{\"m\":1}\n".repeat(1000);
+        assert_eq!(post(port, "application/x-ndjson", ok.as_bytes()).status, 200);
+        // A slow client holding a 60 KiB body takes the bytes in flight.
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            slow,
+            "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 61440\r\n\r\n{{\"a\":\""
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // 8 KiB more would pass the 64 KiB in flight.
+        let body = format!("{{\"a\":\"{}\"}}", "y".repeat(8000));
+        let r = post(port, "application/json", body.as_bytes());
+        assert_eq!(r.status, 503, "{}", r.body);
+        drop(slow);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(post(port, "application/json", b"{}").status, 200);
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert_eq!(counts(&metrics, "out").events_out, 1001);
+}

@@ -46,6 +46,24 @@ pub struct BuildError {
     pub message: String,
 }
 
+/// Check that a setting lies within `lo..=hi`, naming the key and the
+/// bounds when it does not. Every size, count and duration a config takes
+/// is bounded, so that no value can ask for all the memory or never end.
+pub fn bounded<T: PartialOrd + std::fmt::Debug>(
+    key: &'static str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), BuildError> {
+    if value < lo || value > hi {
+        return Err(BuildError::key(
+            key,
+            format!("{value:?} is out of bounds: between {lo:?} and {hi:?}"),
+        ));
+    }
+    Ok(())
+}
+
 impl BuildError {
     /// An error about one key of the component's table.
     pub fn key(key: &'static str, message: impl Into<String>) -> Self {

@@ -13,6 +13,7 @@ mod error;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,7 +22,7 @@ use toml::Spanned;
 
 pub use error::{ConfigError, Locator};
 
-use crate::base::settings::{duration, BatchConfig, BuildContext, BuildError, Tagged};
+use crate::base::settings::{bounded, duration, BatchConfig, BuildContext, BuildError, Tagged};
 use crate::sink::{Sink, SinkConfig};
 use crate::source::{Source, SourceConfig};
 
@@ -92,6 +93,10 @@ pub struct Named<T> {
 pub struct PipelineConfig {
     /// The file, for error messages and to resolve relative paths.
     pub locator: Locator,
+    /// Where each key of the file is (`batch.max_events`,
+    /// `sources.app.batch.max_events`), so that a value refused after
+    /// parsing is reported at its own line.
+    key_spans: Arc<BTreeMap<String, Range<usize>>>,
     pub batch: BatchConfig,
     pub admin: Option<AdminConfig>,
     pub reload: ReloadConfig,
@@ -235,6 +240,8 @@ impl PipelineConfig {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let locator = Locator::new(path, text);
         let mut doc = DeTable::parse(text).map_err(|e| locator.from_toml(&e, ""))?;
+        let mut key_spans = BTreeMap::new();
+        collect_spans(doc.get_ref(), "", &mut key_spans);
         let sources = take(doc.get_mut(), "sources");
         let sinks = take(doc.get_mut(), "sinks");
         let root: Root = Root::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
@@ -263,6 +270,7 @@ impl PipelineConfig {
 
         let config = Self {
             locator,
+            key_spans: Arc::new(key_spans),
             batch: root.batch,
             admin: root.admin,
             reload: root.reload,
@@ -273,20 +281,130 @@ impl PipelineConfig {
             sinks,
         };
         config.check_names()?;
+        config.check_bounds()?;
+        config.check_listeners()?;
         Ok(config)
     }
 
+    /// No two listeners (the admin port, HTTP sources) on one address: the
+    /// second would fail to start only once the pipeline runs.
+    fn check_listeners(&self) -> Result<(), ConfigError> {
+        let mut listeners: Vec<(String, &str)> = Vec::new();
+        if let Some(a) = &self.admin {
+            listeners.push(("admin.address".into(), &a.address));
+        }
+        for s in &self.sources {
+            if let Some(a) = s.config.kind().listens_on() {
+                listeners.push((format!("sources.{}.address", s.name), a));
+            }
+        }
+        let resolve = |a: &str| -> Vec<std::net::SocketAddr> {
+            std::net::ToSocketAddrs::to_socket_addrs(a)
+                .map(|it| it.filter(|s| s.port() != 0).collect())
+                .unwrap_or_default()
+        };
+        let clash = |a: &std::net::SocketAddr, b: &std::net::SocketAddr| {
+            a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        for (i, (key, address)) in listeners.iter().enumerate() {
+            let mine = resolve(address);
+            for (other_key, other) in &listeners[..i] {
+                let theirs = resolve(other);
+                if mine.iter().any(|a| theirs.iter().any(|b| clash(a, b))) {
+                    return Err(self.key_error(
+                        key,
+                        format!("`{address}` is where {other_key} (`{other}`) listens already; give each listener its own address"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a key is written in the file (its dotted path), if it is.
+    pub fn span_of(&self, key: &str) -> Option<Range<usize>> {
+        self.key_spans.get(key).cloned()
+    }
+
+    /// An error about a key, at its line.
+    fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.locator.error(self.span_of(key), key, message)
+    }
+
+    /// Every size, count and duration of the pipeline's own settings and
+    /// of its transforms within bounds (the kinds check theirs in `build`).
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let check =
+            |key: String, r: Result<(), BuildError>| r.map_err(|e| self.key_error(&key, e.message));
+        let b = &self.batch;
+        check(
+            "batch.max_events".into(),
+            bounded("", b.max_events, 1, MAX_BATCH_EVENTS),
+        )?;
+        check("batch.buffer".into(), bounded("", b.buffer, 1, 65_536))?;
+        check(
+            "batch.max_wait".into(),
+            bounded("", b.max_wait, Duration::ZERO, HOUR),
+        )?;
+        check(
+            "shutdown_timeout".into(),
+            bounded("", self.shutdown_timeout, Duration::ZERO, HOUR),
+        )?;
+        check(
+            "reload.poll_interval".into(),
+            bounded(
+                "",
+                self.reload.poll_interval,
+                Duration::from_millis(10),
+                HOUR,
+            ),
+        )?;
+        for s in &self.sources {
+            let Some(o) = s.config.kind().batch() else {
+                continue;
+            };
+            let prefix = format!("sources.{}.batch", s.name);
+            if let Some(n) = o.max_events {
+                check(
+                    format!("{prefix}.max_events"),
+                    bounded("", n, 1, MAX_BATCH_EVENTS),
+                )?;
+            }
+            if let Some(w) = o.max_wait {
+                check(
+                    format!("{prefix}.max_wait"),
+                    bounded("", w, Duration::ZERO, HOUR),
+                )?;
+            }
+        }
+        for t in &self.transforms {
+            let c = &t.config;
+            let prefix = format!("transforms.{}", t.name);
+            check(
+                format!("{prefix}.memory_mib"),
+                bounded("", c.memory_mib, 1, 4096),
+            )?;
+            // The plugin runs on a thread with a 2 MiB stack: more wasm
+            // stack than that would overflow the thread, not the plugin.
+            check(
+                format!("{prefix}.stack_kib"),
+                bounded("", c.stack_kib, 64, 1024),
+            )?;
+            check(
+                format!("{prefix}.time_budget"),
+                bounded(
+                    "",
+                    c.time_budget,
+                    Duration::from_millis(1),
+                    Duration::from_secs(60),
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
     fn check_names(&self) -> Result<(), ConfigError> {
-        if self.batch.max_events == 0 {
-            return Err(self
-                .locator
-                .error(None, "batch.max_events", "must be at least 1"));
-        }
-        if self.batch.buffer == 0 {
-            return Err(self
-                .locator
-                .error(None, "batch.buffer", "must be at least 1"));
-        }
         let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
         let all = self
             .sources
@@ -373,7 +491,30 @@ impl PipelineConfig {
             Some(k) => format!("{section}.{}.{k}", c.name),
             None => format!("{section}.{}", c.name),
         };
-        self.locator.error(Some(c.span.clone()), key, e.message)
+        let span = self.span_of(&key).unwrap_or_else(|| c.span.clone());
+        self.locator.error(Some(span), key, e.message)
+    }
+}
+
+/// Most events in one batch: a bound on the memory one batch can take
+/// (batches are allocated for this many events).
+pub const MAX_BATCH_EVENTS: usize = 1_000_000;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Record the span of every key of `table` (and of its tables) under its
+/// dotted path.
+fn collect_spans(table: &DeTable<'_>, prefix: &str, out: &mut BTreeMap<String, Range<usize>>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", k.get_ref())
+        };
+        if let DeValue::Table(t) = v.get_ref() {
+            collect_spans(t, &path, out);
+        }
+        out.insert(path, k.span());
     }
 }
 

@@ -19,7 +19,7 @@ use toml::Spanned;
 use super::{runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::{Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
-use crate::base::settings::{duration, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
 use crate::delivery::{Backoff, Breaker};
 
 /// How an event is laid out in a stream entry.
@@ -94,6 +94,12 @@ fn marked(batch: &Batch, error: &str) -> Batch {
 
 impl SinkKind for RedisSinkConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        bounded(
+            "retry_for",
+            self.retry_for,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?;
         redis::Client::open(self.url.as_str())
             .map_err(|e| BuildError::key("url", format!("not a Redis URL: {e}")))?;
         Ok(Box::new(self.clone()))

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{runs_itself, Batcher, Source, SourceContext, SourceKind};
 use crate::base::event::Clock;
-use crate::base::settings::{BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, BatchOverride, BuildContext, BuildError, TypeTag};
 
 /// `[sources.NAME] type = "generate"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -132,6 +132,9 @@ impl Generator {
 
 impl SourceKind for GenerateConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        if let Some(rate) = self.rate {
+            bounded("rate", rate, 0.001, 100_000_000.0)?;
+        }
         Ok(Box::new(self.clone()))
     }
 

@@ -52,6 +52,12 @@ pub trait SourceKind: std::fmt::Debug + Send + Sync {
     fn batch(&self) -> Option<BatchOverride> {
         None
     }
+
+    /// The address it listens on (`address = ...`), if it does: two
+    /// listeners of one pipeline may not share one.
+    fn listens_on(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// `impl Source` for a config that is its own running source, through its
@@ -287,16 +293,21 @@ impl Batcher {
 }
 
 /// Read lines from `reader` until EOF or shutdown, batching their events
-/// (stdin; files have their own reader in [`file`]). Returns the number of
-/// bytes read.
+/// (stdin; files have their own reader in [`file`]). A line longer than
+/// `max_line` bytes is cut there (the event holds its first `max_line`
+/// bytes; the rest of it is skipped), so memory stays bounded whatever the
+/// input. Returns the number of bytes read.
 pub async fn read_lines<R: AsyncRead + Unpin>(
     ctx: &mut SourceContext,
     reader: &mut R,
     decoder: &mut LineDecoder,
+    max_line: usize,
 ) -> Result<u64, Closed> {
     let mut batcher = Batcher::new(ctx.batch);
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut total = 0u64;
+    // Inside a line already cut at `max_line`: drop bytes to its newline.
+    let mut skipping = false;
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let deadline = batcher.deadline();
@@ -323,13 +334,24 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
         // Every complete line of the buffer; the partial last one stays.
         let mut start = 0;
         while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
-            batcher.line(decoder, &buf[start..start + i]);
+            if !std::mem::take(&mut skipping) {
+                batcher.line(decoder, &buf[start..start + i.min(max_line)]);
+            }
             start += i + 1;
             if batcher.is_full() {
                 batcher.flush(ctx).await?;
             }
         }
         buf.drain(..start);
+        if buf.len() > max_line {
+            // No newline within `max_line`: the line is cut here.
+            if !skipping {
+                ComponentMetrics::add(&ctx.metrics.long_lines, 1);
+                batcher.line(decoder, &buf[..max_line]);
+                skipping = true;
+            }
+            buf.clear();
+        }
         if batcher.is_due() {
             batcher.flush(ctx).await?;
         }
@@ -338,7 +360,7 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
         }
     }
     // A last line without a newline at EOF is still a line.
-    if !buf.is_empty() {
+    if !buf.is_empty() && !skipping {
         batcher.line(decoder, &buf);
     }
     batcher.flush(ctx).await?;

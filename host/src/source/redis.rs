@@ -24,7 +24,7 @@ use super::{runs_itself, Batcher, Source, SourceContext, SourceKind};
 use crate::base::ack::Ack;
 use crate::base::event::{check_object, push_json_str, Batch, Clock};
 use crate::base::metrics::ComponentMetrics;
-use crate::base::settings::{duration, BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, duration, BatchOverride, BuildContext, BuildError, TypeTag};
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 /// `[sources.NAME] type = "redis"`.
@@ -365,6 +365,28 @@ async fn acker(
 
 impl SourceKind for RedisSourceConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        if let Some(n) = self.count {
+            bounded("count", n, 1, 1_000_000)?;
+        }
+        bounded(
+            "block",
+            self.block,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        bounded("max_deliveries", self.max_deliveries, 1, 1_000_000)?;
+        bounded(
+            "claim_idle",
+            self.claim_idle,
+            Duration::from_millis(1),
+            Duration::from_secs(86_400),
+        )?;
+        bounded(
+            "remove_idle_consumers",
+            self.remove_idle_consumers,
+            Duration::ZERO,
+            Duration::from_secs(30 * 86_400),
+        )?;
         redis::Client::open(self.url.as_str())
             .map_err(|e| BuildError::key("url", format!("not a Redis URL: {e}")))?;
         Ok(Box::new(self.clone()))

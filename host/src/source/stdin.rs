@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{read_lines, runs_itself, Format, LineDecoder, Source, SourceContext, SourceKind};
-use crate::base::settings::{BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, size, BatchOverride, BuildContext, BuildError, TypeTag};
 
 /// `[sources.NAME] type = "stdin"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -13,12 +13,21 @@ pub struct StdinConfig {
     _type: TypeTag,
     #[serde(default)]
     pub format: Format,
+    /// Longest line kept whole: a longer one is cut to its first `max_line`
+    /// bytes (counted in `sluice_file_long_lines_total`).
+    #[serde(default = "default_max_line", with = "size")]
+    pub max_line: usize,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
 }
 
+fn default_max_line() -> usize {
+    1 << 20
+}
+
 impl SourceKind for StdinConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        bounded("max_line", self.max_line, 1, 1 << 30)?;
         Ok(Box::new(self.clone()))
     }
 
@@ -33,7 +42,7 @@ impl StdinConfig {
     pub async fn run(self, mut ctx: SourceContext) -> anyhow::Result<()> {
         let mut decoder = LineDecoder::new(self.format, &ctx.name, None);
         let mut stdin = tokio::io::stdin();
-        let bytes = read_lines(&mut ctx, &mut stdin, &mut decoder).await?;
+        let bytes = read_lines(&mut ctx, &mut stdin, &mut decoder, self.max_line).await?;
         tracing::debug!(source = %ctx.name, bytes, "stdin closed");
         Ok(())
     }

@@ -24,7 +24,7 @@ use toml::Spanned;
 use super::{runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::SharedBatch;
 use crate::base::metrics::ComponentMetrics;
-use crate::base::settings::{duration, size, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 pub use format::{LineFormat, DEFAULT_TEXT};
@@ -123,6 +123,19 @@ impl SinkKind for FileSinkConfig {
     /// template for the text format only); resolve the path against the
     /// pipeline file.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        bounded("max_open_files", self.max_open_files, 1, 65_536)?;
+        if let Some(n) = self.rotate_size {
+            bounded("rotate_size", n, 1024, usize::MAX)?;
+        }
+        if let Some(n) = self.keep_files {
+            bounded("keep_files", n, 1, 1_000_000)?;
+        }
+        bounded(
+            "sync_interval",
+            self.sync_interval,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        )?;
         if template::file_name_part(&self.missing, "") != self.missing || self.missing.is_empty() {
             return Err(BuildError::key(
                 "missing",

@@ -21,7 +21,11 @@ use serde::Deserialize;
 
 use super::checkpoint::Checkpoints;
 use super::{runs_itself, Format, Source, SourceContext, SourceKind};
-use crate::base::settings::{duration, size, BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{
+    bounded, duration, size, BatchOverride, BuildContext, BuildError, TypeTag,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// Where a file found at start without a checkpoint is read from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -108,6 +112,14 @@ mod tail;
 impl SourceKind for FileConfig {
     /// The config with its paths resolved against the pipeline file.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        bounded("max_line", self.max_line, 1, 1 << 30)?;
+        bounded(
+            "poll_interval",
+            self.poll_interval,
+            Duration::from_millis(1),
+            HOUR,
+        )?;
+        bounded("rotate_wait", self.rotate_wait, Duration::ZERO, 24 * HOUR)?;
         let mut c = self.clone();
         c.path = cx.resolve(&c.path);
         c.checkpoint = c.checkpoint.map(|p| cx.resolve(&p));

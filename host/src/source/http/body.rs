@@ -134,11 +134,25 @@ pub(super) fn parse(
             ))
         }
     }
+    let max = cfg.max_events_per_request;
+    let too_many = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("more than {max} events in one request (max_events_per_request)"),
+        )
+    };
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        let v: Vec<Value> =
-            serde_json::from_str(text).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        return Ok(v);
+        // Counted while parsing: `[{},{},...]` stops at the limit instead of
+        // growing millions of values first.
+        let mut de = serde_json::Deserializer::from_str(text);
+        return match serde::de::DeserializeSeed::deserialize(AtMost(max), &mut de)
+            .and_then(|v| de.end().map(|()| v))
+        {
+            Ok(v) => Ok(v),
+            Err(e) if e.to_string().starts_with(TOO_MANY) => Err(too_many()),
+            Err(e) => Err(bad(format!("malformed JSON: {e}"))),
+        };
     }
     // One object, or one per line.
     let mut out = Vec::new();
@@ -146,6 +160,7 @@ pub(super) fn parse(
     loop {
         match de.next() {
             None => break,
+            Some(Ok(_)) if out.len() == max => return Err(too_many()),
             Some(Ok(v)) => out.push(v),
             Some(Err(e)) => return Err(bad(format!("malformed JSON (event {}): {e}", out.len()))),
         }
@@ -154,6 +169,39 @@ pub(super) fn parse(
         return Err(bad("the body holds no event".into()));
     }
     Ok(out)
+}
+
+/// What `AtMost` says when the array is longer (matched by the caller).
+const TOO_MANY: &str = "too many events";
+
+/// A JSON array of at most this many values.
+struct AtMost(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AtMost {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {} events", self.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            if out.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
 }
 
 /// Check one event against the configured rules.

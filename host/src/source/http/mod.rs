@@ -41,7 +41,7 @@ use crate::base::ack::Ack;
 use crate::base::event::{Batch, Clock};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{
-    duration, size, BatchOverride, BuildContext, BuildError, Task, TypeTag,
+    bounded, duration, size, BatchOverride, BuildContext, BuildError, Task, TypeTag,
 };
 
 /// When the source answers a request.
@@ -125,6 +125,14 @@ pub struct HttpConfig {
     pub auth_token_env: Option<String>,
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Most events one request may carry (`413` beyond): a bound on what
+    /// one body of tiny events (`[{},{},...]`) grows to once parsed.
+    #[serde(default = "default_max_events_per_request")]
+    pub max_events_per_request: usize,
+    /// Most bytes of request bodies being read and parsed at once, across
+    /// requests (`503` with `Retry-After` beyond).
+    #[serde(default = "default_max_in_flight", with = "size")]
+    pub max_in_flight: usize,
     /// Most connections open at once; the others are answered `503` at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -144,6 +152,13 @@ fn default_max_body() -> usize {
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_events_per_request() -> usize {
+    100_000
+}
+fn default_max_in_flight() -> usize {
+    64 << 20
+}
+const HOUR: Duration = Duration::from_secs(3600);
 fn default_max_connections() -> usize {
     1024
 }
@@ -175,6 +190,8 @@ struct Server {
     clock: std::sync::Mutex<Clock>,
     /// The `Idempotency-Key`s seen within `idempotency_window`.
     keys: Arc<Keys>,
+    /// `max_in_flight`, in KiB: the bytes of bodies being read and parsed.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -248,6 +265,23 @@ impl Server {
         if !self.ctx.output.has_room() {
             return full();
         }
+        // The bytes this request may take while it is read and parsed, out
+        // of `max_in_flight` across requests: what a gzip body may grow to,
+        // or what it says it is.
+        let announced = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let need = match (gzip, announced) {
+            (false, Some(n)) => n.min(self.cfg.max_body),
+            _ => self.cfg.max_body,
+        };
+        let Ok(reading) = self
+            .in_flight
+            .clone()
+            .try_acquire_many_owned(need.div_ceil(1024).max(1) as u32)
+        else {
+            return full();
+        };
         let read = body::read(
             req.into_body(),
             gzip,
@@ -262,6 +296,7 @@ impl Server {
             Err((status, message)) => return error(status, message),
         };
         let (batch, rejected) = self.batch(events.0, events.1);
+        drop(reading);
         ComponentMetrics::add(&self.ctx.metrics.failed, rejected.len());
         if !rejected.is_empty() && !self.cfg.partial {
             return json_reply(
@@ -481,6 +516,36 @@ struct HttpSource {
 
 impl SourceKind for HttpConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+        bounded("max_body", self.max_body, 1, 1 << 30)?;
+        bounded(
+            "max_events_per_request",
+            self.max_events_per_request,
+            1,
+            1_000_000,
+        )?;
+        bounded("max_in_flight", self.max_in_flight, self.max_body, 16 << 30)?;
+        bounded("max_connections", self.max_connections, 1, 65_536)?;
+        if let Some(f) = self.max_field {
+            bounded("max_field", f, 1, self.max_body)?;
+        }
+        bounded(
+            "ack_timeout",
+            self.ack_timeout,
+            Duration::from_millis(1),
+            HOUR,
+        )?;
+        bounded(
+            "read_timeout",
+            self.read_timeout,
+            Duration::from_millis(1),
+            HOUR,
+        )?;
+        bounded(
+            "idempotency_window",
+            self.idempotency_window,
+            Duration::ZERO,
+            24 * HOUR,
+        )?;
         let token = match &self.auth_token_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 BuildError::key("auth_token_env", format!("names `{var}`, which is not set"))
@@ -495,6 +560,10 @@ impl SourceKind for HttpConfig {
 
     fn batch(&self) -> Option<BatchOverride> {
         self.batch
+    }
+
+    fn listens_on(&self) -> Option<&str> {
+        Some(&self.address)
     }
 }
 
@@ -516,6 +585,7 @@ impl HttpConfig {
         let read_timeout = self.read_timeout;
         let server = Arc::new(Server {
             keys: Keys::new(self.idempotency_window),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(self.max_in_flight / 1024)),
             cfg: self,
             ctx,
             token,
