@@ -750,3 +750,50 @@ async fn events_per_request_and_bytes_in_flight_are_bounded() {
     running.wait().await.unwrap();
     assert_eq!(counts(&metrics, "out").events_out, 1001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_is_not_claimed_for_an_event_a_plugin_failed_on() {
+    for reads_dead_letters in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let dead = if reads_dead_letters {
+            "\n[sinks.dead]\ntype = \"file\"\npath = \"dead.log\"\ninputs = [\"_dead_letters\"]\n"
+        } else {
+            ""
+        };
+        let toml = format!(
+            "[reload]\nwatch = false\n\n[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{port}\"\nack = \"delivered\"\n\n[transforms.chaos]\nplugin = {:?}\ninputs = [\"web\"]\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"chaos\"]\n{dead}",
+            crate::CHAOS
+        );
+        let (running, _metrics) = crate::util::start(d.path(), &toml).await;
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = tokio::task::spawn_blocking(move || {
+            post(
+                port,
+                "application/json",
+                b"{\"message\":\"boom\",\"chaos\":\"panic\"}",
+            )
+        })
+        .await
+        .unwrap();
+        if reads_dead_letters {
+            assert_eq!(r.status, 200, "the dead letter is written: {}", r.body);
+        } else {
+            assert_eq!(r.status, 502, "nothing holds the failed event: {}", r.body);
+            assert!(r.body.contains("dead letters"), "{}", r.body);
+        }
+        let ok = tokio::task::spawn_blocking(move || {
+            post(port, "application/json", b"{\"message\":\"fine\"}")
+        })
+        .await
+        .unwrap();
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        running.shutdown().await;
+        running.wait().await.unwrap();
+    }
+}

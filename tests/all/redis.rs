@@ -13,10 +13,17 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (`--requirepass`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// A server started with more arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -26,6 +33,7 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.up();
         s
@@ -52,6 +60,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -60,8 +69,11 @@ impl RedisServer {
         for _ in 0..200 {
             if let Ok(c) = redis::Client::open(self.url()) {
                 if let Ok(mut con) = c.get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                        return;
+                    match redis::cmd("PING").query::<String>(&mut con) {
+                        Ok(_) => return,
+                        // Up, and asking for a password.
+                        Err(e) if e.code() == Some("NOAUTH") => return,
+                        Err(_) => {}
                     }
                 }
             }
@@ -749,4 +761,33 @@ path = "fallback.log"
         .all(|e| e["_sluice_error"].as_str().unwrap().contains("cannot XADD")));
     // Six batches: only the first waits `retry_for` (six would take 6 s).
     assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_password_is_a_clear_reason_retried_not_fatal() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    for (url, says) in [
+        (server.url(), "NOAUTH"),
+        (
+            format!("redis://:wrong@127.0.0.1:{}/", server.port),
+            "password",
+        ),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let toml = source(&url, "")
+            + "\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"q\"]\n";
+        let (running, metrics) = start(d.path(), &toml).await;
+        until("the reason in /health", 10, || {
+            metrics
+                .get("q")
+                .and_then(|s| s.down)
+                .is_some_and(|d| d.contains(says) && d.contains("url"))
+        })
+        .await;
+        // Still running, retrying: not a fatal error.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(metrics.get("q").unwrap().retries >= 1);
+        running.shutdown().await;
+        running.wait().await.unwrap();
+    }
 }

@@ -21,6 +21,11 @@ type AckCallback = Box<dyn FnOnce(bool) + Send>;
 pub struct Ack {
     done: std::sync::Mutex<Option<AckCallback>>,
     failed: std::sync::atomic::AtomicBool,
+    /// Some events it covers went nowhere on purpose of the pipeline, not
+    /// of the user: dead letters that no sink reads.
+    lost: std::sync::atomic::AtomicBool,
+    /// Whether lost events count as not delivered (see [`Ack::strict`]).
+    strict: bool,
 }
 
 impl std::fmt::Debug for Ack {
@@ -32,9 +37,24 @@ impl std::fmt::Debug for Ack {
 impl Ack {
     /// A token that calls `done(delivered)` when the last holder drops it.
     pub fn new(done: impl FnOnce(bool) + Send + 'static) -> Arc<Ack> {
+        Self::make(done, false)
+    }
+
+    /// The same, for a source that answers someone waiting (an HTTP client
+    /// with `ack = "delivered"`): events lost as dead letters nobody reads
+    /// count as not delivered, so the client hears of the failure. Sources
+    /// that re-read what is not delivered (a queue, a file) use
+    /// [`Ack::new`], or a failing plugin would hold them back for ever.
+    pub fn strict(done: impl FnOnce(bool) + Send + 'static) -> Arc<Ack> {
+        Self::make(done, true)
+    }
+
+    fn make(done: impl FnOnce(bool) + Send + 'static, strict: bool) -> Arc<Ack> {
         Arc::new(Ack {
             done: std::sync::Mutex::new(Some(Box::new(done))),
             failed: std::sync::atomic::AtomicBool::new(false),
+            lost: std::sync::atomic::AtomicBool::new(false),
+            strict,
         })
     }
 
@@ -43,13 +63,20 @@ impl Ack {
         self.failed
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Some of the events went to dead letters that no sink reads.
+    pub fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for Ack {
     fn drop(&mut self) {
         let done = self.done.get_mut().ok().and_then(Option::take);
         if let Some(done) = done {
-            done(!self.failed.load(std::sync::atomic::Ordering::Relaxed));
+            let failed = self.failed.load(std::sync::atomic::Ordering::Relaxed);
+            let lost = self.strict && self.lost.load(std::sync::atomic::Ordering::Relaxed);
+            done(!failed && !lost);
         }
     }
 }

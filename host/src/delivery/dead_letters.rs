@@ -132,6 +132,12 @@ impl DeadLetters {
         batch
     }
 
+    /// Whether any sink reads the dead letters (else they are only counted
+    /// and logged).
+    pub fn has_reader(&self) -> bool {
+        self.out.0.has_consumers()
+    }
+
     fn account(&self, metrics: &ComponentMetrics, letters: &[DeadLetter<'_>]) -> Option<Batch> {
         ComponentMetrics::add(&metrics.failed, letters.len());
         let first = letters.first()?;

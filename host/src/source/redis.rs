@@ -261,8 +261,13 @@ async fn connect(
             Err(e) => {
                 let delay = backoff.next_delay();
                 ComponentMetrics::add(&ctx.metrics.retries, 1);
+                let hint = if refused_auth(&e) {
+                    " (check the password in `url`: redis://:PASSWORD@host:port/)"
+                } else {
+                    ""
+                };
                 ctx.metrics
-                    .set_down(Some(format!("cannot connect to redis ({what}): {e}")));
+                    .set_down(Some(format!("cannot connect to redis ({what}): {e}{hint}")));
                 tracing::warn!(source = %ctx.name, error = %e, retry_in_ms = delay.as_millis() as u64, "redis connection failed");
                 tokio::select! {
                     _ = shutdown.wait() => return None,
@@ -271,6 +276,13 @@ async fn connect(
             }
         }
     }
+}
+
+/// Whether Redis refused our credentials: none given where a password is
+/// needed (`NOAUTH`), or a wrong one (`WRONGPASS`).
+fn refused_auth(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
 }
 
 /// Whether a failed command lost the connection (reconnect), rather than
@@ -424,15 +436,37 @@ impl RedisSourceConfig {
             .clone()
             .unwrap_or_else(|| default_consumer(&ctx.name));
         let count = self.count.unwrap_or(ctx.batch.max_events).max(1);
-        let Some(mut reader) = connect(&client, &ctx, "reader").await else {
-            return Ok(());
+        // Connect and make sure the group exists. A server that wants a
+        // password we lack (NOAUTH) is treated as one that refuses ours
+        // (WRONGPASS): a clear reason in /health, retried with backoff.
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let mut shutdown = ctx.shutdown.clone();
+        let mut reader = loop {
+            let Some(mut reader) = connect(&client, &ctx, "reader").await else {
+                return Ok(());
+            };
+            match self.create_group(&mut reader).await {
+                Ok(()) => break reader,
+                Err(e) if refused_auth(&e) => {
+                    let reason = format!("redis refused us: {e} (give the password in `url`: redis://:PASSWORD@host:port/)");
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(source = %ctx.name, error = %e, "{reason}");
+                    }
+                    ctx.metrics.set_down(Some(reason));
+                    ComponentMetrics::add(&ctx.metrics.retries, 1);
+                    tokio::select! {
+                        _ = shutdown.wait() => return Ok(()),
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "source {}: XGROUP CREATE failed: {e}",
+                        ctx.name
+                    ))
+                }
+            }
         };
-        if let Err(e) = self.create_group(&mut reader).await {
-            return Err(anyhow::anyhow!(
-                "source {}: XGROUP CREATE failed: {e}",
-                ctx.name
-            ));
-        }
         ctx.metrics.set_down(None);
         tracing::info!(source = %ctx.name, stream = %self.stream, group = %self.group, %consumer, "reading redis stream");
 
@@ -446,7 +480,6 @@ impl RedisSourceConfig {
             ack_rx,
         ));
         let mut clock = Clock::default();
-        let mut shutdown = ctx.shutdown.clone();
         // First our own pending entries (from before a restart), then new ones.
         let mut pending_cursor = Some("0".to_string());
         // Where the next `XAUTOCLAIM` goes on: claiming continues round
@@ -456,7 +489,7 @@ impl RedisSourceConfig {
         // Errors that are not a lost connection (the group deleted, a key of
         // another type): retried with backoff, logged once per kind.
         let mut failing: Option<String> = None;
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        backoff.reset();
         while !shutdown.is_set() {
             let mut redelivered = false;
             let claiming = claim_cursor.is_some() || last_claim.elapsed() >= self.claim_idle / 2;

@@ -125,6 +125,11 @@ impl TransformStage {
                         message: e.message.clone(),
                     })
                     .collect();
+                if !self.dead.has_reader() {
+                    // Nothing will hold these events: a source waiting to
+                    // answer (HTTP, `ack = "delivered"`) must not say 200.
+                    acks.iter().for_each(|a| a.lose());
+                }
                 self.dead.blocking_send(&self.metrics, &letters, acks);
             }
             OnError::Drop => {

@@ -26,7 +26,9 @@ pub fn form_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Escapes that decode to bytes that are not text (`%FF`) are kept as
+    // written rather than turned into U+FFFD: nothing is lost.
+    String::from_utf8(out).unwrap_or_else(|_| s.replace('+', " "))
 }
 
 /// The decoded `key=value` pairs of a form or a query string.
@@ -96,5 +98,8 @@ mod tests {
         assert_eq!(form_decode("a+b%21%zz%"), "a b!%zz%");
         // A `%` before a multi-byte character must not split it.
         assert_eq!(form_decode("x%é"), "x%é");
+        // Escapes of bytes that are not UTF-8 stay as written: no U+FFFD.
+        assert_eq!(form_decode("caf%C3%A9"), "café");
+        assert_eq!(form_decode("bad+%FF%FE"), "bad %FF%FE");
     }
 }

@@ -356,8 +356,8 @@ impl Server {
                 .headers()
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.as_str()) {
+                .and_then(bearer_token);
+            if !given.is_some_and(|g| same_secret(g, token)) {
                 return Some(
                     Response::builder()
                         .status(StatusCode::UNAUTHORIZED)
@@ -446,7 +446,7 @@ impl Server {
         let (tx, mut rx) = tokio::sync::watch::channel(None::<bool>);
         let ack = waiting.then(|| {
             let report = report.take();
-            let ack = Ack::new(move |ok| {
+            let ack = Ack::strict(move |ok| {
                 tx.send_replace(Some(ok));
                 if let Some(r) = report {
                     r(ok);
@@ -483,7 +483,7 @@ impl Server {
             Ok(Some(true)) => Ok(()),
             Ok(_) => Err(error(
                 StatusCode::BAD_GATEWAY,
-                "the events could not be delivered",
+                "the events could not be delivered (a sink gave up on them, or a plugin failed on them and no sink reads the dead letters)",
             )),
             Err(_) => Err(error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -491,6 +491,24 @@ impl Server {
             )),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any
+/// case, as RFC 7235 says).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compare a given secret with the expected one in time that does not
+/// depend on where they differ (both hashed first, so not on their length).
+fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `503` with `Retry-After`: the pipeline has no room now.
@@ -625,6 +643,17 @@ impl HttpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_in_any_case_compared_whole() {
+        assert_eq!(bearer_token("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("bearer  s3cret "), Some("s3cret"));
+        assert_eq!(bearer_token("BEARER s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("Basic czNjcmV0"), None);
+        assert!(same_secret("s3cret", "s3cret"));
+        assert!(!same_secret("s3cre", "s3cret"));
+        assert!(!same_secret("s3creT", "s3cret"));
+    }
 
     #[test]
     fn sizes() {
