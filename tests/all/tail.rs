@@ -468,3 +468,36 @@ async fn truncated_and_refilled_past_our_position_is_still_seen() {
     assert_eq!(tags["c"], (0..1000).collect::<Vec<_>>());
     assert_eq!(metrics.get("logs").unwrap().truncations, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlink_loops_and_the_pipelines_own_output_are_not_read() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    std::fs::create_dir_all(logs.join("a")).unwrap();
+    // A loop under the glob, and a link to what the sink writes.
+    std::os::unix::fs::symlink(&logs, logs.join("a/loop")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("out.log"), logs.join("a/mirror.log")).unwrap();
+    append(&logs.join("a/app.log"), "app", 0..50);
+    let toml = tail_pipeline("logs/**/*.log", "");
+    let (running, metrics) = start(d.path(), &toml).await;
+    let out = d.path().join("out.log");
+    until("the 50 events", 20, || seen(&out).len() >= 50).await;
+    append(&logs.join("a/app.log"), "app", 50..60);
+    until("10 more", 20, || seen(&out).len() >= 60).await;
+    // Several more polls: nothing comes back from the output or the loop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = seen(&out);
+    assert_eq!(
+        events.len(),
+        60,
+        "no event read twice: {:?}",
+        by_tag(&events).keys().collect::<Vec<_>>()
+    );
+    assert_eq!(by_tag(&events)["app"], (0..60).collect::<Vec<_>>());
+    running.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), running.wait())
+        .await
+        .expect("the source stops")
+        .unwrap();
+    assert_eq!(crate::util::counts(&metrics, "logs").events_in, 60);
+}

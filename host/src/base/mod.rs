@@ -6,6 +6,8 @@
 //! - [`output`]: a component's outputs, the router that wires them, and the
 //!   shutdown signal sources watch.
 //! - [`metrics`]: per-component counters, the tap, the run summary.
+//! - [`written`]: the files this process's file sinks write, which no file
+//!   source reads.
 //! - [`settings`]: the value types component configs share (durations,
 //!   sizes, batching, the `type` tag) and what `build` is given and returns.
 
@@ -14,3 +16,4 @@ pub mod event;
 pub mod metrics;
 pub mod output;
 pub mod settings;
+pub mod written;

@@ -104,6 +104,7 @@ pub fn compress(path: &Path, in_use: &InUse) -> Compressed {
         } else {
             std::fs::rename(&tmp, &gz)?;
         }
+        crate::base::written::mark(&gz);
         Ok(n)
     })();
     match result {

@@ -329,6 +329,7 @@ fn rotate(
     match std::fs::rename(&f.path, &target) {
         Ok(()) => {
             tracing::debug!(path = %f.path.display(), to = %target.display(), "rotated");
+            crate::base::written::mark(&target);
             let _ = tidy.send(Job::Finished(target, key.to_vec()));
         }
         // Gone already (removed by hand): start afresh all the same.
@@ -400,6 +401,7 @@ impl OutFile {
                 .append(true)
                 .open(&self.path)?;
             self.ino = inode(&file.metadata()?);
+            crate::base::written::mark(&self.path);
             self.file = Some(file);
         }
         Ok(self.file.as_mut().expect("opened above"))

@@ -107,6 +107,7 @@ fn glob_pattern<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Er
     Ok(PathBuf::from(text))
 }
 
+pub mod find;
 mod tail;
 
 impl SourceKind for FileConfig {

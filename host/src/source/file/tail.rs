@@ -71,6 +71,8 @@ pub(super) struct Tailer {
     known: HashMap<FileId, (Fingerprint, PathBuf)>,
     /// Files deleted and read to their end: their positions are dropped.
     retired: Vec<FileId>,
+    /// Paths already warned about (a loop, our own output): once each.
+    warned: std::collections::HashSet<PathBuf>,
 }
 
 impl Tailer {
@@ -94,6 +96,7 @@ impl Tailer {
             scanned_at: None,
             known,
             retired: Vec::new(),
+            warned: std::collections::HashSet::new(),
         }
     }
 
@@ -171,15 +174,28 @@ impl Tailer {
         }
         self.scans += 1;
         self.scanned_at = Some(Instant::now());
-        let pattern = self.cfg.path.to_string_lossy().into_owned();
-        let paths = match glob::glob(&pattern) {
-            Ok(paths) => paths,
-            Err(e) => {
-                tracing::error!(source = %self.ctx().name, error = %e, "invalid glob");
-                return;
+        // A file opened before a sink of ours began writing it (it existed
+        // already) is let go as soon as we know.
+        let before = self.files.len();
+        self.files
+            .retain(|_, t| !crate::base::written::is_ours(&t.path));
+        if self.files.len() != before {
+            let files = &self.files;
+            self.order.retain(|id| files.contains_key(id));
+            tracing::warn!(source = %self.ctx().name, "stopped reading a file a sink of this pipeline writes");
+        }
+        let found = super::find::find(&self.cfg.path);
+        for (dir, why) in found.skipped {
+            if self.warned.insert(dir.clone()) {
+                tracing::warn!(source = %self.ctx().name, path = %dir.display(), "not entered: {why}");
             }
-        };
-        for path in paths.flatten() {
+        }
+        for path in found.own_output {
+            if self.warned.insert(path.clone()) {
+                tracing::warn!(source = %self.ctx().name, path = %path.display(), "not read: a file sink of this pipeline writes it (reading it would feed its events back for ever)");
+            }
+        }
+        for path in found.files {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
