@@ -19,6 +19,12 @@ test:
     cargo build -p sluice
     cargo test --workspace
 
+# The property tests of every parser that faces input (pipeline files, HTTP
+# bodies, forms, templates, checkpoints, timeline lines, plugin verdicts),
+# longer than `just test` runs them: `just fuzz 100000`.
+fuzz cases="20000":
+    PROPTEST_CASES={{cases}} cargo test --release -p sluice --lib prop_
+
 # Formatting and clippy, as CI wants them.
 lint:
     cargo fmt --all --check

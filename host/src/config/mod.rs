@@ -584,3 +584,37 @@ fn tagged<T: Tagged>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pipeline-file-shaped text: keys, tables and values in any order.
+    fn pipeline_text() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            Just("[sources.a]".to_string()),
+            Just("[sinks.out]".to_string()),
+            Just("[transforms.t]".to_string()),
+            Just("[batch]".to_string()),
+            Just("type = \"generate\"".to_string()),
+            Just("type = \"stdout\"".to_string()),
+            Just("inputs = [\"a\"]".to_string()),
+            "[a-z_]{1,12} = [0-9]{1,20}".prop_map(|s| s),
+            "[a-z_.]{1,12} = \"[^\"\\\\]{0,12}\"".prop_map(|s| s),
+            "\\PC{0,30}".prop_map(|s| s),
+        ];
+        proptest::collection::vec(line, 0..12).prop_map(|l| l.join("\n"))
+    }
+
+    proptest! {
+        /// Whatever the text, parsing answers (no panic), and an error
+        /// names a line of the file.
+        #[test]
+        fn prop_pipeline_files_never_panic(text in pipeline_text()) {
+            if let Err(e) = PipelineConfig::parse(Path::new("p.toml"), &text) {
+                prop_assert!(e.line >= 1 && e.line <= text.lines().count().max(1) + 1, "{e}");
+            }
+        }
+    }
+}

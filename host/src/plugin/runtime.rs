@@ -583,7 +583,7 @@ impl LoadedPlugin {
 }
 
 /// A plugin's verdicts must describe exactly the batch it was given.
-fn check_verdicts(
+pub(crate) fn check_verdicts(
     v: &Verdicts,
     _data_len: usize,
     events: usize,

@@ -229,3 +229,20 @@ mod tests {
         assert_eq!(again.resume(id, |n| Fingerprint::of(&b"xyz"[..n])), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A checkpoint file of any bytes loads or is refused as damaged.
+        #[test]
+        fn prop_damaged_checkpoints_are_errors(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.json");
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = Checkpoints::load(&path);
+        }
+    }
+}

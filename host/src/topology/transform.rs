@@ -181,3 +181,46 @@ fn apply(v: &Verdicts, batch: &Batch, outcome: &mut Outcome) {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever verdicts a plugin returns: refused by the check, or
+        /// applied without a panic, every event accounted for once.
+        #[test]
+        fn prop_packed_verdicts(
+            actions in proptest::collection::vec(0u8..4, 0..12),
+            ports in proptest::collection::vec(0u16..4, 0..12),
+            replacements in proptest::collection::vec("\\PC{0,20}", 0..12),
+            events in 0usize..12,
+            outputs in 0usize..3,
+        ) {
+            let batch = Batch::from_events((0..events).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>().iter().map(|s| s.as_bytes()));
+            let mut data = Vec::new();
+            let mut ends = Vec::new();
+            for r in &replacements {
+                data.extend_from_slice(r.as_bytes());
+                ends.push(data.len() as u32);
+            }
+            let v = Verdicts { actions, ports, data, ends };
+            if crate::plugin::runtime::check_verdicts(&v, batch.bytes(), batch.len(), outputs).is_ok() {
+                let mut outcome = Outcome {
+                    ports: (0..=outputs).map(|_| Batch::default()).collect(),
+                    dropped: 0,
+                    failed: Vec::new(),
+                };
+                apply(&v, &batch, &mut outcome);
+                let out: usize = outcome.ports.iter().map(Batch::len).sum();
+                prop_assert_eq!(out + outcome.dropped + outcome.failed.len(), events);
+                for b in &outcome.ports {
+                    for e in b.iter() {
+                        prop_assert!(check_object(e).is_ok());
+                    }
+                }
+            }
+        }
+    }
+}

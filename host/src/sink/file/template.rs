@@ -465,3 +465,26 @@ mod tests {
         assert!(PathTemplate::parse("out/{channel}-{%Y-%m-%d}").is_ok());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any template text: parsed or refused, never a panic; any value:
+        /// a safe name part, at most 100 bytes.
+        #[test]
+        fn prop_templates_and_name_parts(text in "\\PC{0,40}", value in "\\PC{0,200}") {
+            if let Ok(mut p) = PathTemplate::parse(&text) {
+                p.base = PathBuf::from("/srv/out");
+                let key = p.key(format!("{{\"channel\":{}}}", serde_json::Value::from(value.clone())).as_bytes(), "m");
+                let path = p.render(&key, chrono::Utc::now());
+                prop_assert!(path.starts_with(p.root()), "{} outside {}", path.display(), p.root().display());
+            }
+            let part = file_name_part(&value, "m");
+            prop_assert!(part.len() <= MAX_NAME_PART && !part.is_empty());
+            prop_assert!(!part.contains('/') && part != "." && part != "..");
+        }
+    }
+}

@@ -287,3 +287,92 @@ fn longest_string(map: &Map<String, Value>, prefix: &str) -> Option<(String, usi
     }
     best
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(format: &str) -> HttpConfig {
+        let toml = format!("[sources.w]\ntype = \"http\"\naddress = \"127.0.0.1:0\"\nformat = \"{format}\"\nmax_field = 64\nmax_events_per_request = 50\nrequired = [\"m\"]\n[sinks.o]\ntype = \"stdout\"\ninputs = [\"w\"]\n");
+        let c =
+            crate::config::PipelineConfig::parse(std::path::Path::new("p.toml"), &toml).unwrap();
+        match &c.sources[0].config {
+            crate::source::SourceConfig::Http(h) => h.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(Into::into),
+            any::<i64>().prop_map(Into::into),
+            "\\PC{0,80}".prop_map(Into::into),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Into::into),
+                proptest::collection::btree_map("\\PC{0,70}", inner, 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any bytes under any content type: an answer, never a panic.
+        #[test]
+        fn prop_bodies_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            ct in prop_oneof![Just("application/json"), Just("application/x-ndjson"), Just("text/plain"), Just("application/x-www-form-urlencoded"), Just("image/png")],
+            text in any::<bool>(),
+        ) {
+            let cfg = config(if text { "text" } else { "json" });
+            if let Ok(events) = parse(&cfg, ct, &body) {
+                prop_assert!(events.len() <= 50);
+                for (i, e) in events.iter().enumerate() {
+                    let _ = validate(&cfg, i, e);
+                }
+            }
+        }
+
+        /// JSON events, one per line or in an array: parsed back as sent,
+        /// and `max_field` holds for every string, keys included.
+        #[test]
+        fn prop_json_bodies_round_trip(
+            events in proptest::collection::vec(
+                proptest::collection::btree_map("\\PC{0,70}", json_value(), 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                1..20,
+            ),
+            array in any::<bool>(),
+        ) {
+            let cfg = config("json");
+            let body = if array {
+                serde_json::to_string(&events).unwrap()
+            } else {
+                events.iter().map(|e| format!("{e}\n")).collect()
+            };
+            let parsed = parse(&cfg, "application/json", body.as_bytes()).unwrap();
+            prop_assert_eq!(&parsed, &events);
+            for (i, e) in parsed.iter().enumerate() {
+                if let (Ok(()), serde_json::Value::Object(m)) = (validate(&cfg, i, e), e) {
+                    prop_assert!(longest_string(m, "").is_none_or(|(_, n)| n <= 64));
+                }
+            }
+        }
+
+        /// Gzip bodies: what went in comes out, bombs stop at the limit.
+        #[test]
+        fn prop_gzip_is_bounded(data in proptest::collection::vec(any::<u8>(), 0..4096), max in 1usize..2048) {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&data).unwrap();
+            let gz = enc.finish().unwrap();
+            let mut out = Vec::new();
+            let n = flate2::read::MultiGzDecoder::new(&gz[..]).take(max as u64 + 1).read_to_end(&mut out).unwrap();
+            prop_assert!(n <= max + 1);
+            prop_assert_eq!(&out[..], &data[..data.len().min(max + 1)]);
+        }
+    }
+}

@@ -103,3 +103,27 @@ mod tests {
         assert_eq!(form_decode("bad+%FF%FE"), "bad %FF%FE");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Decoding never panics, and text encoded as a form decodes back.
+        #[test]
+        fn prop_forms_round_trip(text in "\\PC{0,60}", junk in "[%+=&a-f0-9é]{0,40}") {
+            let _ = form_decode(&junk);
+            let _: Vec<_> = form_pairs(&junk).collect();
+            let encoded: String = text
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+                    b' ' => "+".to_string(),
+                    b => format!("%{b:02X}"),
+                })
+                .collect();
+            prop_assert_eq!(form_decode(&encoded), text);
+        }
+    }
+}
