@@ -25,6 +25,15 @@ test:
 fuzz cases="20000":
     PROPTEST_CASES={{cases}} cargo test --release -p sluice --lib prop_
 
+# The soak test (not in CI): HTTP, Redis and rotated-file producers while
+# sluice and Redis are killed with -9 and restarted and the plugin is
+# swapped; checks the ledger at the end (lost must be 0) and prints the
+# faults, duplicates and peak memory. `just soak 30` for half an hour.
+soak minutes="5":
+    scripts/setup-test-deps
+    cargo build -p sluice
+    SLUICE_SOAK_MINUTES={{minutes}} cargo test -p sluice-tests --test all -- --ignored --nocapture soak::
+
 # Formatting and clippy, as CI wants them.
 lint:
     cargo fmt --all --check

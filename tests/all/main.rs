@@ -11,6 +11,7 @@ mod plugins;
 mod redis;
 mod reload;
 mod runtime;
+mod soak;
 mod sources;
 mod tail;
 mod timeline;
