@@ -123,6 +123,19 @@ async fn fill(con: &mut redis::aio::MultiplexedConnection, stream: &str, from: u
     }
 }
 
+/// The group `workers` of the stream `logs`, from its start.
+async fn create_group(con: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("logs")
+        .arg("workers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
 async fn pending(con: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> i64 {
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
@@ -274,15 +287,7 @@ async fn a_trapping_entry_is_dead_lettered_and_the_rest_flow() {
 async fn entries_delivered_too_often_are_dead_lettered() {
     let server = RedisServer::start();
     let mut con = server.con().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("logs")
-        .arg("workers")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    create_group(&mut con).await;
     let id: String = redis::cmd("XADD")
         .arg("logs")
         .arg("*")
@@ -621,15 +626,7 @@ async fn consumer_names(con: &mut redis::aio::MultiplexedConnection) -> Vec<Stri
 async fn idle_consumers_without_pending_entries_are_removed() {
     let server = RedisServer::start();
     let mut con = server.con().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("logs")
-        .arg("workers")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    create_group(&mut con).await;
     for ghost in ["ghost-1", "ghost-2"] {
         let _: i64 = redis::cmd("XGROUP")
             .arg("CREATECONSUMER")
@@ -672,15 +669,7 @@ async fn idle_consumers_without_pending_entries_are_removed() {
 async fn a_dead_consumers_pending_entries_are_claimed_in_one_sweep() {
     let server = RedisServer::start();
     let mut con = server.con().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("logs")
-        .arg("workers")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    create_group(&mut con).await;
     fill(&mut con, "logs", 0, 60_000).await;
     // A consumer took 12,288 entries and died (kill -9) before acking them.
     let _: redis::Value = redis::cmd("XREADGROUP")

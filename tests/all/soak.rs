@@ -113,7 +113,10 @@ fn post(port: u16, key: &str, body: &str) -> u16 {
         "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes())).is_err() {
+    if s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body.as_bytes()))
+        .is_err()
+    {
         return 0;
     }
     let mut out = Vec::new();
@@ -157,7 +160,9 @@ fn redis_producer(url: String, stop: Arc<AtomicBool>, ledger: Ledger) {
     while !stop.load(Ordering::Relaxed) {
         let id = format!("r-{n}");
         if con.is_none() {
-            con = client.get_connection_with_timeout(Duration::from_secs(1)).ok();
+            con = client
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .ok();
         }
         let Some(c) = con.as_mut() else {
             std::thread::sleep(Duration::from_millis(100));
@@ -200,7 +205,9 @@ fn file_producer(dir: PathBuf, stop: Arc<AtomicBool>, ledger: Ledger, rotations:
         let mut text = String::new();
         for _ in 0..20 {
             let id = format!("f-{n}");
-            text.push_str(&format!("{{\"id\":\"{id}\",\"message\":\"from a file\"}}\n"));
+            text.push_str(&format!(
+                "{{\"id\":\"{id}\",\"message\":\"from a file\"}}\n"
+            ));
             ids.push(id);
             n += 1;
         }
@@ -259,7 +266,12 @@ fn soak() {
             move || redis_producer(url, stop, ledger)
         }),
         std::thread::spawn({
-            let (stop, ledger, rot, dir) = (stop.clone(), ledger.clone(), rotations.clone(), d.join("in"));
+            let (stop, ledger, rot, dir) = (
+                stop.clone(),
+                ledger.clone(),
+                rotations.clone(),
+                d.join("in"),
+            );
             move || file_producer(dir, stop, ledger, rot)
         }),
     ];
@@ -345,5 +357,10 @@ fn soak() {
         100.0 * duplicated as f64 / produced.len().max(1) as f64,
         peak_rss / 1024
     );
-    assert!(lost.is_empty(), "lost {} events, e.g. {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "lost {} events, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 }

@@ -55,6 +55,21 @@ pub trait Sink: Send {
     fn start(self: Box<Self>, ctx: SinkContext) -> Task;
 }
 
+/// The `inputs` / `inputs_mut` of a [`SinkKind`] whose config has an
+/// `inputs` field, as every kind's does.
+macro_rules! inputs_field {
+    () => {
+        fn inputs(&self) -> &[toml::Spanned<String>] {
+            &self.inputs
+        }
+
+        fn inputs_mut(&mut self) -> &mut Vec<toml::Spanned<String>> {
+            &mut self.inputs
+        }
+    };
+}
+use inputs_field;
+
 /// `impl Sink` for a config that is its own running sink, through its
 /// inherent `async fn run(self, ctx)`.
 macro_rules! runs_itself {
@@ -113,13 +128,7 @@ impl SinkKind for CaptureConfig {
         Ok(Box::new(self.clone()))
     }
 
-    fn inputs(&self) -> &[Spanned<String>] {
-        &self.inputs
-    }
-
-    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
-        &mut self.inputs
-    }
+    inputs_field!();
 }
 runs_itself!(CaptureConfig);
 

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{runs_itself, Sink, SinkContext, SinkKind};
+use super::{inputs_field, runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::{Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
@@ -105,13 +105,7 @@ impl SinkKind for RedisSinkConfig {
         Ok(Box::new(self.clone()))
     }
 
-    fn inputs(&self) -> &[Spanned<String>] {
-        &self.inputs
-    }
-
-    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
-        &mut self.inputs
-    }
+    inputs_field!();
 
     fn fallback(&self) -> Option<&Spanned<String>> {
         self.fallback.as_ref()

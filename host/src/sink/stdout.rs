@@ -4,7 +4,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use toml::Spanned;
 
-use super::{json_lines, runs_itself, Sink, SinkContext, SinkKind};
+use super::{inputs_field, json_lines, runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::settings::{BuildContext, BuildError, TypeTag};
 
 /// `[sinks.NAME] type = "stdout"`.
@@ -23,13 +23,7 @@ impl SinkKind for StdoutConfig {
         Ok(Box::new(self.clone()))
     }
 
-    fn inputs(&self) -> &[Spanned<String>] {
-        &self.inputs
-    }
-
-    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
-        &mut self.inputs
-    }
+    inputs_field!();
 }
 runs_itself!(StdoutConfig);
 

@@ -357,7 +357,8 @@ mod tests {
     use super::*;
     use read::{parse_line, LogFile, ParseOptions};
 
-    pub(super) fn record(line: &str) -> Record {
+    /// A log file `x.log` and the default parse options.
+    pub(super) fn fixture() -> (LogFile, ParseOptions) {
         let log = LogFile {
             path: PathBuf::from("x.log"),
             name_component: "x".into(),
@@ -367,6 +368,11 @@ mod tests {
             component_by: ComponentBy::Auto,
             correlate: "request_id".into(),
         };
+        (log, opts)
+    }
+
+    pub(super) fn record(line: &str) -> Record {
+        let (log, opts) = fixture();
         parse_line(line, 0, 1, &log, &opts).unwrap().unwrap()
     }
 

@@ -629,15 +629,7 @@ mod props {
         /// Any line of a log file: a record, nothing, or a problem.
         #[test]
         fn prop_timeline_lines_never_panic(line in "\\PC{0,200}", json in any::<bool>()) {
-            let log = LogFile {
-                path: PathBuf::from("x.log"),
-                name_component: "x".into(),
-                modified: std::time::SystemTime::UNIX_EPOCH,
-            };
-            let opts = ParseOptions {
-                component_by: ComponentBy::Auto,
-                correlate: "request_id".into(),
-            };
+            let (log, opts) = crate::timeline::tests::fixture();
             let line = if json { format!("{{\"timestamp\":\"{line}\",\"service\":1,\"message\":{}}}", serde_json::Value::from(line.clone())) } else { line };
             let _ = parse_line(&line, 0, 1, &log, &opts);
             let _ = parse_time_str(&line);

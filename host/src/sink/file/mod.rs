@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{runs_itself, Sink, SinkContext, SinkKind};
+use super::{inputs_field, runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::SharedBatch;
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
@@ -153,13 +153,7 @@ impl SinkKind for FileSinkConfig {
         Ok(Box::new(c))
     }
 
-    fn inputs(&self) -> &[Spanned<String>] {
-        &self.inputs
-    }
-
-    fn inputs_mut(&mut self) -> &mut Vec<Spanned<String>> {
-        &mut self.inputs
-    }
+    inputs_field!();
 }
 runs_itself!(FileSinkConfig);
 
