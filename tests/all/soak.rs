@@ -178,7 +178,7 @@ fn redis_producer(url: String, stop: Arc<AtomicBool>, ledger: Ledger) {
             Ok(_) => {
                 ledger.lock().unwrap().push(id);
                 n += 1;
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
@@ -214,7 +214,7 @@ fn file_producer(dir: PathBuf, stop: Arc<AtomicBool>, ledger: Ledger, rotations:
         f.write_all(text.as_bytes()).unwrap();
         drop(f);
         ledger.lock().unwrap().extend(ids);
-        if n % 2000 == 0 {
+        if n.is_multiple_of(2000) {
             let k = rotations.fetch_add(1, Ordering::Relaxed) + 1;
             std::fs::rename(&path, dir.join(format!("app.log.{k}"))).unwrap();
         }
