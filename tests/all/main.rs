@@ -11,6 +11,7 @@ mod plugins;
 mod redis;
 mod reload;
 mod runtime;
+mod sinks;
 mod soak;
 mod sources;
 mod tail;

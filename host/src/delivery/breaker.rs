@@ -26,7 +26,7 @@ pub struct Breaker {
     /// Set by `trip`, cleared by the probe once the target answers.
     open: Arc<AtomicBool>,
     /// The running probe, stopped when the breaker is dropped.
-    probe: Option<tokio::task::JoinHandle<()>>,
+    probe: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Breaker {
@@ -37,22 +37,22 @@ impl Breaker {
 
     /// The target is known down: open, and probe it in the background
     /// (`probe` answers whether the target works) until it answers.
-    pub fn trip<F, Fut>(&mut self, sink: &str, mut probe: F)
+    pub fn trip<F, Fut>(&self, sink: &str, mut probe: F)
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
     {
-        if self.is_open() {
+        if self.open.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.open.store(true, Ordering::Release);
         tracing::warn!(%sink, "target down: batches go straight to the fallback while it is probed");
         let open = self.open.clone();
         let sink = sink.to_string();
-        if let Some(old) = self.probe.take() {
+        let mut slot = self.probe.lock().expect("breaker lock poisoned");
+        if let Some(old) = slot.take() {
             old.abort();
         }
-        self.probe = Some(tokio::spawn(async move {
+        *slot = Some(tokio::spawn(async move {
             let mut backoff = Backoff::new(PROBE_FIRST, PROBE_MAX);
             loop {
                 backoff.wait().await;
@@ -68,7 +68,7 @@ impl Breaker {
 
 impl Drop for Breaker {
     fn drop(&mut self) {
-        if let Some(p) = self.probe.take() {
+        if let Some(p) = self.probe.get_mut().ok().and_then(Option::take) {
             p.abort();
         }
     }
@@ -81,7 +81,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_until_the_probe_answers() {
-        let mut b = Breaker::default();
+        let b = Breaker::default();
         assert!(!b.is_open());
         let tries = Arc::new(AtomicUsize::new(0));
         let t = tries.clone();

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     InvalidOutput,
     /// A sink can never write it (a file name the filesystem refuses).
     Write,
+    /// The target refused it for good (an HTTP 4xx, a mapping error).
+    Rejected,
 }
 
 impl ErrorKind {
@@ -52,6 +54,7 @@ impl ErrorKind {
             ErrorKind::PluginError => "plugin_error",
             ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::Write => "write",
+            ErrorKind::Rejected => "rejected",
         }
     }
 }

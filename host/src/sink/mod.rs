@@ -1,6 +1,7 @@
 //! Sinks: where events end up.
 
 pub mod file;
+pub mod http;
 pub mod redis;
 pub mod stdout;
 
@@ -19,6 +20,7 @@ kinds! {
         "stdout" => Stdout(stdout::StdoutConfig),
         "file" => File(file::FileSinkConfig),
         "redis" => Redis(redis::RedisSinkConfig),
+        "http" => Http(http::HttpSinkConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a
@@ -169,17 +171,53 @@ pub fn json_lines(batch: &Batch, out: &mut Vec<u8>) {
 impl SinkContext {
     /// Count a batch as received and written.
     pub fn account(&self, batch: &SharedBatch) {
-        self.metrics.tap.offer(batch);
-        ComponentMetrics::add(&self.metrics.events_in, batch.len());
-        ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
-        ComponentMetrics::add(&self.metrics.events_out, batch.len());
-        ComponentMetrics::add(&self.metrics.bytes_out, batch.bytes());
+        account(&self.metrics, batch);
     }
+}
+
+/// Count a batch as received and written by the sink of `metrics`.
+pub fn account(metrics: &ComponentMetrics, batch: &SharedBatch) {
+    metrics.tap.offer(batch);
+    ComponentMetrics::add(&metrics.events_in, batch.len());
+    ComponentMetrics::add(&metrics.bytes_in, batch.bytes());
+    ComponentMetrics::add(&metrics.events_out, batch.len());
+    ComponentMetrics::add(&metrics.bytes_out, batch.bytes());
+}
+
+/// A batch with `_sluice_error` added to each event: what a sink gives its
+/// `fallback` when its target would not take the batch.
+pub fn marked(batch: &Batch, error: &str) -> Batch {
+    let mut out = Batch::with_capacity(
+        batch.len(),
+        batch.bytes() + batch.len() * (error.len() + 24),
+    );
+    for e in batch.iter() {
+        out.data.extend_from_slice(b"{\"_sluice_error\":");
+        crate::base::event::push_json_str(&mut out.data, error);
+        let rest = e[1..].trim_ascii_start();
+        if rest != b"}" {
+            out.data.push(b',');
+        }
+        out.data.extend_from_slice(rest);
+        out.seal();
+    }
+    out.acks = batch.acks.clone();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use super::{marked, Batch};
+
+    #[test]
+    fn marking_keeps_events_valid() {
+        let b = Batch::from_events([&br#"{"a":1}"#[..], b"{}"]);
+        let m = marked(&b, "down \"now\"");
+        assert_eq!(m.get(0), br#"{"_sluice_error":"down \"now\"","a":1}"#);
+        assert_eq!(m.get(1), br#"{"_sluice_error":"down \"now\""}"#);
+    }
 
     use super::SinkConfig;
     use crate::config::PipelineConfig;

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{inputs_field, runs_itself, Sink, SinkContext, SinkKind};
+use super::{inputs_field, marked, runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::event::{Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
@@ -70,26 +70,6 @@ fn default_field() -> String {
 }
 fn default_retry_for() -> Duration {
     Duration::from_secs(30)
-}
-
-/// A batch with `_sluice_error` added to each event.
-fn marked(batch: &Batch, error: &str) -> Batch {
-    let mut out = Batch::with_capacity(
-        batch.len(),
-        batch.bytes() + batch.len() * (error.len() + 24),
-    );
-    for e in batch.iter() {
-        out.data.extend_from_slice(b"{\"_sluice_error\":");
-        crate::base::event::push_json_str(&mut out.data, error);
-        let rest = e[1..].trim_ascii_start();
-        if rest != b"}" {
-            out.data.push(b',');
-        }
-        out.data.extend_from_slice(rest);
-        out.seal();
-    }
-    out.acks = batch.acks.clone();
-    out
 }
 
 impl SinkKind for RedisSinkConfig {
@@ -169,7 +149,7 @@ impl RedisSinkConfig {
         let client = redis::Client::open(self.url.as_str())
             .with_context(|| format!("sink {}: bad redis url", ctx.name))?;
         let mut con = None;
-        let mut breaker = Breaker::default();
+        let breaker = Breaker::default();
         // The last error, for the events marked while the breaker is open.
         let mut last_error = String::new();
         while let Some(batch) = ctx.input.recv().await {
@@ -234,17 +214,4 @@ async fn ping(client: redis::Client) -> bool {
         tokio::time::timeout(Duration::from_secs(1), attempt).await,
         Ok(Ok(_))
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn marking_keeps_events_valid() {
-        let b = Batch::from_events([&br#"{"a":1}"#[..], b"{}"]);
-        let m = marked(&b, "down \"now\"");
-        assert_eq!(m.get(0), br#"{"_sluice_error":"down \"now\"","a":1}"#);
-        assert_eq!(m.get(1), br#"{"_sluice_error":"down \"now\""}"#);
-    }
 }

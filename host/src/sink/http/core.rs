@@ -1,0 +1,456 @@
+//! The one HTTP core of the network sinks: a keep-alive connection pool
+//! (HTTP/1.1, TLS with the system's roots), request timeouts, gzip bodies,
+//! headers and auth, and the delivery of one request with retries.
+//!
+//! The transport and the decision are apart, as in Vector's
+//! `RetryLogic`: the core sends and retries; each sink says what an answer
+//! means ([`RetryLogic::decide`]). The generic rule ([`StatusRetry`]) is
+//! 2xx delivered, 408, 429 and 5xx retried (honouring `Retry-After`), any
+//! other answer refused for good: those events go to the dead letters with
+//! the answer's reason, never retried for ever.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::base::event::SharedBatch;
+use crate::base::metrics::ComponentMetrics;
+use crate::base::output::Output;
+use crate::base::settings::BuildError;
+use crate::delivery::backoff::parse_retry_after;
+use crate::delivery::{Backoff, Breaker, DeadLetter, DeadLetters, ErrorKind};
+
+/// First and longest wait between two attempts at a request.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Most bytes of an answer kept to read it (a refusal's reason).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// `auth = {...}` of a network sink. Secrets come from the environment, so
+/// the pipeline file holds none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Auth {
+    /// `Authorization: Bearer $VAR`.
+    Bearer { bearer_env: String },
+    /// HTTP basic auth, the password from `$VAR`.
+    Basic { user: String, password_env: String },
+}
+
+/// Request bodies: as they are, or gzipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// A request body, ready to send (and to send again).
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+}
+
+impl Body {
+    /// `bytes`, gzipped when `compression` says so.
+    pub fn new(bytes: Vec<u8>, content_type: &'static str, compression: Compression) -> Self {
+        let bytes = match compression {
+            Compression::None => bytes,
+            Compression::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(bytes.len() / 4),
+                    flate2::Compression::fast(),
+                );
+                enc.write_all(&bytes).expect("writing to a Vec cannot fail");
+                enc.finish().expect("writing to a Vec cannot fail")
+            }
+        };
+        Self {
+            bytes: Bytes::from(bytes),
+            content_type,
+        }
+    }
+}
+
+/// An answer: its status, headers and (the first MiB of) its body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What an answer means for the events of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Delivered: acknowledge them.
+    Delivered,
+    /// Try again (after at least `after`, if the server said).
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Refused for good: to the dead letters with the reason.
+    Refused(String),
+}
+
+/// How a sink reads answers.
+pub trait RetryLogic: Send + Sync + 'static {
+    fn decide(&self, answer: &Answer) -> Decision;
+}
+
+/// The generic rule: 2xx delivered; 408, 429, 5xx retried with
+/// `Retry-After`; any other status refused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusRetry;
+
+/// An answer's reason, for logs and dead letters: its status and the
+/// start of its body.
+pub fn reason(answer: &Answer) -> String {
+    let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(500)]);
+    format!("HTTP {}: {}", answer.status.as_u16(), text.trim())
+}
+
+impl RetryLogic for StatusRetry {
+    fn decide(&self, answer: &Answer) -> Decision {
+        let s = answer.status;
+        if s.is_success() {
+            return Decision::Delivered;
+        }
+        if s == StatusCode::TOO_MANY_REQUESTS
+            || s == StatusCode::REQUEST_TIMEOUT
+            || s.is_server_error()
+        {
+            let after = answer
+                .headers
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Decision::Retry {
+                after,
+                reason: reason(answer),
+            };
+        }
+        Decision::Refused(reason(answer))
+    }
+}
+
+/// The client side every network sink shares.
+pub struct Core {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pub uri: Uri,
+    headers: HeaderMap,
+    request_timeout: Duration,
+}
+
+/// What a network sink's config gives the core.
+pub struct CoreConfig<'a> {
+    pub uri: &'a str,
+    pub headers: &'a BTreeMap<String, String>,
+    pub auth: Option<&'a Auth>,
+    pub compression: Compression,
+    pub request_timeout: Duration,
+}
+
+impl Core {
+    /// Check the settings (a URI, header names, the auth variables set)
+    /// and make the pool.
+    pub fn new(c: CoreConfig<'_>) -> Result<Self, BuildError> {
+        let uri: Uri = c
+            .uri
+            .parse()
+            .map_err(|e| BuildError::key("uri", format!("not a URI: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(BuildError::key(
+                "uri",
+                "write http://HOST:PORT/PATH or https://...",
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in c.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| BuildError::key("headers", format!("`{k}`: {e}")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| BuildError::key("headers", format!("`{k}`: {e}")))?;
+            headers.insert(name, value);
+        }
+        let env = |var: &str| {
+            std::env::var(var)
+                .map_err(|_| BuildError::key("auth", format!("names `{var}`, which is not set")))
+        };
+        if let Some(auth) = c.auth {
+            let value = match auth {
+                Auth::Bearer { bearer_env } => format!("Bearer {}", env(bearer_env)?),
+                Auth::Basic { user, password_env } => {
+                    use base64::Engine as _;
+                    let pair = format!("{user}:{}", env(password_env)?);
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    )
+                }
+            };
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|e| BuildError::key("auth", format!("not a header value: {e}")))?;
+            value.set_sensitive(true);
+            headers.insert(hyper::header::AUTHORIZATION, value);
+        }
+        if c.compression == Compression::Gzip {
+            headers.insert(
+                hyper::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| BuildError::whole(format!("cannot load the system's TLS roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(Self {
+            client,
+            uri,
+            headers,
+            request_timeout: c.request_timeout,
+        })
+    }
+
+    /// One request; an error is a connection failure or a timeout.
+    pub async fn send(&self, method: Method, uri: &Uri, body: &Body) -> Result<Answer, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri.clone())
+            .header(hyper::header::CONTENT_TYPE, body.content_type);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(Full::new(body.bytes.clone()))
+            .map_err(|e| format!("cannot make the request: {e}"))?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                use std::error::Error;
+                let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
+                format!("cannot reach {}: {e}{cause}", self.uri)
+            })?;
+            let (parts, incoming) = resp.into_parts();
+            let body = http_body_util::Limited::new(incoming, MAX_ANSWER)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer from {} within request_timeout ({:?})",
+                self.uri, self.request_timeout
+            )),
+        }
+    }
+
+    /// Whether the target answers at all (any status below 500 but 429):
+    /// what the fallback breaker's probe asks.
+    pub async fn probe(&self) -> bool {
+        let empty = Body {
+            bytes: Bytes::new(),
+            content_type: "application/json",
+        };
+        match self.send(Method::HEAD, &self.uri, &empty).await {
+            Ok(a) => !a.status.is_server_error() && a.status != StatusCode::TOO_MANY_REQUESTS,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Where a request's events go when they are not delivered.
+#[derive(Clone)]
+pub struct Outlets {
+    pub sink: Arc<str>,
+    pub metrics: Arc<ComponentMetrics>,
+    pub dead: Option<DeadLetters>,
+    pub fallback: Option<Output>,
+    pub retry_for: Duration,
+    pub breaker: Arc<Breaker>,
+    /// Why the target is known down: what marks the events sent straight
+    /// to the fallback while the breaker is open.
+    pub down_because: Arc<std::sync::Mutex<String>>,
+}
+
+/// Deliver one request's batches: send, read the answer, retry with the
+/// shared backoff while it says so, then give up to the fallback (after
+/// `retry_for`; straight away while the breaker is open) or, refused for
+/// good, to the dead letters. The batches are dropped (acknowledged) only
+/// when the answer covers them.
+pub async fn deliver(
+    core: Arc<Core>,
+    logic: Arc<dyn RetryLogic>,
+    out: Outlets,
+    body: Body,
+    batches: Vec<SharedBatch>,
+) {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    loop {
+        if out.breaker.is_open() {
+            if let Some(fallback) = &out.fallback {
+                let reason = out
+                    .down_because
+                    .lock()
+                    .expect("reason lock poisoned")
+                    .clone();
+                to_fallback(&out, fallback, &batches, &reason).await;
+                return;
+            }
+        }
+        let sent_at = Instant::now();
+        let (after, reason) = match core.send(Method::POST, &core.uri, &body).await {
+            Ok(answer) => match logic.decide(&answer) {
+                Decision::Delivered => {
+                    out.metrics.batch_seconds.observe(sent_at.elapsed());
+                    if backoff.attempts() > 0 {
+                        tracing::info!(sink = %out.sink, "delivering again");
+                    }
+                    out.metrics.set_down(None);
+                    for b in &batches {
+                        crate::sink::account(&out.metrics, b);
+                    }
+                    return;
+                }
+                Decision::Refused(reason) => {
+                    refuse(&out, &batches, &reason).await;
+                    return;
+                }
+                Decision::Retry { after, reason } => (after, reason),
+            },
+            Err(e) => (None, e),
+        };
+        ComponentMetrics::add(&out.metrics.retries, 1);
+        out.metrics.set_down(Some(reason.clone()));
+        if let Some(fallback) = &out.fallback {
+            if started.elapsed() >= out.retry_for {
+                to_fallback(&out, fallback, &batches, &reason).await;
+                *out.down_because.lock().expect("reason lock poisoned") = reason;
+                let core = core.clone();
+                out.breaker.trip(&out.sink, move || {
+                    let core = core.clone();
+                    async move { core.probe().await }
+                });
+                return;
+            }
+        }
+        let delay = backoff.next_delay_after(after);
+        if backoff.attempts() == 1 || backoff.attempts().is_multiple_of(10) {
+            tracing::warn!(sink = %out.sink, error = %reason, retry_in_ms = delay.as_millis() as u64, attempts = backoff.attempts(), "request failed; retrying");
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn to_fallback(out: &Outlets, fallback: &Output, batches: &[SharedBatch], reason: &str) {
+    let events: usize = batches.iter().map(|b| b.len()).sum();
+    tracing::debug!(sink = %out.sink, events, "to the fallback sink");
+    ComponentMetrics::add(&out.metrics.failed, events);
+    for b in batches {
+        if fallback
+            .send(0, crate::sink::marked(b, reason))
+            .await
+            .is_err()
+        {
+            b.acks.iter().for_each(|a| a.fail());
+        }
+    }
+}
+
+/// Events the target refused for good: dead letters with its reason.
+async fn refuse(out: &Outlets, batches: &[SharedBatch], reason: &str) {
+    let letters: Vec<DeadLetter<'_>> = batches
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|event| DeadLetter {
+            event,
+            kind: ErrorKind::Rejected,
+            message: reason.to_string(),
+        })
+        .collect();
+    match &out.dead {
+        Some(dead) => {
+            let acks: Vec<_> = batches
+                .iter()
+                .flat_map(|b| b.acks.iter().cloned())
+                .collect();
+            dead.send(&out.metrics, &letters, &acks).await;
+        }
+        None => {
+            ComponentMetrics::add(&out.metrics.failed, letters.len());
+            tracing::error!(sink = %out.sink, events = letters.len(), error = %reason, "events refused for good are lost: this sink reads the dead letters itself");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: h,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn statuses_decide_delivered_retry_or_refused() {
+        let l = StatusRetry;
+        assert_eq!(l.decide(&answer(200, &[], "")), Decision::Delivered);
+        assert_eq!(l.decide(&answer(204, &[], "")), Decision::Delivered);
+        assert_eq!(
+            l.decide(&answer(429, &[("retry-after", "7")], "slow down")),
+            Decision::Retry {
+                after: Some(Duration::from_secs(7)),
+                reason: "HTTP 429: slow down".into()
+            }
+        );
+        assert!(matches!(
+            l.decide(&answer(503, &[], "")),
+            Decision::Retry { after: None, .. }
+        ));
+        assert_eq!(
+            l.decide(&answer(400, &[], "mapper_parsing_exception")),
+            Decision::Refused("HTTP 400: mapper_parsing_exception".into())
+        );
+        assert!(matches!(
+            l.decide(&answer(404, &[], "")),
+            Decision::Refused(_)
+        ));
+    }
+}

@@ -1,0 +1,211 @@
+//! `type = "http"`: batches of events POSTed to any URL, as NDJSON or a
+//! JSON array: for Logstash, Vector, Fluent Bit's HTTP input, or a service
+//! of one's own.
+//!
+//! Built on [`core`], the HTTP core every network sink shares: a keep-alive
+//! pool, TLS with the system's roots, gzip, auth, `max_in_flight` requests
+//! at once, retries with the shared backoff honouring `Retry-After`, the
+//! fallback breaker, and events refused for good (a 4xx) dead-lettered with
+//! the answer's reason. A request's events are acknowledged only after a
+//! 2xx covers them.
+
+pub mod core;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use self::core::{Auth, Body, Compression, Core, CoreConfig, Outlets, StatusRetry};
+use super::{inputs_field, Sink, SinkContext, SinkKind};
+use crate::base::event::SharedBatch;
+use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
+use crate::delivery::Breaker;
+
+/// How a request's events are laid out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One event per line (`application/x-ndjson`).
+    #[default]
+    Ndjson,
+    /// One JSON array of the events (`application/json`).
+    Json,
+}
+
+/// `[sinks.NAME] type = "http"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    #[serde(rename = "type")]
+    _type: TypeTag,
+    /// Where batches are POSTed: `http://host:port/path` or `https://...`.
+    pub uri: String,
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub encoding: Encoding,
+    #[serde(default)]
+    pub compress: Compression,
+    /// More request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// Longest wait for an answer to one request.
+    #[serde(default = "default_request_timeout", with = "duration")]
+    pub request_timeout: Duration,
+    /// Requests in flight at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Most events in one request (queued batches are put together up to it).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Most bytes of events in one request (before gzip).
+    #[serde(default = "default_max_bytes", with = "size")]
+    pub max_bytes: usize,
+    /// How long to retry a request before it goes to `fallback`.
+    #[serde(default = "default_retry_for", with = "duration")]
+    pub retry_for: Duration,
+    /// The sink that takes what the target would not (events marked with
+    /// `_sluice_error`). Without it, requests are retried until they work.
+    #[serde(default)]
+    pub fallback: Option<Spanned<String>>,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+fn default_max_events() -> usize {
+    1000
+}
+fn default_max_bytes() -> usize {
+    10 << 20
+}
+fn default_retry_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A built HTTP sink: its settings and its client.
+struct HttpSink {
+    cfg: HttpSinkConfig,
+    core: Arc<Core>,
+}
+
+impl SinkKind for HttpSinkConfig {
+    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+        bounded("max_in_flight", self.max_in_flight, 1, 1024)?;
+        bounded("max_events", self.max_events, 1, 1_000_000)?;
+        bounded("max_bytes", self.max_bytes, 1, 1 << 30)?;
+        bounded(
+            "request_timeout",
+            self.request_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        )?;
+        bounded(
+            "retry_for",
+            self.retry_for,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?;
+        let core = Core::new(CoreConfig {
+            uri: &self.uri,
+            headers: &self.headers,
+            auth: self.auth.as_ref(),
+            compression: self.compress,
+            request_timeout: self.request_timeout,
+        })?;
+        Ok(Box::new(HttpSink {
+            cfg: self.clone(),
+            core: Arc::new(core),
+        }))
+    }
+
+    inputs_field!();
+
+    fn fallback(&self) -> Option<&Spanned<String>> {
+        self.fallback.as_ref()
+    }
+}
+
+impl Sink for HttpSink {
+    fn start(self: Box<Self>, ctx: SinkContext) -> crate::base::settings::Task {
+        Box::pin(self.run(ctx))
+    }
+}
+
+/// A request's body: the batches' events as NDJSON or one JSON array.
+fn encode(encoding: Encoding, batches: &[SharedBatch], compression: Compression) -> Body {
+    let bytes: usize = batches.iter().map(|b| b.bytes() + b.len()).sum();
+    let mut out = Vec::with_capacity(bytes + 2);
+    let content_type = match encoding {
+        Encoding::Ndjson => {
+            for b in batches {
+                super::json_lines(b, &mut out);
+            }
+            "application/x-ndjson"
+        }
+        Encoding::Json => {
+            out.push(b'[');
+            for (i, e) in batches.iter().flat_map(|b| b.iter()).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(e);
+            }
+            out.push(b']');
+            "application/json"
+        }
+    };
+    Body::new(out, content_type, compression)
+}
+
+impl HttpSink {
+    async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
+        let HttpSink { cfg, core } = self;
+        let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight));
+        let out = Outlets {
+            sink: ctx.name.clone(),
+            metrics: ctx.metrics.clone(),
+            dead: ctx.dead.clone(),
+            fallback: ctx.fallback.clone(),
+            retry_for: cfg.retry_for,
+            breaker: Arc::new(Breaker::default()),
+            down_because: Arc::default(),
+        };
+        let logic: Arc<dyn self::core::RetryLogic> = Arc::new(StatusRetry);
+        let mut requests = tokio::task::JoinSet::new();
+        while let Some(first) = ctx.input.recv().await {
+            // What else is queued goes in the same request, up to the limits.
+            let (mut events, mut bytes) = (first.len(), first.bytes());
+            let mut batches = vec![first];
+            while events < cfg.max_events && bytes < cfg.max_bytes {
+                match ctx.input.try_recv() {
+                    Ok(b) => {
+                        events += b.len();
+                        bytes += b.bytes();
+                        batches.push(b);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let body = encode(cfg.encoding, &batches, cfg.compress);
+            // A full set of requests in flight is backpressure.
+            let slot = slots.clone().acquire_owned().await?;
+            while requests.try_join_next().is_some() {}
+            let (core, logic, out) = (core.clone(), logic.clone(), out.clone());
+            requests.spawn(async move {
+                self::core::deliver(core, logic, out, body, batches).await;
+                drop(slot);
+            });
+        }
+        while requests.join_next().await.is_some() {}
+        Ok(())
+    }
+}
