@@ -105,11 +105,37 @@ pub enum Decision {
     },
     /// Refused for good: to the dead letters with the reason.
     Refused(String),
+    /// Some events of the request were taken and some not (a bulk answer
+    /// item by item): the events at `retry` (indexes into the request's
+    /// events) are sent again, those at `refused` go to the dead letters
+    /// with their reason, the others are delivered.
+    Partial {
+        retry: Vec<usize>,
+        refused: Vec<(usize, String)>,
+        after: Option<Duration>,
+        reason: String,
+    },
 }
 
 /// How a sink reads answers.
 pub trait RetryLogic: Send + Sync + 'static {
     fn decide(&self, answer: &Answer) -> Decision;
+}
+
+/// What a network sink sends and how it reads the answers: the one part
+/// each sink supplies to the shared core.
+pub trait Protocol: Send + Sync + 'static {
+    /// The request body for these events (all of a request's, or those
+    /// left to retry).
+    fn encode(&self, events: &[&[u8]]) -> Body;
+
+    /// What the answer to the request of `events` means.
+    fn decide(&self, answer: &Answer, events: &[&[u8]]) -> Decision;
+
+    /// Where the request goes (the sink's `uri`, or a path under it).
+    fn uri<'a>(&'a self, core: &'a Core) -> &'a Uri {
+        &core.uri
+    }
 }
 
 /// The generic rule: 2xx delivered; 408, 429, 5xx retried with
@@ -299,17 +325,21 @@ pub struct Outlets {
 }
 
 /// Deliver one request's batches: send, read the answer, retry with the
-/// shared backoff while it says so, then give up to the fallback (after
+/// shared backoff while it says so (all the events, or after a partial
+/// answer only those it asks again), then give up to the fallback (after
 /// `retry_for`; straight away while the breaker is open) or, refused for
 /// good, to the dead letters. The batches are dropped (acknowledged) only
-/// when the answer covers them.
+/// when every one of their events is delivered or dead-lettered.
 pub async fn deliver(
     core: Arc<Core>,
-    logic: Arc<dyn RetryLogic>,
+    proto: Arc<dyn Protocol>,
     out: Outlets,
-    body: Body,
     batches: Vec<SharedBatch>,
 ) {
+    let events: Vec<&[u8]> = batches.iter().flat_map(|b| b.iter()).collect();
+    // The events still to deliver, by index into `events`.
+    let mut pending: Vec<usize> = (0..events.len()).collect();
+    let mut delivered = 0usize;
     let started = Instant::now();
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
@@ -320,27 +350,49 @@ pub async fn deliver(
                     .lock()
                     .expect("reason lock poisoned")
                     .clone();
-                to_fallback(&out, fallback, &batches, &reason).await;
-                return;
+                to_fallback(&out, fallback, &batches, &events, &pending, &reason).await;
+                break;
             }
         }
+        let now: Vec<&[u8]> = pending.iter().map(|&i| events[i]).collect();
+        let body = proto.encode(&now);
         let sent_at = Instant::now();
-        let (after, reason) = match core.send(Method::POST, &core.uri, &body).await {
-            Ok(answer) => match logic.decide(&answer) {
+        let (after, reason) = match core.send(Method::POST, proto.uri(&core), &body).await {
+            Ok(answer) => match proto.decide(&answer, &now) {
                 Decision::Delivered => {
                     out.metrics.batch_seconds.observe(sent_at.elapsed());
                     if backoff.attempts() > 0 {
                         tracing::info!(sink = %out.sink, "delivering again");
                     }
                     out.metrics.set_down(None);
-                    for b in &batches {
-                        crate::sink::account(&out.metrics, b);
-                    }
-                    return;
+                    delivered += pending.len();
+                    break;
                 }
                 Decision::Refused(reason) => {
-                    refuse(&out, &batches, &reason).await;
-                    return;
+                    let refused: Vec<(usize, String)> =
+                        (0..now.len()).map(|i| (i, reason.clone())).collect();
+                    refuse(&out, &batches, &now, &refused).await;
+                    break;
+                }
+                Decision::Partial {
+                    retry,
+                    refused,
+                    after,
+                    reason,
+                } => {
+                    out.metrics.batch_seconds.observe(sent_at.elapsed());
+                    refuse(&out, &batches, &now, &refused).await;
+                    let taken = now.len() - retry.len() - refused.len();
+                    delivered += taken;
+                    pending = retry
+                        .iter()
+                        .filter_map(|&i| pending.get(i).copied())
+                        .collect();
+                    if pending.is_empty() {
+                        out.metrics.set_down(None);
+                        break;
+                    }
+                    (after, reason)
                 }
                 Decision::Retry { after, reason } => (after, reason),
             },
@@ -350,48 +402,80 @@ pub async fn deliver(
         out.metrics.set_down(Some(reason.clone()));
         if let Some(fallback) = &out.fallback {
             if started.elapsed() >= out.retry_for {
-                to_fallback(&out, fallback, &batches, &reason).await;
+                to_fallback(&out, fallback, &batches, &events, &pending, &reason).await;
                 *out.down_because.lock().expect("reason lock poisoned") = reason;
                 let core = core.clone();
                 out.breaker.trip(&out.sink, move || {
                     let core = core.clone();
                     async move { core.probe().await }
                 });
-                return;
+                break;
             }
         }
         let delay = backoff.next_delay_after(after);
         if backoff.attempts() == 1 || backoff.attempts().is_multiple_of(10) {
-            tracing::warn!(sink = %out.sink, error = %reason, retry_in_ms = delay.as_millis() as u64, attempts = backoff.attempts(), "request failed; retrying");
+            tracing::warn!(sink = %out.sink, error = %reason, retry_in_ms = delay.as_millis() as u64, attempts = backoff.attempts(), pending = pending.len(), "request failed; retrying");
         }
         tokio::time::sleep(delay).await;
     }
+    let bytes: usize = batches.iter().map(|b| b.bytes()).sum();
+    for b in &batches {
+        out.metrics.tap.offer(b);
+    }
+    let all = events.len();
+    ComponentMetrics::add(&out.metrics.events_in, all);
+    ComponentMetrics::add(&out.metrics.bytes_in, bytes);
+    ComponentMetrics::add(&out.metrics.events_out, delivered);
+    ComponentMetrics::add(&out.metrics.bytes_out, bytes * delivered / all.max(1));
 }
 
-async fn to_fallback(out: &Outlets, fallback: &Output, batches: &[SharedBatch], reason: &str) {
-    let events: usize = batches.iter().map(|b| b.len()).sum();
-    tracing::debug!(sink = %out.sink, events, "to the fallback sink");
-    ComponentMetrics::add(&out.metrics.failed, events);
-    for b in batches {
-        if fallback
-            .send(0, crate::sink::marked(b, reason))
-            .await
-            .is_err()
-        {
-            b.acks.iter().for_each(|a| a.fail());
-        }
+async fn to_fallback(
+    out: &Outlets,
+    fallback: &Output,
+    batches: &[SharedBatch],
+    events: &[&[u8]],
+    pending: &[usize],
+    reason: &str,
+) {
+    tracing::debug!(sink = %out.sink, events = pending.len(), "to the fallback sink");
+    ComponentMetrics::add(&out.metrics.failed, pending.len());
+    let mut left = crate::base::event::Batch::with_capacity(pending.len(), pending.len() * 256);
+    for &i in pending {
+        left.push(events[i]);
+    }
+    // The fallback's write acknowledges the sources: it carries their acks.
+    left.acks = batches
+        .iter()
+        .flat_map(|b| b.acks.iter().cloned())
+        .collect();
+    if fallback
+        .send(0, crate::sink::marked(&left, reason))
+        .await
+        .is_err()
+    {
+        left.acks.iter().for_each(|a| a.fail());
     }
 }
 
-/// Events the target refused for good: dead letters with its reason.
-async fn refuse(out: &Outlets, batches: &[SharedBatch], reason: &str) {
-    let letters: Vec<DeadLetter<'_>> = batches
+/// Events the target refused for good (`refused`: indexes into `events`,
+/// with their reasons): dead letters.
+async fn refuse(
+    out: &Outlets,
+    batches: &[SharedBatch],
+    events: &[&[u8]],
+    refused: &[(usize, String)],
+) {
+    if refused.is_empty() {
+        return;
+    }
+    let letters: Vec<DeadLetter<'_>> = refused
         .iter()
-        .flat_map(|b| b.iter())
-        .map(|event| DeadLetter {
-            event,
-            kind: ErrorKind::Rejected,
-            message: reason.to_string(),
+        .filter_map(|(i, reason)| {
+            Some(DeadLetter {
+                event: events.get(*i)?,
+                kind: ErrorKind::Rejected,
+                message: reason.clone(),
+            })
         })
         .collect();
     match &out.dead {
@@ -404,7 +488,7 @@ async fn refuse(out: &Outlets, batches: &[SharedBatch], reason: &str) {
         }
         None => {
             ComponentMetrics::add(&out.metrics.failed, letters.len());
-            tracing::error!(sink = %out.sink, events = letters.len(), error = %reason, "events refused for good are lost: this sink reads the dead letters itself");
+            tracing::error!(sink = %out.sink, events = letters.len(), error = %letters[0].message, "events refused for good are lost: this sink reads the dead letters itself");
         }
     }
 }

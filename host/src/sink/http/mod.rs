@@ -18,9 +18,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use self::core::{Auth, Body, Compression, Core, CoreConfig, Outlets, StatusRetry};
+use self::core::{
+    Answer, Auth, Body, Compression, Core, CoreConfig, Decision, Outlets, Protocol, RetryLogic,
+    StatusRetry,
+};
 use super::{inputs_field, Sink, SinkContext, SinkKind};
-use crate::base::event::SharedBatch;
 use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
 use crate::delivery::Breaker;
 
@@ -140,30 +142,43 @@ impl Sink for HttpSink {
     }
 }
 
-/// A request's body: the batches' events as NDJSON or one JSON array.
-fn encode(encoding: Encoding, batches: &[SharedBatch], compression: Compression) -> Body {
-    let bytes: usize = batches.iter().map(|b| b.bytes() + b.len()).sum();
-    let mut out = Vec::with_capacity(bytes + 2);
-    let content_type = match encoding {
-        Encoding::Ndjson => {
-            for b in batches {
-                super::json_lines(b, &mut out);
-            }
-            "application/x-ndjson"
-        }
-        Encoding::Json => {
-            out.push(b'[');
-            for (i, e) in batches.iter().flat_map(|b| b.iter()).enumerate() {
-                if i > 0 {
-                    out.push(b',');
+/// The generic sink's protocol: its events as NDJSON or one JSON array,
+/// and [`StatusRetry`] for the answers.
+struct Generic {
+    encoding: Encoding,
+    compression: Compression,
+}
+
+impl Protocol for Generic {
+    fn encode(&self, events: &[&[u8]]) -> Body {
+        let bytes: usize = events.iter().map(|e| e.len() + 1).sum();
+        let mut out = Vec::with_capacity(bytes + 2);
+        let content_type = match self.encoding {
+            Encoding::Ndjson => {
+                for e in events {
+                    out.extend_from_slice(e);
+                    out.push(b'\n');
                 }
-                out.extend_from_slice(e);
+                "application/x-ndjson"
             }
-            out.push(b']');
-            "application/json"
-        }
-    };
-    Body::new(out, content_type, compression)
+            Encoding::Json => {
+                out.push(b'[');
+                for (i, e) in events.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(e);
+                }
+                out.push(b']');
+                "application/json"
+            }
+        };
+        Body::new(out, content_type, self.compression)
+    }
+
+    fn decide(&self, answer: &Answer, _: &[&[u8]]) -> Decision {
+        StatusRetry.decide(answer)
+    }
 }
 
 impl HttpSink {
@@ -179,7 +194,10 @@ impl HttpSink {
             breaker: Arc::new(Breaker::default()),
             down_because: Arc::default(),
         };
-        let logic: Arc<dyn self::core::RetryLogic> = Arc::new(StatusRetry);
+        let proto: Arc<dyn Protocol> = Arc::new(Generic {
+            encoding: cfg.encoding,
+            compression: cfg.compress,
+        });
         let mut requests = tokio::task::JoinSet::new();
         while let Some(first) = ctx.input.recv().await {
             // What else is queued goes in the same request, up to the limits.
@@ -195,13 +213,12 @@ impl HttpSink {
                     Err(_) => break,
                 }
             }
-            let body = encode(cfg.encoding, &batches, cfg.compress);
             // A full set of requests in flight is backpressure.
             let slot = slots.clone().acquire_owned().await?;
             while requests.try_join_next().is_some() {}
-            let (core, logic, out) = (core.clone(), logic.clone(), out.clone());
+            let (core, proto, out) = (core.clone(), proto.clone(), out.clone());
             requests.spawn(async move {
-                self::core::deliver(core, logic, out, body, batches).await;
+                self::core::deliver(core, proto, out, batches).await;
                 drop(slot);
             });
         }
