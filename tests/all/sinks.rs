@@ -2,7 +2,6 @@
 //! it answers as the script of each test says (2xx, 429 with Retry-After,
 //! 5xx, 4xx with a reason) and records what it was sent.
 
-use std::convert::Infallible;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,17 +35,28 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(script: Script) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0, script).await
+    }
+
+    /// The same on a given port (0: any), to come back where it was.
+    pub async fn start_on(port: u16, script: Script) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (s, record) = (script, seen.clone());
         let task = tokio::spawn(async move {
+            // Dropped with the task: stopping the server closes every
+            // connection it has.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                while connections.try_join_next().is_some() {}
                 let (s, record) = (s.clone(), record.clone());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let service =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                             let (s, record) = (s.clone(), record.clone());
@@ -84,11 +94,17 @@ impl TestServer {
                                         body,
                                     });
                                 }
+                                // Status 0: the connection breaks before any answer.
+                                if status == 0 {
+                                    return Err(std::io::Error::other(
+                                        "connection reset by the test",
+                                    ));
+                                }
                                 let mut resp = Response::builder().status(status);
                                 for (k, v) in headers {
                                     resp = resp.header(k, v);
                                 }
-                                Ok::<_, Infallible>(
+                                Ok::<_, std::io::Error>(
                                     resp.body(Full::new(Bytes::from(text))).unwrap(),
                                 )
                             }
@@ -298,4 +314,284 @@ async fn http_sink_json_arrays_and_backpressure_while_the_server_is_slow() {
         events.extend(array);
     }
     assert_each_once(&seqs(&events), 400);
+}
+
+/// An Elasticsearch `_bulk` endpoint as documented: NDJSON action and
+/// document lines; `index` adds or replaces, `create` refuses an `_id` it
+/// has with 409; a document with `"bad_mapping"` fails to parse (400
+/// `mapper_parsing_exception`); `errors: true` when any item failed. Faults
+/// are injected at random (seeded): whole requests answered 429 or 500,
+/// connections broken after the documents were stored, items answered 429.
+pub struct FakeElasticsearch {
+    pub server: TestServer,
+    /// The stored documents by `_id` (or a number when none was given).
+    pub docs: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
+}
+
+impl FakeElasticsearch {
+    pub async fn start(faults: bool) -> Self {
+        Self::start_on(0, faults, Arc::default()).await
+    }
+
+    pub async fn start_on(
+        port: u16,
+        faults: bool,
+        docs: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
+    ) -> Self {
+        let store = docs.clone();
+        let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(7)));
+        let server = TestServer::start_on(
+            port,
+            Arc::new(move |_, body: &[u8]| {
+                let mut rng = rng.lock().unwrap();
+                if faults {
+                    match rng.u32(0..100) {
+                        0..=4 => return (429, vec![("retry-after", "0".into())], "{}".into()),
+                        5..=9 => return (500, vec![], "{\"error\":\"boom\"}".into()),
+                        _ => {}
+                    }
+                }
+                let text = String::from_utf8_lossy(body);
+                let lines: Vec<&str> = text.lines().collect();
+                let mut items = Vec::new();
+                let mut errors = false;
+                let mut docs = store.lock().unwrap();
+                for pair in lines.chunks(2) {
+                    let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+                    let (verb, meta) = action.as_object().unwrap().iter().next().unwrap();
+                    let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+                    let id = meta["_id"]
+                        .as_str()
+                        .map_or_else(|| format!("auto-{}", docs.len()), str::to_string);
+                    let (status, error) = if faults && rng.u32(0..100) < 5 {
+                        (
+                            429,
+                            Some((
+                                "es_rejected_execution_exception",
+                                "rejected execution: queue full",
+                            )),
+                        )
+                    } else if pair[1].contains("bad_mapping") {
+                        (
+                            400,
+                            Some((
+                                "mapper_parsing_exception",
+                                "failed to parse field [bad_mapping] of type [long]",
+                            )),
+                        )
+                    } else if verb == "create" && docs.contains_key(&id) {
+                        (
+                            409,
+                            Some((
+                                "version_conflict_engine_exception",
+                                "document already exists",
+                            )),
+                        )
+                    } else {
+                        docs.insert(id.clone(), doc);
+                        (201, None)
+                    };
+                    errors |= error.is_some();
+                    let mut item =
+                        serde_json::json!({"_index": meta["_index"], "_id": id, "status": status});
+                    if let Some((kind, reason)) = error {
+                        item["error"] = serde_json::json!({"type": kind, "reason": reason});
+                    }
+                    items.push(serde_json::json!({ verb.clone(): item }));
+                }
+                // Stored, but the answer is lost on the way.
+                if faults && rng.u32(0..100) < 3 {
+                    return (0, vec![], String::new());
+                }
+                let reply = serde_json::json!({"took": 1, "errors": errors, "items": items});
+                (
+                    200,
+                    vec![("content-type", "application/json".into())],
+                    reply.to_string(),
+                )
+            }),
+        )
+        .await;
+        Self { server, docs }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_gets_every_event_once_through_throttling_errors_and_resets() {
+    let es = FakeElasticsearch::start(true).await;
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[sources.gen]\ntype = \"generate\"\ncount = 100000\nseed = 4\n\n[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:{}\"\nindex = \"logs-{{service}}\"\naction = \"create\"\nid_field = \"seq\"\ncompress = \"gzip\"\nmax_events = 1000\ninputs = [\"gen\"]\n\n[sinks.dead]\ntype = \"file\"\npath = \"dead.log\"\ninputs = [\"_dead_letters\"]\n",
+        es.server.port
+    );
+    let (running, metrics) = start(d.path(), &toml).await;
+    tokio::time::timeout(Duration::from_secs(120), running.wait())
+        .await
+        .expect("delivered in time")
+        .unwrap();
+    let docs = es.docs.lock().unwrap();
+    let got: Vec<u64> = docs.values().map(|d| d["seq"].as_u64().unwrap()).collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_each_once(&sorted, 100_000);
+    assert!(
+        docs.keys().all(|id| id.parse::<u64>().is_ok()),
+        "_id from id_field"
+    );
+    assert!(docs.values().all(|d| d["service"].is_string()));
+    assert!(!d.path().join("dead.log").exists(), "nothing refused");
+    let s = counts(&metrics, "es");
+    assert_eq!(s.events_out, 100_000);
+    assert!(s.retries > 0, "faults were injected and retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_mapping_errors_are_dead_lettered_and_batch_mates_delivered() {
+    let es = FakeElasticsearch::start(false).await;
+    let d = tempfile::tempdir().unwrap();
+    let lines: String = (1..=50)
+        .map(|i| {
+            let bad = if i % 20 == 0 {
+                ",\"bad_mapping\":\"x\""
+            } else {
+                ""
+            };
+            format!("{{\"seq\":{i},\"service\":\"Orders\"{bad}}}\n")
+        })
+        .collect();
+    std::fs::write(d.path().join("in.log"), lines).unwrap();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[sources.in]\ntype = \"file\"\npath = \"in.log\"\n\n[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:{}/\"\nindex = \"logs-{{service}}-{{%Y}}\"\ninputs = [\"in\"]\n\n[sinks.dead]\ntype = \"file\"\npath = \"dead.log\"\ninputs = [\"_dead_letters\"]\n",
+        es.server.port
+    );
+    let (running, _metrics) = start(d.path(), &toml).await;
+    running.wait().await.unwrap();
+    let dead = read_json_lines(&d.path().join("dead.log"));
+    assert_eq!(
+        seqs(&dead.iter().map(|l| l["event"].clone()).collect::<Vec<_>>()),
+        [20, 40]
+    );
+    for l in &dead {
+        assert_eq!(l["error"]["kind"], "rejected");
+        let m = l["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("mapper_parsing_exception")
+                && m.contains("failed to parse field [bad_mapping]"),
+            "{m}"
+        );
+    }
+    let docs = es.docs.lock().unwrap();
+    assert_eq!(docs.len(), 48, "the batch-mates are delivered");
+    // One bulk request held them all: the good ones were not sent again.
+    assert_eq!(es.server.seen.lock().unwrap().len(), 1);
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let seen = es.server.seen.lock().unwrap();
+    assert!(String::from_utf8_lossy(&seen[0].body)
+        .contains(&format!("\"_index\":\"logs-orders-{year}\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_down_for_ten_seconds_loses_nothing_and_waits_once() {
+    let docs: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>> = Arc::default();
+    let es = FakeElasticsearch::start_on(0, false, docs.clone()).await;
+    let port = es.server.port;
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[batch]\nmax_events = 50\nmax_wait = \"20ms\"\n\n[sources.gen]\ntype = \"generate\"\ncount = 3600\nrate = 200.0\nseed = 5\n\n[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:{port}\"\nid_field = \"seq\"\naction = \"create\"\nretry_for = \"1s\"\nfallback = \"local\"\ninputs = [\"gen\"]\n\n[sinks.local]\ntype = \"file\"\npath = \"fallback.log\"\n"
+    );
+    let started = std::time::Instant::now();
+    let (running, _metrics) = start(d.path(), &toml).await;
+    until("the first documents", 20, || {
+        !docs.lock().unwrap().is_empty()
+    })
+    .await;
+    drop(es); // down
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before_back = docs.lock().unwrap().len();
+    let _es = FakeElasticsearch::start_on(port, false, docs.clone()).await; // back
+    running.wait().await.unwrap();
+    let took = started.elapsed();
+    let fallen = read_json_lines(&d.path().join("fallback.log"));
+    assert!(
+        !fallen.is_empty(),
+        "the fallback took what came while it was down"
+    );
+    let docs = docs.lock().unwrap();
+    assert!(
+        docs.len() > before_back,
+        "writes went back to Elasticsearch once it answered"
+    );
+    let mut all: Vec<u64> = docs
+        .values()
+        .map(|d| d["seq"].as_u64().unwrap())
+        .chain(fallen.iter().map(|e| e["seq"].as_u64().unwrap()))
+        .collect();
+    all.sort();
+    assert_each_once(&all, 3600);
+    // 3,600 events at 200/s take 18 s; a batch waiting retry_for each time
+    // the target was known down would hold the generator back far longer.
+    assert!(took < Duration::from_secs(25), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_elasticsearch_pushes_back_to_http_ingest() {
+    let server = TestServer::start(Arc::new(|_, body: &[u8]| {
+        std::thread::sleep(Duration::from_millis(200));
+        let n = String::from_utf8_lossy(body).lines().count() / 2;
+        let items: Vec<_> = (0..n)
+            .map(|_| serde_json::json!({"index": {"status": 201}}))
+            .collect();
+        (
+            200,
+            vec![],
+            serde_json::json!({"errors": false, "items": items}).to_string(),
+        )
+    }))
+    .await;
+    let d = tempfile::tempdir().unwrap();
+    let web = free_port();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[batch]\nbuffer = 1\n\n[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{web}\"\n\n[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:{}\"\nmax_in_flight = 1\nmax_events = 10\ninputs = [\"web\"]\n",
+        server.port
+    );
+    let (running, metrics) = start(d.path(), &toml).await;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", web)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let statuses = tokio::task::spawn_blocking(move || {
+        (0..60)
+            .map(|i| {
+                let body = format!("{{\"message\":\"m{i}\"}}");
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
+                use std::io::Write;
+                write!(s, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out[9..12].parse::<u16>().unwrap()
+            })
+            .collect::<Vec<u16>>()
+    })
+    .await
+    .unwrap();
+    assert!(
+        statuses.contains(&503),
+        "a full pipeline answers 503: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    let depth = metrics
+        .queue_depths()
+        .into_iter()
+        .find(|(n, _, _)| n == "es")
+        .unwrap();
+    assert!(depth.1 <= depth.2, "the queue stays within its bound");
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let accepted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert_eq!(counts(&metrics, "es").events_out, accepted);
 }

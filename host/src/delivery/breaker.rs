@@ -17,7 +17,7 @@ use super::Backoff;
 
 /// First and longest wait between two probes of a target known down.
 const PROBE_FIRST: Duration = Duration::from_millis(100);
-const PROBE_MAX: Duration = Duration::from_secs(5);
+const PROBE_MAX: Duration = Duration::from_secs(2);
 
 /// Open (target down, batches to the fallback) or closed (batches to the
 /// target), with the background probe that closes it.

@@ -1,5 +1,6 @@
 //! Sinks: where events end up.
 
+pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod redis;
@@ -21,6 +22,7 @@ kinds! {
         "file" => File(file::FileSinkConfig),
         "redis" => Redis(redis::RedisSinkConfig),
         "http" => Http(http::HttpSinkConfig),
+        "elasticsearch" => Elasticsearch(elasticsearch::ElasticsearchConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a

@@ -28,7 +28,7 @@ use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, T
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 pub use format::{LineFormat, DEFAULT_TEXT};
-pub use template::{PathTemplate, Template};
+pub use template::{Part, PathTemplate, Template};
 
 /// When written data is forced to disk, and so when sources hear that it is
 /// delivered.

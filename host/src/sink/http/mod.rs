@@ -138,7 +138,21 @@ impl SinkKind for HttpSinkConfig {
 
 impl Sink for HttpSink {
     fn start(self: Box<Self>, ctx: SinkContext) -> crate::base::settings::Task {
-        Box::pin(self.run(ctx))
+        let proto: Arc<dyn Protocol> = Arc::new(Generic {
+            encoding: self.cfg.encoding,
+            compression: self.cfg.compress,
+        });
+        Box::pin(run_requests(
+            ctx,
+            self.core,
+            proto,
+            Requests {
+                max_in_flight: self.cfg.max_in_flight,
+                max_events: self.cfg.max_events,
+                max_bytes: self.cfg.max_bytes,
+                retry_for: self.cfg.retry_for,
+            },
+        ))
     }
 }
 
@@ -181,48 +195,56 @@ impl Protocol for Generic {
     }
 }
 
-impl HttpSink {
-    async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
-        let HttpSink { cfg, core } = self;
-        let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight));
-        let out = Outlets {
-            sink: ctx.name.clone(),
-            metrics: ctx.metrics.clone(),
-            dead: ctx.dead.clone(),
-            fallback: ctx.fallback.clone(),
-            retry_for: cfg.retry_for,
-            breaker: Arc::new(Breaker::default()),
-            down_because: Arc::default(),
-        };
-        let proto: Arc<dyn Protocol> = Arc::new(Generic {
-            encoding: cfg.encoding,
-            compression: cfg.compress,
-        });
-        let mut requests = tokio::task::JoinSet::new();
-        while let Some(first) = ctx.input.recv().await {
-            // What else is queued goes in the same request, up to the limits.
-            let (mut events, mut bytes) = (first.len(), first.bytes());
-            let mut batches = vec![first];
-            while events < cfg.max_events && bytes < cfg.max_bytes {
-                match ctx.input.try_recv() {
-                    Ok(b) => {
-                        events += b.len();
-                        bytes += b.bytes();
-                        batches.push(b);
-                    }
-                    Err(_) => break,
+/// How a network sink groups and sends its requests.
+pub struct Requests {
+    pub max_in_flight: usize,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub retry_for: Duration,
+}
+
+/// The run of every network sink: put queued batches together into
+/// requests (up to `max_events` and `max_bytes`), keep `max_in_flight` of
+/// them going (a full set is backpressure), each delivered by
+/// [`core::deliver`] with the sink's protocol.
+pub async fn run_requests(
+    mut ctx: SinkContext,
+    core: Arc<Core>,
+    proto: Arc<dyn Protocol>,
+    r: Requests,
+) -> anyhow::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(r.max_in_flight));
+    let out = Outlets {
+        sink: ctx.name.clone(),
+        metrics: ctx.metrics.clone(),
+        dead: ctx.dead.clone(),
+        fallback: ctx.fallback.clone(),
+        retry_for: r.retry_for,
+        breaker: Arc::new(Breaker::default()),
+        down_because: Arc::default(),
+    };
+    let mut requests = tokio::task::JoinSet::new();
+    while let Some(first) = ctx.input.recv().await {
+        let (mut events, mut bytes) = (first.len(), first.bytes());
+        let mut batches = vec![first];
+        while events < r.max_events && bytes < r.max_bytes {
+            match ctx.input.try_recv() {
+                Ok(b) => {
+                    events += b.len();
+                    bytes += b.bytes();
+                    batches.push(b);
                 }
+                Err(_) => break,
             }
-            // A full set of requests in flight is backpressure.
-            let slot = slots.clone().acquire_owned().await?;
-            while requests.try_join_next().is_some() {}
-            let (core, proto, out) = (core.clone(), proto.clone(), out.clone());
-            requests.spawn(async move {
-                self::core::deliver(core, proto, out, batches).await;
-                drop(slot);
-            });
         }
-        while requests.join_next().await.is_some() {}
-        Ok(())
+        let slot = slots.clone().acquire_owned().await?;
+        while requests.try_join_next().is_some() {}
+        let (core, proto, out) = (core.clone(), proto.clone(), out.clone());
+        requests.spawn(async move {
+            self::core::deliver(core, proto, out, batches).await;
+            drop(slot);
+        });
     }
+    while requests.join_next().await.is_some() {}
+    Ok(())
 }
