@@ -595,3 +595,111 @@ async fn a_slow_elasticsearch_pushes_back_to_http_ingest() {
     let accepted = statuses.iter().filter(|s| **s == 200).count() as u64;
     assert_eq!(counts(&metrics, "es").events_out, accepted);
 }
+
+/// One entry Loki stored: (stream labels, timestamp in ns, line, metadata).
+pub type LokiEntry = (String, i128, String, serde_json::Value);
+
+/// A Loki push endpoint as documented: JSON streams of
+/// `[ns, line, metadata?]` values; within a stream an entry older than the
+/// newest one stored is refused ("entry out of order"), the others of the
+/// push are ingested, and the answer is a 400 naming each refused entry.
+pub async fn fake_loki() -> (TestServer, Arc<Mutex<Vec<LokiEntry>>>) {
+    let store: Arc<Mutex<Vec<LokiEntry>>> = Arc::default();
+    let kept = store.clone();
+    let server = TestServer::start(Arc::new(move |_, body: &[u8]| {
+        let push: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let mut store = kept.lock().unwrap();
+        let mut refused = Vec::new();
+        let mut total = 0;
+        for stream in push["streams"].as_array().unwrap() {
+            let labels: Vec<String> = stream["stream"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap()))
+                .collect();
+            let labels = format!("{{{}}}", labels.join(", "));
+            for v in stream["values"].as_array().unwrap() {
+                total += 1;
+                let ns: i128 = v[0].as_str().unwrap().parse().unwrap();
+                let newest = store.iter().filter(|e| e.0 == labels).map(|e| e.1).max();
+                if newest.is_some_and(|n| ns < n) {
+                    refused.push(format!(
+                        "entry with timestamp {} ignored, reason: 'entry out of order' for stream: {labels},",
+                        sluice::sink::loki::go_time(ns)
+                    ));
+                    continue;
+                }
+                store.push((labels.clone(), ns, v[1].as_str().unwrap().to_string(), v[2].clone()));
+            }
+        }
+        if refused.is_empty() {
+            (204, vec![], String::new())
+        } else {
+            let n = refused.len();
+            (400, vec![], format!("{}\ntotal ignored: {n} out of {total}", refused.join("\n")))
+        }
+    }))
+    .await;
+    (server, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_streams_by_label_in_time_order_with_a_cap_and_refused_entries_dead_lettered() {
+    let (server, store) = fake_loki().await;
+    let d = tempfile::tempdir().unwrap();
+    let ev = |service: &str, sec: u32, message: &str| {
+        format!("{{\"timestamp\":\"2026-11-23T10:00:{sec:02}Z\",\"service\":\"{service}\",\"level\":\"info\",\"message\":\"{message}\",\"trace_id\":\"t{sec}\"}}\n")
+    };
+    // Two pushes of three: the second holds an entry older than the first's
+    // newest of its stream, and a third label set past the cap of two.
+    let lines = [
+        ev("a", 10, "a10"),
+        ev("a", 5, "a5"),
+        ev("b", 1, "b1"),
+        ev("a", 7, "a7 late"),
+        ev("a", 11, "a11"),
+        ev("c", 3, "c3"),
+    ]
+    .concat();
+    std::fs::write(d.path().join("in.log"), lines).unwrap();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[sources.in]\ntype = \"file\"\npath = \"in.log\"\nbatch = {{ max_events = 3 }}\n\n[sinks.loki]\ntype = \"loki\"\nendpoint = \"http://127.0.0.1:{}\"\nlabels = {{ service = \"{{service}}\", level = \"{{level}}\" }}\nmax_label_sets = 2\nmax_events = 3\ncompress = \"gzip\"\ninputs = [\"in\"]\n\n[sinks.dead]\ntype = \"file\"\npath = \"dead.log\"\ninputs = [\"_dead_letters\"]\n",
+        server.port
+    );
+    let (running, _metrics) = start(d.path(), &toml).await;
+    running.wait().await.unwrap();
+    let store = store.lock().unwrap().clone();
+    let lines_of = |stream: &str| -> Vec<String> {
+        store
+            .iter()
+            .filter(|e| e.0 == stream)
+            .map(|e| e.2.clone())
+            .collect()
+    };
+    assert_eq!(
+        lines_of("{level=\"info\", service=\"a\"}"),
+        ["a5", "a10", "a11"],
+        "in time order: {store:?}"
+    );
+    assert_eq!(lines_of("{level=\"info\", service=\"b\"}"), ["b1"]);
+    assert_eq!(
+        lines_of("{sluice_overflow=\"true\"}"),
+        ["c3"],
+        "past max_label_sets"
+    );
+    let a5 = store.iter().find(|e| e.2 == "a5").unwrap();
+    assert_eq!(
+        a5.3["trace_id"], "t5",
+        "other fields as structured metadata"
+    );
+    let dead = read_json_lines(&d.path().join("dead.log"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["event"]["message"], "a7 late");
+    assert!(dead[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("entry out of order"));
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.iter().all(|s| s.headers["content-encoding"] == "gzip"));
+}

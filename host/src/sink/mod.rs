@@ -3,6 +3,7 @@
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod loki;
 pub mod redis;
 pub mod stdout;
 
@@ -23,6 +24,7 @@ kinds! {
         "redis" => Redis(redis::RedisSinkConfig),
         "http" => Http(http::HttpSinkConfig),
         "elasticsearch" => Elasticsearch(elasticsearch::ElasticsearchConfig),
+        "loki" => Loki(loki::LokiConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a
