@@ -41,7 +41,7 @@ lint:
 
 # End-to-end and per-plugin benchmarks (release build).
 bench:
-    cargo bench -p sluice --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench files
+    cargo bench -p sluice --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench files --bench sinks
 
 # Build one plugin crate to wasm: `just plugin sluice-sample` -> target/plugins/wasm32-wasip2/plugin/sluice_sample.wasm
 plugin crate:

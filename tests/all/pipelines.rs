@@ -8,7 +8,13 @@ use crate::util::{counts, read_json_lines, root, run_file};
 
 /// The pipelines this module tests; a new file in `pipelines/` must be
 /// added here with a test, or `every_pipeline_is_tested` fails.
-const TESTED: [&str; 3] = ["http-ingest.toml", "quickstart.toml", "redis-worker.toml"];
+const TESTED: [&str; 5] = [
+    "http-ingest.toml",
+    "quickstart.toml",
+    "redis-worker.toml",
+    "to-elasticsearch.toml",
+    "to-loki.toml",
+];
 
 #[test]
 fn every_pipeline_is_tested() {
@@ -184,4 +190,94 @@ async fn http_ingest_then_redis_worker() {
     assert_eq!(app.len(), 1, "{app:?}");
     assert_eq!(app[0]["message"], "card [card] from [email]");
     assert!(app[0]["stream_id"].is_string());
+}
+
+/// Application logs under `dir/logs/apps/`, one file per service.
+fn app_logs(dir: &Path) {
+    let apps = dir.join("logs/apps");
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::write(
+        apps.join("orders.log"),
+        "{\"timestamp\":\"2026-11-23T10:00:00Z\",\"event_id\":\"o1\",\"service\":\"orders\",\"level\":\"debug\",\"message\":\"cache warm\"}\n\
+         {\"timestamp\":\"2026-11-23T10:00:01Z\",\"event_id\":\"o2\",\"service\":\"orders\",\"level\":\"error\",\"message\":\"payment failed for ann@example.com\"}\n\
+         {\"timestamp\":\"2026-11-23T10:00:02Z\",\"event_id\":\"o3\",\"service\":\"orders\",\"level\":\"info\",\"message\":\"paid\",\"bad_mapping\":\"x\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        apps.join("web.log"),
+        "{\"timestamp\":\"2026-11-23T10:00:03Z\",\"event_id\":\"w1\",\"service\":\"web\",\"level\":\"INFO\",\"message\":\"login from 10.1.2.3\"}\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_elasticsearch() {
+    let d = tempfile::tempdir().unwrap();
+    app_logs(d.path());
+    let es = crate::sinks::FakeElasticsearch::start(false).await;
+    let path = stage(d.path(), "to-elasticsearch.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "http://127.0.0.1:9200",
+        &format!("http://127.0.0.1:{}", es.server.port),
+    );
+    std::fs::write(&path, text).unwrap();
+    run_file(&path).await.unwrap();
+    let docs = es.docs.lock().unwrap();
+    let ids: Vec<&String> = docs.keys().collect();
+    assert_eq!(
+        ids,
+        ["o2", "w1"],
+        "debug dropped; the mapping error refused"
+    );
+    assert_eq!(docs["o2"]["message"], "payment failed for [email]");
+    assert_eq!(docs["w1"]["message"], "login from [ipv4]");
+    let bodies: String = es
+        .server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect();
+    assert!(
+        bodies.contains("\"_index\":\"logs-orders-") && bodies.contains("\"_index\":\"logs-web-")
+    );
+    let dead = read_json_lines(&d.path().join("logs/es-dead-letters.log"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["event"]["event_id"], "o3");
+    assert!(dead[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mapper_parsing_exception"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_loki() {
+    let d = tempfile::tempdir().unwrap();
+    app_logs(d.path());
+    let (server, store) = crate::sinks::fake_loki().await;
+    let path = stage(d.path(), "to-loki.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "http://127.0.0.1:3100",
+        &format!("http://127.0.0.1:{}", server.port),
+    );
+    std::fs::write(&path, text).unwrap();
+    run_file(&path).await.unwrap();
+    let store = store.lock().unwrap();
+    let streams: std::collections::BTreeSet<&str> = store.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        streams.into_iter().collect::<Vec<_>>(),
+        [
+            "{level=\"debug\", service=\"orders\"}",
+            "{level=\"error\", service=\"orders\"}",
+            "{level=\"info\", service=\"orders\"}",
+            "{level=\"info\", service=\"web\"}",
+        ]
+    );
+    let lines: Vec<&str> = store.iter().map(|e| e.2.as_str()).collect();
+    assert!(
+        lines.contains(&"payment failed for [email]") && lines.contains(&"login from [ipv4]"),
+        "{lines:?}"
+    );
+    assert!(!d.path().join("logs/loki-dead-letters.log").exists());
 }
