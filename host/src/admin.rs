@@ -265,7 +265,7 @@ type Counter = (
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [Counter; 11] = [
+    let counters: [Counter; 12] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",
@@ -320,6 +320,11 @@ pub fn prometheus(metrics: &Registry) -> String {
             "sluice_file_rescued_lines_total",
             "Lines a truncation would have lost, read from the copy it left.",
             |s| s.rescued_lines,
+        ),
+        (
+            "sluice_requests_total",
+            "Requests a network sink sent (retries included).",
+            |s| s.requests,
         ),
     ];
     for (name, help, get) in counters {

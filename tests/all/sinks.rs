@@ -185,6 +185,7 @@ async fn http_sink_delivers_gzipped_ndjson_with_auth_each_event_once() {
         assert_eq!(s.headers["x-env"], "test");
     }
     assert_eq!(counts(&metrics, "web").events_out, 5000);
+    assert_eq!(counts(&metrics, "web").requests, seen.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,8 @@ pub struct ComponentMetrics {
     pub rescued_lines: AtomicU64,
     /// Connections open now (a gauge; the HTTP source).
     pub connections: AtomicU64,
+    /// Requests sent, retries included (network sinks).
+    pub requests: AtomicU64,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -200,6 +202,7 @@ pub struct Snapshot {
     pub truncations: u64,
     pub rescued_lines: u64,
     pub connections: u64,
+    pub requests: u64,
     pub down: Option<String>,
 }
 
@@ -261,6 +264,7 @@ impl Registry {
                 truncations: m.truncations.load(Relaxed),
                 rescued_lines: m.rescued_lines.load(Relaxed),
                 connections: m.connections.load(Relaxed),
+                requests: m.requests.load(Relaxed),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

@@ -357,6 +357,7 @@ pub async fn deliver(
         let now: Vec<&[u8]> = pending.iter().map(|&i| events[i]).collect();
         let body = proto.encode(&now);
         let sent_at = Instant::now();
+        ComponentMetrics::add(&out.metrics.requests, 1);
         let (after, reason) = match core.send(Method::POST, proto.uri(&core), &body).await {
             Ok(answer) => match proto.decide(&answer, &now) {
                 Decision::Delivered => {
