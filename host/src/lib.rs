@@ -14,11 +14,13 @@
 //! - [`base`]: events and packed batches, acknowledgements, outputs and the
 //!   router, metrics, and the settings every component config shares
 //!   (including the `kinds!` registration and `BuildContext`/`BuildError`).
-//! - [`delivery`]: dead letters and the one jittered `Backoff`.
+//! - [`delivery`]: dead letters, the one jittered `Backoff`, the fallback
+//!   circuit breaker.
 //! - [`source`]: `stdin`, `file` (globs, tailing, checkpoints), `generate`,
 //!   `http`, `redis`, each a `SourceKind`; lines to events; batching.
 //! - [`sink`]: `stdout`, `file` (templated paths, rotation, gzip,
-//!   retention), `redis`, each a `SinkKind`.
+//!   retention), `redis`, and on one HTTP core `http`, `elasticsearch` and
+//!   `loki`, each a `SinkKind`.
 //! - [`config`]: the pipeline file, parsed with spans so every error names
 //!   the file, line, column and key.
 //! - [`plugin`]: the WIT bindings, the wasmtime runtime and its sandbox,
