@@ -20,9 +20,10 @@ use super::file::{Part, Template};
 use super::http::core::{
     Answer, Auth, Body, Compression, Core, CoreConfig, Decision, Protocol, RetryLogic, StatusRetry,
 };
-use super::{inputs_field, Sink, SinkContext, SinkKind};
+use super::http::{NetworkSink, Requests};
+use super::{inputs_field, Sink, SinkKind};
 use crate::base::event::{push_json_str, scalar_text, top_fields};
-use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, Task, TypeTag};
+use crate::base::settings::{duration, size, BuildContext, BuildError, TypeTag};
 
 /// The bulk action of every document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -263,30 +264,15 @@ struct BulkError {
     reason: String,
 }
 
-/// A built Elasticsearch sink.
-struct ElasticsearchSink {
-    cfg: ElasticsearchConfig,
-    core: Arc<Core>,
-    bulk: Arc<Bulk>,
-}
-
 impl SinkKind for ElasticsearchConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
-        bounded("max_in_flight", self.max_in_flight, 1, 1024)?;
-        bounded("max_events", self.max_events, 1, 1_000_000)?;
-        bounded("max_bytes", self.max_bytes, 1, 1 << 30)?;
-        bounded(
-            "request_timeout",
-            self.request_timeout,
-            Duration::from_millis(1),
-            Duration::from_secs(3600),
-        )?;
-        bounded(
-            "retry_for",
-            self.retry_for,
-            Duration::ZERO,
-            Duration::from_secs(86_400),
-        )?;
+        let requests = Requests {
+            max_in_flight: self.max_in_flight,
+            max_events: self.max_events,
+            max_bytes: self.max_bytes,
+            retry_for: self.retry_for,
+        };
+        requests.check(self.request_timeout)?;
         let index = Template::parse(&self.index, false).map_err(|e| BuildError::key("index", e))?;
         let bulk_uri = format!("{}/_bulk", self.endpoint.trim_end_matches('/'));
         let core = Core::new(CoreConfig {
@@ -303,16 +289,16 @@ impl SinkKind for ElasticsearchConfig {
         let uri = bulk_uri
             .parse()
             .map_err(|e| BuildError::key("endpoint", format!("not a URI: {e}")))?;
-        Ok(Box::new(ElasticsearchSink {
-            bulk: Arc::new(Bulk {
+        Ok(Box::new(NetworkSink {
+            proto: Arc::new(Bulk {
                 index,
                 action: self.action,
                 id_field: self.id_field.clone(),
                 compression: self.compress,
                 uri,
             }),
-            cfg: self.clone(),
             core: Arc::new(core),
+            requests,
         }))
     }
 
@@ -320,23 +306,6 @@ impl SinkKind for ElasticsearchConfig {
 
     fn fallback(&self) -> Option<&Spanned<String>> {
         self.fallback.as_ref()
-    }
-}
-
-impl Sink for ElasticsearchSink {
-    fn start(self: Box<Self>, ctx: SinkContext) -> Task {
-        let proto: Arc<dyn Protocol> = self.bulk.clone();
-        Box::pin(super::http::run_requests(
-            ctx,
-            self.core.clone(),
-            proto,
-            super::http::Requests {
-                max_in_flight: self.cfg.max_in_flight,
-                max_events: self.cfg.max_events,
-                max_bytes: self.cfg.max_bytes,
-                retry_for: self.cfg.retry_for,
-            },
-        ))
     }
 }
 

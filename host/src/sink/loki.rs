@@ -23,9 +23,10 @@ use super::file::{Part, Template};
 use super::http::core::{
     Answer, Auth, Body, Compression, Core, CoreConfig, Decision, Protocol, RetryLogic, StatusRetry,
 };
-use super::{inputs_field, Sink, SinkContext, SinkKind};
+use super::http::{NetworkSink, Requests};
+use super::{inputs_field, Sink, SinkKind};
 use crate::base::event::{scalar_text, top_fields};
-use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, Task, TypeTag};
+use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
 
 /// `[sinks.NAME] type = "loki"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -304,31 +305,16 @@ impl Protocol for Push {
     }
 }
 
-/// A built Loki sink.
-struct LokiSink {
-    cfg: LokiConfig,
-    core: Arc<Core>,
-    push: Arc<Push>,
-}
-
 impl SinkKind for LokiConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         bounded("max_label_sets", self.max_label_sets, 1, 1_000_000)?;
-        bounded("max_in_flight", self.max_in_flight, 1, 1024)?;
-        bounded("max_events", self.max_events, 1, 1_000_000)?;
-        bounded("max_bytes", self.max_bytes, 1, 1 << 30)?;
-        bounded(
-            "request_timeout",
-            self.request_timeout,
-            Duration::from_millis(1),
-            Duration::from_secs(3600),
-        )?;
-        bounded(
-            "retry_for",
-            self.retry_for,
-            Duration::ZERO,
-            Duration::from_secs(86_400),
-        )?;
+        let requests = Requests {
+            max_in_flight: self.max_in_flight,
+            max_events: self.max_events,
+            max_bytes: self.max_bytes,
+            retry_for: self.retry_for,
+        };
+        requests.check(self.request_timeout)?;
         let mut labels = Vec::new();
         for (name, text) in &self.labels {
             let valid = name
@@ -363,8 +349,8 @@ impl SinkKind for LokiConfig {
         let uri = format!("{}/loki/api/v1/push", self.endpoint.trim_end_matches('/'))
             .parse()
             .map_err(|e| BuildError::key("endpoint", format!("not a URI: {e}")))?;
-        Ok(Box::new(LokiSink {
-            push: Arc::new(Push {
+        Ok(Box::new(NetworkSink {
+            proto: Arc::new(Push {
                 labels,
                 max_label_sets: self.max_label_sets,
                 message_field: self.message_field.clone(),
@@ -373,8 +359,8 @@ impl SinkKind for LokiConfig {
                 uri,
                 seen: Mutex::default(),
             }),
-            cfg: self.clone(),
             core: Arc::new(core),
+            requests,
         }))
     }
 
@@ -382,23 +368,6 @@ impl SinkKind for LokiConfig {
 
     fn fallback(&self) -> Option<&Spanned<String>> {
         self.fallback.as_ref()
-    }
-}
-
-impl Sink for LokiSink {
-    fn start(self: Box<Self>, ctx: SinkContext) -> Task {
-        let proto: Arc<dyn Protocol> = self.push.clone();
-        Box::pin(super::http::run_requests(
-            ctx,
-            self.core.clone(),
-            proto,
-            super::http::Requests {
-                max_in_flight: self.cfg.max_in_flight,
-                max_events: self.cfg.max_events,
-                max_bytes: self.cfg.max_bytes,
-                retry_for: self.cfg.retry_for,
-            },
-        ))
     }
 }
 

@@ -93,29 +93,15 @@ fn default_retry_for() -> Duration {
     Duration::from_secs(30)
 }
 
-/// A built HTTP sink: its settings and its client.
-struct HttpSink {
-    cfg: HttpSinkConfig,
-    core: Arc<Core>,
-}
-
 impl SinkKind for HttpSinkConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
-        bounded("max_in_flight", self.max_in_flight, 1, 1024)?;
-        bounded("max_events", self.max_events, 1, 1_000_000)?;
-        bounded("max_bytes", self.max_bytes, 1, 1 << 30)?;
-        bounded(
-            "request_timeout",
-            self.request_timeout,
-            Duration::from_millis(1),
-            Duration::from_secs(3600),
-        )?;
-        bounded(
-            "retry_for",
-            self.retry_for,
-            Duration::ZERO,
-            Duration::from_secs(86_400),
-        )?;
+        let requests = Requests {
+            max_in_flight: self.max_in_flight,
+            max_events: self.max_events,
+            max_bytes: self.max_bytes,
+            retry_for: self.retry_for,
+        };
+        requests.check(self.request_timeout)?;
         let core = Core::new(CoreConfig {
             uri: &self.uri,
             headers: &self.headers,
@@ -123,9 +109,13 @@ impl SinkKind for HttpSinkConfig {
             compression: self.compress,
             request_timeout: self.request_timeout,
         })?;
-        Ok(Box::new(HttpSink {
-            cfg: self.clone(),
+        Ok(Box::new(NetworkSink {
             core: Arc::new(core),
+            proto: Arc::new(Generic {
+                encoding: self.encoding,
+                compression: self.compress,
+            }),
+            requests,
         }))
     }
 
@@ -133,26 +123,6 @@ impl SinkKind for HttpSinkConfig {
 
     fn fallback(&self) -> Option<&Spanned<String>> {
         self.fallback.as_ref()
-    }
-}
-
-impl Sink for HttpSink {
-    fn start(self: Box<Self>, ctx: SinkContext) -> crate::base::settings::Task {
-        let proto: Arc<dyn Protocol> = Arc::new(Generic {
-            encoding: self.cfg.encoding,
-            compression: self.cfg.compress,
-        });
-        Box::pin(run_requests(
-            ctx,
-            self.core,
-            proto,
-            Requests {
-                max_in_flight: self.cfg.max_in_flight,
-                max_events: self.cfg.max_events,
-                max_bytes: self.cfg.max_bytes,
-                retry_for: self.cfg.retry_for,
-            },
-        ))
     }
 }
 
@@ -201,6 +171,40 @@ pub struct Requests {
     pub max_events: usize,
     pub max_bytes: usize,
     pub retry_for: Duration,
+}
+
+impl Requests {
+    /// Every network sink's limits, checked the same way.
+    pub fn check(&self, request_timeout: Duration) -> Result<(), BuildError> {
+        bounded("max_in_flight", self.max_in_flight, 1, 1024)?;
+        bounded("max_events", self.max_events, 1, 1_000_000)?;
+        bounded("max_bytes", self.max_bytes, 1, 1 << 30)?;
+        bounded(
+            "request_timeout",
+            request_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        )?;
+        bounded(
+            "retry_for",
+            self.retry_for,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )
+    }
+}
+
+/// A built network sink: its client, its protocol, how it sends.
+pub struct NetworkSink {
+    pub core: Arc<Core>,
+    pub proto: Arc<dyn Protocol>,
+    pub requests: Requests,
+}
+
+impl Sink for NetworkSink {
+    fn start(self: Box<Self>, ctx: SinkContext) -> crate::base::settings::Task {
+        Box::pin(run_requests(ctx, self.core, self.proto, self.requests))
+    }
 }
 
 /// The run of every network sink: put queued batches together into
