@@ -704,3 +704,22 @@ async fn loki_streams_by_label_in_time_order_with_a_cap_and_refused_entries_dead
     let seen = server.seen.lock().unwrap();
     assert!(seen.iter().all(|s| s.headers["content-encoding"] == "gzip"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sink_max_wait_fills_requests_from_sparse_batches() {
+    let server = TestServer::start(Arc::new(|_, _| (200, vec![], String::new()))).await;
+    let d = tempfile::tempdir().unwrap();
+    // Batches of about 10 events every 50 ms; a request waits 300 ms for more.
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[batch]\nmax_events = 10\nmax_wait = \"10ms\"\n\n[sources.gen]\ntype = \"generate\"\ncount = 400\nrate = 200.0\nseed = 6\n\n[sinks.web]\ntype = \"http\"\nuri = \"http://127.0.0.1:{}/\"\nmax_events = 100\nmax_wait = \"300ms\"\nmax_in_flight = 1\ninputs = [\"gen\"]\n",
+        server.port
+    );
+    let (running, _metrics) = start(d.path(), &toml).await;
+    running.wait().await.unwrap();
+    let requests = server.seen.lock().unwrap().len();
+    assert_each_once(&seqs(&server.delivered()), 400);
+    assert!(
+        requests <= 12,
+        "{requests} requests for 400 events in batches of 10"
+    );
+}

@@ -70,6 +70,11 @@ pub struct ElasticsearchConfig {
     pub max_events: usize,
     #[serde(default = "default_max_bytes", with = "size")]
     pub max_bytes: usize,
+    /// How long a request waits for more queued batches to fill it (up to
+    /// `max_events` / `max_bytes`) before it goes; `"0s"`: it goes with
+    /// what is queued.
+    #[serde(default, with = "duration")]
+    pub max_wait: Duration,
     #[serde(default = "default_retry_for", with = "duration")]
     pub retry_for: Duration,
     #[serde(default)]
@@ -270,6 +275,7 @@ impl SinkKind for ElasticsearchConfig {
             max_in_flight: self.max_in_flight,
             max_events: self.max_events,
             max_bytes: self.max_bytes,
+            max_wait: self.max_wait,
             retry_for: self.retry_for,
         };
         requests.check(self.request_timeout)?;

@@ -69,6 +69,11 @@ pub struct HttpSinkConfig {
     #[serde(default = "default_max_bytes", with = "size")]
     pub max_bytes: usize,
     /// How long to retry a request before it goes to `fallback`.
+    /// How long a request waits for more queued batches to fill it (up to
+    /// `max_events` / `max_bytes`) before it goes; `"0s"`: it goes with
+    /// what is queued.
+    #[serde(default, with = "duration")]
+    pub max_wait: Duration,
     #[serde(default = "default_retry_for", with = "duration")]
     pub retry_for: Duration,
     /// The sink that takes what the target would not (events marked with
@@ -99,6 +104,7 @@ impl SinkKind for HttpSinkConfig {
             max_in_flight: self.max_in_flight,
             max_events: self.max_events,
             max_bytes: self.max_bytes,
+            max_wait: self.max_wait,
             retry_for: self.retry_for,
         };
         requests.check(self.request_timeout)?;
@@ -170,6 +176,7 @@ pub struct Requests {
     pub max_in_flight: usize,
     pub max_events: usize,
     pub max_bytes: usize,
+    pub max_wait: Duration,
     pub retry_for: Duration,
 }
 
@@ -184,6 +191,12 @@ impl Requests {
             request_timeout,
             Duration::from_millis(1),
             Duration::from_secs(3600),
+        )?;
+        bounded(
+            "max_wait",
+            self.max_wait,
+            Duration::ZERO,
+            Duration::from_secs(60),
         )?;
         bounded(
             "retry_for",
@@ -231,15 +244,21 @@ pub async fn run_requests(
     while let Some(first) = ctx.input.recv().await {
         let (mut events, mut bytes) = (first.len(), first.bytes());
         let mut batches = vec![first];
+        let until = tokio::time::Instant::now() + r.max_wait;
         while events < r.max_events && bytes < r.max_bytes {
-            match ctx.input.try_recv() {
-                Ok(b) => {
-                    events += b.len();
-                    bytes += b.bytes();
-                    batches.push(b);
-                }
-                Err(_) => break,
-            }
+            let next = match ctx.input.try_recv() {
+                Ok(b) => Some(b),
+                Err(_) if r.max_wait.is_zero() => None,
+                // Wait for more, up to `max_wait` after the first.
+                Err(_) => tokio::time::timeout_at(until, ctx.input.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(b) = next else { break };
+            events += b.len();
+            bytes += b.bytes();
+            batches.push(b);
         }
         let slot = slots.clone().acquire_owned().await?;
         while requests.try_join_next().is_some() {}
