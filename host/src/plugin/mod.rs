@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod bundled;
+pub mod capture;
 pub mod loader;
 pub mod runtime;
 

@@ -23,6 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{self, Info, LogLevel, Plugin, PluginPre, Verdicts};
 use sluice_plugin::action;
 
+use super::capture::Outputs;
 use crate::delivery::ErrorKind;
 
 /// How often the epoch advances: the granularity of time budgets.
@@ -89,6 +90,9 @@ pub struct HostState {
     limits: Limiter,
     /// The transform's name, to tag what the plugin logs.
     plugin: Arc<str>,
+    /// What the plugin prints on stdout and stderr, for `tracing` and for
+    /// the errors of calls that trap.
+    outputs: Outputs,
 }
 
 /// The store's limits, remembering that a memory growth was refused: a
@@ -497,9 +501,14 @@ impl LoadedPlugin {
     }
 
     fn fresh_instance(&mut self) -> Result<Info, PluginError> {
+        let outputs = Outputs::default();
         let state = HostState {
-            // No capability at all: no files, env, args, sockets or stdio.
-            wasi: WasiCtx::builder().build(),
+            // No capability but output: no files, env, args, sockets or
+            // stdin; stdout and stderr go to the host's logs, bounded.
+            wasi: WasiCtx::builder()
+                .stdout(outputs.stdout.clone())
+                .stderr(outputs.stderr.clone())
+                .build(),
             table: ResourceTable::new(),
             limits: Limiter {
                 limits: StoreLimitsBuilder::new()
@@ -512,15 +521,19 @@ impl LoadedPlugin {
                 memory_refused: false,
             },
             plugin: self.name.clone(),
+            outputs,
         };
         let mut store = Store::new(&self.compiled.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         let name = self.name.clone();
-        let trap = |e: wasmtime::Error, store: &Store<HostState>| PluginError::InitTrap {
-            plugin: name.to_string(),
-            kind: classify(&e, store.data().limits.memory_refused),
-            message: format!("{e:#}"),
+        let trap = |e: wasmtime::Error, store: &Store<HostState>| {
+            let stderr = store.data().outputs.flush(&name);
+            PluginError::InitTrap {
+                plugin: name.to_string(),
+                kind: classify(&e, store.data().limits.memory_refused),
+                message: with_stderr(format!("{e:#}"), &stderr),
+            }
         };
         let plugin = match self.compiled.pre.instantiate(&mut store) {
             Ok(p) => p,
@@ -534,6 +547,7 @@ impl LoadedPlugin {
             plugin: self.name.to_string(),
             message,
         })?;
+        store.data().outputs.flush(&self.name);
         self.instance = Some(Instance { store, plugin });
         Ok(info)
     }
@@ -562,7 +576,9 @@ impl LoadedPlugin {
         let ticks = self.deadline_ticks();
         let inst = self.instance.as_mut().expect("instance was just made");
         inst.store.set_epoch_deadline(ticks);
-        match inst.plugin.call_process(&mut inst.store, data, ends) {
+        let result = inst.plugin.call_process(&mut inst.store, data, ends);
+        let stderr = inst.store.data().outputs.flush(&self.name);
+        match result {
             Ok(Ok(v)) => {
                 check_verdicts(&v, data.len(), ends.len(), self.info.outputs.len()).map(|()| v)
             }
@@ -575,10 +591,20 @@ impl LoadedPlugin {
                 self.instance = None;
                 Err(CallError {
                     kind,
-                    message: format!("{e:#}"),
+                    message: with_stderr(format!("{e:#}"), &stderr),
                 })
             }
         }
+    }
+}
+
+/// A trap's error, with the last lines the plugin wrote to stderr (a
+/// panic message, a traceback) when it wrote any.
+fn with_stderr(message: String, stderr: &[String]) -> String {
+    if stderr.is_empty() {
+        message
+    } else {
+        format!("{message}; the plugin's stderr: {}", stderr.join(" | "))
     }
 }
 

@@ -97,3 +97,19 @@ fn stack_limit_is_per_plugin() {
         assert_eq!(v.actions, [1]);
     }
 }
+
+#[test]
+fn a_panic_message_reaches_the_error_through_stderr() {
+    let mut p = load(CHAOS, "{}");
+    let batch = Batch::from_events([&br#"{"chaos":"panic"}"#[..]]);
+    let err = p
+        .process(&batch.data, &batch.ends)
+        .expect_err("the plugin must fail");
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(
+        err.message.contains("the plugin's stderr:")
+            && err.message.contains("chaos: asked to panic"),
+        "{}",
+        err.message
+    );
+}
