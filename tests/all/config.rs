@@ -317,3 +317,28 @@ async fn two_listeners_on_one_address_are_refused() {
     let e = plan_error(d.path(), &toml).await;
     assert_at(&e, 11, "sources.c.address", "sources.b.address");
 }
+
+#[tokio::test]
+async fn plugin_instance_limits_are_config() {
+    let d = dir();
+    let toml = |extra: &str| {
+        format!("[sources.app]\ntype = \"generate\"\n\n[transforms.t]\nplugin = \"filter\"\ninputs = [\"app\"]\nconfig = {{ min_level = \"info\" }}\n{extra}\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"t\"]\n")
+    };
+    let e = plan_error(d.path(), &toml("instances = 0")).await;
+    assert_at(&e, 8, "transforms.t.instances", "out of bounds");
+    // Too few for the component: refused when it is instantiated, at its plugin.
+    let e = plan_error(d.path(), &toml("instances = 1")).await;
+    assert!(
+        e.contains("transforms.t.plugin") && e.contains("instance"),
+        "{e}"
+    );
+    // The defaults admit it, and generous counts are allowed.
+    let p = crate::util::parse(
+        d.path(),
+        &toml("instances = 200\ntables = 500\nmemories = 50"),
+    )
+    .unwrap();
+    sluice::topology::plan(p, crate::util::runtime())
+        .await
+        .unwrap();
+}

@@ -13,6 +13,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::de::ValueDeserializer;
 
+/// The default counts of core instances, tables and memories one plugin
+/// instance may make: enough for the components componentize-py and
+/// componentize-js make (a Rust plugin needs a few).
+pub const DEFAULT_INSTANCES: u32 = 64;
+pub const DEFAULT_TABLES: u32 = 64;
+pub const DEFAULT_MEMORIES: u32 = 16;
+
 /// What a component's `build` knows of the pipeline around it.
 #[derive(Debug, Clone)]
 pub struct BuildContext<'a> {

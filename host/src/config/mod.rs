@@ -66,6 +66,24 @@ pub struct TransformConfig {
     /// Wasm stack of one plugin instance, in KiB.
     #[serde(default = "default_stack_kib")]
     pub stack_kib: u64,
+    /// Core instances, tables and memories one plugin instance may make
+    /// (Python and JavaScript components need more than Rust ones).
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    #[serde(default = "default_tables")]
+    pub tables: u32,
+    #[serde(default = "default_memories")]
+    pub memories: u32,
+}
+
+fn default_instances() -> u32 {
+    crate::base::settings::DEFAULT_INSTANCES
+}
+fn default_tables() -> u32 {
+    crate::base::settings::DEFAULT_TABLES
+}
+fn default_memories() -> u32 {
+    crate::base::settings::DEFAULT_MEMORIES
 }
 
 fn default_stack_kib() -> u64 {
@@ -390,6 +408,15 @@ impl PipelineConfig {
             check(
                 format!("{prefix}.stack_kib"),
                 bounded("", c.stack_kib, 64, 1024),
+            )?;
+            check(
+                format!("{prefix}.instances"),
+                bounded("", c.instances, 1, 1000),
+            )?;
+            check(format!("{prefix}.tables"), bounded("", c.tables, 1, 10_000))?;
+            check(
+                format!("{prefix}.memories"),
+                bounded("", c.memories, 1, 100),
             )?;
             check(
                 format!("{prefix}.time_budget"),

@@ -25,6 +25,7 @@ pub fn same_plugin(a: &TransformConfig, b: &TransformConfig) -> bool {
         && a.memory_mib == b.memory_mib
         && a.time_budget == b.time_budget
         && a.stack_kib == b.stack_kib
+        && (a.instances, a.tables, a.memories) == (b.instances, b.tables, b.memories)
         && a.allow_unmasked == b.allow_unmasked
 }
 
@@ -86,6 +87,9 @@ pub async fn load_plugin(
         memory: (t.memory_mib as usize) << 20,
         time_budget: t.time_budget,
         stack: (t.stack_kib as usize) << 10,
+        instances: t.instances,
+        tables: t.tables,
+        memories: t.memories,
     };
     let is_path = is_plugin_file(&plugin_ref);
     let loc = &config.locator;

@@ -71,7 +71,15 @@ pub struct PluginLimits {
     pub time_budget: Duration,
     /// Wasm stack of one instance, in bytes.
     pub stack: usize,
+    /// Core instances, tables and memories one component may make: a Rust
+    /// plugin needs a few, a Python (componentize-py) or JavaScript
+    /// (componentize-js) one a few dozen.
+    pub instances: u32,
+    pub tables: u32,
+    pub memories: u32,
 }
+
+pub use crate::base::settings::{DEFAULT_INSTANCES, DEFAULT_MEMORIES, DEFAULT_TABLES};
 
 impl Default for PluginLimits {
     fn default() -> Self {
@@ -79,6 +87,9 @@ impl Default for PluginLimits {
             memory: 64 << 20,
             time_budget: Duration::from_millis(100),
             stack: DEFAULT_STACK,
+            instances: DEFAULT_INSTANCES,
+            tables: DEFAULT_TABLES,
+            memories: DEFAULT_MEMORIES,
         }
     }
 }
@@ -513,9 +524,9 @@ impl LoadedPlugin {
             limits: Limiter {
                 limits: StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory)
-                    .instances(4)
-                    .tables(16)
-                    .memories(4)
+                    .instances(self.limits.instances as usize)
+                    .tables(self.limits.tables as usize)
+                    .memories(self.limits.memories as usize)
                     .trap_on_grow_failure(true)
                     .build(),
                 memory_refused: false,
