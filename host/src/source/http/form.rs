@@ -4,31 +4,15 @@
 use serde_json::{Map, Value};
 
 /// Decode `application/x-www-form-urlencoded` text (`+` is a space, `%XX`
-/// a byte). A malformed escape is kept as it is.
+/// a byte; `percent-encoding` does the escapes). A malformed escape is kept
+/// as it is, and escapes of bytes that are not text (`%FF`) are kept as
+/// written rather than turned into U+FFFD: nothing is lost.
 pub fn form_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
+    let spaced = s.replace('+', " ");
+    match percent_encoding::percent_decode_str(&spaced).decode_utf8() {
+        Ok(text) => text.into_owned(),
+        Err(_) => spaced,
     }
-    // Escapes that decode to bytes that are not text (`%FF`) are kept as
-    // written rather than turned into U+FFFD: nothing is lost.
-    String::from_utf8(out).unwrap_or_else(|_| s.replace('+', " "))
 }
 
 /// The decoded `key=value` pairs of a form or a query string.
