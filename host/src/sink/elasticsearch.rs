@@ -18,12 +18,12 @@ use toml::Spanned;
 
 use super::file::{Part, Template};
 use super::http::core::{
-    Answer, Auth, Body, Compression, Core, CoreConfig, Decision, Protocol, RetryLogic, StatusRetry,
+    Answer, Body, Compression, Core, Decision, Protocol, RetryLogic, StatusRetry,
 };
-use super::http::{NetworkSink, Requests};
+use super::http::NetworkSink;
 use super::{inputs_field, Sink, SinkKind};
 use crate::base::event::{push_json_str, scalar_text, top_fields};
-use crate::base::settings::{duration, size, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{BuildContext, BuildError};
 
 /// The bulk action of every document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -36,49 +36,22 @@ pub enum Action {
     Create,
 }
 
-/// `[sinks.NAME] type = "elasticsearch"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElasticsearchConfig {
-    #[serde(rename = "type")]
-    _type: TypeTag,
-    /// The cluster: `http://127.0.0.1:9200` (requests go to `/_bulk`).
-    pub endpoint: String,
-    /// The index of each event: `{field}`, `{field|lower}`, `{%Y.%m.%d}`
-    /// (UTC, when sent); lowercased, characters Elasticsearch refuses
-    /// made `_`.
-    #[serde(default = "default_index")]
-    pub index: String,
-    #[serde(default)]
-    pub action: Action,
-    /// The field whose value is the document `_id` (idempotent retries).
-    #[serde(default)]
-    pub id_field: Option<String>,
-    #[serde(default)]
-    pub inputs: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub compress: Compression,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub auth: Option<Auth>,
-    #[serde(default = "default_request_timeout", with = "duration")]
-    pub request_timeout: Duration,
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    #[serde(default = "default_max_bytes", with = "size")]
-    pub max_bytes: usize,
-    /// How long a request waits for more queued batches to fill it (up to
-    /// `max_events` / `max_bytes`) before it goes; `"0s"`: it goes with
-    /// what is queued.
-    #[serde(default, with = "duration")]
-    pub max_wait: Duration,
-    #[serde(default = "default_retry_for", with = "duration")]
-    pub retry_for: Duration,
-    #[serde(default)]
-    pub fallback: Option<Spanned<String>>,
+super::http::network_sink_config! {
+    /// `[sinks.NAME] type = "elasticsearch"`.
+    pub struct ElasticsearchConfig {
+        /// The cluster: `http://127.0.0.1:9200` (requests go to `/_bulk`).
+        pub endpoint: String,
+        /// The index of each event: `{field}`, `{field|lower}`, `{%Y.%m.%d}`
+        /// (UTC, when sent); lowercased, characters Elasticsearch refuses
+        /// made `_`.
+        #[serde(default = "default_index")]
+        pub index: String,
+        #[serde(default)]
+        pub action: Action,
+        /// The field whose value is the document `_id` (idempotent retries).
+        #[serde(default)]
+        pub id_field: Option<String>,
+    }
 }
 
 fn default_index() -> String {
@@ -271,27 +244,10 @@ struct BulkError {
 
 impl SinkKind for ElasticsearchConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
-        let requests = Requests {
-            max_in_flight: self.max_in_flight,
-            max_events: self.max_events,
-            max_bytes: self.max_bytes,
-            max_wait: self.max_wait,
-            retry_for: self.retry_for,
-        };
-        requests.check(self.request_timeout)?;
+        let requests = self.requests()?;
         let index = Template::parse(&self.index, false).map_err(|e| BuildError::key("index", e))?;
         let bulk_uri = format!("{}/_bulk", self.endpoint.trim_end_matches('/'));
-        let core = Core::new(CoreConfig {
-            uri: &self.endpoint,
-            headers: &self.headers,
-            auth: self.auth.as_ref(),
-            compression: self.compress,
-            request_timeout: self.request_timeout,
-        })
-        .map_err(|e| match e.key {
-            Some("uri") => BuildError::key("endpoint", e.message),
-            _ => e,
-        })?;
+        let core = self.core("endpoint", &self.endpoint, &self.headers)?;
         let uri = bulk_uri
             .parse()
             .map_err(|e| BuildError::key("endpoint", format!("not a URI: {e}")))?;

@@ -16,67 +16,39 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::file::{Part, Template};
 use super::http::core::{
-    Answer, Auth, Body, Compression, Core, CoreConfig, Decision, Protocol, RetryLogic, StatusRetry,
+    Answer, Body, Compression, Core, Decision, Protocol, RetryLogic, StatusRetry,
 };
-use super::http::{NetworkSink, Requests};
+use super::http::NetworkSink;
 use super::{inputs_field, Sink, SinkKind};
 use crate::base::event::{scalar_text, top_fields};
-use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, BuildContext, BuildError};
 
-/// `[sinks.NAME] type = "loki"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LokiConfig {
-    #[serde(rename = "type")]
-    _type: TypeTag,
-    /// Loki: `http://127.0.0.1:3100` (pushes go to `/loki/api/v1/push`).
-    pub endpoint: String,
-    /// Stream labels: name -> template over event fields (`"{service}"`).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Most distinct label sets this sink creates; past it, events go to
-    /// the overflow stream.
-    #[serde(default = "default_max_label_sets")]
-    pub max_label_sets: usize,
-    /// The field that is the log line (the whole event when it lacks it).
-    #[serde(default = "default_message_field")]
-    pub message_field: String,
-    /// Send the other top-level fields as structured metadata.
-    #[serde(default = "default_true")]
-    pub structured_metadata: bool,
-    /// `X-Scope-OrgID` for a multi-tenant Loki.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    #[serde(default)]
-    pub inputs: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub compress: Compression,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub auth: Option<Auth>,
-    #[serde(default = "default_request_timeout", with = "duration")]
-    pub request_timeout: Duration,
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    #[serde(default = "default_max_bytes", with = "size")]
-    pub max_bytes: usize,
-    /// How long a request waits for more queued batches to fill it (up to
-    /// `max_events` / `max_bytes`) before it goes; `"0s"`: it goes with
-    /// what is queued.
-    #[serde(default, with = "duration")]
-    pub max_wait: Duration,
-    #[serde(default = "default_retry_for", with = "duration")]
-    pub retry_for: Duration,
-    #[serde(default)]
-    pub fallback: Option<Spanned<String>>,
+super::http::network_sink_config! {
+    /// `[sinks.NAME] type = "loki"`.
+    pub struct LokiConfig {
+        /// Loki: `http://127.0.0.1:3100` (pushes go to `/loki/api/v1/push`).
+        pub endpoint: String,
+        /// Stream labels: name -> template over event fields (`"{service}"`).
+        #[serde(default)]
+        pub labels: BTreeMap<String, String>,
+        /// Most distinct label sets this sink creates; past it, events go to
+        /// the overflow stream.
+        #[serde(default = "default_max_label_sets")]
+        pub max_label_sets: usize,
+        /// The field that is the log line (the whole event when it lacks it).
+        #[serde(default = "default_message_field")]
+        pub message_field: String,
+        /// Send the other top-level fields as structured metadata.
+        #[serde(default = "default_true")]
+        pub structured_metadata: bool,
+        /// `X-Scope-OrgID` for a multi-tenant Loki.
+        #[serde(default)]
+        pub tenant: Option<String>,
+    }
 }
 
 fn default_max_label_sets() -> usize {
@@ -313,14 +285,7 @@ impl Protocol for Push {
 impl SinkKind for LokiConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         bounded("max_label_sets", self.max_label_sets, 1, 1_000_000)?;
-        let requests = Requests {
-            max_in_flight: self.max_in_flight,
-            max_events: self.max_events,
-            max_bytes: self.max_bytes,
-            max_wait: self.max_wait,
-            retry_for: self.retry_for,
-        };
-        requests.check(self.request_timeout)?;
+        let requests = self.requests()?;
         let mut labels = Vec::new();
         for (name, text) in &self.labels {
             let valid = name
@@ -341,17 +306,8 @@ impl SinkKind for LokiConfig {
         if let Some(t) = &self.tenant {
             headers.insert("x-scope-orgid".into(), t.clone());
         }
-        let core = Core::new(CoreConfig {
-            uri: &self.endpoint,
-            headers: &headers,
-            auth: self.auth.as_ref(),
-            compression: self.compress,
-            request_timeout: self.request_timeout,
-        })
-        .map_err(|e| match e.key {
-            Some("uri") => BuildError::key("endpoint", e.message),
-            _ => e,
-        })?;
+        let core = self.core("endpoint", &self.endpoint, &headers)?;
+
         let uri = format!("{}/loki/api/v1/push", self.endpoint.trim_end_matches('/'))
             .parse()
             .map_err(|e| BuildError::key("endpoint", format!("not a URI: {e}")))?;

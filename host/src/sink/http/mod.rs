@@ -11,7 +11,6 @@
 
 pub mod core;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +18,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use self::core::{
-    Answer, Auth, Body, Compression, Core, CoreConfig, Decision, Outlets, Protocol, RetryLogic,
-    StatusRetry,
+    Answer, Body, Compression, Core, Decision, Outlets, Protocol, RetryLogic, StatusRetry,
 };
 use super::{inputs_field, Sink, SinkContext, SinkKind};
-use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
+use crate::base::settings::{bounded, BuildContext, BuildError};
 use crate::delivery::Breaker;
 
 /// How a request's events are laid out.
@@ -37,49 +35,111 @@ pub enum Encoding {
     Json,
 }
 
-/// `[sinks.NAME] type = "http"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSinkConfig {
-    #[serde(rename = "type")]
-    _type: TypeTag,
-    /// Where batches are POSTed: `http://host:port/path` or `https://...`.
-    pub uri: String,
-    #[serde(default)]
-    pub inputs: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub encoding: Encoding,
-    #[serde(default)]
-    pub compress: Compression,
-    /// More request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub auth: Option<Auth>,
-    /// Longest wait for an answer to one request.
-    #[serde(default = "default_request_timeout", with = "duration")]
-    pub request_timeout: Duration,
-    /// Requests in flight at once.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// Most events in one request (queued batches are put together up to it).
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Most bytes of events in one request (before gzip).
-    #[serde(default = "default_max_bytes", with = "size")]
-    pub max_bytes: usize,
-    /// How long to retry a request before it goes to `fallback`.
-    /// How long a request waits for more queued batches to fill it (up to
-    /// `max_events` / `max_bytes`) before it goes; `"0s"`: it goes with
-    /// what is queued.
-    #[serde(default, with = "duration")]
-    pub max_wait: Duration,
-    #[serde(default = "default_retry_for", with = "duration")]
-    pub retry_for: Duration,
-    /// The sink that takes what the target would not (events marked with
-    /// `_sluice_error`). Without it, requests are retried until they work.
-    #[serde(default)]
-    pub fallback: Option<Spanned<String>>,
+/// Declares a network sink's config: its own keys, then the keys every
+/// network sink has, named, documented and checked the same way. Their
+/// defaults are the `default_request_timeout`, `default_max_in_flight`,
+/// `default_max_events`, `default_max_bytes` and `default_retry_for`
+/// functions of the module that declares the sink.
+macro_rules! network_sink_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[serde(rename = "type")]
+            _type: $crate::base::settings::TypeTag,
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Components this sink reads (may be empty for a `fallback` target).
+            #[serde(default)]
+            pub inputs: Vec<toml::Spanned<String>>,
+            #[serde(default)]
+            pub compress: $crate::sink::http::core::Compression,
+            /// More request headers.
+            #[serde(default)]
+            pub headers: std::collections::BTreeMap<String, String>,
+            #[serde(default)]
+            pub auth: Option<$crate::sink::http::core::Auth>,
+            /// Longest wait for an answer to one request.
+            #[serde(default = "default_request_timeout", with = "crate::base::settings::duration")]
+            pub request_timeout: std::time::Duration,
+            /// Requests in flight at once.
+            #[serde(default = "default_max_in_flight")]
+            pub max_in_flight: usize,
+            /// Most events in one request (queued batches are put together up to it).
+            #[serde(default = "default_max_events")]
+            pub max_events: usize,
+            /// Most bytes of events in one request (before gzip).
+            #[serde(default = "default_max_bytes", with = "crate::base::settings::size")]
+            pub max_bytes: usize,
+            /// How long a request waits for more queued batches to fill it (up
+            /// to `max_events` / `max_bytes`) before it goes; `"0s"`: it goes
+            /// with what is queued.
+            #[serde(default, with = "crate::base::settings::duration")]
+            pub max_wait: std::time::Duration,
+            /// How long to retry a request before it goes to `fallback`.
+            #[serde(default = "default_retry_for", with = "crate::base::settings::duration")]
+            pub retry_for: std::time::Duration,
+            /// The sink that takes what the target would not (events marked
+            /// with `_sluice_error`). Without it, requests are retried until
+            /// they work.
+            #[serde(default)]
+            pub fallback: Option<toml::Spanned<String>>,
+        }
+
+        impl $name {
+            /// How the sink sends its requests, within bounds.
+            fn requests(
+                &self,
+            ) -> Result<$crate::sink::http::Requests, $crate::base::settings::BuildError> {
+                let requests = $crate::sink::http::Requests {
+                    max_in_flight: self.max_in_flight,
+                    max_events: self.max_events,
+                    max_bytes: self.max_bytes,
+                    max_wait: self.max_wait,
+                    retry_for: self.retry_for,
+                };
+                requests.check(self.request_timeout)?;
+                Ok(requests)
+            }
+
+            /// The sink's client for `uri`, the value of its key `uri_key`,
+            /// sending `headers`.
+            fn core(
+                &self,
+                uri_key: &'static str,
+                uri: &str,
+                headers: &std::collections::BTreeMap<String, String>,
+            ) -> Result<$crate::sink::http::core::Core, $crate::base::settings::BuildError> {
+                $crate::sink::http::core::Core::new($crate::sink::http::core::CoreConfig {
+                    uri,
+                    headers,
+                    auth: self.auth.as_ref(),
+                    compression: self.compress,
+                    request_timeout: self.request_timeout,
+                })
+                .map_err(|e| match e.key {
+                    Some("uri") => $crate::base::settings::BuildError::key(uri_key, e.message),
+                    _ => e,
+                })
+            }
+        }
+    };
+}
+pub(crate) use network_sink_config;
+
+network_sink_config! {
+    /// `[sinks.NAME] type = "http"`.
+    pub struct HttpSinkConfig {
+        /// Where batches are POSTed: `http://host:port/path` or `https://...`.
+        pub uri: String,
+        #[serde(default)]
+        pub encoding: Encoding,
+    }
 }
 
 fn default_request_timeout() -> Duration {
@@ -100,21 +160,8 @@ fn default_retry_for() -> Duration {
 
 impl SinkKind for HttpSinkConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
-        let requests = Requests {
-            max_in_flight: self.max_in_flight,
-            max_events: self.max_events,
-            max_bytes: self.max_bytes,
-            max_wait: self.max_wait,
-            retry_for: self.retry_for,
-        };
-        requests.check(self.request_timeout)?;
-        let core = Core::new(CoreConfig {
-            uri: &self.uri,
-            headers: &self.headers,
-            auth: self.auth.as_ref(),
-            compression: self.compress,
-            request_timeout: self.request_timeout,
-        })?;
+        let requests = self.requests()?;
+        let core = self.core("uri", &self.uri, &self.headers)?;
         Ok(Box::new(NetworkSink {
             core: Arc::new(core),
             proto: Arc::new(Generic {
