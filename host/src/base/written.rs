@@ -25,6 +25,10 @@ pub fn mark(path: &Path) {
 /// Whether a file sink of this process writes (or wrote) the file `path`
 /// leads to.
 pub fn is_ours(path: &Path) -> bool {
+    // No file sink has written anything (none in the pipeline): no lookup.
+    if ours().lock().expect("written lock poisoned").is_empty() {
+        return false;
+    }
     let Ok(p) = std::fs::canonicalize(path) else {
         return false;
     };

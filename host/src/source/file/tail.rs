@@ -174,16 +174,6 @@ impl Tailer {
         }
         self.scans += 1;
         self.scanned_at = Some(Instant::now());
-        // A file opened before a sink of ours began writing it (it existed
-        // already) is let go as soon as we know.
-        let before = self.files.len();
-        self.files
-            .retain(|_, t| !crate::base::written::is_ours(&t.path));
-        if self.files.len() != before {
-            let files = &self.files;
-            self.order.retain(|id| files.contains_key(id));
-            tracing::warn!(source = %self.ctx().name, "stopped reading a file a sink of this pipeline writes");
-        }
         let found = super::find::find(&self.cfg.path);
         for (dir, why) in found.skipped {
             if self.warned.insert(dir.clone()) {
@@ -191,6 +181,15 @@ impl Tailer {
             }
         }
         for path in found.own_output {
+            // A file opened before a sink of ours began writing it (it
+            // existed already) is let go as soon as we know.
+            let before = self.files.len();
+            self.files.retain(|_, t| t.path != path);
+            if self.files.len() != before {
+                let files = &self.files;
+                self.order.retain(|id| files.contains_key(id));
+                tracing::warn!(source = %self.ctx().name, path = %path.display(), "stopped reading a file a sink of this pipeline writes");
+            }
             if self.warned.insert(path.clone()) {
                 tracing::warn!(source = %self.ctx().name, path = %path.display(), "not read: a file sink of this pipeline writes it (reading it would feed its events back for ever)");
             }
