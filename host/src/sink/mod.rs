@@ -175,17 +175,13 @@ pub fn json_lines(batch: &Batch, out: &mut Vec<u8>) {
 impl SinkContext {
     /// Count a batch as received and written.
     pub fn account(&self, batch: &SharedBatch) {
-        account(&self.metrics, batch);
+        let metrics = &self.metrics;
+        metrics.tap.offer(batch);
+        ComponentMetrics::add(&metrics.events_in, batch.len());
+        ComponentMetrics::add(&metrics.bytes_in, batch.bytes());
+        ComponentMetrics::add(&metrics.events_out, batch.len());
+        ComponentMetrics::add(&metrics.bytes_out, batch.bytes());
     }
-}
-
-/// Count a batch as received and written by the sink of `metrics`.
-pub fn account(metrics: &ComponentMetrics, batch: &SharedBatch) {
-    metrics.tap.offer(batch);
-    ComponentMetrics::add(&metrics.events_in, batch.len());
-    ComponentMetrics::add(&metrics.bytes_in, batch.bytes());
-    ComponentMetrics::add(&metrics.events_out, batch.len());
-    ComponentMetrics::add(&metrics.bytes_out, batch.bytes());
 }
 
 /// A batch with `_sluice_error` added to each event: what a sink gives its
