@@ -1,6 +1,7 @@
-//! The command line: `sluice run`, `sluice validate`, `sluice timeline`.
+//! The command line: `sluice run`, `validate`, `timeline`, `plugin`, ...
 
 pub mod ops;
+pub mod plugin;
 pub mod timeline;
 
 use std::path::PathBuf;
@@ -90,6 +91,10 @@ pub enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Write, build and try plugins: `sluice plugin new NAME --lang
+    /// rust|python|js|ts`, `sluice plugin build`, `sluice plugin test`.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -156,6 +161,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} pipeline test(s) failed");
             Ok(())
         }
+        Command::Plugin(command) => plugin::main(command).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());

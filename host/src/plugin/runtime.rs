@@ -333,6 +333,14 @@ impl Runtime {
         {
             Some(c) => c,
             None => {
+                if bytes.len() > 1 << 20 {
+                    // A Python or JavaScript component takes seconds.
+                    tracing::info!(
+                        plugin,
+                        size_mb = format!("{:.1}", bytes.len() as f64 / 1e6),
+                        "compiling plugin for this machine (first load of these bytes; cached afterwards)"
+                    );
+                }
                 let started = std::time::Instant::now();
                 let component =
                     Component::new(&set.engine, bytes).map_err(|e| PluginError::NotAComponent {

@@ -61,6 +61,19 @@ impl fmt::Display for Level {
     }
 }
 
+/// A level in a plugin's config (`min_level = "warn"`): any spelling
+/// [`Level::parse`] knows; anything else is refused at `init`, naming it.
+impl<'de> serde::Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Level::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown level `{s}` (expected trace, debug, info, notice, warn, error or fatal)"
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +87,14 @@ mod tests {
         assert_eq!(Level::parse("30"), Some(Level::Info));
         assert_eq!(Level::parse("verbose"), None);
         assert_eq!(Level::parse("a very long level name"), None);
+    }
+
+    #[test]
+    fn deserializes_from_config() {
+        let l: Level = serde_json::from_str("\"WARNING\"").unwrap();
+        assert_eq!(l, Level::Warn);
+        let e = serde_json::from_str::<Level>("\"loud\"").unwrap_err();
+        assert!(e.to_string().contains("unknown level `loud`"), "{e}");
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub use level::Level;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../../wit",
+        // `wit` links to the repository's `wit/`; a project made by
+        // `sluice plugin new` holds a copy of the file there instead.
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "sluice_plugin::bindings",
@@ -78,6 +80,9 @@ pub enum Verdict {
     Replace(Vec<u8>),
     /// Replace the event and send it to output `n`.
     ReplaceRoute(Vec<u8>, u16),
+    /// The event cannot be processed: the host sends it to the dead letters
+    /// with this reason (and the events around it go on).
+    Fail(String),
 }
 
 /// A plugin's configuration: the `[transforms.NAME.config]` table as JSON.
@@ -134,9 +139,10 @@ pub trait Plugin: Sized + 'static {
         false
     }
 
-    /// A version string reported with dead letters; defaults to the crate's.
+    /// A version string reported with dead letters. The default is filled
+    /// in by [`export_plugin!`] from the plugin crate's name and version.
     fn version(&self) -> String {
-        String::from("unversioned")
+        String::new()
     }
 
     /// Decide what happens to one event.
@@ -187,6 +193,7 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
                 push_replacement(&mut out, &bytes);
                 (action::REPLACE, p)
             }
+            Verdict::Fail(reason) => return Err(format!("event {i}: {reason}")),
         };
         out.actions.push(action);
         if port != 0 && out.ports.is_empty() {
@@ -225,9 +232,13 @@ pub mod __rt {
     pub fn init<P: Plugin>(
         state: &'static LocalKey<RefCell<Option<P>>>,
         config: String,
+        crate_version: &str,
     ) -> Result<Info, String> {
         let plugin = P::init(Config::new(config))?;
-        let info = info_of(&plugin);
+        let mut info = info_of(&plugin);
+        if info.version.is_empty() {
+            info.version = crate_version.to_string();
+        }
         state.with(|s| *s.borrow_mut() = Some(plugin));
         Ok(info)
     }
@@ -242,6 +253,120 @@ pub mod __rt {
             None => Err("process called before init".to_string()),
         })
     }
+}
+
+/// What a filter function may return: `bool`, or `Result<bool, E>` where an
+/// error sends the event to the dead letters with its message.
+pub trait Keep {
+    /// The verdict this stands for.
+    fn verdict(self) -> Verdict;
+}
+
+impl Keep for bool {
+    fn verdict(self) -> Verdict {
+        if self {
+            Verdict::Keep
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
+impl<E: std::fmt::Display> Keep for Result<bool, E> {
+    fn verdict(self) -> Verdict {
+        match self {
+            Ok(keep) => keep.verdict(),
+            Err(e) => Verdict::Fail(e.to_string()),
+        }
+    }
+}
+
+/// What a transform function may return: a [`Verdict`], or
+/// `Result<Verdict, E>` where an error dead-letters the event.
+pub trait IntoVerdict {
+    /// The verdict this stands for.
+    fn into_verdict(self) -> Verdict;
+}
+
+impl IntoVerdict for Verdict {
+    fn into_verdict(self) -> Verdict {
+        self
+    }
+}
+
+impl<E: std::fmt::Display> IntoVerdict for Result<Verdict, E> {
+    fn into_verdict(self) -> Verdict {
+        self.unwrap_or_else(|e| Verdict::Fail(e.to_string()))
+    }
+}
+
+/// The configuration of a plugin that takes none: an empty table, and a
+/// clear error for any key in it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// A plugin that is one function over an event: `filter!(keep)` with
+/// `fn keep(event: &Event) -> bool`, or with a config,
+/// `filter!(keep, config = MyConfig)` with
+/// `fn keep(config: &MyConfig, event: &Event) -> bool`. The function may
+/// return `Result<bool, E>` instead: an `Err` dead-letters the event.
+///
+/// ```ignore
+/// use sluice_plugin::{filter, Event, Level};
+///
+/// filter!(keep);
+///
+/// fn keep(event: &Event) -> bool {
+///     event.level() >= Some(Level::Warn)
+/// }
+/// ```
+#[macro_export]
+macro_rules! filter {
+    ($keep:path) => {
+        $crate::__fn_plugin!($crate::NoConfig, |_c, e| $crate::Keep::verdict($keep(e)));
+    };
+    ($keep:path, config = $cfg:ty) => {
+        $crate::__fn_plugin!($cfg, |c, e| $crate::Keep::verdict($keep(c, e)));
+    };
+}
+
+/// A plugin that is one function returning a [`Verdict`] (or
+/// `Result<Verdict, E>`): `transform!(f)` with `fn f(event: &Event) -> Verdict`,
+/// or `transform!(f, config = MyConfig)` with
+/// `fn f(config: &MyConfig, event: &Event) -> Verdict`.
+#[macro_export]
+macro_rules! transform {
+    ($f:path) => {
+        $crate::__fn_plugin!($crate::NoConfig, |_c, e| $crate::IntoVerdict::into_verdict(
+            $f(e)
+        ));
+    };
+    ($f:path, config = $cfg:ty) => {
+        $crate::__fn_plugin!($cfg, |c, e| $crate::IntoVerdict::into_verdict($f(c, e)));
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fn_plugin {
+    ($cfg:ty, |$c:ident, $e:ident| $body:expr) => {
+        const _: () = {
+            struct __SluiceFnPlugin($cfg);
+            impl $crate::Plugin for __SluiceFnPlugin {
+                fn init(
+                    config: $crate::Config,
+                ) -> ::std::result::Result<Self, ::std::string::String> {
+                    config.parse::<$cfg>().map(__SluiceFnPlugin)
+                }
+                fn process(&self, $e: &$crate::Event<'_>) -> $crate::Verdict {
+                    let $c = &self.0;
+                    $body
+                }
+            }
+            $crate::export_plugin!(__SluiceFnPlugin);
+        };
+    };
 }
 
 /// Export a [`Plugin`] type as the component's implementation of the
@@ -262,7 +387,11 @@ macro_rules! export_plugin {
                 fn init(
                     config: ::std::string::String,
                 ) -> ::std::result::Result<$crate::Info, ::std::string::String> {
-                    $crate::__rt::init::<$ty>(&__SLUICE_STATE, config)
+                    $crate::__rt::init::<$ty>(
+                        &__SLUICE_STATE,
+                        config,
+                        concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")),
+                    )
                 }
                 fn process(
                     data: ::std::vec::Vec<u8>,

@@ -1,0 +1,242 @@
+//! `sluice plugin build`: run the project's toolchain with the flags that
+//! work for sluice, then compile the component for this machine so the
+//! first `sluice run` starts at once.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::kits::{Lang, MANIFEST};
+use crate::plugin::Runtime;
+
+/// A project's `sluice-plugin.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub lang: Lang,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a project made by `sluice plugin new`?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// Where sluice looks for language toolchains it did not find on `PATH`:
+/// `$SLUICE_TOOLS_DIR`, else `tools/` in sluice's cache folder
+/// (`~/.cache/sluice/tools`). `scripts/setup-plugin-tools` installs there.
+pub fn tools_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_TOOLS_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    Runtime::default_cache_dir().map(|d| d.join("tools"))
+}
+
+/// A program: in the project (`node_modules/.bin`), in the tools folder,
+/// or on `PATH`.
+fn find_tool(project: &Path, name: &str, in_tools: &[&str]) -> Option<PathBuf> {
+    let local = project.join("node_modules").join(".bin").join(name);
+    if local.is_file() {
+        return Some(local);
+    }
+    if let Some(tools) = tools_dir() {
+        for sub in in_tools {
+            let p = tools.join(sub).join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn tools_hint() -> String {
+    tools_dir().map_or_else(
+        || "~/.cache/sluice/tools".to_string(),
+        |d| d.display().to_string(),
+    )
+}
+
+fn missing(tool: &str, install: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{tool} is not installed (looked in node_modules/.bin, {}, and PATH). Install it with:\n    {install}",
+        tools_hint()
+    )
+}
+
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    eprintln!("  running {}", describe(&cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status}); its messages are above");
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut parts: Vec<OsString> = vec![cmd.get_program().to_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_owned()));
+    parts
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Build the project in `dir`; returns the path of the component.
+pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = Manifest::load(dir)?;
+    let out = dir.join(format!("{}.wasm", manifest.name));
+    let started = Instant::now();
+    eprintln!(
+        "building {} ({}) in {}",
+        manifest.name,
+        manifest.lang.title(),
+        dir.display()
+    );
+    match manifest.lang {
+        Lang::Python => {
+            let tool = find_tool(dir, "componentize-py", &["py/bin"]).ok_or_else(|| {
+                missing(
+                    "componentize-py",
+                    &format!(
+                        "pip install componentize-py   (or: python3 -m venv {t}/py && {t}/py/bin/pip install componentize-py)",
+                        t = tools_hint()
+                    ),
+                )
+            })?;
+            let mut cmd = Command::new(tool);
+            cmd.current_dir(dir)
+                .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
+                .arg(&out);
+            run(cmd, "componentize-py")?;
+        }
+        Lang::Js | Lang::Ts => {
+            let entry = if manifest.lang == Lang::Ts {
+                let tsc = find_tool(dir, "tsc", &["js/node_modules/.bin"]).ok_or_else(|| {
+                    missing(
+                        "tsc (TypeScript)",
+                        &format!("npm install --prefix {} typescript", js_tools()),
+                    )
+                })?;
+                let mut cmd = Command::new(tsc);
+                cmd.current_dir(dir).args(["-p", "."]);
+                run(cmd, "tsc")?;
+                // tsc compiles plugin.ts; the helper it imports is already JavaScript.
+                std::fs::copy(dir.join("sluice.js"), dir.join("build").join("sluice.js"))
+                    .context("copying sluice.js next to the compiled plugin")?;
+                PathBuf::from("build/plugin.js")
+            } else {
+                PathBuf::from("plugin.js")
+            };
+            let tool =
+                find_tool(dir, "componentize-js", &["js/node_modules/.bin"]).ok_or_else(|| {
+                    missing(
+                        "componentize-js",
+                        &format!(
+                            "npm install --prefix {} @bytecodealliance/componentize-js",
+                            js_tools()
+                        ),
+                    )
+                })?;
+            let mut cmd = Command::new(tool);
+            // sluice links no wasi:http: leave out the HTTP client and the
+            // fetch-event entry point, which would import it.
+            cmd.current_dir(dir)
+                .args([
+                    "--wit",
+                    "wit",
+                    "-n",
+                    "plugin",
+                    "-d",
+                    "http",
+                    "-d",
+                    "fetch-event",
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(entry);
+            run(cmd, "componentize-js")?;
+        }
+        Lang::Rust => {
+            let installed = Command::new("rustup")
+                .args(["target", "list", "--installed"])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .any(|l| l == "wasm32-wasip2")
+                })
+                .unwrap_or(true); // no rustup: let cargo say what is missing
+            if !installed {
+                bail!("the wasm32-wasip2 target is not installed. Install it with:\n    rustup target add wasm32-wasip2");
+            }
+            let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            cmd.current_dir(dir)
+                .args(["build", "--release", "--target", "wasm32-wasip2"]);
+            run(cmd, "cargo")?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .map(|t| if t.is_absolute() { t } else { dir.join(t) })
+                .unwrap_or_else(|| dir.join("target"));
+            let built = target
+                .join("wasm32-wasip2")
+                .join("release")
+                .join(format!("{}.wasm", manifest.name.replace('-', "_")));
+            std::fs::copy(&built, &out)
+                .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+        }
+    }
+    let size = std::fs::metadata(&out)
+        .with_context(|| format!("the toolchain wrote no {}", out.display()))?
+        .len();
+    eprintln!(
+        "built {} ({:.1} MB) in {:.1} s",
+        out.display(),
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    precompile(&out)?;
+    Ok(out)
+}
+
+fn js_tools() -> String {
+    format!("{}/js", tools_hint())
+}
+
+/// Compile a component for this machine into the cache (what `sluice run`
+/// would do on its first load), showing that it happens.
+pub fn precompile(wasm: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let runtime = Runtime::new(Runtime::default_cache_dir())?;
+    eprintln!(
+        "compiling {} for this machine (a large component takes a while, once)...",
+        wasm.display()
+    );
+    let started = Instant::now();
+    runtime
+        .compile("plugin", &bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "ready in {:.1} s: `sluice run` loads it from the cache",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `sluice plugin new | build | test`: write, build and try plugins in
+//! Rust, Python, JavaScript and TypeScript, anywhere on disk.
+//!
+//! - `kits`: the WIT, helpers, SDK sources and templates inside the binary.
+//! - `build`: the toolchain of each language, and compiling ahead.
+//! - `test`: a component over JSON lines, verdict by verdict.
+
+pub mod build;
+pub mod kits;
+pub mod test;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use kits::Lang;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write a new plugin project in NAME/ (or --dir): the logic, the WIT,
+    /// the language's helper, a sample test and a pipeline that runs it.
+    New {
+        /// The plugin's name (letters, digits, `-` and `_`).
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the project in DIR (default: .) into NAME.wasm with its
+    /// language's toolchain, then compile it for this machine.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin over JSON lines on stdin and print one verdict per line.
+    Test {
+        /// A component (.wasm), or a project folder (its NAME.wasm).
+        plugin: PathBuf,
+        /// The plugin's config table, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Events per call, as a pipeline batches them.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Compare the verdicts with this file (as `plugin test` prints
+        /// them); exit 1 at the first difference.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+    },
+    /// Compile a component for this machine into the cache, so that the
+    /// first `sluice run` that loads it starts at once.
+    Compile { plugin: PathBuf },
+}
+
+pub async fn main(command: PluginCommand) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || run(command)).await?
+}
+
+fn run(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            new(&name, lang, &dir)
+        }
+        PluginCommand::Build { dir } => build::build(&dir).map(|_| ()),
+        PluginCommand::Compile { plugin } => build::precompile(&component(&plugin)?),
+        PluginCommand::Test {
+            plugin,
+            config,
+            batch,
+            expect,
+        } => {
+            let wasm = component(&plugin)?;
+            let stdin = std::io::stdin();
+            let mut printed = Vec::new();
+            let tally = test::run(&wasm, &config, batch.max(1), stdin.lock(), &mut printed)?;
+            let text = String::from_utf8(printed).expect("JSON is UTF-8");
+            print!("{text}");
+            eprintln!(
+                "{} events: {} kept, {} dropped, {} replaced, {} routed, {} failed",
+                tally.kept + tally.dropped + tally.replaced + tally.failed,
+                tally.kept,
+                tally.dropped,
+                tally.replaced,
+                tally.routed,
+                tally.failed
+            );
+            if let Some(path) = expect {
+                let want = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if let Err(diff) = test::compare(&text, &want) {
+                    bail!("the verdicts differ from {}: {diff}", path.display());
+                }
+                eprintln!("the verdicts match {}", path.display());
+            } else if tally.failed > 0 {
+                bail!("{} event(s) failed", tally.failed);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A `.wasm` path, or a project folder's built component.
+fn component(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_dir() {
+        let manifest = build::Manifest::load(path)?;
+        let wasm = path.join(format!("{}.wasm", manifest.name));
+        anyhow::ensure!(
+            wasm.is_file(),
+            "{} is not built yet: run `sluice plugin build {}`",
+            wasm.display(),
+            path.display()
+        );
+        return Ok(wasm);
+    }
+    Ok(path.to_path_buf())
+}
+
+fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        bail!("`{name}` is not a plugin name: use letters, digits, `-` and `_`, starting with a letter");
+    }
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    for (path, text) in kits::project(name, lang) {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("created {} ({}) in {}", name, lang.title(), dir.display());
+    println!("next:");
+    println!("    cd {}", dir.display());
+    println!("    sluice plugin build");
+    println!("    sluice plugin test {name}.wasm --expect test/expected.jsonl < test/events.jsonl");
+    println!("    sluice run pipeline.toml < test/events.jsonl");
+    Ok(())
+}

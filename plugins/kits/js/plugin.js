@@ -1,0 +1,19 @@
+// {{name}}: a sluice plugin in JavaScript.
+//
+// Keeps the events at or above `min_level` (default "warn") of the
+// transform's config. Build with `sluice plugin build`, try it with
+// `sluice plugin test {{name}}.wasm < test/events.jsonl`.
+
+import { filter, LEVELS } from "./sluice.js";
+
+// Module variables keep state between calls.
+let min = LEVELS.warn;
+
+export const { init, process } = filter((event) => event.levelRank >= min, {
+  version: "{{name}} 0.1.0",
+  init(config) {
+    const name = config.min_level ?? "warn";
+    if (!(name in LEVELS)) throw new Error(`min_level: unknown level "${name}"`);
+    min = LEVELS[name];
+  },
+});

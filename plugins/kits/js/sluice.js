@@ -1,0 +1,240 @@
+// sluice: write sluice plugins in JavaScript or TypeScript.
+//
+// A plugin module exports `init` and `process`; this helper builds both from
+// a function over one event:
+//
+//   import { filter, LEVELS } from "./sluice.js";
+//
+//   let min = LEVELS.warn;
+//   export const { init, process } = filter((event) => event.levelRank >= min, {
+//     init(config) { min = LEVELS[config.min_level ?? "warn"]; },
+//   });
+//
+// With `plugin({ process, init, outputs, masks, version })`, what `process`
+// returns decides the event:
+//   true, undefined or the event itself: keep it unchanged;
+//   false: drop it;
+//   a string: route it unchanged to that output (declared in `outputs`);
+//   an object: replace the event with it;
+//   [object, "output"]: replace it and route the replacement.
+//
+// An exception in `init` is the reason the pipeline refuses the config; one
+// in `process` fails that event, which goes to the dead letters with the
+// exception's message. State lives in module variables, which last across
+// calls. `log("warn", "text")` logs through the host; so does console.log.
+
+import hostLog from "log";
+
+/** Level names as apps spell them, and their rank (higher is more severe). */
+export const LEVELS = Object.freeze({
+  trace: 0,
+  debug: 1,
+  dbg: 1,
+  info: 2,
+  information: 2,
+  informational: 2,
+  notice: 3,
+  warn: 4,
+  warning: 4,
+  error: 5,
+  err: 5,
+  critical: 6,
+  crit: 6,
+  fatal: 6,
+  alert: 6,
+  emergency: 6,
+  emerg: 6,
+  panic: 6,
+});
+
+const LOG_LEVELS = new Set(["trace", "debug", "info", "warn", "error"]);
+
+/** Log through the host's tracing: level is trace, debug, info, warn or error. */
+export function log(level, message) {
+  hostLog(LOG_LEVELS.has(level) ? level : "info", String(message));
+}
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** One event, parsed from JSON on first access to a field. */
+export class Event {
+  #fields = undefined;
+
+  constructor(raw) {
+    /** The event's JSON bytes, as they came. */
+    this.raw = raw;
+  }
+
+  /** The event as an object (parsed once). */
+  get fields() {
+    if (this.#fields === undefined) {
+      this.#fields = JSON.parse(decoder.decode(this.raw));
+    }
+    return this.#fields;
+  }
+
+  /** A field by name, or by dotted path into nested objects ("http.status"). */
+  get(path) {
+    const fields = this.fields;
+    if (Object.prototype.hasOwnProperty.call(fields, path)) return fields[path];
+    let value = fields;
+    for (const part of path.split(".")) {
+      if (value !== null && typeof value === "object" && Object.prototype.hasOwnProperty.call(value, part)) {
+        value = value[part];
+      } else {
+        return undefined;
+      }
+    }
+    return value;
+  }
+
+  /** Whether the field or dotted path exists. */
+  has(path) {
+    return this.get(path) !== undefined;
+  }
+
+  /** `level` (or `severity`, `levelname`), lower-case; undefined if none. */
+  get level() {
+    const f = this.fields;
+    for (const key of ["level", "severity", "levelname", "level_name"]) {
+      if (typeof f[key] === "string") return f[key].toLowerCase();
+    }
+    return undefined;
+  }
+
+  /** The rank of `level` in LEVELS; -1 when unknown. */
+  get levelRank() {
+    const rank = LEVELS[this.level];
+    return rank === undefined ? -1 : rank;
+  }
+
+  /** The `message` field (or `msg`). */
+  get message() {
+    const f = this.fields;
+    return f.message ?? f.msg;
+  }
+}
+
+function describe(e) {
+  if (e instanceof Error) {
+    const where = (e.stack || "").split("\n").find((l) => l.includes("@") || l.includes("at "));
+    return `${e.name}: ${e.message}${where ? ` (${where.trim()})` : ""}`;
+  }
+  return String(e);
+}
+
+/**
+ * Build a plugin's `init` and `process` exports.
+ * @param {object} spec `{ process(event), init?(config), outputs?, masks?, version? }`
+ */
+export function plugin(spec) {
+  if (typeof spec.process !== "function") {
+    throw new Error("plugin({ process }) needs a process function");
+  }
+  let info = {
+    outputs: [...(spec.outputs ?? [])],
+    masks: Boolean(spec.masks),
+    version: String(spec.version ?? "javascript"),
+  };
+  let ports = new Map();
+
+  function init(config) {
+    try {
+      const parsed = config.trim() === "" ? {} : JSON.parse(config);
+      const result = spec.init ? spec.init(parsed) : undefined;
+      if (result && typeof result === "object") {
+        info = {
+          outputs: [...(result.outputs ?? info.outputs)],
+          masks: Boolean(result.masks ?? info.masks),
+          version: String(result.version ?? info.version),
+        };
+      }
+    } catch (e) {
+      throw describe(e);
+    }
+    ports = new Map(info.outputs.map((name, i) => [name, i + 1]));
+    return info;
+  }
+
+  function port(name, i) {
+    const p = ports.get(name);
+    if (p === undefined) {
+      const declared = info.outputs.length ? info.outputs.join(", ") : "none; list them in outputs";
+      throw `event ${i}: output "${name}" is not declared (declared: ${declared})`;
+    }
+    return p;
+  }
+
+  function process(data, ends) {
+    const n = ends.length;
+    const actions = new Uint8Array(n);
+    let routed = null;
+    const replaced = [];
+    let size = 0;
+    let start = 0;
+    for (let i = 0; i < n; i++) {
+      const end = ends[i];
+      const event = new Event(data.subarray(start, end));
+      start = end;
+      let verdict;
+      try {
+        verdict = spec.process(event);
+      } catch (e) {
+        throw `event ${i}: ${describe(e)}`;
+      }
+      let p = 0;
+      if (verdict === true || verdict === undefined || verdict === event) {
+        actions[i] = 1;
+      } else if (verdict === false || verdict === null) {
+        actions[i] = 0;
+      } else if (typeof verdict === "string") {
+        actions[i] = 1;
+        p = port(verdict, i);
+      } else {
+        let value = verdict;
+        if (Array.isArray(verdict)) {
+          if (verdict.length !== 2 || typeof verdict[1] !== "string") {
+            throw `event ${i}: process returned an array; expected [object, "output"]`;
+          }
+          value = verdict[0];
+          p = port(verdict[1], i);
+        }
+        if (value instanceof Event) {
+          actions[i] = 1;
+        } else if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+          const bytes = encoder.encode(JSON.stringify(value));
+          replaced.push(bytes);
+          size += bytes.length;
+          actions[i] = 2;
+        } else {
+          throw `event ${i}: process returned ${JSON.stringify(value)}; expected true, false, an output name, an object or [object, "output"]`;
+        }
+      }
+      if (p !== 0) {
+        if (routed === null) routed = new Uint16Array(n);
+        routed[i] = p;
+      }
+    }
+    const out = new Uint8Array(size);
+    const outEnds = new Uint32Array(replaced.length);
+    let at = 0;
+    replaced.forEach((bytes, j) => {
+      out.set(bytes, at);
+      at += bytes.length;
+      outEnds[j] = at;
+    });
+    return { actions, ports: routed ?? new Uint16Array(0), data: out, ends: outEnds };
+  }
+
+  return { init, process };
+}
+
+/**
+ * A filter: `keep(event)` returns true to keep the event.
+ * @param {(event: Event) => boolean} keep
+ * @param {object} [options] `{ init?(config), version? }`
+ */
+export function filter(keep, options = {}) {
+  return plugin({ ...options, process: (event) => Boolean(keep(event)) });
+}

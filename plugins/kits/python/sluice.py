@@ -1,0 +1,323 @@
+"""sluice: write sluice plugins in Python.
+
+A plugin is two functions. ``init`` (optional) receives the plugin's
+``[transforms.NAME.config]`` table as a dict; ``process`` receives one
+``Event`` and says what becomes of it::
+
+    import sluice
+    from sluice import WitWorld  # componentize-py looks for it in your module
+
+    @sluice.init
+    def setup(config):
+        global MIN
+        MIN = sluice.LEVELS[config.get("min_level", "warn")]
+
+    @sluice.process
+    def keep_important(event):
+        return event.level_rank >= MIN
+
+What ``process`` returns decides the event:
+
+- ``True`` (or ``None``, or the event itself): keep it, unchanged;
+- ``False``: drop it;
+- a ``str``: route it unchanged to that output (declared with
+  ``sluice.outputs(...)`` or returned by ``init`` as ``sluice.Info``);
+- a ``dict``: replace the event with this object;
+- ``(dict, "output")``: replace it and route the replacement.
+
+An exception in ``init`` is the reason the pipeline refuses the config; an
+exception in ``process`` fails that event, which the host sends to the dead
+letters with the exception's type, message and line. Module globals keep
+state across calls (componentize-py makes a new ``WitWorld`` per call, so
+state on ``self`` is lost).
+
+``sluice.log("warn", "text")`` logs through the host; ``print`` goes to the
+host's log too, tagged with the transform's name.
+"""
+
+import json
+import traceback
+
+from componentize_py_types import Err
+import wit_world
+from wit_world.imports import types as _types
+
+__all__ = [
+    "Event",
+    "Info",
+    "LEVELS",
+    "WitWorld",
+    "filter",
+    "init",
+    "log",
+    "outputs",
+    "process",
+]
+
+#: Level names as apps spell them, and their rank (higher is more severe).
+LEVELS = {
+    "trace": 0,
+    "debug": 1,
+    "dbg": 1,
+    "info": 2,
+    "information": 2,
+    "informational": 2,
+    "notice": 3,
+    "warn": 4,
+    "warning": 4,
+    "error": 5,
+    "err": 5,
+    "critical": 6,
+    "crit": 6,
+    "fatal": 6,
+    "alert": 6,
+    "emergency": 6,
+    "emerg": 6,
+    "panic": 6,
+}
+
+_LOG_LEVELS = {
+    "trace": _types.LogLevel.TRACE,
+    "debug": _types.LogLevel.DEBUG,
+    "info": _types.LogLevel.INFO,
+    "warn": _types.LogLevel.WARN,
+    "error": _types.LogLevel.ERROR,
+}
+
+
+class Info:
+    """What ``init`` may return: outputs besides the default one, whether the
+    plugin masks data, and its version (shown with dead letters)."""
+
+    __slots__ = ("outputs", "masks", "version")
+
+    def __init__(self, outputs=(), masks=False, version=None):
+        self.outputs = list(outputs)
+        self.masks = bool(masks)
+        self.version = version
+
+
+_state = {
+    "init": None,
+    "process": None,
+    "info": Info(version="python"),
+    "ports": {},
+}
+
+
+class Event:
+    """One event. Parsed from JSON on first access to a field; ``raw`` is
+    the original bytes and costs nothing."""
+
+    __slots__ = ("raw", "_fields")
+
+    def __init__(self, raw):
+        self.raw = raw
+        self._fields = None
+
+    @property
+    def fields(self):
+        """The event as a dict (parsed once)."""
+        if self._fields is None:
+            self._fields = json.loads(self.raw)
+        return self._fields
+
+    def get(self, path, default=None):
+        """A field by name, or by dotted path into nested objects
+        (``"http.status"``); a key that itself contains dots wins."""
+        fields = self.fields
+        if path in fields:
+            return fields[path]
+        value = fields
+        for part in path.split("."):
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                return default
+        return value
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+    def __contains__(self, path):
+        return self.get(path, _MISSING) is not _MISSING
+
+    @property
+    def level(self):
+        """The ``level`` field (or ``severity``, ``levelname``), lower-case;
+        ``None`` when the event has none."""
+        for key in ("level", "severity", "levelname", "level_name"):
+            value = self.fields.get(key)
+            if isinstance(value, str):
+                return value.lower()
+        return None
+
+    @property
+    def level_rank(self):
+        """The rank of ``level`` in ``LEVELS``; -1 when unknown."""
+        return LEVELS.get(self.level, -1)
+
+    @property
+    def message(self):
+        """The ``message`` field (or ``msg``)."""
+        fields = self.fields
+        return fields.get("message", fields.get("msg"))
+
+    def __repr__(self):
+        return "Event(%s)" % self.raw.decode("utf-8", "replace")
+
+
+_MISSING = object()
+
+
+def init(fn):
+    """Decorator: ``fn(config: dict)`` runs once per instance, before any
+    event. It may return an ``Info``; an exception refuses the config."""
+    _state["init"] = fn
+    return fn
+
+
+def process(fn):
+    """Decorator: ``fn(event: Event)`` decides each event (see the module's
+    documentation for what it may return)."""
+    _state["process"] = fn
+    return fn
+
+
+def filter(fn):
+    """Decorator: ``fn(event: Event) -> bool``; true keeps the event."""
+
+    def keep(event):
+        return bool(fn(event))
+
+    _state["process"] = keep
+    return fn
+
+
+def outputs(*names):
+    """Declare the outputs a ``process`` may route to by name."""
+    _state["info"].outputs = list(names)
+
+
+def version(text):
+    """Set the version reported with dead letters."""
+    _state["info"].version = str(text)
+
+
+def log(level, message):
+    """Log through the host's ``tracing``: level is trace, debug, info, warn
+    or error."""
+    wit_world.log(_LOG_LEVELS.get(level, _types.LogLevel.INFO), str(message))
+
+
+def _describe(exc):
+    """``NameError: name 'x' is not defined (app.py line 12, in process)``."""
+    text = "%s: %s" % (type(exc).__name__, exc)
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith("sluice.py")
+    ]
+    if not frames:
+        return text
+    # The deepest line of the plugin's own file, not of the library it called.
+    mine = [f for f in frames if f.filename == frames[0].filename]
+    frame = mine[-1]
+    name = frame.filename.rsplit("/", 1)[-1]
+    return "%s (%s line %s, in %s)" % (text, name, frame.lineno, frame.name)
+
+
+def _ports():
+    ports = {}
+    for i, name in enumerate(_state["info"].outputs):
+        ports[name] = i + 1
+    _state["ports"] = ports
+    return ports
+
+
+class WitWorld:
+    """The component's exports. componentize-py makes one per call: state
+    lives in module globals, never here."""
+
+    def init(self, config):
+        try:
+            cfg = json.loads(config) if config.strip() else {}
+            fn = _state["init"]
+            result = fn(cfg) if fn is not None else None
+            if isinstance(result, Info):
+                if result.version is None:
+                    result.version = _state["info"].version
+                _state["info"] = result
+            if _state["process"] is None:
+                raise RuntimeError("no @sluice.process or @sluice.filter function")
+        except Err:
+            raise
+        except Exception as exc:
+            raise Err(_describe(exc))
+        info = _state["info"]
+        _ports()
+        return _types.Info(
+            outputs=list(info.outputs),
+            masks=info.masks,
+            version=info.version or "python",
+        )
+
+    def process(self, data, ends):
+        fn = _state["process"]
+        names = _state["ports"]
+        actions = bytearray(len(ends))
+        ports = None
+        out = bytearray()
+        out_ends = []
+        start = 0
+        for i, end in enumerate(ends):
+            event = Event(data[start:end])
+            start = end
+            try:
+                verdict = fn(event)
+            except Exception as exc:
+                raise Err("event %d: %s" % (i, _describe(exc)))
+            port = 0
+            if verdict is True or verdict is None or verdict is event:
+                actions[i] = 1
+            elif verdict is False:
+                actions[i] = 0
+            else:
+                if isinstance(verdict, tuple):
+                    verdict, name = verdict
+                    port = _port(names, name, i)
+                if isinstance(verdict, str):
+                    port = _port(names, verdict, i)
+                    actions[i] = 1
+                elif isinstance(verdict, Event):
+                    actions[i] = 1
+                elif not isinstance(verdict, dict):
+                    raise Err(
+                        "event %d: process returned %r; expected True, False, None, "
+                        "an output name, a dict or (dict, output)" % (i, verdict)
+                    )
+                else:
+                    try:
+                        out += json.dumps(verdict, separators=(",", ":")).encode()
+                    except Exception as exc:
+                        raise Err("event %d: the replacement is not JSON: %s" % (i, exc))
+                    out_ends.append(len(out))
+                    actions[i] = 2
+            if port:
+                if ports is None:
+                    ports = [0] * len(ends)
+                ports[i] = port
+        return _types.Verdicts(
+            actions=bytes(actions),
+            ports=ports or [],
+            data=bytes(out),
+            ends=out_ends,
+        )
+
+
+def _port(names, name, i):
+    port = names.get(name)
+    if port is None:
+        raise Err(
+            "event %d: output %r is not declared (declared: %s)"
+            % (i, name, ", ".join(names) or "none; call sluice.outputs(...)")
+        )
+    return port

@@ -1,0 +1,23 @@
+// {{name}}: a sluice plugin in TypeScript.
+//
+// Keeps the events at or above `min_level` (default "warn") of the
+// transform's config. Build with `sluice plugin build`, try it with
+// `sluice plugin test {{name}}.wasm < test/events.jsonl`.
+
+import { filter, LEVELS, type Event } from "./sluice.js";
+
+interface Config {
+  min_level?: string;
+}
+
+// Module variables keep state between calls.
+let min: number = LEVELS.warn;
+
+export const { init, process } = filter((event: Event) => event.levelRank >= min, {
+  version: "{{name}} 0.1.0",
+  init(config: Config) {
+    const name = config.min_level ?? "warn";
+    if (!(name in LEVELS)) throw new Error(`min_level: unknown level "${name}"`);
+    min = LEVELS[name];
+  },
+});
