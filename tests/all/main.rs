@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod files;
 mod http;
+mod languages;
 mod ops;
 mod pipelines;
 mod plugins;

@@ -364,7 +364,10 @@ impl Runtime {
             .and_then(PluginPre::new)
             .map_err(|e| PluginError::WrongWorld {
                 plugin: plugin.to_string(),
-                message: format!("{e:#}"),
+                message: match refused_imports(&component, &set.engine) {
+                    refused if refused.is_empty() => format!("{e:#}"),
+                    refused => explain_refused(&refused),
+                },
             })?;
         Ok(Compiled {
             pre,
@@ -438,6 +441,43 @@ impl Runtime {
             limits,
         )
     }
+}
+
+/// What the host links for plugins: WASI without a network, host files,
+/// environment or HTTP (sockets are linked but every address is refused;
+/// there are no preopened folders), and the `sluice:plugin` world.
+const LINKED: [&str; 7] = [
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "sluice:plugin/",
+];
+
+/// The imports of a component that the host does not link.
+fn refused_imports(component: &Component, engine: &Engine) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name != "log" && !LINKED.iter().any(|p| name.starts_with(p)))
+        .collect()
+}
+
+fn explain_refused(refused: &[String]) -> String {
+    let mut message = format!(
+        "this component imports {}, which sluice does not give plugins (a plugin gets no network, HTTP or host access)",
+        refused.join(", ")
+    );
+    if refused.iter().any(|r| r.starts_with("wasi:http/")) {
+        message.push_str(
+            "; componentize-js adds wasi:http unless told not to: build with \
+             `componentize-js -d http -d fetch-event` (`sluice plugin build` does)",
+        );
+    }
+    message
 }
 
 fn store_cached(path: &Path, component: &Component) {

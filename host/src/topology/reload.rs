@@ -209,12 +209,32 @@ impl ReloadHandle {
 impl Running {
     /// Load a transform's plugin again; swap it in if its bytes changed.
     async fn reload_plugin(inner: &Arc<Inner>, name: &str) -> anyhow::Result<bool> {
+        // Compile aside, without the lock: a Python or JavaScript component
+        // takes seconds, and the running plugin goes on meanwhile.
+        let config = {
+            let state = inner.state.lock().await;
+            anyhow::ensure!(state.transforms.contains_key(name), "no transform `{name}`");
+            state.config.clone()
+        };
+        let plugin = load_plugin(&config, name, inner.runtime.clone()).await?;
         let state = inner.state.lock().await;
+        let setup = |c: &PipelineConfig| {
+            c.transforms
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.config.clone())
+        };
+        anyhow::ensure!(
+            match (setup(&state.config), setup(&config)) {
+                (Some(now), Some(then)) => crate::plugin::loader::same_plugin(&now, &then),
+                _ => false,
+            },
+            "the pipeline was reloaded while `{name}`'s plugin was loading; the reload loaded it"
+        );
         let handle = state
             .transforms
             .get(name)
             .ok_or_else(|| anyhow::anyhow!("no transform `{name}`"))?;
-        let plugin = load_plugin(&state.config, name, inner.runtime.clone()).await?;
         if plugin.hash() == handle.hash {
             return Ok(false);
         }

@@ -35,13 +35,17 @@ impl Manifest {
 }
 
 /// Where sluice looks for language toolchains it did not find on `PATH`:
-/// `$SLUICE_TOOLS_DIR`, else `tools/` in sluice's cache folder
-/// (`~/.cache/sluice/tools`). `scripts/setup-plugin-tools` installs there.
+/// `$SLUICE_TOOLS_DIR`, else `$XDG_CACHE_HOME/sluice/tools`, else
+/// `~/.cache/sluice/tools` (where `scripts/setup-plugin-tools` installs).
 pub fn tools_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_TOOLS_DIR").filter(|d| !d.is_empty()) {
+    let var = |name| std::env::var_os(name).filter(|d: &OsString| !d.is_empty());
+    if let Some(dir) = var("SLUICE_TOOLS_DIR") {
         return Some(PathBuf::from(dir));
     }
-    Runtime::default_cache_dir().map(|d| d.join("tools"))
+    let cache = var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("sluice").join("tools"))
 }
 
 /// A program: in the project (`node_modules/.bin`), in the tools folder,

@@ -1,0 +1,404 @@
+//! Plugins in Python, JavaScript, TypeScript and Rust, made and built the
+//! way a user does (`sluice plugin new`, `sluice plugin build`, with the
+//! real componentize-py, componentize-js, tsc and cargo), then run in
+//! pipelines: the same output as the bundled Rust filter, exceptions in the
+//! dead letters with their message, and a swap under load.
+//!
+//! The toolchains come from `scripts/setup-test-deps`; built projects are
+//! kept under `target/lang-plugins/`, keyed by the kits' contents.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::util::{counts, read_json_lines, root, run, sluice, start};
+
+/// A hash of everything a built project depends on.
+fn kits_hash() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut files = Vec::new();
+        for dir in [
+            "plugins/kits",
+            "plugins/sdk/src",
+            "wit",
+            "tests/plugins/lang",
+        ] {
+            collect(&root().join(dir), &mut files);
+        }
+        files.sort();
+        let mut h = Sha256::new();
+        for f in files {
+            h.update(f.to_string_lossy().as_bytes());
+            h.update(std::fs::read(&f).unwrap());
+        }
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+    .clone()
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// `sluice plugin new NAME --lang LANG`, the entry replaced by `entry` (a
+/// file of `tests/plugins/lang`) if given, then `sluice plugin build`.
+/// Built once per kits' contents; returns the component.
+fn built(name: &str, lang: &str, entry: Option<(&str, &str)>) -> PathBuf {
+    static LOCKS: OnceLock<Mutex<BTreeMap<String, ()>>> = OnceLock::new();
+    let locks = LOCKS.get_or_init(Default::default);
+    // One build at a time: each toolchain uses both cores.
+    let _guard = locks.lock().unwrap_or_else(|e| e.into_inner());
+    let base = root().join("target").join("lang-plugins");
+    let dir = base.join(format!("{name}-{}", kits_hash()));
+    let wasm = dir.join(format!("{name}.wasm"));
+    if wasm.exists() {
+        return wasm;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&base).unwrap();
+    let out = sluice()
+        .args(["plugin", "new", name, "--lang", lang, "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "plugin new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some((from, to)) = entry {
+        std::fs::copy(root().join("tests/plugins/lang").join(from), dir.join(to)).unwrap();
+    }
+    let out = sluice()
+        .args(["plugin", "build"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`sluice plugin build` of the {lang} project failed (scripts/setup-test-deps installs the toolchains):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wasm.exists());
+    wasm
+}
+
+fn python_filter() -> PathBuf {
+    built("py-filter", "python", None)
+}
+fn js_filter() -> PathBuf {
+    built("js-filter", "js", None)
+}
+fn ts_filter() -> PathBuf {
+    built("ts-filter", "ts", None)
+}
+fn rust_filter() -> PathBuf {
+    built("rs-filter", "rust", None)
+}
+fn python_tag() -> PathBuf {
+    built("py-tag", "python", Some(("tag.py", "app.py")))
+}
+fn js_tag() -> PathBuf {
+    built("js-tag", "js", Some(("tag.js", "plugin.js")))
+}
+
+fn lit(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+#[test]
+fn every_template_passes_its_own_sample_test() {
+    for (project, wasm) in [
+        ("python", python_filter()),
+        ("js", js_filter()),
+        ("ts", ts_filter()),
+        ("rust", rust_filter()),
+    ] {
+        let dir = wasm.parent().unwrap();
+        let out = sluice()
+            .args(["plugin", "test"])
+            .arg(dir)
+            .args(["--config", r#"{"min_level":"warn"}"#, "--expect"])
+            .arg(dir.join("test/expected.jsonl"))
+            .stdin(std::fs::File::open(dir.join("test/events.jsonl")).unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{project}: {stderr}");
+        assert!(
+            stderr.contains("4 events: 2 kept, 2 dropped"),
+            "{project}: {stderr}"
+        );
+        // ... and its pipeline runs it as the README says.
+        let out = sluice()
+            .arg("run")
+            .arg(dir.join("pipeline.toml"))
+            .arg("--quiet")
+            .stdin(std::fs::File::open(dir.join("test/events.jsonl")).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{project}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let levels: Vec<&str> = printed
+            .iter()
+            .map(|e| e["level"].as_str().unwrap())
+            .collect();
+        assert_eq!(levels, ["warn", "error"], "{project}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_language_keeps_exactly_what_the_rust_filter_keeps() {
+    let plugins = [
+        ("py", python_filter()),
+        ("js", js_filter()),
+        ("ts", ts_filter()),
+        ("rs", rust_filter()),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let mut toml = String::from(
+        r#"[sources.gen]
+type = "generate"
+count = 20000
+seed = 11
+
+[transforms.bundled]
+plugin = "filter"
+inputs = ["gen"]
+config = { min_level = "warn", missing_level = "drop" }
+
+[sinks.bundled_out]
+type = "file"
+path = "bundled.log"
+inputs = ["bundled"]
+"#,
+    );
+    for (name, wasm) in &plugins {
+        toml.push_str(&format!(
+            "\n[transforms.{name}]\nplugin = {}\ninputs = [\"gen\"]\nconfig = {{ min_level = \"warn\" }}\n\n[sinks.{name}_out]\ntype = \"file\"\npath = \"{name}.log\"\ninputs = [\"{name}\"]\n",
+            lit(wasm)
+        ));
+    }
+    let metrics = run(d.path(), &toml).await.unwrap();
+    let want = std::fs::read_to_string(d.path().join("bundled.log")).unwrap();
+    let kept = want.lines().count();
+    assert!(kept > 5000 && kept < 10000, "{kept} of 20000 kept");
+    for (name, _) in &plugins {
+        let got = std::fs::read_to_string(d.path().join(format!("{name}.log"))).unwrap();
+        assert!(got == want, "{name} kept other events than the Rust filter");
+        let c = counts(&metrics, name);
+        assert_eq!(
+            counts(&metrics, &format!("{name}_out")).events_in as usize,
+            kept
+        );
+        assert_eq!((c.events_in, c.failed), (20000, 0), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_reaches_the_dead_letters_with_its_message() {
+    let source = std::fs::read_to_string(root().join("tests/plugins/lang/tag.py")).unwrap();
+    let line = 1 + source
+        .lines()
+        .position(|l| l.contains("raise ValueError"))
+        .unwrap();
+    for (wasm, kind, expected) in [
+        (
+            python_tag(),
+            "python",
+            format!("ValueError: poisoned event 3 (app.py line {line}, in tag)"),
+        ),
+        (js_tag(), "js", "RangeError: poisoned event 3".to_string()),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("in.jsonl");
+        let mut lines = String::new();
+        for seq in 1..=5 {
+            let poison = if seq == 3 { r#","poison":true"# } else { "" };
+            lines.push_str(&format!("{{\"seq\":{seq},\"level\":\"info\"{poison}}}\n"));
+        }
+        std::fs::write(&input, lines).unwrap();
+        let toml = format!(
+            r#"[sources.input]
+type = "stdin"
+
+[transforms.tag]
+plugin = {}
+inputs = ["input"]
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["tag"]
+
+[sinks.dead]
+type = "file"
+path = "dead.log"
+inputs = ["_dead_letters"]
+"#,
+            lit(&wasm)
+        );
+        std::fs::write(d.path().join("pipeline.toml"), toml).unwrap();
+        let out = sluice()
+            .args(["run", "--quiet"])
+            .arg(d.path().join("pipeline.toml"))
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kept = read_json_lines(&d.path().join("out.log"));
+        let seqs: Vec<u64> = kept.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 4, 5],
+            "{kind}: one event lost, the others go on"
+        );
+        assert!(kept.iter().all(|e| e["tag"] == kind), "{kind}: {kept:?}");
+        let dead = read_json_lines(&d.path().join("dead.log"));
+        assert_eq!(dead.len(), 1, "{kind}: {dead:?}");
+        assert_eq!(dead[0]["event"]["seq"], 3);
+        assert_eq!(dead[0]["error"]["kind"], "plugin_error");
+        let message = dead[0]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&expected), "{kind}: {message}");
+        assert!(
+            dead[0]["plugin_version"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{kind}-tag 1")),
+            "{kind}: {}",
+            dead[0]["plugin_version"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_swaps_for_a_js_one_under_load_losing_nothing() {
+    let (py, js) = (python_tag(), js_tag());
+    let d = tempfile::tempdir().unwrap();
+    let plugin = d.path().join("tag.wasm");
+    std::fs::copy(&py, &plugin).unwrap();
+    let toml = r#"[batch]
+max_events = 64
+max_wait = "10ms"
+
+[reload]
+watch = false
+
+[sources.gen]
+type = "generate"
+seed = 5
+
+[transforms.tag]
+plugin = "tag.wasm"
+inputs = ["gen"]
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["tag"]
+"#;
+    let (running, metrics) = start(d.path(), toml).await;
+    let reload = running.reload_handle();
+    let stop = running.stop_handle();
+    let waiter = tokio::spawn(running.wait());
+    let out = d.path().join("out.log");
+    let written = |tag: &str| {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .find(|l| l.ends_with('}'))
+            .is_some_and(|l| l.contains(&format!("\"tag\":\"{tag}\"")))
+    };
+    crate::util::until("python tags events", 30, || written("python")).await;
+    let tmp = d.path().join("tag.tmp");
+    std::fs::copy(&js, &tmp).unwrap();
+    std::fs::rename(&tmp, &plugin).unwrap();
+    assert!(reload.reload_plugin("tag").await.unwrap(), "swap not taken");
+    crate::util::until("js tags events", 30, || written("js")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let events = read_json_lines(&out);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert!(seqs == want, "events lost, repeated or out of order");
+    let mut tags: Vec<&str> = Vec::new();
+    for e in &events {
+        let t = e["tag"].as_str().expect("every event tagged");
+        if tags.last() != Some(&t) {
+            tags.push(t);
+        }
+    }
+    assert_eq!(tags, ["python", "js"], "one switch-over");
+    assert_eq!(counts(&metrics, "tag").events_in as usize, events.len());
+}
+
+#[test]
+fn a_component_that_imports_http_is_refused_by_name() {
+    // componentize-js without `-d http -d fetch-event` imports wasi:http.
+    let dir = js_filter().parent().unwrap().to_path_buf();
+    let tool = sluice::cli::plugin::build::tools_dir()
+        .unwrap()
+        .join("js/node_modules/.bin/componentize-js");
+    let wasm = dir.join("with-http.wasm");
+    if !wasm.exists() {
+        let status = Command::new(&tool)
+            .current_dir(&dir)
+            .args([
+                "--wit",
+                "wit",
+                "-n",
+                "plugin",
+                "-o",
+                "with-http.wasm",
+                "plugin.js",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let out = sluice()
+        .args(["plugin", "test"])
+        .arg(&wasm)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("imports wasi:http/") && stderr.contains("-d http -d fetch-event"),
+        "{stderr}"
+    );
+}
