@@ -39,9 +39,11 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# End-to-end and per-plugin benchmarks (release build).
+# End-to-end and per-plugin benchmarks (release build), and the same filter
+# in each plugin language (needs the toolchains; installed first).
 bench:
-    cargo bench -p sluice --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench files --bench sinks
+    scripts/setup-plugin-tools
+    cargo bench -p sluice --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench files --bench sinks --bench languages
 
 # Build one plugin crate to wasm: `just plugin sluice-sample` -> target/plugins/wasm32-wasip2/plugin/sluice_sample.wasm
 plugin crate:
