@@ -6,6 +6,7 @@
 //! - [`output`]: a component's outputs, the router that wires them, and the
 //!   shutdown signal sources watch.
 //! - [`metrics`]: per-component counters, the tap, the run summary.
+//! - [`secrets`]: the secrets a pipeline was given, kept out of logs and answers.
 //! - [`written`]: the files this process's file sinks write, which no file
 //!   source reads.
 //! - [`settings`]: the value types component configs share (durations,
@@ -15,5 +16,6 @@ pub mod ack;
 pub mod event;
 pub mod metrics;
 pub mod output;
+pub mod secrets;
 pub mod settings;
 pub mod written;

@@ -9,6 +9,7 @@
 //! over toml's spanned document tree.
 
 mod error;
+pub mod interpolate;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -254,10 +255,23 @@ impl PipelineConfig {
         Ok(Self::parse(path, &text)?)
     }
 
-    /// Parse pipeline text; `path` names it in errors.
+    /// Parse pipeline text; `path` names it in errors. `${VAR}` takes
+    /// variables from the environment.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(path, text, &|name| std::env::var(name).ok())
+    }
+
+    /// [`PipelineConfig::parse`] with the variables of `env`.
+    pub fn parse_with_env(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let locator = Locator::new(path, text);
         let mut doc = DeTable::parse(text).map_err(|e| locator.from_toml(&e, ""))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        interpolate::interpolate(doc.get_mut(), dir, env)
+            .map_err(|e| locator.error(Some(e.span), e.key, e.message))?;
         let mut key_spans = BTreeMap::new();
         collect_spans(doc.get_ref(), "", &mut key_spans);
         let sources = take(doc.get_mut(), "sources");

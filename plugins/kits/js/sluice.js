@@ -57,21 +57,26 @@ export function log(level, message) {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
+/** Marks the spec of a filter, whose batches take a faster loop. */
+const FILTER = Symbol("filter");
+
+const LEVEL_KEYS = ["level", "severity", "levelname", "level_name"];
+
 /** One event, parsed from JSON on first access to a field. */
 export class Event {
-  #fields = undefined;
-
   constructor(raw) {
     /** The event's JSON bytes, as they came. */
     this.raw = raw;
+    this._fields = undefined;
   }
 
   /** The event as an object (parsed once). */
   get fields() {
-    if (this.#fields === undefined) {
-      this.#fields = JSON.parse(decoder.decode(this.raw));
+    let f = this._fields;
+    if (f === undefined) {
+      f = this._fields = JSON.parse(decoder.decode(this.raw));
     }
-    return this.#fields;
+    return f;
   }
 
   /** A field by name, or by dotted path into nested objects ("http.status"). */
@@ -97,8 +102,11 @@ export class Event {
   /** `level` (or `severity`, `levelname`), lower-case; undefined if none. */
   get level() {
     const f = this.fields;
-    for (const key of ["level", "severity", "levelname", "level_name"]) {
-      if (typeof f[key] === "string") return f[key].toLowerCase();
+    const level = f.level;
+    if (typeof level === "string") return level.toLowerCase();
+    for (let i = 1; i < LEVEL_KEYS.length; i++) {
+      const value = f[LEVEL_KEYS[i]];
+      if (typeof value === "string") return value.toLowerCase();
     }
     return undefined;
   }
@@ -138,6 +146,7 @@ export function plugin(spec) {
     version: String(spec.version ?? "javascript"),
   };
   let ports = new Map();
+  const keepOnly = spec[FILTER];
 
   function init(config) {
     try {
@@ -173,6 +182,20 @@ export function plugin(spec) {
     const replaced = [];
     let size = 0;
     let start = 0;
+    if (keepOnly !== undefined) {
+      // A filter: one bool per event, nothing else to decide.
+      for (let i = 0; i < n; i++) {
+        const end = ends[i];
+        const event = new Event(data.subarray(start, end));
+        start = end;
+        try {
+          actions[i] = keepOnly(event) ? 1 : 0;
+        } catch (e) {
+          throw `event ${i}: ${describe(e)}`;
+        }
+      }
+      return { actions, ports: new Uint16Array(0), data: new Uint8Array(0), ends: new Uint32Array(0) };
+    }
     for (let i = 0; i < n; i++) {
       const end = ends[i];
       const event = new Event(data.subarray(start, end));
@@ -236,5 +259,5 @@ export function plugin(spec) {
  * @param {object} [options] `{ init?(config), version? }`
  */
 export function filter(keep, options = {}) {
-  return plugin({ ...options, process: (event) => Boolean(keep(event)) });
+  return plugin({ ...options, process: (event) => Boolean(keep(event)), [FILTER]: keep });
 }

@@ -100,6 +100,7 @@ class Info:
 _state = {
     "init": None,
     "process": None,
+    "filter": None,
     "info": Info(version="python"),
     "ports": {},
 }
@@ -146,8 +147,12 @@ class Event:
     def level(self):
         """The ``level`` field (or ``severity``, ``levelname``), lower-case;
         ``None`` when the event has none."""
-        for key in ("level", "severity", "levelname", "level_name"):
-            value = self.fields.get(key)
+        fields = self.fields
+        value = fields.get("level")
+        if value.__class__ is str:
+            return value.lower()
+        for key in _LEVEL_KEYS:
+            value = fields.get(key)
             if isinstance(value, str):
                 return value.lower()
         return None
@@ -168,6 +173,7 @@ class Event:
 
 
 _MISSING = object()
+_LEVEL_KEYS = ("level", "severity", "levelname", "level_name")
 
 
 def init(fn):
@@ -181,6 +187,7 @@ def process(fn):
     """Decorator: ``fn(event: Event)`` decides each event (see the module's
     documentation for what it may return)."""
     _state["process"] = fn
+    _state["filter"] = None
     return fn
 
 
@@ -191,6 +198,7 @@ def filter(fn):
         return bool(fn(event))
 
     _state["process"] = keep
+    _state["filter"] = fn
     return fn
 
 
@@ -261,6 +269,9 @@ class WitWorld:
         )
 
     def process(self, data, ends):
+        keep = _state["filter"]
+        if keep is not None:
+            return _filter(keep, data, ends)
         fn = _state["process"]
         names = _state["ports"]
         actions = bytearray(len(ends))
@@ -311,6 +322,21 @@ class WitWorld:
             data=bytes(out),
             ends=out_ends,
         )
+
+
+def _filter(keep, data, ends):
+    """A filter's batch: one bool per event, nothing else to decide."""
+    actions = bytearray(len(ends))
+    start = 0
+    for i, end in enumerate(ends):
+        event = Event(data[start:end])
+        start = end
+        try:
+            if keep(event):
+                actions[i] = 1
+        except Exception as exc:
+            raise Err("event %d: %s" % (i, _describe(exc)))
+    return _types.Verdicts(actions=bytes(actions), ports=[], data=b"", ends=[])
 
 
 def _port(names, name, i):
