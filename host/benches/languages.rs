@@ -38,9 +38,10 @@ fn project(root: &Path, name: &str, lang: kits::Lang, entry: Option<(&str, &str)
     let dir = root.join(name);
     let wasm = dir.join(format!("{name}.wasm"));
     let files = kits::project(name, lang);
-    let fresh = files
-        .iter()
-        .all(|(p, text)| std::fs::read_to_string(dir.join(p)).is_ok_and(|t| &t == text) || Some(p.as_str()) == entry.map(|e| e.1));
+    let fresh = files.iter().all(|(p, text)| {
+        std::fs::read_to_string(dir.join(p)).is_ok_and(|t| &t == text)
+            || Some(p.as_str()) == entry.map(|e| e.1)
+    });
     if fresh && wasm.exists() {
         return wasm;
     }
@@ -51,10 +52,13 @@ fn project(root: &Path, name: &str, lang: kits::Lang, entry: Option<(&str, &str)
         std::fs::write(path, text).unwrap();
     }
     if let Some((from, to)) = entry {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/lang").join(from);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/lang")
+            .join(from);
         std::fs::copy(src, dir.join(to)).unwrap();
     }
-    build::build(&dir).unwrap_or_else(|e| panic!("building {name}: {e:#} (run scripts/setup-plugin-tools)"))
+    build::build(&dir)
+        .unwrap_or_else(|e| panic!("building {name}: {e:#} (run scripts/setup-plugin-tools)"))
 }
 
 fn rss_kib() -> u64 {
@@ -78,13 +82,35 @@ fn main() {
         .unwrap_or(200_000);
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-lang");
     std::fs::create_dir_all(&target).unwrap();
-    eprintln!("building the plugins (cached under {})...", target.display());
+    eprintln!(
+        "building the plugins (cached under {})...",
+        target.display()
+    );
     let plugins = [
         ("rust", project(&target, "b-rust", kits::Lang::Rust, None)),
-        ("python", project(&target, "b-python", kits::Lang::Python, None)),
-        ("python raw loop", project(&target, "b-python-raw", kits::Lang::Python, Some(("raw.py", "app.py")))),
+        (
+            "python",
+            project(&target, "b-python", kits::Lang::Python, None),
+        ),
+        (
+            "python raw loop",
+            project(
+                &target,
+                "b-python-raw",
+                kits::Lang::Python,
+                Some(("raw.py", "app.py")),
+            ),
+        ),
         ("js", project(&target, "b-js", kits::Lang::Js, None)),
-        ("js raw loop", project(&target, "b-js-raw", kits::Lang::Js, Some(("raw.js", "plugin.js")))),
+        (
+            "js raw loop",
+            project(
+                &target,
+                "b-js-raw",
+                kits::Lang::Js,
+                Some(("raw.js", "plugin.js")),
+            ),
+        ),
         ("ts", project(&target, "b-ts", kits::Lang::Ts, None)),
     ];
 
@@ -103,7 +129,10 @@ fn main() {
         batches.push((data, ends));
     }
 
-    println!("plugin languages: the same filter, {n} events of ~{} bytes, batches of 1024", bytes / n);
+    println!(
+        "plugin languages: the same filter, {n} events of ~{} bytes, batches of 1024",
+        bytes / n
+    );
     println!(
         "{:<16} {:>8} {:>12} {:>11} {:>10} {:>12} {:>8} {:>6}",
         "plugin", "size MB", "cold compile", "cached load", "memory MB", "events/s", "MB/s", "kept"
@@ -125,7 +154,13 @@ fn main() {
         let cached = started.elapsed();
         let before = rss_kib();
         let mut plugin = warm_runtime
-            .load(name, "bench", compiled, r#"{"min_level":"warn"}"#.into(), limits)
+            .load(
+                name,
+                "bench",
+                compiled,
+                r#"{"min_level":"warn"}"#.into(),
+                limits,
+            )
             .unwrap();
         // One warm-up batch, then the measured pass.
         plugin.process(&batches[0].0, &batches[0].1).unwrap();

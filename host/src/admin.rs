@@ -33,6 +33,12 @@ pub struct Admin {
 type Body = BoxBody<Bytes, Infallible>;
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
+    // No answer shows a secret the pipeline was given (a reload error
+    // quoting a URL, say).
+    let body = match crate::base::secrets::redact(&body) {
+        std::borrow::Cow::Borrowed(_) => body,
+        std::borrow::Cow::Owned(redacted) => redacted,
+    };
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -188,6 +194,12 @@ fn tap(admin: &Arc<Admin>, q: &std::collections::BTreeMap<String, String>) -> Re
                 sent += 1;
                 if limit.is_some_and(|l| sent >= l) {
                     break;
+                }
+            }
+            if crate::base::secrets::any() {
+                let text = String::from_utf8_lossy(&lines);
+                if let std::borrow::Cow::Owned(redacted) = crate::base::secrets::redact(&text) {
+                    lines = redacted.into_bytes();
                 }
             }
             if !lines.is_empty() && tx.send(Bytes::from(lines)).await.is_err() {

@@ -18,7 +18,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(sluice::cli::main(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("error: {}", sluice::base::secrets::redact(&text));
             std::process::ExitCode::FAILURE
         }
     }

@@ -12,6 +12,7 @@ mod plugins;
 mod redis;
 mod reload;
 mod runtime;
+mod service;
 mod sinks;
 mod soak;
 mod sources;

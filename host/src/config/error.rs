@@ -20,33 +20,77 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Turns byte spans of a pipeline file into [`ConfigError`]s.
+/// Turns byte spans of a pipeline into [`ConfigError`]s. A pipeline of
+/// several files is seen as their concatenation, each file starting on a
+/// line of its own; spans index that text and map back to file and line.
 #[derive(Debug, Clone)]
 pub struct Locator {
-    file: PathBuf,
+    /// Each file and where it starts in `text`.
+    files: Vec<(PathBuf, usize)>,
     text: String,
 }
 
 impl Locator {
     pub fn new(file: &Path, text: &str) -> Self {
         Self {
-            file: file.to_path_buf(),
+            files: vec![(file.to_path_buf(), 0)],
             text: text.to_string(),
         }
     }
 
-    pub fn file(&self) -> &Path {
-        &self.file
+    /// The locator of a pipeline made of `files`, in this order.
+    pub fn of_files(files: &[(PathBuf, String)]) -> Self {
+        let mut text = String::new();
+        let mut starts = Vec::new();
+        for (path, t) in files {
+            starts.push((path.clone(), text.len()));
+            text.push_str(t);
+            if !t.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        Self {
+            files: starts,
+            text,
+        }
     }
 
-    /// 1-based line and column of a byte offset.
+    /// The (first) file; relative paths in a pipeline are relative to its folder.
+    pub fn file(&self) -> &Path {
+        &self.files[0].0
+    }
+
+    /// Where the `i`-th file starts in the text.
+    pub fn start_of(&self, i: usize) -> usize {
+        self.files[i].1
+    }
+
+    /// The file holding `offset`, and where it starts and ends.
+    fn segment(&self, offset: usize) -> (&Path, usize, usize) {
+        let i = self
+            .files
+            .iter()
+            .rposition(|(_, start)| *start <= offset)
+            .unwrap_or(0);
+        let end = self.files.get(i + 1).map_or(self.text.len(), |f| f.1);
+        (&self.files[i].0, self.files[i].1, end)
+    }
+
+    /// 1-based line and column of a byte offset, in its file.
     pub fn position(&self, offset: usize) -> (usize, usize) {
+        let (_, line, column) = self.place(offset);
+        (line, column)
+    }
+
+    /// The file, 1-based line and column of a byte offset.
+    pub fn place(&self, offset: usize) -> (&Path, usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
+        let (file, start, _) = self.segment(offset);
+        let before = &self.text[start..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        (line, column)
+        (file, line, column)
     }
 
     /// An error at `span` about `key`.
@@ -56,9 +100,12 @@ impl Locator {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ConfigError {
-        let (line, column) = span.map_or((1, 1), |s| self.position(s.start));
+        let (file, line, column) = match span {
+            Some(s) => self.place(s.start),
+            None => (self.file(), 1, 1),
+        };
         ConfigError {
-            file: self.file.clone(),
+            file: file.to_path_buf(),
             line,
             column,
             key: key.into(),
@@ -105,10 +152,12 @@ impl Locator {
 
     /// The `[table.header]` in force at `offset`, if any.
     fn header_before(&self, offset: usize) -> Option<String> {
-        let end = self.text[offset.min(self.text.len())..]
+        let offset = offset.min(self.text.len());
+        let (_, start, _) = self.segment(offset);
+        let end = self.text[offset..]
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
-        self.text[..end]
+        self.text[start..end]
             .lines()
             .rev()
             .map(str::trim)
@@ -162,9 +211,10 @@ impl Locator {
     }
 
     fn find_key_line(&self, span: Option<Range<usize>>, field: &str) -> Option<Range<usize>> {
-        let start = span.map_or(0, |s| s.start);
+        let start = span.map_or(0, |s| s.start).min(self.text.len());
+        let (_, _, end) = self.segment(start);
         let mut offset = start;
-        for line in self.text[start..].split_inclusive('\n') {
+        for line in self.text[start..end].split_inclusive('\n') {
             let t = line.trim_start();
             if offset > start && t.starts_with('[') {
                 break;

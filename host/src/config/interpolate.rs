@@ -19,8 +19,8 @@
 use std::ops::Range;
 use std::path::Path;
 
-use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 use crate::base::secrets;
 
@@ -66,15 +66,13 @@ fn walk_value(
 ) -> Result<(), InterpolationError> {
     let span = value.span();
     match value.get_mut() {
-        DeValue::String(s) => {
-            if s.contains('$') {
-                let expanded = expand(s, dir, env).map_err(|message| InterpolationError {
-                    span,
-                    key: key.to_string(),
-                    message,
-                })?;
-                *s = expanded.into();
-            }
+        DeValue::String(s) if s.contains('$') => {
+            let expanded = expand(s, dir, env).map_err(|message| InterpolationError {
+                span,
+                key: key.to_string(),
+                message,
+            })?;
+            *s = expanded.into();
         }
         DeValue::Array(items) => {
             for item in items.iter_mut() {
@@ -102,9 +100,8 @@ pub fn expand(
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = closing_brace(body).ok_or_else(|| {
-                format!("`${{` without its `}}` in `{}`", secrets::redact(text))
-            })?;
+            let end = closing_brace(body)
+                .ok_or_else(|| format!("`${{` without its `}}` in `{}`", secrets::redact(text)))?;
             out.push_str(&resolve(&body[..end], dir, env)?);
             rest = &body[end + 1..];
         } else {
@@ -137,11 +134,7 @@ fn closing_brace(body: &str) -> Option<usize> {
     None
 }
 
-fn resolve(
-    expr: &str,
-    dir: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+fn resolve(expr: &str, dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if let Some(path) = expr.strip_prefix("file:") {
         let path = expand(path, dir, env)?;
         let full = dir.join(&path);
@@ -226,7 +219,10 @@ mod tests {
 
     #[test]
     fn variables_defaults_and_escapes() {
-        assert_eq!(x("redis://${HOST}:6379").unwrap(), "redis://db.internal:6379");
+        assert_eq!(
+            x("redis://${HOST}:6379").unwrap(),
+            "redis://db.internal:6379"
+        );
         assert_eq!(x("${PORT:-6379}").unwrap(), "6379");
         assert_eq!(x("${EMPTY:-x}").unwrap(), "x");
         assert_eq!(x("${EMPTY-x}").unwrap(), "");

@@ -9,6 +9,7 @@
 //! over toml's spanned document tree.
 
 mod error;
+pub mod files;
 pub mod interpolate;
 
 use std::collections::BTreeMap;
@@ -249,10 +250,11 @@ pub const RESERVED: [&str; 1] = ["_dead_letters"];
 
 impl PipelineConfig {
     /// Read and parse a pipeline file.
+    /// A folder is read as one pipeline: its `*.toml` files in name order
+    /// (see [`files`]).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read pipeline file {}: {e}", path.display()))?;
-        Ok(Self::parse(path, &text)?)
+        let files = files::pipeline_files(path)?;
+        Ok(Self::parse_files(&files, &|name| std::env::var(name).ok())?)
     }
 
     /// Parse pipeline text; `path` names it in errors. `${VAR}` takes
@@ -267,9 +269,17 @@ impl PipelineConfig {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let locator = Locator::new(path, text);
-        let mut doc = DeTable::parse(text).map_err(|e| locator.from_toml(&e, ""))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse_files(&[(path.to_path_buf(), text.to_string())], env)
+    }
+
+    /// Parse a pipeline made of several files (merged as [`files`] says).
+    pub fn parse_files(
+        files: &[(PathBuf, String)],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let locator = Locator::of_files(files);
+        let mut doc = files::parse_merged(files, &locator)?;
+        let dir = locator.file().parent().unwrap_or(Path::new("."));
         interpolate::interpolate(doc.get_mut(), dir, env)
             .map_err(|e| locator.error(Some(e.span), e.key, e.message))?;
         let mut key_spans = BTreeMap::new();

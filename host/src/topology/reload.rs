@@ -25,11 +25,37 @@ type Stamp = Option<(SystemTime, u64, u64)>;
 
 fn stamp(path: &Path) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
+    if m.is_dir() {
+        return folder_stamp(path);
+    }
     #[cfg(unix)]
     let ino = std::os::unix::fs::MetadataExt::ino(&m);
     #[cfg(not(unix))]
     let ino = 0;
     Some((m.modified().ok()?, m.len(), ino))
+}
+
+/// A pipeline folder changes when one of its `*.toml` files does, or one
+/// comes or goes.
+fn folder_stamp(dir: &Path) -> Stamp {
+    use std::hash::{Hash, Hasher};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut latest = SystemTime::UNIX_EPOCH;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in &files {
+        let s = stamp(f);
+        if let Some((modified, _, _)) = s {
+            latest = latest.max(modified);
+        }
+        (f, s).hash(&mut h);
+    }
+    Some((latest, files.len() as u64, h.finish()))
 }
 
 /// One watched file: the version last acted on, and the one seen last poll.

@@ -214,8 +214,10 @@ impl Core {
             headers.insert(name, value);
         }
         let env = |var: &str| {
-            std::env::var(var)
-                .map_err(|_| BuildError::key("auth", format!("names `{var}`, which is not set")))
+            let value = std::env::var(var)
+                .map_err(|_| BuildError::key("auth", format!("names `{var}`, which is not set")))?;
+            crate::base::secrets::register(&value);
+            Ok::<_, BuildError>(value)
         };
         if let Some(auth) = c.auth {
             let value = match auth {

@@ -565,9 +565,13 @@ impl SourceKind for HttpConfig {
             24 * HOUR,
         )?;
         let token = match &self.auth_token_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                BuildError::key("auth_token_env", format!("names `{var}`, which is not set"))
-            })?),
+            Some(var) => {
+                let token = std::env::var(var).map_err(|_| {
+                    BuildError::key("auth_token_env", format!("names `{var}`, which is not set"))
+                })?;
+                crate::base::secrets::register(&token);
+                Some(token)
+            }
             None => None,
         };
         Ok(Box::new(HttpSource {
