@@ -26,9 +26,7 @@ const SINK: &str = "\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"gen\"]\n";
 
 #[test]
 fn variables_set_unset_defaulted_and_required() {
-    let text = format!(
-        "[sources.gen]\ntype = \"generate\"\ncount = 3\nseed = 1\n\n[sinks.out]\ntype = \"file\"\npath = \"${{LOG_DIR:-logs}}/${{APP}}-$${{literal}}.log\"\ninputs = [\"gen\"]\n"
-    );
+    let text = "[sources.gen]\ntype = \"generate\"\ncount = 3\nseed = 1\n\n[sinks.out]\ntype = \"file\"\npath = \"${LOG_DIR:-logs}/${APP}-$${literal}.log\"\ninputs = [\"gen\"]\n".to_string();
     let c = parse_env(&text, &[("APP", "billing")]).unwrap();
     let debug = format!("{:?}", c.sinks[0].config);
     assert!(debug.contains("logs/billing-${literal}.log"), "{debug}");
@@ -174,7 +172,7 @@ inputs = ["in"]
     );
     let path = d.path().join("pipeline.toml");
     std::fs::write(&path, toml).unwrap();
-    let mut child = sluice()
+    let child = sluice()
         .args(["run"])
         .arg(&path)
         .env("INGEST_TOKEN", ENV_SECRET)
@@ -223,7 +221,7 @@ inputs = ["in"]
         admin,
         "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
-    unsafe { libc_kill(child.id() as i32) };
+    terminate(child.id() as i32);
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -269,7 +267,7 @@ inputs = ["in"]
 }
 
 /// SIGTERM, without a libc dependency.
-unsafe fn libc_kill(pid: i32) {
+fn terminate(pid: i32) {
     let _ = std::process::Command::new("kill")
         .arg(pid.to_string())
         .status();
