@@ -18,6 +18,7 @@ test:
     scripts/setup-test-deps
     cargo build -p sluice
     cargo test --workspace
+    scripts/check-install
 
 # The property tests of every parser that faces input (pipeline files, HTTP
 # bodies, forms, templates, checkpoints, timeline lines, plugin verdicts),

@@ -14,6 +14,7 @@ const BUNDLED: [&str; 3] = ["filter", "route", "mask"];
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
+    version(&root);
     for dir in [
         "plugins/sdk",
         "plugins/filter",
@@ -55,4 +56,38 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("bundled.rs"), code).unwrap();
+}
+
+/// `SLUICE_GIT_COMMIT` and `SLUICE_WASMTIME_VERSION` for `sluice --version`.
+fn version(root: &std::path::Path) {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=9", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=SLUICE_GIT_COMMIT={commit}");
+    // Rebuilt when HEAD moves (a commit, a checkout), not on every edit.
+    let git = root.join(".git");
+    let mut watched = vec![git.join("HEAD"), git.join("packed-refs")];
+    if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
+        if let Some(r) = head.trim().strip_prefix("ref: ") {
+            watched.push(git.join(r));
+        }
+    }
+    for p in watched.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    // The wasmtime this build links, from the lock file.
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let wasmtime = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=SLUICE_WASMTIME_VERSION={wasmtime}");
 }

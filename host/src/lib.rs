@@ -33,6 +33,17 @@
 //! - [`testing`]: `sluice test`, the `[[tests]]` of a pipeline file.
 //! - [`cli`]: the `sluice` command line.
 
+/// `sluice --version`: the version, the git commit it was built from and
+/// the wasmtime it runs plugins on.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SLUICE_GIT_COMMIT"),
+    ", wasmtime ",
+    env!("SLUICE_WASMTIME_VERSION"),
+    ")"
+);
+
 pub mod admin;
 pub mod base;
 pub mod cli;

@@ -154,7 +154,9 @@ fn secrets_never_show_in_logs_answers_taps_or_errors() {
     std::fs::write(d.path().join("password"), format!("{FILE_SECRET}\n")).unwrap();
     let (admin, ingest) = (free_port(), free_port());
     let toml = format!(
-        r#"[admin]
+        r#"shutdown_timeout = "2s"
+
+[admin]
 address = "127.0.0.1:{admin}"
 
 [sources.in]
@@ -270,5 +272,149 @@ inputs = ["in"]
 fn terminate(pid: i32) {
     let _ = std::process::Command::new("kill")
         .arg(pid.to_string())
+        .status();
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_exposes_little() {
+    let unit = std::fs::read_to_string(crate::util::root().join("deploy/sluice.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    assert!(unit.contains("DynamicUser=yes") && unit.contains("StateDirectory=sluice"));
+    // verify checks that ExecStart's program exists: point it at this build.
+    let bin = crate::util::sluice_bin();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("sluice.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/sluice", &bin.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/setup-test-deps installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for sluice.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(score < 2.0, "exposure {score}:\n{text}");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping_and_state_goes_to_its_directory() {
+    use std::os::unix::net::UnixDatagram;
+    let d = tempfile::tempdir().unwrap();
+    let socket_path = d.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let state = d.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(
+        d.path().join("in.log"),
+        "{\"level\":\"info\",\"message\":\"a\"}\n",
+    )
+    .unwrap();
+    let toml = r#"[reload]
+watch = false
+
+[sources.app]
+type = "file"
+path = "in.log"
+read_from = "beginning"
+checkpoint = "checkpoints.json"
+
+[transforms.keep]
+plugin = "filter"
+inputs = ["app"]
+config = { min_level = "debug" }
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["keep"]
+"#;
+    let pipeline = d.path().join("pipeline.toml");
+    std::fs::write(&pipeline, toml).unwrap();
+    let mut child = sluice()
+        .args(["run", "--quiet"])
+        .arg(&pipeline)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("STATE_DIRECTORY", &state)
+        .env_remove("SLUICE_CACHE_DIR")
+        .spawn()
+        .unwrap();
+    let mut heard = Vec::new();
+    let mut recv = |want: &str| loop {
+        let mut buf = [0u8; 4096];
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("waiting for {want}: {e}; heard {heard:?}"));
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        heard.push(msg.clone());
+        if msg.lines().any(|l| l == want) {
+            return msg;
+        }
+    };
+    recv("READY=1");
+    terminate_with(child.id(), "-HUP");
+    let reloading = recv("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    recv("READY=1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(d.path().join("out.log")).is_ok_and(|t| t.contains("\"a\"")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the line was never written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate_with(child.id(), "-TERM");
+    recv("STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    // Checkpoints and the compile cache went to the state directory.
+    assert!(
+        state.join("checkpoints.json").exists(),
+        "no checkpoint in {}",
+        state.display()
+    );
+    assert!(!d.path().join("checkpoints.json").exists());
+    let cached = std::fs::read_dir(state.join("cache"))
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(
+        cached >= 1,
+        "no compiled plugin in {}/cache",
+        state.display()
+    );
+}
+
+fn terminate_with(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
         .status();
 }

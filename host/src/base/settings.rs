@@ -40,6 +40,24 @@ impl BuildContext<'_> {
             self.dir.join(path)
         }
     }
+
+    /// Resolve the path of state sluice writes (checkpoints): relative to
+    /// the service's state directory when systemd gives one
+    /// (`StateDirectory=`, as `$STATE_DIRECTORY`), else to the file.
+    pub fn resolve_state(&self, path: &Path) -> PathBuf {
+        match state_dir() {
+            Some(state) if path.is_relative() => state.join(path),
+            _ => self.resolve(path),
+        }
+    }
+}
+
+/// The state directory systemd gives a service (`$STATE_DIRECTORY`, the
+/// first one when several are listed).
+pub fn state_dir() -> Option<PathBuf> {
+    let v = std::env::var_os("STATE_DIRECTORY")?;
+    let first = std::env::split_paths(&v).next()?;
+    (!first.as_os_str().is_empty()).then_some(first)
 }
 
 /// Why a component cannot be built from its config. The topology turns it

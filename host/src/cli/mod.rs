@@ -18,7 +18,7 @@ use crate::topology;
 
 /// sluice: a log pipeline whose transforms are sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, propagate_version = true)]
+#[command(name = "sluice", version = crate::VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Log level of sluice's own logs (error, warn, info, debug, trace), or a
     /// tracing filter such as `sluice=debug`. `RUST_LOG` overrides it.
@@ -97,6 +97,8 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `sluice man > /usr/local/share/man/man1/sluice.1`.
+    Man,
 }
 
 /// Set up `tracing` on stderr.
@@ -163,6 +165,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(command) => plugin::main(command).await,
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
@@ -191,6 +200,8 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         .start(metrics.clone())
         .context("starting the pipeline")?;
     tracing::info!(pipeline = %pipeline.display(), "pipeline running");
+    // Under systemd (Type=notify): started. Without NOTIFY_SOCKET, nothing.
+    notify(&[sd_notify::NotifyState::Ready]);
 
     let mut background = Vec::new();
     if let Some(listener) = admin_listener {
@@ -220,9 +231,15 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
             background.push(tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading");
+                    let mut states = vec![sd_notify::NotifyState::Reloading];
+                    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                        states.push(now);
+                    }
+                    notify(&states);
                     if let Err(e) = crate::topology::reload::reload_all(&handle, &path, &m).await {
                         tracing::error!(error = %format!("{e:#}"), "reload after SIGHUP failed");
                     }
+                    notify(&[sd_notify::NotifyState::Ready]);
                 }
             }));
         }
@@ -249,6 +266,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let m = metrics.clone();
     background.push(tokio::spawn(async move {
         wait_for_signal().await;
+        notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!(timeout = ?shutdown_timeout, "stopping: draining in-flight events (press Ctrl-C again to abort)");
         stop.trigger();
         let code = tokio::select! {
@@ -288,6 +306,15 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         );
     }
     result
+}
+
+/// Tell systemd (when it started us with `Type=notify`) what we are doing.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, states) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
 }
 
 /// The components of a pipeline as its file lists them: sources, then

@@ -285,11 +285,15 @@ impl Runtime {
         Ok(set)
     }
 
-    /// The default cache folder: `$SLUICE_CACHE_DIR`, else
+    /// The default cache folder: `$SLUICE_CACHE_DIR`, else `cache/` in the
+    /// service's state directory (`$STATE_DIRECTORY`, under systemd), else
     /// `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`.
     pub fn default_cache_dir() -> Option<PathBuf> {
         if let Some(d) = std::env::var_os("SLUICE_CACHE_DIR") {
             return Some(PathBuf::from(d));
+        }
+        if let Some(state) = crate::base::settings::state_dir() {
+            return Some(state.join("cache"));
         }
         if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
             return Some(PathBuf::from(d).join("sluice"));

@@ -123,7 +123,7 @@ impl SourceKind for FileConfig {
         bounded("rotate_wait", self.rotate_wait, Duration::ZERO, 24 * HOUR)?;
         let mut c = self.clone();
         c.path = cx.resolve(&c.path);
-        c.checkpoint = c.checkpoint.map(|p| cx.resolve(&p));
+        c.checkpoint = c.checkpoint.map(|p| cx.resolve_state(&p));
         Ok(Box::new(c))
     }
 
