@@ -438,6 +438,35 @@ pub fn prometheus(metrics: &Registry) -> String {
         "sluice_reloads_total{{result=\"failed\"}} {}",
         metrics.reloads_failed.load(Ordering::Relaxed)
     );
+    let rows = metrics.dead_letters.rows();
+    for (i, (name, help)) in [
+        (
+            "sluice_dead_letters_total",
+            "Dead letters written, by the component that failed the event and why.",
+        ),
+        (
+            "sluice_dead_letters_replayed_total",
+            "Events sent again from dead letters, by where and why they had failed.",
+        ),
+        (
+            "sluice_dead_letters_failed_again_total",
+            "Replayed events that failed again.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (component, kind, written, replayed, again) in &rows {
+            let v = [written, replayed, again][i];
+            let _ = writeln!(
+                out,
+                "{name}{{component=\"{}\",error=\"{}\"}} {v}",
+                escape_label(component),
+                escape_label(kind)
+            );
+        }
+    }
     out
 }
 
@@ -477,6 +506,13 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Bo
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     })
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Bind the admin port; returns the bound address and the serving task.

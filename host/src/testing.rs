@@ -139,8 +139,13 @@ pub async fn run_test(
     for s in &mut c.sources {
         let mut lines = Vec::new();
         for input in t.inputs.iter().filter(|i| i.source == s.name) {
-            lines.extend(input.events.iter().map(|e| to_json(e).to_string()));
-            lines.extend(input.lines.iter().cloned());
+            lines.extend(
+                input
+                    .events
+                    .iter()
+                    .map(|e| to_json(e).to_string().into_bytes()),
+            );
+            lines.extend(input.lines.iter().map(|l| l.clone().into_bytes()));
         }
         s.config = SourceConfig::Memory(MemoryConfig {
             lines: Arc::new(lines),

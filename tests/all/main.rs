@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod dead_letters;
 mod files;
 mod http;
 mod languages;

@@ -341,6 +341,7 @@ watch = false
 [sources.app]
 type = "file"
 path = "in.log"
+follow = true
 read_from = "beginning"
 checkpoint = "checkpoints.json"
 

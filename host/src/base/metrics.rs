@@ -1,5 +1,6 @@
 //! Per-component counters, counted per batch (never per event in a loop).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -209,6 +210,35 @@ pub struct Snapshot {
 /// One registered component: its name, kind and counters.
 type Entry = (String, Kind, Arc<ComponentMetrics>);
 
+/// Dead letters written, replayed and failed again, by component and kind.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterStats(Arc<Mutex<DeadLetterCounts>>);
+
+/// (component, error kind) -> [written, replayed, failed again].
+type DeadLetterCounts = BTreeMap<(String, String), [u64; 3]>;
+
+impl DeadLetterStats {
+    /// Count `n` in column `which`: 0 written, 1 replayed, 2 failed again.
+    pub fn add(&self, component: &str, kind: &str, which: usize, n: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((component.to_string(), kind.to_string()))
+            .or_default()[which] += n;
+    }
+
+    /// Count events sent again from dead letters of `component` and `kind`.
+    pub fn replayed(&self, component: &str, kind: &str, n: u64) {
+        self.add(component, kind, 1, n);
+    }
+
+    /// (component, kind, written, replayed, failed again), sorted.
+    pub fn rows(&self) -> Vec<(String, String, u64, u64, u64)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|((c, k), [w, r, f])| (c.clone(), k.clone(), *w, *r, *f))
+            .collect()
+    }
+}
+
 /// Every component's counters.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
@@ -222,6 +252,8 @@ pub struct Registry {
     queues: Arc<Mutex<Vec<Queue>>>,
     /// `sluice tap` streams open now (the admin port caps them).
     pub taps: Arc<AtomicUsize>,
+    /// Dead letters written, replayed and failed again.
+    pub dead_letters: DeadLetterStats,
 }
 
 /// A consumer's name and its input channel.

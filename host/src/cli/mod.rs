@@ -1,5 +1,6 @@
 //! The command line: `sluice run`, `validate`, `timeline`, `plugin`, ...
 
+pub mod dead_letters;
 pub mod ops;
 pub mod plugin;
 pub mod timeline;
@@ -97,6 +98,10 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// Look at dead letters and send them through a pipeline again:
+    /// `list`, `show`, `replay`.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
     /// Print the manual page (roff): `sluice man > /usr/local/share/man/man1/sluice.1`.
     Man,
 }
@@ -165,6 +170,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(command) => plugin::main(command).await,
+        Command::DeadLetters(command) => dead_letters::main(command).await,
         Command::Man => {
             use clap::CommandFactory;
             let mut out = Vec::new();
@@ -287,6 +293,8 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         std::process::exit(code);
     }));
     let result = running.wait().await;
+    // Finite sources done (or drained after a signal): stopping, either way.
+    notify(&[sd_notify::NotifyState::Stopping]);
     for task in background {
         task.abort();
     }

@@ -1,21 +1,187 @@
 //! Dead letters: where events go when they cannot go on.
 //!
 //! Dead letters are ordinary events on the reserved output
-//! `_dead_letters`, which any sink may read. Each carries the original
-//! event, the component that failed it and why:
+//! `_dead_letters`, which any sink may read. Each is one record of a
+//! documented, versioned format (`dl_version` 1):
 //!
 //! ```json
-//! {"timestamp":"...","component":"mask","plugin":"mask.wasm","plugin_version":"mask 0.1.0 (sha256:ab12..)",
+//! {"dl_version":1,"dl_id":"3f2a...","attempt":1,"timestamp":"...","component":"mask",
+//!  "plugin":"mask.wasm","plugin_version":"mask 0.1.0 (sha256:ab12..)",
 //!  "error":{"kind":"trap","message":"..."},"event":{...}}
 //! ```
 //!
-//! With no sink reading them, dead letters are counted and logged per batch.
+//! - `event` is the original event byte for byte when it is a one-line JSON
+//!   object; a line that is not an object is kept as a JSON string; when
+//!   neither holds the exact bytes (invalid UTF-8, a multi-line object),
+//!   `event_base64` has them and `event` a readable approximation.
+//! - `dl_id` is derived from the event's bytes (a SHA-256 prefix), so the
+//!   same event failing again has the same id; `attempt` counts its
+//!   failures: 1, then one more each time a replay of it fails again.
+//!
+//! [`Record`] reads them back; `sluice dead-letters` and the `dead_letters`
+//! source replay them. With no sink reading them, dead letters are counted
+//! and logged per batch.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
 
 use crate::base::event::{check_object, now_rfc3339, Batch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::output::Output;
+
+/// The version of the record format written here.
+pub const RECORD_VERSION: u64 = 1;
+
+/// The id of a dead letter: the first 16 bytes of the SHA-256 of the
+/// event's bytes, in hex.
+pub fn dl_id(event: &[u8]) -> String {
+    Sha256::digest(event)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Events being replayed in this process: id -> the attempt their record
+/// had. A replayed event that fails again is written with one more.
+static REPLAYING: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+/// Say that the event with this id is sent again after `attempt` failures.
+pub fn replaying(id: &str, attempt: u64) {
+    REPLAYING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.to_string(), attempt);
+}
+
+fn attempts_before(id: &str) -> Option<u64> {
+    REPLAYING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .copied()
+}
+
+/// A dead-letter record, read back.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The whole record, as written.
+    pub value: serde_json::Value,
+    pub id: String,
+    pub attempt: u64,
+    pub component: String,
+    pub kind: String,
+    pub message: String,
+    pub timestamp: String,
+    /// The original event's bytes.
+    pub event: Vec<u8>,
+}
+
+impl Record {
+    /// Parse one line of a dead-letter file.
+    pub fn parse(line: &str) -> Result<Record, String> {
+        #[derive(serde::Deserialize)]
+        struct Raw<'a> {
+            #[serde(borrow)]
+            event: Option<&'a serde_json::value::RawValue>,
+            event_base64: Option<String>,
+        }
+        let raw: Raw<'_> =
+            serde_json::from_str(line).map_err(|e| format!("not a dead letter: {e}"))?;
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let event = if let Some(b64) = &raw.event_base64 {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("event_base64: {e}"))?
+        } else {
+            let text = raw.event.ok_or("not a dead letter: no `event`")?.get();
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::String(s)) => s.into_bytes(),
+                _ => text.as_bytes().to_vec(),
+            }
+        };
+        let str_at = |path: &[&str]| -> String {
+            let mut v = &value;
+            for p in path {
+                v = &v[*p];
+            }
+            v.as_str().unwrap_or_default().to_string()
+        };
+        Ok(Record {
+            id: value["dl_id"]
+                .as_str()
+                .map_or_else(|| dl_id(&event), str::to_string),
+            attempt: value["attempt"].as_u64().unwrap_or(1),
+            component: str_at(&["component"]),
+            kind: str_at(&["error", "kind"]),
+            message: str_at(&["error", "message"]),
+            timestamp: str_at(&["timestamp"]),
+            event,
+            value,
+        })
+    }
+}
+
+pub use crate::base::metrics::DeadLetterStats;
+
+/// The records of a dead-letter file already replayed, by id and attempt,
+/// in `FILE.replayed` (one `id attempt` per line).
+pub struct ReplayLog {
+    path: PathBuf,
+    done: BTreeSet<(String, u64)>,
+}
+
+impl ReplayLog {
+    /// The log of dead-letter file `file` (`FILE.replayed`).
+    pub fn load(file: &Path) -> anyhow::Result<ReplayLog> {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".replayed");
+        Self::at(PathBuf::from(name))
+    }
+
+    /// The log at `path`.
+    pub fn at(path: PathBuf) -> anyhow::Result<ReplayLog> {
+        let done = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| {
+                    let (id, a) = l.split_once(' ')?;
+                    Some((id.to_string(), a.trim().parse().ok()?))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(ReplayLog { path, done })
+    }
+
+    /// Whether this record was replayed.
+    pub fn has(&self, r: &Record) -> bool {
+        self.done.contains(&(r.id.clone(), r.attempt))
+    }
+
+    /// Remember that this record was replayed.
+    pub fn insert(&mut self, r: &Record) {
+        self.done.insert((r.id.clone(), r.attempt));
+    }
+
+    /// Remember the log on disk (written aside, then renamed).
+    pub fn save(&self) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for (id, a) in &self.done {
+            text.push_str(&format!("{id} {a}\n"));
+        }
+        let tmp = self.path.with_extension("replayed.tmp");
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
 
 /// The reserved name of the dead-letter output.
 pub const DEAD_LETTERS: &str = "_dead_letters";
@@ -71,7 +237,7 @@ pub struct DeadLetter<'a> {
 /// component holding it ends, the output ends, so the sinks reading dead
 /// letters can drain and stop.
 #[derive(Debug)]
-pub struct DeadOutput(pub Output);
+pub struct DeadOutput(pub Output, pub DeadLetterStats);
 
 impl Drop for DeadOutput {
     fn drop(&mut self) {
@@ -121,18 +287,64 @@ impl DeadLetters {
                 "error".into(),
                 serde_json::json!({"kind": l.kind.as_str(), "message": l.message}),
             );
-            let event = match std::str::from_utf8(l.event) {
-                Ok(text) if check_object(l.event).is_ok() => {
+            let id = dl_id(l.event);
+            let before = attempts_before(&id);
+            if before.is_some() {
+                self.out.1.add(&self.component, l.kind.as_str(), 2, 1);
+            }
+            self.out.1.add(&self.component, l.kind.as_str(), 0, 1);
+            let mut head = serde_json::Map::new();
+            head.insert("dl_version".into(), RECORD_VERSION.into());
+            head.insert("dl_id".into(), id.into());
+            head.insert("attempt".into(), (before.unwrap_or(0) + 1).into());
+            head.append(&mut obj);
+            let mut obj = head;
+            // The event: verbatim when it is a one-line JSON object.
+            let verbatim = match std::str::from_utf8(l.event) {
+                Ok(text) if check_object(l.event).is_ok() && !text.contains(['\n', '\r']) => {
+                    serde_json::value::RawValue::from_string(text.to_string()).ok()
+                }
+                _ => None,
+            };
+            let event: serde_json::Value = match std::str::from_utf8(l.event) {
+                Ok(text) if verbatim.is_none() && check_object(l.event).is_ok() => {
+                    // Exact bytes go in event_base64 below.
                     serde_json::from_str(text).unwrap_or_else(|_| text.into())
                 }
                 Ok(text) => text.into(),
                 Err(_) => String::from_utf8_lossy(l.event).into_owned().into(),
             };
-            obj.insert("event".into(), event);
-            serde_json::to_writer(&mut batch.data, &obj).expect("writing to a Vec cannot fail");
+            let exact =
+                verbatim.is_some() || (event.is_string() && std::str::from_utf8(l.event).is_ok());
+            if !exact {
+                obj.insert(
+                    "event_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(l.event)
+                        .into(),
+                );
+            }
+            // `event` last, so a reader sees the reason first.
+            batch.data.extend_from_slice(b"{");
+            let fields = serde_json::to_string(&obj).expect("a map serializes");
+            batch
+                .data
+                .extend_from_slice(&fields.as_bytes()[1..fields.len() - 1]);
+            batch.data.extend_from_slice(b",\"event\":");
+            match verbatim {
+                Some(raw) => batch.data.extend_from_slice(raw.get().as_bytes()),
+                None => serde_json::to_writer(&mut batch.data, &event)
+                    .expect("writing to a Vec cannot fail"),
+            }
+            batch.data.extend_from_slice(b"}");
             batch.seal();
         }
         batch
+    }
+
+    /// The counts of dead letters written, replayed and failed again.
+    pub fn stats(&self) -> &DeadLetterStats {
+        &self.out.1
     }
 
     /// Whether any sink reads the dead letters (else they are only counted

@@ -5,6 +5,7 @@
 //! gathering events into batches ([`Batcher`]).
 
 pub mod checkpoint;
+pub mod dead_letters;
 pub mod file;
 pub mod fingerprint;
 pub mod generate;
@@ -32,6 +33,7 @@ kinds! {
         "generate" => Generate(generate::GenerateConfig),
         "http" => Http(http::HttpConfig),
         "redis" => Redis(redis::RedisSourceConfig),
+        "dead_letters" => DeadLetters(dead_letters::DeadLettersSourceConfig),
     }
     internal {
         /// Events given in memory: what `sluice test` feeds a pipeline. Not
@@ -86,7 +88,7 @@ pub trait Source: Send {
 /// The lines a [`SourceConfig::Memory`] source emits.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryConfig {
-    pub lines: std::sync::Arc<Vec<String>>,
+    pub lines: std::sync::Arc<Vec<Vec<u8>>>,
 }
 
 impl SourceKind for MemoryConfig {
@@ -102,7 +104,7 @@ impl MemoryConfig {
         let mut decoder = LineDecoder::new(Format::Auto, &ctx.name, None);
         let mut batcher = Batcher::new(ctx.batch);
         for line in self.lines.iter() {
-            batcher.line(&mut decoder, line.as_bytes());
+            batcher.line(&mut decoder, line);
             if batcher.is_full() {
                 batcher.flush(&ctx).await?;
             }

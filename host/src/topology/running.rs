@@ -166,12 +166,15 @@ impl Running {
             return d;
         }
         inner.router.revive(DEAD_LETTERS);
-        let d = Arc::new(DeadOutput(Output::new(
-            DEAD_LETTERS,
-            1,
-            inner.router.clone(),
-            inner.metrics.component(DEAD_LETTERS, Kind::Source),
-        )));
+        let d = Arc::new(DeadOutput(
+            Output::new(
+                DEAD_LETTERS,
+                1,
+                inner.router.clone(),
+                inner.metrics.component(DEAD_LETTERS, Kind::Source),
+            ),
+            inner.metrics.dead_letters.clone(),
+        ));
         state.dead = Arc::downgrade(&d);
         d
     }
