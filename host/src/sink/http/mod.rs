@@ -11,6 +11,7 @@
 
 pub mod core;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use self::core::{
     Answer, Body, Compression, Core, Decision, Outlets, Protocol, RetryLogic, StatusRetry,
 };
 use super::{inputs_field, Sink, SinkContext, SinkKind};
+use crate::base::event::SharedBatch;
 use crate::base::settings::{bounded, BuildContext, BuildError};
 use crate::delivery::Breaker;
 
@@ -267,10 +269,41 @@ impl Sink for NetworkSink {
     }
 }
 
+/// Cut a batch into pieces of at most `max_events` events and `max_bytes`
+/// bytes (an event larger than `max_bytes` goes alone), each holding the
+/// batch's acknowledgements, so a source is answered once every piece is.
+fn split(
+    batch: SharedBatch,
+    max_events: usize,
+    max_bytes: usize,
+    into: &mut VecDeque<SharedBatch>,
+) {
+    if batch.len() <= max_events && batch.bytes() <= max_bytes {
+        into.push_back(batch);
+        return;
+    }
+    let mut start = 0;
+    while start < batch.len() {
+        let (mut end, mut bytes) = (start, 0usize);
+        while end < batch.len() && end - start < max_events {
+            let size = batch.get(end).len();
+            if end > start && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let mut piece = batch.slice(start..end);
+        piece.acks = batch.acks.clone();
+        into.push_back(Arc::new(piece));
+        start = end;
+    }
+}
+
 /// The run of every network sink: put queued batches together into
-/// requests (up to `max_events` and `max_bytes`), keep `max_in_flight` of
-/// them going (a full set is backpressure), each delivered by
-/// [`core::deliver`] with the sink's protocol.
+/// requests (up to `max_events` and `max_bytes`; a larger batch is cut),
+/// keep `max_in_flight` of them going (a full set is backpressure), each
+/// delivered by [`core::deliver`] with the sink's protocol.
 pub async fn run_requests(
     mut ctx: SinkContext,
     core: Arc<Core>,
@@ -288,21 +321,38 @@ pub async fn run_requests(
         down_because: Arc::default(),
     };
     let mut requests = tokio::task::JoinSet::new();
-    while let Some(first) = ctx.input.recv().await {
+    // Pieces of batches cut to the request limits, not sent yet.
+    let mut queue: VecDeque<SharedBatch> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match ctx.input.recv().await {
+                Some(b) => split(b, r.max_events, r.max_bytes, &mut queue),
+                None => break,
+            }
+        }
+        let first = queue.pop_front().expect("a piece was just queued");
         let (mut events, mut bytes) = (first.len(), first.bytes());
         let mut batches = vec![first];
         let until = tokio::time::Instant::now() + r.max_wait;
         while events < r.max_events && bytes < r.max_bytes {
-            let next = match ctx.input.try_recv() {
-                Ok(b) => Some(b),
-                Err(_) if r.max_wait.is_zero() => None,
-                // Wait for more, up to `max_wait` after the first.
-                Err(_) => tokio::time::timeout_at(until, ctx.input.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            let Some(b) = next else { break };
+            if queue.is_empty() {
+                let next = match ctx.input.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(_) if r.max_wait.is_zero() => None,
+                    // Wait for more, up to `max_wait` after the first.
+                    Err(_) => tokio::time::timeout_at(until, ctx.input.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                let Some(b) = next else { break };
+                split(b, r.max_events, r.max_bytes, &mut queue);
+            }
+            let b = queue.front().expect("a piece was just queued");
+            if events + b.len() > r.max_events || bytes + b.bytes() > r.max_bytes {
+                break;
+            }
+            let b = queue.pop_front().expect("checked above");
             events += b.len();
             bytes += b.bytes();
             batches.push(b);
@@ -317,4 +367,38 @@ pub async fn run_requests(
     }
     while requests.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::ack::Ack;
+    use crate::base::event::Batch;
+
+    #[test]
+    fn a_batch_past_the_limits_is_cut_and_each_piece_holds_its_acks() {
+        let events: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let mut batch = Batch::from_events(events.iter().map(|e| e.as_bytes()));
+        let acked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let a = acked.clone();
+        batch.acks.push(Ack::new(move |ok| {
+            a.store(ok, std::sync::atomic::Ordering::SeqCst)
+        }));
+        let mut queue = VecDeque::new();
+        split(Arc::new(batch), 3, usize::MAX, &mut queue);
+        let sizes: Vec<usize> = queue.iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        let all: Vec<&[u8]> = queue.iter().flat_map(|b| b.iter()).collect();
+        assert_eq!(all, events.iter().map(|e| e.as_bytes()).collect::<Vec<_>>());
+        // By bytes: 7-byte events, at most 15 bytes a piece -> 2 each.
+        let mut by_bytes = VecDeque::new();
+        split(queue[0].clone(), 100, 15, &mut by_bytes);
+        assert_eq!(by_bytes.iter().map(|b| b.len()).collect::<Vec<_>>(), [2, 1]);
+        // The source hears once every piece is gone.
+        queue.pop_front();
+        drop(by_bytes);
+        assert!(!acked.load(std::sync::atomic::Ordering::SeqCst));
+        queue.clear();
+        assert!(acked.load(std::sync::atomic::Ordering::SeqCst));
+    }
 }
