@@ -81,10 +81,9 @@ path = "dead.log"
 inputs = ["_dead_letters"]
 "#;
 
-#[test]
-fn a_trapping_plugin_version_then_a_fixed_one_replays_each_event_once() {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path();
+/// Run PIPELINE with the chaos plugin as `mask` over the input: 17 events
+/// out, the POISONED ones dead-lettered. Returns the input lines.
+fn poisoned_run(dir: &Path) -> Vec<String> {
     let input = write_input(&dir.join("in.jsonl"));
     std::fs::copy(CHAOS, dir.join("masker.wasm")).unwrap();
     std::fs::write(dir.join("pipeline.toml"), PIPELINE).unwrap();
@@ -99,6 +98,14 @@ fn a_trapping_plugin_version_then_a_fixed_one_replays_each_event_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(seqs(&dir.join("out.log")).len(), 17);
+    input
+}
+
+#[test]
+fn a_trapping_plugin_version_then_a_fixed_one_replays_each_event_once() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let input = poisoned_run(dir);
 
     // The record format: versioned, with an id, an attempt, the reason and
     // the original event byte for byte.
@@ -213,15 +220,7 @@ fn a_trapping_plugin_version_then_a_fixed_one_replays_each_event_once() {
 fn events_that_fail_again_go_to_a_new_file_with_one_attempt_more() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    write_input(&dir.join("in.jsonl"));
-    std::fs::copy(CHAOS, dir.join("masker.wasm")).unwrap();
-    std::fs::write(dir.join("pipeline.toml"), PIPELINE).unwrap();
-    let out = sluice()
-        .args(["run", "--quiet", "pipeline.toml"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    poisoned_run(dir);
     // Not fixed: the replay fails again.
     let (ok, said, err) = dead_letters_cli(
         &[
