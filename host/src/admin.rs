@@ -567,3 +567,29 @@ pub fn serve_listener(
     tracing::info!(address = %local, "admin port listening");
     Ok((local, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_counts_are_exposed_by_component_and_error() {
+        let metrics = Registry::default();
+        metrics.dead_letters.add("mask", "trap", 0, 3);
+        metrics.dead_letters.replayed("mask", "trap", 2);
+        metrics.dead_letters.add("mask", "trap", 2, 1);
+        let text = prometheus(&metrics);
+        for line in [
+            "# TYPE sluice_dead_letters_total counter",
+            "sluice_dead_letters_total{component=\"mask\",error=\"trap\"} 3",
+            "sluice_dead_letters_replayed_total{component=\"mask\",error=\"trap\"} 2",
+            "sluice_dead_letters_failed_again_total{component=\"mask\",error=\"trap\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

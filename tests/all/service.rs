@@ -419,3 +419,60 @@ fn terminate_with(pid: u32, signal: &str) {
         .args([signal, &pid.to_string()])
         .status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_folder_reloads_when_a_file_comes() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("10-source.toml"),
+        "[reload]\npoll_interval = \"50ms\"\n\n[sources.gen]\ntype = \"generate\"\nrate = 200.0\nseed = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("20-sink.toml"),
+        "[sinks.first]\ntype = \"file\"\npath = \"first.log\"\ninputs = [\"gen\"]\n",
+    )
+    .unwrap();
+    let config = PipelineConfig::load(dir).unwrap();
+    let plan = sluice::topology::plan(config, crate::util::runtime())
+        .await
+        .unwrap();
+    let metrics = sluice::base::metrics::Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    let watcher = tokio::spawn(sluice::topology::reload::watch(
+        running.reload_handle(),
+        dir.to_path_buf(),
+        Duration::from_millis(50),
+        metrics.clone(),
+    ));
+    let stop = running.stop_handle();
+    let waiter = tokio::spawn(running.wait());
+    crate::util::until("the first sink writes", 20, || {
+        dir.join("first.log").exists()
+    })
+    .await;
+    // A new file in the folder: a second sink, picked up without a restart.
+    std::fs::write(
+        dir.join("30-more.toml"),
+        "[sinks.second]\ntype = \"file\"\npath = \"second.log\"\ninputs = [\"gen\"]\n",
+    )
+    .unwrap();
+    crate::util::until("the new file's sink writes", 20, || {
+        std::fs::read_to_string(dir.join("second.log")).is_ok_and(|t| !t.is_empty())
+    })
+    .await;
+    assert!(
+        metrics
+            .reloads_ok
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    watcher.abort();
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
