@@ -12,7 +12,7 @@ use sluice::topology;
 use sluice::topology::reload::ReloadHandle;
 use sluice::topology::running::StopHandle;
 
-use crate::util::{counts, free_port, read_json_lines, start};
+use crate::util::{counts, free_port, raw_http as http, read_json_lines, start};
 use crate::{FILTER, TAG, TAG_B};
 
 /// Replace a file atomically: write aside, then rename over it.
@@ -264,14 +264,6 @@ async fn pipeline_reload_adds_and_removes_sinks_and_refuses_bad_files() {
         "every event once across the old and the new sink"
     );
     assert!(first_len > 0 && first_len < seqs.len());
-}
-
-fn http(port: u16, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

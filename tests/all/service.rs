@@ -1,13 +1,12 @@
 //! Running sluice as a service: `${VAR}` and `${file:...}` in pipeline
 //! files, secrets kept out of every output, pipelines in a folder.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use sluice::config::PipelineConfig;
 
-use crate::util::{free_port, sluice};
+use crate::util::{free_port, raw_http as http, sluice};
 
 fn parse_env(text: &str, vars: &[(&str, &str)]) -> Result<PipelineConfig, String> {
     let d = tempfile::tempdir().unwrap();
@@ -135,15 +134,6 @@ fn a_folder_is_one_pipeline_and_a_name_defined_twice_names_both_files() {
     std::fs::write(d.path().join("30-sinks.toml"), "[sinks.out\n").unwrap();
     let e = format!("{:#}", PipelineConfig::load(d.path()).unwrap_err());
     assert!(e.contains("30-sinks.toml:1:"), "{e}");
-}
-
-fn http(port: u16, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 #[test]
