@@ -277,7 +277,7 @@ type Counter = (
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [Counter; 12] = [
+    let counters: [Counter; 13] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",
@@ -337,6 +337,11 @@ pub fn prometheus(metrics: &Registry) -> String {
             "sluice_requests_total",
             "Requests a network sink sent (retries included).",
             |s| s.requests,
+        ),
+        (
+            "sluice_timestamps_unparsed_total",
+            "Events whose time field a source could not parse (it used the arrival time).",
+            |s| s.timestamps_unparsed,
         ),
     ];
     for (name, help, get) in counters {

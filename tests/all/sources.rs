@@ -161,3 +161,61 @@ inputs = ["gen"]
         "rate not applied: {elapsed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_keep_their_own_time_not_the_arrival_time() {
+    let d = tempfile::tempdir().unwrap();
+    // As Monolog, Python logging (a JSON formatter), loguru (serialize=True),
+    // pino and bunyan write them; then one whose time does not parse.
+    let lines = [
+        r#"{"message":"monolog","datetime":"2026-11-23T10:00:00.123456+00:00","channel":"app"}"#,
+        r#"{"msg":"python","created":1795428000.123,"levelname":"INFO"}"#,
+        r#"{"text":"loguru","record":{"time":{"repr":"2026-11-23 10:00:00.123000+00:00","timestamp":1795428000.123},"message":"loguru"}}"#,
+        r#"{"msg":"pino","time":1795428000123,"level":30}"#,
+        r#"{"msg":"bunyan","time":"2026-11-23T10:00:00.123Z","v":0}"#,
+        r#"{"msg":"bad","datetime":"the day before yesterday"}"#,
+        r#"{"msg":"custom","when":"23/Nov/2026:11:00:00 +0100"}"#,
+    ];
+    std::fs::write(d.path().join("in.log"), lines.join("\n") + "\n").unwrap();
+    let toml = r#"[sources.app]
+type = "file"
+path = "in.log"
+follow = false
+
+[sources.custom]
+type = "file"
+path = "in.log"
+follow = false
+timestamp = [{ field = "when", format = "%d/%b/%Y:%H:%M:%S %z" }]
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["app"]
+
+[sinks.custom_out]
+type = "file"
+path = "custom.log"
+inputs = ["custom"]
+"#;
+    let metrics = crate::util::run(d.path(), toml).await.unwrap();
+    let out = crate::util::read_json_lines(&d.path().join("out.log"));
+    let time = |i: usize| out[i]["timestamp"].as_str().unwrap().to_string();
+    for e in &out[..5] {
+        assert_eq!(e["timestamp"], "2026-11-23T10:00:00.123Z", "{e}");
+    }
+    // Not parsable: kept as it was, the arrival time used, counted.
+    assert_eq!(out[5]["datetime"], "the day before yesterday");
+    assert!(
+        time(5).starts_with(&chrono::Utc::now().format("%Y-%m-%d").to_string()),
+        "{}",
+        out[5]
+    );
+    assert_eq!(crate::util::counts(&metrics, "app").timestamps_unparsed, 1);
+    // The original fields stay.
+    assert_eq!(out[1]["created"], 1795428000.123);
+    // A configured candidate.
+    let custom = crate::util::read_json_lines(&d.path().join("custom.log"));
+    let c = custom.iter().find(|e| e["msg"] == "custom").unwrap();
+    assert_eq!(c["timestamp"], "2026-11-23T10:00:00.000Z");
+}

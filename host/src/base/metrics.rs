@@ -38,6 +38,8 @@ pub struct ComponentMetrics {
     pub connections: AtomicU64,
     /// Requests sent, retries included (network sinks).
     pub requests: AtomicU64,
+    /// Events whose time field did not parse (sources; the arrival time was used).
+    pub timestamps_unparsed: AtomicU64,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -204,6 +206,7 @@ pub struct Snapshot {
     pub rescued_lines: u64,
     pub connections: u64,
     pub requests: u64,
+    pub timestamps_unparsed: u64,
     pub down: Option<String>,
 }
 
@@ -297,6 +300,7 @@ impl Registry {
                 rescued_lines: m.rescued_lines.load(Relaxed),
                 connections: m.connections.load(Relaxed),
                 requests: m.requests.load(Relaxed),
+                timestamps_unparsed: m.timestamps_unparsed.load(Relaxed),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod output;
 pub mod secrets;
 pub mod settings;
+pub mod timestamp;
 pub mod written;

@@ -23,6 +23,7 @@ use crate::base::event::{check_object, push_json_str, Batch, Clock};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::output::{Closed, Output, Shutdown};
 use crate::base::settings::{kinds, BatchConfig, BatchOverride, BuildContext, BuildError, Task};
+use crate::base::timestamp::{self, TimestampRules};
 use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
 
 kinds! {
@@ -145,6 +146,10 @@ pub struct LineDecoder {
     /// `"file":"PATH"`, pre-encoded once.
     meta: Vec<u8>,
     clock: Clock,
+    /// Where an object without `timestamp` has its time (None: the defaults).
+    times: Option<TimestampRules>,
+    /// Counts the times that did not parse.
+    metrics: Option<Arc<ComponentMetrics>>,
 }
 
 impl LineDecoder {
@@ -160,7 +165,26 @@ impl LineDecoder {
             format,
             meta,
             clock: Clock::default(),
+            times: None,
+            metrics: None,
         }
+    }
+
+    /// Take an event's time from `rules` (None: the defaults), counting in
+    /// `metrics` the times that do not parse.
+    pub fn with_times(
+        mut self,
+        rules: Option<TimestampRules>,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        self.times = rules;
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The time of an object that has no `timestamp`, from its own fields.
+    fn event_time(&self, line: &[u8]) -> Option<String> {
+        event_time(self.times.as_ref(), line, self.metrics.as_deref())
     }
 
     /// Append the event for `line` (without its newline) to `batch`, or say
@@ -180,8 +204,12 @@ impl LineDecoder {
                 Ok(_) => {
                     let line = line.trim_ascii();
                     let body = line[1..].trim_ascii_start();
+                    let own = self.event_time(line);
                     batch.data.extend_from_slice(b"{\"timestamp\":\"");
-                    batch.data.extend_from_slice(self.clock.now().as_bytes());
+                    match own {
+                        Some(t) => batch.data.extend_from_slice(t.as_bytes()),
+                        None => batch.data.extend_from_slice(self.clock.now().as_bytes()),
+                    }
                     batch.data.push(b'"');
                     if body != b"}" {
                         batch.data.push(b',');
@@ -207,6 +235,39 @@ impl LineDecoder {
         batch.data.push(b'}');
         batch.seal();
         Ok(true)
+    }
+}
+
+/// The time of an event (JSON bytes) that has no `timestamp`, from its own
+/// fields by `rules` (None: the defaults); a candidate that does not parse
+/// is counted in `metrics`.
+pub fn event_time(
+    rules: Option<&TimestampRules>,
+    raw: &[u8],
+    metrics: Option<&ComponentMetrics>,
+) -> Option<String> {
+    if !timestamp::may_have(rules, raw) {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw).ok()?;
+    event_time_of(rules, &map, metrics)
+}
+
+/// [`event_time`] of a parsed event.
+pub fn event_time_of(
+    rules: Option<&TimestampRules>,
+    map: &serde_json::Map<String, serde_json::Value>,
+    metrics: Option<&ComponentMetrics>,
+) -> Option<String> {
+    match timestamp::find(rules, map) {
+        timestamp::Found::Time(t) => Some(t),
+        timestamp::Found::Unparsable => {
+            if let Some(m) = metrics {
+                ComponentMetrics::add(&m.timestamps_unparsed, 1);
+            }
+            None
+        }
+        timestamp::Found::Absent => None,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct RedisSourceConfig {
     _type: TypeTag,
     /// `redis://127.0.0.1:6379/0`.
     pub url: String,
+    /// Where an event without `timestamp` has its time (see `base::timestamp`).
+    #[serde(default)]
+    pub timestamp: Option<crate::base::timestamp::TimestampRules>,
     pub stream: String,
     pub group: String,
     /// This consumer's name in the group (default: the host name and the
@@ -191,6 +194,8 @@ pub fn entry_event(
     entry: &Entry,
     id_field: &str,
     clock: &mut Clock,
+    times: Option<&crate::base::timestamp::TimestampRules>,
+    metrics: Option<&crate::base::metrics::ComponentMetrics>,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     if entry.fields.is_empty() {
@@ -222,7 +227,10 @@ pub fn entry_event(
     let mut first = true;
     if !has_timestamp {
         out.extend_from_slice(b"\"timestamp\":\"");
-        out.extend_from_slice(clock.now().as_bytes());
+        match crate::source::event_time(times, &body, metrics) {
+            Some(t) => out.extend_from_slice(t.as_bytes()),
+            None => out.extend_from_slice(clock.now().as_bytes()),
+        }
         out.push(b'"');
         first = false;
     }
@@ -713,7 +721,14 @@ impl RedisSourceConfig {
         for e in &entries {
             let n = deliveries.get(&e.id).copied().unwrap_or(1);
             let mut raw = Vec::new();
-            let decoded = entry_event(e, &self.id_field, clock, &mut raw);
+            let decoded = entry_event(
+                e,
+                &self.id_field,
+                clock,
+                self.timestamp.as_ref(),
+                Some(&ctx.metrics),
+                &mut raw,
+            );
             if n > self.max_deliveries {
                 let event = if decoded.is_ok() { raw } else { fields_json(e) };
                 dead.push((
@@ -794,7 +809,7 @@ mod tests {
 
     fn event(e: &Entry) -> serde_json::Value {
         let mut out = Vec::new();
-        entry_event(e, "stream_id", &mut Clock::default(), &mut out).unwrap();
+        entry_event(e, "stream_id", &mut Clock::default(), None, None, &mut out).unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -861,6 +876,8 @@ mod tests {
             &entry(&[("event", "{broken")]),
             "",
             &mut Clock::default(),
+            None,
+            None,
             &mut out
         )
         .is_err());

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::{read_lines, runs_itself, Format, LineDecoder, Source, SourceContext, SourceKind};
 use crate::base::settings::{bounded, size, BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::base::timestamp::TimestampRules;
 
 /// `[sources.NAME] type = "stdin"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -19,6 +20,9 @@ pub struct StdinConfig {
     pub max_line: usize,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
+    /// Where an event without `timestamp` has its time (see `base::timestamp`).
+    #[serde(default)]
+    pub timestamp: Option<TimestampRules>,
 }
 
 fn default_max_line() -> usize {
@@ -40,7 +44,8 @@ runs_itself!(StdinConfig);
 impl StdinConfig {
     /// Read standard input to its end.
     pub async fn run(self, mut ctx: SourceContext) -> anyhow::Result<()> {
-        let mut decoder = LineDecoder::new(self.format, &ctx.name, None);
+        let mut decoder = LineDecoder::new(self.format, &ctx.name, None)
+            .with_times(self.timestamp.clone(), ctx.metrics.clone());
         let mut stdin = tokio::io::stdin();
         let bytes = read_lines(&mut ctx, &mut stdin, &mut decoder, self.max_line).await?;
         tracing::debug!(source = %ctx.name, bytes, "stdin closed");

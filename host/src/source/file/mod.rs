@@ -66,6 +66,9 @@ pub struct FileConfig {
     pub poll_interval: Duration,
     #[serde(default)]
     pub format: Format,
+    /// Where an event without `timestamp` has its time (see `base::timestamp`).
+    #[serde(default)]
+    pub timestamp: Option<crate::base::timestamp::TimestampRules>,
     /// Where read positions are saved (a JSON file); none: not saved.
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,

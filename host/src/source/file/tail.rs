@@ -237,7 +237,8 @@ impl Tailer {
         };
         let shown = path.display().to_string();
         tracing::debug!(source = %self.ctx().name, path = %shown, start, resumed = resumed.is_some(), "reading file");
-        let decoder = LineDecoder::new(self.cfg.format, &self.ctx().name, Some(&shown));
+        let decoder = LineDecoder::new(self.cfg.format, &self.ctx().name, Some(&shown))
+            .with_times(self.cfg.timestamp.clone(), self.ctx().metrics.clone());
         self.files.insert(
             id,
             Tail {

@@ -141,6 +141,9 @@ pub struct HttpConfig {
     pub read_timeout: Duration,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
+    /// Where an event without `timestamp` has its time (see `base::timestamp`).
+    #[serde(default)]
+    pub timestamp: Option<crate::base::timestamp::TimestampRules>,
 }
 
 fn default_paths() -> Vec<String> {
@@ -389,8 +392,16 @@ impl Server {
             }
             if let Value::Object(map) = &mut v {
                 if !map.contains_key("timestamp") {
+                    let own = crate::source::event_time_of(
+                        self.cfg.timestamp.as_ref(),
+                        map,
+                        Some(&self.ctx.metrics),
+                    );
                     let mut with = Map::with_capacity(map.len() + 1);
-                    with.insert("timestamp".into(), clock.now().into());
+                    with.insert(
+                        "timestamp".into(),
+                        own.map_or_else(|| clock.now().into(), Into::into),
+                    );
                     with.extend(std::mem::take(map));
                     *map = with;
                 }
