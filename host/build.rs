@@ -1,4 +1,4 @@
-//! Builds the bundled plugins (`plugins/filter`, `route`, `mask`) for
+//! Builds the bundled plugins (`plugins/filter`, `route`, `mask`, `remap`) for
 //! `wasm32-wasip2` and embeds them in the `sluice` binary, so
 //! `plugin = "filter"` works without a separate build step.
 //!
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use sluice_build_support::{build_plugins, watch};
 
-const BUNDLED: [&str; 3] = ["filter", "route", "mask"];
+const BUNDLED: [&str; 4] = ["filter", "route", "mask", "remap"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -20,6 +20,7 @@ fn main() {
         "plugins/filter",
         "plugins/route",
         "plugins/mask",
+        "plugins/remap",
         "wit",
     ] {
         watch(&root.join(dir));

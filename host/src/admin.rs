@@ -277,7 +277,7 @@ type Counter = (
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [Counter; 13] = [
+    let counters: [Counter; 14] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",
@@ -337,6 +337,11 @@ pub fn prometheus(metrics: &Registry) -> String {
             "sluice_requests_total",
             "Requests a network sink sent (retries included).",
             |s| s.requests,
+        ),
+        (
+            "sluice_http_busy_total",
+            "Requests the HTTP source answered 503: the pipeline was full or stopping.",
+            |s| s.busy,
         ),
         (
             "sluice_timestamps_unparsed_total",

@@ -298,7 +298,7 @@ async fn a_full_pipeline_answers_503_with_retry_after() {
     )
     .unwrap();
     let port = free_port();
-    let (running, _) = start(d.path(), port, "", "blocked/out.log").await;
+    let (running, metrics) = start(d.path(), port, "", "blocked/out.log").await;
     let statuses = tokio::task::spawn_blocking(move || {
         (0..10)
             .map(|_| {
@@ -310,6 +310,9 @@ async fn a_full_pipeline_answers_503_with_retry_after() {
     .await
     .unwrap();
     assert!(statuses.contains(&(503, true)), "{statuses:?}");
+    // Clients often drop a 503 silently: the source counts them.
+    let refused = statuses.iter().filter(|(s, _)| *s == 503).count() as u64;
+    assert_eq!(counts(&metrics, "web").busy, refused);
     std::fs::remove_file(d.path().join("blocked")).unwrap();
     running.shutdown().await;
     running.wait().await.unwrap();

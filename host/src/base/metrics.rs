@@ -40,6 +40,9 @@ pub struct ComponentMetrics {
     pub requests: AtomicU64,
     /// Events whose time field did not parse (sources; the arrival time was used).
     pub timestamps_unparsed: AtomicU64,
+    /// Requests answered 503 because the pipeline had no room or was stopping
+    /// (the HTTP source), which clients often drop without a trace.
+    pub busy: AtomicU64,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -207,6 +210,7 @@ pub struct Snapshot {
     pub connections: u64,
     pub requests: u64,
     pub timestamps_unparsed: u64,
+    pub busy: u64,
     pub down: Option<String>,
 }
 
@@ -301,6 +305,7 @@ impl Registry {
                 connections: m.connections.load(Relaxed),
                 requests: m.requests.load(Relaxed),
                 timestamps_unparsed: m.timestamps_unparsed.load(Relaxed),
+                busy: m.busy.load(Relaxed),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

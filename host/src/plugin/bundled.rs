@@ -1,4 +1,4 @@
-//! The plugins shipped inside the binary: `filter`, `route`, `mask`.
+//! The plugins shipped inside the binary: `filter`, `route`, `mask`, `remap`.
 //! A pipeline names them without a path: `plugin = "mask"`.
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));

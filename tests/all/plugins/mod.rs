@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod filter;
 pub mod mask;
 pub mod noop;
+pub mod remap;
 pub mod route;
 pub mod sample;
 pub mod tag;

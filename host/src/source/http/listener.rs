@@ -88,6 +88,9 @@ impl Acceptor {
                     }
                     if self.connections.len() >= self.max {
                         tracing::debug!(what = %self.what, max = self.max, "connection refused: too many open");
+                        if let Some(m) = &self.metrics {
+                            ComponentMetrics::add(&m.busy, 1);
+                        }
                         self.connections.spawn(refuse(stream));
                         continue;
                     }

@@ -266,6 +266,7 @@ impl Server {
         }
         // Backpressure: a full pipeline answers at once instead of queueing.
         if !self.ctx.output.has_room() {
+            ComponentMetrics::add(&self.ctx.metrics.busy, 1);
             return full();
         }
         // The bytes this request may take while it is read and parsed, out
@@ -283,6 +284,7 @@ impl Server {
             .clone()
             .try_acquire_many_owned(need.div_ceil(1024).max(1) as u32)
         else {
+            ComponentMetrics::add(&self.ctx.metrics.busy, 1);
             return full();
         };
         let read = body::read(
@@ -386,6 +388,15 @@ impl Server {
         let mut batch = Batch::with_capacity(events.len(), body_len + events.len() * 40);
         let mut clock = self.clock.lock().expect("clock lock poisoned");
         for (i, mut v) in events.into_iter().enumerate() {
+            if let Value::Object(map) = &mut v {
+                // Python's logging.handlers.HTTPHandler posts a LogRecord's
+                // attributes as a form, every value a string: map it to the
+                // common fields (message formatted with its args, typed
+                // values) before it is checked.
+                if is_log_record(map) {
+                    sluice_remap::presets::apply(sluice_remap::presets::Preset::PythonLogging, map);
+                }
+            }
             if let Err(r) = body::validate(&self.cfg, i, &v) {
                 rejected.push(r);
                 continue;
@@ -479,6 +490,7 @@ impl Server {
             r(sent);
         }
         if !sent {
+            ComponentMetrics::add(&self.ctx.metrics.busy, 1);
             return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the pipeline is stopping",
@@ -502,6 +514,14 @@ impl Server {
             )),
         }
     }
+}
+
+/// Whether an object is a Python `LogRecord`'s attributes (what
+/// `HTTPHandler` sends).
+fn is_log_record(map: &Map<String, Value>) -> bool {
+    ["levelname", "msg", "levelno", "created"]
+        .iter()
+        .all(|k| map.contains_key(*k))
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header (the scheme in any
