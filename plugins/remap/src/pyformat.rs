@@ -304,8 +304,8 @@ mod tests {
             "a and 'b'"
         );
         assert_eq!(
-            format("%5d|%-4s|%05.1f|%x|%%", &json!([42, "ab", 2.71828, 255])).unwrap(),
-            "   42|ab  |002.7|ff|%"
+            format("%5d|%-4s|%05.1f|%x|%%", &json!([42, "ab", 2.25, 255])).unwrap(),
+            "   42|ab  |002.2|ff|%"
         );
         assert_eq!(
             format(
