@@ -418,7 +418,7 @@ log.info("done")
         [
             (
                 "warning".into(),
-                "payment retry %d".into(),
+                "payment retry 2".into(),
                 "checkout".into()
             ),
             ("error".into(), "payment failed".into(), "checkout".into()),

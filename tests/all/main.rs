@@ -14,6 +14,7 @@ mod redis;
 mod reload;
 mod runtime;
 mod service;
+mod shapes;
 mod sinks;
 mod soak;
 mod sources;

@@ -48,7 +48,7 @@ async fn every_pipeline_carries_passing_tests() {
 
 /// Copy a pipeline into `dir/pipelines/` so that its relative paths
 /// (`../logs/...`) land inside `dir`.
-fn stage(dir: &Path, name: &str) -> std::path::PathBuf {
+pub fn stage(dir: &Path, name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
     let to = dir.join("pipelines").join(name);
     std::fs::copy(root().join("pipelines").join(name), &to).unwrap();

@@ -159,8 +159,10 @@ fn from_secs(s: f64) -> Option<DateTime<Utc>> {
     if !s.is_finite() || !(1e9..1e11).contains(&s) {
         return None;
     }
-    let ms = (s * 1000.0).round() as i64;
-    Utc.timestamp_millis_opt(ms).single()
+    // To the microsecond first (a float's last bits are noise), then the
+    // millisecond it falls in, as the libraries print it (Python's msecs).
+    let micros = (s * 1e6).round() as i64;
+    Utc.timestamp_millis_opt(micros.div_euclid(1000)).single()
 }
 
 fn from_ms(ms: f64) -> Option<DateTime<Utc>> {
