@@ -281,3 +281,54 @@ open(out, "w").write("\n".join(times))
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["level"], "error");
 }
+
+#[test]
+fn the_timeline_reads_loguru_records_with_its_preset() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("shop.jsonl");
+    python(
+        r#"
+import sys
+from loguru import logger
+logger.remove()
+logger.add(sys.argv[1], serialize=True)
+logger.bind(request_id="r-1").info("order received")
+logger.bind(request_id="r-1").warning("payment slow")
+logger.bind(request_id="r-2").error("payment failed")
+"#,
+        &[file.to_str().unwrap()],
+    );
+    let timeline = |args: &[&str]| {
+        crate::util::sluice()
+            .arg("timeline")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = timeline(&["--preset", "loguru", "--all", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "order received",
+        "payment slow",
+        "payment failed",
+        "\"r-1\"",
+        "\"r-2\"",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // Without the preset there is no readable time: nothing to show.
+    let out = timeline(&["--all", "--format", "json"]);
+    let plain = String::from_utf8_lossy(&out.stdout);
+    assert!(!plain.contains("order received"), "{plain}");
+    // A component that is not there: the known ones are listed.
+    let out = timeline(&["--preset", "loguru", "--components", "shpo"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown component `shpo` (known: "), "{err}");
+}

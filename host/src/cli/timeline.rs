@@ -8,6 +8,17 @@ use clap::{Args, ValueEnum};
 
 use crate::timeline::{self, read::parse_time_str, ComponentBy, Format, Mode, Options};
 
+/// Logging libraries whose records `--preset` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    Loguru,
+    PythonLogging,
+    Monolog,
+    Pino,
+    Bunyan,
+    Winston,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ModeArg {
     /// Every event in time order.
@@ -56,9 +67,24 @@ pub struct TimelineArgs {
     /// How events are laid out.
     #[arg(long, value_enum, default_value_t = ModeArg::Timeline)]
     pub mode: ModeArg,
-    /// The field that follows a request across components.
-    #[arg(long, default_value = "request_id")]
-    pub correlate: String,
+    /// The field that follows a request across components (dotted paths
+    /// reach into objects: `record.extra.request_id`).
+    #[arg(long)]
+    pub correlate: Option<String>,
+    /// The field holding the time (default: timestamp, time, ts, @timestamp, ...).
+    #[arg(long)]
+    pub timestamp_field: Option<String>,
+    /// The field holding the level (default: level, severity, lvl).
+    #[arg(long)]
+    pub level_field: Option<String>,
+    /// The field holding the message (default: message, msg).
+    #[arg(long)]
+    pub message_field: Option<String>,
+    /// Where a logging library keeps those fields, at once: loguru
+    /// (serialize=True), python-logging, monolog, pino, bunyan, winston.
+    /// The --*-field options given override it.
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
     /// Only events whose message or fields contain TEXT (any case).
     #[arg(long)]
     pub grep: Option<String>,
@@ -101,9 +127,41 @@ impl TimelineArgs {
             (None, None) => None,
         };
         let to = self.to.as_deref().map(parse_instant).transpose()?;
-        let component_by = match (&self.component_field, self.by_file) {
-            (Some(f), _) => ComponentBy::Field(f.clone()),
-            (None, true) => ComponentBy::FileName,
+        // (timestamp, component, level, message, correlate) of each preset.
+        let preset: [Option<&str>; 5] = match self.preset {
+            None | Some(PresetArg::Winston) => [None; 5],
+            Some(PresetArg::Loguru) => [
+                Some("record.time.timestamp"),
+                Some("record.name"),
+                Some("record.level.name"),
+                Some("record.message"),
+                Some("record.extra.request_id"),
+            ],
+            Some(PresetArg::PythonLogging) => [
+                Some("created"),
+                Some("name"),
+                Some("levelname"),
+                Some("msg"),
+                None,
+            ],
+            Some(PresetArg::Monolog) => [
+                Some("datetime"),
+                Some("channel"),
+                Some("level_name"),
+                Some("message"),
+                Some("context.request_id"),
+            ],
+            Some(PresetArg::Pino | PresetArg::Bunyan) => {
+                [Some("time"), Some("name"), Some("level"), Some("msg"), None]
+            }
+        };
+        let pick = |given: &Option<String>, i: usize| {
+            given.clone().or_else(|| preset[i].map(str::to_string))
+        };
+        let component_field = pick(&self.component_field, 1);
+        let component_by = match (&component_field, self.by_file) {
+            (Some(f), false) => ComponentBy::Field(f.clone()),
+            (_, true) => ComponentBy::FileName,
             (None, false) => ComponentBy::Auto,
         };
         Ok(Options {
@@ -122,7 +180,12 @@ impl TimelineArgs {
                 ModeArg::Timeline => Mode::Timeline,
                 ModeArg::Component => Mode::Component,
             },
-            correlate: self.correlate.clone(),
+            correlate: pick(&self.correlate, 4).unwrap_or_else(|| "request_id".to_string()),
+            fields: crate::timeline::read::FieldNames {
+                timestamp: pick(&self.timestamp_field, 0),
+                level: pick(&self.level_field, 2),
+                message: pick(&self.message_field, 3),
+            },
             grep: self.grep.clone(),
             format: match self.format {
                 FormatArg::Md => Format::Markdown,

@@ -57,8 +57,10 @@ pub struct Options {
     /// Only the newest N files of each component.
     pub newest_files: Option<usize>,
     pub mode: Mode,
-    /// The field that follows a request across components.
+    /// The field that follows a request across components (a dotted path).
     pub correlate: String,
+    /// Where the time, level and message are, if not in the usual fields.
+    pub fields: read::FieldNames,
     /// Keep only events whose message or fields contain this (any case).
     pub grep: Option<String>,
     pub format: Format,
@@ -78,6 +80,7 @@ impl Default for Options {
             newest_files: None,
             mode: Mode::Timeline,
             correlate: "request_id".to_string(),
+            fields: Default::default(),
             grep: None,
             format: Format::Markdown,
             request_timeout_us: 5 * 60 * 1_000_000,
@@ -367,6 +370,7 @@ mod tests {
         let opts = ParseOptions {
             component_by: ComponentBy::Auto,
             correlate: "request_id".into(),
+            fields: Default::default(),
         };
         (log, opts)
     }

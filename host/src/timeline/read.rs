@@ -275,6 +275,29 @@ pub fn format_time(micros: i64) -> String {
 pub struct ParseOptions {
     pub component_by: ComponentBy,
     pub correlate: String,
+    /// Where the time, level and message are, when not in the usual fields.
+    pub fields: FieldNames,
+}
+
+/// Fields of the time, level and message (dotted paths allowed), for
+/// records that keep them elsewhere (loguru's `record.level.name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldNames {
+    pub timestamp: Option<String>,
+    pub level: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A field by dotted path: the top-level key itself if there is one, else
+/// down through nested objects.
+fn dotted<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Option<&'a RawValue> {
+    if let Some((_, v)) = top.iter().find(|(k, _)| k == path) {
+        return Some(*v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    let (_, v) = top.iter().find(|(k, _)| k == head)?;
+    let inner = top_fields(v.get()).ok()?;
+    dotted(&inner, rest)
 }
 
 /// Parse one line. `Ok(None)` for blank lines.
@@ -293,15 +316,16 @@ pub fn parse_line(
         line: line_no,
         error,
     })?;
-    let get = |name: &str| top.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-    let ts = TIME_FIELDS
-        .iter()
-        .find_map(|f| get(f))
-        .and_then(parse_time)
-        .ok_or(Problem::NoTimestamp {
-            file,
-            line: line_no,
-        })?;
+    let get = |name: &str| dotted(&top, name);
+    let ts = match &opts.fields.timestamp {
+        Some(f) => get(f),
+        None => TIME_FIELDS.iter().find_map(|f| get(f)),
+    }
+    .and_then(parse_time)
+    .ok_or(Problem::NoTimestamp {
+        file,
+        line: line_no,
+    })?;
     let component_field = match &opts.component_by {
         ComponentBy::Field(f) => get(f).map(|_| f.as_str()),
         ComponentBy::Auto => COMPONENT_FIELDS.iter().copied().find(|f| get(f).is_some()),
@@ -312,16 +336,18 @@ pub fn parse_line(
         Some(raw) => push_text(&mut text, raw),
         None => push_span(&mut text, &log_file.name_component),
     };
-    let level = ["level", "severity", "lvl"]
-        .iter()
-        .find_map(|f| get(f))
-        .map_or(NO_SPAN, |raw| push_text(&mut text, raw));
+    let level = match &opts.fields.level {
+        Some(f) => get(f),
+        None => ["level", "severity", "lvl"].iter().find_map(|f| get(f)),
+    }
+    .map_or(NO_SPAN, |raw| push_text(&mut text, raw));
     let rank = level_rank((level != NO_SPAN).then(|| &text[level.0 as usize..level.1 as usize]));
-    let message = ["message", "msg"]
-        .iter()
-        .find_map(|f| get(f))
-        .map(|raw| push_text(&mut text, raw))
-        .unwrap_or_else(|| push_span(&mut text, ""));
+    let message = match &opts.fields.message {
+        Some(f) => get(f),
+        None => ["message", "msg"].iter().find_map(|f| get(f)),
+    }
+    .map(|raw| push_text(&mut text, raw))
+    .unwrap_or_else(|| push_span(&mut text, ""));
     let skip = |k: &str| {
         TIME_FIELDS.contains(&k)
             || ["level", "severity", "lvl", "message", "msg"].contains(&k)

@@ -64,6 +64,23 @@ pub fn inputs(o: &Options) -> anyhow::Result<Inputs> {
     );
     let popts = parse_options(o);
     let scans = read::scan_all(&files, &popts)?;
+    // A component asked for that no file has is a typo, said as such.
+    for want in &o.components {
+        let known = |c: &str| c.eq_ignore_ascii_case(want);
+        let found = scans
+            .iter()
+            .any(|s| s.components.iter().any(|(c, _)| known(c)))
+            || files.iter().any(|f| known(&f.name_component));
+        if !found {
+            let mut all: Vec<String> = scans
+                .iter()
+                .flat_map(|s| s.components.iter().map(|(c, _)| c.clone()))
+                .collect();
+            all.sort();
+            all.dedup();
+            anyhow::bail!("unknown component `{want}` (known: {})", all.join(", "));
+        }
+    }
     let filter = Filter::new(o);
     let mut selected: Vec<bool> = scans
         .iter()
@@ -98,5 +115,6 @@ pub(super) fn parse_options(o: &Options) -> ParseOptions {
     ParseOptions {
         component_by: o.component_by.clone(),
         correlate: o.correlate.clone(),
+        fields: o.fields.clone(),
     }
 }

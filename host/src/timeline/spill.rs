@@ -422,6 +422,7 @@ mod tests {
         let opts = ParseOptions {
             component_by: ComponentBy::Auto,
             correlate: "request_id".into(),
+            fields: Default::default(),
         };
         lines
             .iter()
