@@ -291,8 +291,25 @@ pub fn format_message(obj: &mut Map<String, Value>, template: &str, args: &str, 
 }
 
 impl Plugin for Remap {
+    /// A refused config names the key at fault: `coerce.levelno: unknown
+    /// variant ...`.
     fn init(config: Config) -> Result<Self, String> {
-        config.parse()
+        let text = if config.as_str().trim().is_empty() {
+            "{}"
+        } else {
+            config.as_str()
+        };
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let inner = e.inner().to_string();
+            let inner = inner
+                .rsplit_once(" at line ")
+                .map_or(inner.as_str(), |(m, _)| m);
+            match e.path().to_string().as_str() {
+                "." => inner.to_string(),
+                path => format!("{path}: {inner}"),
+            }
+        })
     }
 
     fn process(&self, event: &Event<'_>) -> Verdict {
@@ -342,7 +359,12 @@ mod tests {
         let e = Remap::init(Config::new(r#"{"renam":{}}"#)).unwrap_err();
         assert!(e.contains("unknown field `renam`"), "{e}");
         let e = Remap::init(Config::new(r#"{"coerce":{"a":"integer"}}"#)).unwrap_err();
-        assert!(e.contains("unknown variant `integer`"), "{e}");
+        assert!(e.starts_with("coerce.a: unknown variant `integer`"), "{e}");
+        let e = Remap::init(Config::new(r#"{"format":{"templat":"msg"}}"#)).unwrap_err();
+        assert!(
+            e.starts_with("format.templat: unknown field `templat`"),
+            "{e}"
+        );
         let e = Remap::init(Config::new(r#"{"preset":"log4j"}"#)).unwrap_err();
         assert!(e.contains("unknown variant `log4j`"), "{e}");
     }
