@@ -33,7 +33,7 @@ fn node(script: &str, args: &[&str]) {
         .arg("-e")
         .arg(script)
         .args(args)
-        .env("NODE_PATH", tools().join("js/node_modules"))
+        .env("NODE_PATH", tools().join("libs/node_modules"))
         .output()
         .expect("node");
     assert!(
