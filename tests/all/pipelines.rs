@@ -48,7 +48,7 @@ async fn every_pipeline_carries_passing_tests() {
 
 /// Copy a pipeline into `dir/pipelines/` so that its relative paths
 /// (`../logs/...`) land inside `dir`.
-pub fn stage(dir: &Path, name: &str) -> std::path::PathBuf {
+fn stage(dir: &Path, name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
     let to = dir.join("pipelines").join(name);
     std::fs::copy(root().join("pipelines").join(name), &to).unwrap();
@@ -105,17 +105,19 @@ async fn quickstart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_ingest_then_redis_worker() {
-    use std::io::{Read, Write};
-    let d = tempfile::tempdir().unwrap();
-    let redis = crate::redis::RedisServer::start();
-    let path = stage(d.path(), "http-ingest.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// `pipelines/http-ingest.toml` as shipped, started in `dir` on a free port
+/// with its queue on `redis`; returns the running pipeline, its metrics and
+/// the port.
+pub async fn start_http_ingest(
+    dir: &Path,
+    redis: &crate::redis::RedisServer,
+) -> (
+    sluice::topology::Running,
+    sluice::base::metrics::Registry,
+    u16,
+) {
+    let path = stage(dir, "http-ingest.toml");
+    let port = crate::util::free_port();
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"))
@@ -127,6 +129,15 @@ async fn http_ingest_then_redis_worker() {
         .unwrap();
     let metrics = sluice::base::metrics::Registry::default();
     let running = plan.start(metrics.clone()).unwrap();
+    (running, metrics, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ingest_then_redis_worker() {
+    use std::io::{Read, Write};
+    let d = tempfile::tempdir().unwrap();
+    let redis = crate::redis::RedisServer::start();
+    let (running, metrics, port) = start_http_ingest(d.path(), &redis).await;
     let post = move |body: &str| {
         let mut s = loop {
             match std::net::TcpStream::connect(("127.0.0.1", port)) {

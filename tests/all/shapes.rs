@@ -189,19 +189,7 @@ logger.end();
 async fn python_http_handler_into_the_shipped_ingest_pipeline() {
     let d = tempfile::tempdir().unwrap();
     let redis = crate::redis::RedisServer::start();
-    let path = crate::pipelines::stage(d.path(), "http-ingest.toml");
-    let port = crate::util::free_port();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"))
-        .replace("redis://127.0.0.1:6379/", &redis.url());
-    std::fs::write(&path, text).unwrap();
-    let config = sluice::config::PipelineConfig::load(&path).unwrap();
-    let plan = sluice::topology::plan(config, crate::util::runtime())
-        .await
-        .unwrap();
-    let metrics = sluice::base::metrics::Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
+    let (running, metrics, port) = crate::pipelines::start_http_ingest(d.path(), &redis).await;
     let created = d.path().join("created.txt");
     let script = r#"
 import logging, logging.handlers, sys, time
