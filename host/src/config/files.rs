@@ -86,32 +86,13 @@ fn merge<'i>(
             continue;
         };
         let first = first_key.span();
-        let twice = |span: std::ops::Range<usize>, what: String| {
-            let (file, line, column) = locator.place(first.start);
-            locator.error(
-                Some(span),
-                what.clone(),
-                format!(
-                    "`{what}` is defined twice: first in {}:{line}:{column}",
-                    file.display()
-                ),
-            )
-        };
         let span = key.span();
         match (existing.get_mut(), value.into_inner()) {
             (DeValue::Table(have), DeValue::Table(new)) if SECTIONS.contains(&name.as_str()) => {
                 for (k, v) in new {
                     if let Some((seen, _)) = have.iter().find(|(h, _)| h.get_ref() == k.get_ref()) {
-                        let (file, line, column) = locator.place(seen.span().start);
                         let what = format!("{name}.{}", k.get_ref());
-                        return Err(locator.error(
-                            Some(k.span()),
-                            what.clone(),
-                            format!(
-                                "`{what}` is defined twice: first in {}:{line}:{column}",
-                                file.display()
-                            ),
-                        ));
+                        return Err(defined_twice(locator, seen.span(), k.span(), what));
                     }
                     have.insert(k, v);
                 }
@@ -121,10 +102,25 @@ fn merge<'i>(
                     have.push(item);
                 }
             }
-            _ => return Err(twice(span, name)),
+            _ => return Err(defined_twice(locator, first, span, name)),
         }
     }
     Ok(())
+}
+
+/// `what` set at `again`, after `first`: an error at `again` naming both.
+fn defined_twice(
+    locator: &Locator,
+    first: std::ops::Range<usize>,
+    again: std::ops::Range<usize>,
+    what: String,
+) -> ConfigError {
+    let (file, line, column) = locator.place(first.start);
+    let message = format!(
+        "`{what}` is defined twice: first in {}:{line}:{column}",
+        file.display()
+    );
+    locator.error(Some(again), what, message)
 }
 
 fn shift_table(table: DeTable<'_>, by: usize) -> DeTable<'_> {
