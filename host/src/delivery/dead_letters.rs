@@ -245,6 +245,28 @@ impl Drop for DeadOutput {
     }
 }
 
+/// The `event` of a record, as JSON text, and whether it gives back the
+/// exact bytes: a one-line JSON object verbatim, other text as a JSON
+/// string; else (invalid UTF-8, an object over several lines) a readable
+/// approximation, the exact bytes then going in `event_base64`.
+fn event_json(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, bool) {
+    use std::borrow::Cow;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        let lossy = serde_json::Value::from(String::from_utf8_lossy(bytes).into_owned());
+        return (Cow::Owned(lossy.to_string()), false);
+    };
+    if check_object(bytes).is_err() {
+        return (Cow::Owned(serde_json::Value::from(text).to_string()), true);
+    }
+    if !text.contains(['\n', '\r']) {
+        return (Cow::Borrowed(text), true);
+    }
+    let one_line = serde_json::from_str::<serde_json::Value>(text)
+        .unwrap_or_else(|_| text.into())
+        .to_string();
+    (Cow::Owned(one_line), false)
+}
+
 /// Where a component sends its dead letters.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
@@ -299,23 +321,7 @@ impl DeadLetters {
             head.insert("attempt".into(), (before.unwrap_or(0) + 1).into());
             head.append(&mut obj);
             let mut obj = head;
-            // The event: verbatim when it is a one-line JSON object.
-            let verbatim = match std::str::from_utf8(l.event) {
-                Ok(text) if check_object(l.event).is_ok() && !text.contains(['\n', '\r']) => {
-                    serde_json::value::RawValue::from_string(text.to_string()).ok()
-                }
-                _ => None,
-            };
-            let event: serde_json::Value = match std::str::from_utf8(l.event) {
-                Ok(text) if verbatim.is_none() && check_object(l.event).is_ok() => {
-                    // Exact bytes go in event_base64 below.
-                    serde_json::from_str(text).unwrap_or_else(|_| text.into())
-                }
-                Ok(text) => text.into(),
-                Err(_) => String::from_utf8_lossy(l.event).into_owned().into(),
-            };
-            let exact =
-                verbatim.is_some() || (event.is_string() && std::str::from_utf8(l.event).is_ok());
+            let (event, exact) = event_json(l.event);
             if !exact {
                 obj.insert(
                     "event_base64".into(),
@@ -331,11 +337,7 @@ impl DeadLetters {
                 .data
                 .extend_from_slice(&fields.as_bytes()[1..fields.len() - 1]);
             batch.data.extend_from_slice(b",\"event\":");
-            match verbatim {
-                Some(raw) => batch.data.extend_from_slice(raw.get().as_bytes()),
-                None => serde_json::to_writer(&mut batch.data, &event)
-                    .expect("writing to a Vec cannot fail"),
-            }
+            batch.data.extend_from_slice(event.as_bytes());
             batch.data.extend_from_slice(b"}");
             batch.seal();
         }
