@@ -109,27 +109,16 @@ pub enum Found {
     Absent,
 }
 
-fn lookup<'v>(event: &'v serde_json::Map<String, Value>, path: &str) -> Option<&'v Value> {
-    if let Some(v) = event.get(path) {
-        return Some(v);
-    }
-    let mut parts = path.split('.');
-    let mut v = event.get(parts.next()?)?;
-    for p in parts {
-        v = v.get(p)?;
-    }
-    Some(v)
-}
-
 /// Whether `raw` (an event's JSON) may hold a candidate: the first part of
 /// some candidate's path appears in it as a key. Saves parsing events that
 /// cannot have one.
 pub fn may_have(rules: Option<&TimestampRules>, raw: &[u8]) -> bool {
     let rules = rules.map_or(defaults(), |r| r.rules());
     rules.iter().any(|r| {
-        let head = r.field.split('.').next().unwrap_or(&r.field);
-        let quoted = format!("\"{head}\"");
-        memchr::memmem::find(raw, quoted.as_bytes()).is_some()
+        // `"head"` as a key, found without building the quoted needle.
+        let head = r.field.split('.').next().unwrap_or(&r.field).as_bytes();
+        memchr::memmem::find_iter(raw, head)
+            .any(|i| i > 0 && raw[i - 1] == b'"' && raw.get(i + head.len()) == Some(&b'"'))
     })
 }
 
@@ -138,7 +127,7 @@ pub fn find(rules: Option<&TimestampRules>, event: &serde_json::Map<String, Valu
     let rules = rules.map_or(defaults(), |r| r.rules());
     let mut seen = false;
     for r in rules {
-        let Some(v) = lookup(event, &r.field) else {
+        let Some(v) = sluice_plugin::event::field(event, &r.field) else {
             continue;
         };
         seen = true;

@@ -144,7 +144,9 @@ impl Filter {
                 return false;
             };
             for (path, want) in &self.fields {
-                let got = path.split('.').try_fold(&event, |v, p| v.get(p));
+                let got = event
+                    .as_object()
+                    .and_then(|o| sluice_plugin::event::field(o, path));
                 let text = match got {
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(v) => v.to_string(),

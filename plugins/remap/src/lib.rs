@@ -88,17 +88,7 @@ pub enum Coerce {
     Auto,
 }
 
-/// A field by dotted path (a key holding the dots wins).
-pub fn get<'v>(obj: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
-    if let Some(v) = obj.get(path) {
-        return Some(v);
-    }
-    let (head, rest) = path.split_once('.')?;
-    match obj.get(head)? {
-        Value::Object(inner) => get(inner, rest),
-        _ => None,
-    }
-}
+pub use sluice_plugin::event::field as get;
 
 /// Take a field out by dotted path; an object left empty by it goes too.
 pub fn take(obj: &mut Map<String, Value>, path: &str) -> Option<Value> {

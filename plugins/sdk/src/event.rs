@@ -279,6 +279,19 @@ impl<'a> Event<'a> {
     }
 }
 
+/// A field of a parsed event by dotted path (`http.status`), a key that
+/// itself holds the dots winning at each level.
+pub fn field<'v>(obj: &'v serde_json::Map<String, Value>, path: &str) -> Option<&'v Value> {
+    if let Some(v) = obj.get(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match obj.get(head)? {
+        Value::Object(inner) => field(inner, rest),
+        _ => None,
+    }
+}
+
 fn split_path(path: &str) -> (&str, Option<&str>) {
     match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
