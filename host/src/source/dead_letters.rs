@@ -77,13 +77,11 @@ impl SourceKind for DeadLettersSourceConfig {
 }
 runs_itself!(DeadLettersSourceConfig);
 
-/// Records read and not yet sent or given up, oldest first.
-struct Pending(VecDeque<(Record, std::time::SystemTime)>);
-
 impl DeadLettersSourceConfig {
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
         let log = Arc::new(Mutex::new(ReplayLog::load(&self.path)?));
-        let mut pending = Pending(VecDeque::new());
+        // Records read and not sent yet, with when they are due.
+        let mut pending: VecDeque<(Record, std::time::SystemTime)> = VecDeque::new();
         let mut offset = 0u64;
         let mut partial: Vec<u8> = Vec::new();
         let mut decoder = LineDecoder::new(Format::Auto, &ctx.name, None);
@@ -132,7 +130,7 @@ impl DeadLettersSourceConfig {
                             .map(|t| std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
                             .unwrap_or_else(|_| std::time::SystemTime::now())
                             + self.retry_after;
-                        pending.0.push_back((record, due));
+                        pending.push_back((record, due));
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -142,23 +140,18 @@ impl DeadLettersSourceConfig {
             }
             // Send what is due, in batches, each remembered once delivered.
             let now = std::time::SystemTime::now();
-            let mut due: Vec<Record> = Vec::new();
-            pending.0.retain(|(r, at)| {
-                if *at <= now {
-                    due.push(r.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            for chunk in due.chunks(ctx.batch.max_events.max(1)) {
+            let (mut due, later): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(_, at)| *at <= now);
+            pending.extend(later);
+            while !due.is_empty() {
+                let take = due.len().min(ctx.batch.max_events.max(1));
+                let sent: Vec<Record> = due.drain(..take).map(|(r, _)| r).collect();
                 let mut batcher = Batcher::new(ctx.batch);
-                for r in chunk {
+                for r in &sent {
                     replaying(&r.id, r.attempt);
                     batcher.line(&mut decoder, &r.event);
                     ctx.dead.stats().replayed(&r.component, &r.kind, 1);
                 }
-                let sent: Vec<Record> = chunk.to_vec();
                 let log = log.clone();
                 let name = ctx.name.clone();
                 batcher.batch.acks.push(Ack::new(move |delivered| {
