@@ -350,19 +350,9 @@ inputs = ["tag"]
         .unwrap()
         .unwrap()
         .unwrap();
-    let events = read_json_lines(&out);
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert!(seqs == want, "events lost, repeated or out of order");
-    let mut tags: Vec<&str> = Vec::new();
-    for e in &events {
-        let t = e["tag"].as_str().expect("every event tagged");
-        if tags.last() != Some(&t) {
-            tags.push(t);
-        }
-    }
+    let (n, tags) = crate::util::ordered_tag_runs(&out);
     assert_eq!(tags, ["python", "js"], "one switch-over");
-    assert_eq!(counts(&metrics, "tag").events_in as usize, events.len());
+    assert_eq!(counts(&metrics, "tag").events_in as usize, n);
 }
 
 #[test]

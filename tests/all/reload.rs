@@ -118,17 +118,7 @@ impl Tagging {
 }
 
 fn check_runs(out: &Path, runs: usize) -> usize {
-    let events = read_json_lines(out);
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert!(seqs == want, "events lost, repeated or out of order");
-    let mut tags: Vec<&str> = Vec::new();
-    for e in &events {
-        let t = e["tag"].as_str().expect("every event tagged");
-        if tags.last() != Some(&t) {
-            tags.push(t);
-        }
-    }
+    let (n, tags) = crate::util::ordered_tag_runs(out);
     let expected: Vec<&str> = (0..runs)
         .map(|i| if i % 2 == 0 { "a" } else { "b" })
         .collect();
@@ -136,7 +126,7 @@ fn check_runs(out: &Path, runs: usize) -> usize {
         tags, expected,
         "tags must switch over in order, once per swap"
     );
-    events.len()
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,3 +194,22 @@ pub fn raw_http(port: u16, request: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// The events of a file sink behind a plugin swapped under load: checks
+/// that they are every generated event once and in order (`seq` 1..n), and
+/// returns them with the runs of their `tag`, in order (`["a", "b"]` for
+/// one switch-over from `a` to `b`).
+pub fn ordered_tag_runs(out: &Path) -> (usize, Vec<String>) {
+    let events = read_json_lines(out);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert!(seqs == want, "events lost, repeated or out of order");
+    let mut tags: Vec<String> = Vec::new();
+    for e in &events {
+        let t = e["tag"].as_str().expect("every event tagged");
+        if tags.last().map(String::as_str) != Some(t) {
+            tags.push(t.to_string());
+        }
+    }
+    (events.len(), tags)
+}
