@@ -304,27 +304,9 @@ async fn a_python_plugin_swaps_for_a_js_one_under_load_losing_nothing() {
     let d = tempfile::tempdir().unwrap();
     let plugin = d.path().join("tag.wasm");
     std::fs::copy(&py, &plugin).unwrap();
-    let toml = r#"[batch]
-max_events = 64
-max_wait = "10ms"
-
-[reload]
-watch = false
-
-[sources.gen]
-type = "generate"
-seed = 5
-
-[transforms.tag]
-plugin = "tag.wasm"
-inputs = ["gen"]
-
-[sinks.out]
-type = "file"
-path = "out.log"
-inputs = ["tag"]
-"#;
-    let (running, metrics) = start(d.path(), toml).await;
+    // The hot-reload tests' pipeline: generate -> tag.wasm -> out.log.
+    let toml = crate::reload::pipeline("");
+    let (running, metrics) = start(d.path(), &toml).await;
     let reload = running.reload_handle();
     let stop = running.stop_handle();
     let waiter = tokio::spawn(running.wait());

@@ -22,7 +22,9 @@ fn replace(path: &Path, from: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn pipeline(extra: &str) -> String {
+/// generate -> `tag.wasm` -> `out.log`, small batches, no file watching;
+/// `extra` appended.
+pub fn pipeline(extra: &str) -> String {
     format!(
         r#"[batch]
 max_events = 64
