@@ -320,9 +320,7 @@ async fn a_python_plugin_swaps_for_a_js_one_under_load_losing_nothing() {
             .is_some_and(|l| l.contains(&format!("\"tag\":\"{tag}\"")))
     };
     crate::util::until("python tags events", 30, || written("python")).await;
-    let tmp = d.path().join("tag.tmp");
-    std::fs::copy(&js, &tmp).unwrap();
-    std::fs::rename(&tmp, &plugin).unwrap();
+    crate::reload::replace(&plugin, js.to_str().unwrap());
     assert!(reload.reload_plugin("tag").await.unwrap(), "swap not taken");
     crate::util::until("js tags events", 30, || written("js")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

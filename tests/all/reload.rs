@@ -16,7 +16,7 @@ use crate::util::{counts, free_port, raw_http as http, read_json_lines, start};
 use crate::{FILTER, TAG, TAG_B};
 
 /// Replace a file atomically: write aside, then rename over it.
-fn replace(path: &Path, from: &str) {
+pub fn replace(path: &Path, from: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::copy(from, &tmp).unwrap();
     std::fs::rename(&tmp, path).unwrap();
