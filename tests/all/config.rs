@@ -300,6 +300,21 @@ async fn sizes_counts_and_durations_are_bounded_at_their_line() {
             4,
             "sources.app.max_body",
         ),
+        (
+            format!("[sources.app]\ntype = \"dead_letters\"\npath = \"dead.log\"\nmax_attempts = 0\n{SINK}"),
+            4,
+            "sources.app.max_attempts",
+        ),
+        (
+            format!("[sources.app]\ntype = \"dead_letters\"\npath = \"dead.log\"\nretry_after = \"400d\"\n{SINK}"),
+            4,
+            "sources.app.retry_after",
+        ),
+        (
+            format!("[sources.app]\ntype = \"dead_letters\"\npath = \"dead.log\"\npoll_interval = \"1ms\"\n{SINK}"),
+            4,
+            "sources.app.poll_interval",
+        ),
     ];
     for (toml, line, key) in cases {
         let e = plan_error(d.path(), &toml).await;
@@ -341,4 +356,19 @@ async fn plugin_instance_limits_are_config() {
     sluice::topology::plan(p, crate::util::runtime())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_timestamp_candidate_is_named_at_its_line() {
+    let d = dir();
+    let toml = format!(
+        "[sources.app]\ntype = \"stdin\"\ntimestamp = {{ field = \"t\", format = \"epoch\" }}\n{SINK}"
+    );
+    let e = plan_error(d.path(), &toml).await;
+    assert_at(
+        &e,
+        3,
+        "sources.app.timestamp.format",
+        "unknown format `epoch`",
+    );
 }

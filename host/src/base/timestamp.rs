@@ -61,11 +61,40 @@ pub struct TimestampRule {
 }
 
 /// A source's `timestamp` key: one candidate or a list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimestampRules {
     One(TimestampRule),
     Many(Vec<TimestampRule>),
+}
+
+/// A table or a list of tables, each read as a [`TimestampRule`] so that a
+/// mistake in one is reported as itself (`unknown field `fied``), not as
+/// "no variant matched".
+impl<'de> Deserialize<'de> for TimestampRules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TimestampRules;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table `{ field = ..., format = ... }` or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                TimestampRule::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TimestampRules::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::<TimestampRule>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(TimestampRules::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl TimestampRules {
@@ -303,6 +332,16 @@ mod tests {
             .unwrap()["t"]
             .clone()
             .try_into::<TimestampRules>();
-        assert!(bad.is_err());
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("unknown format `epoch`"));
+        let typo = toml::from_str::<toml::Table>(r#"t = [{ fied = "x" }]"#).unwrap()["t"]
+            .clone()
+            .try_into::<TimestampRules>();
+        assert!(typo
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `fied`"));
     }
 }

@@ -61,6 +61,12 @@ impl SourceKind for DeadLettersSourceConfig {
     fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
         bounded("max_attempts", self.max_attempts, 1, 1000)?;
         bounded(
+            "retry_after",
+            self.retry_after,
+            Duration::ZERO,
+            Duration::from_secs(366 * 24 * 3600),
+        )?;
+        bounded(
             "poll_interval",
             self.poll_interval,
             Duration::from_millis(10),
