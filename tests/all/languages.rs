@@ -144,6 +144,17 @@ fn every_template_passes_its_own_sample_test() {
             stderr.contains("4 events: 2 kept, 2 dropped"),
             "{project}: {stderr}"
         );
+        // Compiling ahead on its own, for a component built elsewhere.
+        let out = sluice()
+            .args(["plugin", "compile"])
+            .arg(&wasm)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.contains("ready in"),
+            "{project}: {stderr}"
+        );
         // ... and its pipeline runs it as the README says.
         let out = sluice()
             .arg("run")
