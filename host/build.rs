@@ -1,4 +1,5 @@
-//! Builds the bundled plugins (`plugins/filter`, `route`, `mask`, `remap`) for
+//! Builds the bundled plugins (`plugins/filter`, `route`, `mask`, `remap`,
+//! `encrypt`) for
 //! `wasm32-wasip2` and embeds them in the `sluice` binary, so
 //! `plugin = "filter"` works without a separate build step.
 //!
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 
 use sluice_build_support::{build_plugins, watch};
 
-const BUNDLED: [&str; 4] = ["filter", "route", "mask", "remap"];
+const BUNDLED: [&str; 5] = ["filter", "route", "mask", "remap", "encrypt"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -21,6 +22,7 @@ fn main() {
         "plugins/route",
         "plugins/mask",
         "plugins/remap",
+        "plugins/encrypt",
         "wit",
     ] {
         watch(&root.join(dir));

@@ -227,6 +227,10 @@ fn stats(metrics: &Registry) -> String {
                 "name": s.name, "kind": s.kind.as_str(), "events_in": s.events_in, "events_out": s.events_out,
                 "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "dropped": s.dropped, "failed": s.failed,
                 "discarded": s.discarded, "down": s.down,
+                "encryption": s.recipients.as_ref().map(|(fingerprint, keys)| serde_json::json!({
+                    "recipients_fingerprint": fingerprint, "recipients": keys,
+                    "encrypted_bytes": s.encrypted_bytes,
+                })),
             })
         })
         .collect();
@@ -380,6 +384,26 @@ pub fn prometheus(metrics: &Registry) -> String {
             s.kind.as_str(),
             s.retries
         );
+    }
+    let encrypting: Vec<_> = snaps.iter().filter(|s| s.recipients.is_some()).collect();
+    if !encrypting.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_file_encrypted_bytes_total Ciphertext bytes an encrypting file sink wrote.\n# TYPE sluice_file_encrypted_bytes_total counter");
+        for s in &encrypting {
+            let _ = writeln!(
+                out,
+                "sluice_file_encrypted_bytes_total{{component=\"{}\",kind=\"sink\"}} {}",
+                s.name, s.encrypted_bytes
+            );
+        }
+        let _ = writeln!(out, "# HELP sluice_file_encryption_recipients The age recipients an encrypting file sink uses now, by fingerprint (SHA-256 of the sorted keys).\n# TYPE sluice_file_encryption_recipients gauge");
+        for s in &encrypting {
+            let (fingerprint, keys) = s.recipients.as_ref().expect("filtered above");
+            let _ = writeln!(
+                out,
+                "sluice_file_encryption_recipients{{component=\"{}\",kind=\"sink\",fingerprint=\"{fingerprint}\"}} {keys}",
+                s.name
+            );
+        }
     }
     let _ = writeln!(out, "# HELP sluice_component_up Whether the component works (0: see /health).\n# TYPE sluice_component_up gauge");
     for s in &snaps {

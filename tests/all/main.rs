@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod dead_letters;
+mod encryption;
 mod files;
 mod http;
 mod languages;

@@ -43,6 +43,11 @@ pub struct ComponentMetrics {
     /// Requests answered 503 because the pipeline had no room or was stopping
     /// (the HTTP source), which clients often drop without a trace.
     pub busy: AtomicU64,
+    /// Ciphertext bytes an encrypting file sink wrote.
+    pub encrypted_bytes: AtomicU64,
+    /// The fingerprint and number of the age recipients an encrypting file
+    /// sink uses now.
+    pub recipients: Mutex<Option<(String, usize)>>,
     /// Time spent on one batch: the plugin call for a transform, the write
     /// for a sink.
     pub batch_seconds: Histogram,
@@ -125,6 +130,12 @@ impl ComponentMetrics {
     /// Mark the component down, with the reason, or up again (`None`).
     pub fn set_down(&self, reason: Option<String>) {
         *self.down.lock().expect("health lock poisoned") = reason;
+    }
+
+    /// Which age recipients an encrypting file sink uses now (fingerprint,
+    /// number of keys).
+    pub fn set_recipients(&self, recipients: Option<(String, usize)>) {
+        *self.recipients.lock().unwrap_or_else(|e| e.into_inner()) = recipients;
     }
 }
 
@@ -211,6 +222,8 @@ pub struct Snapshot {
     pub requests: u64,
     pub timestamps_unparsed: u64,
     pub busy: u64,
+    pub encrypted_bytes: u64,
+    pub recipients: Option<(String, usize)>,
     pub down: Option<String>,
 }
 
@@ -306,6 +319,12 @@ impl Registry {
                 requests: m.requests.load(Relaxed),
                 timestamps_unparsed: m.timestamps_unparsed.load(Relaxed),
                 busy: m.busy.load(Relaxed),
+                encrypted_bytes: m.encrypted_bytes.load(Relaxed),
+                recipients: m
+                    .recipients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
                 down: m.down.lock().expect("health lock poisoned").clone(),
             })
             .collect()

@@ -7,12 +7,14 @@
 //!   shutdown signal sources watch.
 //! - [`metrics`]: per-component counters, the tap, the run summary.
 //! - [`secrets`]: the secrets a pipeline was given, kept out of logs and answers.
+//! - [`crypt`]: age encryption at rest: recipients to write, identities to read.
 //! - [`written`]: the files this process's file sinks write, which no file
 //!   source reads.
 //! - [`settings`]: the value types component configs share (durations,
 //!   sizes, batching, the `type` tag) and what `build` is given and returns.
 
 pub mod ack;
+pub mod crypt;
 pub mod event;
 pub mod metrics;
 pub mod output;

@@ -1,6 +1,7 @@
 //! The command line: `sluice run`, `validate`, `timeline`, `plugin`, ...
 
 pub mod dead_letters;
+pub mod decrypt_fields;
 pub mod ops;
 pub mod plugin;
 pub mod timeline;
@@ -102,6 +103,9 @@ pub enum Command {
     /// `list`, `show`, `replay`.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// Restore the fields the `encrypt` plugin sealed in a JSON-lines file:
+    /// `sluice decrypt-fields --identity key.txt events.jsonl`.
+    DecryptFields(decrypt_fields::DecryptFieldsArgs),
     /// Print the manual page (roff): `sluice man > /usr/local/share/man/man1/sluice.1`.
     Man,
 }
@@ -171,6 +175,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plugin(command) => plugin::main(command).await,
         Command::DeadLetters(command) => dead_letters::main(command).await,
+        Command::DecryptFields(args) => decrypt_fields::main(args),
         Command::Man => {
             use clap::CommandFactory;
             let mut out = Vec::new();

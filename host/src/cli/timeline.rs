@@ -36,7 +36,8 @@ pub enum FormatArg {
 /// Merge JSON-lines logs (plain or .gz) of many services into one timeline.
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
-    /// Files or folders to read (folders: every .log, .json, .jsonl, .ndjson, maybe .gz).
+    /// Files or folders to read (folders: every .log, .json, .jsonl, .ndjson,
+    /// maybe .gz, .age or .gz.age).
     #[arg(default_value = "logs")]
     pub paths: Vec<PathBuf>,
     /// Only these components (comma-separated).
@@ -101,6 +102,9 @@ pub struct TimelineArgs {
     /// A request idle this long (in log time) is considered finished.
     #[arg(long, default_value = "5m")]
     pub request_timeout: String,
+    /// An age identity file (`age-keygen -o key.txt`) to read `.age` files with.
+    #[arg(long, value_name = "KEYFILE")]
+    pub identity: Option<PathBuf>,
     /// Ask for components, period, level and mode in the terminal.
     #[arg(long, short)]
     pub interactive: bool,
@@ -192,6 +196,12 @@ impl TimelineArgs {
                 FormatArg::Json => Format::Json,
             },
             request_timeout_us: duration_us(&self.request_timeout)?,
+            identities: match &self.identity {
+                Some(p) => {
+                    Some(crate::base::crypt::Identities::from_file(p).map_err(anyhow::Error::msg)?)
+                }
+                None => None,
+            },
         })
     }
 }

@@ -1,4 +1,5 @@
-//! The plugins shipped inside the binary: `filter`, `route`, `mask`, `remap`.
+//! The plugins shipped inside the binary: `filter`, `route`, `mask`, `remap`,
+//! `encrypt`.
 //! A pipeline names them without a path: `plugin = "mask"`.
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));

@@ -66,6 +66,8 @@ pub struct Options {
     pub format: Format,
     /// Log time after which an idle request is considered finished.
     pub request_timeout_us: i64,
+    /// Keys for `.age` files.
+    pub identities: Option<crate::base::crypt::Identities>,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             grep: None,
             format: Format::Markdown,
             request_timeout_us: 5 * 60 * 1_000_000,
+            identities: None,
         }
     }
 }
@@ -371,6 +374,7 @@ mod tests {
             component_by: ComponentBy::Auto,
             correlate: "request_id".into(),
             fields: Default::default(),
+            identities: None,
         };
         (log, opts)
     }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -151,7 +151,7 @@ fn is_log_file(path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let name = crate::base::crypt::Packing::strip(&name);
     // A rotated file, as sluice's file sink and logrotate name it: `NAME.log.3`.
     let name = match name.rsplit_once('.') {
         Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
@@ -204,15 +204,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Open a log file, decompressing `.gz`.
-pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
+/// Open a log file, decrypting `.age` (with `identities`) and
+/// decompressing `.gz`.
+pub fn open(
+    path: &Path,
+    identities: Option<&crate::base::crypt::Identities>,
+) -> anyhow::Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    Ok(Box::new(BufReader::with_capacity(256 * 1024, reader)))
+    crate::base::crypt::unpack(path, file, identities).with_context(|| {
+        match crate::base::crypt::Packing::of(path).encrypted && identities.is_none() {
+            true => format!("cannot read {} (give --identity KEYFILE)", path.display()),
+            false => format!("cannot read {}", path.display()),
+        }
+    })
 }
 
 /// Parse a clock: RFC 3339 with or without offset (without: UTC), a space
@@ -277,6 +281,8 @@ pub struct ParseOptions {
     pub correlate: String,
     /// Where the time, level and message are, when not in the usual fields.
     pub fields: FieldNames,
+    /// Keys for `.age` files.
+    pub identities: Option<crate::base::crypt::Identities>,
 }
 
 /// Fields of the time, level and message (dotted paths allowed), for
@@ -406,6 +412,7 @@ pub struct Scan {
     pub malformed: u64,
     /// Every line without a readable timestamp, listed or not.
     pub no_timestamp: u64,
+
     /// Its records, parsed, for the merges to read back.
     pub spill: Option<std::sync::Arc<Spill>>,
 }
@@ -413,7 +420,8 @@ pub struct Scan {
 /// Parse a file once: is it sorted, which components does it hold, which
 /// lines are problems; its records go to a [`Spill`].
 pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<Scan> {
-    let mut reader = open(&log.path)?;
+    let mut reader = open(&log.path, opts.identities.as_ref())?;
+    let packed = crate::base::crypt::Packing::of(&log.path).packed();
     let (spill, mut writer) = Spill::create()?;
     let mut scan = Scan {
         sorted: true,
@@ -424,12 +432,16 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
     let mut n = 0;
     loop {
         line.clear();
-        if reader
-            .read_line(&mut line)
-            .with_context(|| format!("reading {}", log.path.display()))?
-            == 0
-        {
-            break;
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // A compressed or encrypted file cut short (its writer was
+            // killed): what came before the cut is read.
+            Err(e) if packed && e.kind() != std::io::ErrorKind::InvalidInput => {
+                tracing::warn!(path = %log.path.display(), error = %e, "file cut short: reading it up to here");
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", log.path.display())),
         }
         n += 1;
         match parse_line(&line, file, n, log, opts) {

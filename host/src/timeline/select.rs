@@ -116,5 +116,6 @@ pub(super) fn parse_options(o: &Options) -> ParseOptions {
         component_by: o.component_by.clone(),
         correlate: o.correlate.clone(),
         fields: o.fields.clone(),
+        identities: o.identities.clone(),
     }
 }

@@ -423,6 +423,7 @@ mod tests {
             component_by: ComponentBy::Auto,
             correlate: "request_id".into(),
             fields: Default::default(),
+            identities: None,
         };
         lines
             .iter()

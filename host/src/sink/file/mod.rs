@@ -11,10 +11,13 @@
 //! once written and, with `sync`, once synced.
 
 mod format;
+mod sealed;
 mod template;
 mod tidy;
 mod writer;
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{inputs_field, runs_itself, Sink, SinkContext, SinkKind};
+use crate::base::crypt::Recipients;
 use crate::base::event::SharedBatch;
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, TypeTag};
@@ -87,6 +91,46 @@ pub struct FileSinkConfig {
     /// How often `sync = "interval"` syncs.
     #[serde(default = "default_sync_interval", with = "duration")]
     pub sync_interval: Duration,
+    /// Encrypt every file to age recipients (`NAME.age`; with `compress`,
+    /// compressed then encrypted: `NAME.gz.age`).
+    #[serde(default)]
+    pub encrypt: Option<EncryptConfig>,
+}
+
+/// `encrypt = { recipients = ["age1..."] }` of a file sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptConfig {
+    /// Public keys (`age1...`, as `age-keygen` prints them).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// A file of public keys, one per line (`#` comments), relative to the
+    /// pipeline file; read when the sink starts.
+    #[serde(default)]
+    pub recipients_file: Option<PathBuf>,
+    /// Finish a file whose last lines have waited this long for their
+    /// 64 KiB chunk to fill: only then are they durable and acknowledged.
+    #[serde(default = "default_seal_after", with = "duration")]
+    pub seal_after: Duration,
+    /// The keys, once `build` has read them.
+    #[serde(skip)]
+    pub keys: Option<Recipients>,
+}
+
+/// Settings compare by value for reloads; a recipients file may have new
+/// keys behind the same name, so a sink reading one is always restarted by
+/// a reload (its files are finished, new ones use the file's keys now).
+impl PartialEq for EncryptConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.recipients_file.is_none()
+            && other.recipients_file.is_none()
+            && self.recipients == other.recipients
+            && self.seal_after == other.seal_after
+    }
+}
+
+fn default_seal_after() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_missing() -> String {
@@ -117,6 +161,19 @@ const RETAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Most bytes of queued batches written in one round.
 const ROUND_BYTES: usize = 4 << 20;
+
+/// Most bytes of batches an encrypting sink holds unacknowledged while
+/// their lines wait for a chunk to complete; past it the files they wait
+/// on are finished.
+const HOLD_BYTES: usize = 64 << 20;
+
+/// Batches written to encrypted files whose lines are not all durable.
+struct Held {
+    round: u64,
+    keys: Vec<Vec<String>>,
+    batches: Vec<SharedBatch>,
+    bytes: usize,
+}
 
 impl SinkKind for FileSinkConfig {
     /// Check what serde cannot (a name for missing fields that is one, a
@@ -150,6 +207,37 @@ impl SinkKind for FileSinkConfig {
         }
         let mut c = self.clone();
         c.path.base = cx.resolve(std::path::Path::new(""));
+        if let Some(e) = c.encrypt.as_mut() {
+            bounded(
+                "encrypt.seal_after",
+                e.seal_after,
+                Duration::from_millis(10),
+                Duration::from_secs(24 * 3600),
+            )?;
+            let mut entries = e.recipients.clone();
+            if let Some(file) = &e.recipients_file {
+                let path = cx.resolve(file);
+                let text = std::fs::read_to_string(&path).map_err(|err| {
+                    BuildError::key(
+                        "encrypt",
+                        format!("recipients_file: cannot read {}: {err}", path.display()),
+                    )
+                })?;
+                entries.extend(text.lines().map(str::to_string));
+            }
+            let keys = Recipients::parse(entries.iter().map(String::as_str)).map_err(|err| {
+                let which = match e.recipients_file {
+                    Some(_) => "recipients and recipients_file",
+                    None => "recipients",
+                };
+                BuildError::key("encrypt", format!("{which}: {err}"))
+            })?;
+            e.keys = Some(keys);
+            c.path.suffix = match c.compress {
+                true => ".gz.age".into(),
+                false => ".age".into(),
+            };
+        }
         Ok(Box::new(c))
     }
 
@@ -180,10 +268,20 @@ impl FileSinkConfig {
             cfg.clone(),
             in_use,
             jobs.clone(),
+            ctx.metrics.clone(),
         )));
+        let encrypted = cfg.encrypt.is_some();
+        if let Some(keys) = cfg.encrypt.as_ref().and_then(|e| e.keys.as_ref()) {
+            ctx.metrics
+                .set_recipients(Some((keys.fingerprint.clone(), keys.len())));
+            tracing::info!(sink = %ctx.name, recipients = keys.len(), fingerprint = %keys.fingerprint, "encrypting files (age)");
+        }
         // Batches written but not yet synced (`sync = "interval"`): their
         // acknowledgements wait.
         let mut unsynced: Vec<SharedBatch> = Vec::new();
+        // Batches in encrypted files' incomplete chunks: their
+        // acknowledgements wait too.
+        let mut held: VecDeque<Held> = VecDeque::new();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         // The first retention pass comes with the first sweep after writing.
         let mut retained_at: Option<Instant> = None;
@@ -216,13 +314,29 @@ impl FileSinkConfig {
                     for b in &batches {
                         ctx.account(b);
                     }
-                    if cfg.sync == Sync::Interval {
+                    if encrypted {
+                        let home = w.as_ref().expect("writer is home");
+                        held.push_back(Held {
+                            round: home.round(),
+                            keys: home.touched(),
+                            bytes: batches.iter().map(|b| b.bytes()).sum(),
+                            batches,
+                        });
+                        if held.iter().map(|h| h.bytes).sum::<usize>() > HOLD_BYTES {
+                            let oldest = held.front().map_or(0, |h| h.round);
+                            tracing::debug!(sink = %ctx.name, "too much waits for chunks to complete: finishing the files it waits on");
+                            on_writer(&mut w, move |w| w.seal_waiting(oldest, chrono::Utc::now())).await;
+                            retry(&ctx, &mut w, writer::Writer::flush).await;
+                        }
+                        release(&w, &mut held, &mut unsynced, cfg.sync);
+                    } else if cfg.sync == Sync::Interval {
                         unsynced.extend(batches);
                     }
                 }
                 _ = sweep.tick() => {
                     on_writer(&mut w, |w| w.sweep(chrono::Utc::now())).await;
                     retry(&ctx, &mut w, writer::Writer::flush).await;
+                    release(&w, &mut held, &mut unsynced, cfg.sync);
                     if (cfg.keep_for.is_some() || cfg.keep_files.is_some())
                         && retained_at.is_none_or(|t| t.elapsed() >= RETAIN_EVERY)
                     {
@@ -240,6 +354,7 @@ impl FileSinkConfig {
             }
         }
         retry(&ctx, &mut w, writer::Writer::close).await;
+        drop(held);
         drop(unsynced);
         drop((w, jobs));
         tokio::task::spawn_blocking(move || tidier.join())
@@ -269,6 +384,29 @@ async fn on_writer<T: Send + 'static>(
     };
     *w = Some(back);
     out
+}
+
+/// Acknowledge (or, with `sync = "interval"`, pass on to the next sync) the
+/// held batches whose lines are all durable now, oldest first.
+fn release(
+    w: &Option<Box<writer::Writer>>,
+    held: &mut VecDeque<Held>,
+    unsynced: &mut Vec<SharedBatch>,
+    sync: Sync,
+) {
+    let w = w.as_ref().expect("writer is home");
+    while let Some(h) = held.front() {
+        if h.keys
+            .iter()
+            .any(|k| w.waiting_round(k).is_some_and(|r| r <= h.round))
+        {
+            break;
+        }
+        let h = held.pop_front().expect("checked above");
+        if sync == Sync::Interval {
+            unsynced.extend(h.batches);
+        }
+    }
 }
 
 /// Send what the writer can never write to the dead letters, with the

@@ -205,6 +205,9 @@ pub struct PathTemplate {
     pub base: PathBuf,
     /// Fields the path names, in order: the key of an output file.
     pub names: Vec<String>,
+    /// Added to every name the sink writes (`.age`, `.gz.age` when it
+    /// encrypts).
+    pub suffix: String,
 }
 
 impl PathTemplate {
@@ -233,6 +236,7 @@ impl PathTemplate {
             template,
             base: PathBuf::new(),
             names,
+            suffix: String::new(),
         })
     }
 
@@ -268,11 +272,12 @@ impl PathTemplate {
                 Part::Rest => {}
             }
         }
+        out.push_str(&self.suffix);
         self.base.join(out)
     }
 
     /// A pattern matching every file of `key`'s family: any time, and the
-    /// rotated (`.N`) and compressed (`.gz`) forms.
+    /// rotated (`.N`), compressed (`.gz`) and encrypted (`.age`) forms.
     pub fn family(&self, key: &[String]) -> regex::Regex {
         let mut pattern = String::from("^");
         pattern.push_str(&regex::escape(&self.base.join("").to_string_lossy()));
@@ -288,7 +293,7 @@ impl PathTemplate {
                 Part::Rest => {}
             }
         }
-        pattern.push_str(r"(\.\d+)?(\.gz)?$");
+        pattern.push_str(r"(\.\d+)?(\.gz)?(\.age)?$");
         regex::Regex::new(&pattern).expect("escaped pattern is valid")
     }
 

@@ -27,7 +27,8 @@ pub fn run(cfg: Arc<FileSinkConfig>, in_use: InUse, jobs: std::sync::mpsc::Recei
     for job in jobs {
         match job {
             Job::Finished(path, key) => {
-                if cfg.compress {
+                // Encrypted files are compressed before encryption, as written.
+                if cfg.compress && cfg.encrypt.is_none() {
                     match compress(&path, &in_use) {
                         Compressed::Done(bytes) => {
                             tracing::debug!(path = %path.display(), bytes, "compressed")
@@ -169,7 +170,7 @@ fn retain(cfg: &FileSinkConfig, in_use: &InUse, key: &[String]) {
         };
         members.push((path, modified));
     }
-    if cfg.compress {
+    if cfg.compress && cfg.encrypt.is_none() {
         for (path, _) in &mut members {
             if path.extension().is_some_and(|e| e == "gz") {
                 continue;

@@ -89,6 +89,13 @@ pub struct FileConfig {
     /// Read `*.gz` files whole, decompressed (otherwise they are skipped).
     #[serde(default)]
     pub gzip: bool,
+    /// An age identity file (`age-keygen` writes one): `*.age` and
+    /// `*.gz.age` files are read whole, decrypted (otherwise skipped).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// The identities, once `build` has read them.
+    #[serde(skip)]
+    pub identities: Option<crate::base::crypt::Identities>,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
 }
@@ -127,6 +134,11 @@ impl SourceKind for FileConfig {
         let mut c = self.clone();
         c.path = cx.resolve(&c.path);
         c.checkpoint = c.checkpoint.map(|p| cx.resolve_state(&p));
+        if let Some(file) = &c.identity_file {
+            let ids = crate::base::crypt::Identities::from_file(&cx.resolve(file))
+                .map_err(|e| BuildError::key("identity_file", e))?;
+            c.identities = Some(ids);
+        }
         Ok(Box::new(c))
     }
 

@@ -43,7 +43,7 @@ struct Tail {
     grew_at: Instant,
     /// Since when the path no longer leads to this file.
     gone_since: Option<Instant>,
-    /// A `.gz` file, read whole once.
+    /// A `.gz`, `.age` or `.gz.age` file, read whole once.
     gz: bool,
     /// Read to its end (for files read once).
     done: bool,
@@ -73,6 +73,9 @@ pub(super) struct Tailer {
     retired: Vec<FileId>,
     /// Paths already warned about (a loop, our own output): once each.
     warned: std::collections::HashSet<PathBuf>,
+    /// Why files that match were not read (encrypted without identity,
+    /// compressed without `gzip`), for the error when none is left.
+    skipped: Option<&'static str>,
 }
 
 impl Tailer {
@@ -97,6 +100,7 @@ impl Tailer {
             known,
             retired: Vec::new(),
             warned: std::collections::HashSet::new(),
+            skipped: None,
         }
     }
 
@@ -112,11 +116,18 @@ impl Tailer {
             }
             self.scan();
             if !self.cfg.follow && self.files.is_empty() {
-                break Err(anyhow::anyhow!(
-                    "source {}: no file matches {}",
-                    self.ctx().name,
-                    self.cfg.path.display()
-                ));
+                break Err(match self.skipped.take() {
+                    Some(why) => anyhow::anyhow!(
+                        "source {}: no file it can read matches {} ({why})",
+                        self.ctx().name,
+                        self.cfg.path.display()
+                    ),
+                    None => anyhow::anyhow!(
+                        "source {}: no file matches {}",
+                        self.ctx().name,
+                        self.cfg.path.display()
+                    ),
+                });
             }
             let mut progressed = false;
             for id in self.order.clone() {
@@ -210,11 +221,18 @@ impl Tailer {
                 }
                 continue;
             }
-            let gz = path.extension().is_some_and(|e| e == "gz");
-            if gz && !self.cfg.gzip {
-                tracing::debug!(source = %self.ctx().name, path = %path.display(), "skipping compressed file (set gzip = true to read it)");
+            let packing = crate::base::crypt::Packing::of(&path);
+            if packing.encrypted && self.cfg.identities.is_none() {
+                tracing::debug!(source = %self.ctx().name, path = %path.display(), "skipping encrypted file (set identity_file to read it)");
+                self.skipped = Some("encrypted files are read with identity_file set");
                 continue;
             }
+            if packing.compressed && !packing.encrypted && !self.cfg.gzip {
+                tracing::debug!(source = %self.ctx().name, path = %path.display(), "skipping compressed file (set gzip = true to read it)");
+                self.skipped = Some("compressed files are read with gzip = true");
+                continue;
+            }
+            let gz = packing.packed();
             if let Err(e) = self.open(id, path.clone(), meta.len(), gz) {
                 tracing::warn!(source = %self.ctx().name, path = %path.display(), error = %e, "cannot open file");
             }
@@ -428,14 +446,22 @@ impl Tailer {
                 return Ok(());
             }
         };
-        let mut reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        let mut reader =
+            match crate::base::crypt::unpack(&t.path, file, self.cfg.identities.as_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(path = %t.path.display(), error = %e, "cannot read file");
+                    t.done = true;
+                    return Ok(());
+                }
+            };
         let mut chunk = vec![0u8; CHUNK];
         loop {
             let n = match reader.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) => {
                     let t = self.files.get_mut(&id).expect("present");
-                    tracing::warn!(path = %t.path.display(), error = %e, "cannot decompress; stopping at this point");
+                    tracing::warn!(path = %t.path.display(), error = %e, "cannot decompress or decrypt further (cut short by a crash?); stopping at this point");
                     0
                 }
             };
