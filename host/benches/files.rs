@@ -2,10 +2,11 @@
 //! source tailing many files.
 //!
 //! 1. File -> file, 1,000,000 ~150-byte events: one plain output file,
-//!    versus rotation every 10 MB with gzip of the closed files. Prints the
-//!    events/s until the last event is written, and until the last closed
-//!    file is compressed (the pipeline ends when the compressing thread has
-//!    caught up).
+//!    versus rotation every 10 MB with gzip of the closed files, versus the
+//!    same plain file encrypted with age (`encrypt`), and encrypted after
+//!    gzip (`compress` + `encrypt`: `.gz.age`). Prints the events/s until
+//!    the last event is written, and until the pipeline ended (the last
+//!    closed file compressed, the last age stream finished).
 //! 2. Tailing: 1,000,000 lines appended by writer threads while a `follow`
 //!    source reads them, into one file versus ten files growing at once.
 //!    Prints events/s from the first append to the last event written.
@@ -117,15 +118,30 @@ inputs = ["app"]
         "path = \"out/events.log\"",
         "path = \"out/events.log\"\nrotate_size = \"10MB\"\ncompress = true",
     );
-    let mut best: [(Duration, Duration); 2] = [(Duration::MAX, Duration::MAX); 2];
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let encrypted = plain.replace(
+        "path = \"out/events.log\"",
+        &format!("path = \"out/events.log\"\nencrypt = {{ recipients = [\"{recipient}\"] }}"),
+    );
+    let packed = encrypted.replace("encrypt =", "compress = true\nencrypt =");
+    let names = [
+        "plain",
+        "rotate 10 MB + gzip",
+        "encrypt (age)",
+        "gzip + encrypt (age)",
+    ];
+    let mut best: [(Duration, Duration); 4] = [(Duration::MAX, Duration::MAX); 4];
     for round in 0..3 {
-        for (i, toml) in [plain, rotated.as_str()].iter().enumerate() {
+        for (i, toml) in [plain, rotated.as_str(), encrypted.as_str(), packed.as_str()]
+            .iter()
+            .enumerate()
+        {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("input.log"), &data).unwrap();
             let (written, ended) = bench.run(dir.path(), toml, "out", n as u64, || {});
             println!(
                 "  run {round} {}: written in {:.3} s, ended in {:.3} s",
-                ["plain", "rotate 10 MB + gzip"][i],
+                names[i],
                 written.as_secs_f64(),
                 ended.as_secs_f64()
             );
@@ -145,6 +161,16 @@ inputs = ["app"]
         rate(n, best[1].1),
         (rate(n, best[1].1) / rate(n, best[0].1) - 1.0) * 100.0
     );
+    for i in [2, 3] {
+        println!(
+            "file -> file, {}: {:.0} events/s written ({:+.1} % against plain), {:.0} events/s to the end ({:+.1} %)",
+            names[i],
+            rate(n, best[i].0),
+            (rate(n, best[i].0) / rate(n, best[0].0) - 1.0) * 100.0,
+            rate(n, best[i].1),
+            (rate(n, best[i].1) / rate(n, best[0].1) - 1.0) * 100.0
+        );
+    }
 
     // --- tailing: one file versus ten growing at once ---------------------
     let tail = |files: usize| -> Duration {

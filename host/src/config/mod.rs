@@ -46,7 +46,7 @@ pub enum OnError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
-    /// A bundled plugin's name (`filter`, `route`, `mask`) or a path to a
+    /// A bundled plugin's name (`filter`, `route`, `mask`, `remap`, `encrypt`) or a path to a
     /// `.wasm` component, relative to the pipeline file.
     pub plugin: Spanned<String>,
     /// Components whose output this transform reads.
