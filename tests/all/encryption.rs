@@ -127,6 +127,9 @@ inputs = ["gen"]
             let (bytes, ok) = age_decrypt(f, &key);
             assert!(ok, "age -d {f:?}");
             assert!(bytes.ends_with(b"\n"), "{f:?} ends inside a line");
+            if sink == "sealed" {
+                assert!(bytes.len() <= 256 * 1024, "{f:?}: {} bytes", bytes.len());
+            }
             joined.extend_from_slice(&bytes);
         }
         assert!(

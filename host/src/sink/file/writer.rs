@@ -517,8 +517,14 @@ fn check_due(to: Finishing<'_>, key: &[String], f: &mut OutFile, now: DateTime<U
 fn rotate(to: Finishing<'_>, key: &[String], f: &mut OutFile, now: DateTime<Utc>) {
     let cfg = to.cfg;
     if f.enc.is_some() {
+        // Its lines so far into its own stream (opening it if this round
+        // began it), so that the rotation falls between them and the next.
+        if let Err(e) = f.write_pending() {
+            tracing::warn!(path = %f.path.display(), error = %e, "cannot rotate encrypted file; retrying later");
+            return;
+        }
         if f.stream.is_none() {
-            // Nothing of it on disk yet: nothing to rotate.
+            // Nothing of it on disk: nothing to rotate.
             return;
         }
         let target = next_rotated(&f.path, &cfg.path.suffix);
@@ -711,8 +717,6 @@ impl OutFile {
         self.cipher = stream.take();
         self.stream = Some(stream);
         self.file = Some(file);
-        self.size = 0;
-        self.started = SystemTime::now();
         Ok(())
     }
 
