@@ -1,6 +1,8 @@
 //! The admin HTTP port: `GET /health`, `GET /metrics` (Prometheus text),
 //! `GET /stats` (JSON, for `sluice top`), `GET /tap` (live events, for
-//! `sluice tap`), `POST /reload`.
+//! `sluice tap`), `POST /reload`, and the live page `GET /` (`/ui`) with
+//! its data (`/ui/graph`, `/ui/stats`, `/ui/tap`). With a token, every
+//! endpoint but `/health` requires it.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -28,6 +30,8 @@ pub struct Admin {
     pub metrics: Registry,
     pub reload: ReloadHandle,
     pub pipeline: PathBuf,
+    /// What `auth_token_env` names: required by every endpoint but `/health`.
+    pub token: Option<String>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -215,6 +219,84 @@ fn tap(admin: &Arc<Admin>, q: &std::collections::BTreeMap<String, String>) -> Re
         .header("content-type", "application/x-ndjson")
         .body(ChannelBody { rx }.boxed())
         .expect("static response parts are valid")
+}
+
+/// The pipeline as a graph for the live page: nodes (sources, transforms,
+/// sinks, the dead letters when something reads them), with whether the
+/// page may show their events, and edges from inputs.
+pub fn graph(config: &crate::config::PipelineConfig) -> serde_json::Value {
+    use serde_json::json;
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    let base = |input: &str| input.split_once('.').map_or(input, |(n, _)| n).to_string();
+    let port = |input: &str| input.split_once('.').map(|(_, p)| p.to_string());
+    for s in &config.sources {
+        nodes.push(json!({"name": s.name, "kind": "source", "tappable": tappable(config, &s.name)}));
+    }
+    let mut dead = false;
+    for t in &config.transforms {
+        nodes.push(json!({"name": t.name, "kind": "transform", "plugin": t.config.plugin.get_ref(),
+                          "tappable": tappable(config, &t.name)}));
+        for i in &t.config.inputs {
+            dead |= base(i.get_ref()) == crate::delivery::DEAD_LETTERS;
+            edges.push(json!({"from": base(i.get_ref()), "port": port(i.get_ref()), "to": t.name}));
+        }
+    }
+    for s in &config.sinks {
+        nodes.push(json!({"name": s.name, "kind": "sink", "tappable": tappable(config, &s.name)}));
+        for i in s.config.inputs() {
+            dead |= base(i.get_ref()) == crate::delivery::DEAD_LETTERS;
+            edges.push(json!({"from": base(i.get_ref()), "port": port(i.get_ref()), "to": s.name}));
+        }
+        if let Some(f) = s.config.fallback() {
+            edges.push(json!({"from": s.name, "port": "fallback", "to": f.get_ref()}));
+        }
+    }
+    if dead {
+        nodes.push(json!({"name": crate::delivery::DEAD_LETTERS, "kind": "dead_letters",
+                          "tappable": tappable(config, crate::delivery::DEAD_LETTERS)}));
+    }
+    json!({"nodes": nodes, "edges": edges})
+}
+
+/// Whether the live page may show `name`'s events: when the pipeline masks
+/// (a transform runs the `mask` plugin), only what has passed a mask.
+pub fn tappable(config: &crate::config::PipelineConfig, name: &str) -> bool {
+    let is_mask = |t: &crate::config::TransformConfig| {
+        let p = t.plugin.get_ref();
+        p == "mask" || std::path::Path::new(p).file_stem().is_some_and(|s| s.to_string_lossy().contains("mask"))
+    };
+    if !config.transforms.iter().any(|t| is_mask(&t.config)) {
+        return true;
+    }
+    fn masked(
+        config: &crate::config::PipelineConfig,
+        name: &str,
+        is_mask: &dyn Fn(&crate::config::TransformConfig) -> bool,
+        depth: usize,
+    ) -> bool {
+        if depth > 64 {
+            return false;
+        }
+        let inputs: Vec<String> = if let Some(t) = config.transforms.iter().find(|t| t.name == name) {
+            if is_mask(&t.config) {
+                return true;
+            }
+            t.config.inputs.iter().map(|i| i.get_ref().clone()).collect()
+        } else if let Some(s) = config.sinks.iter().find(|s| s.name == name) {
+            s.config.inputs().iter().map(|i| i.get_ref().clone()).collect()
+        } else {
+            // A source, or the dead letters (which hold events as they
+            // failed, before any mask).
+            return false;
+        };
+        !inputs.is_empty()
+            && inputs.iter().all(|i| {
+                let base = i.split_once('.').map_or(i.as_str(), |(n, _)| n);
+                masked(config, base, is_mask, depth + 1)
+            })
+    }
+    masked(config, name, &is_mask, 0)
 }
 
 /// Per-component counters as JSON, for `sluice top`.
@@ -504,9 +586,78 @@ pub fn prometheus(metrics: &Registry) -> String {
     out
 }
 
+/// Whether `req` carries the admin token (`Authorization: Bearer`, or
+/// `?token=` for a browser opening the page), compared in constant time.
+fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
+    let Some(token) = &admin.token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or_else(|| query(req).remove("token"));
+    given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
 async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.uri().path() != "/health" && !authorized(&admin, &req) {
+        return Ok(Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("content-type", "text/plain")
+            .header("www-authenticate", "Bearer")
+            .body(
+                Full::new(Bytes::from_static(
+                    b"this admin port wants its token: Authorization: Bearer TOKEN (or ?token=TOKEN for the page)\n",
+                ))
+                .boxed(),
+            )
+            .expect("static response parts are valid"));
+    }
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => health(&admin.metrics),
+        (&Method::GET, "/" | "/ui") => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/html; charset=utf-8")
+            .header("cache-control", "no-store")
+            .body(Full::new(Bytes::from_static(include_bytes!("ui.html"))).boxed())
+            .expect("static response parts are valid"),
+        (&Method::GET, "/ui/graph") => match admin.reload.config().await {
+            Some(config) => reply(
+                StatusCode::OK,
+                "application/json",
+                format!("{}\n", graph(&config)),
+            ),
+            None => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the pipeline has stopped\n".into(),
+            ),
+        },
+        (&Method::GET, "/ui/stats") => {
+            reply(StatusCode::OK, "application/json", stats(&admin.metrics))
+        }
+        (&Method::GET, "/ui/tap") => {
+            let q = query(&req);
+            let config = admin.reload.config().await;
+            let component = q.get("component").cloned().unwrap_or_default();
+            match config.map(|c| tappable(&c, &component)) {
+                Some(true) => tap(&admin, &q),
+                _ => reply(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    format!("`{component}` is upstream of a mask: its events are not shown here (tap a component after the mask)\n"),
+                ),
+            }
+        }
         (&Method::GET, "/stats") => {
             reply(StatusCode::OK, "application/json", stats(&admin.metrics))
         }

@@ -9,6 +9,7 @@ mod files;
 mod http;
 mod languages;
 mod ops;
+mod pictures;
 mod pipelines;
 mod plugins;
 mod redis;

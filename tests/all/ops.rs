@@ -42,6 +42,7 @@ async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
         metrics: metrics.clone(),
         reload: running.reload_handle(),
         pipeline: path.clone(),
+        token: None,
     };
     sluice::admin::serve(&address, admin).await.unwrap();
     (running, metrics, path)

@@ -194,6 +194,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let config = PipelineConfig::load(pipeline)?;
     let admin_address = config.admin.as_ref().map(|a| a.address.clone());
+    let admin_token = match &config.admin {
+        Some(a) => a.token()?,
+        None => None,
+    };
     let reload = config.reload;
     let shutdown_timeout = config.shutdown_timeout;
     let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
@@ -220,6 +224,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             reload: running.reload_handle(),
             pipeline: pipeline.to_path_buf(),
+            token: admin_token,
         };
         let (_, task) = crate::admin::serve_listener(listener, admin)?;
         background.push(task);

@@ -12,8 +12,15 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::PipelineConfig;
 
-/// The admin address of a pipeline file.
-pub fn admin_address(pipeline: &Path) -> anyhow::Result<String> {
+/// Where a pipeline file's admin port is, and the token it wants (from
+/// the variable `auth_token_env` names, in this process's environment).
+pub struct AdminPort {
+    pub address: String,
+    pub token: Option<String>,
+}
+
+/// The admin port of a pipeline file.
+pub fn admin_address(pipeline: &Path) -> anyhow::Result<AdminPort> {
     let config = PipelineConfig::load(pipeline)?;
     let admin = config.admin.with_context(|| {
         format!(
@@ -21,11 +28,15 @@ pub fn admin_address(pipeline: &Path) -> anyhow::Result<String> {
             pipeline.display()
         )
     })?;
-    Ok(admin.address)
+    Ok(AdminPort {
+        token: admin.token()?,
+        address: admin.address,
+    })
 }
 
 /// Send a GET to the admin port; returns the response.
-async fn get(address: &str, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+async fn get(port: &AdminPort, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let address = &port.address;
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .with_context(|| {
@@ -35,9 +46,11 @@ async fn get(address: &str, path: &str) -> anyhow::Result<hyper::Response<hyper:
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(path)
-        .header("host", address)
-        .body(Empty::<Bytes>::new())?;
+    let mut req = Request::get(path).header("host", address);
+    if let Some(token) = &port.token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Empty::<Bytes>::new())?;
     Ok(sender.send_request(req).await?)
 }
 
@@ -69,10 +82,10 @@ pub async fn tap(
     }
     let mut resp = get(&address, &path).await?;
     if !resp.status().is_success() {
+        let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         anyhow::bail!(
-            "tap refused ({}): {}",
-            "",
+            "tap refused ({status}): {}",
             String::from_utf8_lossy(&body).trim()
         );
     }
@@ -86,9 +99,15 @@ pub async fn tap(
     Ok(())
 }
 
-async fn stats(address: &str) -> anyhow::Result<serde_json::Value> {
-    let resp = get(address, "/stats").await?;
+async fn stats(port: &AdminPort) -> anyhow::Result<serde_json::Value> {
+    let resp = get(port, "/stats").await?;
+    let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "the admin port answered {status}: {}",
+        String::from_utf8_lossy(&body).trim()
+    );
     Ok(serde_json::from_slice(&body)?)
 }
 

@@ -31,6 +31,8 @@ pub enum ModeArg {
 pub enum FormatArg {
     Md,
     Json,
+    /// One self-contained page: swimlanes, request waterfalls, hop histograms.
+    Html,
 }
 
 /// Merge JSON-lines logs (plain or .gz) of many services into one timeline.
@@ -89,7 +91,8 @@ pub struct TimelineArgs {
     /// Only events whose message or fields contain TEXT (any case).
     #[arg(long)]
     pub grep: Option<String>,
-    /// Markdown for people, JSON for tools.
+    /// Markdown for people, JSON for tools, HTML for a picture (one
+    /// self-contained file: `--format html -o report.html`).
     #[arg(long, value_enum, default_value_t = FormatArg::Md)]
     pub format: FormatArg,
     /// Write here instead of stdout.
@@ -194,6 +197,7 @@ impl TimelineArgs {
             format: match self.format {
                 FormatArg::Md => Format::Markdown,
                 FormatArg::Json => Format::Json,
+                FormatArg::Html => Format::Html,
             },
             request_timeout_us: duration_us(&self.request_timeout)?,
             identities: match &self.identity {

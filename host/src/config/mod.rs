@@ -137,6 +137,26 @@ pub struct PipelineConfig {
 pub struct AdminConfig {
     /// Address to listen on, e.g. `127.0.0.1:9598`.
     pub address: String,
+    /// An environment variable holding a token every endpoint but
+    /// `/health` then requires (`Authorization: Bearer TOKEN`, or
+    /// `?token=TOKEN` to open the live page in a browser).
+    #[serde(default)]
+    pub auth_token_env: Option<String>,
+}
+
+impl AdminConfig {
+    /// The token `auth_token_env` names (registered as a secret), if set.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        let Some(var) = &self.auth_token_env else {
+            return Ok(None);
+        };
+        let token = std::env::var(var)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("[admin] auth_token_env names `{var}`, which is not set"))?;
+        crate::base::secrets::register(&token);
+        Ok(Some(token))
+    }
 }
 
 /// `[[tests]]`: a pipeline unit test. Events go in at sources, and what

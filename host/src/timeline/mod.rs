@@ -21,6 +21,7 @@
 //! - a lost request is one whose last component is not the one where most
 //!   multi-component requests end.
 
+mod html;
 pub mod read;
 mod report;
 mod requests;
@@ -148,6 +149,18 @@ pub struct Summary {
     pub malformed: u64,
     pub no_timestamp: u64,
     pub problems: Vec<String>,
+    /// For the HTML report: each hop's p99 and histogram (same order as
+    /// `hops`), the slowest requests' segments, and how many finished
+    /// requests they were chosen from.
+    #[serde(skip)]
+    pub hop_details: Vec<html::HopDetail>,
+    #[serde(skip)]
+    pub request_details: Vec<html::RequestDetail>,
+    #[serde(skip)]
+    pub requests_kept_from: u64,
+    /// For the HTML report: the events drawn as marks (bounded).
+    #[serde(skip)]
+    pub marks: html::Marks,
 }
 
 /// Write the report for `o` to `out`.
@@ -302,10 +315,14 @@ pub fn write_report(
     writer.header(&summary)?;
 
     // One pass for the statistics (and, in timeline mode, the events).
+    let html = o.format == Format::Html;
     let mut tracker = Tracker::default();
+    tracker.keep_segments = html;
+    let mut marks = html::Marks::default();
     let mut counts = Counts::new(inputs.files.len());
     let mut until_expiry = 4096;
-    let events = (o.mode == Mode::Timeline).then_some(&mut writer);
+    // The page draws events as marks rather than listing them.
+    let events = (o.mode == Mode::Timeline && !html).then_some(&mut writer);
     let merge = pump(
         inputs,
         events,
@@ -316,6 +333,9 @@ pub fn write_report(
             summary.last_us = Some(r.ts);
             counts.add(r);
             tracker.see(r);
+            if html {
+                marks.add(r);
+            }
             until_expiry -= 1;
             if until_expiry == 0 {
                 tracker.expire(r.ts - o.request_timeout_us);
@@ -345,8 +365,9 @@ pub fn write_report(
     summary.malformed = merge.malformed;
     summary.no_timestamp = merge.no_timestamp;
     tracker.close(&mut summary);
+    summary.marks = marks;
 
-    if o.mode == Mode::Component {
+    if o.mode == Mode::Component && !html {
         let components: Vec<String> = summary.per_component.keys().cloned().collect();
         for c in components {
             writer.section(&c)?;

@@ -11,6 +11,8 @@ use crate::base::event::value_text;
 pub enum Format {
     Markdown,
     Json,
+    /// One self-contained page (see `html.rs`), written at the end.
+    Html,
 }
 
 pub struct Writer<'a> {
@@ -92,6 +94,7 @@ impl<'a> Writer<'a> {
             Mode::Component => "component",
         };
         match o.format {
+            Format::Html => {}
             Format::Markdown => {
                 writeln!(self.buf, "# Timeline\n")?;
                 writeln!(self.buf, "- Period: {period}")?;
@@ -133,6 +136,7 @@ impl<'a> Writer<'a> {
 
     pub fn event(&mut self, r: &Record, files: &[LogFile]) -> std::io::Result<()> {
         match self.o.format {
+            Format::Html => return Ok(()),
             Format::Markdown => {
                 let second = r.ts.div_euclid(1_000_000);
                 if self.second.as_ref().is_none_or(|(s, _)| *s != second) {
@@ -207,6 +211,7 @@ impl<'a> Writer<'a> {
                 writeln!(self.buf, "],\"summary\":{summary}}}")?;
             }
             Format::Markdown => self.markdown_summary(s)?,
+            Format::Html => super::html::page(self.o, s, &mut self.buf)?,
         }
         self.out.write_all(&self.buf)?;
         self.buf.clear();

@@ -22,6 +22,9 @@ pub(super) struct Finished {
     id: String,
     total_us: i64,
     path: Vec<Arc<str>>,
+    /// (component, first ts, last ts) per segment, for the HTML report's
+    /// waterfalls (empty unless asked for).
+    pub(super) segments: Vec<(Arc<str>, i64, i64)>,
 }
 
 impl Finished {
@@ -77,6 +80,36 @@ pub(super) fn bucket_value(b: usize) -> i64 {
 }
 
 impl Latencies {
+    /// `n` bins of equal width in log space from the minimum to the
+    /// maximum: (low, high, count) each, for a histogram.
+    pub(super) fn bins(&self, n: usize) -> Vec<(i64, i64, u64)> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        let (lo, hi) = ((self.min.max(1)) as f64, (self.max.max(1)) as f64);
+        let step = ((hi / lo).ln() / n as f64).max(1e-9);
+        let edge = |i: usize| (lo * (step * i as f64).exp()).round() as i64;
+        let mut counts = vec![0u64; n];
+        let mut put = |v: i64, c: u64| {
+            let i = (((v.max(1) as f64) / lo).ln() / step).floor().max(0.0) as usize;
+            counts[i.min(n - 1)] += c;
+        };
+        if self.buckets.is_empty() {
+            for &v in &self.exact {
+                put(v, 1);
+            }
+        } else {
+            for (b, &c) in self.buckets.iter().enumerate() {
+                if c > 0 {
+                    put(bucket_value(b).clamp(self.min, self.max), c);
+                }
+            }
+        }
+        (0..n)
+            .map(|i| (if i == 0 { self.min } else { edge(i) }, edge(i + 1).max(self.min), counts[i]))
+            .collect()
+    }
+
     pub(super) fn add(&mut self, v: i64) {
         if self.count == 0 {
             (self.min, self.max) = (v, v);
@@ -143,6 +176,8 @@ pub(super) struct Tracker {
     /// they are only counted).
     finished: Vec<Finished>,
     requests: u64,
+    /// Keep each finished request's segments (the HTML report).
+    pub(super) keep_segments: bool,
 }
 
 pub(super) const MAX_FINISHED: usize = 100_000;
@@ -204,10 +239,15 @@ impl Tracker {
             };
             self.hops[i].1.add(latency);
         }
+        let segments = match self.keep_segments {
+            true => a.segments.clone(),
+            false => Vec::new(),
+        };
         let request = Finished {
             id,
             total_us: a.last - a.first,
             path: a.segments.into_iter().map(|s| s.0).collect(),
+            segments,
         };
         let last = request.path.last().expect("a request has an event");
         *self.lasts.entry(last.clone()).or_default() += 1;
@@ -239,19 +279,30 @@ impl Tracker {
             self.finish(id, a);
         }
         summary.requests = self.requests;
+        let keep = self.keep_segments;
+        let mut details = Vec::new();
         summary.hops = self
             .hops
             .into_iter()
-            .map(|((from, to), mut l)| Hop {
-                from: from.to_string(),
-                to: to.to_string(),
-                requests: l.count,
-                min_us: l.min,
-                median_us: l.median(),
-                p95_us: l.percentile(95.0),
-                max_us: l.max,
+            .map(|((from, to), mut l)| {
+                if keep {
+                    details.push(super::html::HopDetail {
+                        p99_us: l.percentile(99.0),
+                        bins: l.bins(super::html::BINS),
+                    });
+                }
+                Hop {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    requests: l.count,
+                    min_us: l.min,
+                    median_us: l.median(),
+                    p95_us: l.percentile(95.0),
+                    max_us: l.max,
+                }
             })
             .collect();
+        summary.hop_details = details;
         summary.slowest = self.slowest;
         let expected = self
             .ends
@@ -270,6 +321,25 @@ impl Tracker {
                 .collect();
         }
         summary.expected_end = expected;
+        if keep {
+            let mut kept: Vec<&Finished> =
+                self.finished.iter().filter(|f| f.segments.len() >= 2).collect();
+            kept.sort_by(|x, y| y.total_us.cmp(&x.total_us).then_with(|| x.id.cmp(&y.id)));
+            summary.request_details = kept
+                .into_iter()
+                .take(super::html::MAX_REQUESTS)
+                .map(|f| super::html::RequestDetail {
+                    id: f.id.clone(),
+                    total_us: f.total_us,
+                    segments: f
+                        .segments
+                        .iter()
+                        .map(|(c, a, b)| (c.to_string(), *a, *b))
+                        .collect(),
+                })
+                .collect();
+            summary.requests_kept_from = self.finished.len() as u64;
+        }
     }
 }
 

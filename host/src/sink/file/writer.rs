@@ -423,8 +423,9 @@ impl Writer {
     pub fn close(&mut self) -> Result<(), WriteError> {
         self.flush()?;
         if self.enc.is_some() {
+            // Synced at shutdown whatever `sync` says, as plain files are.
             for f in self.files.values_mut() {
-                f.finish_here(self.cfg.sync)
+                f.finish_here(Sync::Batch)
                     .map_err(|source| WriteError::Write {
                         path: f.path.clone(),
                         source,
