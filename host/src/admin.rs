@@ -231,12 +231,15 @@ pub fn graph(config: &crate::config::PipelineConfig) -> serde_json::Value {
     let base = |input: &str| input.split_once('.').map_or(input, |(n, _)| n).to_string();
     let port = |input: &str| input.split_once('.').map(|(_, p)| p.to_string());
     for s in &config.sources {
-        nodes.push(json!({"name": s.name, "kind": "source", "tappable": tappable(config, &s.name)}));
+        nodes
+            .push(json!({"name": s.name, "kind": "source", "tappable": tappable(config, &s.name)}));
     }
     let mut dead = false;
     for t in &config.transforms {
-        nodes.push(json!({"name": t.name, "kind": "transform", "plugin": t.config.plugin.get_ref(),
-                          "tappable": tappable(config, &t.name)}));
+        nodes.push(
+            json!({"name": t.name, "kind": "transform", "plugin": t.config.plugin.get_ref(),
+                          "tappable": tappable(config, &t.name)}),
+        );
         for i in &t.config.inputs {
             dead |= base(i.get_ref()) == crate::delivery::DEAD_LETTERS;
             edges.push(json!({"from": base(i.get_ref()), "port": port(i.get_ref()), "to": t.name}));
@@ -253,8 +256,10 @@ pub fn graph(config: &crate::config::PipelineConfig) -> serde_json::Value {
         }
     }
     if dead {
-        nodes.push(json!({"name": crate::delivery::DEAD_LETTERS, "kind": "dead_letters",
-                          "tappable": tappable(config, crate::delivery::DEAD_LETTERS)}));
+        nodes.push(
+            json!({"name": crate::delivery::DEAD_LETTERS, "kind": "dead_letters",
+                          "tappable": tappable(config, crate::delivery::DEAD_LETTERS)}),
+        );
     }
     json!({"nodes": nodes, "edges": edges})
 }
@@ -264,7 +269,10 @@ pub fn graph(config: &crate::config::PipelineConfig) -> serde_json::Value {
 pub fn tappable(config: &crate::config::PipelineConfig, name: &str) -> bool {
     let is_mask = |t: &crate::config::TransformConfig| {
         let p = t.plugin.get_ref();
-        p == "mask" || std::path::Path::new(p).file_stem().is_some_and(|s| s.to_string_lossy().contains("mask"))
+        p == "mask"
+            || std::path::Path::new(p)
+                .file_stem()
+                .is_some_and(|s| s.to_string_lossy().contains("mask"))
     };
     if !config.transforms.iter().any(|t| is_mask(&t.config)) {
         return true;
@@ -278,13 +286,22 @@ pub fn tappable(config: &crate::config::PipelineConfig, name: &str) -> bool {
         if depth > 64 {
             return false;
         }
-        let inputs: Vec<String> = if let Some(t) = config.transforms.iter().find(|t| t.name == name) {
+        let inputs: Vec<String> = if let Some(t) = config.transforms.iter().find(|t| t.name == name)
+        {
             if is_mask(&t.config) {
                 return true;
             }
-            t.config.inputs.iter().map(|i| i.get_ref().clone()).collect()
+            t.config
+                .inputs
+                .iter()
+                .map(|i| i.get_ref().clone())
+                .collect()
         } else if let Some(s) = config.sinks.iter().find(|s| s.name == name) {
-            s.config.inputs().iter().map(|i| i.get_ref().clone()).collect()
+            s.config
+                .inputs()
+                .iter()
+                .map(|i| i.get_ref().clone())
+                .collect()
         } else {
             // A source, or the dead letters (which hold events as they
             // failed, before any mask).

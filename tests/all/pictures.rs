@@ -45,7 +45,11 @@ fn inspect(url: &str, screenshot: &str, steps: Value) -> Value {
         std::fs::copy(&shot, docs.join(format!("{screenshot}.png"))).unwrap();
     }
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["errors"], serde_json::json!([]), "errors in the page: {v}");
+    assert_eq!(
+        v["errors"],
+        serde_json::json!([]),
+        "errors in the page: {v}"
+    );
     v
 }
 
@@ -94,7 +98,11 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
         .arg(d.path().join("logs"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http"),
@@ -116,7 +124,11 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
             {"fill": "#request-search", "value": "r103"}, {"click": "#request-go"},
         ]),
     );
-    assert_eq!(facts["requests"], serde_json::json!([]), "the page made requests");
+    assert_eq!(
+        facts["requests"],
+        serde_json::json!([]),
+        "the page made requests"
+    );
     let r = &facts["results"];
     assert_eq!(r["shown"], "r3");
     assert_eq!(
@@ -133,17 +145,37 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
     assert_eq!(
         r["hists"],
         serde_json::json!([
-            ["gateway", "orders", sluice::timeline::median(&first), pct(&first, 95.0), pct(&first, 99.0)],
-            ["orders", "payments", sluice::timeline::median(&second), pct(&second, 95.0), pct(&second, 99.0)]
+            [
+                "gateway",
+                "orders",
+                sluice::timeline::median(&first),
+                pct(&first, 95.0),
+                pct(&first, 99.0)
+            ],
+            [
+                "orders",
+                "payments",
+                sluice::timeline::median(&second),
+                pct(&second, 95.0),
+                pct(&second, 99.0)
+            ]
         ])
     );
     assert_eq!(
         r["lost"],
-        serde_json::json!([["r7", "orders"], ["r57", "orders"], ["r107", "orders"], ["r157", "orders"]])
+        serde_json::json!([
+            ["r7", "orders"],
+            ["r57", "orders"],
+            ["r107", "orders"],
+            ["r157", "orders"]
+        ])
     );
     // The slowest first: 6 + 12 ms above the base of 40 ms (i % 7 = 6, i % 13 = 12).
     assert_eq!(r["slowest"], "r103");
-    assert!(r["missing"].as_str().unwrap().contains("no waterfall"), "{r}");
+    assert!(
+        r["missing"].as_str().unwrap().contains("no waterfall"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -166,10 +198,17 @@ fn a_large_html_timeline_draws_a_bounded_sample_and_says_so() {
         .arg(d.path().join("api.log"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.len() < 8 << 20, "{} bytes", html.len());
-    assert!(html.contains("of 300000 events drawn: every"), "the page says it sampled");
+    assert!(
+        html.contains("of 300000 events drawn: every"),
+        "the page says it sampled"
+    );
 }
 
 /// `sluice run` on `toml` with the admin token in its environment.
@@ -251,10 +290,16 @@ inputs = ["_dead_letters"]
     .await;
     // Without the token: refused, page and data alike; /health stays open.
     for path in ["/ui", "/ui/stats", "/ui/graph", "/metrics"] {
-        let reply = raw_http(port, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"));
+        let reply = raw_http(
+            port,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        );
         assert!(reply.starts_with("HTTP/1.1 401"), "{path}: {reply}");
     }
-    let health = raw_http(port, "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let health = raw_http(
+        port,
+        "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let url = format!("http://127.0.0.1:{port}/ui?token={token}");
     let read = "[...document.querySelectorAll('.node')].map(g => [g.dataset.node, g.dataset.kind, +g.dataset.eventsOut, +g.dataset.rateOut, g.dataset.health])";
@@ -315,7 +360,10 @@ inputs = ["_dead_letters"]
     // Counts rise, rates are shown, and they are the counters /metrics has
     // (read after the page, so at least as high).
     let (a, b) = (node("first", "archive"), node("second", "archive"));
-    assert!(b[2].as_f64().unwrap() > a[2].as_f64().unwrap(), "{a:?} -> {b:?}");
+    assert!(
+        b[2].as_f64().unwrap() > a[2].as_f64().unwrap(),
+        "{a:?} -> {b:?}"
+    );
     assert!(b[3].as_f64().unwrap() > 500.0, "a rate near 3000/s: {b:?}");
     assert_eq!(b[4], "ok");
     let in_metrics = sample(&metrics, "sluice_events_out_total{component=\"archive\"");
@@ -325,15 +373,32 @@ inputs = ["_dead_letters"]
         "page {shown}, /metrics {in_metrics}"
     );
     let app_out = node("second", "app")[2].as_f64().unwrap();
-    assert!(app_out >= shown, "the source has sent at least what the sink wrote");
+    assert!(
+        app_out >= shown,
+        "the source has sent at least what the sink wrote"
+    );
     // The source is before the mask: its events are not shown; the archive's are, masked.
-    assert!(r["refused"].as_str().unwrap().contains("upstream of a mask"), "{r}");
+    assert!(
+        r["refused"]
+            .as_str()
+            .unwrap()
+            .contains("upstream of a mask"),
+        "{r}"
+    );
     let tapped = r["tapped"].as_str().unwrap();
     assert!(tapped.lines().count() >= 5, "{tapped}");
-    assert!(tapped.contains("[ipv4]") || tapped.contains("[email]"), "masked: {tapped}");
+    assert!(
+        tapped.contains("[ipv4]") || tapped.contains("[email]"),
+        "masked: {tapped}"
+    );
     assert!(r["edges"].as_u64().unwrap() >= 5);
     // Everything it fetched came from the admin port, with the token.
     for req in facts["requests"].as_array().unwrap() {
-        assert!(req.as_str().unwrap().starts_with(&format!("http://127.0.0.1:{port}/ui/")), "{req}");
+        assert!(
+            req.as_str()
+                .unwrap()
+                .starts_with(&format!("http://127.0.0.1:{port}/ui/")),
+            "{req}"
+        );
     }
 }

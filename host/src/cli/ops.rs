@@ -35,7 +35,10 @@ pub fn admin_address(pipeline: &Path) -> anyhow::Result<AdminPort> {
 }
 
 /// Send a GET to the admin port; returns the response.
-async fn get(port: &AdminPort, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+async fn get(
+    port: &AdminPort,
+    path: &str,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let address = &port.address;
     let stream = tokio::net::TcpStream::connect(address)
         .await

@@ -153,7 +153,9 @@ impl AdminConfig {
         let token = std::env::var(var)
             .ok()
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("[admin] auth_token_env names `{var}`, which is not set"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("[admin] auth_token_env names `{var}`, which is not set")
+            })?;
         crate::base::secrets::register(&token);
         Ok(Some(token))
     }

@@ -120,7 +120,7 @@ impl Marks {
             }
             return;
         }
-        if (self.seen - 1) % self.stride != 0 {
+        if !(self.seen - 1).is_multiple_of(self.stride) {
             return;
         }
         self.sampled.push(mark(r));
@@ -183,10 +183,7 @@ pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> 
                    "segments": r.segments.iter().map(|(c, a, b)| json!([c, a, b])).collect::<Vec<_>>()})
         })
         .collect();
-    let mut requests_note = format!(
-        "{} requests followed by `{}`",
-        s.requests, o.correlate
-    );
+    let mut requests_note = format!("{} requests followed by `{}`", s.requests, o.correlate);
     if (s.request_details.len() as u64) < s.requests {
         requests_note.push_str(&format!(
             "; waterfalls for the {} slowest of those crossing components{}",

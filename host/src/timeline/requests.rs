@@ -106,7 +106,13 @@ impl Latencies {
             }
         }
         (0..n)
-            .map(|i| (if i == 0 { self.min } else { edge(i) }, edge(i + 1).max(self.min), counts[i]))
+            .map(|i| {
+                (
+                    if i == 0 { self.min } else { edge(i) },
+                    edge(i + 1).max(self.min),
+                    counts[i],
+                )
+            })
             .collect()
     }
 
@@ -322,8 +328,11 @@ impl Tracker {
         }
         summary.expected_end = expected;
         if keep {
-            let mut kept: Vec<&Finished> =
-                self.finished.iter().filter(|f| f.segments.len() >= 2).collect();
+            let mut kept: Vec<&Finished> = self
+                .finished
+                .iter()
+                .filter(|f| f.segments.len() >= 2)
+                .collect();
             kept.sort_by(|x, y| y.total_us.cmp(&x.total_us).then_with(|| x.id.cmp(&y.id)));
             summary.request_details = kept
                 .into_iter()
