@@ -87,15 +87,231 @@ struct Detector {
     kind: String,
     regex: Regex,
     builtin: bool,
+    /// The bit of [`triggers`] without which this built-in detector cannot
+    /// match (0 for custom patterns: always tried).
+    trigger: u16,
+}
+
+/// Bits of [`triggers`]: which built-in detectors could match a text.
+const T_EMAIL: u16 = 1;
+const T_IPV4: u16 = 2;
+const T_IPV6: u16 = 4;
+const T_CARD: u16 = 8;
+const T_IBAN: u16 = 16;
+const T_JWT: u16 = 32;
+const T_BEARER: u16 = 64;
+const T_MAC: u16 = 128;
+
+fn trigger_of(kind: &str) -> u16 {
+    match kind {
+        "email" => T_EMAIL,
+        "ipv4" => T_IPV4,
+        "ipv6" => T_IPV6,
+        "card" => T_CARD,
+        "iban" => T_IBAN,
+        "jwt" => T_JWT,
+        "bearer" => T_BEARER,
+        "mac" => T_MAC,
+        _ => 0,
+    }
+}
+
+/// Byte classes for [`triggers`]' one pass.
+const DIGIT: u8 = 1;
+const HEX: u8 = 2; // a-f, A-F
+const UPPER: u8 = 4;
+const LOCAL: u8 = 8; // what may end an email's local part
+const DOMAIN: u8 = 16; // what may start its domain
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut v = 0;
+        if c.is_ascii_digit() {
+            v |= DIGIT | LOCAL | DOMAIN;
+        }
+        if matches!(c, b'a'..=b'f' | b'A'..=b'F') {
+            v |= HEX;
+        }
+        if c.is_ascii_uppercase() {
+            v |= UPPER;
+        }
+        if c.is_ascii_alphabetic() {
+            v |= LOCAL | DOMAIN;
+        }
+        if matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') {
+            v |= LOCAL;
+        }
+        if c == b'-' {
+            v |= DOMAIN;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+};
+
+/// Which built-in detectors could match somewhere in `b`: for each, a
+/// condition every match needs (an `@` between an address's characters,
+/// three dots in a run of digits, two colons in a run of hex digits, 13
+/// digits apart by at most one space or dash, two capitals before two
+/// digits, `eyJ`, `bearer` and a space, five separators between hex
+/// pairs), found in one pass. A detector whose bit is unset is skipped: no
+/// regex runs over texts that cannot hold its kind.
+fn triggers(b: &[u8], wanted: u16) -> u16 {
+    let mut found = 0u16;
+    if wanted & T_EMAIL != 0 {
+        for p in memchr::memchr_iter(b'@', b) {
+            if p > 0
+                && CLASS[b[p - 1] as usize] & LOCAL != 0
+                && b.get(p + 1)
+                    .is_some_and(|&c| CLASS[c as usize] & DOMAIN != 0)
+            {
+                found |= T_EMAIL;
+                break;
+            }
+        }
+    }
+    if wanted & T_JWT != 0 && memchr::memmem::find(b, b"eyJ").is_some() {
+        found |= T_JWT;
+    }
+    if wanted & T_BEARER != 0 {
+        for p in memchr::memchr2_iter(b'b', b'B', b) {
+            // `\s` in the pattern is any Unicode space: a non-ASCII byte
+            // after the word may start one.
+            if b.len() >= p + 7
+                && b[p..p + 6].eq_ignore_ascii_case(b"bearer")
+                && (b[p + 6].is_ascii_whitespace() || b[p + 6] >= 0x80)
+            {
+                found |= T_BEARER;
+                break;
+            }
+        }
+    }
+    let runs = wanted & (T_IPV4 | T_IPV6 | T_CARD | T_IBAN | T_MAC);
+    if runs == 0 {
+        return found;
+    }
+    // Counts first, in a loop the compiler vectorises: most texts fail
+    // every run-shaped kind's count, and only a passing one is walked.
+    let (mut digits, mut upper, mut colons, mut dashes, mut dots) = (0u32, 0u32, 0u32, 0u32, 0u32);
+    for &c in b {
+        digits += u32::from(c.wrapping_sub(b'0') < 10);
+        upper += u32::from(c.wrapping_sub(b'A') < 26);
+        colons += u32::from(c == b':');
+        dashes += u32::from(c == b'-');
+        dots += u32::from(c == b'.');
+    }
+    if runs & T_IPV4 != 0 && dots >= 3 && digits >= 4 && ipv4_run(b) {
+        found |= T_IPV4;
+    }
+    if runs & T_IPV6 != 0 && colons >= 2 && ipv6_run(b) {
+        found |= T_IPV6;
+    }
+    if runs & T_CARD != 0 && digits >= 13 && card_run(b) {
+        found |= T_CARD;
+    }
+    if runs & T_IBAN != 0 && upper >= 2 && digits >= 2 && iban_run(b) {
+        found |= T_IBAN;
+    }
+    if runs & T_MAC != 0 && colons + dashes >= 5 && mac_run(b) {
+        found |= T_MAC;
+    }
+    found & wanted
+}
+
+/// Three dots inside one run of digits and dots (an IPv4 address's shape).
+fn ipv4_run(b: &[u8]) -> bool {
+    let (mut dots, mut inside) = (0u32, false);
+    let mut prev = 0u8;
+    for &c in b {
+        if c.is_ascii_digit() {
+            inside = true;
+        } else if c == b'.' && inside {
+            dots += 1;
+            if dots >= 3 && prev.is_ascii_digit() {
+                return true;
+            }
+        } else {
+            (dots, inside) = (0, false);
+        }
+        prev = c;
+    }
+    false
+}
+
+/// Two colons and a hex digit in one run of hex digits, colons and dots.
+fn ipv6_run(b: &[u8]) -> bool {
+    let (mut colons, mut hex) = (0u32, false);
+    for &c in b {
+        let h = c.is_ascii_hexdigit();
+        if h || c == b':' || c == b'.' {
+            colons += u32::from(c == b':');
+            hex |= h;
+            if colons >= 2 && hex {
+                return true;
+            }
+        } else {
+            (colons, hex) = (0, false);
+        }
+    }
+    false
+}
+
+/// Thirteen digits, at most one space or dash between two.
+fn card_run(b: &[u8]) -> bool {
+    let (mut digits, mut sep) = (0u32, false);
+    for &c in b {
+        if c.is_ascii_digit() {
+            digits += 1;
+            sep = false;
+            if digits >= 13 {
+                return true;
+            }
+        } else if (c == b' ' || c == b'-') && !sep && digits > 0 {
+            sep = true;
+        } else {
+            (digits, sep) = (0, false);
+        }
+    }
+    false
+}
+
+/// Two capitals, then two digits.
+fn iban_run(b: &[u8]) -> bool {
+    b.windows(4).any(|w| {
+        w[0].is_ascii_uppercase()
+            && w[1].is_ascii_uppercase()
+            && w[2].is_ascii_digit()
+            && w[3].is_ascii_digit()
+    })
+}
+
+/// Five `:` or `-` in one run of hex digits and those separators.
+fn mac_run(b: &[u8]) -> bool {
+    let mut seps = 0u32;
+    for &c in b {
+        if c == b':' || c == b'-' {
+            seps += 1;
+            if seps >= 5 {
+                return true;
+            }
+        } else if !c.is_ascii_hexdigit() {
+            seps = 0;
+        }
+    }
+    false
 }
 
 /// Redacts sensitive values.
 #[derive(Debug)]
 pub struct Mask {
     detectors: Vec<Detector>,
-    /// All detectors as one alternation: one pass over the raw event tells
-    /// whether it needs parsing at all, which most events do not.
-    prefilter: Regex,
+    /// The trigger bits of the built-in detectors in use.
+    wanted: u16,
+    /// Custom patterns exist (always tried).
+    custom: bool,
     replacement: Replacement,
     skip_fields: Vec<String>,
     fields: Vec<String>,
@@ -144,6 +360,57 @@ fn is_iban(text: &str) -> bool {
     rem == 1
 }
 
+/// The next email at or after `from`, exactly where the `email` pattern
+/// (`[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}`,
+/// leftmost-first, greedy) would find it, without a regex: for each `@`,
+/// the local part is the run of its characters before it (from `from` on);
+/// the domain is labels apart by single dots, and the top-level part is the
+/// last label that starts with two letters (its leading letters), as the
+/// greedy repetition backs off label by label.
+fn find_email(b: &[u8], from: usize) -> Option<(usize, usize)> {
+    let local = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
+    let label = |c: u8| c.is_ascii_alphanumeric() || c == b'-';
+    for at in memchr::memchr_iter(b'@', b.get(from..)?).map(|i| i + from) {
+        let mut start = at;
+        while start > from && local(b[start - 1]) {
+            start -= 1;
+        }
+        if start == at {
+            continue;
+        }
+        // Labels after the `@`: (start, end) of each.
+        let mut labels: Vec<(usize, usize)> = Vec::new();
+        let mut i = at + 1;
+        loop {
+            let s = i;
+            while i < b.len() && label(b[i]) {
+                i += 1;
+            }
+            if i == s {
+                break;
+            }
+            labels.push((s, i));
+            if i < b.len() && b[i] == b'.' {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        // The top-level part: the last label after the first that starts
+        // with two letters.
+        for &(s, e) in labels.iter().skip(1).rev() {
+            let letters = b[s..e]
+                .iter()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .count();
+            if letters >= 2 {
+                return Some((start, s + letters));
+            }
+        }
+    }
+    None
+}
+
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -151,6 +418,7 @@ fn is_word_byte(b: u8) -> bool {
 impl Mask {
     fn replacement_for(&self, kind: &str, value: &str) -> String {
         match &self.replacement {
+            Replacement::Text(t) if !t.contains('{') => t.clone(),
             Replacement::Text(t) => t.replace("{kind}", kind),
             Replacement::Hash(key) => {
                 let mut mac =
@@ -165,14 +433,34 @@ impl Mask {
 
     /// Mask one string. `None` when nothing in it is sensitive.
     pub fn mask_str(&self, input: &str) -> Option<String> {
+        self.mask_str_with(input, true)
+    }
+
+    /// [`Self::mask_str`]; without `use_triggers`, every detector's regex
+    /// runs (the reference the tests compare the triggers against).
+    fn mask_str_with(&self, input: &str, use_triggers: bool) -> Option<String> {
         let mut current: Cow<'_, str> = Cow::Borrowed(input);
+        let mut hits = match use_triggers {
+            true => triggers(input.as_bytes(), self.wanted),
+            false => u16::MAX,
+        };
+        if hits == 0 && !self.custom {
+            return None;
+        }
         for d in &self.detectors {
+            if d.builtin && hits & d.trigger == 0 {
+                continue;
+            }
             if !d.regex.is_match(&current) {
                 continue;
             }
             let replaced = self.apply(d, &current);
             if let Cow::Owned(s) = replaced {
                 current = Cow::Owned(s);
+                // A replacement can make or break what later detectors see.
+                if use_triggers {
+                    hits |= triggers(current.as_bytes(), self.wanted);
+                }
             }
         }
         match current {
@@ -181,61 +469,104 @@ impl Mask {
         }
     }
 
-    fn apply<'t>(&self, d: &Detector, text: &'t str) -> Cow<'t, str> {
-        let bytes = text.as_bytes();
-        let mut changed = false;
-        let out = d.regex.replace_all(text, |caps: &Captures<'_>| {
-            let m = caps.get(0).expect("group 0 always matches");
-            let s = m.as_str();
-            let accept = !d.builtin
-                || match d.kind.as_str() {
-                    "card" => is_card(s),
-                    "iban" => is_iban(s),
-                    "ipv4" => {
-                        // Not part of a longer dotted run such as a version 1.2.3.4.5.
-                        let next_dot_digit = bytes.get(m.end()) == Some(&b'.')
-                            && bytes.get(m.end() + 1).is_some_and(u8::is_ascii_digit);
-                        let prev_dot = m.start() > 0 && bytes[m.start() - 1] == b'.';
-                        !next_dot_digit && !prev_dot && s.parse::<Ipv4Addr>().is_ok()
-                    }
-                    "ipv6" => {
-                        let before_ok = m.start() == 0 || !is_word_byte(bytes[m.start() - 1]);
-                        let after_ok = m.end() == bytes.len() || !is_word_byte(bytes[m.end()]);
-                        // A bare `::` parses (the unspecified address) but in
-                        // logs it is a separator: an address has a hex digit.
-                        let has_digit = s.bytes().any(|b| b.is_ascii_hexdigit());
-                        before_ok && after_ok && has_digit && s.parse::<Ipv6Addr>().is_ok()
-                    }
-                    "mac" => {
-                        // One separator throughout: `00:1a:..` or `00-1a-..`.
-                        let sep = bytes[m.start() + 2];
-                        s.bytes().skip(2).step_by(3).all(|b| b == sep)
-                            && !bytes.get(m.end()).is_some_and(|&b| b == b':' || b == b'-')
-                    }
-                    _ => true,
-                };
-            if !accept {
-                return s.to_string();
+    /// Whether a built-in detector's match at `start..end` of `bytes` is
+    /// one (the checks a regex cannot make).
+    fn accept(d: &Detector, bytes: &[u8], start: usize, end: usize) -> bool {
+        if !d.builtin {
+            return true;
+        }
+        let s = std::str::from_utf8(&bytes[start..end]).unwrap_or_default();
+        match d.kind.as_str() {
+            "card" => is_card(s),
+            "iban" => is_iban(s),
+            "ipv4" => {
+                // Not part of a longer dotted run such as a version 1.2.3.4.5.
+                let next_dot_digit = bytes.get(end) == Some(&b'.')
+                    && bytes.get(end + 1).is_some_and(u8::is_ascii_digit);
+                let prev_dot = start > 0 && bytes[start - 1] == b'.';
+                !next_dot_digit && !prev_dot && s.parse::<Ipv4Addr>().is_ok()
             }
-            changed = true;
-            if d.kind == "bearer" {
-                // Keep the scheme so readers know what was there.
-                let token = caps.get(2).map_or(s, |t| t.as_str());
-                format!("{}{}", &caps[1], self.replacement_for(&d.kind, token))
-            } else {
-                self.replacement_for(&d.kind, s)
+            "ipv6" => {
+                let before_ok = start == 0 || !is_word_byte(bytes[start - 1]);
+                let after_ok = end == bytes.len() || !is_word_byte(bytes[end]);
+                // A bare `::` parses (the unspecified address) but in
+                // logs it is a separator: an address has a hex digit.
+                let has_digit = s.bytes().any(|b| b.is_ascii_hexdigit());
+                before_ok && after_ok && has_digit && s.parse::<Ipv6Addr>().is_ok()
             }
-        });
-        if changed {
-            Cow::Owned(out.into_owned())
-        } else {
-            Cow::Borrowed(text)
+            "mac" => {
+                // One separator throughout: `00:1a:..` or `00-1a-..`.
+                let sep = bytes[start + 2];
+                s.bytes().skip(2).step_by(3).all(|b| b == sep)
+                    && !bytes.get(end).is_some_and(|&b| b == b':' || b == b'-')
+            }
+            _ => true,
         }
     }
 
-    fn mask_value(&self, value: &mut Value) -> bool {
+    fn apply<'t>(&self, d: &Detector, text: &'t str) -> Cow<'t, str> {
+        let bytes = text.as_bytes();
+        if d.builtin && d.kind == "bearer" {
+            // Keep the scheme so readers know what was there: the one
+            // detector that needs its groups.
+            let mut changed = false;
+            let out = d.regex.replace_all(text, |caps: &Captures<'_>| {
+                changed = true;
+                let s = caps.get(0).expect("group 0 always matches").as_str();
+                let token = caps.get(2).map_or(s, |t| t.as_str());
+                format!("{}{}", &caps[1], self.replacement_for(&d.kind, token))
+            });
+            return match changed {
+                true => Cow::Owned(out.into_owned()),
+                false => Cow::Borrowed(text),
+            };
+        }
+        // Matches only, no groups: the regex crate's fast engines, or for
+        // emails (the common case) a scan that finds what the regex would.
+        let mut out = String::new();
+        let mut last = 0;
+        let mut changed = false;
+        let mut email_from = 0;
+        let mut next = || -> Option<(usize, usize)> {
+            if d.builtin && d.kind == "email" {
+                let m = find_email(bytes, email_from)?;
+                email_from = m.1;
+                Some(m)
+            } else {
+                None
+            }
+        };
+        let mut regex_matches = d.regex.find_iter(text);
+        loop {
+            let (start, end) = if d.builtin && d.kind == "email" {
+                match next() {
+                    Some(m) => m,
+                    None => break,
+                }
+            } else {
+                match regex_matches.next() {
+                    Some(m) => (m.start(), m.end()),
+                    None => break,
+                }
+            };
+            if !Self::accept(d, bytes, start, end) {
+                continue;
+            }
+            out.push_str(&text[last..start]);
+            out.push_str(&self.replacement_for(&d.kind, &text[start..end]));
+            last = end;
+            changed = true;
+        }
+        if !changed {
+            return Cow::Borrowed(text);
+        }
+        out.push_str(&text[last..]);
+        Cow::Owned(out)
+    }
+
+    fn mask_value_with(&self, value: &mut Value, t: bool) -> bool {
         match value {
-            Value::String(s) => match self.mask_str(s) {
+            Value::String(s) => match self.mask_str_with(s, t) {
                 Some(masked) => {
                     *s = masked;
                     true
@@ -244,17 +575,21 @@ impl Mask {
             },
             Value::Array(items) => items
                 .iter_mut()
-                .fold(false, |acc, v| self.mask_value(v) | acc),
+                .fold(false, |acc, v| self.mask_value_with(v, t) | acc),
             Value::Object(map) => map
                 .values_mut()
-                .fold(false, |acc, v| self.mask_value(v) | acc),
+                .fold(false, |acc, v| self.mask_value_with(v, t) | acc),
             _ => false,
         }
     }
 
     fn mask_object(&self, value: &mut Value, prefix: &str) -> bool {
+        self.mask_object_with(value, prefix, true)
+    }
+
+    fn mask_object_with(&self, value: &mut Value, prefix: &str, t: bool) -> bool {
         let Value::Object(map) = value else {
-            return self.mask_value(value);
+            return self.mask_value_with(value, t);
         };
         let mut changed = false;
         for (key, v) in map.iter_mut() {
@@ -276,9 +611,9 @@ impl Mask {
                 .iter()
                 .any(|s| s.starts_with(&path) && s[path.len()..].starts_with('.'));
             changed |= if selected && !has_skipped_child {
-                self.mask_value(v)
+                self.mask_value_with(v, t)
             } else if selected || is_ancestor {
-                self.mask_object(v, &path)
+                self.mask_object_with(v, &path, t)
             } else {
                 false
             };
@@ -286,36 +621,30 @@ impl Mask {
         changed
     }
 
-    /// A cheap necessary condition before any regex runs: each built-in
-    /// detector needs some byte to be present (an email needs `@`...).
-    /// Regexes without a literal prefix scan every byte, so this saves most
-    /// of the work on events with nothing to mask.
-    fn may_match(&self, text: &str) -> bool {
-        let b = text.as_bytes();
-        self.detectors.iter().any(|d| {
-            !d.builtin
-                || match d.kind.as_str() {
-                    "email" => memchr::memchr(b'@', b).is_some(),
-                    "ipv4" => memchr::memchr(b'.', b).is_some(),
-                    "ipv6" => memchr::memchr(b':', b).is_some(),
-                    "mac" => memchr::memchr2(b':', b'-', b).is_some(),
-                    "jwt" => memchr::memmem::find(b, b"eyJ").is_some(),
-                    "bearer" => memchr::memchr2(b'b', b'B', b).is_some(),
-                    _ => true,
-                }
-        })
-    }
-
-    /// Mask an event; `None` when nothing changed.
+    /// Mask an event; `None` when nothing changed. The event is scanned in
+    /// place: the strings that could hold something are masked and spliced
+    /// into the raw bytes (re-escaped), everything else (numbers, spacing,
+    /// key order, other strings' escapes) stays as it was.
     pub fn mask_event(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
-        // JSON escapes (\u0040 for @) could hide a value from the prefilter
-        // that scans the raw text, so events with them are always parsed.
-        let escaped = text.contains("\\u");
-        let candidate = escaped || (self.may_match(text) && self.prefilter.is_match(text));
-        if !candidate {
+        // An escape (`\u0040` for `@`) could hide a value from the check
+        // of the raw bytes: then every string is decoded and checked.
+        let escaped = memchr::memchr(b'\\', raw).is_some();
+        if !escaped && !self.custom && !self.may_match(raw) {
             return Ok(None);
         }
+        let mut scan = Scan {
+            b: raw,
+            i: 0,
+            edits: Vec::new(),
+        };
+        if scan.value(self, Mode::Paths, "").is_ok() && scan.rest_is_blank() {
+            if scan.edits.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(scan.splice()));
+        }
+        // Not JSON as this scanner reads it: serde says why (or masks it).
         let mut value: Value =
             serde_json::from_str(text).map_err(|e| format!("event is not JSON: {e}"))?;
         if !self.mask_object(&mut value, "") {
@@ -324,6 +653,227 @@ impl Mask {
         serde_json::to_vec(&value)
             .map(Some)
             .map_err(|e| e.to_string())
+    }
+
+    /// Whether anything in the raw event could match: only the cheap half
+    /// of [`triggers`] (a JSON event's own colons and a timestamp's digits
+    /// pass most run-shaped counts, so those are left to each string).
+    fn may_match(&self, raw: &[u8]) -> bool {
+        let runs = self.wanted & (T_IPV4 | T_IPV6 | T_CARD | T_IBAN | T_MAC);
+        if runs != 0 {
+            return true;
+        }
+        triggers(raw, self.wanted) != 0
+    }
+
+    /// What to do with the value at `path` inside an object whose keys are
+    /// checked (the rules of [`Self::mask_object`]).
+    fn mode_of(&self, path: &str) -> Mode {
+        if self.skip_fields.iter().any(|s| s == path) {
+            return Mode::Skip;
+        }
+        let below = |list: &[String]| {
+            list.iter().any(|f| {
+                f.len() > path.len() && f.starts_with(path) && f.as_bytes()[path.len()] == b'.'
+            })
+        };
+        let selected = self.fields.is_empty() || self.fields.iter().any(|f| f == path);
+        if selected && !below(&self.skip_fields) {
+            Mode::All
+        } else if selected || below(&self.fields) {
+            Mode::Paths
+        } else {
+            Mode::Skip
+        }
+    }
+}
+
+/// How the scanner treats a value: mask every string in it, check the keys
+/// of its objects against `fields` and `skip_fields`, or leave it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    All,
+    Paths,
+    Skip,
+}
+
+/// A scan of one event's raw JSON (without escapes), collecting the
+/// replacements of masked strings.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// (start, end, replacement) of string contents, in order.
+    edits: Vec<(usize, usize, String)>,
+}
+
+impl Scan<'_> {
+    fn ws(&mut self) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn rest_is_blank(&mut self) -> bool {
+        self.ws();
+        self.i == self.b.len()
+    }
+
+    /// The content of the string at `i` (after its quote), moving past
+    /// it, and whether it holds escapes.
+    fn string(&mut self) -> Result<(usize, usize, bool), ()> {
+        let start = self.i + 1;
+        let mut j = start;
+        let mut escaped = false;
+        loop {
+            let k = j + memchr::memchr2(b'"', b'\\', self.b.get(j..).ok_or(())?).ok_or(())?;
+            if self.b[k] == b'\\' {
+                escaped = true;
+                j = k + 2;
+                continue;
+            }
+            self.i = k + 1;
+            return Ok((start, k, escaped));
+        }
+    }
+
+    /// The text of a string the scanner found: borrowed, or decoded when
+    /// it holds escapes.
+    fn text<'b>(
+        b: &'b [u8],
+        (start, end, escaped): (usize, usize, bool),
+    ) -> Result<Cow<'b, str>, ()> {
+        if escaped {
+            serde_json::from_slice::<String>(&b[start - 1..=end])
+                .map(Cow::Owned)
+                .map_err(|_| ())
+        } else {
+            std::str::from_utf8(&b[start..end])
+                .map(Cow::Borrowed)
+                .map_err(|_| ())
+        }
+    }
+
+    fn value(&mut self, mask: &Mask, mode: Mode, path: &str) -> Result<(), ()> {
+        self.ws();
+        match *self.b.get(self.i).ok_or(())? {
+            b'"' => {
+                let span = self.string()?;
+                let (start, end, _) = span;
+                if mode != Mode::Skip {
+                    let text = Self::text(self.b, span)?;
+                    if let Some(masked) = mask.mask_str(&text) {
+                        // The replacement may hold what JSON must escape.
+                        let quoted = serde_json::to_string(&masked).map_err(|_| ())?;
+                        self.edits
+                            .push((start, end, quoted[1..quoted.len() - 1].to_string()));
+                    }
+                }
+                Ok(())
+            }
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b'"') {
+                        return Err(());
+                    }
+                    let key_span = self.string()?;
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return Err(());
+                    }
+                    self.i += 1;
+                    let child = match mode {
+                        Mode::Paths => {
+                            let key = Self::text(self.b, key_span)?;
+                            let p = if path.is_empty() {
+                                key
+                            } else {
+                                Cow::Owned(format!("{path}.{key}"))
+                            };
+                            let m = mask.mode_of(&p);
+                            self.value(mask, m, &p)?;
+                            None
+                        }
+                        other => Some(other),
+                    };
+                    if let Some(m) = child {
+                        self.value(mask, m, "")?;
+                    }
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                // Strings in an array are masked whole (no keys to check).
+                let m = if mode == Mode::Skip {
+                    Mode::Skip
+                } else {
+                    Mode::All
+                };
+                loop {
+                    self.value(mask, m, "")?;
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            _ => {
+                // A number or a literal: up to the next delimiter.
+                let start = self.i;
+                while self.b.get(self.i).is_some_and(|c| {
+                    !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                }) {
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return Err(());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The event with every edit applied.
+    fn splice(&self) -> Vec<u8> {
+        let extra: usize = self.edits.iter().map(|(_, _, r)| r.len()).sum();
+        let mut out = Vec::with_capacity(self.b.len() + extra);
+        let mut at = 0;
+        for (start, end, text) in &self.edits {
+            out.extend_from_slice(&self.b[at..*start]);
+            out.extend_from_slice(text.as_bytes());
+            at = *end;
+        }
+        out.extend_from_slice(&self.b[at..]);
+        out
     }
 }
 
@@ -348,6 +898,7 @@ impl Plugin for Mask {
                 kind: kind.to_string(),
                 regex: Regex::new(pattern_of(kind)).expect("built-in patterns compile"),
                 builtin: true,
+                trigger: trigger_of(kind),
             });
         }
         for (i, p) in c.patterns.iter().enumerate() {
@@ -357,6 +908,7 @@ impl Plugin for Mask {
                 kind: p.name.clone(),
                 regex,
                 builtin: false,
+                trigger: 0,
             });
         }
         if detectors.is_empty() {
@@ -364,12 +916,8 @@ impl Plugin for Mask {
                 "nothing to mask: `detect` is empty and there are no `patterns`".to_string(),
             );
         }
-        let alternation = detectors
-            .iter()
-            .map(|d| format!("(?:{})", d.regex.as_str()))
-            .collect::<Vec<_>>()
-            .join("|");
-        let prefilter = Regex::new(&alternation).map_err(|e| format!("patterns: {e}"))?;
+        let wanted = detectors.iter().fold(0, |acc, d| acc | d.trigger);
+        let custom = detectors.iter().any(|d| !d.builtin);
         let replacement = match (c.hash_key, c.text) {
             (Some(_), Some(_)) => return Err("give `text` or `hash_key`, not both".to_string()),
             (Some(k), None) if k.is_empty() => return Err("hash_key is empty".to_string()),
@@ -378,7 +926,8 @@ impl Plugin for Mask {
         };
         Ok(Mask {
             detectors,
-            prefilter,
+            wanted,
+            custom,
             replacement,
             skip_fields: c.skip_fields,
             fields: c.fields,
@@ -575,5 +1124,189 @@ mod tests {
         assert!(e.contains("patterns[0] (x): invalid regex"), "{e}");
         let e = Mask::init(Config::new(r#"{"text":"x","hash_key":"y"}"#)).unwrap_err();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    /// The reference: every detector's regex over every string of the
+    /// parsed event, no trigger, no raw scan.
+    fn reference(mk: &Mask, raw: &str) -> Value {
+        let mut v: Value = serde_json::from_str(raw).unwrap();
+        mk.mask_object_with(&mut v, "", false);
+        v
+    }
+
+    /// Deterministic pseudo-random numbers (no dependency for a test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n
+        }
+    }
+
+    const PIECES: [&str; 51] = [
+        "x@y.c1",
+        "a@b.com.",
+        "a@b..com",
+        "a-b@c-d.e-f.gh",
+        "@example.com",
+        "a@.com",
+        "a@b.c",
+        "1@2.34",
+        "a@b.co1m",
+        "A@B.CO",
+        "x.y@z.ab.c1.de2",
+        "jane.doe+x@example.co.uk",
+        "bob@x.io",
+        "a@b",
+        "user @ host",
+        "10.0.0.12",
+        "999.1.1.1",
+        "1.2.3.4.5",
+        "192.168.001.1",
+        "2001:db8::8a2e:370:7334",
+        "fe80::1",
+        "::",
+        "::1",
+        "std::io::Error",
+        "10:42:07",
+        "2026-11-23T10:00:00.000Z",
+        "4111 1111 1111 1111",
+        "5500-0000-0000-0004",
+        "4111111111111112",
+        "1732358400009",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "GB82WEST12345698765431",
+        "Bearer abcdef0123456789",
+        "bearer\\u00a0abcdefgh12345678",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        "00:1A:2b:3c:4d:5e",
+        "00-1a-2b-3c-4d-5e",
+        "123e4567-e89b-12d3-a456-426614174000",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "v2.10.3",
+        "12.5ms",
+        "café",
+        "naïve@exämple.com",
+        "ORD-123456",
+        "x",
+        "-",
+        "  ",
+        "\\\"quoted\\\"",
+        "a\\b",
+        "1e5",
+    ];
+
+    fn corpus_event(rng: &mut Lcg) -> String {
+        let mut text = String::new();
+        for _ in 0..1 + rng.next(6) {
+            text.push_str(PIECES[rng.next(PIECES.len())]);
+            text.push_str([" ", ",", ":", "-", ".", "@", "/", "", "\\n"][rng.next(9)]);
+        }
+        let n = rng.next(4);
+        match n {
+            0 => format!(r#"{{"message":"{text}"}}"#),
+            1 => format!(r#"{{"timestamp":"{text}","message":"{text}","n":12}}"#),
+            2 => format!(
+                r#"{{"data":{{"note":"{text}","list":["{text}",1,true,null]}}, "msg" : "{text}"}}"#
+            ),
+            _ => format!(r#"{{"a\u0062c":"{text}","deep":{{"x":{{"y":"{text}"}}}}}}"#),
+        }
+    }
+
+    #[test]
+    fn the_raw_scan_and_triggers_mask_exactly_what_every_regex_would() {
+        let configs = [
+            "{}",
+            r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#,
+            r#"{"detect":["email"]}"#,
+            r#"{"fields":["data.note","msg"],"skip_fields":[]}"#,
+            r#"{"skip_fields":["data.list","timestamp"],"text":"<{kind} \"x\">"}"#,
+            r#"{"patterns":[{"name":"order","regex":"ORD-[0-9]{6}"}]}"#,
+        ];
+        let mut rng = Lcg(7);
+        for config in configs {
+            let mk = mask(config);
+            for _ in 0..6000 {
+                let raw = corpus_event(&mut rng);
+                serde_json::from_str::<Value>(&raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+                let want = reference(&mk, &raw);
+                let got = match mk.mask_event(raw.as_bytes()).unwrap() {
+                    Some(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap(),
+                    None => serde_json::from_str(&raw).unwrap(),
+                };
+                assert_eq!(got, want, "config {config}, event {raw}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_labelled_corpus_keeps_recall_without_false_positives() {
+        let mk = mask(r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#);
+        // (text, the kind it holds)
+        let positives = [
+            ("mail jane.doe+x@example.co.uk now", "email"),
+            ("from ops-team@mail.example.org", "email"),
+            ("client 203.0.113.9 connected", "ipv4"),
+            ("gw 10.0.0.1", "ipv4"),
+            ("peer 2001:db8::8a2e:370:7334 up", "ipv6"),
+            ("peer fe80::1%eth0 and ::1", "ipv6"),
+            ("card 4111 1111 1111 1111.", "card"),
+            ("card 5500-0000-0000-0004", "card"),
+            ("amex 378282246310005", "card"),
+            ("pay DE89 3704 0044 0532 0130 00 now", "iban"),
+            ("pay GB82WEST12345698765432", "iban"),
+            (
+                "token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+                "jwt",
+            ),
+            ("Authorization: Bearer abcdef0123456789", "bearer"),
+            ("nic 00:1A:2b:3c:4d:5e up", "mac"),
+        ];
+        // Look-alikes: none of these may change.
+        let negatives = [
+            "request 123e4567-e89b-12d3-a456-426614174000 done",
+            "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
+            "version 1.2.3.4.5 and v2.10.3",
+            "at 2026-11-23T10:00:00.000Z in 12.5ms",
+            "took 10:42:07 wall, 0.25s cpu",
+            "error in std::io::Error::new and core::fmt",
+            "value :: ok, x :: y",
+            "ts 1732358400009 id 4111111111111112",
+            "iban-ish GB82WEST12345698765431",
+            "no email @ here, a@b",
+            "bad 999.1.1.1",
+            "mixed 00:1a-2b:3c-4d:5e",
+            "bearer of bad news",
+        ];
+        let mut found = 0;
+        for (text, kind) in positives {
+            let out = mk.mask_str(text).unwrap_or_default();
+            if out.contains(&format!("[{kind}]")) {
+                found += 1;
+            } else {
+                eprintln!("missed {kind}: {text} -> {out}");
+            }
+        }
+        let recall = found as f64 / positives.len() as f64;
+        let false_positives = negatives
+            .iter()
+            .filter(|t| mk.mask_str(t).is_some())
+            .count();
+        let fp_rate = false_positives as f64 / negatives.len() as f64;
+        assert_eq!(recall, 1.0, "recall");
+        assert_eq!(
+            fp_rate,
+            0.0,
+            "false positives: {:?}",
+            negatives
+                .iter()
+                .filter(|t| mk.mask_str(t).is_some())
+                .map(|t| (t, mk.mask_str(t)))
+                .collect::<Vec<_>>()
+        );
     }
 }

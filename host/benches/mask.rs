@@ -1,0 +1,311 @@
+//! `just bench`: masking end to end, and rsyslog doing the same job.
+//!
+//! 1,000,000 JSON lines of about 137 bytes (a third carry an email, a
+//! quarter are debug), file source -> transforms -> file sink, each run
+//! timed until the sink has written its last event, best of 3:
+//! no transform; `filter` (min_level = info); `mask` with every detector;
+//! `filter` + `mask` (every detector); `filter` + `mask` (emails only).
+//! Then rsyslog from Debian's package (`apt-get download`ed with the two
+//! libraries it needs and unpacked into `target/rsyslog`, no daemon
+//! installed): imfile -> mmjsonparse -> drop debug -> `re_extract` +
+//! `replace` of the email -> omfile, timed until its output has every
+//! line. Prints events/s and the ratios the mask issue asks for.
+//!
+//! Environment: `SLUICE_BENCH_EVENTS` changes the event count;
+//! `SLUICE_BENCH_MASKS=before=PATH.wasm,nosimd=PATH.wasm` adds the mask
+//! cases again with other builds of the plugin (an older version, one
+//! built without wasm SIMD), in the same run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::base::metrics::Registry;
+use sluice::config::PipelineConfig;
+use sluice::plugin::Runtime;
+use sluice::topology;
+
+const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
+const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
+
+fn events(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 140);
+    for i in 0..n {
+        let service = SERVICES[i % SERVICES.len()];
+        let level = LEVELS[i % 4];
+        if i % 3 == 0 {
+            let _ = writeln!(out, "{{\"timestamp\":\"2026-11-23T10:00:00.000Z\",\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"user jane.doe{i:07}@example.com logged in\"}}");
+        } else {
+            let _ = writeln!(out, "{{\"timestamp\":\"2026-11-23T10:00:00.000Z\",\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"order {i:08} processed in {} ms by worker {}\"}}", i % 997, i % 17);
+        }
+    }
+    out
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Run `toml` from `dir` until the sink `out` has written `n` events.
+fn run(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+    dir: &Path,
+    toml: &str,
+    n: u64,
+) -> Duration {
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, toml).unwrap();
+    rt.block_on(async {
+        let config = PipelineConfig::load(&path).unwrap();
+        let plan = topology::plan(config, runtime.clone()).await.unwrap();
+        let metrics = Registry::default();
+        let running = plan.start(metrics.clone()).unwrap();
+        let started = Instant::now();
+        while metrics.get("out").map_or(0, |s| s.events_out) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let written = started.elapsed();
+        running.shutdown().await;
+        running.wait().await.unwrap();
+        written
+    })
+}
+
+/// rsyslogd unpacked from Debian's packages into `dir` (downloaded once).
+fn rsyslog(dir: &Path) -> Option<PathBuf> {
+    let bin = dir.join("root/usr/sbin/rsyslogd");
+    if bin.exists() {
+        return Some(bin);
+    }
+    std::fs::create_dir_all(dir).ok()?;
+    let ok = Command::new("apt-get")
+        .args(["download", "rsyslog", "libestr0", "libfastjson4"])
+        .current_dir(dir)
+        .status()
+        .ok()?
+        .success();
+    if !ok {
+        return None;
+    }
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "deb") {
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(e.path())
+                .arg(dir.join("root"))
+                .status()
+                .ok()?;
+        }
+    }
+    bin.exists().then_some(bin)
+}
+
+/// rsyslog on `input`, until its output has `n` lines.
+fn run_rsyslog(bin: &Path, dir: &Path, input: &Path, n: usize) -> Duration {
+    let root = bin.parent().unwrap().parent().unwrap().parent().unwrap();
+    let libs = root.join("usr/lib/x86_64-linux-gnu");
+    let work = dir.join("work");
+    let out = dir.join("out.log");
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_file(&out);
+    std::fs::create_dir_all(&work).unwrap();
+    let email = r#"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}"#;
+    let conf = format!(
+        r#"global(workDirectory="{work}" maxMessageSize="64k")
+module(load="imfile" mode="inotify")
+module(load="mmjsonparse")
+template(name="jsonl" type="list") {{ property(name="$!all-json") constant(value="\n") }}
+ruleset(name="r") {{
+  action(type="mmjsonparse" cookie="" useRawMsg="on")
+  if $!level == "debug" then stop
+  if re_match($!message, "{email}") then {{
+    set $!message = replace($!message, re_extract($!message, "{email}", 0, 0, ""), "[email]");
+  }}
+  action(type="omfile" file="{out}" template="jsonl" asyncWriting="on" ioBufferSize="256k")
+}}
+input(type="imfile" File="{input}" Tag="app" ruleset="r" addMetadata="off" readMode="0")
+"#,
+        work = work.display(),
+        out = out.display(),
+        input = input.display(),
+    );
+    let conf_path = dir.join("rsyslog.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf_path)
+        .arg("-i")
+        .arg(work.join("pid"))
+        .arg("-M")
+        .arg(libs.join("rsyslog"))
+        .env("LD_LIBRARY_PATH", &libs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| memchr::memchr_iter(b'\n', &b).count())
+            .unwrap_or(0)
+    };
+    loop {
+        if count(&out) >= n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "rsyslog did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let masked = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        masked.contains("[email]") && !masked.contains("@example.com"),
+        "rsyslog masked the emails"
+    );
+    took
+}
+
+fn main() {
+    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = Arc::new(Runtime::new(None).unwrap());
+    let data = events(n);
+    let kept = (0..n).filter(|i| i % 4 != 0).count();
+    println!(
+        "sluice mask bench: {n} events, {:.1} MB, {:.0} bytes each",
+        data.len() as f64 / 1e6,
+        data.len() as f64 / n as f64
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.log");
+    std::fs::write(&input, &data).unwrap();
+    let head = "[sources.app]\ntype = \"file\"\npath = \"input.log\"\n\n";
+    let filter = "[transforms.keep]\nplugin = \"filter\"\ninputs = [\"app\"]\nconfig = { min_level = \"info\" }\n\n";
+    let all = r#"{ detect = ["email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer", "mac"] }"#;
+    let mask = |input: &str, config: &str| {
+        format!(
+            "[transforms.mask]\nplugin = \"mask\"\ninputs = [\"{input}\"]\nconfig = {config}\n\n"
+        )
+    };
+    let sink = |input: &str| {
+        format!("[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"{input}\"]\n")
+    };
+    let cases: Vec<(&str, String, usize)> = vec![
+        ("no transform", format!("{head}{}", sink("app")), n),
+        (
+            "filter (min_level = info)",
+            format!("{head}{filter}{}", sink("keep")),
+            kept,
+        ),
+        (
+            "mask (every detector)",
+            format!("{head}{}{}", mask("app", all), sink("mask")),
+            n,
+        ),
+        (
+            "filter + mask (every detector)",
+            format!("{head}{filter}{}{}", mask("keep", all), sink("mask")),
+            kept,
+        ),
+        (
+            "filter + mask (detect = [\"email\"])",
+            format!(
+                "{head}{filter}{}{}",
+                mask("keep", r#"{ detect = ["email"] }"#),
+                sink("mask")
+            ),
+            kept,
+        ),
+    ];
+    let mut cases = cases;
+    let others = std::env::var("SLUICE_BENCH_MASKS").unwrap_or_default();
+    for spec in others.split(',').filter(|s| !s.is_empty()) {
+        let (label, path) = spec.split_once('=').expect("NAME=PATH.wasm");
+        let variant = |input: &str, config: &str| {
+            format!("[transforms.mask]\nplugin = {path:?}\ninputs = [\"{input}\"]\nconfig = {config}\n\n")
+        };
+        let name =
+            |what: &str| -> &'static str { Box::leak(format!("{what}, {label}").into_boxed_str()) };
+        cases.push((
+            name("mask (every detector)"),
+            format!("{head}{}{}", variant("app", all), sink("mask")),
+            n,
+        ));
+        cases.push((
+            name("filter + mask (every detector)"),
+            format!("{head}{filter}{}{}", variant("keep", all), sink("mask")),
+            kept,
+        ));
+        cases.push((
+            name("filter + mask (detect = [\"email\"])"),
+            format!(
+                "{head}{filter}{}{}",
+                variant("keep", r#"{ detect = ["email"] }"#),
+                sink("mask")
+            ),
+            kept,
+        ));
+    }
+    let mut best = vec![Duration::MAX; cases.len()];
+    let rsys_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rsyslog");
+    let rsys = rsyslog(&rsys_dir);
+    let mut rsys_best = Duration::MAX;
+    for round in 0..3 {
+        for (i, (name, toml, expect)) in cases.iter().enumerate() {
+            let _ = std::fs::remove_file(dir.path().join("out.log"));
+            let took = run(&rt, &runtime, dir.path(), toml, *expect as u64);
+            println!("  run {round} {name}: {:.3} s", took.as_secs_f64());
+            best[i] = best[i].min(took);
+        }
+        if let Some(bin) = &rsys {
+            let took = run_rsyslog(bin, &rsys_dir, &input, kept);
+            println!(
+                "  run {round} rsyslog (drop debug, replace emails): {:.3} s",
+                took.as_secs_f64()
+            );
+            rsys_best = rsys_best.min(took);
+        }
+    }
+    println!("| pipeline | wall | events/s |");
+    println!("| --- | ---: | ---: |");
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        println!(
+            "| {name} | {:.3} s | {:.2} M |",
+            best[i].as_secs_f64(),
+            rate(n, best[i]) / 1e6
+        );
+    }
+    if rsys.is_some() {
+        println!(
+            "| rsyslog 8.2302 (drop debug, replace emails) | {:.3} s | {:.2} M |",
+            rsys_best.as_secs_f64(),
+            rate(n, rsys_best) / 1e6
+        );
+        println!(
+            "filter + mask (emails) against rsyslog on the same job: {:.2}x (goal: at least 5x)",
+            rsys_best.as_secs_f64() / best[4].as_secs_f64()
+        );
+    } else {
+        println!("rsyslog: not available (apt-get download failed); no ratio");
+    }
+    println!(
+        "mask (every detector): {:.2} M events/s (goal: 1 M), {:.2}x the no-transform time (goal: within 2.3x)",
+        rate(n, best[2]) / 1e6,
+        best[2].as_secs_f64() / best[0].as_secs_f64()
+    );
+}
