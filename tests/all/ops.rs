@@ -492,3 +492,46 @@ async fn abandoned_filtered_taps_end_and_taps_are_capped() {
     running.shutdown().await;
     running.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_which_recipients_an_encrypting_sink_uses() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_, public) = crate::encryption::keygen(d.path(), "key");
+    let toml = with_admin(
+        port,
+        &format!(
+            "[sources.gen]\ntype = \"generate\"\nrate = 500.0\n\n[sinks.vault]\ntype = \"file\"\npath = \"v.log\"\nencrypt = {{ recipients = [\"{public}\"] }}\ninputs = [\"gen\"]\n"
+        ),
+    );
+    let (running, metrics, _) = start(d.path(), &toml).await;
+    crate::util::until("some ciphertext", 20, || {
+        metrics.get("vault").is_some_and(|s| s.encrypted_bytes > 0)
+    })
+    .await;
+    let (status, body) = http_get(port, "/stats");
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let vault = stats["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vault")
+        .unwrap();
+    let fingerprint = metrics.get("vault").unwrap().recipients.unwrap().0;
+    assert_eq!(
+        vault["encryption"]["recipients_fingerprint"],
+        fingerprint.as_str()
+    );
+    assert_eq!(vault["encryption"]["recipients"], 1);
+    assert!(vault["encryption"]["encrypted_bytes"].as_u64().unwrap() > 0);
+    let gen = stats["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gen")
+        .unwrap();
+    assert!(gen["encryption"].is_null());
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}
