@@ -215,8 +215,10 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         .start(metrics.clone())
         .context("starting the pipeline")?;
     tracing::info!(pipeline = %pipeline.display(), "pipeline running");
-    // Under systemd (Type=notify): started. Without NOTIFY_SOCKET, nothing.
-    notify(&[sd_notify::NotifyState::Ready]);
+    // Signals are taken before systemd hears READY: a SIGHUP or SIGTERM
+    // sent right after it must find its handler (SIGHUP's default action
+    // would end the process).
+    let mut signals = Signals::new();
 
     let mut background = Vec::new();
     if let Some(listener) = admin_listener {
@@ -280,13 +282,15 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
 
     let stop = running.stop_handle();
     let m = metrics.clone();
+    // Under systemd (Type=notify): started. Without NOTIFY_SOCKET, nothing.
+    notify(&[sd_notify::NotifyState::Ready]);
     background.push(tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!(timeout = ?shutdown_timeout, "stopping: draining in-flight events (press Ctrl-C again to abort)");
         stop.trigger();
         let code = tokio::select! {
-            _ = wait_for_signal() => {
+            _ = signals.next() => {
                 tracing::warn!("aborting without draining");
                 130
             }
@@ -365,24 +369,56 @@ fn events_read(metrics: &Registry) -> u64 {
         .sum()
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and Ctrl-C, listened to from the moment this is made (a
+/// signal that comes before the first wait is not lost, nor left to its
+/// default action).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                _ = one(&mut self.term) => {}
+                _ = one(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
