@@ -116,6 +116,44 @@ fn trigger_of(kind: &str) -> u16 {
     }
 }
 
+/// Bits of [`SEEN`]: the kinds of bytes [`triggers`] looks for.
+const S_DIGIT: u8 = 1;
+const S_UPPER: u8 = 2;
+const S_COLON: u8 = 4;
+const S_DASH: u8 = 8;
+const S_DOT: u8 = 16;
+const S_AT: u8 = 32;
+const S_B: u8 = 64; // b or B
+const S_J: u8 = 128;
+const SEEN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut v = 0;
+        if c.is_ascii_digit() {
+            v |= S_DIGIT;
+        }
+        if c.is_ascii_uppercase() {
+            v |= S_UPPER;
+        }
+        match c {
+            b':' => v |= S_COLON,
+            b'-' => v |= S_DASH,
+            b'.' => v |= S_DOT,
+            b'@' => v |= S_AT,
+            b'b' | b'B' => v |= S_B,
+            _ => {}
+        }
+        if c == b'J' {
+            v |= S_J;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+};
+
 /// Byte classes for [`triggers`]' one pass.
 const DIGIT: u8 = 1;
 const HEX: u8 = 2; // a-f, A-F
@@ -160,8 +198,23 @@ const CLASS: [u8; 256] = {
 /// pairs), found in one pass. A detector whose bit is unset is skipped: no
 /// regex runs over texts that cannot hold its kind.
 fn triggers(b: &[u8], wanted: u16) -> u16 {
+    if b.len() < 3 {
+        // The shortest match of any kind (`::1`) has three bytes.
+        return 0;
+    }
+    // Which kinds of bytes the text holds, and how many digits: one table
+    // look-up per byte. Most texts lack what every kind needs; only a kind
+    // whose bytes are all there is looked at closer.
+    let mut seen = 0u8;
+    let mut digits = 0u32;
+    for &c in b {
+        let k = SEEN[c as usize];
+        seen |= k;
+        digits += u32::from(k & S_DIGIT);
+    }
+    let has = |bits: u8| seen & bits == bits;
     let mut found = 0u16;
-    if wanted & T_EMAIL != 0 {
+    if wanted & T_EMAIL != 0 && has(S_AT) {
         for p in memchr::memchr_iter(b'@', b) {
             if p > 0
                 && CLASS[b[p - 1] as usize] & LOCAL != 0
@@ -173,10 +226,10 @@ fn triggers(b: &[u8], wanted: u16) -> u16 {
             }
         }
     }
-    if wanted & T_JWT != 0 && memchr::memmem::find(b, b"eyJ").is_some() {
+    if wanted & T_JWT != 0 && has(S_J) && memchr::memmem::find(b, b"eyJ").is_some() {
         found |= T_JWT;
     }
-    if wanted & T_BEARER != 0 {
+    if wanted & T_BEARER != 0 && has(S_B) {
         for p in memchr::memchr2_iter(b'b', b'B', b) {
             // `\s` in the pattern is any Unicode space: a non-ASCII byte
             // after the word may start one.
@@ -189,36 +242,22 @@ fn triggers(b: &[u8], wanted: u16) -> u16 {
             }
         }
     }
-    let runs = wanted & (T_IPV4 | T_IPV6 | T_CARD | T_IBAN | T_MAC);
-    if runs == 0 {
-        return found;
-    }
-    // Counts first, in a loop the compiler vectorises: most texts fail
-    // every run-shaped kind's count, and only a passing one is walked.
-    let (mut digits, mut upper, mut colons, mut dashes, mut dots) = (0u32, 0u32, 0u32, 0u32, 0u32);
-    for &c in b {
-        digits += u32::from(c.wrapping_sub(b'0') < 10);
-        upper += u32::from(c.wrapping_sub(b'A') < 26);
-        colons += u32::from(c == b':');
-        dashes += u32::from(c == b'-');
-        dots += u32::from(c == b'.');
-    }
-    if runs & T_IPV4 != 0 && dots >= 3 && digits >= 4 && ipv4_run(b) {
+    if wanted & T_IPV4 != 0 && has(S_DOT) && digits >= 4 && ipv4_run(b) {
         found |= T_IPV4;
     }
-    if runs & T_IPV6 != 0 && colons >= 2 && ipv6_run(b) {
+    if wanted & T_IPV6 != 0 && has(S_COLON) && ipv6_run(b) {
         found |= T_IPV6;
     }
-    if runs & T_CARD != 0 && digits >= 13 && card_run(b) {
+    if wanted & T_CARD != 0 && digits >= 13 && card_run(b) {
         found |= T_CARD;
     }
-    if runs & T_IBAN != 0 && upper >= 2 && digits >= 2 && iban_run(b) {
+    if wanted & T_IBAN != 0 && has(S_UPPER) && digits >= 2 && iban_run(b) {
         found |= T_IBAN;
     }
-    if runs & T_MAC != 0 && colons + dashes >= 5 && mac_run(b) {
+    if wanted & T_MAC != 0 && seen & (S_COLON | S_DASH) != 0 && mac_run(b) {
         found |= T_MAC;
     }
-    found & wanted
+    found
 }
 
 /// Three dots inside one run of digits and dots (an IPv4 address's shape).
@@ -378,9 +417,11 @@ fn find_email(b: &[u8], from: usize) -> Option<(usize, usize)> {
         if start == at {
             continue;
         }
-        // Labels after the `@`: (start, end) of each.
-        let mut labels: Vec<(usize, usize)> = Vec::new();
+        // Labels after the `@`, apart by single dots; the top-level part
+        // is the last one after the first that starts with two letters.
         let mut i = at + 1;
+        let mut first = true;
+        let mut top = None;
         loop {
             let s = i;
             while i < b.len() && label(b[i]) {
@@ -389,23 +430,24 @@ fn find_email(b: &[u8], from: usize) -> Option<(usize, usize)> {
             if i == s {
                 break;
             }
-            labels.push((s, i));
+            if !first {
+                let letters = b[s..i]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .count();
+                if letters >= 2 {
+                    top = Some(s + letters);
+                }
+            }
+            first = false;
             if i < b.len() && b[i] == b'.' {
                 i += 1;
             } else {
                 break;
             }
         }
-        // The top-level part: the last label after the first that starts
-        // with two letters.
-        for &(s, e) in labels.iter().skip(1).rev() {
-            let letters = b[s..e]
-                .iter()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .count();
-            if letters >= 2 {
-                return Some((start, s + letters));
-            }
+        if let Some(end) = top {
+            return Some((start, end));
         }
     }
     None
@@ -449,9 +491,6 @@ impl Mask {
         }
         for d in &self.detectors {
             if d.builtin && hits & d.trigger == 0 {
-                continue;
-            }
-            if !d.regex.is_match(&current) {
                 continue;
             }
             let replaced = self.apply(d, &current);
@@ -635,6 +674,7 @@ impl Mask {
         }
         let mut scan = Scan {
             b: raw,
+            t: text,
             i: 0,
             edits: Vec::new(),
         };
@@ -674,7 +714,7 @@ impl Mask {
         }
         let below = |list: &[String]| {
             list.iter().any(|f| {
-                f.len() > path.len() && f.starts_with(path) && f.as_bytes()[path.len()] == b'.'
+                f.len() > path.len() && f.as_bytes()[path.len()] == b'.' && f.starts_with(path)
             })
         };
         let selected = self.fields.is_empty() || self.fields.iter().any(|f| f == path);
@@ -701,6 +741,8 @@ enum Mode {
 /// replacements of masked strings.
 struct Scan<'a> {
     b: &'a [u8],
+    /// The same bytes, known to be UTF-8.
+    t: &'a str,
     i: usize,
     /// (start, end, replacement) of string contents, in order.
     edits: Vec<(usize, usize, String)>,
@@ -729,7 +771,13 @@ impl Scan<'_> {
         let mut j = start;
         let mut escaped = false;
         loop {
-            let k = j + memchr::memchr2(b'"', b'\\', self.b.get(j..).ok_or(())?).ok_or(())?;
+            // Most strings are short: a plain loop beats a vector search's
+            // set-up.
+            let rest = self.b.get(j..).ok_or(())?;
+            let k = j + rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')
+                .ok_or(())?;
             if self.b[k] == b'\\' {
                 escaped = true;
                 j = k + 2;
@@ -743,17 +791,17 @@ impl Scan<'_> {
     /// The text of a string the scanner found: borrowed, or decoded when
     /// it holds escapes.
     fn text<'b>(
-        b: &'b [u8],
+        t: &'b str,
         (start, end, escaped): (usize, usize, bool),
     ) -> Result<Cow<'b, str>, ()> {
+        // Quotes are ASCII: a span's ends are character boundaries, and
+        // slicing checks just those instead of validating it again.
         if escaped {
-            serde_json::from_slice::<String>(&b[start - 1..=end])
+            serde_json::from_str::<String>(t.get(start - 1..=end).ok_or(())?)
                 .map(Cow::Owned)
                 .map_err(|_| ())
         } else {
-            std::str::from_utf8(&b[start..end])
-                .map(Cow::Borrowed)
-                .map_err(|_| ())
+            t.get(start..end).map(Cow::Borrowed).ok_or(())
         }
     }
 
@@ -764,12 +812,18 @@ impl Scan<'_> {
                 let span = self.string()?;
                 let (start, end, _) = span;
                 if mode != Mode::Skip {
-                    let text = Self::text(self.b, span)?;
+                    let text = Self::text(self.t, span)?;
                     if let Some(masked) = mask.mask_str(&text) {
                         // The replacement may hold what JSON must escape.
-                        let quoted = serde_json::to_string(&masked).map_err(|_| ())?;
-                        self.edits
-                            .push((start, end, quoted[1..quoted.len() - 1].to_string()));
+                        let plain = !masked.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
+                        let masked = match plain {
+                            true => masked,
+                            false => {
+                                let quoted = serde_json::to_string(&masked).map_err(|_| ())?;
+                                quoted[1..quoted.len() - 1].to_string()
+                            }
+                        };
+                        self.edits.push((start, end, masked));
                     }
                 }
                 Ok(())
@@ -794,7 +848,7 @@ impl Scan<'_> {
                     self.i += 1;
                     let child = match mode {
                         Mode::Paths => {
-                            let key = Self::text(self.b, key_span)?;
+                            let key = Self::text(self.t, key_span)?;
                             let p = if path.is_empty() {
                                 key
                             } else {
