@@ -90,6 +90,8 @@ struct Detector {
     /// The bit of [`triggers`] without which this built-in detector cannot
     /// match (0 for custom patterns: always tried).
     trigger: u16,
+    /// Its replacement when it is a fixed text (`[email]`), made once.
+    fixed: Option<String>,
 }
 
 /// Bits of [`triggers`]: which built-in detectors could match a text.
@@ -197,6 +199,23 @@ const CLASS: [u8; 256] = {
 /// digits, `eyJ`, `bearer` and a space, five separators between hex
 /// pairs), found in one pass. A detector whose bit is unset is skipped: no
 /// regex runs over texts that cannot hold its kind.
+/// Whether a replacement can never take part in a match: it begins and
+/// ends with a byte no detector's pattern holds (`[`, `]`, `*`, ...), so no
+/// match runs into it, and nothing inside it triggers a detector.
+fn inert(replacement: &str, wanted: u16) -> bool {
+    let closed = |c: u8| {
+        !(c.is_ascii_alphanumeric()
+            || c.is_ascii_whitespace()
+            || c >= 0x80
+            || b"._%+-:@~/=".contains(&c))
+    };
+    let b = replacement.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) => closed(f) && closed(l) && triggers(b, wanted) == 0,
+        _ => false,
+    }
+}
+
 fn triggers(b: &[u8], wanted: u16) -> u16 {
     if b.len() < 3 {
         // The shortest match of any kind (`::1`) has three bytes.
@@ -357,6 +376,8 @@ pub struct Mask {
     wanted: u16,
     /// Custom patterns exist (always tried).
     custom: bool,
+    /// The replacements can never make a match (see [`inert`]).
+    inert: bool,
     replacement: Replacement,
     skip_fields: Vec<String>,
     fields: Vec<String>,
@@ -502,8 +523,9 @@ impl Mask {
             let replaced = self.apply(d, &current);
             if let Cow::Owned(s) = replaced {
                 current = Cow::Owned(s);
-                // A replacement can make or break what later detectors see.
-                if use_triggers {
+                // A replacement can make what later detectors see, unless
+                // it is closed off at both ends and holds nothing they need.
+                if use_triggers && !self.inert {
                     hits |= triggers(current.as_bytes(), self.wanted);
                 }
             }
@@ -598,7 +620,10 @@ impl Mask {
                 continue;
             }
             out.push_str(&text[last..start]);
-            out.push_str(&self.replacement_for(&d.kind, &text[start..end]));
+            match &d.fixed {
+                Some(fixed) => out.push_str(fixed),
+                None => out.push_str(&self.replacement_for(&d.kind, &text[start..end])),
+            }
             last = end;
             changed = true;
         }
@@ -721,6 +746,10 @@ impl Mask {
                 }
                 break;
             }
+        }
+        // An `@` will have the event scanned anyway: no need to look closer.
+        if self.wanted & T_EMAIL != 0 && memchr::memchr(b'@', rest).is_some() {
+            return true;
         }
         triggers(rest, self.wanted) != 0
     }
@@ -972,6 +1001,7 @@ impl Plugin for Mask {
                 regex: Regex::new(pattern_of(kind)).expect("built-in patterns compile"),
                 builtin: true,
                 trigger: trigger_of(kind),
+                fixed: None,
             });
         }
         for (i, p) in c.patterns.iter().enumerate() {
@@ -982,6 +1012,7 @@ impl Plugin for Mask {
                 regex,
                 builtin: false,
                 trigger: 0,
+                fixed: None,
             });
         }
         if detectors.is_empty() {
@@ -997,10 +1028,22 @@ impl Plugin for Mask {
             (Some(k), None) => Replacement::Hash(k.into_bytes()),
             (None, t) => Replacement::Text(t.unwrap_or_else(|| "[{kind}]".to_string())),
         };
+        if let Replacement::Text(t) = &replacement {
+            for d in &mut detectors {
+                d.fixed = Some(t.replace("{kind}", &d.kind));
+            }
+        }
+        let inert = match &replacement {
+            Replacement::Text(t) => DETECTORS
+                .iter()
+                .all(|k| inert(&t.replace("{kind}", k), wanted)),
+            Replacement::Hash(_) => false,
+        };
         Ok(Mask {
             detectors,
             wanted,
             custom,
+            inert,
             replacement,
             skip_fields: c.skip_fields,
             fields: c.fields,
