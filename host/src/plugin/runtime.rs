@@ -539,6 +539,12 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// Whether it is one of sluice's own bundled plugins, whose
+    /// replacements are valid JSON objects by construction (and tested so).
+    pub fn bundled(&self) -> bool {
+        self.source.starts_with("bundled:")
+    }
+
     /// What the plugin said about itself at `init`.
     pub fn info(&self) -> &Info {
         &self.info

@@ -696,13 +696,15 @@ impl Mask {
     /// into the raw bytes (re-escaped), everything else (numbers, spacing,
     /// key order, other strings' escapes) stays as it was.
     pub fn mask_event(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
         // An escape (`\u0040` for `@`) could hide a value from the check
         // of the raw bytes: then every string is decoded and checked.
         let escaped = memchr::memchr(b'\\', raw).is_some();
         if !escaped && !self.custom && !self.may_match(raw) {
+            // Nothing any detector needs is in its bytes, whatever they are
+            // (the host only sends JSON objects, valid UTF-8).
             return Ok(None);
         }
+        let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
         let mut scan = Scan {
             b: raw,
             t: text,
