@@ -709,13 +709,14 @@ impl Mask {
             b: raw,
             t: text,
             i: 0,
-            edits: Vec::new(),
+            out: Vec::new(),
+            copied: 0,
         };
         if scan.value(self, Mode::Paths, "").is_ok() && scan.rest_is_blank() {
-            if scan.edits.is_empty() {
+            if scan.copied == 0 {
                 return Ok(None);
             }
-            return Ok(Some(scan.splice()));
+            return Ok(Some(scan.finish()));
         }
         // Not JSON as this scanner reads it: serde says why (or masks it).
         let mut value: Value =
@@ -787,15 +788,17 @@ enum Mode {
     Skip,
 }
 
-/// A scan of one event's raw JSON (without escapes), collecting the
-/// replacements of masked strings.
+/// A scan of one event's raw JSON, writing the masked event as it goes.
 struct Scan<'a> {
     b: &'a [u8],
     /// The same bytes, known to be UTF-8.
     t: &'a str,
     i: usize,
     /// (start, end, replacement) of string contents, in order.
-    edits: Vec<(usize, usize, String)>,
+    /// The masked event so far: the raw bytes up to `copied`, with the
+    /// masked strings in place (empty until the first one).
+    out: Vec<u8>,
+    copied: usize,
 }
 
 impl Scan<'_> {
@@ -866,14 +869,18 @@ impl Scan<'_> {
                     if let Some(masked) = mask.mask_str(&text) {
                         // The replacement may hold what JSON must escape.
                         let plain = !masked.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
-                        let masked = match plain {
-                            true => masked,
-                            false => {
-                                let quoted = serde_json::to_string(&masked).map_err(|_| ())?;
-                                quoted[1..quoted.len() - 1].to_string()
-                            }
-                        };
-                        self.edits.push((start, end, masked));
+                        if self.out.is_empty() {
+                            self.out.reserve(self.b.len() + 32);
+                        }
+                        self.out.extend_from_slice(&self.b[self.copied..start]);
+                        if plain {
+                            self.out.extend_from_slice(masked.as_bytes());
+                        } else {
+                            let quoted = serde_json::to_string(&masked).map_err(|_| ())?;
+                            self.out
+                                .extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+                        }
+                        self.copied = end;
                     }
                 }
                 Ok(())
@@ -966,18 +973,10 @@ impl Scan<'_> {
         }
     }
 
-    /// The event with every edit applied.
-    fn splice(&self) -> Vec<u8> {
-        let extra: usize = self.edits.iter().map(|(_, _, r)| r.len()).sum();
-        let mut out = Vec::with_capacity(self.b.len() + extra);
-        let mut at = 0;
-        for (start, end, text) in &self.edits {
-            out.extend_from_slice(&self.b[at..*start]);
-            out.extend_from_slice(text.as_bytes());
-            at = *end;
-        }
-        out.extend_from_slice(&self.b[at..]);
-        out
+    /// The event with every masked string in place.
+    fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(&self.b[self.copied..]);
+        self.out
     }
 }
 
