@@ -119,16 +119,17 @@ fn trigger_of(kind: &str) -> u16 {
 }
 
 /// Bits of [`SEEN`]: the kinds of bytes [`triggers`] looks for.
-const S_DIGIT: u8 = 1;
-const S_UPPER: u8 = 2;
-const S_COLON: u8 = 4;
-const S_DASH: u8 = 8;
-const S_DOT: u8 = 16;
-const S_AT: u8 = 32;
-const S_B: u8 = 64; // b or B
-const S_J: u8 = 128;
-const SEEN: [u8; 256] = {
-    let mut t = [0u8; 256];
+const S_DIGIT: u16 = 1;
+const S_UPPER: u16 = 2;
+const S_COLON: u16 = 4;
+const S_DASH: u16 = 8;
+const S_DOT: u16 = 16;
+const S_AT: u16 = 32;
+const S_B: u16 = 64; // b or B
+const S_J: u16 = 128;
+const S_ESC: u16 = 256; // a backslash: the text holds JSON escapes
+const SEEN: [u16; 256] = {
+    let mut t = [0u16; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
@@ -149,6 +150,9 @@ const SEEN: [u8; 256] = {
         }
         if c == b'J' {
             v |= S_J;
+        }
+        if c == b'\\' {
+            v |= S_ESC;
         }
         t[b] = v;
         b += 1;
@@ -217,22 +221,37 @@ fn inert(replacement: &str, wanted: u16) -> bool {
 }
 
 fn triggers(b: &[u8], wanted: u16) -> u16 {
-    if b.len() < 3 {
-        // The shortest match of any kind (`::1`) has three bytes.
-        return 0;
-    }
+    scan_triggers(b, wanted, false).0
+}
+
+/// [`triggers`], and whether `b` holds a backslash (a JSON escape). With
+/// `any`, it stops at the first kind found (all the gate needs to know).
+fn scan_triggers(b: &[u8], wanted: u16, any: bool) -> (u16, bool) {
     // Which kinds of bytes the text holds, and how many digits: one table
     // look-up per byte. Most texts lack what every kind needs; only a kind
     // whose bytes are all there is looked at closer.
-    let mut seen = 0u8;
+    let mut seen = 0u16;
     let mut digits = 0u32;
     for &c in b {
         let k = SEEN[c as usize];
         seen |= k;
         digits += u32::from(k & S_DIGIT);
     }
-    let has = |bits: u8| seen & bits == bits;
+    let escaped = seen & S_ESC != 0;
+    if b.len() < 3 {
+        // The shortest match of any kind (`::1`) has three bytes.
+        return (0, escaped);
+    }
+    let has = |bits: u16| seen & bits == bits;
     let mut found = 0u16;
+    macro_rules! hit {
+        ($t:expr) => {{
+            found |= $t;
+            if any {
+                return (found, escaped);
+            }
+        }};
+    }
     if wanted & T_EMAIL != 0 && has(S_AT) {
         for p in memchr::memchr_iter(b'@', b) {
             if p > 0
@@ -240,13 +259,13 @@ fn triggers(b: &[u8], wanted: u16) -> u16 {
                 && b.get(p + 1)
                     .is_some_and(|&c| CLASS[c as usize] & DOMAIN != 0)
             {
-                found |= T_EMAIL;
+                hit!(T_EMAIL);
                 break;
             }
         }
     }
     if wanted & T_JWT != 0 && has(S_J) && memchr::memmem::find(b, b"eyJ").is_some() {
-        found |= T_JWT;
+        hit!(T_JWT);
     }
     if wanted & T_BEARER != 0 && has(S_B) {
         for p in memchr::memchr2_iter(b'b', b'B', b) {
@@ -256,27 +275,70 @@ fn triggers(b: &[u8], wanted: u16) -> u16 {
                 && b[p..p + 6].eq_ignore_ascii_case(b"bearer")
                 && (b[p + 6].is_ascii_whitespace() || b[p + 6] >= 0x80)
             {
-                found |= T_BEARER;
+                hit!(T_BEARER);
                 break;
             }
         }
     }
     if wanted & T_IPV4 != 0 && has(S_DOT) && digits >= 4 && ipv4_run(b) {
-        found |= T_IPV4;
-    }
-    if wanted & T_IPV6 != 0 && has(S_COLON) && ipv6_run(b) {
-        found |= T_IPV6;
+        hit!(T_IPV4);
     }
     if wanted & T_CARD != 0 && digits >= 13 && card_run(b) {
-        found |= T_CARD;
+        hit!(T_CARD);
     }
     if wanted & T_IBAN != 0 && has(S_UPPER) && digits >= 2 && iban_run(b) {
-        found |= T_IBAN;
+        hit!(T_IBAN);
     }
-    if wanted & T_MAC != 0 && seen & (S_COLON | S_DASH) != 0 && mac_run(b) {
-        found |= T_MAC;
+    // IPv6 and MAC addresses, from their separators, in one walk.
+    let seps = wanted & (T_IPV6 | T_MAC);
+    if seps != 0 && seen & (S_COLON | S_DASH) != 0 {
+        let (v6, mac) = separators(b, seps);
+        if v6 {
+            hit!(T_IPV6);
+        }
+        if mac {
+            hit!(T_MAC);
+        }
     }
-    found
+    (found, escaped)
+}
+
+/// Whether the IPv6 shape ([`ipv6_run`]) and the MAC shape ([`mac_run`])
+/// are in `b`, from one walk over its colons and dashes.
+fn separators(b: &[u8], wanted: u16) -> (bool, bool) {
+    let (mut v6, mut mac) = (wanted & T_IPV6 == 0, wanted & T_MAC == 0);
+    let run = |c: u8| c.is_ascii_hexdigit() || c == b'.';
+    for p in memchr::memchr2_iter(b':', b'-', b) {
+        if !mac
+            && b.len() > p + 3
+            && b[p + 1].is_ascii_hexdigit()
+            && b[p + 2].is_ascii_hexdigit()
+            && matches!(b[p + 3], b':' | b'-')
+        {
+            mac = true;
+        }
+        if !v6 && b[p] == b':' {
+            let mut i = p + 1;
+            while i < b.len() && run(b[i]) {
+                i += 1;
+            }
+            if i < b.len() && b[i] == b':' {
+                let mut s = p;
+                while s > 0 && (run(b[s - 1]) || b[s - 1] == b':') {
+                    s -= 1;
+                }
+                let mut e = i;
+                while e < b.len() && (run(b[e]) || b[e] == b':') {
+                    e += 1;
+                }
+                v6 = b[s..e].iter().any(u8::is_ascii_hexdigit);
+            }
+        }
+        if v6 && mac {
+            break;
+        }
+    }
+    (v6 && wanted & T_IPV6 != 0, mac && wanted & T_MAC != 0)
 }
 
 /// Three dots inside one run of digits and dots (an IPv4 address's shape).
@@ -295,34 +357,6 @@ fn ipv4_run(b: &[u8]) -> bool {
             (dots, inside) = (0, false);
         }
         prev = c;
-    }
-    false
-}
-
-/// Two colons and a hex digit in one run of hex digits, colons and dots:
-/// from each colon, only hex digits and dots up to the next one. (A JSON
-/// event's own colons, between quotes, fail at once.)
-fn ipv6_run(b: &[u8]) -> bool {
-    let run = |c: u8| c.is_ascii_hexdigit() || c == b'.';
-    for p in memchr::memchr_iter(b':', b) {
-        let mut i = p + 1;
-        while i < b.len() && run(b[i]) {
-            i += 1;
-        }
-        if i < b.len() && b[i] == b':' {
-            // The run holds two colons; it needs a hex digit somewhere.
-            let mut s = p;
-            while s > 0 && (run(b[s - 1]) || b[s - 1] == b':') {
-                s -= 1;
-            }
-            let mut e = i;
-            while e < b.len() && (run(b[e]) || b[e] == b':') {
-                e += 1;
-            }
-            if b[s..e].iter().any(u8::is_ascii_hexdigit) {
-                return true;
-            }
-        }
     }
     false
 }
@@ -353,18 +387,6 @@ fn iban_run(b: &[u8]) -> bool {
             && w[1].is_ascii_uppercase()
             && w[2].is_ascii_digit()
             && w[3].is_ascii_digit()
-    })
-}
-
-/// A separator, two hex digits and a separator again (`:1a:`, `-2b-`):
-/// what a MAC address's five separators between hex pairs hold.
-fn mac_run(b: &[u8]) -> bool {
-    let sep = |c: u8| c == b':' || c == b'-';
-    memchr::memchr2_iter(b':', b'-', b).any(|p| {
-        b.len() > p + 3
-            && b[p + 1].is_ascii_hexdigit()
-            && b[p + 2].is_ascii_hexdigit()
-            && sep(b[p + 3])
     })
 }
 
@@ -696,10 +718,7 @@ impl Mask {
     /// into the raw bytes (re-escaped), everything else (numbers, spacing,
     /// key order, other strings' escapes) stays as it was.
     pub fn mask_event(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        // An escape (`\u0040` for `@`) could hide a value from the check
-        // of the raw bytes: then every string is decoded and checked.
-        let escaped = memchr::memchr(b'\\', raw).is_some();
-        if !escaped && !self.custom && !self.may_match(raw) {
+        if !self.custom && !self.may_match(raw) {
             // Nothing any detector needs is in its bytes, whatever they are
             // (the host only sends JSON objects, valid UTF-8).
             return Ok(None);
@@ -736,6 +755,7 @@ impl Mask {
     /// and card checks of nearly every event.
     fn may_match(&self, raw: &[u8]) -> bool {
         let mut rest = raw;
+        let mut escaped = false;
         for name in self.skip_fields.iter().filter(|f| !f.contains('.')) {
             let n = name.len();
             if raw.len() > n + 6
@@ -745,16 +765,17 @@ impl Mask {
             {
                 let value = 2 + n + 3;
                 if let Some(close) = memchr::memchr(b'"', &raw[value..]) {
+                    // An escape in it may hide its real end: then scan.
+                    escaped = memchr::memchr(b'\\', &raw[value..value + close]).is_some();
                     rest = &raw[value + close + 1..];
                 }
                 break;
             }
         }
-        // An `@` will have the event scanned anyway: no need to look closer.
-        if self.wanted & T_EMAIL != 0 && memchr::memchr(b'@', rest).is_some() {
-            return true;
-        }
-        triggers(rest, self.wanted) != 0
+        // An escape (`\u0040` for `@`) could hide a value from a check of
+        // the raw bytes: then every string is decoded and checked.
+        let (found, esc) = scan_triggers(rest, self.wanted, true);
+        escaped || esc || found != 0
     }
 
     /// What to do with the value at `path` inside an object whose keys are
