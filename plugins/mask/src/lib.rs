@@ -641,6 +641,9 @@ impl Mask {
             if !Self::accept(d, bytes, start, end) {
                 continue;
             }
+            if !changed {
+                out.reserve(text.len() + 16);
+            }
             out.push_str(&text[last..start]);
             match &d.fixed {
                 Some(fixed) => out.push_str(fixed),
