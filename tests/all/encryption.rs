@@ -528,3 +528,57 @@ async fn bad_keys_are_refused_at_their_key() {
     .await;
     assert!(e.contains("identity_file"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_few_open_files_keep_every_encrypted_line() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "key");
+    // Five channels in turn (runs of 100) through two open files: a
+    // switch closes (finishes) one, and its channel's next line starts a
+    // new age file.
+    let events: Vec<Value> = (0..5000)
+        .map(|i| json!({"timestamp": "t", "channel": format!("c{}", i / 100 % 5), "n": i}))
+        .collect();
+    write_json_lines(&d.path().join("in.jsonl"), &events);
+    let toml = format!(
+        r#"
+[batch]
+max_events = 7
+
+[sources.app]
+type = "file"
+path = "in.jsonl"
+
+[sinks.vault]
+type = "file"
+path = "out/{{channel}}.log"
+max_open_files = 2
+encrypt = {{ recipients = ["{public}"] }}
+inputs = ["app"]
+"#
+    );
+    run(d.path(), &toml).await.unwrap();
+    let mut seen: Vec<u64> = Vec::new();
+    for c in 0..5 {
+        let files = series(&d.path().join("out"), &format!("c{c}.log"));
+        assert!(files.len() > 1, "c{c}: {files:?}");
+        let mut last = None;
+        for f in files {
+            let (bytes, ok) = age_decrypt(&f, &key);
+            assert!(ok, "age -d {f:?}");
+            for line in String::from_utf8(bytes).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["channel"], format!("c{c}").as_str());
+                let n = v["n"].as_u64().unwrap();
+                assert!(
+                    last.is_none_or(|l| n > l),
+                    "c{c}: in order across its files"
+                );
+                last = Some(n);
+                seen.push(n);
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..5000).collect::<Vec<u64>>(), "every event once");
+}
