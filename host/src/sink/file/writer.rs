@@ -19,6 +19,19 @@ use crate::base::crypt::Recipients;
 use crate::base::event::SharedBatch;
 use crate::base::metrics::ComponentMetrics;
 
+/// A [`Finishing`] from the writer's fields, borrowed one by one (a method
+/// would borrow the whole writer, and its map of files is in use).
+macro_rules! finishing {
+    ($w:ident) => {
+        Finishing {
+            cfg: &$w.cfg,
+            in_use: &$w.in_use,
+            tidy: &$w.tidy,
+            sealing: &mut $w.sealing,
+        }
+    };
+}
+
 /// A write the file sink must retry: which file, what failed, and the OS's
 /// error, whose kind tells a passing failure (disk full) from a lasting one.
 #[derive(Debug, thiserror::Error)]
@@ -175,12 +188,7 @@ impl Writer {
                 let f = self.files.get_mut(&key).expect("touched above");
                 if let Some(max) = self.cfg.rotate_size {
                     if f.size > 0 && f.size + line.len() as u64 > max as u64 {
-                        let to = Finishing {
-                            cfg: &self.cfg,
-                            in_use: &self.in_use,
-                            tidy: &self.tidy,
-                            sealing: &mut self.sealing,
-                        };
+                        let to = finishing!(self);
                         rotate(to, &key, f, now);
                     }
                 }
@@ -237,12 +245,7 @@ impl Writer {
             return;
         }
         f.checked = self.round;
-        let to = Finishing {
-            cfg: &self.cfg,
-            in_use: &self.in_use,
-            tidy: &self.tidy,
-            sealing: &mut self.sealing,
-        };
+        let to = finishing!(self);
         check_due(to, key, f, now);
     }
 
@@ -258,12 +261,7 @@ impl Writer {
         let mut f = self.files.remove(&key).expect("found above");
         if f.enc.is_some() {
             tracing::debug!(path = %f.path.display(), "closing least recently used file");
-            let to = Finishing {
-                cfg: &self.cfg,
-                in_use: &self.in_use,
-                tidy: &self.tidy,
-                sealing: &mut self.sealing,
-            };
+            let to = finishing!(self);
             if f.stream.is_some() {
                 to.finish(&key, f);
             } else {
@@ -361,12 +359,7 @@ impl Writer {
     pub fn seal_waiting(&mut self, round: u64, now: DateTime<Utc>) {
         for (key, f) in self.files.iter_mut() {
             if f.waiting_round().is_some_and(|r| r <= round) {
-                let to = Finishing {
-                    cfg: &self.cfg,
-                    in_use: &self.in_use,
-                    tidy: &self.tidy,
-                    sealing: &mut self.sealing,
-                };
+                let to = finishing!(self);
                 rotate(to, key, f, now);
             }
         }
@@ -390,24 +383,14 @@ impl Writer {
         let seal_after = self.cfg.encrypt.as_ref().map(|e| e.seal_after);
         for (key, f) in self.files.iter_mut() {
             f.checked = self.round;
-            let to = Finishing {
-                cfg: &self.cfg,
-                in_use: &self.in_use,
-                tidy: &self.tidy,
-                sealing: &mut self.sealing,
-            };
+            let to = finishing!(self);
             check_due(to, key, f, now);
             // Lines waiting too long for their chunk to complete: finish
             // the file so that they are durable (and acknowledged).
             if let (Some(after), Some(since)) = (seal_after, f.waiting_since()) {
                 if since.elapsed() >= after {
                     tracing::debug!(path = %f.path.display(), "lines waited seal_after for their chunk: finishing the file");
-                    let to = Finishing {
-                        cfg: &self.cfg,
-                        in_use: &self.in_use,
-                        tidy: &self.tidy,
-                        sealing: &mut self.sealing,
-                    };
+                    let to = finishing!(self);
                     rotate(to, key, f, now);
                 }
             }
