@@ -87,15 +87,12 @@ fn fixture(dir: &Path) -> (Vec<i64>, Vec<i64>) {
     (first, second)
 }
 
-#[test]
-fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
-    let d = tempfile::tempdir().unwrap();
-    let (mut first, mut second) = fixture(d.path());
-    let report = d.path().join("report.html");
+/// `sluice timeline --all --format html -o REPORT INPUT`: the report's text.
+fn html_timeline(input: &Path, report: &Path) -> String {
     let out = sluice()
         .args(["timeline", "--all", "--format", "html", "-o"])
-        .arg(&report)
-        .arg(d.path().join("logs"))
+        .arg(report)
+        .arg(input)
         .output()
         .unwrap();
     assert!(
@@ -103,7 +100,15 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let html = std::fs::read_to_string(&report).unwrap();
+    std::fs::read_to_string(report).unwrap()
+}
+
+#[test]
+fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut first, mut second) = fixture(d.path());
+    let report = d.path().join("report.html");
+    let html = html_timeline(&d.path().join("logs"), &report);
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http"),
         "nothing is loaded from elsewhere"
@@ -191,19 +196,7 @@ fn a_large_html_timeline_draws_a_bounded_sample_and_says_so() {
         ));
     }
     std::fs::write(d.path().join("api.log"), text).unwrap();
-    let report = d.path().join("big.html");
-    let out = sluice()
-        .args(["timeline", "--all", "--format", "html", "-o"])
-        .arg(&report)
-        .arg(d.path().join("api.log"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let html = std::fs::read_to_string(&report).unwrap();
+    let html = html_timeline(&d.path().join("api.log"), &d.path().join("big.html"));
     assert!(html.len() < 8 << 20, "{} bytes", html.len());
     assert!(
         html.contains("of 300000 events drawn: every"),
