@@ -11,12 +11,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{RawQuery, State};
+use axum::middleware::Next;
+use axum::response::IntoResponse as _;
+use axum::routing::{get, post};
+use axum::Router;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
@@ -69,9 +72,9 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// The query parameters of a request, decoded.
-fn query(req: &Request<Incoming>) -> std::collections::BTreeMap<String, String> {
-    crate::source::http::form::form_pairs(req.uri().query().unwrap_or("")).collect()
+/// The parameters of a query string, decoded (losslessly: see `form`).
+fn decoded(query: Option<&str>) -> std::collections::BTreeMap<String, String> {
+    crate::source::http::form::form_pairs(query.unwrap_or("")).collect()
 }
 
 /// `field=value` (or `field!=value`) over a dotted path of an event.
@@ -380,7 +383,7 @@ type Counter = (
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [Counter; 14] = [
+    let counters: [Counter; 17] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",
@@ -451,6 +454,21 @@ pub fn prometheus(metrics: &Registry) -> String {
             "Events whose time field a source could not parse (it used the arrival time).",
             |s| s.timestamps_unparsed,
         ),
+        (
+            "sluice_redis_topology_changes_total",
+            "Changes of a Redis Cluster's masters a component saw (failovers, resharding).",
+            |s| s.topology_changes,
+        ),
+        (
+            "sluice_redis_claimed_total",
+            "Stream entries a Redis source took over from other consumers (XCLAIM).",
+            |s| s.claimed,
+        ),
+        (
+            "sluice_redis_unreplicated_writes_total",
+            "Stream writes a Redis sink counted with fewer replicas than `replicas`: their master had fewer connected.",
+            |s| s.unreplicated,
+        ),
     ];
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -504,6 +522,19 @@ pub fn prometheus(metrics: &Registry) -> String {
             );
         }
     }
+    let alerting: Vec<_> = snaps.iter().filter(|s| s.alerts != [0; 3]).collect();
+    if !alerting.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_alerts_total Notifications of alert sinks: sent, suppressed by max_per_minute, failed (given up after retry_for).\n# TYPE sluice_alerts_total counter");
+        for s in &alerting {
+            for (result, n) in ["sent", "suppressed", "failed"].iter().zip(s.alerts) {
+                let _ = writeln!(
+                    out,
+                    "sluice_alerts_total{{component=\"{}\",kind=\"sink\",result=\"{result}\"}} {n}",
+                    s.name
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP sluice_component_up Whether the component works (0: see /health).\n# TYPE sluice_component_up gauge");
     for s in &snaps {
         let _ = writeln!(
@@ -535,6 +566,31 @@ pub fn prometheus(metrics: &Registry) -> String {
             out,
             "sluice_queue_capacity_batches{{component=\"{name}\"}} {cap}"
         );
+    }
+    let by_fields: Vec<_> = metrics
+        .components()
+        .into_iter()
+        .filter_map(|(c, k, m)| {
+            let by = m
+                .by_fields
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()?;
+            Some((c, k, by))
+        })
+        .collect();
+    if !by_fields.is_empty() {
+        let name = "sluice_events_by_field_total";
+        let _ = writeln!(out, "# HELP {name} Events of a component by the values of the fields its metrics.by names (label sets past max_series count as \"other\").\n# TYPE {name} counter");
+        for (component, kind, by) in &by_fields {
+            for (values, n) in by.read() {
+                let mut labels = format!("component=\"{component}\",kind=\"{}\"", kind.as_str());
+                for (label, value) in by.labels.iter().zip(&values) {
+                    let _ = write!(labels, ",{label}=\"{}\"", escape_label(value));
+                }
+                let _ = writeln!(out, "{name}{{{labels}}} {n}");
+            }
+        }
     }
     let name = "sluice_batch_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Time to process one batch: the plugin call (transforms), the write (sinks).\n# TYPE {name} histogram");
@@ -603,19 +659,18 @@ pub fn prometheus(metrics: &Registry) -> String {
     out
 }
 
-/// Whether `req` carries the admin token (`Authorization: Bearer`, or
-/// `?token=` for a browser opening the page), compared in constant time.
-fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
+/// Whether a request carries the admin token (`Authorization: Bearer`,
+/// or `?token=` for a browser opening the page), compared in constant time.
+fn authorized(admin: &Admin, headers: &hyper::HeaderMap, query: Option<&str>) -> bool {
     let Some(token) = &admin.token else {
         return true;
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
-        .or_else(|| query(req).remove("token"));
+        .or_else(|| decoded(query).remove("token"));
     given.is_some_and(|g| {
         g.len() == token.len()
             && g.bytes()
@@ -625,9 +680,15 @@ fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
     })
 }
 
-async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    if req.uri().path() != "/health" && !authorized(&admin, &req) {
-        return Ok(Response::builder()
+/// The middleware in front of every route: with a token, every endpoint
+/// but `/health` requires it.
+async fn require_token(
+    State(admin): State<Arc<Admin>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    if req.uri().path() != "/health" && !authorized(&admin, req.headers(), req.uri().query()) {
+        return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
             .header("content-type", "text/plain")
             .header("www-authenticate", "Bearer")
@@ -637,77 +698,116 @@ async fn handle(admin: Arc<Admin>, req: Request<Incoming>) -> Result<Response<Bo
                 ))
                 .boxed(),
             )
-            .expect("static response parts are valid"));
+            .expect("static response parts are valid")
+            .into_response();
     }
-    Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => health(&admin.metrics),
-        (&Method::GET, "/" | "/ui") => Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "text/html; charset=utf-8")
-            .header("cache-control", "no-store")
-            .body(Full::new(Bytes::from_static(include_bytes!("ui.html"))).boxed())
-            .expect("static response parts are valid"),
-        (&Method::GET, "/ui/graph") => match admin.reload.config().await {
-            Some(config) => reply(
-                StatusCode::OK,
-                "application/json",
-                format!("{}\n", graph(&config)),
-            ),
-            None => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "the pipeline has stopped\n".into(),
-            ),
-        },
-        (&Method::GET, "/ui/stats") => {
-            reply(StatusCode::OK, "application/json", stats(&admin.metrics))
-        }
-        (&Method::GET, "/ui/tap") => {
-            let q = query(&req);
-            let config = admin.reload.config().await;
-            let component = q.get("component").cloned().unwrap_or_default();
-            match config.map(|c| tappable(&c, &component)) {
-                Some(true) => tap(&admin, &q),
-                _ => reply(
-                    StatusCode::FORBIDDEN,
-                    "text/plain",
-                    format!("`{component}` is upstream of a mask: its events are not shown here (tap a component after the mask)\n"),
-                ),
-            }
-        }
-        (&Method::GET, "/stats") => {
-            reply(StatusCode::OK, "application/json", stats(&admin.metrics))
-        }
-        (&Method::GET, "/tap") => tap(&admin, &query(&req)),
-        (&Method::GET, "/metrics") => reply(
+    next.run(req).await
+}
+
+type AdminState = State<Arc<Admin>>;
+
+async fn page() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from_static(include_bytes!("ui.html"))).boxed())
+        .expect("static response parts are valid")
+}
+
+async fn ui_graph(State(admin): AdminState) -> Response<Body> {
+    match admin.reload.config().await {
+        Some(config) => reply(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            prometheus(&admin.metrics),
+            "application/json",
+            format!("{}\n", graph(&config)),
         ),
-        (&Method::POST, "/reload") => {
-            match reload_all(&admin.reload, &admin.pipeline, &admin.metrics).await {
-                Ok(()) => reply(
-                    StatusCode::OK,
-                    "application/json",
-                    "{\"result\":\"ok\"}\n".into(),
-                ),
-                Err(e) => reply(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "application/json",
-                    format!(
-                        "{}\n",
-                        serde_json::json!({"result": "failed", "error": format!("{e:#}")})
-                    ),
-                ),
-            }
-        }
-        (_, "/health" | "/metrics" | "/reload" | "/stats" | "/tap") => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
+        None => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "method not allowed\n".into(),
+            "the pipeline has stopped\n".into(),
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    })
+    }
+}
+
+async fn ui_tap(State(admin): AdminState, RawQuery(q): RawQuery) -> Response<Body> {
+    let q = decoded(q.as_deref());
+    let config = admin.reload.config().await;
+    let component = q.get("component").cloned().unwrap_or_default();
+    match config.map(|c| tappable(&c, &component)) {
+        Some(true) => tap(&admin, &q),
+        _ => reply(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            format!("`{component}` is upstream of a mask: its events are not shown here (tap a component after the mask)\n"),
+        ),
+    }
+}
+
+async fn reload(State(admin): AdminState) -> Response<Body> {
+    match reload_all(&admin.reload, &admin.pipeline, &admin.metrics).await {
+        Ok(()) => reply(
+            StatusCode::OK,
+            "application/json",
+            "{\"result\":\"ok\"}\n".into(),
+        ),
+        Err(e) => reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "application/json",
+            format!(
+                "{}\n",
+                serde_json::json!({"result": "failed", "error": format!("{e:#}")})
+            ),
+        ),
+    }
+}
+
+/// The admin port's routes, behind the token check.
+pub fn router(admin: Arc<Admin>) -> Router {
+    let stats_json = |State(a): AdminState| async move {
+        reply(StatusCode::OK, "application/json", stats(&a.metrics))
+    };
+    Router::new()
+        .route(
+            "/health",
+            get(|State(a): AdminState| async move { health(&a.metrics) }),
+        )
+        .route("/", get(page))
+        .route("/ui", get(page))
+        .route("/ui/graph", get(ui_graph))
+        .route("/ui/stats", get(stats_json))
+        .route("/ui/tap", get(ui_tap))
+        .route("/stats", get(stats_json))
+        .route(
+            "/tap",
+            get(|State(a): AdminState, RawQuery(q): RawQuery| async move {
+                tap(&a, &decoded(q.as_deref()))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(a): AdminState| async move {
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    prometheus(&a.metrics),
+                )
+            }),
+        )
+        .route("/reload", post(reload))
+        .method_not_allowed_fallback(|| async {
+            reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed\n".into(),
+            )
+        })
+        .fallback(|| async { reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            require_token,
+        ))
+        .with_state(admin)
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
@@ -746,16 +846,15 @@ pub fn serve_listener(
     admin: Admin,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let local = listener.local_addr()?;
-    let admin = Arc::new(admin);
+    let router = router(Arc::new(admin));
     // Dropping the acceptor (the task is aborted when the pipeline ends)
     // drops every connection still open, and so every tap still streaming.
     let mut acceptor = Acceptor::new(listener, "admin", MAX_CONNECTIONS);
     let task = tokio::spawn(async move {
         loop {
             let stream = acceptor.next().await;
-            let admin = admin.clone();
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
             acceptor.spawn(async move {
-                let service = service_fn(move |req| handle(admin.clone(), req));
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))

@@ -170,6 +170,7 @@ pub async fn run_test(
         let events = Arc::new(Mutex::new(Vec::new()));
         let name = format!("__test_output_{i}");
         c.sinks.push(Named {
+            metrics: None,
             name: name.clone(),
             span: test.span(),
             config: SinkConfig::Capture(CaptureConfig {

@@ -251,3 +251,22 @@ fn stdin_cuts_lines_longer_than_max_line() {
     assert_eq!(messages[1].len(), 1024);
     assert_eq!(messages[2], "after");
 }
+
+#[test]
+fn validate_names_an_unset_admin_token_variable_at_its_line() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[admin]\naddress = \"127.0.0.1:0\"\nauth_token_env = \"SLUICE_TEST_NEVER_SET_TOKEN\"\n\n[sources.a]\ntype = \"stdin\"\n[sinks.o]\ntype = \"stdout\"\ninputs = [\"a\"]\n",
+    )
+    .unwrap();
+    let out = sluice().arg("validate").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("p.toml:3:1: admin.auth_token_env:")
+            && stderr.contains("`SLUICE_TEST_NEVER_SET_TOKEN`, which is not set"),
+        "{stderr}"
+    );
+}

@@ -372,3 +372,53 @@ async fn a_bad_timestamp_candidate_is_named_at_its_line() {
         "unknown format `epoch`",
     );
 }
+
+#[tokio::test]
+async fn metrics_by_fields_are_checked_at_their_key() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\ncount = 3\nmetrics = {{ by = [\"kind\"] }}\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 4, "sources.app.metrics.by", "the label `kind`");
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\n\n{SINK}metrics = {{ by = [\"level\"], max_series = 0 }}\n"),
+    )
+    .await;
+    assert_at(&e, 8, "sinks.out.metrics.max_series", "out of bounds");
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\nmetrics = {{ by = [\"level\"], maxseries = 5 }}\n{SINK}"),
+    )
+    .await;
+    assert_at(
+        &e,
+        3,
+        "sources.app.metrics.maxseries",
+        "unknown field `maxseries`",
+    );
+}
+
+#[tokio::test]
+async fn an_otlp_grpc_address_may_not_be_another_listeners() {
+    let d = dir();
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"otlp\"\naddress = \"127.0.0.1:14318\"\ngrpc_address = \"127.0.0.1:14318\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 4, "sources.app.grpc_address", "listens already");
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"otlp\"\ngrpc_address = \"localhost:4317\"\n{SINK}"),
+    )
+    .await;
+    assert_at(
+        &e,
+        3,
+        "sources.app.grpc_address",
+        "not an IP address and port",
+    );
+}

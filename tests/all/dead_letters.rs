@@ -314,21 +314,10 @@ inputs = ["_dead_letters"]
         )
     };
     std::fs::write(dir.join("pipeline.toml"), pipeline("name")).unwrap();
-    let dir_owned = dir.to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        sluice()
-            .args(["run", "--quiet", "pipeline.toml"])
-            .current_dir(&dir_owned)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut run = sluice();
+    run.args(["run", "--quiet", "pipeline.toml"])
+        .current_dir(dir);
+    crate::util::succeeds(run).await;
     let dead = records(&dir.join("dead.log"));
     let mut by: Vec<(String, String, u64)> = dead
         .iter()

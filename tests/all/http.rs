@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice::base::metrics::Registry;
 use sluice::topology::Running;
 
+use crate::client::{raw, Reply};
 use crate::util::{counts, free_port, read_json_lines, rss_kib};
 
 /// Start `[sources.web] type = "http"` with `extra` settings -> file sink.
@@ -40,36 +41,8 @@ inputs = ["web"]
     (running, metrics)
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-/// One request on a fresh connection; `body` raw bytes.
-fn request(port: u16, head: &str, body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // The server may answer (413) and close before the whole body is sent:
-    // a failed write still leaves its answer to read.
-    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Reply {
-        status: headers.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0),
-        headers: headers.to_lowercase(),
-        body: body.to_string(),
-    }
-}
-
 fn post(port: u16, content_type: &str, body: &[u8]) -> Reply {
-    let head = format!(
-        "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    request(port, &head, body)
+    crate::client::post(port, "/api/log", content_type, body)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -199,7 +172,11 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
     let grown = tokio::task::spawn_blocking(move || {
         let ok = b"{\"message\":\"still serving\"}";
         // Oversized by Content-Length, and oversized while streaming (chunked).
-        let r = post(port, "application/json", &vec![b' '; (1 << 20) + 1]);
+        // (Raw: the server answers and closes before the body is sent,
+        // which a client reports as a broken pipe.)
+        let big = vec![b' '; (1 << 20) + 1];
+        let head = format!("POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len());
+        let r = raw(port, &head, &big);
         assert_eq!(r.status, 413, "{}", r.body);
         let chunk = vec![b' '; 256 * 1024];
         let mut chunked = Vec::new();
@@ -209,7 +186,7 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
             chunked.extend_from_slice(b"\r\n");
         }
         chunked.extend_from_slice(b"0\r\n\r\n");
-        let r = request(port, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", &chunked);
+        let r = raw(port, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", &chunked);
         assert_eq!(r.status, 413, "{}", r.body);
         // Gzip bombs: 200 MiB of zeros in ~200 KB, several times.
         let bomb = gzip(&vec![b'0'; 200 << 20]);
@@ -219,7 +196,7 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
                 "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 bomb.len()
             );
-            let r = request(port, &head, &bomb);
+            let r = raw(port, &head, &bomb);
             assert_eq!(r.status, 413, "{}", r.body);
         }
         let grown = rss_kib().saturating_sub(before) / 1024;
@@ -228,7 +205,7 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
             "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             gzip(ok).len()
         );
-        assert_eq!(request(port, &head, &gzip(ok)).status, 200);
+        assert_eq!(raw(port, &head, &gzip(ok)).status, 200);
         // Invalid UTF-8, wrong content type, unknown encoding.
         assert_eq!(post(port, "application/json", b"{\"message\":\"\xff\xfe\"}").status, 400);
         assert_eq!(post(port, "application/xml", b"<log/>").status, 415);
@@ -269,19 +246,42 @@ async fn bearer_auth_and_cors() {
     tokio::task::spawn_blocking(move || {
         let body = b"{\"message\":\"m\"}";
         assert_eq!(post(port, "application/json", body).status, 401);
-        let head = |token: &str| {
-            format!(
-                "POST /api/log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
+        let with = |token: &str| {
+            let auth = format!("Bearer {token}");
+            crate::client::send(
+                "POST",
+                port,
+                "/api/log",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                body,
             )
         };
-        assert_eq!(request(port, &head("wrong"), body).status, 401);
-        let r = request(port, &head("s3cret"), body);
+        assert_eq!(with("wrong").status, 401);
+        let r = with("s3cret");
         assert_eq!(r.status, 200);
-        assert!(r.headers.contains("access-control-allow-origin: https://app.example"), "{}", r.headers);
-        let r = request(port, "OPTIONS /api/log HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nConnection: close\r\n\r\n", b"");
+        assert!(
+            r.headers
+                .contains("access-control-allow-origin: https://app.example"),
+            "{}",
+            r.headers
+        );
+        let r = crate::client::send(
+            "OPTIONS",
+            port,
+            "/api/log",
+            &[("origin", "https://app.example")],
+            b"",
+        );
         assert_eq!(r.status, 204);
-        assert!(r.headers.contains("access-control-allow-methods: post, options"), "{}", r.headers);
+        assert!(
+            r.headers
+                .contains("access-control-allow-methods: post, options"),
+            "{}",
+            r.headers
+        );
     })
     .await
     .unwrap();
@@ -388,20 +388,9 @@ log.error("payment failed")
 log.info("done")
 "#
     );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut python = std::process::Command::new("python3");
+    python.arg("-c").arg(script);
+    crate::util::succeeds(python).await;
     let events = read_json_lines(&d.path().join("out.log"));
     let got: Vec<(String, String, String)> = events
         .iter()
@@ -431,11 +420,16 @@ log.info("done")
 }
 
 fn post_keyed(port: u16, key: &str, body: &[u8]) -> Reply {
-    let head = format!(
-        "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    request(port, &head, body)
+    crate::client::send(
+        "POST",
+        port,
+        "/api/log",
+        &[
+            ("content-type", "application/x-ndjson"),
+            ("idempotency-key", key),
+        ],
+        body,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,27 +526,45 @@ async fn cors_with_several_origins_echoes_the_one_asking() {
     .await;
     tokio::task::spawn_blocking(move || {
         let preflight = |origin: &str| {
-            request(
-                port,
-                &format!("OPTIONS /api/log HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"),
-                b"",
-            )
+            crate::client::send("OPTIONS", port, "/api/log", &[("origin", origin)], b"")
         };
         let r = preflight("https://b.example");
         assert_eq!(r.status, 204);
-        assert!(r.headers.contains("access-control-allow-origin: https://b.example\r\n"), "{}", r.headers);
+        assert!(
+            r.headers
+                .contains("access-control-allow-origin: https://b.example\r\n"),
+            "{}",
+            r.headers
+        );
         assert!(r.headers.contains("vary: origin"), "{}", r.headers);
-        assert!(!r.headers.contains("a.example"), "one origin, never the list: {}", r.headers);
+        assert!(
+            !r.headers.contains("a.example"),
+            "one origin, never the list: {}",
+            r.headers
+        );
         let r = preflight("https://evil.example");
         assert_eq!(r.status, 403, "an unlisted origin is refused");
-        assert!(!r.headers.contains("access-control-allow-origin"), "{}", r.headers);
+        assert!(
+            !r.headers.contains("access-control-allow-origin"),
+            "{}",
+            r.headers
+        );
         let body = b"{\"message\":\"m\"}";
-        let r = request(
+        let r = crate::client::send(
+            "POST",
             port,
-            &format!("POST /api/log HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+            "/api/log",
+            &[
+                ("origin", "https://evil.example"),
+                ("content-type", "application/json"),
+            ],
             body,
         );
-        assert!(!r.headers.contains("access-control-allow-origin"), "{}", r.headers);
+        assert!(
+            !r.headers.contains("access-control-allow-origin"),
+            "{}",
+            r.headers
+        );
     })
     .await
     .unwrap();
@@ -630,10 +642,15 @@ async fn finished_connections_are_reaped_and_connections_are_capped() {
         counts(&metrics, "web").connections == 8
     })
     .await;
-    let r =
-        tokio::task::spawn_blocking(move || post(port, "application/json", b"{\"message\":\"m\"}"))
-            .await
-            .unwrap();
+    // Raw: the answer comes at once, before the request is read, and a
+    // client that is still writing reports a broken pipe instead.
+    let r = tokio::task::spawn_blocking(move || {
+        let body = b"{\"message\":\"m\"}";
+        let head = format!("POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        raw(port, &head, body)
+    })
+    .await
+    .unwrap();
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.headers.contains("retry-after: 1"), "{}", r.headers);
     drop(held);

@@ -1,7 +1,10 @@
 //! sluice's integration tests: one binary, real wasm components built from
 //! `plugins/` and `tests/plugins/` by `build.rs`, real files and processes.
 
+mod alerts;
 mod cli;
+mod client;
+mod cluster;
 mod config;
 mod dead_letters;
 mod encryption;
@@ -9,6 +12,7 @@ mod files;
 mod http;
 mod languages;
 mod ops;
+mod otel;
 mod pictures;
 mod pipelines;
 mod plugins;

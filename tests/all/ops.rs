@@ -13,20 +13,7 @@ use sluice::topology::{self, Running};
 use crate::util::{counts, free_port, root, runtime, sluice, until};
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    crate::client::get(port, path)
 }
 
 /// Start a pipeline in process, with its admin port.
@@ -418,6 +405,16 @@ fn the_dashboard_uses_metrics_that_exist() {
     let metrics = Registry::default();
     let m = metrics.component("t", sluice::base::metrics::Kind::Transform);
     m.batch_seconds.observe(Duration::from_millis(3));
+    // The series that exist once a component counts by fields and an
+    // alert sink has sent.
+    m.set_by_fields(Some(&sluice::base::metrics::FieldMetricsConfig {
+        by: vec!["channel".into(), "level".into()],
+        max_series: 10,
+    }));
+    m.count_fields(&sluice::base::event::Batch::from_events([
+        &br#"{"channel":"app","level":"error"}"#[..],
+    ]));
+    sluice::base::metrics::ComponentMetrics::add(&m.alerts_sent, 1);
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
     metrics.queue("t", &tx);
     let text = sluice::admin::prometheus(&metrics);

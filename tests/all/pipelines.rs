@@ -8,8 +8,9 @@ use crate::util::{counts, read_json_lines, root, run_file};
 
 /// The pipelines this module tests; a new file in `pipelines/` must be
 /// added here with a test, or `every_pipeline_is_tested` fails.
-const TESTED: [&str; 5] = [
+const TESTED: [&str; 6] = [
     "http-ingest.toml",
+    "otel-gateway.toml",
     "quickstart.toml",
     "redis-worker.toml",
     "to-elasticsearch.toml",
@@ -291,4 +292,78 @@ async fn to_loki() {
         "{lines:?}"
     );
     assert!(!d.path().join("logs/loki-dead-letters.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_gateway_masks_forwards_archives_and_pages() {
+    let d = tempfile::tempdir().unwrap();
+    let receiver = crate::otel::Receiver::start(d.path());
+    let hook =
+        crate::sinks::TestServer::start(std::sync::Arc::new(|_, _| (200, vec![], "ok".into())))
+            .await;
+    let port = crate::util::free_port();
+    let path = stage(d.path(), "otel-gateway.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:4318", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:14318", &format!("127.0.0.1:{}", receiver.port))
+        .replace("127.0.0.1:9095", &format!("127.0.0.1:{}", hook.port))
+        .replace("group_wait = \"30s\"", "group_wait = \"1s\"");
+    std::fs::write(&path, text).unwrap();
+    let plan = sluice::topology::plan(
+        sluice::config::PipelineConfig::load(&path).unwrap(),
+        crate::util::runtime(),
+    )
+    .await
+    .unwrap();
+    let metrics = sluice::base::metrics::Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    let n = 300;
+    let sent = crate::otel::python_sdk_logs(port, n).await;
+    crate::util::until("every record at the collector", 60, || {
+        receiver.records().len() >= n
+    })
+    .await;
+    // 100 distinct errors, at most 10 notifications a minute.
+    crate::util::until("the alerts", 30, || hook.seen.lock().unwrap().len() >= 10).await;
+    let by_field = sluice::admin::prometheus(&metrics);
+    running.shutdown().await;
+    running.wait().await.unwrap();
+
+    let records = receiver.records();
+    assert_eq!(records.len(), n);
+    for r in &records {
+        let body = r["body"].as_str().unwrap();
+        assert!(!body.contains("@example.com"), "not masked: {body}");
+    }
+    let traced = records.iter().filter(|r| r["trace_id"] != "").count();
+    assert_eq!(traced, sent.iter().filter(|s| s["trace_id"] != "").count());
+    let day = chrono::Utc::now().format("%Y-%m-%d");
+    let archive = read_json_lines(&d.path().join(format!("logs/otel/checkout-{day}.log")));
+    assert_eq!(archive.len(), 200, "warnings and errors");
+    assert!(archive
+        .iter()
+        .all(|e| e["level"] == "warn" || e["level"] == "error"));
+    let alerts: Vec<serde_json::Value> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), 11, "10 alerts and the summary: {alerts:?}");
+    assert!(alerts[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[ERROR] checkout: order "));
+    assert_eq!(
+        alerts[10]["text"],
+        "90 alerts suppressed (90 events): more than max_per_minute in the last minute"
+    );
+    for (level, count) in [("warn", 100), ("error", 100), ("info", 100)] {
+        let line = format!(
+            "sluice_events_by_field_total{{component=\"otel\",kind=\"source\",service=\"checkout\",level=\"{level}\"}} {count}"
+        );
+        assert!(by_field.contains(&line), "{line} missing from:\n{by_field}");
+    }
 }

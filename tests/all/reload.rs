@@ -188,7 +188,12 @@ async fn the_watcher_waits_for_whole_files() {
     let watcher = tokio::spawn(topology::reload::watch(
         t.reload.clone(),
         t.d.path().join("pipeline.toml"),
-        Duration::from_millis(50),
+        // Watched: the folder's events wake it; 50 ms of quiet loads.
+        sluice::config::ReloadConfig {
+            watch: true,
+            poll_interval: Duration::from_millis(50),
+            poll: false,
+        },
         metrics.clone(),
     ));
 

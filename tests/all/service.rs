@@ -433,7 +433,12 @@ async fn a_watched_folder_reloads_when_a_file_comes() {
     let watcher = tokio::spawn(sluice::topology::reload::watch(
         running.reload_handle(),
         dir.to_path_buf(),
-        Duration::from_millis(50),
+        // Polled, the way for filesystems that report no changes.
+        sluice::config::ReloadConfig {
+            watch: true,
+            poll_interval: Duration::from_millis(50),
+            poll: true,
+        },
         metrics.clone(),
     ));
     let stop = running.stop_handle();

@@ -501,3 +501,50 @@ async fn symlink_loops_and_the_pipelines_own_output_are_not_read() {
         .unwrap();
     assert_eq!(crate::util::counts(&metrics, "logs").events_in, 60);
 }
+
+/// Lines and files appear while a source follows a folder, by watching
+/// (`poll_interval = "1h"`: polling would see nothing for an hour) and by
+/// polling (`poll = true`), in a folder below the glob's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_and_polled_folders_both_see_new_lines_and_files() {
+    for (how, extra) in [
+        ("watched", "poll_interval = \"1h\"\n"),
+        ("polled", "poll = true\n"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let logs = d.path().join("logs/web");
+        std::fs::create_dir_all(&logs).unwrap();
+        append(&logs.join("a.log"), "a", 0..10);
+        let toml = tail_pipeline("logs/*/*.log", extra).replace("poll_interval = \"20ms\"\n", "");
+        let toml = if how == "polled" {
+            toml.replace("poll = true\n", "poll = true\npoll_interval = \"20ms\"\n")
+        } else {
+            toml
+        };
+        let (running, _) = start(d.path(), &toml).await;
+        let out = d.path().join("out.log");
+        until(&format!("{how}: the first lines"), 10, || {
+            seen(&out).len() == 10
+        })
+        .await;
+        for round in 0..5u64 {
+            append(&logs.join("a.log"), "a", 10 + round * 10..20 + round * 10);
+            let want = 20 + round as usize * 10;
+            until(&format!("{how}: round {round}"), 10, || {
+                seen(&out).len() == want
+            })
+            .await;
+        }
+        // A file that appears, and one in a folder that appears.
+        append(&logs.join("b.log"), "b", 0..5);
+        std::fs::create_dir_all(d.path().join("logs/api")).unwrap();
+        append(&d.path().join("logs/api/c.log"), "c", 0..5);
+        until(&format!("{how}: new files"), 10, || seen(&out).len() == 70).await;
+        running.shutdown().await;
+        running.wait().await.unwrap();
+        let tags = by_tag(&seen(&out));
+        assert_eq!(tags["a"], (0..60).collect::<Vec<_>>(), "{how}");
+        assert_eq!(tags["b"], (0..5).collect::<Vec<_>>(), "{how}");
+        assert_eq!(tags["c"], (0..5).collect::<Vec<_>>(), "{how}");
+    }
+}

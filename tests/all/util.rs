@@ -186,13 +186,7 @@ pub async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// Send `request` (a whole HTTP/1.1 request, `Connection: close`) to a
 /// port on loopback; the whole answer, head and body, as text.
 pub fn raw_http(port: u16, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    crate::client::raw_text(port, request, b"")
 }
 
 /// The events of a file sink behind a plugin swapped under load: checks
@@ -212,4 +206,54 @@ pub fn ordered_tag_runs(out: &Path) -> (usize, Vec<String>) {
         }
     }
     (events.len(), tags)
+}
+
+/// A process a test runs beside sluice (a server), started once it has
+/// printed `ready` on its stdout, killed when dropped.
+pub struct Helper(std::process::Child);
+
+impl Helper {
+    pub fn start(cmd: &mut std::process::Command, what: &str) -> Helper {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e} (scripts/setup-test-deps installs it)"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "{what} did not start");
+        Helper(child)
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The JSON lines of a file, or none while it does not exist.
+pub fn json_lines_if_any(path: &Path) -> Vec<serde_json::Value> {
+    if path.exists() {
+        read_json_lines(path)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Run `cmd` on a blocking thread; it must succeed (its stderr is the
+/// failure's message). Its stdout.
+pub async fn succeeds(mut cmd: std::process::Command) -> String {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -181,6 +181,18 @@ pub fn top_fields(text: &str) -> Result<Fields<'_>, String> {
     Ok(out)
 }
 
+/// A field of [`top_fields`] by dotted path: the top-level key itself if
+/// there is one, else down through nested objects.
+pub fn dotted<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Option<&'a RawValue> {
+    if let Some((_, v)) = top.iter().find(|(k, _)| k == path) {
+        return Some(*v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    let (_, v) = top.iter().find(|(k, _)| k == head)?;
+    let inner = top_fields(v.get()).ok()?;
+    dotted(&inner, rest)
+}
+
 /// A raw JSON value as text: a string without its quotes and escapes,
 /// anything else as written.
 pub fn value_text(raw: &str) -> Cow<'_, str> {

@@ -43,8 +43,20 @@ pub struct ComponentMetrics {
     /// Requests answered 503 because the pipeline had no room or was stopping
     /// (the HTTP source), which clients often drop without a trace.
     pub busy: AtomicU64,
+    /// Notifications an alert sink sent, held back by its rate limit, and
+    /// gave up on.
+    pub alerts_sent: AtomicU64,
+    pub alerts_suppressed: AtomicU64,
+    pub alerts_failed: AtomicU64,
     /// Ciphertext bytes an encrypting file sink wrote.
     pub encrypted_bytes: AtomicU64,
+    /// Changes of a Redis Cluster's masters seen (failovers, resharding).
+    pub topology_changes: AtomicU64,
+    /// Stream entries taken over from other consumers (`XCLAIM`).
+    pub claimed: AtomicU64,
+    /// Stream writes counted with fewer replicas than asked: their master
+    /// had fewer connected.
+    pub unreplicated: AtomicU64,
     /// The fingerprint and number of the age recipients an encrypting file
     /// sink uses now.
     pub recipients: Mutex<Option<(String, usize)>>,
@@ -55,6 +67,149 @@ pub struct ComponentMetrics {
     pub down: Mutex<Option<String>>,
     /// Copies of the batches leaving the component, for `sluice tap`.
     pub tap: Tap,
+    /// Events counted by the values of some of their fields
+    /// (`metrics = { by = [...] }`), when the component asks.
+    pub by_fields: std::sync::RwLock<Option<Arc<ByFields>>>,
+}
+
+/// `metrics = { by = ["channel", "level"], max_series = 1000 }` of a
+/// component: its events counted by those fields' values.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMetricsConfig {
+    /// Fields (dotted paths) whose values label the counts.
+    pub by: Vec<String>,
+    /// Most label sets; events with values past them count under `other`.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+}
+
+fn default_max_series() -> usize {
+    1000
+}
+
+/// The label a field is shown as: `user.tier` -> `user_tier`.
+pub fn label_name(field: &str) -> String {
+    let mut out: String = field
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+impl FieldMetricsConfig {
+    /// Why these settings cannot work, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.by.is_empty() || self.by.len() > 8 {
+            return Err("`by` names between 1 and 8 fields".into());
+        }
+        if !(1..=100_000).contains(&self.max_series) {
+            return Err(format!(
+                "max_series = {} is out of bounds: between 1 and 100000",
+                self.max_series
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.by {
+            let label = label_name(f);
+            if f.is_empty() || label.starts_with("__") {
+                return Err(format!("`{f}` cannot be a label"));
+            }
+            if label == "component" || label == "kind" {
+                return Err(format!(
+                    "`{f}` would be shown as the label `{label}`, which sluice's own metrics use"
+                ));
+            }
+            if !seen.insert(label.clone()) {
+                return Err(format!("two fields would be shown as the label `{label}`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value label `other` stands for every series past `max_series`.
+pub const OTHER: &str = "other";
+
+/// Counts of a component's events by the values of some fields.
+#[derive(Debug)]
+pub struct ByFields {
+    pub config: FieldMetricsConfig,
+    /// The labels, in `by` order.
+    pub labels: Vec<String>,
+    series: Mutex<std::collections::HashMap<Vec<String>, u64>>,
+}
+
+/// The text of the value at `path` (the key as written, else dotted into
+/// objects); empty when missing, null, an object or an array.
+fn field_text(fields: &crate::base::event::Fields<'_>, path: &str) -> String {
+    crate::base::event::dotted(fields, path)
+        .and_then(crate::base::event::scalar_text)
+        .map(|t| t.into_owned())
+        .unwrap_or_default()
+}
+
+impl ByFields {
+    pub fn new(config: FieldMetricsConfig) -> Self {
+        Self {
+            labels: config.by.iter().map(|f| label_name(f)).collect(),
+            config,
+            series: Mutex::default(),
+        }
+    }
+
+    /// Count a batch's events (one lock per batch).
+    pub fn count(&self, batch: &crate::base::event::Batch) {
+        // The batch's label sets in the order first seen, so that which of
+        // them get the last places under `max_series` does not depend on
+        // a hash map's order.
+        let mut local: Vec<(Vec<String>, u64)> = Vec::new();
+        let mut index: std::collections::HashMap<Vec<String>, usize> = Default::default();
+        for e in batch.iter() {
+            let text = std::str::from_utf8(e).unwrap_or("");
+            let fields = crate::base::event::top_fields(text).unwrap_or_default();
+            let key: Vec<String> = self
+                .config
+                .by
+                .iter()
+                .map(|f| field_text(&fields, f))
+                .collect();
+            match index.get(&key) {
+                Some(&i) => local[i].1 += 1,
+                None => {
+                    index.insert(key.clone(), local.len());
+                    local.push((key, 1));
+                }
+            }
+        }
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, n) in local {
+            if series.len() < self.config.max_series || series.contains_key(&key) {
+                *series.entry(key).or_default() += n;
+            } else {
+                *series
+                    .entry(vec![OTHER.to_string(); self.labels.len()])
+                    .or_default() += n;
+            }
+        }
+    }
+
+    /// Every series and its count, sorted by label values.
+    pub fn read(&self) -> Vec<(Vec<String>, u64)> {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = series.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        out.sort();
+        out
+    }
 }
 
 /// Live copies of a component's output for `sluice tap`. Sending costs one
@@ -130,6 +285,26 @@ impl ComponentMetrics {
     /// Mark the component down, with the reason, or up again (`None`).
     pub fn set_down(&self, reason: Option<String>) {
         *self.down.lock().expect("health lock poisoned") = reason;
+    }
+
+    /// Count a batch by fields, if the component asks.
+    pub fn count_fields(&self, batch: &crate::base::event::Batch) {
+        if !ENABLED.load(Relaxed) {
+            return;
+        }
+        let by = self.by_fields.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(by) = by.as_ref() {
+            by.count(batch);
+        }
+    }
+
+    /// Count by these fields from now on (`None`: not at all). The counts
+    /// so far stay while the settings do.
+    pub fn set_by_fields(&self, config: Option<&FieldMetricsConfig>) {
+        let mut by = self.by_fields.write().unwrap_or_else(|e| e.into_inner());
+        if by.as_ref().map(|b| &b.config) != config {
+            *by = config.map(|c| Arc::new(ByFields::new(c.clone())));
+        }
     }
 
     /// Which age recipients an encrypting file sink uses now (fingerprint,
@@ -223,6 +398,11 @@ pub struct Snapshot {
     pub timestamps_unparsed: u64,
     pub busy: u64,
     pub encrypted_bytes: u64,
+    pub topology_changes: u64,
+    pub claimed: u64,
+    pub unreplicated: u64,
+    /// Alert notifications: sent, suppressed, failed.
+    pub alerts: [u64; 3],
     pub recipients: Option<(String, usize)>,
     pub down: Option<String>,
 }
@@ -320,6 +500,14 @@ impl Registry {
                 timestamps_unparsed: m.timestamps_unparsed.load(Relaxed),
                 busy: m.busy.load(Relaxed),
                 encrypted_bytes: m.encrypted_bytes.load(Relaxed),
+                topology_changes: m.topology_changes.load(Relaxed),
+                claimed: m.claimed.load(Relaxed),
+                unreplicated: m.unreplicated.load(Relaxed),
+                alerts: [
+                    m.alerts_sent.load(Relaxed),
+                    m.alerts_suppressed.load(Relaxed),
+                    m.alerts_failed.load(Relaxed),
+                ],
                 recipients: m
                     .recipients
                     .lock()
@@ -494,5 +682,49 @@ mod table_tests {
             .map(|l| l.split_whitespace().nth(1).unwrap())
             .collect();
         assert_eq!(names, ["b_source", "a_source", "mask", "filter", "z_sink"]);
+    }
+}
+
+#[cfg(test)]
+mod by_field_tests {
+    use super::*;
+    use crate::base::event::Batch;
+
+    #[test]
+    fn counts_by_values_nested_and_missing_with_a_cap() {
+        let by = ByFields::new(FieldMetricsConfig {
+            by: vec!["channel".into(), "ctx.level".into()],
+            max_series: 3,
+        });
+        let events = [
+            &br#"{"channel":"app","ctx":{"level":"error"}}"#[..],
+            br#"{"channel":"app","ctx":{"level":"error"}}"#,
+            br#"{"channel":"db","ctx":{"level":"info"}}"#,
+            br#"{"channel":7}"#,
+            br#"{"channel":"x","ctx":{"level":"warn"}}"#,
+            br#"{"channel":"y"}"#,
+            b"not json",
+        ];
+        by.count(&Batch::from_events(events));
+        let got = by.read();
+        let total: u64 = got.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 7);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.contains(&(vec!["app".into(), "error".into()], 2)));
+        assert!(got.iter().any(|(k, _)| k == &[OTHER, OTHER]));
+        assert_eq!(by.labels, ["channel", "ctx_level"]);
+    }
+
+    #[test]
+    fn labels_that_cannot_be() {
+        let c = |by: &[&str]| FieldMetricsConfig {
+            by: by.iter().map(|s| s.to_string()).collect(),
+            max_series: 10,
+        };
+        assert!(c(&["channel", "level"]).check().is_ok());
+        assert!(c(&["kind"]).check().unwrap_err().contains("`kind`"));
+        assert!(c(&["a.b", "a_b"]).check().unwrap_err().contains("a_b"));
+        assert!(c(&[]).check().is_err());
+        assert_eq!(label_name("9lives.x"), "_9lives_x");
     }
 }

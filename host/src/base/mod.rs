@@ -6,6 +6,8 @@
 //! - [`output`]: a component's outputs, the router that wires them, and the
 //!   shutdown signal sources watch.
 //! - [`metrics`]: per-component counters, the tap, the run summary.
+//! - [`otlp`]: OpenTelemetry log records and events, both ways.
+//! - [`redis`]: one Redis server or a Redis Cluster, and partitioned stream names.
 //! - [`secrets`]: the secrets a pipeline was given, kept out of logs and answers.
 //! - [`crypt`]: age encryption at rest: recipients to write, identities to read.
 //! - [`written`]: the files this process's file sinks write, which no file
@@ -17,7 +19,9 @@ pub mod ack;
 pub mod crypt;
 pub mod event;
 pub mod metrics;
+pub mod otlp;
 pub mod output;
+pub mod redis;
 pub mod secrets;
 pub mod settings;
 pub mod timestamp;

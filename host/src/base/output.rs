@@ -131,6 +131,7 @@ impl Output {
         if self.metrics.tap.active() {
             self.metrics.tap.offer(&Arc::new(batch.copy_events()));
         }
+        self.metrics.count_fields(batch);
         let consumers = self.router.consumers(&(self.name.to_string(), port));
         if consumers.is_empty() {
             ComponentMetrics::add(&self.metrics.discarded, batch.len());

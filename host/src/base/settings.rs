@@ -274,6 +274,13 @@ pub mod size {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TypeTag(#[allow(dead_code)] String);
 
+impl TypeTag {
+    /// The tag of a config made in code (one kind built on another's).
+    pub fn new(kind: &str) -> Self {
+        Self(kind.to_string())
+    }
+}
+
 /// The task a started source or sink is: it runs until its input closes (a
 /// sink) or it is told to stop (a source), and says how it ended.
 pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;

@@ -327,6 +327,7 @@ async fn replay(
     let again = Arc::new(Mutex::new(Vec::new()));
     let span = config.sources[0].span.clone();
     config.sinks.push(Named {
+        metrics: None,
         name: "__replay_failed".into(),
         span: span.clone(),
         config: SinkConfig::Capture(CaptureConfig {

@@ -135,6 +135,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Validate { pipeline } => {
             let config = PipelineConfig::load(&pipeline)?;
+            config.admin_token()?;
             let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
             let plan = topology::plan(config, runtime).await?;
             let c = plan.config();
@@ -194,10 +195,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let config = PipelineConfig::load(pipeline)?;
     let admin_address = config.admin.as_ref().map(|a| a.address.clone());
-    let admin_token = match &config.admin {
-        Some(a) => a.token()?,
-        None => None,
-    };
+    let admin_token = config.admin_token()?;
     let reload = config.reload;
     let shutdown_timeout = config.shutdown_timeout;
     let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
@@ -235,7 +233,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         background.push(tokio::spawn(crate::topology::reload::watch(
             running.reload_handle(),
             pipeline.to_path_buf(),
-            reload.poll_interval,
+            reload,
             metrics.clone(),
         )));
     }

@@ -76,6 +76,9 @@ pub struct TransformConfig {
     pub tables: u32,
     #[serde(default = "default_memories")]
     pub memories: u32,
+    /// Count the events leaving it by some fields' values.
+    #[serde(default)]
+    pub metrics: Option<crate::base::metrics::FieldMetricsConfig>,
 }
 
 fn default_instances() -> u32 {
@@ -105,6 +108,8 @@ pub struct Named<T> {
     pub name: String,
     pub span: Range<usize>,
     pub config: T,
+    /// `metrics = { by = [...] }`: its events counted by fields' values.
+    pub metrics: Option<crate::base::metrics::FieldMetricsConfig>,
 }
 
 /// A pipeline file, parsed and checked for shape (not yet for topology,
@@ -225,9 +230,14 @@ pub struct ReloadConfig {
     /// Watch the files for changes (SIGHUP and `POST /reload` work anyway).
     #[serde(default = "default_true")]
     pub watch: bool,
-    /// How often the files are checked.
+    /// How long a changed file must stay unchanged before it is loaded
+    /// (and, with `poll`, how often the files are checked).
     #[serde(default = "default_poll", with = "duration")]
     pub poll_interval: Duration,
+    /// Check every `poll_interval` instead of watching the files' folders
+    /// for changes (for filesystems that do not report them).
+    #[serde(default)]
+    pub poll: bool,
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -246,6 +256,7 @@ impl Default for ReloadConfig {
         Self {
             watch: true,
             poll_interval: default_poll(),
+            poll: false,
         }
     }
 }
@@ -328,6 +339,7 @@ impl PipelineConfig {
             .map(|(name, t)| Named {
                 name,
                 span: t.span(),
+                metrics: t.get_ref().metrics.clone(),
                 config: t.into_inner(),
             })
             .collect::<Vec<_>>();
@@ -358,8 +370,8 @@ impl PipelineConfig {
             listeners.push(("admin.address".into(), &a.address));
         }
         for s in &self.sources {
-            if let Some(a) = s.config.kind().listens_on() {
-                listeners.push((format!("sources.{}.address", s.name), a));
+            for (key, a) in s.config.kind().listens_on() {
+                listeners.push((format!("sources.{}.{key}", s.name), a));
             }
         }
         let resolve = |a: &str| -> Vec<std::net::SocketAddr> {
@@ -401,6 +413,33 @@ impl PipelineConfig {
     fn check_bounds(&self) -> Result<(), ConfigError> {
         let check =
             |key: String, r: Result<(), BuildError>| r.map_err(|e| self.key_error(&key, e.message));
+        let by_fields = self
+            .sources
+            .iter()
+            .map(|c| ("sources", &c.name, &c.metrics))
+            .chain(
+                self.transforms
+                    .iter()
+                    .map(|c| ("transforms", &c.name, &c.metrics)),
+            )
+            .chain(self.sinks.iter().map(|c| ("sinks", &c.name, &c.metrics)));
+        for (section, name, m) in by_fields {
+            if let Some(m) = m {
+                let key = |k: &str| format!("{section}.{name}.metrics.{k}");
+                m.check().map_err(|e| {
+                    let k = if e.starts_with("max_series") {
+                        "max_series"
+                    } else {
+                        "by"
+                    };
+                    self.locator.error(
+                        self.span_of(&key(k)).or(self.span_of(&key("by"))),
+                        key(k),
+                        e,
+                    )
+                })?;
+            }
+        }
         let b = &self.batch;
         check(
             "batch.max_events".into(),
@@ -533,6 +572,17 @@ impl PipelineConfig {
         self.build_context("").resolve(path)
     }
 
+    /// The admin token `[admin] auth_token_env` names, if one does; an
+    /// unset variable is an error at that key's line.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        match &self.admin {
+            Some(a) => a
+                .token()
+                .map_err(|e| self.key_error("admin.auth_token_env", e.to_string())),
+            None => Ok(None),
+        }
+    }
+
     /// What the `build` of component `name` is given.
     pub fn build_context<'a>(&'a self, name: &'a str) -> BuildContext<'a> {
         BuildContext {
@@ -609,10 +659,21 @@ fn tagged<T: Tagged>(
         return Err(locator.error(Some(span), section, "expected a table of named components"));
     };
     let mut out = Vec::new();
-    for (name, entry) in entries {
+    for (name, mut entry) in entries {
         let name = name.into_inner().to_string();
         let prefix = format!("{section}.{name}");
         let entry_span = entry.span();
+        // `metrics` is a key of every component, not of its kind.
+        let metrics = match entry.get_mut() {
+            DeValue::Table(fields) => take(fields, "metrics"),
+            _ => None,
+        };
+        let metrics = metrics
+            .map(|m| {
+                crate::base::metrics::FieldMetricsConfig::deserialize(ValueDeserializer::from(m))
+                    .map_err(|e| locator.from_toml(&e, &format!("{prefix}.metrics")))
+            })
+            .transpose()?;
         let DeValue::Table(fields) = entry.get_ref() else {
             return Err(locator.error(Some(entry_span), prefix, "expected a table"));
         };
@@ -653,6 +714,7 @@ fn tagged<T: Tagged>(
             name,
             span: entry_span,
             config,
+            metrics,
         });
     }
     Ok(out)

@@ -179,15 +179,43 @@ impl bindings::PluginImports for HostState {
 
 impl bindings::sluice::plugin::types::Host for HostState {}
 
-/// Advances every engine's epoch every [`TICK`] until dropped.
+/// Advances every engine's epoch every [`TICK`] while a plugin call is
+/// running, until dropped. With no call running it sleeps, so an idle
+/// pipeline does not wake 200 times a second.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
     engines: Arc<Mutex<Vec<Engine>>>,
+    calls: Arc<Calls>,
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.calls.thread.unpark();
+    }
+}
+
+/// Plugin calls running now, and the ticker thread to wake for them.
+pub(crate) struct Calls {
+    running: std::sync::atomic::AtomicUsize,
+    thread: std::thread::Thread,
+}
+
+/// One plugin call running: the ticker ticks until it is dropped.
+struct Call<'a>(&'a Calls);
+
+impl Calls {
+    fn enter(&self) -> Call<'_> {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.thread.unpark();
+        }
+        Call(self)
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -212,6 +240,8 @@ pub struct Runtime {
 pub struct Compiled {
     pre: PluginPre<HostState>,
     engine: Engine,
+    /// The calls the epoch ticker counts.
+    calls: Arc<Calls>,
     /// Hex SHA-256 of the component's bytes: its version for dead letters.
     pub hash: String,
 }
@@ -234,16 +264,29 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let engines: Arc<Mutex<Vec<Engine>>> = Arc::default();
         let (flag, ticking) = (stop.clone(), engines.clone());
-        std::thread::Builder::new()
+        let (calls_tx, calls_rx) = std::sync::mpsc::channel::<Arc<Calls>>();
+        let thread = std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
+                let Ok(calls) = calls_rx.recv() else { return };
                 while !flag.load(Ordering::Relaxed) {
+                    // Nothing to interrupt: sleep until a call begins (an
+                    // unpark before the park makes it return at once).
+                    if calls.running.load(Ordering::SeqCst) == 0 {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    }
                     std::thread::sleep(TICK);
                     for e in ticking.lock().expect("engine list lock").iter() {
                         e.increment_epoch();
                     }
                 }
             })?;
+        let calls = Arc::new(Calls {
+            running: std::sync::atomic::AtomicUsize::new(0),
+            thread: thread.thread().clone(),
+        });
+        let _ = calls_tx.send(calls.clone());
         if let Some(dir) = &cache_dir {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache; compiling without it");
@@ -253,7 +296,11 @@ impl Runtime {
             engines: Mutex::new(BTreeMap::new()),
             epochs,
             cache_dir,
-            ticker: EpochTicker { stop, engines },
+            ticker: EpochTicker {
+                stop,
+                engines,
+                calls,
+            },
         };
         runtime.engine_set(DEFAULT_STACK)?;
         Ok(runtime)
@@ -376,6 +423,7 @@ impl Runtime {
         Ok(Compiled {
             pre,
             engine: set.engine.clone(),
+            calls: self.ticker.calls.clone(),
             hash,
         })
     }
@@ -594,6 +642,8 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.compiled.engine, state);
         store.limiter(|s| &mut s.limits);
+        let calls = self.compiled.calls.clone();
+        let _call = calls.enter();
         store.set_epoch_deadline(self.deadline_ticks());
         let name = self.name.clone();
         let trap = |e: wasmtime::Error, store: &Store<HostState>| {
@@ -644,8 +694,11 @@ impl LoadedPlugin {
         }
         let ticks = self.deadline_ticks();
         let inst = self.instance.as_mut().expect("instance was just made");
+        let calls = self.compiled.calls.clone();
+        let call = calls.enter();
         inst.store.set_epoch_deadline(ticks);
         let result = inst.plugin.call_process(&mut inst.store, data, ends);
+        drop(call);
         let stderr = inst.store.data().outputs.flush(&self.name);
         match result {
             Ok(Ok(v)) => {

@@ -1,9 +1,11 @@
 //! Sinks: where events end up.
 
+pub mod alert;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod loki;
+pub mod otlp;
 pub mod redis;
 pub mod stdout;
 
@@ -25,6 +27,8 @@ kinds! {
         "http" => Http(http::HttpSinkConfig),
         "elasticsearch" => Elasticsearch(elasticsearch::ElasticsearchConfig),
         "loki" => Loki(loki::LokiConfig),
+        "alert" => Alert(alert::AlertConfig),
+        "otlp" => Otlp(otlp::OtlpSinkConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a
@@ -177,6 +181,7 @@ impl SinkContext {
     pub fn account(&self, batch: &SharedBatch) {
         let metrics = &self.metrics;
         metrics.tap.offer(batch);
+        metrics.count_fields(batch);
         ComponentMetrics::add(&metrics.events_in, batch.len());
         ComponentMetrics::add(&metrics.bytes_in, batch.bytes());
         ComponentMetrics::add(&metrics.events_out, batch.len());

@@ -8,19 +8,55 @@
 //! has gone that way the target is known down: later batches go straight to
 //! the fallback (no `retry_for` wait each) while a background `PING` probes
 //! Redis, and writes go back to it once it answers (`delivery::Breaker`).
+//!
+//! `url = "redis+cluster://..."` (or `cluster = true`) writes to a Redis
+//! Cluster. `partitions = N` with `stream = "logs:{N}"` spreads events over
+//! N streams (`logs:{0}` ...), each its own hash tag and so on one shard:
+//! by the hash of `partition_by` (events with the same value keep their
+//! order), or round robin. Each partition's events go as one pipeline, the
+//! partitions of a batch at once; a partition that failed is retried alone.
+//! `replicas = 1` makes a write count only once that many replicas hold it
+//! (`WAIT`), so a master killed right after answering loses nothing. A
+//! write the replicas did not confirm within `replica_timeout` is waited for
+//! again, not written again; only one whose connection was lost (a master
+//! gone) is written again (at least once).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{inputs_field, marked, runs_itself, Sink, SinkContext, SinkKind};
-use crate::base::event::{Batch, SharedBatch};
+use crate::base::event::{dotted, top_fields, value_text, Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
+use crate::base::redis::{check_partitions, partition_of, streams, Conn, Target};
 use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
 use crate::delivery::{Backoff, Breaker};
+
+/// How often a master known to have fewer replicas than `replicas` is
+/// asked again.
+const RECHECK_REPLICAS: Duration = Duration::from_secs(1);
+
+/// What the writes of a run keep between batches.
+struct Written<'a> {
+    target: &'a Target,
+    /// The connection, made again after a failed write.
+    con: Option<Conn>,
+    metrics: std::sync::Arc<ComponentMetrics>,
+    /// The partitions whose master has fewer replicas than `replicas`:
+    /// how many it has, as last asked, and when.
+    unreplicated: std::collections::HashMap<u32, (u32, Instant)>,
+}
+
+/// What a partition of a batch still needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Its events written (again).
+    Write,
+    /// Its write, done, confirmed by the replicas.
+    Confirm,
+}
 
 /// How an event is laid out in a stream entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -39,8 +75,27 @@ pub enum Layout {
 pub struct RedisSinkConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
+    /// `redis://host:port/db`, or a cluster: `redis+cluster://host:port,host:port/`.
     pub url: String,
+    /// `url` is a Redis Cluster node (the client finds the others).
+    #[serde(default)]
+    pub cluster: bool,
+    /// The stream, or with `partitions` its name with `{N}`: `logs:{N}`.
     pub stream: String,
+    /// Spread events over this many streams (one per `{N}`).
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// The field (dotted path) whose value picks the partition; without
+    /// it, events go round robin.
+    #[serde(default)]
+    pub partition_by: Option<String>,
+    /// Replicas that must hold a write before it counts (`WAIT`); 0: the
+    /// master's answer is enough.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Longest wait for `replicas`; past it the write is retried.
+    #[serde(default = "default_replica_timeout", with = "duration")]
+    pub replica_timeout: Duration,
     /// Components this sink reads (may be empty for a `fallback` target).
     #[serde(default)]
     pub inputs: Vec<Spanned<String>>,
@@ -68,6 +123,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 fn default_field() -> String {
     "event".to_string()
 }
+fn default_replica_timeout() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_retry_for() -> Duration {
     Duration::from_secs(30)
 }
@@ -80,8 +138,21 @@ impl SinkKind for RedisSinkConfig {
             Duration::ZERO,
             Duration::from_secs(86_400),
         )?;
-        redis::Client::open(self.url.as_str())
-            .map_err(|e| BuildError::key("url", format!("not a Redis URL: {e}")))?;
+        bounded("replicas", self.replicas, 0, 16)?;
+        bounded(
+            "replica_timeout",
+            self.replica_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        check_partitions(&self.stream, self.partitions).map_err(|(k, m)| BuildError::key(k, m))?;
+        if self.partition_by.is_some() && self.partitions.is_none() {
+            return Err(BuildError::key(
+                "partition_by",
+                "needs `partitions` (and `{N}` in `stream`)",
+            ));
+        }
+        Target::open(&self.url, self.cluster).map_err(|e| BuildError::key("url", e))?;
         Ok(Box::new(self.clone()))
     }
 
@@ -94,8 +165,8 @@ impl SinkKind for RedisSinkConfig {
 runs_itself!(RedisSinkConfig);
 
 impl RedisSinkConfig {
-    fn command(&self, pipe: &mut redis::Pipeline, event: &[u8]) {
-        let cmd = pipe.cmd("XADD").arg(&self.stream);
+    fn command(&self, pipe: &mut redis::Pipeline, stream: &str, event: &[u8]) {
+        let cmd = pipe.cmd("XADD").arg(stream);
         if let Some(n) = self.maxlen {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }
@@ -124,31 +195,170 @@ impl RedisSinkConfig {
         cmd.ignore();
     }
 
+    /// The partition of each event of `batch` (all 0 without partitions).
+    fn partitions_of(&self, batch: &Batch, next: &mut u32) -> Vec<u32> {
+        let Some(n) = self.partitions else {
+            return vec![0; batch.len()];
+        };
+        batch
+            .iter()
+            .map(|e| match &self.partition_by {
+                Some(path) => {
+                    let text = std::str::from_utf8(e).unwrap_or_default();
+                    let fields = top_fields(text).unwrap_or_default();
+                    let key = dotted(&fields, path).map(|v| value_text(v.get()));
+                    partition_of(key.as_deref().unwrap_or_default().as_bytes(), n)
+                }
+                None => {
+                    *next = (*next + 1) % n;
+                    *next
+                }
+            })
+            .collect()
+    }
+
+    /// Write what the partitions in `todo` still need to their streams in
+    /// `names` (one pipeline each, all at once; `groups[p]` are the indexes
+    /// of partition `p`'s events); what is left in `todo` afterwards failed,
+    /// with the first error. A write that replicas did not confirm in time
+    /// is not written again: only waited for again, on the same connection
+    /// (`WAIT` counts that connection's writes), unless it is lost.
     async fn write(
         &self,
-        con: &mut Option<MultiplexedConnection>,
-        client: &redis::Client,
+        state: &mut Written<'_>,
         batch: &Batch,
-    ) -> redis::RedisResult<()> {
-        if con.is_none() {
-            *con = Some(client.get_multiplexed_async_connection().await?);
+        names: &[String],
+        groups: &[Vec<usize>],
+        todo: &mut Vec<(u32, Left)>,
+    ) -> Result<(), String> {
+        if state.con.is_none() {
+            let c = state.target.connect().await;
+            state.con = Some(c.map_err(|e| format!("cannot XADD to {}: {e}", self.stream))?);
         }
-        let mut pipe = redis::pipe();
-        for e in batch.iter() {
-            self.command(&mut pipe, e);
+        let c = state.con.clone().expect("connected above");
+        let events: Vec<&[u8]> = batch.iter().collect();
+        let writes = todo.iter().map(|&(p, left)| {
+            let stream = &names[p as usize];
+            let mut c = c.clone();
+            let replicas = self.replicas;
+            let timeout = self.replica_timeout.as_millis() as u64;
+            // A master known to have fewer replicas than asked (one was
+            // promoted in a dead master's place) is waited for with what it
+            // has, asked again every second, not for `replica_timeout` each
+            // write.
+            let known = state
+                .unreplicated
+                .get(&p)
+                .map(|&(have, at)| (have, at.elapsed() < RECHECK_REPLICAS));
+            let mut pipe = redis::pipe();
+            match left {
+                Left::Write => {
+                    for &i in &groups[p as usize] {
+                        self.command(&mut pipe, stream, events[i]);
+                    }
+                }
+                // A keyed command, so that a cluster sends the `WAIT` to
+                // the stream's master.
+                Left::Confirm => {
+                    pipe.cmd("XLEN").arg(stream).ignore();
+                }
+            }
+            async move {
+                let mut short = None;
+                if let Some((have, fresh)) = known {
+                    let have = match fresh {
+                        true => have,
+                        false => c.replicas_of(stream).await.unwrap_or(have),
+                    };
+                    short = (have < replicas).then_some((have, !fresh));
+                }
+                let need = short.map_or(replicas, |(have, _)| have);
+                if need > 0 {
+                    pipe.cmd("WAIT").arg(need).arg(timeout);
+                }
+                let r = match pipe.query_async::<Vec<i64>>(&mut c).await {
+                    Ok(acked) => match acked.last() {
+                        Some(&n) if need > 0 && n < i64::from(need) => {
+                            // Fewer replicas than asked confirmed it: has
+                            // the master fewer?
+                            match c.replicas_of(stream).await {
+                                Ok(have) if have < need && n >= i64::from(have) => {
+                                    Ok(Some((have, true)))
+                                }
+                                _ => Err((Left::Confirm, format!(
+                                    "{stream}: written on the master, but {n} of {need} replicas confirmed it in time; waiting for them again"
+                                ))),
+                            }
+                        }
+                        _ => Ok(short),
+                    },
+                    Err(e) => Err((Left::Write, format!("cannot XADD to {stream}: {e}"))),
+                };
+                (p, r)
+            }
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let mut first: Option<String> = None;
+        let mut lost = false;
+        todo.clear();
+        for (p, r) in results {
+            match r {
+                Ok(Some((have, asked))) => {
+                    let now = Instant::now();
+                    match state.unreplicated.entry(p) {
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            tracing::warn!(stream = %names[p as usize], replicas = self.replicas, connected = have, "the stream's master has fewer replicas than `replicas`; writing with what it has");
+                            v.insert((have, now));
+                        }
+                        std::collections::hash_map::Entry::Occupied(mut o) if asked => {
+                            o.insert((have, now));
+                        }
+                        std::collections::hash_map::Entry::Occupied(_) => {}
+                    }
+                    ComponentMetrics::add(&state.metrics.unreplicated, 1);
+                }
+                Ok(None) => {
+                    if state.unreplicated.remove(&p).is_some() {
+                        tracing::info!(stream = %names[p as usize], replicas = self.replicas, "the stream's master has its replicas again");
+                    }
+                }
+                Err((left, e)) => {
+                    lost |= left == Left::Write;
+                    todo.push((p, left));
+                    first.get_or_insert(e);
+                }
+            }
         }
-        let c = con.as_mut().expect("connected above");
-        let result = pipe.query_async::<()>(c).await;
-        if result.is_err() {
-            *con = None;
+        if lost {
+            // A new connection has no writes for `WAIT` to count: what was
+            // waiting for its replicas is written again (at least once).
+            state.con = None;
+            for (_, left) in todo.iter_mut() {
+                *left = Left::Write;
+            }
         }
-        result
+        first.map_or(Ok(()), Err)
     }
 
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.url.as_str())
+        let target = Target::open(&self.url, self.cluster)
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("sink {}: bad redis url", ctx.name))?;
-        let mut con = None;
+        let (_stop_watch, stop) = tokio::sync::oneshot::channel();
+        tokio::spawn(crate::base::redis::watch_topology(
+            target.clone(),
+            ctx.name.clone(),
+            ctx.metrics.clone(),
+            stop,
+        ));
+        let mut next = 0u32;
+        let names = streams(&self.stream, self.partitions);
+        let mut state = Written {
+            target: &target,
+            con: None,
+            metrics: ctx.metrics.clone(),
+            unreplicated: Default::default(),
+        };
         let breaker = Breaker::default();
         // The last error, for the events marked while the breaker is open.
         let mut last_error = String::new();
@@ -162,8 +372,23 @@ impl RedisSinkConfig {
                 continue;
             }
             let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+            let mut groups = vec![Vec::new(); names.len()];
+            for (i, p) in self
+                .partitions_of(&batch, &mut next)
+                .into_iter()
+                .enumerate()
+            {
+                groups[p as usize].push(i);
+            }
+            let mut todo: Vec<(u32, Left)> = (0..names.len() as u32)
+                .filter(|&p| !groups[p as usize].is_empty())
+                .map(|p| (p, Left::Write))
+                .collect();
             loop {
-                match self.write(&mut con, &client, &batch).await {
+                match self
+                    .write(&mut state, &batch, &names, &groups, &mut todo)
+                    .await
+                {
                     Ok(()) => {
                         if backoff.attempts() > 0 {
                             tracing::info!(sink = %ctx.name, "redis is back");
@@ -173,8 +398,7 @@ impl RedisSinkConfig {
                         ctx.account(&batch);
                         break;
                     }
-                    Err(e) => {
-                        let reason = format!("cannot XADD to {}: {e}", self.stream);
+                    Err(reason) => {
                         ctx.metrics.set_down(Some(reason.clone()));
                         ComponentMetrics::add(&ctx.metrics.retries, 1);
                         if let (Some(_), Some(fallback)) = (&self.fallback, &ctx.fallback) {
@@ -184,10 +408,13 @@ impl RedisSinkConfig {
                                 if fallback.send(0, marked(&batch, &reason)).await.is_err() {
                                     batch.acks.iter().for_each(|a| a.fail());
                                 }
-                                let client = client.clone();
-                                breaker.trip(&ctx.name, move || ping(client.clone()));
+                                let target = target.clone();
+                                breaker.trip(&ctx.name, move || {
+                                    let target = target.clone();
+                                    async move { target.ping().await }
+                                });
                                 last_error = reason;
-                                con = None;
+                                state.con = None;
                                 break;
                             }
                         }
@@ -202,16 +429,4 @@ impl RedisSinkConfig {
         }
         Ok(())
     }
-}
-
-/// Whether Redis answers a `PING` on a new connection, within a second.
-async fn ping(client: redis::Client) -> bool {
-    let attempt = async {
-        let mut c = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut c).await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), attempt).await,
-        Ok(Ok(_))
-    )
 }

@@ -10,6 +10,7 @@ pub mod file;
 pub mod fingerprint;
 pub mod generate;
 pub mod http;
+pub mod otlp;
 pub mod redis;
 pub mod stdin;
 
@@ -34,6 +35,7 @@ kinds! {
         "generate" => Generate(generate::GenerateConfig),
         "http" => Http(http::HttpConfig),
         "redis" => Redis(redis::RedisSourceConfig),
+        "otlp" => Otlp(otlp::OtlpSourceConfig),
         "dead_letters" => DeadLetters(dead_letters::DeadLettersSourceConfig),
     }
     internal {
@@ -56,10 +58,10 @@ pub trait SourceKind: std::fmt::Debug + Send + Sync {
         None
     }
 
-    /// The address it listens on (`address = ...`), if it does: two
-    /// listeners of one pipeline may not share one.
-    fn listens_on(&self) -> Option<&str> {
-        None
+    /// The addresses it listens on, each with its key (`address`,
+    /// `grpc_address`): no two listeners of one pipeline may share one.
+    fn listens_on(&self) -> Vec<(&'static str, &str)> {
+        Vec::new()
     }
 }
 

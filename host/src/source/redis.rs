@@ -5,17 +5,31 @@
 //! dropped: each batch carries an acknowledgement token that fires when the
 //! last copy of the batch is gone. On start a consumer first re-reads its
 //! own pending entries; entries idle longer than `claim_idle` in other
-//! (crashed) consumers are claimed with `XAUTOCLAIM`; an entry delivered
+//! (crashed) consumers are claimed (`XPENDING ... IDLE`, then `XCLAIM`),
+//! and so are this consumer's own when they are not in its pipeline (their
+//! delivery failed, or an ack or a reply was lost with a failed-over
+//! master): an entry still on its way through the pipeline is never read
+//! twice by the process that holds it; an entry delivered
 //! more than `max_deliveries` times goes to the dead letters (and is acked
 //! once they are written). Several sluice processes in one group share the
 //! stream.
+//!
+//! On a Redis Cluster (`redis+cluster://...` or `cluster = true`) and with
+//! `partitions = N` (`stream = "logs:{N}"`, as the sink writes them), the
+//! processes of a group share the partitions instead: each says it is
+//! alive in a sorted set (`sluice:members:GROUP:STREAM`, every third of
+//! `member_ttl`), and partition `p` belongs to the `p % W`-th of the `W`
+//! live members, so a partition is read by one process at a time and its
+//! order holds. A process that joins or leaves (or stops answering for
+//! `member_ttl`) moves partitions; the new owner first waits for the entries
+//! the old one still has pending (acked as its sinks write them, or claimed
+//! once idle for `claim_idle`), then reads new ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -24,6 +38,7 @@ use super::{runs_itself, Batcher, Source, SourceContext, SourceKind};
 use crate::base::ack::Ack;
 use crate::base::event::{check_object, push_json_str, Batch, Clock};
 use crate::base::metrics::ComponentMetrics;
+use crate::base::redis::{check_partitions, streams, Conn, Target};
 use crate::base::settings::{bounded, duration, BatchOverride, BuildContext, BuildError, TypeTag};
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
@@ -33,8 +48,19 @@ use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 pub struct RedisSourceConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
-    /// `redis://127.0.0.1:6379/0`.
+    /// `redis://127.0.0.1:6379/0`, or a cluster: `redis+cluster://host:port,host:port/`.
     pub url: String,
+    /// `url` is a Redis Cluster node (the client finds the others).
+    #[serde(default)]
+    pub cluster: bool,
+    /// Read this many partition streams (`stream` names them with `{N}`),
+    /// shared out among the group's processes.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// With `partitions`: how long a process may stay silent before the
+    /// others take its partitions.
+    #[serde(default = "default_member_ttl", with = "duration")]
+    pub member_ttl: Duration,
     /// Where an event without `timestamp` has its time (see `base::timestamp`).
     #[serde(default)]
     pub timestamp: Option<crate::base::timestamp::TimestampRules>,
@@ -75,6 +101,9 @@ pub struct RedisSourceConfig {
     pub batch: Option<BatchOverride>,
 }
 
+fn default_member_ttl() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_block() -> Duration {
     Duration::from_millis(500)
 }
@@ -256,15 +285,11 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Connect, retrying with backoff until it works or shutdown.
-async fn connect(
-    client: &redis::Client,
-    ctx: &SourceContext,
-    what: &str,
-) -> Option<MultiplexedConnection> {
+async fn connect(target: &Target, ctx: &SourceContext, what: &str) -> Option<Conn> {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut shutdown = ctx.shutdown.clone();
     loop {
-        match client.get_multiplexed_async_connection().await {
+        match target.connect().await {
             Ok(c) => return Some(c),
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -343,44 +368,307 @@ pub fn consumers(v: &Value) -> Vec<Consumer> {
         .collect()
 }
 
-/// Acknowledges entries as their events are delivered.
+/// Entries of one stream to acknowledge.
+type Acked = (Arc<str>, Vec<String>);
+
+/// The entries this process has sent into its pipeline and not yet
+/// acknowledged, per stream: neither claimed nor re-read while there.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<HashMap<Arc<str>, std::collections::HashSet<String>>>);
+
+impl InFlight {
+    fn add(&self, stream: &Arc<str>, ids: &[String]) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(stream.clone())
+            .or_default()
+            .extend(ids.iter().cloned());
+    }
+
+    fn remove(&self, stream: &str, ids: &[String]) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = m.get_mut(stream) {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// Drop from `items` those whose id (`None`: not this process's to
+    /// check) is in flight on `stream`.
+    fn retain_absent<T>(&self, stream: &str, items: &mut Vec<T>, id: impl Fn(&T) -> Option<&str>) {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = m.get(stream) {
+            items.retain(|item| id(item).is_none_or(|id| !set.contains(id)));
+        }
+    }
+}
+
+/// Acknowledges entries as their events are delivered: what is waiting is
+/// gathered, one pipeline per stream, the streams at once (on a cluster
+/// each goes to its own shard); a stream whose ack failed is retried.
 async fn acker(
-    client: redis::Client,
-    stream: String,
+    target: Target,
     group: String,
     delete: bool,
     metrics: Arc<ComponentMetrics>,
-    mut rx: mpsc::UnboundedReceiver<Vec<String>>,
+    in_flight: Arc<InFlight>,
+    mut rx: mpsc::UnboundedReceiver<Acked>,
 ) {
-    let mut con: Option<MultiplexedConnection> = None;
-    while let Some(mut ids) = rx.recv().await {
-        // Gather what else is waiting into one round trip.
-        while let Ok(more) = rx.try_recv() {
-            ids.extend(more);
+    let mut con: Option<Conn> = None;
+    while let Some((stream, ids)) = rx.recv().await {
+        let mut todo: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        todo.entry(stream).or_default().extend(ids);
+        while let Ok((stream, more)) = rx.try_recv() {
+            todo.entry(stream).or_default().extend(more);
         }
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-        loop {
+        while !todo.is_empty() {
             if con.is_none() {
-                con = client.get_multiplexed_async_connection().await.ok();
+                con = target.connect().await.ok();
             }
-            if let Some(c) = con.as_mut() {
-                let mut pipe = redis::pipe();
-                pipe.cmd("XACK").arg(&stream).arg(&group).arg(&ids).ignore();
-                if delete {
-                    pipe.cmd("XDEL").arg(&stream).arg(&ids).ignore();
-                }
-                match pipe.query_async::<()>(c).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, entries = ids.len(), "XACK failed; retrying");
-                        con = None;
+            if let Some(c) = con.as_ref() {
+                let acks = todo.iter().map(|(stream, ids)| {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("XACK")
+                        .arg(&**stream)
+                        .arg(&group)
+                        .arg(ids)
+                        .ignore();
+                    if delete {
+                        pipe.cmd("XDEL").arg(&**stream).arg(ids).ignore();
+                    }
+                    let mut c = c.clone();
+                    let stream = stream.clone();
+                    async move { (stream, pipe.query_async::<()>(&mut c).await) }
+                });
+                let mut failed = false;
+                for (stream, r) in futures_util::future::join_all(acks).await {
+                    match r {
+                        Ok(()) => {
+                            if let Some(ids) = todo.remove(&stream) {
+                                in_flight.remove(&stream, &ids);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, %stream, "XACK failed; retrying");
+                            failed = true;
+                        }
                     }
                 }
+                if !failed {
+                    break;
+                }
+                con = None;
             }
             ComponentMetrics::add(&metrics.retries, 1);
             backoff.wait().await;
         }
     }
+}
+
+/// What every read of a source shares.
+struct Io<'a> {
+    target: &'a Target,
+    ctx: &'a SourceContext,
+    consumer: &'a str,
+    count: usize,
+    ack_tx: &'a mpsc::UnboundedSender<Acked>,
+    in_flight: &'a Arc<InFlight>,
+}
+
+impl Io<'_> {
+    /// The acknowledgement of entries sent into the pipeline, in flight
+    /// until it fires: delivered, they are acked; not delivered, they stay
+    /// pending, and are claimed again once idle for `claim_idle` (or read
+    /// after a restart, or by another consumer once this one is gone).
+    fn ack(&self, stream: &Arc<str>, ids: Vec<String>) -> Arc<Ack> {
+        self.in_flight.add(stream, &ids);
+        let tx = self.ack_tx.clone();
+        let in_flight = self.in_flight.clone();
+        let stream = stream.clone();
+        Ack::new(move |ok| {
+            if ok {
+                let _ = tx.send((stream, ids));
+            } else {
+                in_flight.remove(&stream, &ids);
+            }
+        })
+    }
+}
+
+/// The first and longest wait after a round of partition reads that found nothing.
+const IDLE_FIRST: Duration = Duration::from_millis(5);
+const IDLE_MAX: Duration = Duration::from_millis(100);
+/// How often a partition just taken over checks what its former owner holds.
+const TAKEOVER_CHECK: Duration = Duration::from_millis(200);
+
+/// Where the reading of one stream stands.
+struct Partition {
+    stream: Arc<str>,
+    /// Re-reading our own pending entries, from here.
+    pending_cursor: Option<String>,
+    /// Where the next claim round (`XPENDING ... IDLE`) goes on: claiming
+    /// continues round after round until no idle entry is left, then waits.
+    claim_cursor: Option<String>,
+    last_claim: tokio::time::Instant,
+    last_sweep: tokio::time::Instant,
+    /// Errors that are not a lost connection (the group deleted, a key of
+    /// another type): retried with backoff, logged once per kind.
+    failing: Option<String>,
+    /// Taken over from another process: new entries wait until what the
+    /// others hold pending is acked or claimed.
+    taking_over: bool,
+}
+
+impl Partition {
+    fn new(stream: &str, claim_idle: Duration, taking_over: bool) -> Partition {
+        let long_ago = tokio::time::Instant::now()
+            .checked_sub(claim_idle)
+            .unwrap_or_else(tokio::time::Instant::now);
+        Partition {
+            stream: stream.into(),
+            pending_cursor: Some("0".to_string()),
+            claim_cursor: None,
+            last_claim: long_ago,
+            last_sweep: long_ago,
+            failing: None,
+            taking_over,
+        }
+    }
+}
+
+/// The live processes of a partitioned group, in a sorted set scored by
+/// the (Redis server's) time each last said it was alive.
+struct Members {
+    key: String,
+    me: String,
+    ttl: Duration,
+}
+
+impl Members {
+    /// Say we are alive; the live members (silent less than `ttl`), sorted.
+    async fn beat(&self, con: &mut Conn) -> redis::RedisResult<Vec<String>> {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(con).await?;
+        let now = secs * 1000 + micros / 1000;
+        let ttl = self.ttl.as_millis() as i64;
+        let (live,): (Vec<String>,) = redis::pipe()
+            .cmd("ZADD")
+            .arg(&self.key)
+            .arg(now)
+            .arg(&self.me)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&self.key)
+            .arg("-inf")
+            .arg(now - 100 * ttl)
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&self.key)
+            .arg(now - ttl)
+            .arg("+inf")
+            .query_async(con)
+            .await?;
+        let mut live = live;
+        live.sort();
+        Ok(live)
+    }
+
+    async fn leave(&self, con: &mut Conn) -> redis::RedisResult<()> {
+        redis::cmd("ZREM")
+            .arg(&self.key)
+            .arg(&self.me)
+            .query_async(con)
+            .await
+    }
+}
+
+/// The live members as the last successful heartbeat saw them, and when.
+type Live = Option<(tokio::time::Instant, Vec<String>)>;
+
+/// Say this process is alive every third of `member_ttl`, on a task of its
+/// own: a reader held back by a slow sink still beats, so the others never
+/// take its partitions (and claim what it has in flight) while it works.
+/// Leaves the set on shutdown.
+async fn heartbeat(
+    members: Members,
+    target: Target,
+    mut con: Conn,
+    ctx_name: Arc<str>,
+    metrics: Arc<ComponentMetrics>,
+    live: tokio::sync::watch::Sender<Live>,
+    mut shutdown: crate::base::output::Shutdown,
+) {
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    while !shutdown.is_set() {
+        let wait = match members.beat(&mut con).await {
+            Ok(now) => {
+                backoff.reset();
+                live.send_replace(Some((tokio::time::Instant::now(), now)));
+                members.ttl / 3
+            }
+            Err(e) => {
+                tracing::warn!(source = %ctx_name, error = %e, "cannot say this process is alive");
+                ComponentMetrics::add(&metrics.retries, 1);
+                if lost_connection(&e) {
+                    if let Ok(c) = target.connect().await {
+                        con = c;
+                    }
+                }
+                backoff.next_delay()
+            }
+        };
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    // Leave at once: the others take the partitions without waiting for
+    // `member_ttl` (what is in flight here is still acked).
+    let _ = members.leave(&mut con).await;
+}
+
+/// The partitions (of `n`) that `me` owns among the sorted `live` members:
+/// partition `p` is the `p % live.len()`-th member's.
+fn owned_partitions(live: &[String], me: &str, n: usize) -> Vec<usize> {
+    let Some(i) = live.iter().position(|m| m == me) else {
+        return Vec::new();
+    };
+    (0..n).filter(|p| p % live.len() == i).collect()
+}
+
+/// The `(id, consumer)` of each row of an extended `XPENDING` reply.
+fn pending_rows(v: &Value) -> Vec<(String, String)> {
+    array(v)
+        .iter()
+        .filter_map(|row| {
+            let row = array(row);
+            Some((text(row.first()?)?, text(row.get(1)?)?))
+        })
+        .collect()
+}
+
+/// Entries of the group's other consumers still pending on `stream`.
+async fn others_pending(
+    con: &mut Conn,
+    stream: &str,
+    group: &str,
+    me: &str,
+) -> redis::RedisResult<i64> {
+    let v: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(con)
+        .await?;
+    let per = array(&v).get(3).map(array).unwrap_or(&[]);
+    Ok(per
+        .iter()
+        .filter_map(|c| {
+            let c = array(c);
+            let name = text(c.first()?)?;
+            let n: i64 = text(c.get(1)?)?.parse().ok()?;
+            (name != me).then_some(n)
+        })
+        .sum())
 }
 
 impl SourceKind for RedisSourceConfig {
@@ -407,8 +695,14 @@ impl SourceKind for RedisSourceConfig {
             Duration::ZERO,
             Duration::from_secs(30 * 86_400),
         )?;
-        redis::Client::open(self.url.as_str())
-            .map_err(|e| BuildError::key("url", format!("not a Redis URL: {e}")))?;
+        bounded(
+            "member_ttl",
+            self.member_ttl,
+            Duration::from_millis(300),
+            Duration::from_secs(3600),
+        )?;
+        check_partitions(&self.stream, self.partitions).map_err(|(k, m)| BuildError::key(k, m))?;
+        Target::open(&self.url, self.cluster).map_err(|e| BuildError::key("url", e))?;
         Ok(Box::new(self.clone()))
     }
 
@@ -421,10 +715,10 @@ runs_itself!(RedisSourceConfig);
 impl RedisSourceConfig {
     /// `XGROUP CREATE ... MKSTREAM` at `start`; a group that exists already
     /// (another process, a restart) is fine.
-    async fn create_group(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn create_group(&self, con: &mut Conn, stream: &str) -> redis::RedisResult<()> {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.stream)
+            .arg(stream)
             .arg(&self.group)
             .arg(&self.start)
             .arg("MKSTREAM")
@@ -437,231 +731,463 @@ impl RedisSourceConfig {
     }
 
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.url.as_str())
+        let target = Target::open(&self.url, self.cluster)
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("source {}: bad redis url", ctx.name))?;
         let consumer = self
             .consumer
             .clone()
             .unwrap_or_else(|| default_consumer(&ctx.name));
         let count = self.count.unwrap_or(ctx.batch.max_events).max(1);
-        // Connect and make sure the group exists. A server that wants a
+        let names = streams(&self.stream, self.partitions);
+        // Connect and make sure the groups exist. A server that wants a
         // password we lack (NOAUTH) is treated as one that refuses ours
         // (WRONGPASS): a clear reason in /health, retried with backoff.
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         let mut shutdown = ctx.shutdown.clone();
-        let mut reader = loop {
-            let Some(mut reader) = connect(&client, &ctx, "reader").await else {
+        let mut reader = 'connect: loop {
+            let Some(mut reader) = connect(&target, &ctx, "reader").await else {
                 return Ok(());
             };
-            match self.create_group(&mut reader).await {
-                Ok(()) => break reader,
-                Err(e) if refused_auth(&e) => {
-                    let reason = format!("redis refused us: {e} (give the password in `url`: redis://:PASSWORD@host:port/)");
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(source = %ctx.name, error = %e, "{reason}");
+            let mut refused = None;
+            for stream in &names {
+                match self.create_group(&mut reader, stream).await {
+                    Ok(()) => {}
+                    Err(e) if refused_auth(&e) || lost_connection(&e) => {
+                        refused = Some(e);
+                        break;
                     }
-                    ctx.metrics.set_down(Some(reason));
-                    ComponentMetrics::add(&ctx.metrics.retries, 1);
-                    tokio::select! {
-                        _ = shutdown.wait() => return Ok(()),
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(
+                            "source {}: XGROUP CREATE {stream} failed: {e}",
+                            ctx.name
+                        ))
                     }
                 }
-                Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "source {}: XGROUP CREATE failed: {e}",
-                        ctx.name
-                    ))
-                }
+            }
+            let Some(e) = refused else {
+                break 'connect reader;
+            };
+            let reason = if refused_auth(&e) {
+                format!("redis refused us: {e} (give the password in `url`: redis://:PASSWORD@host:port/)")
+            } else {
+                format!("redis went away while the groups were made: {e}")
+            };
+            if backoff.attempts() == 0 {
+                tracing::warn!(source = %ctx.name, error = %e, "{reason}");
+            }
+            ctx.metrics.set_down(Some(reason));
+            ComponentMetrics::add(&ctx.metrics.retries, 1);
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         };
         ctx.metrics.set_down(None);
-        tracing::info!(source = %ctx.name, stream = %self.stream, group = %self.group, %consumer, "reading redis stream");
+        tracing::info!(source = %ctx.name, stream = %self.stream, partitions = self.partitions.unwrap_or(1), group = %self.group, %consumer, cluster = target.is_cluster(), "reading redis stream");
 
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<String>>();
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Acked>();
+        let in_flight = Arc::new(InFlight::default());
         let acker = tokio::spawn(acker(
-            client.clone(),
-            self.stream.clone(),
+            target.clone(),
             self.group.clone(),
             self.delete_after_ack,
             ctx.metrics.clone(),
+            in_flight.clone(),
             ack_rx,
         ));
-        let mut clock = Clock::default();
-        // First our own pending entries (from before a restart), then new ones.
-        let mut pending_cursor = Some("0".to_string());
-        // Where the next `XAUTOCLAIM` goes on: claiming continues round
-        // after round until no idle entry is left, then waits.
-        let mut claim_cursor: Option<String> = None;
-        let mut last_claim = tokio::time::Instant::now() - self.claim_idle;
-        // Errors that are not a lost connection (the group deleted, a key of
-        // another type): retried with backoff, logged once per kind.
-        let mut failing: Option<String> = None;
-        backoff.reset();
-        while !shutdown.is_set() {
-            let mut redelivered = false;
-            let claiming = claim_cursor.is_some() || last_claim.elapsed() >= self.claim_idle / 2;
-            let entries: redis::RedisResult<Vec<Entry>> = if let Some(cursor) =
-                pending_cursor.clone()
-            {
-                redelivered = true;
-                redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(&self.group)
-                    .arg(&consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("STREAMS")
-                    .arg(&self.stream)
-                    .arg(&cursor)
-                    .query_async::<Value>(&mut reader)
-                    .await
-                    .map(|v| read_reply(&v))
-            } else if claiming {
-                if claim_cursor.is_none() {
-                    last_claim = tokio::time::Instant::now();
-                    self.remove_idle_consumers(&mut reader, &consumer, &ctx)
-                        .await;
-                }
-                redelivered = true;
-                let from = claim_cursor.take().unwrap_or_else(|| "0-0".to_string());
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&self.stream)
-                    .arg(&self.group)
-                    .arg(&consumer)
-                    .arg(self.claim_idle.as_millis() as u64)
-                    .arg(&from)
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async::<Value>(&mut reader)
-                    .await
-                    .map(|v| {
-                        let reply = array(&v);
-                        claim_cursor = reply.first().and_then(text).filter(|next| next != "0-0");
-                        reply.get(1).map(parse_entries).unwrap_or_default()
-                    })
-            } else {
-                let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP")
-                    .arg(&self.group)
-                    .arg(&consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("BLOCK")
-                    .arg(self.block.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(&self.stream)
-                    .arg(">");
-                tokio::select! {
-                    _ = shutdown.wait() => break,
-                    r = cmd.query_async::<Value>(&mut reader) => r.map(|v| read_reply(&v)),
-                }
-            };
-            let entries = match entries {
-                Ok(e) => e,
-                Err(e) if lost_connection(&e) => {
-                    tracing::warn!(source = %ctx.name, error = %e, "redis read failed; reconnecting");
-                    ctx.metrics
-                        .set_down(Some(format!("redis read failed: {e}")));
-                    match connect(&client, &ctx, "reader").await {
-                        Some(c) => {
-                            reader = c;
-                            // A read whose reply was lost with the connection
-                            // left entries pending for us: read those again.
-                            pending_cursor = Some("0".to_string());
-                            ComponentMetrics::add(&ctx.metrics.reconnects, 1);
-                            ctx.metrics.set_down(None);
-                            tracing::info!(source = %ctx.name, "reconnected to redis");
-                            continue;
-                        }
-                        None => break,
-                    }
-                }
-                Err(e) => {
-                    let kind = e.code().unwrap_or("error").to_string();
-                    let reason = if kind == "NOGROUP" {
-                        format!(
-                            "the stream `{}` or its group `{}` is gone (deleted, or Redis restarted without persistence); recreating it at `{}`",
-                            self.stream, self.group, self.start
-                        )
-                    } else {
-                        format!("redis refused the read: {e}")
-                    };
-                    if failing.as_deref() != Some(kind.as_str()) {
-                        tracing::warn!(source = %ctx.name, error = %e, "{reason}");
-                        failing = Some(kind.clone());
-                    }
-                    ctx.metrics.set_down(Some(reason));
-                    ComponentMetrics::add(&ctx.metrics.retries, 1);
-                    if kind == "NOGROUP" {
-                        match self.create_group(&mut reader).await {
-                            Ok(()) => {
-                                pending_cursor = Some("0".to_string());
-                                claim_cursor = None;
-                                tracing::info!(source = %ctx.name, stream = %self.stream, group = %self.group, start = %self.start, "consumer group recreated");
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::debug!(source = %ctx.name, error = %e, "recreating the group failed")
-                            }
-                        }
-                    }
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                    continue;
-                }
-            };
-            if failing.take().is_some() {
-                tracing::info!(source = %ctx.name, "reading again");
-                ctx.metrics.set_down(None);
-                backoff.reset();
-            }
-            if let Some(cursor) = &mut pending_cursor {
-                match entries.last() {
-                    Some(e) => *cursor = e.id.clone(),
-                    None => pending_cursor = None,
-                }
-            }
-            if entries.is_empty() {
-                continue;
-            }
-            // Delivery counts of redelivered entries (new ones have one).
-            let deliveries: HashMap<String, u64> = if redelivered {
-                let first = &entries[0].id;
-                let last = &entries[entries.len() - 1].id;
-                let v: Value = redis::cmd("XPENDING")
-                    .arg(&self.stream)
-                    .arg(&self.group)
-                    .arg(first)
-                    .arg(last)
-                    .arg(entries.len() * 2)
-                    .query_async(&mut reader)
-                    .await
-                    .unwrap_or(Value::Nil);
-                array(&v)
-                    .iter()
-                    .filter_map(|p| {
-                        let p = array(p);
-                        let id = text(p.first()?)?;
-                        let n = match p.get(3)? {
-                            Value::Int(n) => *n as u64,
-                            other => text(other)?.parse().ok()?,
-                        };
-                        Some((id, n))
-                    })
-                    .collect()
-            } else {
-                HashMap::new()
-            };
-            self.deliver(&ctx, entries, &deliveries, &ack_tx, &mut clock)
-                .await?;
-        }
+        let (_stop_watch, stop) = tokio::sync::oneshot::channel();
+        tokio::spawn(crate::base::redis::watch_topology(
+            target.clone(),
+            ctx.name.clone(),
+            ctx.metrics.clone(),
+            stop,
+        ));
+        let io = Io {
+            target: &target,
+            ctx: &ctx,
+            consumer: &consumer,
+            count,
+            ack_tx: &ack_tx,
+            in_flight: &in_flight,
+        };
+        let result = match self.partitions {
+            None => self.run_one(&io, &mut reader, &names[0]).await,
+            Some(_) => self.run_partitioned(&io, &mut reader, &names).await,
+        };
         drop(ack_tx);
         // Acks of batches still in the pipeline arrive as sinks write them.
         let _ = tokio::time::timeout(Duration::from_secs(60), acker).await;
+        result
+    }
+
+    /// One stream, read with blocking reads on a connection of its own.
+    async fn run_one(&self, io: &Io<'_>, reader: &mut Conn, stream: &str) -> anyhow::Result<()> {
+        let ctx = io.ctx;
+        let mut shutdown = ctx.shutdown.clone();
+        let mut part = Partition::new(stream, self.claim_idle, false);
+        let mut clock = Clock::default();
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        while !shutdown.is_set() {
+            let mut con = reader.clone();
+            let read = tokio::select! {
+                _ = shutdown.wait() => break,
+                r = self.step(io, &mut part, &mut con, Some(self.block)) => r,
+            };
+            match read {
+                Ok(Some((entries, deliveries))) => {
+                    if part.failing.take().is_some() {
+                        tracing::info!(source = %ctx.name, "reading again");
+                        ctx.metrics.set_down(None);
+                        backoff.reset();
+                    }
+                    self.deliver(io, &part.stream, entries, &deliveries, &mut clock)
+                        .await?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if !self
+                        .recover(io, reader, std::slice::from_mut(&mut part), 0, e)
+                        .await
+                    {
+                        break;
+                    }
+                    if part.failing.is_some() {
+                        tokio::select! {
+                            _ = shutdown.wait() => break,
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Partitioned streams shared out among the group's live processes:
+    /// rounds of reads of the partitions this one owns, all at once
+    /// (without `BLOCK`: one connection serves them all), waiting a little
+    /// longer after each empty round, up to 100 ms.
+    async fn run_partitioned(
+        &self,
+        io: &Io<'_>,
+        reader: &mut Conn,
+        names: &[String],
+    ) -> anyhow::Result<()> {
+        let ctx = io.ctx;
+        let mut shutdown = ctx.shutdown.clone();
+        let members = Members {
+            key: format!("sluice:members:{}:{}", self.group, self.stream),
+            me: io.consumer.to_string(),
+            ttl: self.member_ttl,
+        };
+        let (live_tx, mut live_rx) = tokio::sync::watch::channel::<Live>(None);
+        let beats = tokio::spawn(heartbeat(
+            members,
+            io.target.clone(),
+            reader.clone(),
+            ctx.name.clone(),
+            ctx.metrics.clone(),
+            live_tx,
+            ctx.shutdown.clone(),
+        ));
+        let mut owned: Vec<Partition> = Vec::new();
+        let mut clock = Clock::default();
+        let mut idle = IDLE_FIRST;
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let me = io.consumer;
+        while !shutdown.is_set() {
+            // Ours: what the last heartbeat says, if it is recent enough
+            // that the others see us alive too; nothing otherwise.
+            let live = live_rx.borrow_and_update().clone();
+            let mine = match &live {
+                Some((at, live)) if at.elapsed() < self.member_ttl => {
+                    owned_partitions(live, me, names.len())
+                }
+                _ => Vec::new(),
+            };
+            let now: Vec<&str> = owned.iter().map(|p| &*p.stream).collect();
+            let want: Vec<&str> = mine.iter().map(|&p| names[p].as_str()).collect();
+            if now != want {
+                let members = live.as_ref().map_or(0, |(_, l)| l.len());
+                tracing::info!(source = %ctx.name, members, partitions = ?mine, "partitions of this process");
+                let mut next = Vec::with_capacity(mine.len());
+                for &p in &mine {
+                    match owned.iter().position(|o| *o.stream == *names[p]) {
+                        Some(i) => next.push(owned.swap_remove(i)),
+                        // Taken over (at a start too: others may have had
+                        // it): what they hold pending goes first.
+                        None => next.push(Partition::new(&names[p], self.claim_idle, true)),
+                    }
+                }
+                owned = next;
+            }
+            if owned.is_empty() {
+                // No partitions (yet): wait for the next heartbeat.
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = live_rx.changed() => {}
+                    _ = tokio::time::sleep(self.member_ttl / 3) => {}
+                }
+                continue;
+            }
+            let reads = owned.iter_mut().map(|part| {
+                let mut c = reader.clone();
+                async move { self.step(io, part, &mut c, None).await }
+            });
+            let results = futures_util::future::join_all(reads).await;
+            let mut any = false;
+            let mut lost = None;
+            let mut read = Vec::new();
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(Some(got)) => {
+                        any = true;
+                        read.push((i, got));
+                    }
+                    Ok(None) => {}
+                    Err(e) => lost = Some((i, e)),
+                }
+            }
+            for (i, (entries, deliveries)) in read {
+                if owned[i].failing.take().is_some() {
+                    tracing::info!(source = %ctx.name, stream = %owned[i].stream, "reading again");
+                    ctx.metrics.set_down(None);
+                    backoff.reset();
+                }
+                let stream = owned[i].stream.clone();
+                self.deliver(io, &stream, entries, &deliveries, &mut clock)
+                    .await?;
+            }
+            if let Some((i, e)) = lost {
+                if !self.recover(io, reader, &mut owned, i, e).await {
+                    break;
+                }
+                any = false;
+                idle = IDLE_MAX;
+            }
+            if any {
+                idle = IDLE_FIRST;
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(idle) => {}
+            }
+            idle = (idle * 2).min(IDLE_MAX);
+        }
+        let _ = beats.await;
+        Ok(())
+    }
+
+    /// After a failed read of `parts[i]`: reconnect (all partitions re-read
+    /// what they have pending), recreate a lost group, or note the error
+    /// (retried with backoff, logged once per kind). False on shutdown.
+    async fn recover(
+        &self,
+        io: &Io<'_>,
+        reader: &mut Conn,
+        parts: &mut [Partition],
+        i: usize,
+        e: redis::RedisError,
+    ) -> bool {
+        let ctx = io.ctx;
+        if lost_connection(&e) {
+            tracing::warn!(source = %ctx.name, error = %e, "redis read failed; reconnecting");
+            ctx.metrics
+                .set_down(Some(format!("redis read failed: {e}")));
+            let Some(c) = connect(io.target, ctx, "reader").await else {
+                return false;
+            };
+            *reader = c;
+            // A read whose reply was lost with the connection left entries
+            // pending for us: read those again.
+            for p in parts.iter_mut() {
+                p.pending_cursor = Some("0".to_string());
+            }
+            ComponentMetrics::add(&ctx.metrics.reconnects, 1);
+            ctx.metrics.set_down(None);
+            tracing::info!(source = %ctx.name, "reconnected to redis");
+            return true;
+        }
+        let part = &mut parts[i];
+        let kind = e.code().unwrap_or("error").to_string();
+        let reason = if kind == "NOGROUP" {
+            format!(
+                "the stream `{}` or its group `{}` is gone (deleted, or Redis restarted without persistence); recreating it at `{}`",
+                part.stream, self.group, self.start
+            )
+        } else {
+            format!("redis refused the read of {}: {e}", part.stream)
+        };
+        if part.failing.as_deref() != Some(kind.as_str()) {
+            tracing::warn!(source = %ctx.name, error = %e, "{reason}");
+            part.failing = Some(kind.clone());
+        }
+        ctx.metrics.set_down(Some(reason));
+        ComponentMetrics::add(&ctx.metrics.retries, 1);
+        if kind == "NOGROUP" {
+            match self.create_group(reader, &part.stream).await {
+                Ok(()) => {
+                    part.pending_cursor = Some("0".to_string());
+                    part.claim_cursor = None;
+                    part.failing = None;
+                    tracing::info!(source = %ctx.name, stream = %part.stream, group = %self.group, start = %self.start, "consumer group recreated");
+                }
+                Err(e) => {
+                    tracing::debug!(source = %ctx.name, error = %e, "recreating the group failed")
+                }
+            }
+        }
+        true
+    }
+
+    /// One read of a stream: our own pending entries first (after a start
+    /// or a reconnect), then a claim round when one is due, then, once
+    /// nothing a former owner holds is left, new entries. `None`: nothing
+    /// came. With the entries, how often each redelivered one was delivered.
+    async fn step(
+        &self,
+        io: &Io<'_>,
+        part: &mut Partition,
+        con: &mut Conn,
+        block: Option<Duration>,
+    ) -> redis::RedisResult<Option<(Vec<Entry>, HashMap<String, u64>)>> {
+        let consumer = io.consumer;
+        let count = io.count;
+        let stream = &*part.stream.clone();
+        let claiming = part.claim_cursor.is_some()
+            || part.last_claim.elapsed() >= self.claim_idle / 2
+            || (part.taking_over && part.last_claim.elapsed() >= TAKEOVER_CHECK);
+        let (entries, redelivered) = if let Some(cursor) = part.pending_cursor.clone() {
+            let v = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&self.group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(&cursor)
+                .query_async::<Value>(con)
+                .await?;
+            let mut entries = read_reply(&v);
+            match entries.last() {
+                Some(e) => part.pending_cursor = Some(e.id.clone()),
+                None => part.pending_cursor = None,
+            }
+            // After a reconnect: what is still in our pipeline stays there.
+            io.in_flight
+                .retain_absent(stream, &mut entries, |e| Some(e.id.as_str()));
+            if entries.is_empty() && part.pending_cursor.is_some() {
+                // Go on with the next page of pending entries.
+                return Ok(None);
+            }
+            (entries, true)
+        } else if claiming {
+            if part.claim_cursor.is_none() {
+                part.last_claim = tokio::time::Instant::now();
+                if part.last_sweep.elapsed() >= self.claim_idle / 2 {
+                    part.last_sweep = tokio::time::Instant::now();
+                    self.remove_idle_consumers(con, stream, consumer, io.ctx)
+                        .await;
+                }
+            }
+            let from = match part.claim_cursor.take() {
+                Some(after) => format!("({after}"),
+                None => "-".to_string(),
+            };
+            let idle = self.claim_idle.as_millis() as u64;
+            let v = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(&self.group)
+                .arg("IDLE")
+                .arg(idle)
+                .arg(&from)
+                .arg("+")
+                .arg(count)
+                .query_async::<Value>(con)
+                .await?;
+            let mut rows = pending_rows(&v);
+            if rows.len() >= count {
+                part.claim_cursor = rows.last().map(|r| r.0.clone());
+            }
+            // Other consumers' entries, and ours that are not in our
+            // pipeline (idle there only because the sink is slow).
+            io.in_flight
+                .retain_absent(stream, &mut rows, |(id, owner)| {
+                    (owner == consumer).then_some(id.as_str())
+                });
+            let theirs: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+            let entries = if theirs.is_empty() {
+                Vec::new()
+            } else {
+                let v = redis::cmd("XCLAIM")
+                    .arg(stream)
+                    .arg(&self.group)
+                    .arg(consumer)
+                    .arg(idle)
+                    .arg(&theirs)
+                    .query_async::<Value>(con)
+                    .await?;
+                parse_entries(&v)
+            };
+            ComponentMetrics::add(&io.ctx.metrics.claimed, entries.len());
+            (entries, true)
+        } else if part.taking_over && others_pending(con, stream, &self.group, consumer).await? > 0
+        {
+            // A former owner still holds entries: they are acked as its
+            // sinks write them, or claimed here once idle; new ones wait.
+            return Ok(None);
+        } else {
+            if part.taking_over {
+                part.taking_over = false;
+                tracing::debug!(source = %io.ctx.name, %stream, "taken over; reading new entries");
+            }
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(&self.group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count);
+            if let Some(block) = block {
+                cmd.arg("BLOCK").arg(block.as_millis() as u64);
+            }
+            cmd.arg("STREAMS").arg(stream).arg(">");
+            (read_reply(&cmd.query_async::<Value>(con).await?), false)
+        };
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        // Delivery counts of redelivered entries (new ones have one).
+        let deliveries: HashMap<String, u64> = if redelivered {
+            let first = &entries[0].id;
+            let last = &entries[entries.len() - 1].id;
+            let v: Value = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(&self.group)
+                .arg(first)
+                .arg(last)
+                .arg(entries.len() * 2)
+                .query_async(con)
+                .await
+                .unwrap_or(Value::Nil);
+            array(&v)
+                .iter()
+                .filter_map(|p| {
+                    let p = array(p);
+                    let id = text(p.first()?)?;
+                    let n = match p.get(3)? {
+                        Value::Int(n) => *n as u64,
+                        other => text(other)?.parse().ok()?,
+                    };
+                    Some((id, n))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        Ok(Some((entries, deliveries)))
     }
 
     /// Remove the group's other consumers that have been idle longer than
@@ -670,7 +1196,8 @@ impl RedisSourceConfig {
     /// lost this way (those consumers are kept until claimed from).
     async fn remove_idle_consumers(
         &self,
-        con: &mut MultiplexedConnection,
+        con: &mut Conn,
+        stream: &str,
         me: &str,
         ctx: &SourceContext,
     ) {
@@ -679,7 +1206,7 @@ impl RedisSourceConfig {
         }
         let Ok(v) = redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(&self.stream)
+            .arg(stream)
             .arg(&self.group)
             .query_async::<Value>(con)
             .await
@@ -693,7 +1220,7 @@ impl RedisSourceConfig {
             }
             let removed: redis::RedisResult<i64> = redis::cmd("XGROUP")
                 .arg("DELCONSUMER")
-                .arg(&self.stream)
+                .arg(stream)
                 .arg(&self.group)
                 .arg(&c.name)
                 .query_async(con)
@@ -709,12 +1236,13 @@ impl RedisSourceConfig {
     /// the dead letters (and are acked once those are written).
     async fn deliver(
         &self,
-        ctx: &SourceContext,
+        io: &Io<'_>,
+        stream: &Arc<str>,
         entries: Vec<Entry>,
         deliveries: &HashMap<String, u64>,
-        ack_tx: &mpsc::UnboundedSender<Vec<String>>,
         clock: &mut Clock,
     ) -> anyhow::Result<()> {
+        let ctx = io.ctx;
         let mut batch = Batch::with_capacity(entries.len(), entries.len() * 200);
         let mut ids = Vec::with_capacity(entries.len());
         let mut dead: Vec<(Vec<u8>, ErrorKind, String, String)> = Vec::new();
@@ -758,12 +1286,7 @@ impl RedisSourceConfig {
         }
         if !dead.is_empty() {
             let dead_ids: Vec<String> = dead.iter().map(|d| d.3.clone()).collect();
-            let tx = ack_tx.clone();
-            let ack = Ack::new(move |ok| {
-                if ok {
-                    let _ = tx.send(dead_ids);
-                }
-            });
+            let ack = io.ack(stream, dead_ids);
             let letters: Vec<DeadLetter<'_>> = dead
                 .iter()
                 .map(|(event, kind, message, _)| DeadLetter {
@@ -777,14 +1300,7 @@ impl RedisSourceConfig {
         if batch.is_empty() {
             return Ok(());
         }
-        let tx = ack_tx.clone();
-        batch.acks.push(Ack::new(move |ok| {
-            // Not delivered: leave the entries pending; they will be read
-            // again (after a restart, or claimed by another consumer).
-            if ok {
-                let _ = tx.send(ids);
-            }
-        }));
+        batch.acks.push(io.ack(stream, ids));
         let mut batcher = Batcher::new(ctx.batch);
         batcher.batch = batch;
         batcher.pushed();

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use sluice_plugin::Level;
 
 use super::spill::{Spill, SpillReader};
-use crate::base::event::{top_fields, value_text};
+use crate::base::event::{dotted, top_fields, value_text};
 
 /// Field names that may hold an event's time, in order of preference.
 const TIME_FIELDS: [&str; 5] = ["timestamp", "time", "ts", "@timestamp", "datetime"];
@@ -292,18 +292,6 @@ pub struct FieldNames {
     pub timestamp: Option<String>,
     pub level: Option<String>,
     pub message: Option<String>,
-}
-
-/// A field by dotted path: the top-level key itself if there is one, else
-/// down through nested objects.
-fn dotted<'a>(top: &[(Cow<'a, str>, &'a RawValue)], path: &str) -> Option<&'a RawValue> {
-    if let Some((_, v)) = top.iter().find(|(k, _)| k == path) {
-        return Some(*v);
-    }
-    let (head, rest) = path.split_once('.')?;
-    let (_, v) = top.iter().find(|(k, _)| k == head)?;
-    let inner = top_fields(v.get()).ok()?;
-    dotted(&inner, rest)
 }
 
 /// Parse one line. `Ok(None)` for blank lines.

@@ -41,45 +41,40 @@ impl Finished {
 pub(super) type HopKey = (Arc<str>, Arc<str>);
 
 /// The latencies of one hop, in microseconds. Exact while there are at
-/// most [`EXACT_SAMPLES`]; past that they move into a log-linear histogram
-/// whose buckets are within 1/2048 of their values, so memory stays the
-/// same whatever the input's size. Minimum and maximum are always exact.
+/// most [`EXACT_SAMPLES`]; past that they move into an HDR histogram
+/// (`hdrhistogram`, three significant digits: every value within 1/1000),
+/// whose memory follows the range of the values, not their number.
+/// Minimum and maximum are always exact.
 #[derive(Debug, Default)]
 pub(super) struct Latencies {
     count: u64,
     min: i64,
     max: i64,
     exact: Vec<i64>,
-    /// Counts per [`bucket`], once the exact samples are full.
-    buckets: Vec<u64>,
+    /// Once the exact samples are full.
+    histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 pub(super) const EXACT_SAMPLES: usize = 65_536;
-/// Values below this have a bucket each.
-pub(super) const LINEAR: i64 = 2048;
-
-/// The histogram bucket of a latency: its own below [`LINEAR`], then 1,024
-/// buckets per power of two.
-pub(super) fn bucket(v: i64) -> usize {
-    let v = v.max(0);
-    if v < LINEAR {
-        return v as usize;
-    }
-    let shift = 63 - v.leading_zeros() as usize - 10;
-    LINEAR as usize + (shift - 1) * 1024 + ((v >> shift) as usize - 1024)
-}
-
-/// The middle of a bucket's values.
-pub(super) fn bucket_value(b: usize) -> i64 {
-    if b < LINEAR as usize {
-        return b as i64;
-    }
-    let shift = (b - LINEAR as usize) / 1024 + 1;
-    let mantissa = ((b - LINEAR as usize) % 1024 + 1024) as i64;
-    (mantissa << shift) + (1i64 << shift) / 2
-}
+/// Significant digits the histogram keeps.
+const SIGFIG: u8 = 3;
 
 impl Latencies {
+    /// The recorded values and their counts: exact, or the histogram's
+    /// (each bucket's middle, within the exact bounds).
+    fn values(&self) -> Vec<(i64, u64)> {
+        match &self.histogram {
+            None => self.exact.iter().map(|&v| (v, 1)).collect(),
+            Some(h) => h
+                .iter_recorded()
+                .map(|v| {
+                    let at = h.median_equivalent(v.value_iterated_to()) as i64;
+                    (at.clamp(self.min, self.max), v.count_at_value())
+                })
+                .collect(),
+        }
+    }
+
     /// `n` bins of equal width in log space from the minimum to the
     /// maximum: (low, high, count) each, for a histogram.
     pub(super) fn bins(&self, n: usize) -> Vec<(i64, i64, u64)> {
@@ -90,20 +85,9 @@ impl Latencies {
         let step = ((hi / lo).ln() / n as f64).max(1e-9);
         let edge = |i: usize| (lo * (step * i as f64).exp()).round() as i64;
         let mut counts = vec![0u64; n];
-        let mut put = |v: i64, c: u64| {
+        for (v, c) in self.values() {
             let i = (((v.max(1) as f64) / lo).ln() / step).floor().max(0.0) as usize;
             counts[i.min(n - 1)] += c;
-        };
-        if self.buckets.is_empty() {
-            for &v in &self.exact {
-                put(v, 1);
-            }
-        } else {
-            for (b, &c) in self.buckets.iter().enumerate() {
-                if c > 0 {
-                    put(bucket_value(b).clamp(self.min, self.max), c);
-                }
-            }
         }
         (0..n)
             .map(|i| {
@@ -123,16 +107,16 @@ impl Latencies {
         self.count += 1;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
-        if self.buckets.is_empty() && self.exact.len() < EXACT_SAMPLES {
+        if self.histogram.is_none() && self.exact.len() < EXACT_SAMPLES {
             self.exact.push(v);
             return;
         }
+        let h = self.histogram.get_or_insert_with(|| {
+            hdrhistogram::Histogram::new(SIGFIG).expect("3 significant digits are valid")
+        });
         for v in std::mem::take(&mut self.exact).into_iter().chain([v]) {
-            let b = bucket(v);
-            if b >= self.buckets.len() {
-                self.buckets.resize(b + 1, 0);
-            }
-            self.buckets[b] += 1;
+            // Auto-resizing: any non-negative value fits.
+            let _ = h.record(v.max(0) as u64);
         }
     }
 
@@ -140,7 +124,7 @@ impl Latencies {
     /// ones for an even count (as other tools report it); from the
     /// histogram past the exact samples.
     pub(super) fn median(&mut self) -> i64 {
-        if self.buckets.is_empty() && !self.exact.is_empty() {
+        if self.histogram.is_none() && !self.exact.is_empty() {
             self.exact.sort_unstable();
             return median(&self.exact);
         }
@@ -149,19 +133,12 @@ impl Latencies {
 
     /// The nearest-rank percentile (see the module's definitions).
     pub(super) fn percentile(&mut self, p: f64) -> i64 {
-        if self.buckets.is_empty() {
+        let Some(h) = &self.histogram else {
             self.exact.sort_unstable();
             return percentile(&self.exact, p);
-        }
-        let rank = (((p / 100.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
-        for (b, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return bucket_value(b).clamp(self.min, self.max);
-            }
-        }
-        self.max
+        };
+        let v = h.median_equivalent(h.value_at_quantile(p / 100.0)) as i64;
+        v.clamp(self.min, self.max)
     }
 }
 
@@ -386,7 +363,7 @@ mod tests {
     use crate::timeline::tests::record;
 
     #[test]
-    fn latencies_past_the_exact_samples_stay_within_their_buckets() {
+    fn latencies_past_the_exact_samples_stay_within_their_precision() {
         let mut exact = Vec::new();
         let mut l = Latencies::default();
         // Spread over six decades, in a scrambled order.
@@ -396,7 +373,7 @@ mod tests {
             l.add(v);
         }
         exact.sort_unstable();
-        assert!(l.exact.is_empty() && l.buckets.len() <= bucket(exact[exact.len() - 1]) + 1);
+        assert!(l.exact.is_empty() && l.histogram.is_some());
         assert_eq!(
             (l.count, l.min, l.max),
             (exact.len() as u64, exact[0], exact[exact.len() - 1])
@@ -405,10 +382,12 @@ mod tests {
             let want = percentile(&exact, p);
             let got = l.percentile(p);
             assert!(
-                (got - want).abs() as f64 <= want as f64 / 2048.0 + 1.0,
+                (got - want).abs() as f64 <= want as f64 / 1000.0 + 1.0,
                 "p{p}: {got} vs {want}"
             );
         }
+        let binned: u64 = l.bins(40).iter().map(|b| b.2).sum();
+        assert_eq!(binned, exact.len() as u64);
         // Below the cap, exact.
         let mut small = Latencies::default();
         for v in [5, 1, 3] {
@@ -422,24 +401,6 @@ mod tests {
             even.add(v);
         }
         assert_eq!(even.median(), 25, "the midpoint, not the lower median");
-        // Every value lands in a bucket whose middle is within 1/2048.
-        for v in [
-            0,
-            1,
-            2047,
-            2048,
-            2049,
-            4095,
-            4096,
-            123_456_789,
-            i64::MAX / 2,
-        ] {
-            let m = bucket_value(bucket(v));
-            assert!(
-                (m - v).abs() as f64 <= v as f64 / 2048.0 + 0.5,
-                "{v} -> {m}"
-            );
-        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Hot reload: watching plugin files and the pipeline file, and the
 //! reload that SIGHUP and `POST /reload` trigger.
 //!
-//! Files are polled (no inotify dependency; works on every filesystem). A
-//! change is acted on only once the file has stopped changing for one poll,
-//! so a `.wasm` being written is never loaded half-written; an atomic
-//! rename is seen as one change. A new version that fails to compile or to
+//! The folders of the files are watched (`notify`: inotify on Linux), and
+//! the files looked at when something in them changes, and every 20
+//! `poll_interval`s all the same; with `[reload] poll = true`, or where
+//! watching cannot be set up, they are polled every `poll_interval`. A
+//! change is acted on only once the file has stayed unchanged for one
+//! `poll_interval`, so a `.wasm` being written is never loaded
+//! half-written; an atomic rename is seen as one change. A new version that fails to compile or to
 //! `init` is refused and the running one keeps going.
 
 use std::collections::BTreeMap;
@@ -58,6 +61,73 @@ fn folder_stamp(dir: &Path) -> Stamp {
     Some((latest, files.len() as u64, h.finish()))
 }
 
+/// With the folders watched, how many `poll_interval`s pass between two
+/// looks at the files when no event came.
+const IDLE_POLLS: u32 = 20;
+
+/// The folders of the watched files, and their changes.
+struct Folders {
+    watcher: notify::RecommendedWatcher,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+    watching: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Folders {
+    fn new() -> Option<Self> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if !matches!(&res, Ok(e) if e.kind.is_access()) {
+                let _ = tx.send(());
+            }
+        });
+        match watcher {
+            Ok(watcher) => Some(Self {
+                watcher,
+                rx,
+                watching: Default::default(),
+            }),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot watch for file changes; polling every poll_interval");
+                None
+            }
+        }
+    }
+
+    /// Watch the folder of `path` (a pipeline folder: itself) from now on.
+    fn watch(&mut self, path: &Path) {
+        use notify::Watcher as _;
+        let folder = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        if self.watching.contains(&folder) {
+            return;
+        }
+        match self
+            .watcher
+            .watch(&folder, notify::RecursiveMode::NonRecursive)
+        {
+            Ok(()) => {
+                self.watching.insert(folder);
+            }
+            Err(e) => {
+                tracing::debug!(folder = %folder.display(), error = %e, "cannot watch folder; it is looked at every 20 polls")
+            }
+        }
+    }
+
+    /// Until something changes in a watched folder, or `at_most` passes.
+    async fn changed(&mut self, at_most: Duration) {
+        if tokio::time::timeout(at_most, self.rx.recv()).await.is_ok() {
+            while self.rx.try_recv().is_ok() {}
+        }
+    }
+}
+
 /// One watched file: the version last acted on, and the one seen last poll.
 #[derive(Debug, Default)]
 struct Watched {
@@ -72,6 +142,11 @@ impl Watched {
             applied: s,
             seen: s,
         }
+    }
+
+    /// Whether a change was seen that has not been acted on yet.
+    fn unsettled(&self) -> bool {
+        self.seen != self.applied
     }
 
     /// Whether the file changed and has been stable since the last poll.
@@ -147,14 +222,39 @@ fn count(metrics: &Registry, result: &anyhow::Result<()>, what: &str, name: &str
 }
 
 /// Poll the pipeline file and the plugin files until the pipeline stops.
-pub async fn watch(handle: ReloadHandle, pipeline: PathBuf, poll: Duration, metrics: Registry) {
+pub async fn watch(
+    handle: ReloadHandle,
+    pipeline: PathBuf,
+    settings: crate::config::ReloadConfig,
+    metrics: Registry,
+) {
+    let poll = settings.poll_interval;
     let mut pipeline_file = Watched::new(&pipeline);
     let mut plugins: BTreeMap<String, (PathBuf, Watched)> = BTreeMap::new();
+    let mut folders = (!settings.poll).then(Folders::new).flatten();
+    if let (Some(f), Some(config)) = (&mut folders, handle.config().await) {
+        f.watch(&pipeline);
+        for path in plugin_files(&config).values() {
+            f.watch(path);
+        }
+    }
     loop {
-        tokio::time::sleep(poll).await;
+        // A change not yet settled is looked at again after one poll; with
+        // the folders watched, nothing else needs a look before an event.
+        let unsettled = pipeline_file.unsettled() || plugins.values().any(|(_, w)| w.unsettled());
+        match &mut folders {
+            Some(f) if !unsettled => f.changed(poll * IDLE_POLLS).await,
+            _ => tokio::time::sleep(poll).await,
+        }
         let Some(config) = handle.config().await else {
             return;
         };
+        if let Some(f) = &mut folders {
+            f.watch(&pipeline);
+            for path in plugin_files(&config).values() {
+                f.watch(path);
+            }
+        }
         // Track the plugin files of the current configuration.
         let files = plugin_files(&config);
         plugins.retain(|name, (path, _)| files.get(name) == Some(path));
@@ -350,6 +450,7 @@ impl Running {
             }
         }
         state.config = new.clone();
+        Running::count_by_fields(inner, &new);
 
         // 3. Swap changed plugins; start what is new.
         for t in &new.transforms {

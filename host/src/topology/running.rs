@@ -141,6 +141,7 @@ impl Running {
             active: AtomicUsize::new(0),
         });
         let mut state = inner.state.try_lock().expect("new state is unlocked");
+        Running::count_by_fields(&inner, &config);
         let dead = Running::dead_output(&inner, &mut state);
         // Consumers first, so that wiring finds their channels; then wire;
         // then the sources.
@@ -159,6 +160,23 @@ impl Running {
         drop(dead);
         drop(state);
         Ok(Running { inner, done_rx })
+    }
+
+    /// Give every component its `metrics = { by = [...] }` (or none).
+    pub(super) fn count_by_fields(inner: &Inner, config: &PipelineConfig) {
+        let m = &inner.metrics;
+        for s in &config.sources {
+            m.component(&s.name, Kind::Source)
+                .set_by_fields(s.metrics.as_ref());
+        }
+        for t in &config.transforms {
+            m.component(&t.name, Kind::Transform)
+                .set_by_fields(t.metrics.as_ref());
+        }
+        for s in &config.sinks {
+            m.component(&s.name, Kind::Sink)
+                .set_by_fields(s.metrics.as_ref());
+        }
     }
 
     pub(super) fn dead_output(inner: &Arc<Inner>, state: &mut State) -> Arc<DeadOutput> {

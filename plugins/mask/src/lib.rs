@@ -5,7 +5,8 @@
 //! detect = ["email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer"]  # the default; "mac" is optional
 //! text = "[{kind}]"           # fixed replacement; `{kind}` names the detector
 //! # hash_key = "s3cret"       # instead: a keyed hash, so equal values stay correlatable
-//! skip_fields = ["timestamp"] # dotted paths left alone (default: timestamp)
+//! skip_fields = ["timestamp"] # dotted paths left alone (default: timestamp and the
+//!                             # trace context: trace_id, span_id, parent_span_id)
 //! # fields = ["message"]      # only these paths (default: every string field, nested too)
 //! patterns = [{ name = "order", regex = "ORD-[0-9]{6}" }]
 //! ```
@@ -41,8 +42,12 @@ struct MaskConfig {
     patterns: Vec<PatternConfig>,
 }
 
+/// The time and the trace context: trace and span ids are random hex, and a
+/// span id of sixteen decimal digits can pass the Luhn check of a card.
 fn default_skip() -> Vec<String> {
-    vec!["timestamp".to_string()]
+    ["timestamp", "trace_id", "span_id", "parent_span_id"]
+        .map(String::from)
+        .to_vec()
 }
 
 #[derive(Debug, Deserialize)]
@@ -1220,6 +1225,25 @@ mod tests {
             out,
             r#"{"timestamp":"2026-01-01T00:00:00Z","message":"login [email]","data":{"ips":["[ipv4]"],"n":4111111111111111}}"#
         );
+    }
+
+    #[test]
+    fn trace_context_is_left_alone_by_default() {
+        // A span id of decimal digits that passes Luhn, as an OTLP source
+        // can give one at random.
+        let raw = br#"{"message":"card 6010171487372744","trace_id":"7e544bc37f6afabc9e2a267f05f6181a","span_id":"6010171487372744","parent_span_id":"6010171487372744"}"#;
+        let out = String::from_utf8(mask("{}").mask_event(raw).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"message":"card [card]","trace_id":"7e544bc37f6afabc9e2a267f05f6181a","span_id":"6010171487372744","parent_span_id":"6010171487372744"}"#
+        );
+        let out = mask(r#"{"skip_fields":[]}"#)
+            .mask_event(raw)
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains(r#""span_id":"[card]""#));
     }
 
     #[test]

@@ -424,6 +424,7 @@ pub async fn deliver(
     let bytes: usize = batches.iter().map(|b| b.bytes()).sum();
     for b in &batches {
         out.metrics.tap.offer(b);
+        out.metrics.count_fields(b);
     }
     let all = events.len();
     ComponentMetrics::add(&out.metrics.events_in, all);

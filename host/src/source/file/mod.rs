@@ -61,9 +61,14 @@ pub struct FileConfig {
     /// Keep reading as files grow and appear, until shutdown.
     #[serde(default)]
     pub follow: bool,
-    /// How often files are checked for new data, and the glob for new files.
+    /// How often files are checked for new data, and the glob for new
+    /// files, when they are polled.
     #[serde(default = "default_poll", with = "duration")]
     pub poll_interval: Duration,
+    /// Poll every `poll_interval` instead of watching the files' folder for
+    /// changes (for filesystems that do not report them, such as NFS).
+    #[serde(default)]
+    pub poll: bool,
     #[serde(default)]
     pub format: Format,
     /// Where an event without `timestamp` has its time (see `base::timestamp`).
@@ -119,6 +124,7 @@ fn glob_pattern<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Er
 
 pub mod find;
 mod tail;
+mod watch;
 
 impl SourceKind for FileConfig {
     /// The config with its paths resolved against the pipeline file.

@@ -76,6 +76,9 @@ pub(super) struct Tailer {
     /// Why files that match were not read (encrypted without identity,
     /// compressed without `gzip`), for the error when none is left.
     skipped: Option<&'static str>,
+    /// Changes to the files' folder, when it is watched (`follow` without
+    /// `poll`); `None`: polled every `poll_interval`.
+    watch: Option<super::watch::Watch>,
 }
 
 impl Tailer {
@@ -86,7 +89,20 @@ impl Tailer {
         checkpoints: Option<Checkpoints>,
         known: HashMap<FileId, (Fingerprint, PathBuf)>,
     ) -> Self {
+        let watch = (cfg.follow && !cfg.poll)
+            .then(|| super::watch::Watch::start(&cfg.path, ctx.shutdown.clone(), &handle))
+            .and_then(|w| match w {
+                Ok(w) => {
+                    tracing::debug!(source = %ctx.name, folder = %w.folder.display(), "watching for changes");
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::info!(source = %ctx.name, error = %e, "cannot watch the files' folder; polling every poll_interval");
+                    None
+                }
+            });
         Tailer {
+            watch,
             batcher: Batcher::new(ctx.batch),
             cfg,
             ctx: Some(ctx),
@@ -147,13 +163,23 @@ impl Tailer {
                 break Ok(());
             }
             if !progressed {
+                let idle = self.idle();
                 let wait = self
                     .batcher
                     .deadline()
                     .map(|d| d.into_std().saturating_duration_since(Instant::now()))
-                    .unwrap_or(self.cfg.poll_interval)
-                    .min(self.cfg.poll_interval);
-                std::thread::sleep(wait.max(Duration::from_millis(1)));
+                    .unwrap_or(idle)
+                    .min(idle)
+                    .max(Duration::from_millis(1));
+                match &self.watch {
+                    None => std::thread::sleep(wait),
+                    Some(w) => match w.wait(wait) {
+                        super::watch::Waited::Rescan => self.scanned_at = None,
+                        super::watch::Waited::Changed
+                        | super::watch::Waited::Timeout
+                        | super::watch::Waited::Stop => {}
+                    },
+                }
             }
         };
         // Files read once end with their last line, newline or not.
@@ -175,11 +201,19 @@ impl Tailer {
         result
     }
 
+    /// How long to wait when nothing happens: a watched source wakes on
+    /// changes, and looks anyway every `watch::RECHECK`.
+    fn idle(&self) -> Duration {
+        match self.watch {
+            Some(_) => super::watch::RECHECK.max(self.cfg.poll_interval),
+            None => self.cfg.poll_interval,
+        }
+    }
+
     /// Find the files the glob matches now.
     fn scan(&mut self) {
-        let due = self
-            .scanned_at
-            .is_none_or(|t| t.elapsed() >= self.cfg.poll_interval);
+        let idle = self.idle();
+        let due = self.scanned_at.is_none_or(|t| t.elapsed() >= idle);
         if (!self.cfg.follow && self.scans > 0) || !due {
             return;
         }

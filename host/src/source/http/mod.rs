@@ -13,6 +13,7 @@
 
 mod body;
 pub mod form;
+mod grpc;
 mod idempotency;
 pub mod listener;
 
@@ -86,7 +87,7 @@ fn default_max_age() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     #[serde(rename = "type")]
-    _type: TypeTag,
+    pub(crate) _type: TypeTag,
     /// Where to listen: `0.0.0.0:8080`.
     pub address: String,
     /// Paths that accept `POST`s (default `/api/log`).
@@ -144,31 +145,37 @@ pub struct HttpConfig {
     /// Where an event without `timestamp` has its time (see `base::timestamp`).
     #[serde(default)]
     pub timestamp: Option<crate::base::timestamp::TimestampRules>,
+    /// Bodies are OTLP logs requests (set by the `otlp` source, not a key).
+    #[serde(skip)]
+    pub otlp: bool,
+    /// Where OTLP/gRPC is served besides (set by the `otlp` source).
+    #[serde(skip)]
+    pub grpc_address: Option<String>,
 }
 
 fn default_paths() -> Vec<String> {
     vec!["/api/log".to_string()]
 }
-fn default_max_body() -> usize {
+pub(super) fn default_max_body() -> usize {
     10 << 20
 }
-fn default_ack_timeout() -> Duration {
+pub(super) fn default_ack_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_max_events_per_request() -> usize {
+pub(super) fn default_max_events_per_request() -> usize {
     100_000
 }
-fn default_max_in_flight() -> usize {
+pub(super) fn default_max_in_flight() -> usize {
     64 << 20
 }
 const HOUR: Duration = Duration::from_secs(3600);
-fn default_max_connections() -> usize {
+pub(super) fn default_max_connections() -> usize {
     1024
 }
 fn default_idempotency_window() -> Duration {
     Duration::from_secs(600)
 }
-fn default_read_timeout() -> Duration {
+pub(super) fn default_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
@@ -198,6 +205,27 @@ struct Server {
 }
 
 impl Server {
+    /// Whether a request with this `Authorization` header may send
+    /// events (any may, without `auth_token_env`).
+    fn authorized(&self, authorization: Option<&str>) -> bool {
+        match &self.token {
+            None => true,
+            Some(token) => authorization
+                .and_then(bearer_token)
+                .is_some_and(|g| same_secret(g, token)),
+        }
+    }
+
+    /// Whether the pipeline has no room for a batch now (counted as busy:
+    /// the request is answered at once instead of queued).
+    fn full(&self) -> bool {
+        let full = !self.ctx.output.has_room();
+        if full {
+            ComponentMetrics::add(&self.ctx.metrics.busy, 1);
+        }
+        full
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let Some(cors) = &self.cfg.cors else {
             return Ok(self.clone().respond(req).await);
@@ -265,8 +293,7 @@ impl Server {
             }
         }
         // Backpressure: a full pipeline answers at once instead of queueing.
-        if !self.ctx.output.has_room() {
-            ComponentMetrics::add(&self.ctx.metrics.busy, 1);
+        if self.full() {
             return full();
         }
         // The bytes this request may take while it is read and parsed, out
@@ -293,10 +320,30 @@ impl Server {
             self.cfg.max_body,
             self.cfg.read_timeout,
         );
-        let events = match read
-            .await
-            .and_then(|b| Ok((body::parse(&self.cfg, &content_type, &b)?, b.len())))
-        {
+        let otlp = match self.cfg.otlp {
+            false => None,
+            true => match crate::base::otlp::Encoding::of(&content_type) {
+                Some(e) => Some(e),
+                None => {
+                    return error(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "send OTLP logs as application/x-protobuf or application/json",
+                    )
+                }
+            },
+        };
+        let events = match read.await.and_then(|b| {
+            let events = match otlp {
+                None => body::parse(&self.cfg, &content_type, &b)?,
+                Some(encoding) => {
+                    let req = crate::base::otlp::decode_request(encoding, &b)
+                        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+                    crate::base::otlp::events_within(&req, self.cfg.max_events_per_request)
+                        .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e))?
+                }
+            };
+            Ok((events, b.len()))
+        }) {
             Ok(e) => e,
             Err((status, message)) => return error(status, message),
         };
@@ -313,6 +360,13 @@ impl Server {
         if let Err(refused) = self.deliver(batch, ticket).await {
             return refused;
         }
+        if let Some(encoding) = otlp {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(CONTENT_TYPE, encoding.content_type())
+                .body(Full::new(Bytes::from(crate::base::otlp::success_body(encoding))).boxed())
+                .expect("static response parts are valid");
+        }
         let mut body = serde_json::json!({ "accepted": accepted });
         if !rejected.is_empty() {
             body["rejected"] = serde_json::to_value(&rejected).unwrap_or_default();
@@ -326,6 +380,15 @@ impl Server {
     fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         let path = req.uri().path();
         if !self.cfg.paths.iter().any(|p| p == path) {
+            if self.cfg.otlp {
+                return Some(error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no such path; this OTLP source takes logs at {} (traces and metrics are not taken)",
+                        self.cfg.paths.join(" or ")
+                    ),
+                ));
+            }
             return Some(error(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -356,27 +419,24 @@ impl Server {
                 "send events with POST",
             ));
         }
-        if let Some(token) = &self.token {
-            let given = req
-                .headers()
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(bearer_token);
-            if !given.is_some_and(|g| same_secret(g, token)) {
-                return Some(
-                    Response::builder()
-                        .status(StatusCode::UNAUTHORIZED)
-                        .header("www-authenticate", "Bearer")
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(
-                            Full::new(Bytes::from(
-                                "{\"error\":\"a valid bearer token is required\"}\n",
-                            ))
-                            .boxed(),
-                        )
-                        .expect("static response parts are valid"),
-                );
-            }
+        let authorization = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !self.authorized(authorization) {
+            return Some(
+                Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header("www-authenticate", "Bearer")
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(
+                        Full::new(Bytes::from(
+                            "{\"error\":\"a valid bearer token is required\"}\n",
+                        ))
+                        .boxed(),
+                    )
+                    .expect("static response parts are valid"),
+            );
         }
         None
     }
@@ -595,6 +655,9 @@ impl SourceKind for HttpConfig {
             Duration::ZERO,
             24 * HOUR,
         )?;
+        if let Some(g) = &self.grpc_address {
+            grpc::address(g).map_err(|e| BuildError::key("grpc_address", e))?;
+        }
         let token = match &self.auth_token_env {
             Some(var) => {
                 let token = std::env::var(var).map_err(|_| {
@@ -615,8 +678,8 @@ impl SourceKind for HttpConfig {
         self.batch
     }
 
-    fn listens_on(&self) -> Option<&str> {
-        Some(&self.address)
+    fn listens_on(&self) -> Vec<(&'static str, &str)> {
+        vec![("address", &self.address)]
     }
 }
 
@@ -650,9 +713,28 @@ impl HttpConfig {
             server.cfg.max_connections,
         )
         .with_metrics(server.ctx.metrics.clone());
+        let mut grpc = match &server.cfg.grpc_address {
+            Some(g) => {
+                let address = grpc::address(g).map_err(anyhow::Error::msg)?;
+                Some(tokio::spawn(grpc::serve(
+                    server.clone(),
+                    address,
+                    server.ctx.shutdown.clone(),
+                )))
+            }
+            None => None,
+        };
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
+                ended = async { grpc.as_mut().expect("guarded").await }, if grpc.is_some() => {
+                    grpc = None;
+                    match ended {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => anyhow::bail!("source {}: OTLP/gRPC crashed: {e}", server.ctx.name),
+                    }
+                }
                 stream = acceptor.next() => {
                     let server = server.clone();
                     acceptor.spawn(async move {
@@ -671,6 +753,12 @@ impl HttpConfig {
         // Stop accepting; let requests in flight finish (they hold the
         // output), but not forever.
         acceptor.drain(Duration::from_secs(5)).await;
+        if let Some(grpc) = grpc {
+            // It stops on the same shutdown; requests in flight finish.
+            if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), grpc).await {
+                tracing::warn!(error = %format!("{e:#}"), "otlp/grpc ended with an error");
+            }
+        }
         Ok(())
     }
 }

@@ -1,0 +1,342 @@
+//! The alert sink's grouping and rate limit, as a state machine over
+//! explicit instants (so its tests need no clock).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// The window `max_per_minute` counts in.
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// What the grouping is told by the config.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub group_by: Vec<String>,
+    pub group_wait: Duration,
+    pub repeat_interval: Duration,
+    pub max_per_minute: u32,
+    pub max_groups: usize,
+}
+
+/// One notification to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// A group's events since its last notification.
+    Group {
+        /// `group_by` fields and their values.
+        key: Vec<(String, String)>,
+        /// The first of those events.
+        sample: Value,
+        count: u64,
+        first_seen: DateTime<Utc>,
+        last_seen: DateTime<Utc>,
+    },
+    /// Notifications the rate limit held back in the last window.
+    Suppressed { alerts: u64, events: u64 },
+}
+
+#[derive(Debug)]
+struct Group {
+    sample: Value,
+    /// Events not notified yet.
+    pending: u64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    /// When its pending events may be notified.
+    due: Instant,
+    last_event: Instant,
+    last_sent: Option<Instant>,
+}
+
+/// The groups and the rate limit's window.
+#[derive(Debug)]
+pub struct Groups {
+    limits: Limits,
+    groups: HashMap<Vec<String>, Group>,
+    /// When the current window began and how many it sent.
+    window: Option<(Instant, u32)>,
+    /// Held back in the current window: notifications and their events.
+    suppressed: (u64, u64),
+    /// Held back since the last [`Groups::take_suppressed`].
+    newly_suppressed: u64,
+}
+
+/// The value at `path` of an event: the key as written (`code.filepath`),
+/// else a dotted path into nested objects (the SDK's own lookup).
+pub fn lookup<'a>(event: &'a Value, path: &str) -> Option<&'a Value> {
+    sluice_plugin::event::field(event.as_object()?, path)
+}
+
+/// A value as text: a string as it is, `null` as nothing, others as JSON.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl Groups {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            groups: HashMap::new(),
+            window: None,
+            suppressed: (0, 0),
+            newly_suppressed: 0,
+        }
+    }
+
+    /// Count one event into its group.
+    pub fn observe(&mut self, event: &[u8], now: Instant) {
+        let v: Value = serde_json::from_slice(event)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(event).into_owned()));
+        let mut key: Vec<String> = self
+            .limits
+            .group_by
+            .iter()
+            .map(|f| lookup(&v, f).map(text).unwrap_or_default())
+            .collect();
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.limits.max_groups {
+            key = vec!["other".to_string(); self.limits.group_by.len().max(1)];
+        }
+        let wall = Utc::now();
+        let group_wait = self.limits.group_wait;
+        let g = self.groups.entry(key).or_insert_with(|| Group {
+            sample: Value::Null,
+            pending: 0,
+            first_seen: wall,
+            last_seen: wall,
+            due: now + group_wait,
+            last_event: now,
+            last_sent: None,
+        });
+        if g.pending == 0 {
+            g.sample = v;
+            g.first_seen = wall;
+        }
+        g.pending += 1;
+        g.last_seen = wall;
+        g.last_event = now;
+    }
+
+    /// When something is next due: a group's notification, or the
+    /// summary at the end of a window that suppressed some.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let groups = self
+            .groups
+            .values()
+            .filter(|g| g.pending > 0)
+            .map(|g| g.due)
+            .min();
+        let summary = match self.window {
+            Some((start, _)) if self.suppressed.0 > 0 => Some(start + MINUTE),
+            _ => None,
+        };
+        match (groups, summary) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Notifications held back by the limit since the last call.
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.newly_suppressed)
+    }
+
+    /// The summary of a window that suppressed notifications, once it ended.
+    fn roll_window(&mut self, now: Instant, out: &mut Vec<Notification>) {
+        if let Some((start, _)) = self.window {
+            if now >= start + MINUTE {
+                self.summarize(out);
+                self.window = None;
+            }
+        }
+    }
+
+    fn summarize(&mut self, out: &mut Vec<Notification>) {
+        let (alerts, events) = std::mem::take(&mut self.suppressed);
+        if alerts > 0 {
+            out.push(Notification::Suppressed { alerts, events });
+        }
+    }
+
+    /// What is due at `now` (every group with events when `all`).
+    fn take(&mut self, now: Instant, all: bool) -> Vec<Notification> {
+        let mut out = Vec::new();
+        self.roll_window(now, &mut out);
+        let mut due: Vec<(Instant, Vec<String>)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.pending > 0 && (all || g.due <= now))
+            .map(|(k, g)| (g.due, k.clone()))
+            .collect();
+        due.sort();
+        for (_, key) in due {
+            let allowed = match &mut self.window {
+                Some((_, sent)) if *sent >= self.limits.max_per_minute => false,
+                Some((_, sent)) => {
+                    *sent += 1;
+                    true
+                }
+                None => {
+                    self.window = Some((now, 1));
+                    true
+                }
+            };
+            let g = self.groups.get_mut(&key).expect("key taken from the map");
+            let count = std::mem::take(&mut g.pending);
+            g.due = now + self.limits.repeat_interval;
+            g.last_sent = Some(now);
+            if allowed {
+                out.push(Notification::Group {
+                    key: self
+                        .limits
+                        .group_by
+                        .iter()
+                        .cloned()
+                        .zip(key.iter().cloned())
+                        .collect(),
+                    sample: std::mem::take(&mut g.sample),
+                    count,
+                    first_seen: g.first_seen,
+                    last_seen: g.last_seen,
+                });
+            } else {
+                self.suppressed.0 += 1;
+                self.suppressed.1 += count;
+                self.newly_suppressed += 1;
+            }
+        }
+        // Groups quiet for a repeat interval are forgotten.
+        let repeat = self.limits.repeat_interval;
+        self.groups.retain(|_, g| {
+            g.pending > 0 || now < g.last_event.max(g.last_sent.unwrap_or(g.last_event)) + repeat
+        });
+        out
+    }
+
+    /// The notifications due at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Notification> {
+        self.take(now, false)
+    }
+
+    /// Everything still waiting (the sink is stopping): every group with
+    /// events, within the limit, then the summary of what it held back.
+    pub fn flush(&mut self, now: Instant) -> Vec<Notification> {
+        let mut out = self.take(now, true);
+        self.summarize(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_minute: u32) -> Limits {
+        Limits {
+            group_by: vec!["service".into(), "message".into()],
+            group_wait: Duration::from_secs(30),
+            repeat_interval: Duration::from_secs(600),
+            max_per_minute: per_minute,
+            max_groups: 100,
+        }
+    }
+
+    fn counts(n: &[Notification]) -> Vec<u64> {
+        n.iter()
+            .map(|n| match n {
+                Notification::Group { count, .. } => *count,
+                Notification::Suppressed { alerts, .. } => 1_000_000 + alerts,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_is_one_notification_with_its_count_then_one_per_repeat() {
+        let t0 = Instant::now();
+        let mut g = Groups::new(limits(10));
+        for _ in 0..10_000 {
+            g.observe(br#"{"service":"api","message":"boom","level":"error"}"#, t0);
+        }
+        assert!(g.due(t0 + Duration::from_secs(29)).is_empty());
+        assert_eq!(g.next_wake(), Some(t0 + Duration::from_secs(30)));
+        let sent = g.due(t0 + Duration::from_secs(30));
+        assert_eq!(counts(&sent), [10_000]);
+        let Notification::Group { key, sample, .. } = &sent[0] else {
+            panic!()
+        };
+        assert_eq!(key[0], ("service".to_string(), "api".to_string()));
+        assert_eq!(sample["level"], "error");
+        // More of the same: held until the repeat interval is over.
+        g.observe(
+            br#"{"service":"api","message":"boom"}"#,
+            t0 + Duration::from_secs(40),
+        );
+        g.observe(
+            br#"{"service":"api","message":"boom"}"#,
+            t0 + Duration::from_secs(50),
+        );
+        assert!(g.due(t0 + Duration::from_secs(600)).is_empty());
+        assert_eq!(counts(&g.due(t0 + Duration::from_secs(630))), [2]);
+        // Quiet for a repeat interval: forgotten, and a new event waits
+        // group_wait again.
+        assert!(g.due(t0 + Duration::from_secs(1231)).is_empty());
+        assert!(g.groups.is_empty());
+        let t1 = t0 + Duration::from_secs(2000);
+        g.observe(br#"{"service":"api","message":"boom"}"#, t1);
+        assert!(g.due(t1 + Duration::from_secs(1)).is_empty());
+        assert_eq!(counts(&g.due(t1 + Duration::from_secs(30))), [1]);
+    }
+
+    #[test]
+    fn the_rate_limit_holds_and_a_summary_follows_the_minute() {
+        let t0 = Instant::now();
+        let mut g = Groups::new(limits(5));
+        for i in 0..50 {
+            let e = format!(r#"{{"service":"api","message":"error {i}"}}"#);
+            g.observe(e.as_bytes(), t0);
+            g.observe(e.as_bytes(), t0);
+        }
+        let sent = g.due(t0 + Duration::from_secs(30));
+        assert_eq!(counts(&sent), [2; 5]);
+        assert_eq!(g.take_suppressed(), 45);
+        assert_eq!(g.next_wake(), Some(t0 + Duration::from_secs(90)));
+        let later = g.due(t0 + Duration::from_secs(90));
+        assert_eq!(
+            later,
+            [Notification::Suppressed {
+                alerts: 45,
+                events: 90
+            }]
+        );
+        assert_eq!(g.next_wake(), None);
+    }
+
+    #[test]
+    fn groups_past_the_cap_share_one_and_flush_sends_what_waits() {
+        let t0 = Instant::now();
+        let mut g = Groups::new(Limits {
+            max_groups: 2,
+            ..limits(100)
+        });
+        for i in 0..5 {
+            g.observe(format!(r#"{{"service":"s{i}"}}"#).as_bytes(), t0);
+        }
+        let mut sent = counts(&g.flush(t0));
+        sent.sort();
+        assert_eq!(sent, [1, 1, 3]);
+    }
+
+    #[test]
+    fn dotted_paths_and_flat_dotted_keys() {
+        let v: Value = serde_json::from_str(r#"{"a":{"b":1},"code.line":7}"#).unwrap();
+        assert_eq!(lookup(&v, "a.b"), Some(&Value::from(1)));
+        assert_eq!(lookup(&v, "code.line"), Some(&Value::from(7)));
+        assert_eq!(lookup(&v, "a.c"), None);
+    }
+}
