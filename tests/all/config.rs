@@ -296,6 +296,11 @@ async fn sizes_counts_and_durations_are_bounded_at_their_line() {
             "transforms.t.memory_mib",
         ),
         (
+            format!("{gen}\n[transforms.t]\nplugin = \"filter\"\ninputs = [\"app\"]\nconcurrency = 0\n{SINK}"),
+            7,
+            "transforms.t.concurrency",
+        ),
+        (
             format!("[sources.app]\ntype = \"http\"\naddress = \"127.0.0.1:0\"\nmax_body = \"2GiB\"\n{SINK}"),
             4,
             "sources.app.max_body",

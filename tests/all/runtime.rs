@@ -189,3 +189,64 @@ async fn one_percent_poison_in_100k() {
     // Memory stays bounded: instances are dropped after each failure.
     assert!(grown_mib < 512, "resident memory grew by {grown_mib} MiB");
 }
+
+/// `concurrency = 3`: three instances of the plugin, each `init`-ed on its
+/// own, work on consecutive batches; the next stage still gets every event
+/// once and in order, and a poisoned event still costs itself only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_consecutive_batches_keep_the_order() {
+    let d = tempfile::tempdir().unwrap();
+    let events: Vec<_> = (0..4000u64)
+        .map(|i| match i {
+            1234 => json!({"i": i, "chaos": "panic"}),
+            3001 => json!({"i": i, "chaos": "loop"}),
+            _ => json!({"i": i, "chaos": "whoami"}),
+        })
+        .collect();
+    write_json_lines(&d.path().join("in.log"), &events);
+    let toml = pipeline("dead-letter")
+        .replace("max_events = 64", "max_events = 16")
+        .replace(
+            "time_budget = \"50ms\"",
+            "time_budget = \"50ms\"\nconcurrency = 3",
+        );
+    let metrics = run(d.path(), &toml).await.unwrap();
+
+    let out = read_json_lines(&d.path().join("out.log"));
+    let got: Vec<u64> = out.iter().map(|e| e["i"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (0..4000).filter(|&i| i != 1234 && i != 3001).collect();
+    assert!(
+        got == want,
+        "every event once, in order ({} of {})",
+        got.len(),
+        want.len()
+    );
+    // Before the first poisoned batch no instance was replaced (a trap
+    // or a timeout makes a fresh one, with a new number).
+    let instances: std::collections::BTreeSet<u64> = out
+        .iter()
+        .filter(|e| e["i"].as_u64().unwrap() < 1216)
+        .map(|e| e["instance"].as_u64().unwrap())
+        .collect();
+    assert!(
+        (2..=3).contains(&instances.len()),
+        "the batches were shared by the instances: {instances:?}"
+    );
+    let dead = read_json_lines(&d.path().join("dead.log"));
+    let kinds: Vec<(u64, &str)> = dead
+        .iter()
+        .map(|l| {
+            (
+                l["event"]["i"].as_u64().unwrap(),
+                l["error"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert!(
+        kinds.contains(&(1234, "trap")) && kinds.contains(&(3001, "timeout")),
+        "{kinds:?}"
+    );
+    let c = counts(&metrics, "chaos");
+    assert_eq!((c.events_in, c.events_out, c.failed), (4000, 3998, 2));
+}

@@ -79,6 +79,26 @@ pub struct TransformConfig {
     /// Count the events leaving it by some fields' values.
     #[serde(default)]
     pub metrics: Option<crate::base::metrics::FieldMetricsConfig>,
+    /// Instances of the plugin working on consecutive batches, each on a
+    /// thread of its own (output kept in batch order). Default: the
+    /// machine's cores, at most [`AUTO_CONCURRENCY_MAX`]; 1 for a plugin
+    /// that must see every event itself (counters across events).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+/// The most instances a transform runs when `concurrency` is not set.
+pub const AUTO_CONCURRENCY_MAX: usize = 4;
+
+impl TransformConfig {
+    /// How many instances of the plugin run.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(AUTO_CONCURRENCY_MAX)
+        })
+    }
 }
 
 fn default_instances() -> u32 {
@@ -499,6 +519,9 @@ impl PipelineConfig {
                 bounded("", c.instances, 1, 1000),
             )?;
             check(format!("{prefix}.tables"), bounded("", c.tables, 1, 10_000))?;
+            if let Some(n) = c.concurrency {
+                check(format!("{prefix}.concurrency"), bounded("", n, 1, 64))?;
+            }
             check(
                 format!("{prefix}.memories"),
                 bounded("", c.memories, 1, 100),

@@ -318,6 +318,11 @@ impl Runtime {
         config.concurrency_support(false);
         config.epoch_interruption(self.epochs);
         config.max_wasm_stack(stack);
+        // `SLUICE_PERF_MAP=1`: name the plugins' compiled functions in
+        // /tmp/perf-PID.map, so `perf record` / `perf report` can show them.
+        if std::env::var_os("SLUICE_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -615,6 +620,31 @@ impl LoadedPlugin {
             self.info.version,
             &self.compiled.hash[..16]
         )
+    }
+
+    /// The same plugin, compiled code, config and limits, without a live
+    /// instance: what [`LoadedPlugin::replica`] copies.
+    pub fn detached(&self) -> LoadedPlugin {
+        LoadedPlugin {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            _runtime: self._runtime.clone(),
+            compiled: self.compiled.clone(),
+            config: self.config.clone(),
+            limits: self.limits,
+            info: self.info.clone(),
+            instance: None,
+        }
+    }
+
+    /// Another instance of the same compiled plugin with the same config,
+    /// `init`-ed afresh: what a transform with `concurrency` above 1 runs
+    /// on its other threads. It shares nothing with this one but the
+    /// compiled code.
+    pub fn replica(&self) -> Result<LoadedPlugin, PluginError> {
+        let mut plugin = self.detached();
+        plugin.info = plugin.fresh_instance()?;
+        Ok(plugin)
     }
 
     fn fresh_instance(&mut self) -> Result<Info, PluginError> {

@@ -414,6 +414,18 @@ impl Running {
                 );
             }
         }
+        for t in &new.transforms {
+            if let Some(h) = state.transforms.get(&t.name) {
+                if h.concurrency != t.config.concurrency() {
+                    tracing::warn!(
+                        transform = %t.name,
+                        running = h.concurrency,
+                        asked = t.config.concurrency(),
+                        "a running transform keeps its number of instances; a new `concurrency` takes effect at the next start"
+                    );
+                }
+            }
+        }
         let dead = Running::dead_output(inner, &mut state);
 
         // 2. Stop what is gone or changed; drains behind it.

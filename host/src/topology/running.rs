@@ -62,6 +62,8 @@ pub(super) struct TransformHandle {
     pub(super) outputs: Vec<String>,
     /// SHA-256 of the running plugin, to skip reloading identical bytes.
     pub(super) hash: String,
+    /// Instances of its plugin running, fixed when it started.
+    pub(super) concurrency: usize,
 }
 
 /// The mutable state of a running pipeline, changed only under its lock.
@@ -271,6 +273,7 @@ impl Running {
                 on_error: config.on_error,
                 outputs: outputs.clone(),
                 hash: plugin.hash().to_string(),
+                concurrency: config.concurrency(),
             },
         );
         inner.router.revive(name);
@@ -284,16 +287,13 @@ impl Running {
             ),
             input: rx,
             metrics: inner.metrics.component(name, Kind::Transform),
-            dead: DeadLetters::new(name, dead.clone())
-                .for_plugin(plugin.source(), &plugin.version()),
+            dead: DeadLetters::new(name, dead.clone()),
             on_error: config.on_error,
             plugin,
             swaps: swap_rx,
+            concurrency: config.concurrency(),
         };
-        Running::track(inner, name, async move {
-            let handle = tokio::task::spawn_blocking(move || stage.run());
-            handle.await.map_err(|e| anyhow::anyhow!("crashed: {e}"))
-        });
+        Running::track(inner, name, stage.run());
     }
 
     pub(super) fn spawn_source(

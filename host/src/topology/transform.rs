@@ -1,7 +1,15 @@
-//! A transform stage: a plugin over the batches of its input channel, on a
-//! blocking thread (wasm calls are synchronous and CPU-bound).
+//! A transform stage: a plugin over the batches of its input channel, on
+//! blocking threads (wasm calls are synchronous and CPU-bound).
+//!
+//! With `concurrency` above 1, that many instances of the plugin, each on a
+//! thread of its own and with its own store, take consecutive batches from
+//! the one input; each batch gets a sequence number as it is taken, and its
+//! output leaves only after the output of every batch before it, so the
+//! next stage sees the batches in the order they came. A plugin swap takes
+//! effect at one batch for every instance: the batches taken before it are
+//! finished by the old version, every batch after it by the new one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
 
@@ -13,7 +21,7 @@ use crate::base::output::{FinishOnDrop, Output};
 use crate::config::OnError;
 use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
 use crate::plugin::bindings::Verdicts;
-use crate::plugin::{CallError, LoadedPlugin};
+use crate::plugin::{CallError, LoadedPlugin, PluginError};
 
 /// A running transform's parts.
 pub struct TransformStage {
@@ -21,11 +29,14 @@ pub struct TransformStage {
     pub plugin: LoadedPlugin,
     pub input: mpsc::Receiver<SharedBatch>,
     pub output: Output,
+    /// Its dead letters (the plugin's source and version are added here).
     pub dead: DeadLetters,
     pub metrics: Arc<ComponentMetrics>,
     pub on_error: OnError,
     /// New versions of the plugin (hot reload), taken between two batches.
     pub swaps: std::sync::mpsc::Receiver<(LoadedPlugin, OnError)>,
+    /// Instances of the plugin working on consecutive batches (at least 1).
+    pub concurrency: usize,
 }
 
 /// What one batch became.
@@ -37,19 +48,219 @@ struct Outcome {
     failed: Vec<(Vec<u8>, CallError)>,
 }
 
+/// One version of the plugin: the one the stage started with, or a swap.
+struct Version {
+    generation: u64,
+    on_error: OnError,
+    dead: DeadLetters,
+    /// The plugin as loaded: the first instance to take up this version
+    /// runs it.
+    loaded: Mutex<Option<LoadedPlugin>>,
+    /// The others run replicas of it (same compiled code and config).
+    seed: Mutex<LoadedPlugin>,
+}
+
+impl Version {
+    fn new(generation: u64, plugin: LoadedPlugin, on_error: OnError, dead: &DeadLetters) -> Self {
+        Self {
+            generation,
+            on_error,
+            dead: dead.for_plugin(plugin.source(), &plugin.version()),
+            seed: Mutex::new(plugin.detached()),
+            loaded: Mutex::new(Some(plugin)),
+        }
+    }
+
+    /// A live instance of this version for one worker.
+    fn instance(&self) -> Result<LoadedPlugin, PluginError> {
+        if let Some(plugin) = lock(&self.loaded).take() {
+            return Ok(plugin);
+        }
+        lock(&self.seed).replica()
+    }
+}
+
+/// Where the batches come from: taken one at a time, numbered as taken.
+struct Intake {
+    input: mpsc::Receiver<SharedBatch>,
+    swaps: std::sync::mpsc::Receiver<(LoadedPlugin, OnError)>,
+    /// The transform's dead letters, without a plugin version.
+    dead: DeadLetters,
+    version: Arc<Version>,
+    next: u64,
+}
+
+/// Whose output leaves next.
+struct Turn {
+    next: u64,
+    /// Downstream closed, or a worker died holding a batch: no more output.
+    stopped: bool,
+}
+
+/// What the workers of one stage share.
+struct Shared {
+    name: Arc<str>,
+    output: Output,
+    metrics: Arc<ComponentMetrics>,
+    intake: Mutex<Intake>,
+    turn: Mutex<Turn>,
+    turned: Condvar,
+    /// Finishes the output when the last worker is gone.
+    _finish: FinishOnDrop,
+}
+
+/// A batch taken: its output must leave in its turn. Dropped unsent (a
+/// panic), it stops the stage rather than leave the later batches waiting.
+struct Ticket<'a> {
+    shared: &'a Shared,
+    seq: u64,
+    sent: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut turn = lock(&self.shared.turn);
+        if self.sent {
+            turn.next += 1;
+        } else {
+            turn.stopped = true;
+        }
+        self.shared.turned.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The next batch, its ticket and the version to process it with; a
+    /// swap that came in before it takes effect from this batch on.
+    fn take(&self) -> Option<(Ticket<'_>, SharedBatch, Arc<Version>)> {
+        let mut intake = lock(&self.intake);
+        let batch = intake.input.blocking_recv()?;
+        while let Ok((plugin, on_error)) = intake.swaps.try_recv() {
+            tracing::info!(transform = %self.name, version = %plugin.version(), "plugin swapped");
+            let generation = intake.version.generation + 1;
+            intake.version = Arc::new(Version::new(generation, plugin, on_error, &intake.dead));
+        }
+        let seq = intake.next;
+        intake.next += 1;
+        let ticket = Ticket {
+            shared: self,
+            seq,
+            sent: false,
+        };
+        Some((ticket, batch, intake.version.clone()))
+    }
+
+    /// Send a batch's output once every batch taken before it has sent
+    /// its own. False when downstream has closed.
+    fn send(&self, mut ticket: Ticket<'_>, ports: Vec<Batch>, batch: &SharedBatch) -> bool {
+        {
+            let mut turn = lock(&self.turn);
+            while turn.next != ticket.seq && !turn.stopped {
+                turn = self
+                    .turned
+                    .wait(turn)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if turn.stopped {
+                return false;
+            }
+        }
+        for (port, mut out) in ports.into_iter().enumerate() {
+            if !out.is_empty() {
+                out.acks = batch.acks.clone();
+            }
+            if self.output.blocking_send(port, out).is_err() {
+                tracing::debug!(transform = %self.name, "downstream closed; stopping");
+                return false;
+            }
+        }
+        ticket.sent = true;
+        true
+    }
+}
+
+/// One instance of the plugin at work.
+struct Worker {
+    name: Arc<str>,
+    metrics: Arc<ComponentMetrics>,
+    plugin: LoadedPlugin,
+    version: Arc<Version>,
+}
+
 impl TransformStage {
-    /// Run until the input closes. Blocking: call from `spawn_blocking`.
-    pub fn run(mut self) {
-        let _finish = FinishOnDrop(self.output.clone());
-        let ports = self.output.ports().max(1);
-        while let Some(batch) = self.input.blocking_recv() {
-            // A new version takes over between two batches: the batch in
-            // hand was finished by the old one.
-            while let Ok((plugin, on_error)) = self.swaps.try_recv() {
-                self.on_error = on_error;
-                self.dead = self.dead.for_plugin(plugin.source(), &plugin.version());
-                tracing::info!(transform = %self.name, version = %plugin.version(), "plugin swapped");
-                self.plugin = plugin;
+    /// Run until the input closes: the workers on blocking threads.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let TransformStage {
+            name,
+            plugin,
+            input,
+            output,
+            dead,
+            metrics,
+            on_error,
+            swaps,
+            concurrency,
+        } = self;
+        let version = Arc::new(Version::new(0, plugin, on_error, &dead));
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            _finish: FinishOnDrop(output.clone()),
+            output,
+            metrics: metrics.clone(),
+            intake: Mutex::new(Intake {
+                input,
+                swaps,
+                dead,
+                version: version.clone(),
+                next: 0,
+            }),
+            turn: Mutex::new(Turn {
+                next: 0,
+                stopped: false,
+            }),
+            turned: Condvar::new(),
+        });
+        let mut handles = Vec::with_capacity(concurrency.max(1));
+        for i in 0..concurrency.max(1) {
+            let (shared, version) = (shared.clone(), version.clone());
+            handles.push(tokio::task::spawn_blocking(move || {
+                // The first worker runs the plugin as loaded; a replica
+                // that fails to start leaves the stage one worker short.
+                let plugin = match version.instance() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(transform = %shared.name, worker = i, error = %e, "cannot start another instance of the plugin; running with fewer");
+                        return;
+                    }
+                };
+                let worker = Worker {
+                    name: shared.name.clone(),
+                    metrics: shared.metrics.clone(),
+                    plugin,
+                    version,
+                };
+                worker.run(&shared);
+            }));
+        }
+        drop(shared);
+        for handle in handles {
+            handle.await.map_err(|e| anyhow::anyhow!("crashed: {e}"))?;
+        }
+        tracing::debug!(transform = %name, "input closed; transform done");
+        Ok(())
+    }
+}
+
+impl Worker {
+    fn run(mut self, shared: &Shared) {
+        let ports = shared.output.ports().max(1);
+        while let Some((ticket, batch, version)) = shared.take() {
+            if version.generation != self.version.generation {
+                self.take_up(version);
             }
             ComponentMetrics::add(&self.metrics.events_in, batch.len());
             ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
@@ -63,19 +274,26 @@ impl TransformStage {
             self.metrics.batch_seconds.observe(started.elapsed());
             self.settle(&mut outcome, &batch.acks);
             ComponentMetrics::add(&self.metrics.dropped, outcome.dropped);
-            for (port, mut out) in outcome.ports.into_iter().enumerate() {
-                if !out.is_empty() {
-                    out.acks = batch.acks.clone();
-                }
-                if self.output.blocking_send(port, out).is_err() {
-                    tracing::debug!(transform = %self.name, "downstream closed; stopping");
-                    return;
-                }
+            if !shared.send(ticket, outcome.ports, &batch) {
+                return;
             }
         }
-        tracing::debug!(transform = %self.name, "input closed; transform done");
     }
 
+    /// Switch to a newer version of the plugin. Should its instance fail
+    /// to start, this worker keeps the old one and tries again at its next
+    /// batch.
+    fn take_up(&mut self, version: Arc<Version>) {
+        match version.instance() {
+            Ok(plugin) => {
+                self.plugin = plugin;
+                self.version = version;
+            }
+            Err(e) => {
+                tracing::warn!(transform = %self.name, error = %e, "cannot start an instance of the new plugin; this batch keeps the old one");
+            }
+        }
+    }
     /// Process a batch; when the plugin fails on it, split it in halves
     /// until each failure is pinned to one event (a bad event costs itself,
     /// not its batch).
@@ -114,7 +332,8 @@ impl TransformStage {
         if outcome.failed.is_empty() {
             return;
         }
-        match self.on_error {
+        let dead = &self.version.dead;
+        match self.version.on_error {
             OnError::DeadLetter => {
                 let letters: Vec<DeadLetter<'_>> = outcome
                     .failed
@@ -125,12 +344,12 @@ impl TransformStage {
                         message: e.message.clone(),
                     })
                     .collect();
-                if !self.dead.has_reader() {
+                if !dead.has_reader() {
                     // Nothing will hold these events: a source waiting to
                     // answer (HTTP, `ack = "delivered"`) must not say 200.
                     acks.iter().for_each(|a| a.lose());
                 }
-                self.dead.blocking_send(&self.metrics, &letters, acks);
+                dead.blocking_send(&self.metrics, &letters, acks);
             }
             OnError::Drop => {
                 tracing::warn!(transform = %self.name, count = outcome.failed.len(), error = %outcome.failed[0].1, "failed events dropped");

@@ -1,13 +1,17 @@
 //! A test plugin that misbehaves when an event's `chaos` field asks it to:
 //! `panic`, `loop` (forever), `alloc` (without bound), `stack` (recurse until
 //! the stack overflows), `garbage` (replace the event with invalid JSON),
-//! `probe` (try every WASI capability and report what it got). Any other
-//! event is kept. Used by the tests to check that a bad plugin costs one
+//! `probe` (try every WASI capability and report what it got), `whoami`
+//! (replace the event with its `i` and a number drawn when this instance
+//! was `init`-ed, to tell instances apart). Any other event is kept. Used by the tests to check that a bad plugin costs one
 //! event, never the pipeline.
 
 use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
 
-pub struct Chaos;
+pub struct Chaos {
+    /// Drawn at `init`: which instance this is.
+    instance: u64,
+}
 
 #[inline(never)]
 fn recurse(n: u64, sink: &mut [u64; 64]) -> u64 {
@@ -43,7 +47,10 @@ fn probe() -> serde_json::Value {
 
 impl Plugin for Chaos {
     fn init(_config: Config) -> Result<Self, String> {
-        Ok(Chaos)
+        use std::hash::BuildHasher;
+        // Random keys from WASI's random source.
+        let instance = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        Ok(Chaos { instance })
     }
 
     fn process(&self, event: &Event<'_>) -> Verdict {
@@ -73,6 +80,11 @@ impl Plugin for Chaos {
             }
             Some("garbage") => Verdict::Replace(b"{not json".to_vec()),
             Some("probe") => Verdict::Replace(probe().to_string().into_bytes()),
+            Some("whoami") => {
+                let i = event.get("i").and_then(|v| v.as_u64());
+                let out = serde_json::json!({"i": i, "instance": self.instance});
+                Verdict::Replace(out.to_string().into_bytes())
+            }
             _ => Verdict::Keep,
         }
     }
