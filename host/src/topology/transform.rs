@@ -265,7 +265,14 @@ impl Worker {
             ComponentMetrics::add(&self.metrics.events_in, batch.len());
             ComponentMetrics::add(&self.metrics.bytes_in, batch.bytes());
             let mut outcome = Outcome {
-                ports: (0..ports).map(|_| Batch::default()).collect(),
+                // Most events leave on the default port: room for all of
+                // them there, so it is filled without a reallocation.
+                ports: (0..ports)
+                    .map(|p| match p {
+                        0 => Batch::with_capacity(batch.len(), batch.bytes()),
+                        _ => Batch::default(),
+                    })
+                    .collect(),
                 dropped: 0,
                 failed: Vec::new(),
             };
