@@ -87,10 +87,15 @@ struct Tagging {
 
 impl Tagging {
     async fn start() -> Self {
+        Self::start_with(&pipeline("")).await
+    }
+
+    /// The tagging pipeline from `toml` (a [`pipeline`], changed).
+    async fn start_with(toml: &str) -> Self {
         let d = tempfile::tempdir().unwrap();
         let plugin = d.path().join("tag.wasm");
         std::fs::copy(TAG, &plugin).unwrap();
-        let (running, metrics) = start(d.path(), &pipeline("")).await;
+        let (running, metrics) = start(d.path(), toml).await;
         let reload = running.reload_handle();
         let stop = running.stop_handle();
         let waiter = tokio::spawn(running.wait());
@@ -131,9 +136,16 @@ fn check_runs(out: &Path, runs: usize) -> usize {
     n
 }
 
+/// On three instances of the plugin (whatever the machine's cores): every
+/// swap still takes effect at one batch for all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_swaps_under_load_lose_nothing() {
-    let t = Tagging::start().await;
+    let toml = pipeline("").replace(
+        "inputs = [\"gen\"]\n",
+        "inputs = [\"gen\"]\nconcurrency = 3\n",
+    );
+    assert!(toml.contains("concurrency = 3"));
+    let t = Tagging::start_with(&toml).await;
     let (out, metrics) = (t.out.clone(), t.metrics.clone());
     for i in 0..50 {
         let (file, tag) = if i % 2 == 0 { (TAG_B, "b") } else { (TAG, "a") };
