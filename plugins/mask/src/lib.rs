@@ -124,15 +124,17 @@ fn trigger_of(kind: &str) -> u16 {
 }
 
 /// Bits of [`SEEN`]: the kinds of bytes [`triggers`] looks for.
-const S_DIGIT: u16 = 1;
-const S_UPPER: u16 = 2;
-const S_COLON: u16 = 4;
-const S_DASH: u16 = 8;
-const S_DOT: u16 = 16;
-const S_AT: u16 = 32;
-const S_B: u16 = 64; // b or B
-const S_J: u16 = 128;
-const S_ESC: u16 = 256; // a backslash: the text holds JSON escapes
+/// All but capitals fit a byte, digits its top bit: the wasm SIMD
+/// [`kinds`] computes them as one byte per input byte.
+const S_COLON: u16 = 0x01;
+const S_DASH: u16 = 0x02;
+const S_DOT: u16 = 0x04;
+const S_AT: u16 = 0x08;
+const S_B: u16 = 0x10; // b or B
+const S_J: u16 = 0x20;
+const S_ESC: u16 = 0x40; // a backslash: the text holds JSON escapes
+const S_DIGIT: u16 = 0x80;
+const S_UPPER: u16 = 0x100;
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 const SEEN: [u16; 256] = {
     let mut t = [0u16; 256];
@@ -211,7 +213,7 @@ fn kinds(b: &[u8]) -> (u16, u32) {
     for &c in b {
         let k = SEEN[c as usize];
         seen |= k;
-        digits += u32::from(k & S_DIGIT);
+        digits += u32::from(k & S_DIGIT != 0);
     }
     (seen, digits)
 }
@@ -225,15 +227,15 @@ fn kinds(b: &[u8]) -> (u16, u32) {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn kinds(b: &[u8]) -> (u16, u32) {
     use core::arch::wasm32::*;
-    // Class bits: the nibble tables' output.
-    const C_DIGIT: u8 = 0x80;
-    const C_COLON: u8 = 0x01;
-    const C_DASH: u8 = 0x02;
-    const C_DOT: u8 = 0x04;
-    const C_AT: u8 = 0x08;
-    const C_B: u8 = 0x10;
-    const C_J: u8 = 0x20;
-    const C_ESC: u8 = 0x40;
+    // The nibble tables' output: the `S_` bits that fit a byte.
+    const C_DIGIT: u8 = S_DIGIT as u8;
+    const C_COLON: u8 = S_COLON as u8;
+    const C_DASH: u8 = S_DASH as u8;
+    const C_DOT: u8 = S_DOT as u8;
+    const C_AT: u8 = S_AT as u8;
+    const C_B: u8 = S_B as u8;
+    const C_J: u8 = S_J as u8;
+    const C_ESC: u8 = S_ESC as u8;
     // By low nibble: digits are 0-9 (high 3), `@` 0 (4), `b`/`B` 2 (4, 6),
     // `:` and `J` A (3, 4), `\` C (5), `-` D (2), `.` E (2).
     const D: u8 = C_DIGIT;
@@ -302,17 +304,8 @@ fn kinds(b: &[u8]) -> (u16, u32) {
     // SAFETY: `lanes` is 16 writable bytes.
     unsafe { v128_store(lanes.as_mut_ptr().cast(), class) };
     let class = lanes.iter().fold(0u8, |acc, &c| acc | c);
-    let bit = |on: bool, kind: u16| if on { kind } else { 0 };
-    let seen = bit(class & C_DIGIT != 0, S_DIGIT)
-        | bit(v128_any_true(upper), S_UPPER)
-        | bit(class & C_COLON != 0, S_COLON)
-        | bit(class & C_DASH != 0, S_DASH)
-        | bit(class & C_DOT != 0, S_DOT)
-        | bit(class & C_AT != 0, S_AT)
-        | bit(class & C_B != 0, S_B)
-        | bit(class & C_J != 0, S_J)
-        | bit(class & C_ESC != 0, S_ESC);
-    (seen, digits)
+    let upper = if v128_any_true(upper) { S_UPPER } else { 0 };
+    (u16::from(class) | upper, digits)
 }
 
 /// Which built-in detectors could match somewhere in `b`: for each, a
