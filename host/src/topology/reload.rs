@@ -416,11 +416,12 @@ impl Running {
         }
         for t in &new.transforms {
             if let Some(h) = state.transforms.get(&t.name) {
-                if h.concurrency != t.config.concurrency() {
+                let asked = t.config.concurrency();
+                if h.concurrency != asked {
                     tracing::warn!(
                         transform = %t.name,
                         running = h.concurrency,
-                        asked = t.config.concurrency(),
+                        asked,
                         "a running transform keeps its number of instances; a new `concurrency` takes effect at the next start"
                     );
                 }

@@ -265,6 +265,7 @@ impl Running {
         state.pending.push(tx);
         let (swap_tx, swap_rx) = std::sync::mpsc::channel();
         let outputs = plugin.info().outputs.clone();
+        let concurrency = config.concurrency();
         state.transforms.insert(
             name.to_string(),
             TransformHandle {
@@ -273,7 +274,7 @@ impl Running {
                 on_error: config.on_error,
                 outputs: outputs.clone(),
                 hash: plugin.hash().to_string(),
-                concurrency: config.concurrency(),
+                concurrency,
             },
         );
         inner.router.revive(name);
@@ -291,7 +292,7 @@ impl Running {
             on_error: config.on_error,
             plugin,
             swaps: swap_rx,
-            concurrency: config.concurrency(),
+            concurrency,
         };
         Running::track(inner, name, stage.run());
     }

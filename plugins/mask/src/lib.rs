@@ -339,9 +339,9 @@ fn triggers(b: &[u8], wanted: u16) -> u16 {
 /// [`triggers`], and whether `b` holds a backslash (a JSON escape). With
 /// `any`, it stops at the first kind found (all the gate needs to know).
 fn scan_triggers(b: &[u8], wanted: u16, any: bool) -> (u16, bool) {
-    // Which kinds of bytes the text holds, and how many digits: one table
-    // look-up per byte. Most texts lack what every kind needs; only a kind
-    // whose bytes are all there is looked at closer.
+    // Which kinds of bytes the text holds, and how many digits ([`kinds`]).
+    // Most texts lack what every kind needs; only a kind whose bytes are
+    // all there is looked at closer.
     let (seen, digits) = kinds(b);
     let escaped = seen & S_ESC != 0;
     if b.len() < 3 {
