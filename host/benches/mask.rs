@@ -2,8 +2,9 @@
 //!
 //! 1,000,000 JSON lines of about 137 bytes (a third carry an email, a
 //! quarter are debug), file source -> transforms -> file sink, each run
-//! timed until the sink has written its last event, best of 5 (cases
-//! taking turns, so a slow spell of the machine hits them alike):
+//! timed until the sink has written its last event, 5 runs each (cases
+//! taking turns, so a slow spell of the machine hits them alike), their
+//! median, best and CPU time printed:
 //! no transform; `filter` (min_level = info); `mask` with every detector;
 //! `mask` with every detector on one instance (`concurrency = 1`; the
 //! default is one per core); `filter` + `mask` (every detector);
@@ -28,10 +29,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::base::event::Batch;
 use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
 use sluice::plugin::{bundled, PluginLimits, Runtime};
 use sluice::topology;
+
+mod common;
+use common::cpu_time;
 
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
@@ -50,31 +55,19 @@ fn events(n: usize) -> Vec<u8> {
     out
 }
 
-/// The every-detector config as JSON, as `init` gets it.
-fn all_json() -> String {
-    r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#.to_string()
+/// Every built-in detector of `mask`.
+const DETECTORS: [&str; 8] = [
+    "email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer", "mac",
+];
+
+/// The middle of some times (the upper middle of an even count).
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
 }
 
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
-}
-
-/// CPU time of this process so far (user + system), from `/proc/self/stat`
-/// (in clock ticks: 10 ms here).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Run `toml` from `dir` until the sink `out` has written `n` events: the
@@ -85,7 +78,7 @@ fn run(
     dir: &Path,
     toml: &str,
     n: u64,
-) -> (Duration, f64) {
+) -> (Duration, Duration) {
     let path = dir.join("bench.toml");
     std::fs::write(&path, toml).unwrap();
     rt.block_on(async {
@@ -93,11 +86,11 @@ fn run(
         let plan = topology::plan(config, runtime.clone()).await.unwrap();
         let metrics = Registry::default();
         let running = plan.start(metrics.clone()).unwrap();
-        let (started, cpu) = (Instant::now(), cpu_seconds());
+        let (started, cpu) = (Instant::now(), cpu_time());
         while metrics.get("out").map_or(0, |s| s.events_out) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let written = (started.elapsed(), cpu_seconds() - cpu);
+        let written = (started.elapsed(), cpu_time() - cpu);
         running.shutdown().await;
         running.wait().await.unwrap();
         written
@@ -215,17 +208,9 @@ fn per_call(runtime: &Arc<Runtime>, builds: &[(String, Vec<u8>)], config: &str, 
         .filter(|l| !l.is_empty())
         .take(200_000)
         .collect();
-    let batches: Vec<(Vec<u8>, Vec<u32>)> = lines
+    let batches: Vec<Batch> = lines
         .chunks(1024)
-        .map(|chunk| {
-            let mut buf = Vec::new();
-            let mut ends = Vec::new();
-            for l in chunk {
-                buf.extend_from_slice(l);
-                ends.push(buf.len() as u32);
-            }
-            (buf, ends)
-        })
+        .map(|chunk| Batch::from_events(chunk.iter().copied()))
         .collect();
     let mut plugins: Vec<_> = builds
         .iter()
@@ -246,8 +231,8 @@ fn per_call(runtime: &Arc<Runtime>, builds: &[(String, Vec<u8>)], config: &str, 
     for _ in 0..15 {
         for (i, plugin) in plugins.iter_mut().enumerate() {
             let started = Instant::now();
-            for (buf, ends) in &batches {
-                plugin.process(buf, ends).unwrap();
+            for b in &batches {
+                plugin.process(&b.data, &b.ends).unwrap();
             }
             best[i] = best[i].min(started.elapsed());
         }
@@ -284,7 +269,7 @@ fn main() {
     std::fs::write(&input, &data).unwrap();
     let head = "[sources.app]\ntype = \"file\"\npath = \"input.log\"\n\n";
     let filter = "[transforms.keep]\nplugin = \"filter\"\ninputs = [\"app\"]\nconfig = { min_level = \"info\" }\n\n";
-    let all = r#"{ detect = ["email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer", "mac"] }"#;
+    let all = &format!("{{ detect = {DETECTORS:?} }}");
     let mask = |input: &str, config: &str| {
         format!(
             "[transforms.mask]\nplugin = \"mask\"\ninputs = [\"{input}\"]\nconfig = {config}\n\n"
@@ -371,25 +356,28 @@ fn main() {
             let (label, path) = spec.split_once('=').expect("NAME=PATH.wasm");
             builds.push((label.to_string(), std::fs::read(path).unwrap()));
         }
-        per_call(&runtime, &builds, &all_json(), &data);
+        let config = serde_json::json!({ "detect": DETECTORS }).to_string();
+        per_call(&runtime, &builds, &config, &data);
     }
-    let mut best = vec![Duration::MAX; cases.len()];
+    // Every run's wall and CPU time, per case.
+    let mut runs: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); cases.len()];
     let rsys_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rsyslog");
     // With SLUICE_BENCH_ONLY, rsyslog runs only when named in it.
     let rsys = std::env::var("SLUICE_BENCH_ONLY")
         .map_or(true, |o| o.split(';').any(|o| o == "rsyslog"))
         .then(|| rsyslog(&rsys_dir))
         .flatten();
-    let mut rsys_best = Duration::MAX;
+    let mut rsys_runs = Vec::new();
     for round in 0..5 {
         for (i, (name, toml, expect)) in cases.iter().enumerate() {
             let _ = std::fs::remove_file(dir.path().join("out.log"));
             let (took, cpu) = run(&rt, &runtime, dir.path(), toml, *expect as u64);
             println!(
-                "  run {round} {name}: {:.3} s, {cpu:.2} s of CPU",
-                took.as_secs_f64()
+                "  run {round} {name}: {:.3} s, {:.2} s of CPU",
+                took.as_secs_f64(),
+                cpu.as_secs_f64()
             );
-            best[i] = best[i].min(took);
+            runs[i].push((took, cpu));
         }
         if let Some(bin) = &rsys {
             let took = run_rsyslog(bin, &rsys_dir, &input, kept);
@@ -397,44 +385,59 @@ fn main() {
                 "  run {round} rsyslog (drop debug, replace emails): {:.3} s",
                 took.as_secs_f64()
             );
-            rsys_best = rsys_best.min(took);
+            rsys_runs.push(took);
         }
     }
-    println!("| pipeline | wall | events/s |");
-    println!("| --- | ---: | ---: |");
+    let walls = |r: &[(Duration, Duration)]| r.iter().map(|t| t.0).collect::<Vec<_>>();
+    println!("| pipeline | median | best | CPU (median) | events/s (best) |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     for (i, (name, _, _)) in cases.iter().enumerate() {
+        let best = walls(&runs[i]).into_iter().min().unwrap();
+        let cpu = median(runs[i].iter().map(|t| t.1).collect());
         println!(
-            "| {name} | {:.3} s | {:.2} M |",
-            best[i].as_secs_f64(),
-            rate(n, best[i]) / 1e6
+            "| {name} | {:.3} s | {:.3} s | {:.2} s | {:.2} M |",
+            median(walls(&runs[i])).as_secs_f64(),
+            best.as_secs_f64(),
+            cpu.as_secs_f64(),
+            rate(n, best) / 1e6
         );
     }
-    let at = |name: &str| cases.iter().position(|c| c.0 == name).map(|i| best[i]);
+    // (median, best) wall time of a case, if it ran.
+    let at = |name: &str| {
+        let i = cases.iter().position(|c| c.0 == name)?;
+        let w = walls(&runs[i]);
+        Some((median(w.clone()), w.into_iter().min().unwrap()))
+    };
     let none = at("no transform");
     let emails = at("filter + mask (detect = [\"email\"])");
-    match (&rsys, emails) {
-        (Some(_), Some(emails)) => {
+    match (rsys_runs.is_empty(), emails) {
+        (false, Some((emails, emails_best))) => {
+            let (rsys, rsys_best) = (median(rsys_runs.clone()), *rsys_runs.iter().min().unwrap());
             println!(
-                "| rsyslog 8.2302 (drop debug, replace emails) | {:.3} s | {:.2} M |",
+                "| rsyslog 8.2302 (drop debug, replace emails) | {:.3} s | {:.3} s | | {:.2} M |",
+                rsys.as_secs_f64(),
                 rsys_best.as_secs_f64(),
                 rate(n, rsys_best) / 1e6
             );
             println!(
-                "filter + mask (emails) against rsyslog on the same job: {:.2}x (goal: at least 5x)",
-                rsys_best.as_secs_f64() / emails.as_secs_f64()
+                "filter + mask (emails) against rsyslog on the same job: {:.2}x median, {:.2}x best (goal: at least 5x)",
+                rsys.as_secs_f64() / emails.as_secs_f64(),
+                rsys_best.as_secs_f64() / emails_best.as_secs_f64()
             );
         }
-        (None, _) => {
+        (true, _) => {
             println!("rsyslog: not run (apt-get download failed, or not asked for); no ratio")
         }
         _ => {}
     }
     let ratio = |label: &str, case: &str, goal: &str| {
-        if let (Some(none), Some(t)) = (none, at(case)) {
+        if let (Some((none, none_best)), Some((t, best))) = (none, at(case)) {
             println!(
-                "{label}: {:.2} M events/s, {:.2}x the no-transform time{goal}",
+                "{label}: {:.2} M events/s median ({:.2} M best), {:.2}x the no-transform time median against median ({:.2}x best against best){goal}",
                 rate(n, t) / 1e6,
-                t.as_secs_f64() / none.as_secs_f64()
+                rate(n, best) / 1e6,
+                t.as_secs_f64() / none.as_secs_f64(),
+                best.as_secs_f64() / none_best.as_secs_f64()
             );
         }
     };
