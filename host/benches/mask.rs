@@ -208,6 +208,38 @@ fn per_call(runtime: &Arc<Runtime>, builds: &[(String, Vec<u8>)], config: &str, 
         .filter(|l| !l.is_empty())
         .take(200_000)
         .collect();
+    // Every event, then those with an email and those without: the two
+    // kinds cost the plugin very different work.
+    let has_email = |l: &&[u8]| l.contains(&b'@');
+    let sets: [(&str, Vec<&[u8]>); 3] = [
+        ("every event", lines.clone()),
+        (
+            "events with an email",
+            lines.iter().copied().filter(has_email).collect(),
+        ),
+        (
+            "events without",
+            lines.iter().copied().filter(|l| !has_email(l)).collect(),
+        ),
+    ];
+    // SLUICE_BENCH_CALLS=with (or without) times only those events.
+    let only = std::env::var("SLUICE_BENCH_CALLS").unwrap_or_default();
+    for (what, lines) in &sets {
+        if only.starts_with("with") && !what.ends_with(&only) && !what.contains(&format!("{only} "))
+        {
+            continue;
+        }
+        println!("  {what}:");
+        per_call_on(runtime, builds, config, lines);
+    }
+}
+
+fn per_call_on(
+    runtime: &Arc<Runtime>,
+    builds: &[(String, Vec<u8>)],
+    config: &str,
+    lines: &[&[u8]],
+) {
     let batches: Vec<Batch> = lines
         .chunks(1024)
         .map(|chunk| Batch::from_events(chunk.iter().copied()))
@@ -239,7 +271,7 @@ fn per_call(runtime: &Arc<Runtime>, builds: &[(String, Vec<u8>)], config: &str, 
     }
     for ((label, _), best) in builds.iter().zip(best) {
         println!(
-            "  per call, {label}: {:.0} ns per event",
+            "    per call, {label}: {:.0} ns per event",
             best.as_nanos() as f64 / lines.len() as f64
         );
     }

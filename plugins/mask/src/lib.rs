@@ -16,6 +16,7 @@
 //! when their mod-97 checksum holds; IP addresses only when they parse.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hmac::{Hmac, Mac};
@@ -108,6 +109,8 @@ const T_IBAN: u16 = 16;
 const T_JWT: u16 = 32;
 const T_BEARER: u16 = 64;
 const T_MAC: u16 = 128;
+/// Not a trigger: custom patterns are in use (always tried).
+const CUSTOM: u16 = 0x8000;
 
 fn trigger_of(kind: &str) -> u16 {
     match kind {
@@ -205,17 +208,35 @@ const CLASS: [u8; 256] = {
 };
 
 /// The kinds of bytes `b` holds (the `S_` bits of [`SEEN`]) and how many
-/// digits: one table look-up per byte.
+/// digits, with each byte's class (the `S_` bits that fit a byte) put in
+/// `classes`, 16 bytes to an entry (bytes past the end are of no kind):
+/// one table look-up per byte.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn kinds(b: &[u8]) -> (u16, u32) {
+fn kinds(b: &[u8], classes: &mut Vec<[u8; 16]>) -> (u16, u32) {
     let mut seen = 0u16;
     let mut digits = 0u32;
-    for &c in b {
-        let k = SEEN[c as usize];
-        seen |= k;
-        digits += u32::from(k & S_DIGIT != 0);
+    classes.clear();
+    for chunk in b.chunks(16) {
+        let mut out = [0u8; 16];
+        for (o, &c) in out.iter_mut().zip(chunk) {
+            let k = SEEN[c as usize];
+            seen |= k;
+            digits += u32::from(k & S_DIGIT != 0);
+            *o = k as u8;
+        }
+        classes.push(out);
     }
     (seen, digits)
+}
+
+/// The lanes of a 16-byte entry of [`kinds`]' classes that hold any of
+/// `bits`, as a bit mask (bit `i` for byte `i`).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn lanes(classes: &[u8; 16], bits: u8) -> u16 {
+    classes
+        .iter()
+        .enumerate()
+        .fold(0, |acc, (i, &c)| acc | (u16::from(c & bits != 0) << i))
 }
 
 /// [`kinds`] with wasm SIMD, 16 bytes a step: each byte's class is the AND
@@ -225,7 +246,7 @@ fn kinds(b: &[u8]) -> (u16, u32) {
 /// integration tests hold the plugin built this way to the table above
 /// (`mask_in_wasm_says_what_it_says_natively`).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn kinds(b: &[u8]) -> (u16, u32) {
+fn kinds(b: &[u8], classes: &mut Vec<[u8; 16]>) -> (u16, u32) {
     use core::arch::wasm32::*;
     // The nibble tables' output: the `S_` bits that fit a byte.
     const C_DIGIT: u8 = S_DIGIT as u8;
@@ -278,6 +299,8 @@ fn kinds(b: &[u8]) -> (u16, u32) {
     let (nibble, a, letters) = (u8x16_splat(0x0f), u8x16_splat(b'A'), u8x16_splat(26));
     let (mut class, mut upper) = (u8x16_splat(0), u8x16_splat(0));
     let mut digits = 0u32;
+    classes.clear();
+    classes.reserve(b.len().div_ceil(16));
     let mut step = |v: v128| {
         let c = v128_and(
             i8x16_swizzle(lo_table, v128_and(v, nibble)),
@@ -286,6 +309,10 @@ fn kinds(b: &[u8]) -> (u16, u32) {
         digits += i8x16_bitmask(c).count_ones();
         class = v128_or(class, c);
         upper = v128_or(upper, u8x16_lt(u8x16_sub(v, a), letters));
+        let mut out = [0u8; 16];
+        // SAFETY: `out` is 16 writable bytes.
+        unsafe { v128_store(out.as_mut_ptr().cast(), c) };
+        classes.push(out);
     };
     let mut blocks = b.chunks_exact(16);
     for block in &mut blocks {
@@ -308,13 +335,30 @@ fn kinds(b: &[u8]) -> (u16, u32) {
     (u16::from(class) | upper, digits)
 }
 
-/// Which built-in detectors could match somewhere in `b`: for each, a
-/// condition every match needs (an `@` between an address's characters,
-/// three dots in a run of digits, two colons in a run of hex digits, 13
-/// digits apart by at most one space or dash, two capitals before two
-/// digits, `eyJ`, `bearer` and a space, five separators between hex
-/// pairs), found in one pass. A detector whose bit is unset is skipped: no
-/// regex runs over texts that cannot hold its kind.
+/// [`lanes`] with wasm SIMD: a compare and a byte mask.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn lanes(classes: &[u8; 16], bits: u8) -> u16 {
+    use core::arch::wasm32::*;
+    // SAFETY: `classes` is 16 readable bytes.
+    let c = unsafe { v128_load(classes.as_ptr().cast()) };
+    let hit = v128_and(c, u8x16_splat(bits));
+    i8x16_bitmask(i8x16_ne(hit, u8x16_splat(0)))
+}
+
+/// The positions of the bytes whose class holds any of `bits`, in order.
+fn positions(classes: &[[u8; 16]], bits: u8) -> impl Iterator<Item = usize> + '_ {
+    classes.iter().enumerate().flat_map(move |(j, c)| {
+        let mut m = lanes(c, bits);
+        std::iter::from_fn(move || {
+            (m != 0).then(|| {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                16 * j + i
+            })
+        })
+    })
+}
+
 /// Whether a replacement can never take part in a match: it begins and
 /// ends with a byte no detector's pattern holds (`[`, `]`, `*`, ...), so no
 /// match runs into it, and nothing inside it triggers a detector.
@@ -332,23 +376,43 @@ fn inert(replacement: &str, wanted: u16) -> bool {
     }
 }
 
+/// Which built-in detectors could match somewhere in `b`: for each, a
+/// condition every match needs (an `@` between an address's characters,
+/// three dots between digits in one run of digits and dots, 13 digits
+/// apart by at most one space or dash, two capitals before two digits,
+/// `eyJ`, `bearer` and a space, two colons with only hex digits and dots
+/// between, five separators between hex pairs). A detector whose bit is
+/// unset is skipped: no regex runs over texts that cannot hold its kind.
 fn triggers(b: &[u8], wanted: u16) -> u16 {
     scan_triggers(b, wanted, false).0
+}
+
+thread_local! {
+    /// The byte classes of the text being checked ([`kinds`]), kept from
+    /// one text to the next so that checking one allocates nothing.
+    static CLASSES: RefCell<Vec<[u8; 16]>> = const { RefCell::new(Vec::new()) };
 }
 
 /// [`triggers`], and whether `b` holds a backslash (a JSON escape). With
 /// `any`, it stops at the first kind found (all the gate needs to know).
 fn scan_triggers(b: &[u8], wanted: u16, any: bool) -> (u16, bool) {
-    // Which kinds of bytes the text holds, and how many digits ([`kinds`]).
-    // Most texts lack what every kind needs; only a kind whose bytes are
-    // all there is looked at closer.
-    let (seen, digits) = kinds(b);
+    CLASSES.with_borrow_mut(|classes| scan_classes(b, wanted, any, classes))
+}
+
+fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -> (u16, bool) {
+    // Which kinds of bytes the text holds, how many digits, and where
+    // ([`kinds`]). Most texts lack what every kind needs; only a kind
+    // whose bytes are all there is looked at closer, at the positions of
+    // its rarest byte.
+    let (seen, digits) = kinds(b, classes);
     let escaped = seen & S_ESC != 0;
     if b.len() < 3 {
         // The shortest match of any kind (`::1`) has three bytes.
         return (0, escaped);
     }
     let has = |bits: u16| seen & bits == bits;
+    let at = |bits: u16| positions(classes, bits as u8);
+    let digit = |p: usize| b.get(p).is_some_and(u8::is_ascii_digit);
     let mut found = 0u16;
     macro_rules! hit {
         ($t:expr) => {{
@@ -358,47 +422,61 @@ fn scan_triggers(b: &[u8], wanted: u16, any: bool) -> (u16, bool) {
             }
         }};
     }
-    if wanted & T_EMAIL != 0 && has(S_AT) {
-        for p in memchr::memchr_iter(b'@', b) {
-            if p > 0
+    if wanted & T_EMAIL != 0
+        && has(S_AT)
+        && at(S_AT).any(|p| {
+            p > 0
                 && CLASS[b[p - 1] as usize] & LOCAL != 0
                 && b.get(p + 1)
                     .is_some_and(|&c| CLASS[c as usize] & DOMAIN != 0)
-            {
-                hit!(T_EMAIL);
-                break;
-            }
-        }
+        })
+    {
+        hit!(T_EMAIL);
     }
-    if wanted & T_JWT != 0 && has(S_J) && memchr::memmem::find(b, b"eyJ").is_some() {
+    if wanted & T_JWT != 0 && has(S_J) && at(S_J).any(|p| p >= 2 && &b[p - 2..p] == b"ey") {
         hit!(T_JWT);
     }
-    if wanted & T_BEARER != 0 && has(S_B) {
-        for p in memchr::memchr2_iter(b'b', b'B', b) {
+    if wanted & T_BEARER != 0
+        && has(S_B)
+        && at(S_B).any(|p| {
             // `\s` in the pattern is any Unicode space: a non-ASCII byte
             // after the word may start one.
-            if b.len() >= p + 7
+            b.len() >= p + 7
                 && b[p..p + 6].eq_ignore_ascii_case(b"bearer")
                 && (b[p + 6].is_ascii_whitespace() || b[p + 6] >= 0x80)
-            {
-                hit!(T_BEARER);
-                break;
-            }
-        }
+        })
+    {
+        hit!(T_BEARER);
     }
-    if wanted & T_IPV4 != 0 && has(S_DOT) && digits >= 4 && ipv4_run(b) {
+    // An address has three dots between digits.
+    if wanted & T_IPV4 != 0
+        && has(S_DOT)
+        && digits >= 4
+        && at(S_DOT)
+            .filter(|&p| p > 0 && digit(p - 1) && digit(p + 1))
+            .nth(2)
+            .is_some()
+        && ipv4_run(b)
+    {
         hit!(T_IPV4);
     }
-    if wanted & T_CARD != 0 && digits >= 13 && card_run(b) {
+    if wanted & T_CARD != 0 && digits >= 13 && card_run(b, at(S_DIGIT)) {
         hit!(T_CARD);
     }
-    if wanted & T_IBAN != 0 && has(S_UPPER) && digits >= 2 && iban_run(b) {
+    // Two capitals, then two digits.
+    if wanted & T_IBAN != 0
+        && has(S_UPPER)
+        && digits >= 2
+        && at(S_DIGIT).any(|p| {
+            p >= 2 && b[p - 2].is_ascii_uppercase() && b[p - 1].is_ascii_uppercase() && digit(p + 1)
+        })
+    {
         hit!(T_IBAN);
     }
     // IPv6 and MAC addresses, from their separators, in one walk.
     let seps = wanted & (T_IPV6 | T_MAC);
     if seps != 0 && seen & (S_COLON | S_DASH) != 0 {
-        let (v6, mac) = separators(b, seps);
+        let (v6, mac) = separators(b, seps, at(S_COLON | S_DASH));
         if v6 {
             hit!(T_IPV6);
         }
@@ -409,12 +487,14 @@ fn scan_triggers(b: &[u8], wanted: u16, any: bool) -> (u16, bool) {
     (found, escaped)
 }
 
-/// Whether the IPv6 shape ([`ipv6_run`]) and the MAC shape ([`mac_run`])
-/// are in `b`, from one walk over its colons and dashes.
-fn separators(b: &[u8], wanted: u16) -> (bool, bool) {
+/// Whether the IPv6 shape (two colons with only hex digits and dots
+/// between, in a run with a hex digit) and the MAC shape (a separator, two
+/// hex digits, a separator) are in `b`, from one walk over the positions of
+/// its colons and dashes (`seps`).
+fn separators(b: &[u8], wanted: u16, seps: impl Iterator<Item = usize>) -> (bool, bool) {
     let (mut v6, mut mac) = (wanted & T_IPV6 == 0, wanted & T_MAC == 0);
     let run = |c: u8| c.is_ascii_hexdigit() || c == b'.';
-    for p in memchr::memchr2_iter(b':', b'-', b) {
+    for p in seps {
         if !mac
             && b.len() > p + 3
             && b[p + 1].is_ascii_hexdigit()
@@ -467,33 +547,21 @@ fn ipv4_run(b: &[u8]) -> bool {
     false
 }
 
-/// Thirteen digits, at most one space or dash between two.
-fn card_run(b: &[u8]) -> bool {
-    let (mut digits, mut sep) = (0u32, false);
-    for &c in b {
-        if c.is_ascii_digit() {
-            digits += 1;
-            sep = false;
-            if digits >= 13 {
-                return true;
-            }
-        } else if (c == b' ' || c == b'-') && !sep && digits > 0 {
-            sep = true;
-        } else {
-            (digits, sep) = (0, false);
+/// Thirteen digits, at most one space or dash between two, from the
+/// positions of the digits of `b`.
+fn card_run(b: &[u8], digits: impl Iterator<Item = usize>) -> bool {
+    let mut run = 0u32;
+    let mut last: Option<usize> = None;
+    for p in digits {
+        let joined =
+            last.is_some_and(|q| p == q + 1 || (p == q + 2 && matches!(b[q + 1], b' ' | b'-')));
+        run = if joined { run + 1 } else { 1 };
+        if run >= 13 {
+            return true;
         }
+        last = Some(p);
     }
     false
-}
-
-/// Two capitals, then two digits.
-fn iban_run(b: &[u8]) -> bool {
-    b.windows(4).any(|w| {
-        w[0].is_ascii_uppercase()
-            && w[1].is_ascii_uppercase()
-            && w[2].is_ascii_digit()
-            && w[3].is_ascii_digit()
-    })
 }
 
 /// Redacts sensitive values.
@@ -508,7 +576,13 @@ pub struct Mask {
     inert: bool,
     replacement: Replacement,
     skip_fields: Vec<String>,
+    /// `{"name":"` for each top-level name of `skip_fields`: how an event
+    /// that opens with one begins.
+    skip_openings: Vec<Vec<u8>>,
     fields: Vec<String>,
+    /// No `fields`, and no dotted `skip_fields`: every path not skipped is
+    /// masked whole.
+    flat: bool,
 }
 
 fn luhn(digits: &[u8]) -> bool {
@@ -630,17 +704,58 @@ impl Mask {
 
     /// Mask one string. `None` when nothing in it is sensitive.
     pub fn mask_str(&self, input: &str) -> Option<String> {
-        self.mask_str_with(input, true)
+        self.mask_str_in(input, self.wanted)
     }
 
-    /// [`Self::mask_str`]; without `use_triggers`, every detector's regex
-    /// runs (the reference the tests compare the triggers against).
-    fn mask_str_with(&self, input: &str, use_triggers: bool) -> Option<String> {
-        let mut current: Cow<'_, str> = Cow::Borrowed(input);
-        let mut hits = match use_triggers {
-            true => triggers(input.as_bytes(), self.wanted),
-            false => u16::MAX,
+    /// The built-in detectors of `wanted` that could match in `input`
+    /// ([`triggers`]); with custom patterns, never 0 (they are always tried).
+    fn hits(&self, input: &str, wanted: u16) -> u16 {
+        let hits = match wanted {
+            0 => 0,
+            w => triggers(input.as_bytes(), w),
         };
+        match self.custom {
+            true => hits | CUSTOM,
+            false => hits,
+        }
+    }
+
+    /// Mask `input`, whose [`Self::hits`] are `hits`, appending the masked
+    /// text to `out`: `false` (and `out` left alone) when nothing in it is
+    /// sensitive. One built-in detector whose replacement cannot make a
+    /// match writes straight into `out`.
+    fn mask_hits_into(&self, input: &str, hits: u16, out: &mut Vec<u8>) -> bool {
+        if self.inert && hits.count_ones() == 1 && hits & CUSTOM == 0 {
+            if let Some(d) = self
+                .detectors
+                .iter()
+                .find(|d| d.builtin && d.trigger == hits)
+            {
+                return self.apply_into(d, input, out);
+            }
+        }
+        match self.mask_str_with(input, Some(hits & !CUSTOM)) {
+            Some(masked) => {
+                out.extend_from_slice(masked.as_bytes());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Self::mask_str`] with only the built-in detectors of `wanted`
+    /// looked for: those the event's bytes hold what they need for.
+    fn mask_str_in(&self, input: &str, wanted: u16) -> Option<String> {
+        self.mask_str_with(input, Some(self.hits(input, wanted) & !CUSTOM))
+    }
+
+    /// [`Self::mask_str_in`], given the text's [`Self::hits`] (without the
+    /// custom bit); without them, every detector's regex runs (the
+    /// reference the tests compare the triggers against).
+    fn mask_str_with(&self, input: &str, hits: Option<u16>) -> Option<String> {
+        let mut current: Cow<'_, str> = Cow::Borrowed(input);
+        let use_triggers = hits.is_some();
+        let mut hits = hits.unwrap_or(u16::MAX);
         if hits == 0 && !self.custom {
             return None;
         }
@@ -700,49 +815,70 @@ impl Mask {
     }
 
     fn apply<'t>(&self, d: &Detector, text: &'t str) -> Cow<'t, str> {
-        let bytes = text.as_bytes();
         if d.builtin && d.kind == "bearer" {
-            // Keep the scheme so readers know what was there: the one
-            // detector that needs its groups.
-            let mut changed = false;
-            let out = d.regex.replace_all(text, |caps: &Captures<'_>| {
-                changed = true;
-                let s = caps.get(0).expect("group 0 always matches").as_str();
-                let token = caps.get(2).map_or(s, |t| t.as_str());
-                format!("{}{}", &caps[1], self.replacement_for(&d.kind, token))
-            });
-            return match changed {
-                true => Cow::Owned(out.into_owned()),
-                false => Cow::Borrowed(text),
+            return self.apply_bearer(d, text);
+        }
+        let mut out = Vec::new();
+        match self.apply_into(d, text, &mut out) {
+            // Pieces of a `str` around replacements that are `String`s.
+            true => Cow::Owned(String::from_utf8(out).expect("UTF-8 pieces")),
+            false => Cow::Borrowed(text),
+        }
+    }
+
+    /// Bearer tokens keep their scheme, so readers know what was there: the
+    /// one detector that needs its groups.
+    fn apply_bearer<'t>(&self, d: &Detector, text: &'t str) -> Cow<'t, str> {
+        let mut changed = false;
+        let out = d.regex.replace_all(text, |caps: &Captures<'_>| {
+            changed = true;
+            let s = caps.get(0).expect("group 0 always matches").as_str();
+            let token = caps.get(2).map_or(s, |t| t.as_str());
+            format!("{}{}", &caps[1], self.replacement_for(&d.kind, token))
+        });
+        match changed {
+            true => Cow::Owned(out.into_owned()),
+            false => Cow::Borrowed(text),
+        }
+    }
+
+    /// [`Self::apply`], appending the masked text to `out` when there is
+    /// something to mask (`out` is left alone otherwise).
+    fn apply_into(&self, d: &Detector, text: &str, out: &mut Vec<u8>) -> bool {
+        if d.builtin && d.kind == "bearer" {
+            return match self.apply_bearer(d, text) {
+                Cow::Owned(masked) => {
+                    out.extend_from_slice(masked.as_bytes());
+                    true
+                }
+                Cow::Borrowed(_) => false,
             };
         }
+        let bytes = text.as_bytes();
         // Matches only, no groups: the regex crate's fast engines, or for
         // emails (the common case) a scan that finds what the regex would.
-        let mut out = String::new();
         let mut last = 0;
         let mut changed = false;
         let mut email_from = 0;
-        let mut next = || -> Option<(usize, usize)> {
-            if d.builtin && d.kind == "email" {
-                let m = find_email(bytes, email_from)?;
-                email_from = m.1;
-                Some(m)
-            } else {
-                None
-            }
+        // The regex's matches are not asked for (nor its cache taken from
+        // the pool) when the scan finds them.
+        let mut regex_matches = match d.builtin && d.kind == "email" {
+            true => None,
+            false => Some(d.regex.find_iter(text)),
         };
-        let mut regex_matches = d.regex.find_iter(text);
         loop {
-            let (start, end) = if d.builtin && d.kind == "email" {
-                match next() {
-                    Some(m) => m,
+            let (start, end) = match &mut regex_matches {
+                None => match find_email(bytes, email_from) {
+                    Some(m) => {
+                        email_from = m.1;
+                        m
+                    }
                     None => break,
-                }
-            } else {
-                match regex_matches.next() {
+                },
+                Some(matches) => match matches.next() {
                     Some(m) => (m.start(), m.end()),
                     None => break,
-                }
+                },
             };
             if !Self::accept(d, bytes, start, end) {
                 continue;
@@ -750,24 +886,27 @@ impl Mask {
             if !changed {
                 out.reserve(text.len() + 16);
             }
-            out.push_str(&text[last..start]);
+            out.extend_from_slice(&bytes[last..start]);
             match &d.fixed {
-                Some(fixed) => out.push_str(fixed),
-                None => out.push_str(&self.replacement_for(&d.kind, &text[start..end])),
+                Some(fixed) => out.extend_from_slice(fixed.as_bytes()),
+                None => out
+                    .extend_from_slice(self.replacement_for(&d.kind, &text[start..end]).as_bytes()),
             }
             last = end;
             changed = true;
         }
-        if !changed {
-            return Cow::Borrowed(text);
+        if changed {
+            out.extend_from_slice(&bytes[last..]);
         }
-        out.push_str(&text[last..]);
-        Cow::Owned(out)
+        changed
     }
 
     fn mask_value_with(&self, value: &mut Value, t: bool) -> bool {
         match value {
-            Value::String(s) => match self.mask_str_with(s, t) {
+            Value::String(s) => match match t {
+                true => self.mask_str_in(s, self.wanted),
+                false => self.mask_str_with(s, None),
+            } {
                 Some(masked) => {
                     *s = masked;
                     true
@@ -827,64 +966,76 @@ impl Mask {
     /// into the raw bytes (re-escaped), everything else (numbers, spacing,
     /// key order, other strings' escapes) stays as it was.
     pub fn mask_event(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        if !self.custom && !self.may_match(raw) {
+        let mut out = Vec::new();
+        Ok(self.mask_event_into(raw, &mut out)?.then_some(out))
+    }
+
+    /// [`Self::mask_event`], appending the masked event to `out`: `true`
+    /// when something changed, and `out` is left as it was otherwise.
+    pub fn mask_event_into(&self, raw: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        // The detectors whose trigger the event's bytes hold: no string in
+        // it can trigger another.
+        let wanted = match self.custom {
+            true => self.wanted,
+            false => self.may_match(raw),
+        };
+        if !self.custom && wanted == 0 {
             // Nothing any detector needs is in its bytes, whatever they are
             // (the host only sends JSON objects, valid UTF-8).
-            return Ok(None);
+            return Ok(false);
         }
         let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
+        let base = out.len();
         let mut scan = Scan {
             b: raw,
             t: text,
             i: 0,
-            out: Vec::new(),
+            out: &mut *out,
             copied: 0,
+            wanted,
         };
         if scan.value(self, Mode::Paths, "").is_ok() && scan.rest_is_blank() {
             if scan.copied == 0 {
-                return Ok(None);
+                return Ok(false);
             }
-            return Ok(Some(scan.finish()));
+            scan.finish();
+            return Ok(true);
         }
+        out.truncate(base);
         // Not JSON as this scanner reads it: serde says why (or masks it).
         let mut value: Value =
             serde_json::from_str(text).map_err(|e| format!("event is not JSON: {e}"))?;
         if !self.mask_object(&mut value, "") {
-            return Ok(None);
+            return Ok(false);
         }
-        serde_json::to_vec(&value)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        serde_json::to_writer(&mut *out, &value).map_err(|e| {
+            out.truncate(base);
+            e.to_string()
+        })?;
+        Ok(true)
     }
 
-    /// Whether anything in the raw event (without escapes) could match:
-    /// [`triggers`] over its bytes, which hold every string's. A skipped
-    /// field that opens the event (`{"timestamp":"...",` as sources write
-    /// it) is left out first: its colons and digits would pass the IPv6
-    /// and card checks of nearly every event.
-    fn may_match(&self, raw: &[u8]) -> bool {
+    /// The built-in detectors that could match in the raw event: [`triggers`]
+    /// over its bytes, which hold every string's (0: none could). An
+    /// escape (`\u0040` for `@`) could hide a value from a check of the raw
+    /// bytes: then every wanted detector is, and each string is decoded and
+    /// checked. A skipped field that opens the event (`{"timestamp":"...",`
+    /// as sources write it) is left out first: its colons and digits would
+    /// pass the IPv6 and card checks of nearly every event.
+    fn may_match(&self, raw: &[u8]) -> u16 {
         let mut rest = raw;
-        let mut escaped = false;
-        for name in self.skip_fields.iter().filter(|f| !f.contains('.')) {
-            let n = name.len();
-            if raw.len() > n + 6
-                && raw.starts_with(b"{\"")
-                && &raw[2..2 + n] == name.as_bytes()
-                && raw[2 + n..].starts_with(b"\":\"")
-            {
-                let value = 2 + n + 3;
-                if let Some(close) = memchr::memchr(b'"', &raw[value..]) {
-                    // An escape in it may hide its real end: then scan.
-                    escaped = memchr::memchr(b'\\', &raw[value..value + close]).is_some();
-                    rest = &raw[value + close + 1..];
-                }
-                break;
+        if let Some(prefix) = self.skip_openings.iter().find(|p| raw.starts_with(p)) {
+            let value = &raw[prefix.len()..];
+            match memchr::memchr2(b'"', b'\\', value) {
+                Some(end) if value[end] == b'"' => rest = &value[end + 1..],
+                // An escape in it may hide its real end.
+                _ => return self.wanted,
             }
         }
-        // An escape (`\u0040` for `@`) could hide a value from a check of
-        // the raw bytes: then every string is decoded and checked.
-        let (found, esc) = scan_triggers(rest, self.wanted, true);
-        escaped || esc || found != 0
+        match scan_triggers(rest, self.wanted, false) {
+            (_, true) => self.wanted,
+            (found, false) => found,
+        }
     }
 
     /// What to do with the value at `path` inside an object whose keys are
@@ -892,6 +1043,10 @@ impl Mask {
     fn mode_of(&self, path: &str) -> Mode {
         if self.skip_fields.iter().any(|s| s == path) {
             return Mode::Skip;
+        }
+        if self.flat {
+            // Nothing selected or skipped below any path.
+            return Mode::All;
         }
         let below = |list: &[String]| {
             list.iter().any(|f| {
@@ -919,19 +1074,52 @@ enum Mode {
 }
 
 /// A scan of one event's raw JSON, writing the masked event as it goes.
-struct Scan<'a> {
+struct Scan<'a, 'o> {
     b: &'a [u8],
     /// The same bytes, known to be UTF-8.
     t: &'a str,
     i: usize,
-    /// (start, end, replacement) of string contents, in order.
-    /// The masked event so far: the raw bytes up to `copied`, with the
-    /// masked strings in place (empty until the first one).
-    out: Vec<u8>,
+    /// The masked event so far, after what `out` held: the raw bytes up to
+    /// `copied`, with the masked strings in place (nothing until the first
+    /// one).
+    out: &'o mut Vec<u8>,
     copied: usize,
+    /// The built-in detectors the event's bytes could trigger.
+    wanted: u16,
 }
 
-impl Scan<'_> {
+/// The first `"` or `\\` in `b` at or after `from`.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
+    memchr::memchr2(b'"', b'\\', b.get(from..)?).map(|k| from + k)
+}
+
+/// [`quote_or_escape`] with wasm SIMD, 16 bytes a step: most strings end
+/// in the first step, with none of a vector search's set-up.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
+    use core::arch::wasm32::*;
+    let mut j = from;
+    while let Some(block) = b.get(j..j + 16) {
+        // SAFETY: `block` is 16 readable bytes; wasm loads need no alignment.
+        let v = unsafe { v128_load(block.as_ptr().cast()) };
+        let hit = v128_or(
+            i8x16_eq(v, u8x16_splat(b'"')),
+            i8x16_eq(v, u8x16_splat(b'\\')),
+        );
+        let m = i8x16_bitmask(hit);
+        if m != 0 {
+            return Some(j + m.trailing_zeros() as usize);
+        }
+        j += 16;
+    }
+    let rest = b.get(j..)?;
+    rest.iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|k| j + k)
+}
+
+impl Scan<'_, '_> {
     fn ws(&mut self) {
         while self
             .b
@@ -954,13 +1142,7 @@ impl Scan<'_> {
         let mut j = start;
         let mut escaped = false;
         loop {
-            // Most strings are short: a plain loop beats a vector search's
-            // set-up.
-            let rest = self.b.get(j..).ok_or(())?;
-            let k = j + rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\')
-                .ok_or(())?;
+            let k = quote_or_escape(self.b, j).ok_or(())?;
             if self.b[k] == b'\\' {
                 escaped = true;
                 j = k + 2;
@@ -996,22 +1178,31 @@ impl Scan<'_> {
                 let (start, end, _) = span;
                 if mode != Mode::Skip {
                     let text = Self::text(self.t, span)?;
-                    if let Some(masked) = mask.mask_str(&text) {
-                        // The replacement may hold what JSON must escape.
-                        let plain = !masked.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
-                        if self.out.is_empty() {
-                            self.out.reserve(self.b.len() + 32);
-                        }
-                        self.out.extend_from_slice(&self.b[self.copied..start]);
-                        if plain {
-                            self.out.extend_from_slice(masked.as_bytes());
-                        } else {
-                            let quoted = serde_json::to_string(&masked).map_err(|_| ())?;
-                            self.out
-                                .extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
-                        }
-                        self.copied = end;
+                    let hits = mask.hits(&text, self.wanted);
+                    if hits == 0 {
+                        return Ok(());
                     }
+                    let mark = self.out.len();
+                    if self.copied == 0 {
+                        self.out.reserve(self.b.len() + 32);
+                    }
+                    self.out.extend_from_slice(&self.b[self.copied..start]);
+                    let masked = self.out.len();
+                    if !mask.mask_hits_into(&text, hits, self.out) {
+                        self.out.truncate(mark);
+                        return Ok(());
+                    }
+                    // The replacement may hold what JSON must escape.
+                    if self.out[masked..]
+                        .iter()
+                        .any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                    {
+                        let text = String::from_utf8(self.out.split_off(masked)).map_err(|_| ())?;
+                        let quoted = serde_json::to_string(&text).map_err(|_| ())?;
+                        self.out
+                            .extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+                    }
+                    self.copied = end;
                 }
                 Ok(())
             }
@@ -1103,10 +1294,9 @@ impl Scan<'_> {
         }
     }
 
-    /// The event with every masked string in place.
-    fn finish(mut self) -> Vec<u8> {
+    /// Put the rest of the event after the last masked string.
+    fn finish(self) {
         self.out.extend_from_slice(&self.b[self.copied..]);
-        self.out
     }
 }
 
@@ -1176,6 +1366,15 @@ impl Plugin for Mask {
             custom,
             inert,
             replacement,
+            skip_openings: c
+                .skip_fields
+                .iter()
+                .filter(|f| !f.contains('.'))
+                .map(|f| {
+                    format!("{{{}:\"", serde_json::to_string(f).unwrap_or_default()).into_bytes()
+                })
+                .collect(),
+            flat: c.fields.is_empty() && !c.skip_fields.iter().any(|f| f.contains('.')),
             skip_fields: c.skip_fields,
             fields: c.fields,
         })
@@ -1190,9 +1389,18 @@ impl Plugin for Mask {
     }
 
     fn process(&self, event: &Event<'_>) -> Verdict {
-        match self.mask_event(event.raw()) {
-            Ok(Some(bytes)) => Verdict::Replace(bytes),
-            Ok(None) => Verdict::Keep,
+        let mut out = Vec::new();
+        match self.process_into(event, &mut out) {
+            Verdict::Written => Verdict::Replace(out),
+            other => other,
+        }
+    }
+
+    /// The masked event goes straight into the batch's buffer.
+    fn process_into(&self, event: &Event<'_>, out: &mut Vec<u8>) -> Verdict {
+        match self.mask_event_into(event.raw(), out) {
+            Ok(true) => Verdict::Written,
+            Ok(false) => Verdict::Keep,
             // The host only sends JSON objects; if one is not, dropping is
             // safer than forwarding unmasked data.
             Err(e) => {

@@ -80,6 +80,9 @@ pub enum Verdict {
     Replace(Vec<u8>),
     /// Replace the event and send it to output `n`.
     ReplaceRoute(Vec<u8>, u16),
+    /// Replace the event with the bytes [`Plugin::process_into`] appended to
+    /// the buffer it was given (the batch's own buffer of new events).
+    Written,
     /// The event cannot be processed: the host sends it to the dead letters
     /// with this reason (and the events around it go on).
     Fail(String),
@@ -147,6 +150,17 @@ pub trait Plugin: Sized + 'static {
 
     /// Decide what happens to one event.
     fn process(&self, event: &Event<'_>) -> Verdict;
+
+    /// [`Plugin::process`] for plugins that build new events: `out` is the
+    /// batch's buffer of new events, and a plugin that appends an event's
+    /// new bytes to it returns [`Verdict::Written`] instead of a
+    /// [`Verdict::Replace`] with a `Vec` of its own, which saves an
+    /// allocation and a copy per event. Anything appended is discarded
+    /// with any other verdict. The default calls `process`.
+    fn process_into(&self, event: &Event<'_>, out: &mut Vec<u8>) -> Verdict {
+        let _ = out;
+        self.process(event)
+    }
 }
 
 /// Build the [`Info`] a plugin reports after `init`.
@@ -181,7 +195,12 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
         })?;
         start = end;
         let event = Event::new(bytes);
-        let (action, port) = match plugin.process(&event) {
+        let before = out.data.len();
+        let verdict = plugin.process_into(&event, &mut out.data);
+        if verdict != Verdict::Written {
+            out.data.truncate(before);
+        }
+        let (action, port) = match verdict {
             Verdict::Keep => (action::KEEP, 0),
             Verdict::Drop => (action::DROP, 0),
             Verdict::Route(p) => (action::KEEP, p),
@@ -192,6 +211,15 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
             Verdict::ReplaceRoute(bytes, p) => {
                 push_replacement(&mut out, &bytes);
                 (action::REPLACE, p)
+            }
+            Verdict::Written if out.data.len() == before => {
+                return Err(format!(
+                    "event {i}: the plugin said it wrote a new event and wrote nothing"
+                ))
+            }
+            Verdict::Written => {
+                out.ends.push(out.data.len() as u32);
+                (action::REPLACE, 0)
             }
             Verdict::Fail(reason) => return Err(format!("event {i}: {reason}")),
         };
@@ -403,4 +431,62 @@ macro_rules! export_plugin {
     $crate::bindings::__export_plugin_world!(__SluiceGuest with_types_in $crate::bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `{"n":LEN}` for events longer than 8 bytes, and for shorter
+    /// ones appends bytes and keeps the event, or says it wrote and did not.
+    struct Writer;
+
+    impl Plugin for Writer {
+        fn init(_: Config) -> Result<Self, String> {
+            Ok(Writer)
+        }
+
+        fn process(&self, _: &Event<'_>) -> Verdict {
+            Verdict::Keep
+        }
+
+        fn process_into(&self, event: &Event<'_>, out: &mut Vec<u8>) -> Verdict {
+            let raw = event.raw();
+            if raw.len() > 8 {
+                out.extend_from_slice(format!("{{\"n\":{}}}", raw.len()).as_bytes());
+                return Verdict::Written;
+            }
+            if raw == b"{\"x\":0}" {
+                return Verdict::Written;
+            }
+            out.extend_from_slice(b"stray bytes");
+            Verdict::Keep
+        }
+    }
+
+    fn batch(events: &[&str]) -> (Vec<u8>, Vec<u32>) {
+        let mut data = Vec::new();
+        let mut ends = Vec::new();
+        for e in events {
+            data.extend_from_slice(e.as_bytes());
+            ends.push(data.len() as u32);
+        }
+        (data, ends)
+    }
+
+    #[test]
+    fn written_events_go_straight_into_the_batch_and_stray_bytes_do_not() {
+        let (data, ends) = batch(&[r#"{"a":"long one"}"#, "{}", r#"{"b":"longer one"}"#]);
+        let v = process_batch(&Writer, &data, &ends).unwrap();
+        assert_eq!(v.actions, [action::REPLACE, action::KEEP, action::REPLACE]);
+        assert_eq!(v.data, br#"{"n":16}{"n":18}"#);
+        assert_eq!(v.ends, [8, 16]);
+    }
+
+    #[test]
+    fn written_with_nothing_written_fails_the_batch() {
+        let (data, ends) = batch(&["{}", r#"{"x":0}"#]);
+        let err = process_batch(&Writer, &data, &ends).unwrap_err();
+        assert!(err.starts_with("event 1:"), "{err}");
+    }
 }
