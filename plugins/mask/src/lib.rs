@@ -345,18 +345,62 @@ fn lanes(classes: &[u8; 16], bits: u8) -> u16 {
     i8x16_bitmask(i8x16_ne(hit, u8x16_splat(0)))
 }
 
-/// The positions of the bytes whose class holds any of `bits`, in order.
-fn positions(classes: &[[u8; 16]], bits: u8) -> impl Iterator<Item = usize> + '_ {
-    classes.iter().enumerate().flat_map(move |(j, c)| {
+/// Whether `f` holds at the position of a byte whose class holds any of
+/// `bits`, trying them in order.
+fn any_at(classes: &[[u8; 16]], bits: u8, mut f: impl FnMut(usize) -> bool) -> bool {
+    for (j, c) in classes.iter().enumerate() {
         let mut m = lanes(c, bits);
-        std::iter::from_fn(move || {
-            (m != 0).then(|| {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                16 * j + i
-            })
+        while m != 0 {
+            if f(16 * j + m.trailing_zeros() as usize) {
+                return true;
+            }
+            m &= m - 1;
+        }
+    }
+    false
+}
+
+/// Bit `i` set when byte `64 w + i` is a digit (none past the end).
+fn digit_word(classes: &[[u8; 16]], w: usize) -> u64 {
+    classes
+        .iter()
+        .skip(4 * w)
+        .take(4)
+        .enumerate()
+        .fold(0, |acc, (k, c)| {
+            acc | u64::from(lanes(c, S_DIGIT as u8)) << (16 * k)
         })
-    })
+}
+
+/// Whether 13 digits are at most one byte apart somewhere (what a card
+/// number needs): a run of 13 once single gaps between digits are filled,
+/// found 64 bytes a step.
+fn card_shape(classes: &[[u8; 16]]) -> bool {
+    let words = classes.len().div_ceil(4);
+    let (mut prev, mut cur) = (0u64, digit_word(classes, 0));
+    // The length of the run that reaches the end of the previous word.
+    let mut run = 0u32;
+    for w in 0..words {
+        let next = digit_word(classes, w + 1);
+        let before = (cur << 1) | (prev >> 63);
+        let after = (cur >> 1) | (next << 63);
+        let f = cur | (before & after);
+        run += f.trailing_ones();
+        if run >= 13 {
+            return true;
+        }
+        // Runs of 13 inside the word: bits that start runs of 2, 4, 8, 13.
+        let mut x = f & (f >> 1);
+        x &= x >> 2;
+        x &= x >> 4;
+        x &= x >> 5;
+        if x != 0 {
+            return true;
+        }
+        run = f.leading_ones();
+        (prev, cur) = (cur, next);
+    }
+    false
 }
 
 /// Whether a replacement can never take part in a match: it begins and
@@ -411,7 +455,7 @@ fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -
         return (0, escaped);
     }
     let has = |bits: u16| seen & bits == bits;
-    let at = |bits: u16| positions(classes, bits as u8);
+    let c = &classes[..];
     let digit = |p: usize| b.get(p).is_some_and(u8::is_ascii_digit);
     let mut found = 0u16;
     macro_rules! hit {
@@ -424,7 +468,7 @@ fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -
     }
     if wanted & T_EMAIL != 0
         && has(S_AT)
-        && at(S_AT).any(|p| {
+        && any_at(c, S_AT as u8, |p| {
             p > 0
                 && CLASS[b[p - 1] as usize] & LOCAL != 0
                 && b.get(p + 1)
@@ -433,12 +477,13 @@ fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -
     {
         hit!(T_EMAIL);
     }
-    if wanted & T_JWT != 0 && has(S_J) && at(S_J).any(|p| p >= 2 && &b[p - 2..p] == b"ey") {
+    if wanted & T_JWT != 0 && has(S_J) && any_at(c, S_J as u8, |p| p >= 2 && &b[p - 2..p] == b"ey")
+    {
         hit!(T_JWT);
     }
     if wanted & T_BEARER != 0
         && has(S_B)
-        && at(S_B).any(|p| {
+        && any_at(c, S_B as u8, |p| {
             // `\s` in the pattern is any Unicode space: a non-ASCII byte
             // after the word may start one.
             b.len() >= p + 7
@@ -452,22 +497,25 @@ fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -
     if wanted & T_IPV4 != 0
         && has(S_DOT)
         && digits >= 4
-        && at(S_DOT)
-            .filter(|&p| p > 0 && digit(p - 1) && digit(p + 1))
-            .nth(2)
-            .is_some()
+        && {
+            let mut between = 0;
+            any_at(c, S_DOT as u8, |p| {
+                between += u32::from(p > 0 && digit(p - 1) && digit(p + 1));
+                between == 3
+            })
+        }
         && ipv4_run(b)
     {
         hit!(T_IPV4);
     }
-    if wanted & T_CARD != 0 && digits >= 13 && card_run(b, at(S_DIGIT)) {
+    if wanted & T_CARD != 0 && digits >= 13 && card_shape(c) && card_run(b) {
         hit!(T_CARD);
     }
     // Two capitals, then two digits.
     if wanted & T_IBAN != 0
         && has(S_UPPER)
         && digits >= 2
-        && at(S_DIGIT).any(|p| {
+        && any_at(c, S_DIGIT as u8, |p| {
             p >= 2 && b[p - 2].is_ascii_uppercase() && b[p - 1].is_ascii_uppercase() && digit(p + 1)
         })
     {
@@ -476,7 +524,7 @@ fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -
     // IPv6 and MAC addresses, from their separators, in one walk.
     let seps = wanted & (T_IPV6 | T_MAC);
     if seps != 0 && seen & (S_COLON | S_DASH) != 0 {
-        let (v6, mac) = separators(b, seps, at(S_COLON | S_DASH));
+        let (v6, mac) = separators(b, seps, c);
         if v6 {
             hit!(T_IPV6);
         }
@@ -490,11 +538,11 @@ fn scan_classes(b: &[u8], wanted: u16, any: bool, classes: &mut Vec<[u8; 16]>) -
 /// Whether the IPv6 shape (two colons with only hex digits and dots
 /// between, in a run with a hex digit) and the MAC shape (a separator, two
 /// hex digits, a separator) are in `b`, from one walk over the positions of
-/// its colons and dashes (`seps`).
-fn separators(b: &[u8], wanted: u16, seps: impl Iterator<Item = usize>) -> (bool, bool) {
+/// its colons and dashes (from their `classes`).
+fn separators(b: &[u8], wanted: u16, classes: &[[u8; 16]]) -> (bool, bool) {
     let (mut v6, mut mac) = (wanted & T_IPV6 == 0, wanted & T_MAC == 0);
     let run = |c: u8| c.is_ascii_hexdigit() || c == b'.';
-    for p in seps {
+    any_at(classes, (S_COLON | S_DASH) as u8, |p| {
         if !mac
             && b.len() > p + 3
             && b[p + 1].is_ascii_hexdigit()
@@ -520,10 +568,8 @@ fn separators(b: &[u8], wanted: u16, seps: impl Iterator<Item = usize>) -> (bool
                 v6 = b[s..e].iter().any(u8::is_ascii_hexdigit);
             }
         }
-        if v6 && mac {
-            break;
-        }
-    }
+        v6 && mac
+    });
     (v6 && wanted & T_IPV6 != 0, mac && wanted & T_MAC != 0)
 }
 
@@ -547,19 +593,21 @@ fn ipv4_run(b: &[u8]) -> bool {
     false
 }
 
-/// Thirteen digits, at most one space or dash between two, from the
-/// positions of the digits of `b`.
-fn card_run(b: &[u8], digits: impl Iterator<Item = usize>) -> bool {
-    let mut run = 0u32;
-    let mut last: Option<usize> = None;
-    for p in digits {
-        let joined =
-            last.is_some_and(|q| p == q + 1 || (p == q + 2 && matches!(b[q + 1], b' ' | b'-')));
-        run = if joined { run + 1 } else { 1 };
-        if run >= 13 {
-            return true;
+/// Thirteen digits, at most one space or dash between two.
+fn card_run(b: &[u8]) -> bool {
+    let (mut digits, mut sep) = (0u32, false);
+    for &c in b {
+        if c.is_ascii_digit() {
+            digits += 1;
+            sep = false;
+            if digits >= 13 {
+                return true;
+            }
+        } else if (c == b' ' || c == b'-') && !sep && digits > 0 {
+            sep = true;
+        } else {
+            (digits, sep) = (0, false);
         }
-        last = Some(p);
     }
     false
 }
@@ -1714,6 +1762,52 @@ mod tests {
                 };
                 assert_eq!(got, want, "config {config}, event {raw}");
             }
+        }
+    }
+
+    /// The trigger checks work on 16-byte classes and 64-bit words of
+    /// positions: every kind is found wherever it sits around their edges,
+    /// and 12 digits are not a card wherever they sit.
+    #[test]
+    fn every_kind_is_found_at_every_offset() {
+        let mk = mask(r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#);
+        let cases = [
+            ("jane.doe@example.com", "email"),
+            ("10.0.0.12", "ipv4"),
+            ("2001:db8::8a2e:370:7334", "ipv6"),
+            ("4111 1111 1111 1111", "card"),
+            ("5500-0000-0000-0004", "card"),
+            ("378282246310005", "card"),
+            ("4222222222222", "card"),
+            ("GB82WEST12345698765432", "iban"),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "jwt"),
+            ("Bearer abcdefgh12345678", "bearer"),
+            ("00:1a:2b:3c:4d:5e", "mac"),
+        ];
+        for (piece, kind) in cases {
+            for pad in 0..140 {
+                let text = format!(
+                    "{}{piece} {}",
+                    "x ".repeat(pad / 2) + &" ".repeat(pad % 2),
+                    "z".repeat(pad)
+                );
+                let out = mk.mask_str(&text).unwrap_or_default();
+                assert!(
+                    out.contains(&format!("[{kind}]")),
+                    "{kind} at {pad}: {text} -> {out}"
+                );
+                let event = format!(r#"{{"message":"{text}"}}"#);
+                let masked = mk.mask_event(event.as_bytes()).unwrap().unwrap_or_default();
+                let masked = String::from_utf8(masked).unwrap();
+                assert!(
+                    masked.contains(&format!("[{kind}]")),
+                    "{kind} at {pad}: {event} -> {masked}"
+                );
+            }
+        }
+        for pad in 0..140 {
+            let text = format!("{}4111 1111 1111 {}", "x".repeat(pad), "y".repeat(pad));
+            assert_eq!(mk.mask_str(&text), None, "{text}");
         }
     }
 
