@@ -1743,7 +1743,7 @@ mod tests {
     fn the_raw_scan_and_triggers_mask_exactly_what_every_regex_would() {
         let configs = [
             "{}",
-            r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#,
+            EVERY_DETECTOR,
             r#"{"detect":["email"]}"#,
             r#"{"fields":["data.note","msg"],"skip_fields":[]}"#,
             r#"{"skip_fields":["data.list","timestamp"],"text":"<{kind} \"x\">"}"#,
@@ -1765,12 +1765,15 @@ mod tests {
         }
     }
 
+    const EVERY_DETECTOR: &str =
+        r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#;
+
     /// The trigger checks work on 16-byte classes and 64-bit words of
     /// positions: every kind is found wherever it sits around their edges,
     /// and 12 digits are not a card wherever they sit.
     #[test]
     fn every_kind_is_found_at_every_offset() {
-        let mk = mask(r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#);
+        let mk = mask(EVERY_DETECTOR);
         let cases = [
             ("jane.doe@example.com", "email"),
             ("10.0.0.12", "ipv4"),
@@ -1813,7 +1816,7 @@ mod tests {
 
     #[test]
     fn a_labelled_corpus_keeps_recall_without_false_positives() {
-        let mk = mask(r#"{"detect":["email","ipv4","ipv6","card","iban","jwt","bearer","mac"]}"#);
+        let mk = mask(EVERY_DETECTOR);
         // (text, the kind it holds)
         let positives = [
             ("mail jane.doe+x@example.co.uk now", "email"),
