@@ -18,7 +18,9 @@
 //! Environment: `SLUICE_BENCH_EVENTS` changes the event count;
 //! `SLUICE_BENCH_ONLY="no transform;mask (every detector);rsyslog"` runs
 //! only the cases named (as printed); `SLUICE_BENCH_CALLS=1` first times
-//! the plugin's calls alone (every build), without a pipeline;
+//! the plugin's calls alone (every build), without a pipeline, over every
+//! event, then the events with an email and those without apart
+//! (`SLUICE_BENCH_CALLS=with` or `=without`: only those);
 //! `SLUICE_BENCH_MASKS=before=PATH.wasm,nosimd=PATH.wasm` adds the mask
 //! cases again with other builds of the plugin (an older version, one
 //! built without wasm SIMD), in the same run.
@@ -222,11 +224,14 @@ fn per_call(runtime: &Arc<Runtime>, builds: &[(String, Vec<u8>)], config: &str, 
             lines.iter().copied().filter(|l| !has_email(l)).collect(),
         ),
     ];
-    // SLUICE_BENCH_CALLS=with (or without) times only those events.
-    let only = std::env::var("SLUICE_BENCH_CALLS").unwrap_or_default();
-    for (what, lines) in &sets {
-        if only.starts_with("with") && !what.ends_with(&only) && !what.contains(&format!("{only} "))
-        {
+    // SLUICE_BENCH_CALLS=with (or =without) times only those events.
+    let only = match std::env::var("SLUICE_BENCH_CALLS").as_deref() {
+        Ok("with") => Some(1),
+        Ok("without") => Some(2),
+        _ => None,
+    };
+    for (i, (what, lines)) in sets.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
             continue;
         }
         println!("  {what}:");

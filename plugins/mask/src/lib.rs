@@ -757,10 +757,16 @@ impl Mask {
 
     /// The built-in detectors of `wanted` that could match in `input`
     /// ([`triggers`]); with custom patterns, never 0 (they are always tried).
-    fn hits(&self, input: &str, wanted: u16) -> u16 {
+    fn hits(&self, input: &[u8], wanted: u16) -> u16 {
         let hits = match wanted {
             0 => 0,
-            w => triggers(input.as_bytes(), w),
+            // The common case of an event that holds an email and nothing
+            // else: its strings with an `@` are looked at closer.
+            T_EMAIL => match memchr::memchr(b'@', input) {
+                Some(_) => T_EMAIL,
+                None => 0,
+            },
+            w => triggers(input, w),
         };
         match self.custom {
             true => hits | CUSTOM,
@@ -794,7 +800,7 @@ impl Mask {
     /// [`Self::mask_str`] with only the built-in detectors of `wanted`
     /// looked for: those the event's bytes hold what they need for.
     fn mask_str_in(&self, input: &str, wanted: u16) -> Option<String> {
-        self.mask_str_with(input, Some(self.hits(input, wanted) & !CUSTOM))
+        self.mask_str_with(input, Some(self.hits(input.as_bytes(), wanted) & !CUSTOM))
     }
 
     /// [`Self::mask_str_in`], given the text's [`Self::hits`] (without the
@@ -1032,11 +1038,9 @@ impl Mask {
             // (the host only sends JSON objects, valid UTF-8).
             return Ok(false);
         }
-        let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
         let base = out.len();
         let mut scan = Scan {
             b: raw,
-            t: text,
             i: 0,
             out: &mut *out,
             copied: 0,
@@ -1051,6 +1055,7 @@ impl Mask {
         }
         out.truncate(base);
         // Not JSON as this scanner reads it: serde says why (or masks it).
+        let text = std::str::from_utf8(raw).map_err(|e| format!("event is not UTF-8: {e}"))?;
         let mut value: Value =
             serde_json::from_str(text).map_err(|e| format!("event is not JSON: {e}"))?;
         if !self.mask_object(&mut value, "") {
@@ -1124,8 +1129,6 @@ enum Mode {
 /// A scan of one event's raw JSON, writing the masked event as it goes.
 struct Scan<'a, 'o> {
     b: &'a [u8],
-    /// The same bytes, known to be UTF-8.
-    t: &'a str,
     i: usize,
     /// The masked event so far, after what `out` held: the raw bytes up to
     /// `copied`, with the masked strings in place (nothing until the first
@@ -1204,17 +1207,17 @@ impl Scan<'_, '_> {
     /// The text of a string the scanner found: borrowed, or decoded when
     /// it holds escapes.
     fn text<'b>(
-        t: &'b str,
+        b: &'b [u8],
         (start, end, escaped): (usize, usize, bool),
     ) -> Result<Cow<'b, str>, ()> {
-        // Quotes are ASCII: a span's ends are character boundaries, and
-        // slicing checks just those instead of validating it again.
         if escaped {
-            serde_json::from_str::<String>(t.get(start - 1..=end).ok_or(())?)
+            serde_json::from_slice::<String>(b.get(start - 1..=end).ok_or(())?)
                 .map(Cow::Owned)
                 .map_err(|_| ())
         } else {
-            t.get(start..end).map(Cow::Borrowed).ok_or(())
+            std::str::from_utf8(b.get(start..end).ok_or(())?)
+                .map(Cow::Borrowed)
+                .map_err(|_| ())
         }
     }
 
@@ -1225,8 +1228,19 @@ impl Scan<'_, '_> {
                 let span = self.string()?;
                 let (start, end, _) = span;
                 if mode != Mode::Skip {
-                    let text = Self::text(self.t, span)?;
-                    let hits = mask.hits(&text, self.wanted);
+                    // A plain string is looked at in place, and checked to be
+                    // UTF-8 only when it holds something to mask.
+                    let (text, hits) = match span.2 {
+                        true => {
+                            let text = Self::text(self.b, span)?;
+                            let hits = mask.hits(text.as_bytes(), self.wanted);
+                            (text, hits)
+                        }
+                        false => match mask.hits(&self.b[start..end], self.wanted) {
+                            0 => return Ok(()),
+                            hits => (Self::text(self.b, span)?, hits),
+                        },
+                    };
                     if hits == 0 {
                         return Ok(());
                     }
@@ -1274,7 +1288,7 @@ impl Scan<'_, '_> {
                     self.i += 1;
                     let child = match mode {
                         Mode::Paths => {
-                            let key = Self::text(self.t, key_span)?;
+                            let key = Self::text(self.b, key_span)?;
                             let p = if path.is_empty() {
                                 key
                             } else {
@@ -1763,6 +1777,16 @@ mod tests {
                 assert_eq!(got, want, "config {config}, event {raw}");
             }
         }
+    }
+
+    /// The host sends UTF-8, and only strings with something to mask are
+    /// checked: one that is not is refused (the event is dropped, never
+    /// forwarded unmasked).
+    #[test]
+    fn a_string_to_mask_that_is_not_utf8_is_refused() {
+        let mk = mask("{}");
+        let err = mk.mask_event(b"{\"m\":\"mail a@b.io \xff\"}").unwrap_err();
+        assert!(err.contains("not UTF-8"), "{err}");
     }
 
     const EVERY_DETECTOR: &str =
