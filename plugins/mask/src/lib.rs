@@ -175,8 +175,8 @@ const SEEN: [u16; 256] = {
 const DIGIT: u8 = 1;
 const HEX: u8 = 2; // a-f, A-F
 const UPPER: u8 = 4;
-const LOCAL: u8 = 8; // what may end an email's local part
-const DOMAIN: u8 = 16; // what may start its domain
+const LOCAL: u8 = 8; // the characters of an email's local part
+const DOMAIN: u8 = 16; // those of its domain's labels
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
@@ -684,8 +684,8 @@ fn is_iban(text: &str) -> bool {
 /// last label that starts with two letters (its leading letters), as the
 /// greedy repetition backs off label by label.
 fn find_email(b: &[u8], from: usize) -> Option<(usize, usize)> {
-    let local = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
-    let label = |c: u8| c.is_ascii_alphanumeric() || c == b'-';
+    let local = |c: u8| CLASS[c as usize] & LOCAL != 0;
+    let label = |c: u8| CLASS[c as usize] & DOMAIN != 0;
     for at in memchr::memchr_iter(b'@', b.get(from..)?).map(|i| i + from) {
         let mut start = at;
         while start > from && local(b[start - 1]) {
@@ -1287,6 +1287,16 @@ impl Scan<'_, '_> {
                     }
                     self.i += 1;
                     let child = match mode {
+                        // A top-level name, when nothing is selected or
+                        // skipped below one: skipped or masked whole, told
+                        // from its bytes.
+                        Mode::Paths if mask.flat && path.is_empty() && !key_span.2 => {
+                            let key = &self.b[key_span.0..key_span.1];
+                            match mask.skip_fields.iter().any(|s| s.as_bytes() == key) {
+                                true => Some(Mode::Skip),
+                                false => Some(Mode::All),
+                            }
+                        }
                         Mode::Paths => {
                             let key = Self::text(self.b, key_span)?;
                             let p = if path.is_empty() {
