@@ -171,28 +171,17 @@ const SEEN: [u16; 256] = {
     t
 };
 
-/// Byte classes for [`triggers`]' one pass.
-const DIGIT: u8 = 1;
-const HEX: u8 = 2; // a-f, A-F
-const UPPER: u8 = 4;
-const LOCAL: u8 = 8; // the characters of an email's local part
-const DOMAIN: u8 = 16; // those of its domain's labels
+/// Byte classes of email addresses, for the check at an `@` and for
+/// [`find_email`].
+const LOCAL: u8 = 1; // the characters of an email's local part
+const DOMAIN: u8 = 2; // those of its domain's labels
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
         let mut v = 0;
-        if c.is_ascii_digit() {
-            v |= DIGIT | LOCAL | DOMAIN;
-        }
-        if matches!(c, b'a'..=b'f' | b'A'..=b'F') {
-            v |= HEX;
-        }
-        if c.is_ascii_uppercase() {
-            v |= UPPER;
-        }
-        if c.is_ascii_alphabetic() {
+        if c.is_ascii_alphanumeric() {
             v |= LOCAL | DOMAIN;
         }
         if matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') {
@@ -327,10 +316,10 @@ fn kinds(b: &[u8], classes: &mut Vec<[u8; 16]>) -> (u16, u32) {
         // SAFETY: `last` is 16 bytes.
         step(unsafe { v128_load(last.as_ptr().cast()) });
     }
-    let mut lanes = [0u8; 16];
-    // SAFETY: `lanes` is 16 writable bytes.
-    unsafe { v128_store(lanes.as_mut_ptr().cast(), class) };
-    let class = lanes.iter().fold(0u8, |acc, &c| acc | c);
+    let mut all = [0u8; 16];
+    // SAFETY: `all` is 16 writable bytes.
+    unsafe { v128_store(all.as_mut_ptr().cast(), class) };
+    let class = all.iter().fold(0u8, |acc, &c| acc | c);
     let upper = if v128_any_true(upper) { S_UPPER } else { 0 };
     (u16::from(class) | upper, digits)
 }
@@ -957,16 +946,19 @@ impl Mask {
 
     fn mask_value_with(&self, value: &mut Value, t: bool) -> bool {
         match value {
-            Value::String(s) => match match t {
-                true => self.mask_str_in(s, self.wanted),
-                false => self.mask_str_with(s, None),
-            } {
-                Some(masked) => {
-                    *s = masked;
-                    true
+            Value::String(s) => {
+                let masked = match t {
+                    true => self.mask_str_in(s, self.wanted),
+                    false => self.mask_str_with(s, None),
+                };
+                match masked {
+                    Some(masked) => {
+                        *s = masked;
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             Value::Array(items) => items
                 .iter_mut()
                 .fold(false, |acc, v| self.mask_value_with(v, t) | acc),
@@ -1287,16 +1279,6 @@ impl Scan<'_, '_> {
                     }
                     self.i += 1;
                     let child = match mode {
-                        // A top-level name, when nothing is selected or
-                        // skipped below one: skipped or masked whole, told
-                        // from its bytes.
-                        Mode::Paths if mask.flat && path.is_empty() && !key_span.2 => {
-                            let key = &self.b[key_span.0..key_span.1];
-                            match mask.skip_fields.iter().any(|s| s.as_bytes() == key) {
-                                true => Some(Mode::Skip),
-                                false => Some(Mode::All),
-                            }
-                        }
                         Mode::Paths => {
                             let key = Self::text(self.b, key_span)?;
                             let p = if path.is_empty() {

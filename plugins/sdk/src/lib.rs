@@ -197,7 +197,7 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
         let event = Event::new(bytes);
         let before = out.data.len();
         let verdict = plugin.process_into(&event, &mut out.data);
-        if verdict != Verdict::Written {
+        if !matches!(verdict, Verdict::Written) {
             out.data.truncate(before);
         }
         let (action, port) = match verdict {
