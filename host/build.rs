@@ -18,6 +18,7 @@ fn main() {
     version(&root);
     for dir in [
         "plugins/sdk",
+        "common",
         "plugins/filter",
         "plugins/route",
         "plugins/mask",

@@ -36,6 +36,7 @@ fn main() {
     }
     for dir in [
         root.join("plugins"),
+        root.join("common"),
         root.join("wit"),
         manifest.join("plugins"),
     ] {

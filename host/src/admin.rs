@@ -35,6 +35,9 @@ pub struct Admin {
     pub pipeline: PathBuf,
     /// What `auth_token_env` names: required by every endpoint but `/health`.
     pub token: Option<String>,
+    /// `[admin] hosts`: names accepted in `Host` besides IP addresses and
+    /// `localhost`.
+    pub hosts: Vec<String>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -680,13 +683,84 @@ fn authorized(admin: &Admin, headers: &hyper::HeaderMap, query: Option<&str>) ->
     })
 }
 
-/// The middleware in front of every route: with a token, every endpoint
-/// but `/health` requires it.
+/// The host part of a `Host` header: `[::1]:9598` -> `::1`,
+/// `example.com:80` -> `example.com`.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name)
+}
+
+/// Whether a `Host` names this port: an IP address (DNS rebinding needs a
+/// name), `localhost`, or a name of `[admin] hosts`.
+fn host_allowed(admin: &Admin, host: &str) -> bool {
+    let name = host_name(host);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || admin.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Why a request that changes state (`POST`) is refused, if it is: one a
+/// page on another site could send is. A browser sends a form (or a
+/// `fetch` without a preflight) only as `application/x-www-form-urlencoded`,
+/// `multipart/form-data` or `text/plain`, so a JSON content type is
+/// required; an `Origin` must be this port's own; and with a token set, it
+/// must come in the `Authorization` header (not a `?token=` link).
+fn cross_site(admin: &Admin, headers: &hyper::HeaderMap, host: &str) -> Option<&'static str> {
+    let json = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Some("a POST to the admin port needs `Content-Type: application/json`");
+    }
+    if let Some(origin) = headers.get(hyper::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !own {
+            return Some("a POST from another origin is refused");
+        }
+    }
+    if admin.token.is_some() && headers.get(hyper::header::AUTHORIZATION).is_none() {
+        return Some("a POST carries the token in `Authorization: Bearer TOKEN`");
+    }
+    None
+}
+
+/// The middleware in front of every route: the `Host` must name this
+/// port, a `POST` must not be one a foreign page could send, and with a
+/// token, every endpoint but `/health` requires it.
 async fn require_token(
     State(admin): State<Arc<Admin>>,
     req: axum::extract::Request,
     next: Next,
 ) -> axum::response::Response {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !host_allowed(&admin, &host) {
+        return reply(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            format!("this admin port does not answer to `Host: {host}` (add the name to [admin] hosts)\n"),
+        )
+        .into_response();
+    }
+    if req.method() == hyper::Method::POST {
+        if let Some(why) = cross_site(&admin, req.headers(), &host) {
+            return reply(StatusCode::FORBIDDEN, "text/plain", format!("{why}\n")).into_response();
+        }
+    }
     if req.uri().path() != "/health" && !authorized(&admin, req.headers(), req.uri().query()) {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)

@@ -512,3 +512,132 @@ poll_interval = "50ms"
         "given up on, counted"
     );
 }
+
+/// #36: two replays of one file at once sent everything twice. The second
+/// waits for the first and sends nothing.
+#[test]
+fn two_replays_at_once_send_each_event_once() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    poisoned_run(dir);
+    std::fs::copy(MASK, dir.join("masker.wasm")).unwrap();
+    let replay = || {
+        sluice()
+            .args([
+                "dead-letters",
+                "replay",
+                "dead.log",
+                "--into",
+                "pipeline.toml",
+                "--source",
+                "in",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (replay(), replay());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let want: Vec<u64> = (1..=20).collect();
+    assert_eq!(seqs(&dir.join("out.log")), want, "each event once");
+}
+
+/// #36: `--failed` naming a folder ended the replay before FILE.replayed
+/// was saved. What failed again and could not be written stays to replay;
+/// nothing is lost or marked done.
+#[test]
+fn a_failed_file_that_cannot_be_written_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    poisoned_run(dir);
+    std::fs::create_dir(dir.join("a-folder")).unwrap();
+    let args = |failed: &'static str| {
+        [
+            "replay",
+            "dead.log",
+            "--into",
+            "pipeline.toml",
+            "--source",
+            "in",
+            "--failed",
+            failed,
+        ]
+    };
+    let (ok, _, err) = dead_letters_cli(&args("a-folder"), dir);
+    assert!(!ok && err.contains("a-folder"), "{err}");
+    let (ok, said, err) = dead_letters_cli(&args("again.log"), dir);
+    assert!(ok, "{err}");
+    assert!(
+        said.contains("replayed 3 event(s)") && said.contains("3 failed again"),
+        "{said}"
+    );
+    assert_eq!(records(&dir.join("again.log")).len(), 3);
+    let (ok, said, _) = dead_letters_cli(&args("again.log"), dir);
+    assert!(ok && said.contains("nothing to replay"), "{said}");
+}
+
+/// #36: the `dead_letters` source held every record read whole (a 1 GiB
+/// record took 6 GB) and cut lines in quadratic time (100k records: 49 s
+/// before the first event). A record past `max_record` is skipped as it
+/// is read and counted; 20,000 records behind it all arrive once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letters_source_skips_huge_records_and_reads_a_backlog_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let dead = dir.join("dead.log");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&dead).unwrap());
+        let huge = "x".repeat(8 << 20);
+        writeln!(
+            f,
+            r#"{{"dl_version":1,"attempt":1,"timestamp":"2026-12-01T10:00:00Z","event":{{"seq":0,"pad":"{huge}"}}}}"#
+        )
+        .unwrap();
+        for seq in 1..=20_000u64 {
+            writeln!(
+                f,
+                r#"{{"dl_version":1,"attempt":1,"timestamp":"2026-12-01T10:00:00Z","component":"mask","error":{{"kind":"trap","message":"x"}},"event":{{"timestamp":"2026-12-01T10:00:00.000Z","seq":{seq}}}}}"#
+            )
+            .unwrap();
+        }
+    }
+    let toml = r#"[sources.retry]
+type = "dead_letters"
+path = "dead.log"
+retry_after = "0s"
+max_record = "1MiB"
+poll_interval = "50ms"
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["retry"]
+"#;
+    let (running, metrics) = start(dir, toml).await;
+    let stop = running.stop_handle();
+    let waiter = tokio::spawn(running.wait());
+    let out = dir.join("out.log");
+    until("every record of the backlog", 120, || {
+        crate::util::json_lines_if_any(&out).len() >= 20_000
+    })
+    .await;
+    stop.trigger();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let want: Vec<u64> = (1..=20_000).collect();
+    assert_eq!(seqs(&out), want);
+    assert_eq!(crate::util::counts(&metrics, "retry").long_lines, 1);
+}

@@ -582,3 +582,82 @@ inputs = ["app"]
     seen.sort();
     assert_eq!(seen, (0..5000).collect::<Vec<u64>>(), "every event once");
 }
+
+/// #36: the file source emitted the cut last line of a truncated `.age`
+/// file as an event, and one `.age` file that could not be decrypted
+/// aborted a whole timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_age_file_gives_whole_lines_and_a_bad_one_does_not_stop_a_timeline() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "key");
+    let (_, stranger) = keygen(d.path(), "stranger");
+    let logs = d.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    // 200 KiB of lines: chunks of 64 KiB end inside lines.
+    let events: Vec<Value> = (0..2000)
+        .map(|i| {
+            json!({"timestamp": format!("2026-11-23T10:{:02}:{:02}Z", i / 60 % 60, i % 60),
+                   "service": "api", "message": format!("m{i} {}", "x".repeat(60)), "request_id": format!("r{i}")})
+        })
+        .collect();
+    write_json_lines(&d.path().join("a.jsonl"), &events);
+    let whole = logs.join("api.log.age");
+    let status = Command::new("age")
+        .args(["-r", &public, "-o"])
+        .arg(&whole)
+        .arg(d.path().join("a.jsonl"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Cut inside its third chunk, as a crash of the writer would leave it.
+    let sealed = std::fs::read(&whole).unwrap();
+    let cut = d.path().join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    std::fs::write(cut.join("api.log.age"), &sealed[..sealed.len() - 20_000]).unwrap();
+    let metrics = run(
+        d.path(),
+        r#"
+[sources.archive]
+type = "file"
+path = "cut/*.age"
+identity_file = "key.txt"
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["archive"]
+"#,
+    )
+    .await
+    .unwrap();
+    let got = crate::util::read_json_lines(&d.path().join("out.log"));
+    assert!(got.len() > 1000 && got.len() < 2000, "{} events", got.len());
+    assert_eq!(counts(&metrics, "archive").events_in as usize, got.len());
+    for (e, want) in got.iter().zip(&events) {
+        assert_eq!(e["message"], want["message"], "every event whole, none cut");
+    }
+    // A second file for another key: the timeline reads the first, warns
+    // about the second.
+    let status = Command::new("age")
+        .args(["-r", &stranger, "-o"])
+        .arg(logs.join("other.log.age"))
+        .arg(d.path().join("a.jsonl"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = crate::util::sluice()
+        .args(["timeline", "--all", "--format", "json", "--identity"])
+        .arg(&key)
+        .arg(&logs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"r1999\""), "{text:.1000}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other.log.age"), "{err}");
+}

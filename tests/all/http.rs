@@ -175,7 +175,7 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
         // (Raw: the server answers and closes before the body is sent,
         // which a client reports as a broken pipe.)
         let big = vec![b' '; (1 << 20) + 1];
-        let head = format!("POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len());
+        let head = format!("POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len());
         let r = raw(port, &head, &big);
         assert_eq!(r.status, 413, "{}", r.body);
         let chunk = vec![b' '; 256 * 1024];
@@ -186,14 +186,14 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
             chunked.extend_from_slice(b"\r\n");
         }
         chunked.extend_from_slice(b"0\r\n\r\n");
-        let r = raw(port, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", &chunked);
+        let r = raw(port, "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", &chunked);
         assert_eq!(r.status, 413, "{}", r.body);
         // Gzip bombs: 200 MiB of zeros in ~200 KB, several times.
         let bomb = gzip(&vec![b'0'; 200 << 20]);
         let before = rss_kib();
         for _ in 0..5 {
             let head = format!(
-                "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 bomb.len()
             );
             let r = raw(port, &head, &bomb);
@@ -202,7 +202,7 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
         let grown = rss_kib().saturating_sub(before) / 1024;
         // A good gzip body works.
         let head = format!(
-            "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             gzip(ok).len()
         );
         assert_eq!(raw(port, &head, &gzip(ok)).status, 200);
@@ -211,14 +211,14 @@ async fn hostile_requests_get_the_right_status_and_memory_stays_flat() {
         assert_eq!(post(port, "application/xml", b"<log/>").status, 415);
         // A truncated body: Content-Length promises more than arrives.
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"message\":").unwrap();
+        s.write_all(b"POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"message\":").unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
         // A slow client that never finishes its headers is cut off...
         let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        slow.write_all(b"POST /api/log HTTP/1.1\r\nHost: x\r\n").unwrap();
+        slow.write_all(b"POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
         // ...while others are served.
         assert_eq!(post(port, "application/json", ok).status, 200);
         slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -646,7 +646,7 @@ async fn finished_connections_are_reaped_and_connections_are_capped() {
     // client that is still writing reports a broken pipe instead.
     let r = tokio::task::spawn_blocking(move || {
         let body = b"{\"message\":\"m\"}";
-        let head = format!("POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let head = format!("POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
         raw(port, &head, body)
     })
     .await
@@ -752,7 +752,7 @@ async fn events_per_request_and_bytes_in_flight_are_bounded() {
         let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
             slow,
-            "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 61440\r\n\r\n{{\"a\":\""
+            "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 61440\r\n\r\n{{\"a\":\""
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(300));

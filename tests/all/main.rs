@@ -9,6 +9,7 @@ mod config;
 mod dead_letters;
 mod encryption;
 mod files;
+mod hardening;
 mod http;
 mod languages;
 mod ops;

@@ -30,6 +30,7 @@ async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
         reload: running.reload_handle(),
         pipeline: path.clone(),
         token: None,
+        hosts: Vec::new(),
     };
     sluice::admin::serve(&address, admin).await.unwrap();
     (running, metrics, path)
@@ -298,7 +299,11 @@ inputs = ["keep"]
 
     // A tap that never reads does not hold the pipeline back.
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(slow, "GET /tap?component=gen HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        slow,
+        "GET /tap?component=gen HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
     let before = counts(&metrics, "out").events_out;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -450,7 +455,7 @@ async fn abandoned_filtered_taps_end_and_taps_are_capped() {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             write!(
                 s,
-                "GET /tap?component=g&filter=service=nomatch HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /tap?component=g&filter=service=nomatch HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             )
             .unwrap();
             let mut head = [0u8; 12];
@@ -470,7 +475,11 @@ async fn abandoned_filtered_taps_end_and_taps_are_capped() {
     let held: Vec<std::net::TcpStream> = (0..16)
         .map(|_| {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            write!(s, "GET /tap?component=g HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET /tap?component=g HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            )
+            .unwrap();
             let mut head = [0u8; 12];
             s.read_exact(&mut head).unwrap();
             assert_eq!(&head[9..12], b"200");

@@ -12,7 +12,7 @@ use crate::util::{
     free_port, json_lines_if_any, raw_http, read_json_lines, start, until, write_json_lines, Helper,
 };
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     sluice::cli::plugin::build::tools_dir()
         .expect("a tools folder (scripts/setup-test-deps)")
         .join("py/bin/python")
@@ -399,7 +399,7 @@ async fn otlp_json_bodies_and_what_the_source_refuses() {
     let post = |path: &str, ct: &str, body: &str| {
         raw_http(
             port,
-            &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+            &format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
         )
     };
     let json = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},"scopeLogs":[{"scope":{"name":"browser"},"logRecords":[{"timeUnixNano":"1764000000000000001","severityNumber":17,"severityText":"Error","body":{"kvlistValue":{"values":[{"key":"msg","value":{"stringValue":"bad"}}]}},"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","attributes":[{"key":"n","value":{"intValue":"5"}},{"key":"b","value":{"bytesValue":"AAE="}}]}]}]}]}"#;

@@ -204,6 +204,37 @@ fn a_large_html_timeline_draws_a_bounded_sample_and_says_so() {
     );
 }
 
+/// #36: one message holding `<!--<script>` left the report blank (the
+/// HTML parser never saw the data's script end). Chromium draws every mark.
+#[test]
+fn a_message_with_script_markup_does_not_blank_the_html_timeline() {
+    let d = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..20u64 {
+        let message = if i == 3 {
+            "<!--<script>alert(1)</script>-->".to_string()
+        } else {
+            format!("event {i}")
+        };
+        text.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"ts": 1_795_428_000_000u64 + i, "service": "api", "level": "info",
+                               "message": message, "request_id": format!("q{i}")})
+        ));
+    }
+    std::fs::write(d.path().join("api.log"), text).unwrap();
+    let report = d.path().join("markup.html");
+    html_timeline(&d.path().join("api.log"), &report);
+    let facts = inspect(
+        &format!("file://{}", report.display()),
+        "timeline-markup",
+        serde_json::json!([
+            {"eval": "document.querySelectorAll('.mark').length", "as": "marks"},
+        ]),
+    );
+    assert_eq!(facts["results"]["marks"], 20, "{facts}");
+}
+
 /// `sluice run` on `toml` with the admin token in its environment.
 fn spawn_with_token(dir: &Path, toml: &str, token: &str) -> std::process::Child {
     let path = dir.join("pipeline.toml");

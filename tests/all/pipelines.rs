@@ -146,7 +146,7 @@ async fn http_ingest_then_redis_worker() {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         };
-        write!(s, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        write!(s, "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out

@@ -311,7 +311,7 @@ fn admin_reload_and_sighup_in_the_binary() {
     let mut health = String::new();
     for _ in 0..200 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 .unwrap();
             s.read_to_string(&mut health).unwrap();
             break;
@@ -324,7 +324,7 @@ fn admin_reload_and_sighup_in_the_binary() {
     replace(&plugin, TAG_B);
     let r = http(
         port,
-        "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("\"ok\""), "{r}");
     wait_tag("b");
@@ -339,7 +339,7 @@ fn admin_reload_and_sighup_in_the_binary() {
 
     let metrics = http(
         port,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert!(
         metrics.contains("sluice_reloads_total{result=\"ok\"}"),

@@ -184,7 +184,7 @@ inputs = ["in"]
     let tap = std::thread::spawn(move || {
         http(
             admin,
-            "GET /tap?component=in&limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /tap?component=in&limit=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         )
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -192,7 +192,7 @@ inputs = ["in"]
     let answer = http(
         ingest,
         &format!(
-            "POST /api/log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ENV_SECRET}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ENV_SECRET}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     );
@@ -203,15 +203,15 @@ inputs = ["in"]
     std::thread::sleep(Duration::from_millis(2500));
     let stats = http(
         admin,
-        "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     let metrics = http(
         admin,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     let reload = http(
         admin,
-        "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     terminate(child.id() as i32);
     let out = child.wait_with_output().unwrap();

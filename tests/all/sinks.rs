@@ -568,7 +568,7 @@ async fn a_slow_elasticsearch_pushes_back_to_http_ingest() {
                 let body = format!("{{\"message\":\"m{i}\"}}");
                 let mut s = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
                 use std::io::Write;
-                write!(s, "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+                write!(s, "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
                 let mut out = String::new();
                 s.read_to_string(&mut out).unwrap();
                 out[9..12].parse::<u16>().unwrap()

@@ -110,7 +110,7 @@ fn post(port: u16, key: &str, body: &str) -> u16 {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let head = format!(
-        "POST /api/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     if s.write_all(head.as_bytes())

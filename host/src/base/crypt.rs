@@ -152,10 +152,16 @@ impl Identities {
 
     /// The plaintext of the age stream `input`. A stream cut short (a
     /// writer killed) reads up to its last complete chunk, then fails with
-    /// "age file is truncated".
+    /// "age file is truncated". A header with more than
+    /// [`MAX_STANZAS`] recipient stanzas, or longer than [`MAX_HEADER`]
+    /// bytes, is refused before any is tried: each costs a key agreement
+    /// per identity, and sluice writes a handful.
     pub fn decrypt<R: Read>(&self, input: R) -> std::io::Result<impl Read> {
-        let decryptor = age::Decryptor::new_buffered(BufReader::new(input))
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut input = BufReader::new(input);
+        let header = read_header(&mut input)?;
+        let decryptor =
+            age::Decryptor::new_buffered(BufReader::new(std::io::Cursor::new(header).chain(input)))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         decryptor
             .decrypt(self.0.iter().map(|k| k as &dyn age::Identity))
             .map_err(|e| {
@@ -164,6 +170,46 @@ impl Identities {
                     format!("cannot decrypt: {e} (is it encrypted to another key?)"),
                 )
             })
+    }
+}
+
+/// The most recipient stanzas an age header may have to be read.
+pub const MAX_STANZAS: usize = 64;
+/// The longest age header read (a stanza of X25519 is about 110 bytes).
+pub const MAX_HEADER: usize = 64 << 10;
+
+/// The header of a binary age file, up to and including its `---` MAC
+/// line, checked for its number of stanzas and its size.
+fn read_header(input: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut header = Vec::new();
+    let mut stanzas = 0usize;
+    loop {
+        let start = header.len();
+        let n = (&mut *input)
+            .take((MAX_HEADER + 1 - start.min(MAX_HEADER)) as u64)
+            .read_until(b'\n', &mut header)?;
+        if header.len() > MAX_HEADER {
+            return Err(invalid(format!(
+                "the age header is longer than {MAX_HEADER} bytes: not read"
+            )));
+        }
+        let line = &header[start..];
+        if n == 0 || !line.ends_with(b"\n") {
+            // Cut short, or not age at all: age itself says which.
+            return Ok(header);
+        }
+        if line.starts_with(b"-> ") {
+            stanzas += 1;
+            if stanzas > MAX_STANZAS {
+                return Err(invalid(format!(
+                    "the age header has more than {MAX_STANZAS} recipient stanzas: not read"
+                )));
+            }
+        }
+        if line.starts_with(b"---") {
+            return Ok(header);
+        }
     }
 }
 
@@ -266,6 +312,53 @@ mod tests {
         let b = Recipients::parse([other.as_str(), public.as_str()]).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_ne!(a.fingerprint, r.fingerprint);
+    }
+
+    /// #36: a `.age` file with 10,000 X25519 stanzas took 22 s to refuse.
+    /// Past MAX_STANZAS the header is refused before any key agreement.
+    #[test]
+    fn headers_with_thousands_of_stanzas_are_refused_unread() {
+        let (public, id) = pair();
+        let ids = Identities(Arc::new(vec![id]));
+        let r = Recipients::parse([public.as_str()]).unwrap();
+        let mut w = r.encrypt(Vec::new()).unwrap();
+        w.write_all(b"secret line\n").unwrap();
+        let sealed = w.finish().unwrap();
+        // Its own stanza, repeated: the header is well formed, only long.
+        let text = sealed.clone();
+        let first = text.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let mac = text.windows(4).position(|w| w == b"\n---").unwrap() + 1;
+        let stanza = &text[first..mac];
+        let mut hostile = text[..first].to_vec();
+        for _ in 0..10_000 {
+            hostile.extend_from_slice(stanza);
+        }
+        hostile.extend_from_slice(&text[mac..]);
+        let started = std::time::Instant::now();
+        let e = ids.decrypt(&hostile[..]).err().unwrap();
+        assert!(
+            e.to_string().contains("stanzas") || e.to_string().contains("longer"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // 64 stanzas are still read (a header with many recipients).
+        let mut many = text[..first].to_vec();
+        for _ in 0..MAX_STANZAS {
+            many.extend_from_slice(stanza);
+        }
+        many.extend_from_slice(&text[mac..]);
+        let e = ids
+            .decrypt(&many[..])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!e.contains("stanzas"), "{e}");
+        let mut back = Vec::new();
+        ids.decrypt(&sealed[..])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, b"secret line\n");
     }
 
     #[test]

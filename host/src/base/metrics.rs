@@ -27,7 +27,8 @@ pub struct ComponentMetrics {
     pub retries: AtomicU64,
     /// Connections re-established after a failure (Redis).
     pub reconnects: AtomicU64,
-    /// Lines longer than `max_line`, truncated or dead-lettered (file source).
+    /// Lines longer than `max_line`, truncated or dead-lettered (file source),
+    /// or than `max_record`, skipped (dead_letters source).
     pub long_lines: AtomicU64,
     /// Files found truncated in place, as by `copytruncate` (file source).
     pub truncations: AtomicU64,

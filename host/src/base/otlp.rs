@@ -80,6 +80,165 @@ pub fn decode_request(encoding: Encoding, body: &[u8]) -> Result<ExportLogsServi
     }
 }
 
+/// What decoding a request will take, read off its bytes before it is
+/// decoded: decoding multiplies size (an empty `LogRecord` is two bytes on
+/// the wire and a few hundred in memory), so a request is charged for
+/// [`Cost::bytes`] and refused past `max_events_per_request` records before
+/// anything is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    /// Log records, counted exactly (protobuf; JSON's are counted once
+    /// decoded).
+    pub records: Option<usize>,
+    /// An upper bound of the memory the decoded request takes.
+    pub bytes: usize,
+}
+
+/// The message types of a logs request, as far as their fields hold
+/// other messages (protobuf field numbers of the OTLP protos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    Request,
+    ResourceLogs,
+    Resource,
+    ScopeLogs,
+    Scope,
+    LogRecord,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+    /// Anything else: its fields are strings, bytes or scalars.
+    Leaf,
+}
+
+impl Msg {
+    fn child(self, field: u64) -> Msg {
+        use Msg::*;
+        match (self, field) {
+            (Request, 1) => ResourceLogs,
+            (ResourceLogs, 1) => Resource,
+            (ResourceLogs, 2) => ScopeLogs,
+            (Resource, 1) => KeyValue,
+            (ScopeLogs, 1) => Scope,
+            (ScopeLogs, 2) => LogRecord,
+            (Scope, 3) => KeyValue,
+            (LogRecord, 5) => AnyValue,
+            (LogRecord, 6) => KeyValue,
+            (KeyValue, 2) => AnyValue,
+            (AnyValue, 5) => ArrayValue,
+            (AnyValue, 6) => KeyValueList,
+            (ArrayValue, 1) => AnyValue,
+            (KeyValueList, 1) => KeyValue,
+            _ => Leaf,
+        }
+    }
+
+    /// What one occurrence takes once decoded, besides its bytes.
+    fn size(self) -> usize {
+        use std::mem::size_of;
+        match self {
+            Msg::Request => size_of::<ExportLogsServiceRequest>(),
+            Msg::ResourceLogs => size_of::<ResourceLogs>(),
+            Msg::Resource => size_of::<Resource>(),
+            Msg::ScopeLogs => size_of::<ScopeLogs>(),
+            Msg::Scope => size_of::<InstrumentationScope>(),
+            Msg::LogRecord => size_of::<LogRecord>(),
+            Msg::KeyValue => size_of::<KeyValue>(),
+            Msg::AnyValue => size_of::<AnyValue>(),
+            Msg::ArrayValue => size_of::<ArrayValue>(),
+            Msg::KeyValueList => size_of::<KeyValueList>(),
+            // A string or bytes: its `Vec`'s own header.
+            Msg::Leaf => size_of::<Vec<u8>>(),
+        }
+    }
+}
+
+/// Nesting past this is refused (prost itself stops at 100).
+const MAX_NESTING: usize = 100;
+
+fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn walk(b: &[u8], msg: Msg, depth: usize, cost: &mut Cost) -> Result<(), String> {
+    if depth > MAX_NESTING {
+        return Err(format!("nested deeper than {MAX_NESTING} messages"));
+    }
+    let bad =
+        || "not an OTLP ExportLogsServiceRequest (protobuf): a field runs past its end".to_string();
+    let mut i = 0;
+    while i < b.len() {
+        let key = varint(b, &mut i).ok_or_else(bad)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(b, &mut i).ok_or_else(bad)?;
+            }
+            1 => i = i.checked_add(8).filter(|&e| e <= b.len()).ok_or_else(bad)?,
+            5 => i = i.checked_add(4).filter(|&e| e <= b.len()).ok_or_else(bad)?,
+            2 => {
+                let len = usize::try_from(varint(b, &mut i).ok_or_else(bad)?).map_err(|_| bad())?;
+                let end = i
+                    .checked_add(len)
+                    .filter(|&e| e <= b.len())
+                    .ok_or_else(bad)?;
+                let child = msg.child(field);
+                cost.bytes = cost.bytes.saturating_add(child.size());
+                if child == Msg::LogRecord {
+                    cost.records = Some(cost.records.unwrap_or(0) + 1);
+                }
+                if child != Msg::Leaf {
+                    walk(&b[i..end], child, depth + 1, cost)?;
+                }
+                i = end;
+            }
+            _ => {
+                return Err(format!(
+                    "not an OTLP ExportLogsServiceRequest (protobuf): wire type {wire}"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The [`Cost`] of decoding `body`, read off its bytes in one pass that
+/// allocates nothing.
+pub fn cost(encoding: Encoding, body: &[u8]) -> Result<Cost, String> {
+    match encoding {
+        Encoding::Protobuf => {
+            let mut cost = Cost {
+                records: Some(0),
+                bytes: body.len().saturating_add(Msg::Request.size()),
+            };
+            walk(body, Msg::Request, 0, &mut cost)?;
+            Ok(cost)
+        }
+        // Every object decoded comes from a `{` (one inside a string
+        // counts too: an over-estimate), and none is larger than a log
+        // record; strings are no longer than the body.
+        Encoding::Json => {
+            let objects = memchr::memchr_iter(b'{', body).count();
+            Ok(Cost {
+                records: None,
+                bytes: body
+                    .len()
+                    .saturating_add(objects.saturating_mul(std::mem::size_of::<LogRecord>())),
+            })
+        }
+    }
+}
+
 /// The events of a request of at most `max` log records, or why not.
 pub fn events_within(req: &ExportLogsServiceRequest, max: usize) -> Result<Vec<Value>, String> {
     let records: usize = req
@@ -583,6 +742,96 @@ fn record_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// #36: 10 MiB of empty log records (`12 00` repeated) took 978 MiB to
+    /// decode. Their number and what they decode to are known first.
+    #[test]
+    fn the_cost_of_a_request_is_known_before_decoding_it() {
+        let records = 1000usize;
+        let mut scope = Vec::new();
+        for _ in 0..records {
+            scope.extend_from_slice(&[0x12, 0x00]);
+        }
+        let wrap = |field: u8, inner: &[u8]| {
+            let mut out = vec![(field << 3) | 2];
+            let mut n = inner.len();
+            while n >= 0x80 {
+                out.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(inner);
+            out
+        };
+        let body = wrap(1, &wrap(2, &scope));
+        let c = cost(Encoding::Protobuf, &body).unwrap();
+        assert_eq!(c.records, Some(records));
+        assert!(c.bytes >= records * std::mem::size_of::<LogRecord>());
+        let decoded = ExportLogsServiceRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(
+            decoded.resource_logs[0].scope_logs[0].log_records.len(),
+            records
+        );
+        // A real request: its count is exact, its cost above its size.
+        let req = sample();
+        let bytes = req.encode_to_vec();
+        let c = cost(Encoding::Protobuf, &bytes).unwrap();
+        assert_eq!(
+            c.records,
+            Some(req.resource_logs[0].scope_logs[0].log_records.len())
+        );
+        assert!(c.bytes > bytes.len());
+        // Cut short, or nested past prost's limit: refused, not decoded.
+        assert!(cost(Encoding::Protobuf, &bytes[..bytes.len() - 1]).is_err());
+        let mut deep = vec![0x08, 0x01];
+        for _ in 0..60 {
+            deep = wrap(5, &wrap(1, &deep));
+        }
+        let deep = wrap(1, &wrap(2, &wrap(2, &wrap(6, &wrap(2, &deep)))));
+        assert!(cost(Encoding::Protobuf, &deep)
+            .unwrap_err()
+            .contains("nested"));
+        // JSON: each object is charged as a log record.
+        let json = format!(
+            "{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{}{{}}]}}]}}]}}",
+            "{},".repeat(999)
+        );
+        let c = cost(Encoding::Json, json.as_bytes()).unwrap();
+        assert!(c.bytes >= 1000 * std::mem::size_of::<LogRecord>());
+    }
+
+    proptest! {
+        /// The cost walker is total on any bytes, agrees with prost on
+        /// what decodes, and counts its log records exactly.
+        #[test]
+        fn prop_otlp_protobuf_cost_is_total(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let walked = cost(Encoding::Protobuf, &body);
+            if let Ok(req) = ExportLogsServiceRequest::decode(body.as_slice()) {
+                let c = walked.unwrap();
+                let n: usize = req.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+                prop_assert_eq!(c.records, Some(n));
+            }
+        }
+
+        /// A real request, cut anywhere: never a panic.
+        #[test]
+        fn prop_otlp_protobuf_cut_anywhere(cut in 0usize..400) {
+            let bytes = sample().encode_to_vec();
+            let end = cut.min(bytes.len());
+            let _ = cost(Encoding::Protobuf, &bytes[..end]);
+            let _ = decode_request(Encoding::Protobuf, &bytes[..end]);
+        }
+
+        /// The JSON decoder on any text shaped like OTLP/JSON: never a panic.
+        #[test]
+        fn prop_otlp_json_decoder_is_total(text in "[{}\\[\\],:\"a-zA-Z0-9 .-]{0,300}") {
+            let _ = cost(Encoding::Json, text.as_bytes());
+            if let Ok(req) = decode_request(Encoding::Json, text.as_bytes()) {
+                let _ = events_within(&req, 1000);
+            }
+        }
+    }
 
     fn sample() -> ExportLogsServiceRequest {
         let kv = |k: &str, v: Any| KeyValue {

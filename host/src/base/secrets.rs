@@ -16,17 +16,56 @@ pub const MIN_LEN: usize = 4;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Remember `value` as a secret (for the rest of the process).
+/// Every form in which sluice could print `value`: as it is, escaped in
+/// a JSON string (a `--log-format json` line, a `/reload` answer), in a
+/// Rust debug string (`{:?}` of an error), percent-encoded (in a URL),
+/// and each escape inside a JSON string again (an error quoted in a JSON
+/// answer). A secret with `"` or `\` differs in each.
+fn forms(value: &str) -> Vec<String> {
+    fn json(v: &str) -> String {
+        let quoted = serde_json::to_string(v).unwrap_or_default();
+        quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or(&quoted)
+            .to_string()
+    }
+    fn debug(v: &str) -> String {
+        let quoted = format!("{v:?}");
+        quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or(&quoted)
+            .to_string()
+    }
+    let url = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let url_plus = url.replace("%20", "+");
+    let once = [json(value), debug(value), url, url_plus];
+    let twice: Vec<String> = once.iter().flat_map(|f| [json(f), debug(f)]).collect();
+    let mut out = vec![value.to_string()];
+    for f in once.into_iter().chain(twice) {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Remember `value` as a secret (for the rest of the process), in every
+/// form sluice could print it in.
 pub fn register(value: &str) {
     if value.len() < MIN_LEN {
         return;
     }
     let mut s = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    if !s.iter().any(|v| v == value) {
-        s.push(value.to_string());
-        // Longest first, so a secret that contains another is masked whole.
-        s.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for form in forms(value) {
+        if !s.contains(&form) {
+            s.push(form);
+        }
     }
+    // Longest first, so a secret that contains another is masked whole.
+    s.sort_by_key(|v| std::cmp::Reverse(v.len()));
 }
 
 /// Whether any secret is known (callers skip work when none is).
@@ -100,6 +139,26 @@ mod tests {
             "url redis://:***@host and ***, abc"
         );
         assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
+    }
+
+    /// #36: a secret with a quote and a backslash leaked JSON-escaped in
+    /// `--log-format json` lines and `/reload` answers.
+    #[test]
+    fn redacts_escaped_forms_too() {
+        let secret = "Qz7\"pa\\ss9wd";
+        register(secret);
+        let as_json = serde_json::to_string(secret).unwrap();
+        assert_eq!(redact(&as_json), "\"***\"");
+        assert_eq!(redact(&format!("{secret:?}")), "\"***\"");
+        let error = format!("cannot connect with {secret:?}");
+        let answer = serde_json::json!({ "error": error }).to_string();
+        assert!(!redact(&answer).contains("pa"), "{}", redact(&answer));
+        let url = format!(
+            "https://u:{}@host",
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+        );
+        assert_eq!(redact(&url), "https://u:***@host");
+        assert_eq!(redact(&format!("raw {secret} raw")), "raw *** raw");
     }
 
     #[test]

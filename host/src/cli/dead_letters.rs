@@ -13,7 +13,9 @@ use toml::Spanned;
 
 use crate::base::metrics::Registry;
 use crate::config::{Named, PipelineConfig};
-use crate::delivery::dead_letters::{replaying, Record, ReplayLog, DEAD_LETTERS};
+use crate::delivery::dead_letters::{
+    replaying, Line, LineCutter, Record, ReplayLog, DEAD_LETTERS, DEFAULT_MAX_RECORD,
+};
 use crate::plugin::Runtime;
 use crate::sink::{CaptureConfig, SinkConfig};
 use crate::source::{MemoryConfig, SourceConfig};
@@ -172,20 +174,41 @@ pub fn read(path: &Path) -> anyhow::Result<(Vec<Record>, usize)> {
     } else {
         Box::new(std::io::BufReader::new(file))
     };
+    let mut reader = reader;
     let mut records = Vec::new();
     let mut unreadable = 0;
-    for line in reader.split(b'\n') {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        let Ok(text) = std::str::from_utf8(&line) else {
-            unreadable += 1;
-            continue;
-        };
-        if text.trim().is_empty() {
-            continue;
+    // Cut in bounded pieces: a record past DEFAULT_MAX_RECORD is counted
+    // unreadable, never held whole.
+    let mut cutter = LineCutter::new(DEFAULT_MAX_RECORD);
+    let mut lines = Vec::new();
+    loop {
+        lines.clear();
+        let taken = cutter
+            .feed(&mut reader, &mut lines, 64 << 20)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let last = taken == 0;
+        if last {
+            lines.extend(cutter.finish());
         }
-        match Record::parse(text) {
-            Ok(r) => records.push(r),
-            Err(_) => unreadable += 1,
+        for line in lines.drain(..) {
+            let Line::Whole(line) = line else {
+                unreadable += 1;
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(&line) else {
+                unreadable += 1;
+                continue;
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            match Record::parse(text) {
+                Ok(r) => records.push(r),
+                Err(_) => unreadable += 1,
+            }
+        }
+        if last {
+            break;
         }
     }
     Ok((records, unreadable))
@@ -266,6 +289,20 @@ async fn replay(
     dry_run: bool,
     failed: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // One replay of a file at a time: a second waits for the first, then
+    // reads what it saved and sends only what is left (the lock is the
+    // dead-letter file's own, advisory, so the pipeline writing it is not
+    // held up).
+    let lock =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    if !dry_run && lock.try_lock().is_err() {
+        eprintln!(
+            "another replay of {} is running; waiting for it",
+            file.display()
+        );
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", file.display()))?;
+    }
     let mut checkpoint = ReplayLog::load(file)?;
     let all = selected(file, select)?;
     let (done, todo): (Vec<Record>, Vec<Record>) = all.into_iter().partition(|r| checkpoint.has(r));
@@ -344,9 +381,19 @@ async fn replay(
     plan.start(metrics.clone())?.wait().await?;
     for r in &todo {
         metrics.dead_letters.replayed(&r.component, &r.kind, 1);
-        checkpoint.insert(r);
     }
     let again = std::mem::take(&mut *again.lock().expect("capture lock poisoned"));
+    // What was delivered is saved as replayed before anything else can
+    // fail; what failed again only once it is written to its file (else a
+    // next replay sends it again, and nothing is lost).
+    let failed_ids: std::collections::BTreeSet<String> = again
+        .iter()
+        .filter_map(|l| Record::parse(&String::from_utf8_lossy(l)).ok())
+        .map(|r| r.id)
+        .collect();
+    let (failing, delivered): (Vec<&Record>, Vec<&Record>) =
+        todo.iter().partition(|r| failed_ids.contains(&r.id));
+    checkpoint.insert_and_save(delivered)?;
     if !again.is_empty() {
         let path = failed.unwrap_or_else(|| {
             let mut name = file.as_os_str().to_owned();
@@ -372,7 +419,8 @@ async fn replay(
             path.display()
         );
     }
-    checkpoint.save()?;
+    checkpoint.insert_and_save(failing)?;
+    drop(lock);
     println!(
         "replayed {} event(s) through {source} of {}: {} delivered, {} failed again",
         todo.len(),

@@ -195,6 +195,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     let config = PipelineConfig::load(pipeline)?;
     let admin_address = config.admin.as_ref().map(|a| a.address.clone());
+    let admin_hosts = config
+        .admin
+        .as_ref()
+        .map(|a| a.hosts.clone())
+        .unwrap_or_default();
     let admin_token = config.admin_token()?;
     let reload = config.reload;
     let shutdown_timeout = config.shutdown_timeout;
@@ -225,6 +230,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
             reload: running.reload_handle(),
             pipeline: pipeline.to_path_buf(),
             token: admin_token,
+            hosts: admin_hosts,
         };
         let (_, task) = crate::admin::serve_listener(listener, admin)?;
         background.push(task);

@@ -167,6 +167,12 @@ pub struct AdminConfig {
     /// `?token=TOKEN` to open the live page in a browser).
     #[serde(default)]
     pub auth_token_env: Option<String>,
+    /// Host names the admin port answers to besides IP addresses and
+    /// `localhost` (`hosts = ["sluice.internal"]`): a request whose `Host`
+    /// is another name is refused, so a page on another site cannot reach
+    /// the port through DNS rebinding.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl AdminConfig {

@@ -94,6 +94,25 @@ impl Record {
         let raw: Raw<'_> =
             serde_json::from_str(line).map_err(|e| format!("not a dead letter: {e}"))?;
         let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        match value.get("dl_version") {
+            None => {}
+            Some(v) if v.as_u64() == Some(RECORD_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "dl_version {v} is not one this sluice reads (it reads {RECORD_VERSION}): written by a newer sluice?"
+                ))
+            }
+        }
+        // The id names the record in FILE.replayed, one per line: 32 hex
+        // digits and nothing else, never text that could add lines there.
+        if let Some(id) = value.get("dl_id") {
+            let ok = id
+                .as_str()
+                .is_some_and(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return Err(format!("dl_id {id} is not 32 hex digits"));
+            }
+        }
         let event = if let Some(b64) = &raw.event_base64 {
             base64::engine::general_purpose::STANDARD
                 .decode(b64)
@@ -170,16 +189,132 @@ impl ReplayLog {
         self.done.insert((r.id.clone(), r.attempt));
     }
 
-    /// Remember the log on disk (written aside, then renamed).
+    /// Remember the log on disk: written to a new file of a random name
+    /// beside it (created, never opened if something is there: a symlink
+    /// planted at a known temporary name cannot redirect the write),
+    /// synced, then renamed over it.
     pub fn save(&self) -> anyhow::Result<()> {
+        use std::io::Write as _;
         let mut text = String::new();
         for (id, a) in &self.done {
             text.push_str(&format!("{id} {a}\n"));
         }
-        let tmp = self.path.with_extension("replayed.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{:016x}.tmp", fastrand::u64(..)));
+        let tmp = PathBuf::from(name);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("writing {}", tmp.display()));
+        }
         std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Remember that these records were replayed, and save at once.
+    pub fn insert_and_save<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a Record>,
+    ) -> anyhow::Result<()> {
+        for r in records {
+            self.insert(r);
+        }
+        self.save()
+    }
+}
+
+/// The longest dead-letter record read back by default (16 MiB): a
+/// longer line is skipped as it is read, never held whole.
+pub const DEFAULT_MAX_RECORD: usize = 16 << 20;
+
+/// A line of a dead-letter file, as [`LineCutter`] cuts it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Whole(Vec<u8>),
+    /// Longer than the cutter's bound: skipped.
+    TooLong,
+}
+
+/// Cuts what a reader gives into lines of at most `max` bytes, in linear
+/// time and memory bounded by `max` plus the reader's buffer. A line not
+/// ended yet is kept for the next [`feed`](LineCutter::feed) (a file still
+/// being written); one past `max` is skipped up to its newline.
+#[derive(Debug)]
+pub struct LineCutter {
+    max: usize,
+    cur: Vec<u8>,
+    skipping: bool,
+}
+
+impl LineCutter {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            cur: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// Forget a line in progress (the file was truncated or replaced).
+    pub fn reset(&mut self) {
+        self.cur.clear();
+        self.skipping = false;
+    }
+
+    /// Read until the reader's end or until `budget` bytes were taken,
+    /// pushing each complete line to `out`; returns the bytes taken.
+    pub fn feed(
+        &mut self,
+        reader: &mut impl std::io::BufRead,
+        out: &mut Vec<Line>,
+        budget: u64,
+    ) -> std::io::Result<u64> {
+        let mut taken = 0u64;
+        while taken < budget {
+            let buf = reader.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let (used, ended) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i + 1, Some(i)),
+                None => (buf.len(), None),
+            };
+            let text = &buf[..ended.unwrap_or(used)];
+            if !self.skipping {
+                if self.cur.len() + text.len() > self.max {
+                    self.skipping = true;
+                    self.cur = Vec::new();
+                } else {
+                    self.cur.extend_from_slice(text);
+                }
+            }
+            if ended.is_some() {
+                if std::mem::take(&mut self.skipping) {
+                    out.push(Line::TooLong);
+                } else {
+                    out.push(Line::Whole(std::mem::take(&mut self.cur)));
+                }
+            }
+            reader.consume(used);
+            taken += used as u64;
+        }
+        Ok(taken)
+    }
+
+    /// At the end of a file that is complete: its last line, if it has no
+    /// newline.
+    pub fn finish(&mut self) -> Option<Line> {
+        if std::mem::take(&mut self.skipping) {
+            return Some(Line::TooLong);
+        }
+        (!self.cur.is_empty()).then(|| Line::Whole(std::mem::take(&mut self.cur)))
     }
 }
 
@@ -398,5 +533,69 @@ impl DeadLetters {
                 tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_in_bounded_memory() {
+        let text = format!("a\n{}\nbc\n{}", "x".repeat(100), "d");
+        let mut cutter = LineCutter::new(10);
+        let mut out = Vec::new();
+        // Through a small buffer, as a file read piece by piece.
+        let mut reader = std::io::BufReader::with_capacity(7, text.as_bytes());
+        let taken = cutter.feed(&mut reader, &mut out, u64::MAX).unwrap();
+        assert_eq!(taken, text.len() as u64);
+        assert_eq!(
+            out,
+            [
+                Line::Whole(b"a".to_vec()),
+                Line::TooLong,
+                Line::Whole(b"bc".to_vec())
+            ]
+        );
+        assert_eq!(cutter.finish(), Some(Line::Whole(b"d".to_vec())));
+        assert_eq!(cutter.finish(), None);
+    }
+
+    /// #36: a `dl_id` with a newline wrote lines into FILE.replayed, and
+    /// `dl_version = 999` was read as if it were 1.
+    #[test]
+    fn records_with_a_strange_id_or_an_unknown_version_are_refused() {
+        let ok = r#"{"dl_version":1,"dl_id":"0123456789abcdef0123456789abcdef","attempt":1,"event":{"a":1}}"#;
+        assert!(Record::parse(ok).is_ok());
+        let e = Record::parse(&ok.replace("\"dl_version\":1", "\"dl_version\":999")).unwrap_err();
+        assert!(e.contains("dl_version 999"), "{e}");
+        let e = Record::parse(&ok.replace(
+            "0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef 1\\nffff",
+        ))
+        .unwrap_err();
+        assert!(e.contains("not 32 hex digits"), "{e}");
+        assert!(Record::parse(&ok.replace("\"0123456789abcdef0123456789abcdef\"", "7")).is_err());
+    }
+
+    /// #36: a symlink at `FILE.replayed.tmp` made the save overwrite its
+    /// target. The temporary file is new, of a random name.
+    #[cfg(unix)]
+    #[test]
+    fn saving_the_replay_log_follows_no_planted_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let file = d.path().join("dead.log");
+        for planted in ["dead.log.replayed.tmp", "dead.replayed.tmp"] {
+            std::os::unix::fs::symlink(&victim, d.path().join(planted)).unwrap();
+        }
+        let mut log = ReplayLog::load(&file).unwrap();
+        let r = Record::parse(r#"{"dl_version":1,"attempt":1,"event":{"a":1}}"#).unwrap();
+        log.insert_and_save([&r]).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        let saved = std::fs::read_to_string(d.path().join("dead.log.replayed")).unwrap();
+        assert_eq!(saved, format!("{} 1\n", r.id));
+        assert!(ReplayLog::load(&file).unwrap().has(&r));
     }
 }

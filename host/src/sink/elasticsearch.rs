@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use super::file::{Part, Template};
 use super::http::core::{
-    Answer, Body, Compression, Core, Decision, Protocol, RetryLogic, StatusRetry,
+    Answer, Body, Compression, Core, Decision, Protocol, RetryLogic, StatusRetry, MAX_ANSWER,
 };
 use super::http::NetworkSink;
 use super::{inputs_field, Sink, SinkKind};
@@ -128,15 +128,33 @@ impl Bulk {
     }
 }
 
+impl Bulk {
+    fn action_name(&self) -> &'static str {
+        match self.action {
+            Action::Index => "index",
+            Action::Create => "create",
+        }
+    }
+
+    /// The `_id` sent with an event (`id_field`'s value), if any.
+    fn id_of(&self, event: &[u8]) -> Option<String> {
+        let f = self.id_field.as_deref()?;
+        let text = std::str::from_utf8(event).ok()?;
+        let fields = top_fields(text).unwrap_or_default();
+        fields
+            .iter()
+            .find(|(k, _)| k == f)
+            .and_then(|(_, v)| scalar_text(v))
+            .map(|v| v.into_owned())
+    }
+}
+
 impl Protocol for Bulk {
     fn encode(&self, events: &[&[u8]]) -> Body {
         let now = chrono::Utc::now();
         let bytes: usize = events.iter().map(|e| e.len() + 64).sum();
         let mut out = Vec::with_capacity(bytes);
-        let action = match self.action {
-            Action::Index => "index",
-            Action::Create => "create",
-        };
+        let action = self.action_name();
         for e in events {
             let (index, id) = self.target(e, &now);
             out.extend_from_slice(b"{\"");
@@ -154,42 +172,68 @@ impl Protocol for Bulk {
         Body::new(out, "application/x-ndjson", self.compression)
     }
 
+    /// Each document is acknowledged only by its own item of the answer:
+    /// the items must be as many as the documents, each under the action
+    /// sent, and with `id_field`, carry the document's `_id` (an answer
+    /// out of order is not read by position). An answer that does not
+    /// account for every document (`{}`, `[]`, too few or too many items,
+    /// an `_id` out of place, a body past the read limit) acknowledges
+    /// nothing: the request is retried (and counted in `retries`).
     fn decide(&self, answer: &Answer, events: &[&[u8]]) -> Decision {
         if !answer.status.is_success() {
             return StatusRetry.decide(answer);
         }
-        let Ok(reply) = serde_json::from_slice::<BulkReply>(&answer.body) else {
-            return Decision::Retry {
-                after: None,
-                reason: "the bulk answer is not JSON".into(),
-            };
+        let retry = |reason: String| Decision::Retry {
+            after: None,
+            reason,
         };
-        if !reply.errors {
-            return Decision::Delivered;
+        if answer.truncated {
+            return retry(format!(
+                "the bulk answer for {} documents is longer than the {} bytes read for it",
+                events.len(),
+                self.answer_limit(events.len())
+            ));
         }
-        if reply.items.len() != events.len() {
-            return Decision::Retry {
-                after: None,
-                reason: format!(
-                    "a bulk answer of {} items for {} documents",
-                    reply.items.len(),
-                    events.len()
-                ),
-            };
+        let reply = match serde_json::from_slice::<BulkReply>(&answer.body) {
+            Ok(r) => r,
+            Err(e) => return retry(format!("the bulk answer is not a bulk reply: {e}")),
+        };
+        let Some(items) = reply.items else {
+            return retry("the bulk answer has no `items`: it acknowledges nothing".into());
+        };
+        if items.len() != events.len() {
+            return retry(format!(
+                "a bulk answer of {} items for {} documents",
+                items.len(),
+                events.len()
+            ));
         }
-        let (mut retry, mut refused) = (Vec::new(), Vec::new());
-        for (i, item) in reply.items.iter().enumerate() {
-            let Some(result) = item.values().next() else {
-                retry.push(i);
-                continue;
+        let action = self.action_name();
+        let (mut again, mut refused) = (Vec::new(), Vec::new());
+        for (i, (item, event)) in items.iter().zip(events).enumerate() {
+            let result = match (item.len(), item.get(action)) {
+                (1, Some(result)) => result,
+                _ => {
+                    return retry(format!(
+                        "item {i} of the bulk answer is not one `{action}` result"
+                    ))
+                }
             };
+            if let Some(id) = self.id_of(event) {
+                if result.id.as_deref() != Some(id.as_str()) {
+                    return retry(format!(
+                        "item {i} of the bulk answer is for `_id` {:?}, not {id:?}: answered out of order",
+                        result.id.as_deref().unwrap_or("")
+                    ));
+                }
+            }
             let status = result.status;
             let exists = status == 409 && self.action == Action::Create && self.id_field.is_some();
             if (200..300).contains(&status) || exists {
                 continue;
             }
             if status == 429 || status >= 500 {
-                retry.push(i);
+                again.push(i);
                 continue;
             }
             let (kind, reason) = result
@@ -202,15 +246,24 @@ impl Protocol for Bulk {
                 format!("elasticsearch refused the document ({status} {kind}): {reason}"),
             ));
         }
+        if again.is_empty() && refused.is_empty() {
+            return Decision::Delivered;
+        }
         Decision::Partial {
             reason: format!(
                 "{} documents throttled or failed, retried alone",
-                retry.len()
+                again.len()
             ),
-            retry,
+            retry: again,
             refused,
             after: None,
         }
+    }
+
+    /// An item is a few hundred bytes (index, `_id`, version, shards; an
+    /// error's reason more): 4 KiB per document beyond the common 1 MiB.
+    fn answer_limit(&self, events: usize) -> usize {
+        MAX_ANSWER.saturating_add(events.saturating_mul(4096))
     }
 
     fn uri<'a>(&'a self, _: &'a Core) -> &'a hyper::Uri {
@@ -219,17 +272,18 @@ impl Protocol for Bulk {
 }
 
 /// What matters of a bulk answer.
+/// A bulk answer. `errors` is not trusted: every item is read.
 #[derive(Debug, Deserialize)]
 struct BulkReply {
     #[serde(default)]
-    errors: bool,
-    #[serde(default)]
-    items: Vec<BTreeMap<String, BulkItem>>,
+    items: Option<Vec<BTreeMap<String, BulkItem>>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct BulkItem {
     status: u16,
+    #[serde(rename = "_id", default)]
+    id: Option<String>,
     #[serde(default)]
     error: Option<BulkError>,
 }
@@ -304,17 +358,19 @@ mod tests {
             status: hyper::StatusCode::OK,
             headers: hyper::HeaderMap::new(),
             body: bytes::Bytes::from(body.to_string()),
+            truncated: false,
         };
-        let events: Vec<&[u8]> = vec![b"{}"; 4];
-        assert_eq!(
-            b.decide(&answer(r#"{"errors":false,"items":[]}"#), &events),
-            Decision::Delivered
-        );
+        let events: Vec<&[u8]> = vec![
+            br#"{"id":"a"}"#,
+            br#"{"id":"b"}"#,
+            br#"{"id":"c"}"#,
+            br#"{"id":"d"}"#,
+        ];
         let partial = r#"{"errors":true,"items":[
-            {"create":{"status":201}},
-            {"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
-            {"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}},
-            {"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}}]}"#;
+            {"create":{"_id":"a","status":201}},
+            {"create":{"_id":"b","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
+            {"create":{"_id":"c","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}},
+            {"create":{"_id":"d","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}}]}"#;
         match b.decide(&answer(partial), &events) {
             Decision::Partial { retry, refused, .. } => {
                 assert_eq!(retry, [1]);
@@ -328,5 +384,68 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let all = r#"{"errors":false,"items":[{"create":{"_id":"a","status":201}},{"create":{"_id":"b","status":201}},
+            {"create":{"_id":"c","status":201}},{"create":{"_id":"d","status":201}}]}"#;
+        assert_eq!(b.decide(&answer(all), &events), Decision::Delivered);
+    }
+
+    /// #36: a 200 with `{}`, `[]` or no items acknowledged every document,
+    /// and items out of order dead-lettered the wrong event.
+    #[test]
+    fn answers_that_account_for_no_document_acknowledge_none() {
+        let b = bulk("logs", Action::Index, Some("id"));
+        let answer = |body: &str, truncated: bool| Answer {
+            status: hyper::StatusCode::OK,
+            headers: hyper::HeaderMap::new(),
+            body: bytes::Bytes::from(body.to_string()),
+            truncated,
+        };
+        let events: Vec<&[u8]> = vec![br#"{"id":"a"}"#, br#"{"id":"b"}"#];
+        let retried = |body: &str, truncated: bool| {
+            matches!(
+                b.decide(&answer(body, truncated), &events),
+                Decision::Retry { .. }
+            )
+        };
+        assert!(retried("{}", false));
+        assert!(retried("[]", false));
+        assert!(retried(r#"{"errors":false,"items":[]}"#, false));
+        assert!(retried(r#"{"errors":false}"#, false));
+        assert!(retried(
+            r#"{"errors":false,"items":[{"index":{"_id":"a","status":201}}]}"#,
+            false
+        ));
+        // Out of order: the 400 is b's, not a's.
+        assert!(retried(
+            r#"{"errors":true,"items":[{"index":{"_id":"b","status":400}},{"index":{"_id":"a","status":201}}]}"#,
+            false
+        ));
+        // Another action than the one sent.
+        assert!(retried(
+            r#"{"errors":false,"items":[{"create":{"_id":"a","status":201}},{"create":{"_id":"b","status":201}}]}"#,
+            false
+        ));
+        let ok = r#"{"errors":false,"items":[{"index":{"_id":"a","status":201}},{"index":{"_id":"b","status":200}}]}"#;
+        assert!(retried(ok, true), "a truncated answer is not read");
+        assert_eq!(b.decide(&answer(ok, false), &events), Decision::Delivered);
+        // Without `id_field`, items are matched by position and count.
+        let plain = bulk("logs", Action::Index, None);
+        let events: Vec<&[u8]> = vec![b"{}", b"{}"];
+        let two = r#"{"errors":false,"items":[{"index":{"_id":"x1","status":201}},{"index":{"_id":"x2","status":201}}]}"#;
+        assert_eq!(
+            plain.decide(&answer(two, false), &events),
+            Decision::Delivered
+        );
+    }
+
+    /// #36: a valid 1.34 MB answer to 6,000 documents was read as empty and
+    /// the batch retried forever; the limit grows with the batch.
+    #[test]
+    fn the_answer_read_grows_with_the_batch() {
+        let b = bulk("logs", Action::Index, None);
+        let item = r#"{"index":{"_index":"logs-2026.12.05","_id":"Xq3vZJMBxSg9-2tqdl1E","_version":1,"result":"created","_shards":{"total":2,"successful":1,"failed":0},"_seq_no":123456,"_primary_term":1,"status":201}}"#;
+        let answer_len = 40 + 6000 * (item.len() + 1);
+        assert!(answer_len > MAX_ANSWER);
+        assert!(b.answer_limit(6000) > answer_len);
     }
 }

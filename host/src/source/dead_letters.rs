@@ -26,8 +26,9 @@ use serde::Deserialize;
 
 use super::{runs_itself, Batcher, Format, LineDecoder, Source, SourceContext, SourceKind};
 use crate::base::ack::Ack;
+use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, BatchOverride, BuildContext, BuildError, TypeTag};
-use crate::delivery::dead_letters::{replaying, Record, ReplayLog};
+use crate::delivery::dead_letters::{replaying, Line, LineCutter, Record, ReplayLog};
 
 /// `[sources.NAME] type = "dead_letters"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -43,6 +44,10 @@ pub struct DeadLettersSourceConfig {
     pub max_attempts: u64,
     #[serde(default = "default_poll", with = "duration")]
     pub poll_interval: Duration,
+    /// The longest record read; a longer line is skipped (counted in
+    /// `long_lines`, with a warning), never held whole.
+    #[serde(default = "default_max_record", with = "crate::base::settings::size")]
+    pub max_record: usize,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
 }
@@ -52,6 +57,9 @@ fn default_retry_after() -> Duration {
 }
 fn default_max_attempts() -> u64 {
     5
+}
+fn default_max_record() -> usize {
+    crate::delivery::dead_letters::DEFAULT_MAX_RECORD
 }
 fn default_poll() -> Duration {
     Duration::from_secs(1)
@@ -72,6 +80,7 @@ impl SourceKind for DeadLettersSourceConfig {
             Duration::from_millis(10),
             Duration::from_secs(3600),
         )?;
+        bounded("max_record", self.max_record, 1024, 1 << 30)?;
         let mut c = self.clone();
         c.path = cx.resolve(&self.path);
         Ok(Box::new(c))
@@ -89,14 +98,22 @@ impl DeadLettersSourceConfig {
         // Records read and not sent yet, with when they are due.
         let mut pending: VecDeque<(Record, std::time::SystemTime)> = VecDeque::new();
         let mut offset = 0u64;
-        let mut partial: Vec<u8> = Vec::new();
+        let mut cutter = LineCutter::new(self.max_record);
         let mut decoder = LineDecoder::new(Format::Auto, &ctx.name, None);
         let mut shutdown = ctx.shutdown.clone();
         loop {
             // New complete lines of the file.
-            match read_from(&self.path, &mut offset, &mut partial) {
+            match read_from(&self.path, &mut offset, &mut cutter) {
                 Ok(lines) => {
                     for line in lines {
+                        let line = match line {
+                            Line::Whole(l) => l,
+                            Line::TooLong => {
+                                tracing::warn!(source = %ctx.name, max_record = self.max_record, "skipping a dead letter longer than max_record");
+                                ComponentMetrics::add(&ctx.metrics.long_lines, 1);
+                                continue;
+                            }
+                        };
                         let Ok(text) = std::str::from_utf8(&line) else {
                             continue;
                         };
@@ -184,28 +201,27 @@ impl DeadLettersSourceConfig {
     }
 }
 
+/// Most bytes read from the file per poll: what is read is held as
+/// records until sent, so a huge backlog is taken a piece at a time.
+const READ_PER_POLL: u64 = 64 << 20;
+
 /// The complete lines of `path` past `offset` (a shorter file, rotated or
-/// truncated, is read from its start again).
+/// truncated, is read from its start again), at most [`READ_PER_POLL`]
+/// bytes of them; each line at most the cutter's bound.
 fn read_from(
     path: &std::path::Path,
     offset: &mut u64,
-    partial: &mut Vec<u8>,
-) -> std::io::Result<Vec<Vec<u8>>> {
+    cutter: &mut LineCutter,
+) -> std::io::Result<Vec<Line>> {
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len < *offset {
         *offset = 0;
-        partial.clear();
+        cutter.reset();
     }
     file.seek(SeekFrom::Start(*offset))?;
-    let mut buf = Vec::new();
-    file.take(len - *offset).read_to_end(&mut buf)?;
-    *offset += buf.len() as u64;
-    partial.extend_from_slice(&buf);
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file.take(len - *offset));
     let mut lines = Vec::new();
-    while let Some(i) = partial.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = partial.drain(..=i).collect();
-        lines.push(line[..line.len() - 1].to_vec());
-    }
+    *offset += cutter.feed(&mut reader, &mut lines, READ_PER_POLL)?;
     Ok(lines)
 }

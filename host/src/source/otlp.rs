@@ -26,7 +26,8 @@ use crate::base::settings::{duration, size, BatchOverride, BuildContext, BuildEr
 pub struct OtlpSourceConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
-    /// Where to listen (OTLP/HTTP's port is 4318).
+    /// Where to listen (OTLP/HTTP's port is 4318). The default is loopback
+    /// only: listening beyond this machine takes an explicit address.
     #[serde(default = "default_address")]
     pub address: String,
     /// Where OTLP/gRPC is served too (`0.0.0.0:4317`); none: HTTP only.
@@ -60,7 +61,7 @@ pub struct OtlpSourceConfig {
 }
 
 fn default_address() -> String {
-    "0.0.0.0:4318".to_string()
+    "127.0.0.1:4318".to_string()
 }
 fn default_path() -> String {
     "/v1/logs".to_string()
@@ -114,5 +115,18 @@ impl SourceKind for OtlpSourceConfig {
             out.push(("grpc_address", g.as_str()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// #36: an `otlp` source without `address` listened on every interface.
+    #[test]
+    fn listens_on_loopback_unless_told_otherwise() {
+        let c: OtlpSourceConfig = toml::from_str("type = \"otlp\"").unwrap();
+        assert_eq!(c.address, "127.0.0.1:4318");
+        assert_eq!(c.grpc_address, None);
     }
 }

@@ -246,8 +246,7 @@ pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> 
         "malformed": s.malformed,
         "no_timestamp": s.no_timestamp,
     });
-    // Inside a <script> element: no `</` may close it early.
-    let data = data.to_string().replace("</", "<\\/");
+    let data = script_safe(&data.to_string());
     let template = include_str!("timeline.html");
     let (head, tail) = template
         .split_once("/*DATA*/")
@@ -257,9 +256,38 @@ pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> 
     out.write_all(tail.as_bytes())
 }
 
+/// JSON made safe to sit inside a `<script>` element. Not only `</`
+/// ends one early: `<!--` followed by `<script` puts the HTML parser into
+/// its "double escaped" state, where the real `</script>` no longer closes
+/// the element and the page is left blank. In JSON, `<`, `>` and `&` occur
+/// only inside strings, where their `\u` escapes mean the same.
+pub fn script_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + json.len() / 16);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_in_a_script_cannot_end_or_escape_it() {
+        let v = serde_json::json!({"m": "<!--<script></script>& \u{2028}"});
+        let safe = script_safe(&v.to_string());
+        assert!(!safe.contains('<') && !safe.contains('>') && !safe.contains('&'));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, v);
+    }
 
     #[test]
     fn marks_stay_bounded_and_keep_the_notable_ones() {

@@ -408,7 +408,20 @@ pub struct Scan {
 /// Parse a file once: is it sorted, which components does it hold, which
 /// lines are problems; its records go to a [`Spill`].
 pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<Scan> {
-    let mut reader = open(&log.path, opts.identities.as_ref())?;
+    let mut reader = match open(&log.path, opts.identities.as_ref()) {
+        Ok(r) => r,
+        // One file that cannot be decrypted (another key, a hostile
+        // header) does not stop the timeline of the others.
+        Err(e)
+            if crate::base::crypt::Packing::of(&log.path).encrypted
+                && opts.identities.is_some() =>
+        {
+            tracing::warn!(path = %log.path.display(), error = %format!("{e:#}"), "cannot decrypt this file: left out of the timeline");
+            eprintln!("warning: {e:#}: left out of the timeline");
+            Box::new(std::io::BufReader::new(std::io::empty()))
+        }
+        Err(e) => return Err(e),
+    };
     let packed = crate::base::crypt::Packing::of(&log.path).packed();
     let (spill, mut writer) = Spill::create()?;
     let mut scan = Scan {

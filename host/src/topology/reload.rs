@@ -17,8 +17,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::graph;
-use super::outputs_of;
 use super::running::{Inner, Running};
+use super::{check_components, outputs_of};
 use crate::base::metrics::Registry;
 use crate::config::{PipelineConfig, TransformConfig};
 use crate::plugin::loader::{is_plugin_file, load_plugin, load_plugins};
@@ -404,6 +404,10 @@ impl Running {
             .collect();
         let outputs = outputs_of(&loaded, &running);
         graph::check(&new, &outputs)?;
+        // Every source and sink is built as `validate` and a start build
+        // them, so what either refuses is refused here, before anything
+        // running is touched (not found later by a task that dies).
+        check_components(&new)?;
         for (name, plugin) in &loaded {
             if let Some(h) = state.transforms.get(name) {
                 anyhow::ensure!(

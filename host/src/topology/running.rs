@@ -206,9 +206,26 @@ impl Running {
     ) {
         inner.active.fetch_add(1, Ordering::SeqCst);
         let done = inner.done_tx.clone();
+        let metrics = inner.metrics.find(name);
         let name = name.to_string();
         tokio::spawn(async move {
-            let result = task.await;
+            use futures_util::FutureExt;
+            // A component that panics is dead: say so on /health, and stop
+            // the pipeline as for any failed component, instead of leaving
+            // `wait` counting a task that will never report.
+            let result = match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                Ok(result) => result,
+                Err(payload) => {
+                    let reason = format!(
+                        "panicked: {}",
+                        crate::source::http::listener::panic_message(payload.as_ref())
+                    );
+                    Err(anyhow::anyhow!(reason))
+                }
+            };
+            if let (Err(e), Some(m)) = (&result, &metrics) {
+                m.set_down(Some(format!("{e:#}")));
+            }
             let _ = done.send((name, result));
         });
     }

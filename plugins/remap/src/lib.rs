@@ -21,8 +21,7 @@
 //! Steps run in that order, after the preset. An event that cannot be
 //! reshaped (a field to parse that is not JSON, say) is left as it is.
 
-pub mod presets;
-pub mod pyformat;
+pub use sluice_common::{presets, pyformat};
 
 use std::collections::BTreeMap;
 
@@ -74,120 +73,7 @@ fn default_into() -> String {
     "message".into()
 }
 
-/// What `coerce` turns a value into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Coerce {
-    Int,
-    Float,
-    Bool,
-    String,
-    Null,
-    /// `"20"` -> 20, `"1.5"` -> 1.5, `"True"`/`"false"` -> bools,
-    /// `"None"`/`"null"`/`""` -> null; anything else stays.
-    Auto,
-}
-
-pub use sluice_plugin::event::field as get;
-
-/// Take a field out by dotted path; an object left empty by it goes too.
-pub fn take(obj: &mut Map<String, Value>, path: &str) -> Option<Value> {
-    if let Some(v) = obj.remove(path) {
-        return Some(v);
-    }
-    let (head, rest) = path.split_once('.')?;
-    let Value::Object(inner) = obj.get_mut(head)? else {
-        return None;
-    };
-    let v = take(inner, rest);
-    if v.is_some() && inner.is_empty() {
-        obj.remove(head);
-    }
-    v
-}
-
-/// Put a value at a dotted path, making the objects on the way (a
-/// non-object in the way is replaced).
-pub fn put(obj: &mut Map<String, Value>, path: &str, value: Value) {
-    match path.split_once('.') {
-        None => {
-            obj.insert(path.to_string(), value);
-        }
-        Some((head, rest)) => {
-            let slot = obj
-                .entry(head.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            if let Value::Object(inner) = slot {
-                put(inner, rest, value);
-            }
-        }
-    }
-}
-
-/// `value` coerced to `to`; `None` when it cannot be.
-pub fn coerce(value: &Value, to: Coerce) -> Option<Value> {
-    let text = match value {
-        Value::String(s) => Some(s.trim()),
-        _ => None,
-    };
-    match to {
-        Coerce::String => Some(match value {
-            Value::String(_) => value.clone(),
-            Value::Null => Value::String(String::new()),
-            other => Value::String(other.to_string()),
-        }),
-        Coerce::Null => Some(Value::Null),
-        Coerce::Int => match value {
-            Value::Number(n) if n.is_i64() || n.is_u64() => Some(value.clone()),
-            Value::Number(n) => n.as_f64().map(|f| Value::from(f.trunc() as i64)),
-            Value::Bool(b) => Some(Value::from(*b as i64)),
-            _ => text?.parse::<i64>().ok().map(Value::from),
-        },
-        Coerce::Float => match value {
-            Value::Number(n) => n.as_f64().map(Value::from),
-            _ => text?
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Value::from),
-        },
-        Coerce::Bool => match value {
-            Value::Bool(_) => Some(value.clone()),
-            Value::Number(n) => Some(Value::Bool(n.as_f64() != Some(0.0))),
-            _ => match text?.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Some(Value::Bool(true)),
-                "false" | "no" | "0" | "off" => Some(Value::Bool(false)),
-                _ => None,
-            },
-        },
-        Coerce::Auto => {
-            let Some(t) = text else {
-                return Some(value.clone());
-            };
-            Some(match t {
-                "None" | "null" | "" => Value::Null,
-                "True" | "true" => Value::Bool(true),
-                "False" | "false" => Value::Bool(false),
-                _ => {
-                    if let Ok(i) = t.parse::<i64>() {
-                        Value::from(i)
-                    } else if let Some(f) = t
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|f| f.is_finite() && t.contains('.'))
-                    {
-                        Value::from(f)
-                    } else {
-                        value.clone()
-                    }
-                }
-            })
-        }
-    }
-}
+pub use sluice_common::{coerce, format_message, get, put, take, Coerce};
 
 impl Remap {
     /// Reshape one event (an object). Returns whether anything changed.
@@ -255,28 +141,6 @@ fn flatten_into(obj: &mut Map<String, Value>, prefix: &str, inner: Map<String, V
                 obj.insert(key, other);
             }
         }
-    }
-}
-
-/// Format `template` (a Python `%` string) with the value of `args` (a
-/// list, an object, or the repr of a Python tuple or dict, as
-/// `HTTPHandler` sends it) into `into`; `args` is removed once used.
-pub fn format_message(obj: &mut Map<String, Value>, template: &str, args: &str, into: &str) {
-    let Some(Value::String(t)) = get(obj, template).cloned() else {
-        return;
-    };
-    let values = match get(obj, args) {
-        None | Some(Value::Null) => return,
-        Some(Value::String(s)) => match pyformat::parse_repr(s) {
-            Some(v) => v,
-            None if s == "None" || s == "()" => return,
-            None => return,
-        },
-        Some(v) => v.clone(),
-    };
-    if let Some(text) = pyformat::format(&t, &values) {
-        take(obj, args);
-        put(obj, into, Value::String(text));
     }
 }
 

@@ -30,7 +30,12 @@ impl Manifest {
                 dir.display()
             )
         })?;
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+        let manifest: Manifest =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        // The name makes the output's file name: `../../x` or `/tmp/x`
+        // would write outside the project.
+        super::check_name(&manifest.name).with_context(|| format!("{}: `name`", path.display()))?;
+        Ok(manifest)
     }
 }
 
@@ -49,7 +54,9 @@ pub fn tools_dir() -> Option<PathBuf> {
 }
 
 /// A program: in the project (`node_modules/.bin`), in the tools folder,
-/// or on `PATH`.
+/// or on `PATH`. A project's own `node_modules/.bin` comes first, as npm
+/// scripts do: building a project runs its tools, so build only projects
+/// you trust (the README says so).
 fn find_tool(project: &Path, name: &str, in_tools: &[&str]) -> Option<PathBuf> {
     let local = project.join("node_modules").join(".bin").join(name);
     if local.is_file() {
@@ -243,4 +250,34 @@ pub fn precompile(wasm: &Path) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// #36: `name = "../../outside/evil"` made `plugin build` write
+    /// outside the project.
+    #[test]
+    fn a_manifest_name_cannot_leave_the_project() {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["../../outside/evil", "/tmp/evil", "a/b", "", ".hidden"] {
+            std::fs::write(
+                d.path().join(MANIFEST),
+                format!("name = {name:?}\nlang = \"rust\"\n"),
+            )
+            .unwrap();
+            let e = Manifest::load(d.path()).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("not a plugin name"),
+                "{name}: {e:#}"
+            );
+        }
+        std::fs::write(
+            d.path().join(MANIFEST),
+            "name = \"ok-name\"\nlang = \"rust\"\n",
+        )
+        .unwrap();
+        assert_eq!(Manifest::load(d.path()).unwrap().name, "ok-name");
+    }
 }

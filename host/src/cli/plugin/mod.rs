@@ -120,15 +120,24 @@ fn component(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<()> {
+/// Whether `name` is a plugin name: letters, digits, `-` and `_`,
+/// starting with a letter, at most 64 bytes (so `NAME.wasm` is a file in
+/// the project, never a path out of it).
+pub fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
+        || name.len() > 64
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         || !name.starts_with(|c: char| c.is_ascii_alphabetic())
     {
-        bail!("`{name}` is not a plugin name: use letters, digits, `-` and `_`, starting with a letter");
+        bail!("`{name}` is not a plugin name: use letters, digits, `-` and `_`, starting with a letter (at most 64)");
     }
+    Ok(())
+}
+
+fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<()> {
+    check_name(name)?;
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
     }

@@ -11,6 +11,88 @@ use tokio::time::Instant;
 /// The window `max_per_minute` counts in.
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// The longest `group_by` value kept as a group's key: a longer one is
+/// kept as its start and a hash of the whole (so two values still make two
+/// groups), never whole.
+pub const MAX_KEY_VALUE: usize = 256;
+/// The longest string kept in a group's sample event; longer ones are cut
+/// (with a note of how much was cut).
+pub const MAX_SAMPLE_STRING: usize = 1024;
+/// Most bytes of a group's sample event: fields past it are left out.
+/// With `max_groups` these bound what the sink holds (10,000 groups hold
+/// at most about 10,000 x (16 KiB + the keys)).
+pub const MAX_SAMPLE_BYTES: usize = 16 << 10;
+
+/// A `group_by` value as its key: short values as they are, long ones cut
+/// and told apart by a hash of the whole.
+fn key_value(text: String) -> String {
+    if text.len() <= MAX_KEY_VALUE {
+        return text;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    text.hash(&mut h);
+    let mut cut = MAX_KEY_VALUE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…#{:016x}", &text[..cut], h.finish())
+}
+
+/// `v` cut to fit a sample: strings to [`MAX_SAMPLE_STRING`] bytes, and
+/// fields (depth first) left out once [`MAX_SAMPLE_BYTES`] are spent.
+fn bounded_sample(v: Value) -> Value {
+    fn cut(v: Value, budget: &mut usize, depth: usize) -> Option<Value> {
+        if *budget == 0 || depth > 32 {
+            return None;
+        }
+        Some(match v {
+            Value::String(s) if s.len() > MAX_SAMPLE_STRING => {
+                let mut end = MAX_SAMPLE_STRING;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let t = format!("{}… ({} bytes cut)", &s[..end], s.len() - end);
+                *budget = budget.saturating_sub(t.len());
+                Value::String(t)
+            }
+            Value::String(s) => {
+                *budget = budget.saturating_sub(s.len() + 2);
+                Value::String(s)
+            }
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match cut(item, budget, depth + 1) {
+                        Some(i) => out.push(i),
+                        None => break,
+                    }
+                }
+                Value::Array(out)
+            }
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (k, item) in map {
+                    *budget = budget.saturating_sub(k.len().min(MAX_SAMPLE_STRING) + 4);
+                    match cut(item, budget, depth + 1) {
+                        Some(i) => {
+                            out.insert(key_value(k), i);
+                        }
+                        None => break,
+                    }
+                }
+                Value::Object(out)
+            }
+            other => {
+                *budget = budget.saturating_sub(8);
+                other
+            }
+        })
+    }
+    let mut budget = MAX_SAMPLE_BYTES;
+    cut(v, &mut budget, 0).unwrap_or(Value::Null)
+}
+
 /// What the grouping is told by the config.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -98,7 +180,7 @@ impl Groups {
             .limits
             .group_by
             .iter()
-            .map(|f| lookup(&v, f).map(text).unwrap_or_default())
+            .map(|f| key_value(lookup(&v, f).map(text).unwrap_or_default()))
             .collect();
         if !self.groups.contains_key(&key) && self.groups.len() >= self.limits.max_groups {
             key = vec!["other".to_string(); self.limits.group_by.len().max(1)];
@@ -115,7 +197,7 @@ impl Groups {
             last_sent: None,
         });
         if g.pending == 0 {
-            g.sample = v;
+            g.sample = bounded_sample(v);
             g.first_seen = wall;
         }
         g.pending += 1;
@@ -330,6 +412,48 @@ mod tests {
         let mut sent = counts(&g.flush(t0));
         sent.sort();
         assert_eq!(sent, [1, 1, 3]);
+    }
+
+    /// What the groups hold: keys and samples, in bytes.
+    fn held(g: &Groups) -> usize {
+        g.groups
+            .iter()
+            .map(|(k, v)| k.iter().map(String::len).sum::<usize>() + v.sample.to_string().len())
+            .sum()
+    }
+
+    /// #36: 2,000 distinct 1 MiB messages grouped by message left 4.2 GB
+    /// held after delivery. Keys and samples are bounded, long values still
+    /// tell groups apart, and delivered groups keep no sample.
+    #[test]
+    fn huge_distinct_messages_are_held_in_bounded_memory() {
+        let t0 = Instant::now();
+        let mut g = Groups::new(Limits {
+            group_by: vec!["message".into()],
+            max_groups: 10_000,
+            ..limits(100_000)
+        });
+        let big = "m".repeat(1 << 20);
+        for i in 0..2000 {
+            let e = serde_json::json!({"message": format!("{big}{i}"), "level": "error", "note": "x".repeat(100_000)});
+            g.observe(e.to_string().as_bytes(), t0);
+        }
+        assert_eq!(g.groups.len(), 2000, "distinct values stay distinct groups");
+        let limit = 2000 * (MAX_KEY_VALUE + 40 + MAX_SAMPLE_BYTES + 100);
+        assert!(held(&g) < limit, "{} bytes held", held(&g));
+        let sent = g.due(t0 + Duration::from_secs(30));
+        assert_eq!(sent.len(), 2000);
+        let Notification::Group { sample, key, .. } = &sent[0] else {
+            panic!()
+        };
+        assert!(sample["message"].as_str().unwrap().contains("bytes cut)"));
+        assert_eq!(sample["level"], "error");
+        assert!(key[0].1.len() < MAX_KEY_VALUE + 40);
+        assert!(
+            held(&g) < 2000 * (MAX_KEY_VALUE + 60),
+            "after delivery: {}",
+            held(&g)
+        );
     }
 
     #[test]

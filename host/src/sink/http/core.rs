@@ -34,8 +34,9 @@ use crate::delivery::{Backoff, Breaker, DeadLetter, DeadLetters, ErrorKind};
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Most bytes of an answer kept to read it (a refusal's reason).
-const MAX_ANSWER: usize = 1 << 20;
+/// Most bytes of an answer kept to read it (a refusal's reason), unless
+/// the protocol reads more ([`Protocol::answer_limit`]).
+pub const MAX_ANSWER: usize = 1 << 20;
 
 /// `auth = {...}` of a network sink. Secrets come from the environment, so
 /// the pipeline file holds none.
@@ -91,6 +92,9 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body was longer than the protocol reads ([`Protocol::answer_limit`]):
+    /// `body` is empty, and the answer must not be taken as read.
+    pub truncated: bool,
 }
 
 /// What an answer means for the events of the request.
@@ -135,6 +139,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// Where the request goes (the sink's `uri`, or a path under it).
     fn uri<'a>(&'a self, core: &'a Core) -> &'a Uri {
         &core.uri
+    }
+
+    /// Most bytes of the answer to a request of `events` events that are
+    /// read (an answer that lists every event grows with the batch).
+    fn answer_limit(&self, events: usize) -> usize {
+        let _ = events;
+        MAX_ANSWER
     }
 }
 
@@ -261,6 +272,18 @@ impl Core {
 
     /// One request; an error is a connection failure or a timeout.
     pub async fn send(&self, method: Method, uri: &Uri, body: &Body) -> Result<Answer, String> {
+        self.send_reading(method, uri, body, MAX_ANSWER).await
+    }
+
+    /// One request whose answer is read up to `limit` bytes (past it, the
+    /// answer is `truncated`).
+    pub async fn send_reading(
+        &self,
+        method: Method,
+        uri: &Uri,
+        body: &Body,
+        limit: usize,
+    ) -> Result<Answer, String> {
         let mut req = Request::builder()
             .method(method)
             .uri(uri.clone())
@@ -278,15 +301,19 @@ impl Core {
                 format!("cannot reach {}: {e}{cause}", self.uri)
             })?;
             let (parts, incoming) = resp.into_parts();
-            let body = http_body_util::Limited::new(incoming, MAX_ANSWER)
+            let (body, truncated) = match http_body_util::Limited::new(incoming, limit)
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            {
+                Ok(b) => (b.to_bytes(), false),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => (Bytes::new(), true),
+                Err(e) => return Err(format!("reading the answer of {}: {e}", self.uri)),
+            };
             Ok(Answer {
                 status: parts.status,
                 headers: parts.headers,
                 body,
+                truncated,
             })
         };
         match tokio::time::timeout(self.request_timeout, exchange).await {
@@ -360,7 +387,11 @@ pub async fn deliver(
         let body = proto.encode(&now);
         let sent_at = Instant::now();
         ComponentMetrics::add(&out.metrics.requests, 1);
-        let (after, reason) = match core.send(Method::POST, proto.uri(&core), &body).await {
+        let limit = proto.answer_limit(now.len());
+        let sent = core
+            .send_reading(Method::POST, proto.uri(&core), &body, limit)
+            .await;
+        let (after, reason) = match sent {
             Ok(answer) => match proto.decide(&answer, &now) {
                 Decision::Delivered => {
                     out.metrics.batch_seconds.observe(sent_at.elapsed());
@@ -510,6 +541,7 @@ mod tests {
             );
         }
         Answer {
+            truncated: false,
             status: StatusCode::from_u16(status).unwrap(),
             headers: h,
             body: Bytes::from(body.to_string()),

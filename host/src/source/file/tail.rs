@@ -495,7 +495,10 @@ impl Tailer {
                 Ok(n) => n,
                 Err(e) => {
                     let t = self.files.get_mut(&id).expect("present");
-                    tracing::warn!(path = %t.path.display(), error = %e, "cannot decompress or decrypt further (cut short by a crash?); stopping at this point");
+                    // The line in progress was cut by the crash: it is not
+                    // an event (the lines before it are).
+                    tracing::warn!(path = %t.path.display(), error = %e, cut_bytes = t.buf.len(), "cannot decompress or decrypt further (cut short by a crash?); stopping at this point, without the cut line");
+                    t.buf.clear();
                     0
                 }
             };

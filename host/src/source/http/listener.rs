@@ -66,8 +66,28 @@ impl Acceptor {
     }
 
     fn reap(&mut self) {
-        while self.connections.try_join_next().is_some() {}
+        while let Some(ended) = self.connections.try_join_next() {
+            self.ended(ended);
+        }
         self.count();
+    }
+
+    /// A connection's task ended. One that panicked is a bug on a path
+    /// that faces input: the component is marked down (so `/health`
+    /// fails and says why) instead of the panic passing unseen.
+    fn ended(&self, ended: Result<(), tokio::task::JoinError>) {
+        let Err(e) = ended else { return };
+        if !e.is_panic() {
+            return;
+        }
+        let reason = format!(
+            "a connection handler panicked: {}",
+            panic_message(e.into_panic().as_ref())
+        );
+        tracing::error!(what = %self.what, %reason, "connection handler panicked");
+        if let Some(m) = &self.metrics {
+            m.set_down(Some(reason));
+        }
     }
 
     /// The next connection to serve. Connections past the limit are
@@ -78,7 +98,10 @@ impl Acceptor {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
                 // A connection ending frees a place: reap it now.
-                Some(_) = self.connections.join_next(), if !self.connections.is_empty() => continue,
+                Some(ended) = self.connections.join_next(), if !self.connections.is_empty() => {
+                    self.ended(ended);
+                    continue;
+                }
             };
             match accepted {
                 Ok((stream, _)) => {
@@ -126,6 +149,16 @@ impl Acceptor {
         .await;
         self.connections.abort_all();
     }
+}
+
+/// The text of a panic's payload (`panic!("...")` gives a `&str` or a
+/// `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Answer `503` and close, without waiting on a slow client.

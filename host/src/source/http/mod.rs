@@ -336,6 +336,7 @@ impl Server {
             let events = match otlp {
                 None => body::parse(&self.cfg, &content_type, &b)?,
                 Some(encoding) => {
+                    let _decoding = self.charge_decoding(encoding, &b)?;
                     let req = crate::base::otlp::decode_request(encoding, &b)
                         .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
                     crate::base::otlp::events_within(&req, self.cfg.max_events_per_request)
@@ -441,12 +442,64 @@ impl Server {
         None
     }
 
+    /// Before an OTLP body is decoded: refuse it past
+    /// `max_events_per_request` records (counted on the wire), and hold
+    /// what decoding it will take out of `max_in_flight` (decoding
+    /// multiplies size: two bytes of an empty record are hundreds in
+    /// memory). The permit is held while the request is decoded.
+    pub(super) fn charge_decoding(
+        &self,
+        encoding: crate::base::otlp::Encoding,
+        body: &[u8],
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, (StatusCode, String)> {
+        let cost =
+            crate::base::otlp::cost(encoding, body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        let max = self.cfg.max_events_per_request;
+        if cost.records.is_some_and(|n| n > max) {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("more than {max} log records in one request (max_events_per_request)"),
+            ));
+        }
+        let kib = cost.bytes.div_ceil(1024).max(1);
+        if kib > self.cfg.max_in_flight / 1024 {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "this request decodes to about {} MiB, more than max_in_flight ({} MiB)",
+                    cost.bytes >> 20,
+                    self.cfg.max_in_flight >> 20
+                ),
+            ));
+        }
+        self.in_flight
+            .clone()
+            .try_acquire_many_owned(kib as u32)
+            .map_err(|_| {
+                ComponentMetrics::add(&self.ctx.metrics.busy, 1);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests are being decoded; retry later".to_string(),
+                )
+            })
+    }
+
+    /// The arrival time for an event without one. The lock is held for
+    /// the clock's read alone (nothing in it can panic), and a poisoned
+    /// one is still a clock.
+    fn now(&self) -> String {
+        let mut clock = self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clock.now().to_string()
+    }
+
     /// The valid events as a batch (a `timestamp` added where missing),
     /// and the rejected ones with their reasons.
     fn batch(&self, events: Vec<Value>, body_len: usize) -> (Batch, Vec<Rejection>) {
         let mut rejected = Vec::new();
         let mut batch = Batch::with_capacity(events.len(), body_len + events.len() * 40);
-        let mut clock = self.clock.lock().expect("clock lock poisoned");
         for (i, mut v) in events.into_iter().enumerate() {
             if let Value::Object(map) = &mut v {
                 // Python's logging.handlers.HTTPHandler posts a LogRecord's
@@ -454,7 +507,7 @@ impl Server {
                 // common fields (message formatted with its args, typed
                 // values) before it is checked.
                 if is_log_record(map) {
-                    sluice_remap::presets::apply(sluice_remap::presets::Preset::PythonLogging, map);
+                    sluice_common::presets::apply(sluice_common::Preset::PythonLogging, map);
                 }
             }
             if let Err(r) = body::validate(&self.cfg, i, &v) {
@@ -471,7 +524,7 @@ impl Server {
                     let mut with = Map::with_capacity(map.len() + 1);
                     with.insert(
                         "timestamp".into(),
-                        own.map_or_else(|| clock.now().into(), Into::into),
+                        own.map_or_else(|| self.now().into(), Into::into),
                     );
                     with.extend(std::mem::take(map));
                     *map = with;

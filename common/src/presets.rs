@@ -7,7 +7,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{coerce, format_message, get, put, take, Coerce};
+use crate::coerce::{coerce, Coerce};
+use crate::path::{get, put, take};
+use crate::pyformat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -172,6 +174,28 @@ pub fn apply(preset: Preset, obj: &mut Map<String, Value>) {
             }
             service_from_logger(obj);
         }
+    }
+}
+
+/// Format `template` (a Python `%` string) with the value of `args` (a
+/// list, an object, or the repr of a Python tuple or dict, as
+/// `HTTPHandler` sends it) into `into`; `args` is removed once used.
+pub fn format_message(obj: &mut Map<String, Value>, template: &str, args: &str, into: &str) {
+    let Some(Value::String(t)) = get(obj, template).cloned() else {
+        return;
+    };
+    let values = match get(obj, args) {
+        None | Some(Value::Null) => return,
+        // `None`, `()` and what is not a Python literal: nothing to format with.
+        Some(Value::String(s)) => match pyformat::parse_repr(s) {
+            Some(v) => v,
+            None => return,
+        },
+        Some(v) => v.clone(),
+    };
+    if let Some(text) = pyformat::format(&t, &values) {
+        take(obj, args);
+        put(obj, into, Value::String(text));
     }
 }
 

@@ -1,0 +1,40 @@
+//! What the sluice host and its wasm plugins both run on event data.
+//!
+//! The host never links a plugin crate to run it on events (plugin code
+//! belongs in the sandbox); what both sides need lives here instead, under
+//! two rules that the lints below enforce outside tests:
+//!
+//! - **Unable to panic.** No indexing, `unwrap`, `expect` or `panic!`: an
+//!   input that does not fit gives `None` (or is left as it is).
+//! - **Bounded.** Nesting depth, Python format widths and precisions, and
+//!   the size of every output are capped by the constants in each module,
+//!   so no input makes an allocation larger than a small multiple of its
+//!   own size (or of the caps).
+//!
+//! # Layout
+//! - [`path`]: dotted field paths (`get`, `take`, `put`).
+//! - [`coerce`]: typed values from strings (`"20"` -> 20).
+//! - [`pyformat`]: Python's `%` formatting and the repr of its literals.
+//! - [`presets`]: logging libraries' records mapped to sluice's fields.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod coerce;
+pub mod path;
+pub mod presets;
+pub mod pyformat;
+
+pub use coerce::{coerce, Coerce};
+pub use path::{get, put, take};
+pub use presets::{format_message, Preset};
