@@ -21,10 +21,13 @@ test:
     scripts/check-install
 
 # The property tests of every parser that faces input (pipeline files, HTTP
-# bodies, forms, templates, checkpoints, timeline lines, plugin verdicts),
-# longer than `just test` runs them: `just fuzz 100000`.
+# bodies, forms, templates, checkpoints, timeline lines, plugin verdicts,
+# OTLP protobuf and JSON, bulk answers, dead-letter records and lines, the
+# Python %-formatter), longer than `just test` runs them (256 cases each):
+# `just fuzz 100000`.
 fuzz cases="20000":
     PROPTEST_CASES={{cases}} cargo test --release -p sluice --lib prop_
+    PROPTEST_CASES={{cases}} cargo test --release -p sluice-common prop_
 
 # The soak test (not in CI): HTTP, Redis and rotated-file producers while
 # sluice and Redis are killed with -9 and restarted and the plugin is

@@ -723,3 +723,59 @@ async fn http_sink_max_wait_fills_requests_from_sparse_batches() {
         "{requests} requests for 400 events in batches of 10"
     );
 }
+
+/// A bulk answer listing one created item per document of `body`, each
+/// padded to about `pad` bytes.
+fn bulk_items(body: &[u8], pad: usize) -> String {
+    let docs = String::from_utf8_lossy(body).lines().count() / 2;
+    let item = format!(
+        r#"{{"index":{{"_index":"logs","result":"created","_shards":{{"total":2,"successful":1,"failed":0}},"status":201,"pad":"{}"}}}}"#,
+        "p".repeat(pad)
+    );
+    format!(
+        r#"{{"took":3,"errors":false,"items":[{}]}}"#,
+        vec![item; docs].join(",")
+    )
+}
+
+/// #36: a 200 answering `{}` or `{"errors":false,"items":[]}`
+/// acknowledged every document, and a valid answer over 1 MiB was read as
+/// empty (the batch retried forever). Now the first two are retried and
+/// counted, and the large one is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_answers_that_list_no_item_acknowledge_nothing() {
+    let es = TestServer::start(Arc::new(|n, body| match n {
+        0 => (200, Vec::new(), "{}".to_string()),
+        1 => (
+            200,
+            Vec::new(),
+            r#"{"errors":false,"items":[]}"#.to_string(),
+        ),
+        // 6,000 items of about 230 bytes: 1.4 MB.
+        _ => (200, Vec::new(), bulk_items(body, 60)),
+    }))
+    .await;
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[batch]\nmax_events = 6000\nmax_wait = \"1s\"\n\n[sources.gen]\ntype = \"generate\"\ncount = 6000\nseed = 9\n\n[sinks.es]\ntype = \"elasticsearch\"\nendpoint = \"http://127.0.0.1:{}\"\nmax_events = 6000\nmax_in_flight = 1\ninputs = [\"gen\"]\n",
+        es.port
+    );
+    let (running, metrics) = start(d.path(), &toml).await;
+    tokio::time::timeout(Duration::from_secs(60), running.wait())
+        .await
+        .expect("delivered in time")
+        .unwrap();
+    let seen = es.seen.lock().unwrap();
+    let docs: Vec<usize> = seen
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.body).lines().count() / 2)
+        .collect();
+    assert_eq!(
+        docs.iter().sum::<usize>(),
+        18_000,
+        "{docs:?}: sent three times"
+    );
+    assert_eq!(docs.len(), 3, "{docs:?}: the large answer was read once");
+    assert_eq!(counts(&metrics, "es").retries, 2);
+    assert_eq!(counts(&metrics, "es").events_out, 6000);
+}

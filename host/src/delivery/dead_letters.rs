@@ -539,6 +539,45 @@ impl DeadLetters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The record parser on any line: never a panic; what it takes has
+        /// an id that is 32 hex digits.
+        #[test]
+        fn prop_dead_letter_records_parse_or_refuse(
+            line in "\\{(\"(dl_version|dl_id|attempt|event|event_base64|error|component)\":(1|999|\"[0-9a-f]{0,34}\"|\\{\\}|\"[a-zA-Z0-9+/=\\\\n ]{0,20}\"|null),?){0,6}\\}",
+        ) {
+            if let Ok(r) = Record::parse(&line) {
+                prop_assert!(r.id.len() == 32 && r.id.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
+        }
+
+        /// Lines cut through any buffer size: the same lines as split, each
+        /// at most the bound, the longer ones reported as too long.
+        #[test]
+        fn prop_dead_letter_lines_cut_like_split(
+            text in "[ab\n]{0,300}",
+            max in 1usize..20,
+            buffer in 1usize..16,
+        ) {
+            let mut cutter = LineCutter::new(max);
+            let mut out = Vec::new();
+            let mut reader = std::io::BufReader::with_capacity(buffer, text.as_bytes());
+            cutter.feed(&mut reader, &mut out, u64::MAX).unwrap();
+            out.extend(cutter.finish());
+            let mut want: Vec<Line> = text
+                .split('\n')
+                .map(|l| if l.len() > max { Line::TooLong } else { Line::Whole(l.as_bytes().to_vec()) })
+                .collect();
+            // `split` gives an empty piece after a final newline; the cutter
+            // gives no line there.
+            if text.is_empty() || text.ends_with('\n') {
+                want.pop();
+            }
+            prop_assert_eq!(out, want);
+        }
+    }
 
     #[test]
     fn lines_are_cut_in_bounded_memory() {

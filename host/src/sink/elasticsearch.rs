@@ -328,6 +328,31 @@ impl SinkKind for ElasticsearchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any answer body: never a panic, and a document is acknowledged
+        /// only when the answer has an item for it.
+        #[test]
+        fn prop_bulk_answers_never_acknowledge_unseen_documents(
+            body in "[{}\\[\\],:\"a-z_0-9 ]{0,200}",
+            n in 1usize..4,
+        ) {
+            let b = bulk("logs", Action::Index, None);
+            let events: Vec<&[u8]> = vec![b"{}"; n];
+            let answer = Answer {
+                status: hyper::StatusCode::OK,
+                headers: hyper::HeaderMap::new(),
+                body: bytes::Bytes::from(body.clone()),
+                truncated: false,
+            };
+            let decided = b.decide(&answer, &events);
+            if decided == Decision::Delivered {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                prop_assert_eq!(v["items"].as_array().map(Vec::len), Some(n));
+            }
+        }
+    }
 
     fn bulk(index: &str, action: Action, id: Option<&str>) -> Bulk {
         Bulk {
