@@ -341,9 +341,11 @@ mod tests {
             "{e}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        // 64 stanzas are still read (a header with many recipients).
+        // 64 stanzas are still read (a header with many recipients; the
+        // age crate adds a grease stanza of its own to each file).
+        let per = stanza.windows(3).filter(|w| w == b"-> ").count();
         let mut many = text[..first].to_vec();
-        for _ in 0..MAX_STANZAS - 1 {
+        for _ in 0..MAX_STANZAS / per {
             many.extend_from_slice(stanza);
         }
         many.extend_from_slice(&text[mac..]);
