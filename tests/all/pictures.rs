@@ -316,13 +316,13 @@ inputs = ["_dead_letters"]
     for path in ["/ui", "/ui/stats", "/ui/graph", "/metrics"] {
         let reply = raw_http(
             port,
-            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"),
         );
         assert!(reply.starts_with("HTTP/1.1 401"), "{path}: {reply}");
     }
     let health = raw_http(
         port,
-        "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
     );
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let url = format!("http://127.0.0.1:{port}/ui?token={token}");
@@ -349,7 +349,7 @@ inputs = ["_dead_letters"]
     .unwrap();
     let metrics = raw_http(
         port,
-        &format!("GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"),
+        &format!("GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"),
     );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -127,8 +127,23 @@ pub struct ObjectInfo {
 
 /// Check that `bytes` are exactly one JSON object, without building it.
 pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
+    scan_object(bytes, &[], &mut [])
+}
+
+/// [`check_object`], catching on the way the raw values of the top-level
+/// keys named in `heads` (`caught[i]` for `heads[i]`; the first of a key
+/// given twice): an event's time candidates are read in the one pass that
+/// checks it, without building a tree of the event.
+pub fn scan_object<'a>(
+    bytes: &'a [u8],
+    heads: &[String],
+    caught: &mut [Option<&'a RawValue>],
+) -> Result<ObjectInfo, String> {
+    struct V<'h, 'c, 'a> {
+        heads: &'h [String],
+        caught: &'c mut [Option<&'a RawValue>],
+    }
+    impl<'de: 'a, 'a> Visitor<'de> for V<'_, '_, 'a> {
         type Value = ObjectInfo;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
@@ -137,7 +152,14 @@ pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
             let mut has_timestamp = false;
             while let Some(key) = map.next_key::<Text<'de>>()? {
                 has_timestamp |= key.0 == "timestamp";
-                map.next_value::<IgnoredAny>()?;
+                match self.heads.iter().position(|h| *h == key.0) {
+                    Some(i) if self.caught.get(i).is_some_and(Option::is_none) => {
+                        self.caught[i] = Some(map.next_value::<&'de RawValue>()?);
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
             }
             Ok(ObjectInfo { has_timestamp })
         }
@@ -145,9 +167,54 @@ pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
     // serde_json does not check the UTF-8 of strings it skips: do it first.
     let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let info = de.deserialize_map(V).map_err(|e| e.to_string())?;
+    let info = de
+        .deserialize_map(V { heads, caught })
+        .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(info)
+}
+
+/// The raw value at a dotted `path` inside the raw object `v` (a key
+/// holding the whole path wins over nested objects, as in
+/// [`sluice_common::get`]), read without building the object.
+pub fn raw_field<'a>(v: &'a RawValue, path: &str) -> Option<&'a RawValue> {
+    struct V<'p> {
+        path: &'p str,
+    }
+    impl<'de, 'p> Visitor<'de> for V<'p> {
+        type Value = (Option<&'de RawValue>, Option<(&'de RawValue, &'p str)>);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut exact, mut nested) = (None, None);
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                let key = key.0;
+                if exact.is_none() && key == self.path {
+                    exact = Some(map.next_value::<&'de RawValue>()?);
+                } else if nested.is_none()
+                    && self.path.len() > key.len()
+                    && self.path.starts_with(key.as_ref())
+                    && self.path.as_bytes()[key.len()] == b'.'
+                {
+                    let rest = &self.path[key.len() + 1..];
+                    nested = Some((map.next_value::<&'de RawValue>()?, rest));
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok((exact, nested))
+        }
+    }
+    if !v.get().trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(v.get());
+    match de.deserialize_map(V { path }).ok()? {
+        (Some(exact), _) => Some(exact),
+        (None, Some((inner, rest))) => raw_field(inner, rest),
+        (None, None) => None,
+    }
 }
 
 /// A JSON string, borrowed from the input when it holds no escapes

@@ -18,7 +18,7 @@
 //! the arrival time is used, and the source counts it
 //! (`sluice_timestamps_unparsed_total`).
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -127,10 +127,347 @@ pub fn defaults() -> &'static [TimestampRule] {
     })
 }
 
+/// A time as an event gave it: seconds and nanoseconds since 1970 (UTC),
+/// and how many fraction digits it carried (at least 3, at most 9), so it
+/// is written back with the precision it had: a Python `created` of
+/// `1796474732.999999` stays `...:32.999999Z`, a pino `time` in
+/// milliseconds `...:32.999Z`, an OTLP time in nanoseconds nine digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub secs: i64,
+    pub nanos: u32,
+    pub digits: u8,
+}
+
+/// Seconds from 1970 to the years sluice writes (0001 to 9999).
+const MIN_SECS: i64 = -62_135_596_800;
+const MAX_SECS: i64 = 253_402_300_799;
+
+/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar
+/// (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day since 1970-01-01 (`civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+fn push2(out: &mut Vec<u8>, n: u32) {
+    out.push(b'0' + (n / 10) as u8);
+    out.push(b'0' + (n % 10) as u8);
+}
+
+impl Stamp {
+    fn new(secs: i64, nanos: u32, digits: usize) -> Option<Stamp> {
+        ((MIN_SECS..=MAX_SECS).contains(&secs) && nanos < 1_000_000_000).then_some(Stamp {
+            secs,
+            nanos,
+            digits: digits.clamp(3, 9) as u8,
+        })
+    }
+
+    /// A chrono time, with as many digits as its nanoseconds need.
+    pub fn of(t: DateTime<Utc>) -> Option<Stamp> {
+        let nanos = t.timestamp_subsec_nanos();
+        let digits = if nanos % 1_000_000 == 0 {
+            3
+        } else if nanos % 1000 == 0 {
+            6
+        } else {
+            9
+        };
+        Stamp::new(t.timestamp(), nanos, digits)
+    }
+
+    /// Nanoseconds since 1970.
+    pub fn unix_nanos(&self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+
+    /// Append it as RFC 3339 in UTC: `2026-11-23T10:00:00.123Z`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let (y, m, d) = civil_from_days(self.secs.div_euclid(86_400));
+        let sod = self.secs.rem_euclid(86_400) as u32;
+        let y = y as u32;
+        push2(out, y / 100);
+        push2(out, y % 100);
+        out.push(b'-');
+        push2(out, m);
+        out.push(b'-');
+        push2(out, d);
+        out.push(b'T');
+        push2(out, sod / 3600);
+        out.push(b':');
+        push2(out, sod / 60 % 60);
+        out.push(b':');
+        push2(out, sod % 60);
+        out.push(b'.');
+        let mut div = 100_000_000;
+        for _ in 0..self.digits {
+            out.push(b'0' + (self.nanos / div % 10) as u8);
+            div /= 10;
+        }
+        out.push(b'Z');
+    }
+
+    pub fn to_rfc3339(&self) -> String {
+        let mut out = Vec::with_capacity(32);
+        self.write(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A field's value as written: a string's text, or a number's.
+#[derive(Debug, Clone, Copy)]
+pub enum Raw<'a> {
+    Str(&'a str),
+    Num(&'a str),
+}
+
+/// An unsigned decimal `123` or `123.456`, exactly: its integer part and
+/// its fraction's digits. `None` for signs, exponents and anything else.
+fn decimal(text: &str) -> Option<(u128, &str)> {
+    let (int, frac) = match text.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (text, ""),
+    };
+    if int.is_empty()
+        || int.len() > 21
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (text.contains('.') && frac.is_empty())
+    {
+        return None;
+    }
+    Some((int.parse().ok()?, frac))
+}
+
+/// A time from a number of units of `10^-exp` seconds (0: seconds, 3:
+/// milliseconds, 6: micro-, 9: nanoseconds) with its fraction's digits.
+fn from_units(int: u128, frac: &str, exp: u32) -> Option<Stamp> {
+    let scale = 10u128.pow(9 - exp);
+    let mut ns = int.checked_mul(scale)?;
+    let mut place = scale / 10;
+    for b in frac.bytes().take((9 - exp) as usize) {
+        ns += u128::from(b - b'0') * place;
+        place /= 10;
+    }
+    let secs = i64::try_from(ns / 1_000_000_000).ok()?;
+    Stamp::new(secs, (ns % 1_000_000_000) as u32, exp as usize + frac.len())
+}
+
+/// The unit a number of this size counts in, if it is a time from 2001 on:
+/// seconds, milliseconds, microseconds or nanoseconds (a number between
+/// those ranges, or smaller, is a counter, not a time).
+fn unit_of(int: u128) -> Option<u32> {
+    const E9: u128 = 1_000_000_000;
+    match int {
+        n if (E9..100 * E9).contains(&n) => Some(0),
+        n if (1000 * E9..100_000 * E9).contains(&n) => Some(3),
+        n if (1_000_000 * E9..100_000_000 * E9).contains(&n) => Some(6),
+        n if (E9 * E9..100 * E9 * E9).contains(&n) => Some(9),
+        _ => None,
+    }
+}
+
+/// A number in `unit` (`None`: whichever its size says).
+fn number_time(text: &str, unit: Option<u32>) -> Option<Stamp> {
+    let text = text.trim();
+    if let Some((int, frac)) = decimal(text) {
+        let found = unit_of(int)?;
+        if unit.is_some_and(|u| u != found) {
+            return None;
+        }
+        return from_units(int, frac, found);
+    }
+    // `1.7954e9` and the like: as a float, to the microsecond.
+    let n: f64 = text.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let found = unit_of(n as u128)?;
+    if unit.is_some_and(|u| u != found) {
+        return None;
+    }
+    let micros = (n * 10f64.powi(6 - found as i32)).round() as u128;
+    from_units(micros, "", 6)
+}
+
+fn digits2(b: &[u8], at: usize) -> Option<u32> {
+    let (x, y) = (*b.get(at)?, *b.get(at + 1)?);
+    (x.is_ascii_digit() && y.is_ascii_digit()).then(|| u32::from(x - b'0') * 10 + u32::from(y - b'0'))
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM|±HH]`, without an
+/// offset read as UTC (`strict`: the offset is required, as RFC 3339
+/// wants). A comma may stand for the point (Python's `asctime`).
+fn rfc3339(text: &str, strict: bool) -> Option<Stamp> {
+    let b = text.trim().as_bytes();
+    let year = digits2(b, 0)? * 100 + digits2(b, 2)?;
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return None;
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
+    let (month, day) = (digits2(b, 5)?, digits2(b, 8)?);
+    let (hour, minute, second) = (digits2(b, 11)?, digits2(b, 14)?, digits2(b, 17)?);
+    let year = i64::from(year);
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac: &[u8] = &[];
+    if matches!(b.get(i), Some(b'.' | b',')) {
+        let start = i + 1;
+        let mut end = start;
+        while b.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+        if end == start {
+            return None;
+        }
+        frac = &b[start..end];
+        i = end;
+    }
+    let offset: i64 = match b.get(i) {
+        None if !strict => 0,
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let h = digits2(b, i + 1)?;
+            let m = match b.len() - i {
+                3 => 0,
+                5 => digits2(b, i + 3)?,
+                6 if b[i + 3] == b':' => digits2(b, i + 4)?,
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let o = i64::from(h * 3600 + m * 60);
+            if sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour * 3600 + minute * 60 + second)
+        - offset;
+    let mut nanos = 0u32;
+    let mut place = 100_000_000;
+    for &d in frac.iter().take(9) {
+        nanos += u32::from(d - b'0') * place;
+        place /= 10;
+    }
+    Stamp::new(secs, nanos, frac.len())
+}
+
+/// Parse one value, as written, in one format.
+pub fn parse_raw(v: Raw<'_>, format: &TimeFormat) -> Option<Stamp> {
+    match (format, v) {
+        (TimeFormat::Unix, Raw::Num(t) | Raw::Str(t)) => number_time(t, Some(0)),
+        (TimeFormat::UnixMs, Raw::Num(t) | Raw::Str(t)) => number_time(t, Some(3)),
+        (TimeFormat::Rfc3339, Raw::Str(s)) => rfc3339(s, true).or_else(|| {
+            DateTime::parse_from_rfc3339(s.trim())
+                .ok()
+                .and_then(|t| Stamp::of(t.with_timezone(&Utc)))
+        }),
+        (TimeFormat::Strftime(f), Raw::Str(s)) => {
+            let s = s.trim();
+            DateTime::parse_from_str(s, f)
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+                .or_else(|| NaiveDateTime::parse_from_str(s, f).ok().map(|n| n.and_utc()))
+                .and_then(Stamp::of)
+        }
+        (TimeFormat::Auto, Raw::Num(t)) => number_time(t, None),
+        (TimeFormat::Auto, Raw::Str(s)) => rfc3339(s, false)
+            .or_else(|| number_time(s, None))
+            .or_else(|| {
+                // What the quick reader does not take: leap seconds,
+                // other separators.
+                let s = s.trim();
+                if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                    return Stamp::of(t.with_timezone(&Utc));
+                }
+                let spaced = s.replacen(' ', "T", 1).replace(',', ".");
+                if let Ok(t) = DateTime::parse_from_rfc3339(&spaced) {
+                    return Stamp::of(t.with_timezone(&Utc));
+                }
+                ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"]
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(&spaced, f).ok())
+                    .and_then(|n| Stamp::of(n.and_utc()))
+            }),
+        _ => None,
+    }
+}
+
+/// Parse a raw JSON value (as an event holds it) in one format: a string
+/// or a number; anything else does not parse.
+pub fn parse_json(raw: &str, format: &TimeFormat) -> Option<Stamp> {
+    let raw = raw.trim();
+    match raw.as_bytes().first()? {
+        b'"' => {
+            let inner = &raw[1..raw.len().checked_sub(1).filter(|&e| e >= 1)?];
+            if inner.contains('\\') {
+                let s: String = serde_json::from_str(raw).ok()?;
+                parse_raw(Raw::Str(&s), format)
+            } else {
+                parse_raw(Raw::Str(inner), format)
+            }
+        }
+        b'0'..=b'9' | b'-' => parse_raw(Raw::Num(raw), format),
+        _ => None,
+    }
+}
+
+/// Parse one value in one format.
+pub fn parse(v: &Value, format: &TimeFormat) -> Option<DateTime<Utc>> {
+    let stamp = parse_value(v, format)?;
+    Utc.timestamp_opt(stamp.secs, stamp.nanos).single()
+}
+
+/// [`parse_raw`] of a parsed value (numbers keep their text: the host
+/// parses JSON with `arbitrary_precision`).
+pub fn parse_value(v: &Value, format: &TimeFormat) -> Option<Stamp> {
+    match v {
+        Value::String(s) => parse_raw(Raw::Str(s), format),
+        Value::Number(n) => parse_raw(Raw::Num(&n.to_string()), format),
+        _ => None,
+    }
+}
+
 /// What the candidates gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// RFC 3339 in UTC with milliseconds, as sluice writes times.
+    /// RFC 3339 in UTC, with the fraction digits the event's time had (at
+    /// least milliseconds), as sluice writes times.
     Time(String),
     /// A candidate is there but none parses.
     Unparsable,
@@ -156,12 +493,12 @@ pub fn find(rules: Option<&TimestampRules>, event: &serde_json::Map<String, Valu
     let rules = rules.map_or(defaults(), |r| r.rules());
     let mut seen = false;
     for r in rules {
-        let Some(v) = sluice_plugin::event::field(event, &r.field) else {
+        let Some(v) = sluice_common::get(event, &r.field) else {
             continue;
         };
         seen = true;
-        if let Some(t) = parse(v, &r.format) {
-            return Found::Time(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        if let Some(t) = parse_value(v, &r.format) {
+            return Found::Time(t.to_rfc3339());
         }
     }
     if seen {
@@ -171,89 +508,75 @@ pub fn find(rules: Option<&TimestampRules>, event: &serde_json::Map<String, Valu
     }
 }
 
-/// Seconds since 1970 from 2001 on (smaller numbers are counters, not
-/// times); milliseconds likewise.
-fn from_secs(s: f64) -> Option<DateTime<Utc>> {
-    if !s.is_finite() || !(1e9..1e11).contains(&s) {
-        return None;
-    }
-    // To the microsecond first (a float's last bits are noise), then the
-    // millisecond it falls in, as the libraries print it (Python's msecs).
-    let micros = (s * 1e6).round() as i64;
-    Utc.timestamp_millis_opt(micros.div_euclid(1000)).single()
+/// The candidates of a source, made ready for reading them off an event's
+/// bytes in the pass that checks it: the keys to catch at the top level
+/// (each candidate's first path segment, and a dotted path whole, which a
+/// key may be), and per candidate which keys hold it.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    rules: Vec<TimestampRule>,
+    /// The top-level keys to catch.
+    pub heads: Vec<String>,
+    /// Per rule: (index in `heads` of the whole path, if dotted; index of
+    /// its first segment; the rest of the path).
+    paths: Vec<(Option<usize>, usize, Option<String>)>,
 }
 
-fn from_ms(ms: f64) -> Option<DateTime<Utc>> {
-    if !ms.is_finite() || !(1e12..1e14).contains(&ms) {
-        return None;
+impl Candidates {
+    pub fn new(rules: Option<&TimestampRules>) -> Candidates {
+        let rules: Vec<TimestampRule> = rules.map_or(defaults(), |r| r.rules()).to_vec();
+        let mut heads: Vec<String> = Vec::new();
+        let index = |k: &str, heads: &mut Vec<String>| match heads.iter().position(|h| h == k) {
+            Some(i) => i,
+            None => {
+                heads.push(k.to_string());
+                heads.len() - 1
+            }
+        };
+        let paths = rules
+            .iter()
+            .map(|r| match r.field.split_once('.') {
+                None => (None, index(&r.field, &mut heads), None),
+                Some((head, rest)) => (
+                    Some(index(&r.field, &mut heads)),
+                    index(head, &mut heads),
+                    Some(rest.to_string()),
+                ),
+            })
+            .collect();
+        Candidates { rules, heads, paths }
     }
-    Utc.timestamp_millis_opt(ms.round() as i64).single()
-}
 
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-/// Parse one value in one format.
-pub fn parse(v: &Value, format: &TimeFormat) -> Option<DateTime<Utc>> {
-    match format {
-        TimeFormat::Unix => from_secs(number(v)?),
-        TimeFormat::UnixMs => from_ms(number(v)?),
-        TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(v.as_str()?.trim())
-            .ok()
-            .map(|t| t.with_timezone(&Utc)),
-        TimeFormat::Strftime(f) => {
-            let s = v.as_str()?.trim();
-            DateTime::parse_from_str(s, f)
-                .map(|t| t.with_timezone(&Utc))
-                .ok()
-                .or_else(|| {
-                    NaiveDateTime::parse_from_str(s, f)
-                        .ok()
-                        .map(|n| n.and_utc())
-                })
-        }
-        TimeFormat::Auto => {
-            match v {
-                Value::Number(_) => {
-                    let n = number(v)?;
-                    if n >= 1e11 {
-                        from_ms(n)
-                    } else {
-                        from_secs(n)
-                    }
-                }
-                Value::String(s) => {
-                    let s = s.trim();
-                    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                        return Some(t.with_timezone(&Utc));
-                    }
-                    // `2026-11-23 10:00:00.123+00:00`, Python's `2026-11-23 10:00:00,123`.
-                    let spaced = s.replacen(' ', "T", 1).replace(',', ".");
-                    if let Ok(t) = DateTime::parse_from_rfc3339(&spaced) {
-                        return Some(t.with_timezone(&Utc));
-                    }
-                    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
-                        if let Ok(n) = NaiveDateTime::parse_from_str(&spaced, f) {
-                            return Some(n.and_utc());
-                        }
-                    }
-                    s.parse::<f64>().ok().and_then(|n| {
-                        if n >= 1e11 {
-                            from_ms(n)
-                        } else {
-                            from_secs(n)
-                        }
-                    })
-                }
-                _ => None,
+    /// The time from the raw values caught for `heads` (by index).
+    pub fn find(&self, caught: &[Option<&serde_json::value::RawValue>]) -> FoundStamp {
+        let mut seen = false;
+        for (rule, (whole, head, rest)) in self.rules.iter().zip(&self.paths) {
+            let at = |i: usize| caught.get(i).copied().flatten();
+            let value = match (whole.and_then(at), rest) {
+                (Some(v), _) => Some(v),
+                (None, None) => at(*head),
+                (None, Some(rest)) => at(*head).and_then(|v| crate::base::event::raw_field(v, rest)),
+            };
+            let Some(v) = value else { continue };
+            seen = true;
+            if let Some(t) = parse_json(v.get(), &rule.format) {
+                return FoundStamp::Time(t);
             }
         }
+        if seen {
+            FoundStamp::Unparsable
+        } else {
+            FoundStamp::Absent
+        }
     }
+}
+
+/// What the candidates gave, read off an event's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundStamp {
+    Time(Stamp),
+    Unparsable,
+    Absent,
 }
 
 #[cfg(test)]
@@ -268,10 +591,10 @@ mod tests {
     #[test]
     fn the_defaults_read_each_library() {
         let t = "2026-11-23T10:00:00.123Z".to_string();
-        // Monolog
+        // Monolog, to the microsecond it wrote
         assert_eq!(
             found(json!({"datetime": "2026-11-23T10:00:00.123456+00:00"})),
-            Found::Time(t.clone())
+            Found::Time("2026-11-23T10:00:00.123456Z".into())
         );
         // Python logging (also as the string HTTPHandler sends)
         assert_eq!(
@@ -307,6 +630,81 @@ mod tests {
         assert_eq!(found(json!({"ts": 5})), Found::Unparsable);
         assert!(may_have(None, br#"{"created":1}"#));
         assert!(!may_have(None, br#"{"message":"created at noon"}"#));
+    }
+
+    #[test]
+    fn stamps_print_as_rfc3339_with_their_digits() {
+        let s = |secs, nanos, digits| Stamp { secs, nanos, digits }.to_rfc3339();
+        assert_eq!(s(0, 0, 3), "1970-01-01T00:00:00.000Z");
+        assert_eq!(s(951_782_400, 5, 9), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(s(253_402_300_799, 999_999_000, 6), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(s(-1, 0, 3), "1969-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn numbers_in_each_unit_exactly() {
+        let n = |t: &str| parse_raw(Raw::Num(t), &TimeFormat::Auto).map(|s| s.to_rfc3339());
+        assert_eq!(n("1796474732.999999").unwrap(), "2026-12-05T12:45:32.999999Z");
+        assert_eq!(n("1796474732.1").unwrap(), "2026-12-05T12:45:32.100Z");
+        assert_eq!(n("1796474732999").unwrap(), "2026-12-05T12:45:32.999Z");
+        assert_eq!(n("1796474732999.5").unwrap(), "2026-12-05T12:45:32.9995Z");
+        assert_eq!(n("1796474732999123").unwrap(), "2026-12-05T12:45:32.999123Z");
+        assert_eq!(n("1796474732999123456").unwrap(), "2026-12-05T12:45:32.999123456Z");
+        assert_eq!(n("1.796474732e9").unwrap(), "2026-12-04T19:25:32.000Z");
+        for counter in ["5", "123456789012", "-1796474732", "1e400", "NaN", "1796474732."] {
+            assert_eq!(n(counter), None, "{counter}");
+        }
+        assert_eq!(parse_raw(Raw::Num("1796474732999"), &TimeFormat::Unix), None);
+        assert!(parse_raw(Raw::Num("1796474732999"), &TimeFormat::UnixMs).is_some());
+    }
+
+    #[test]
+    fn rfc3339_quickly_and_strictly() {
+        let r = |t: &str, strict| rfc3339(t, strict).map(|s| s.to_rfc3339());
+        assert_eq!(r("2026-12-04T20:25:32.1234567891+01:00", true).unwrap(), "2026-12-04T19:25:32.123456789Z");
+        assert_eq!(r("2026-12-04t19:25:32z", true).unwrap(), "2026-12-04T19:25:32.000Z");
+        assert_eq!(r("2026-12-04T19:25:32-0230", true).unwrap(), "2026-12-04T21:55:32.000Z");
+        assert_eq!(r("2026-12-04 19:25:32,5", false).unwrap(), "2026-12-04T19:25:32.500Z");
+        assert_eq!(r("2026-12-04 19:25:32", true), None, "RFC 3339 wants an offset");
+        for bad in ["2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-04T24:00:00Z", "2026-12-04T19:25:32.Z", "2026-12-04T19:25:32Zjunk", "2026-12-04"] {
+            assert_eq!(r(bad, false), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The quick RFC 3339 reader agrees with chrono's on every valid
+        /// time it reads, to the nanosecond.
+        #[test]
+        fn prop_rfc3339_agrees_with_chrono(
+            secs in MIN_SECS..MAX_SECS,
+            nanos in 0u32..1_000_000_000,
+            digits in 1usize..10,
+            offset_min in -1439i32..1440,
+        ) {
+            let t = Utc.timestamp_opt(secs, nanos).unwrap();
+            let tz = chrono::FixedOffset::east_opt(offset_min * 60).unwrap();
+            let local = t.with_timezone(&tz);
+            let fraction = format!("{nanos:09}");
+            let text = format!(
+                "{}.{}{}",
+                local.format("%Y-%m-%dT%H:%M:%S"),
+                &fraction[..digits],
+                local.format("%:z")
+            );
+            let ours = rfc3339(&text, true);
+            let theirs = DateTime::parse_from_rfc3339(&text).ok().and_then(|t| Stamp::of(t.with_timezone(&Utc)));
+            proptest::prop_assert_eq!(ours.map(|s| s.unix_nanos()), theirs.map(|s| s.unix_nanos()), "{}", text);
+        }
+
+        /// Every raw value, any text: never a panic.
+        #[test]
+        fn prop_event_times_are_total(text in "[0-9T:.,+ZzeE -]{0,40}") {
+            for f in [TimeFormat::Auto, TimeFormat::Rfc3339, TimeFormat::Unix, TimeFormat::UnixMs] {
+                let _ = parse_raw(Raw::Str(&text), &f);
+                let _ = parse_raw(Raw::Num(&text), &f);
+                let _ = parse_json(&text, &f);
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::base::event::{check_object, push_json_str, Batch, Clock};
+use crate::base::event::{push_json_str, scan_object, Batch, Clock};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::output::{Closed, Output, Shutdown};
 use crate::base::settings::{kinds, BatchConfig, BatchOverride, BuildContext, BuildError, Task};
@@ -150,6 +150,8 @@ pub struct LineDecoder {
     clock: Clock,
     /// Where an object without `timestamp` has its time (None: the defaults).
     times: Option<TimestampRules>,
+    /// The same, ready to be caught in the pass that checks an object.
+    candidates: timestamp::Candidates,
     /// Counts the times that did not parse.
     metrics: Option<Arc<ComponentMetrics>>,
 }
@@ -168,6 +170,7 @@ impl LineDecoder {
             meta,
             clock: Clock::default(),
             times: None,
+            candidates: timestamp::Candidates::new(None),
             metrics: None,
         }
     }
@@ -179,6 +182,7 @@ impl LineDecoder {
         rules: Option<TimestampRules>,
         metrics: Arc<ComponentMetrics>,
     ) -> Self {
+        self.candidates = timestamp::Candidates::new(rules.as_ref());
         self.times = rules;
         self.metrics = Some(metrics);
         self
@@ -198,7 +202,17 @@ impl LineDecoder {
         }
         let looks_json = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         if self.format != Format::Text && looks_json {
-            match check_object(line) {
+            // The time candidates are caught in the pass that checks the
+            // object (a field lookup's cost, whatever the shape); past
+            // MAX_CAUGHT candidate keys, the event is parsed for them.
+            let mut caught = [None; MAX_CAUGHT];
+            let heads = &self.candidates.heads;
+            let (heads, caught) = if heads.len() <= MAX_CAUGHT {
+                (heads.as_slice(), &mut caught[..heads.len()])
+            } else {
+                (&[][..], &mut caught[..0])
+            };
+            match scan_object(line, heads, caught) {
                 Ok(info) if info.has_timestamp => {
                     batch.push(line);
                     return Ok(true);
@@ -206,11 +220,25 @@ impl LineDecoder {
                 Ok(_) => {
                     let line = line.trim_ascii();
                     let body = line[1..].trim_ascii_start();
-                    let own = self.event_time(line);
                     batch.data.extend_from_slice(b"{\"timestamp\":\"");
-                    match own {
-                        Some(t) => batch.data.extend_from_slice(t.as_bytes()),
-                        None => batch.data.extend_from_slice(self.clock.now().as_bytes()),
+                    if heads.len() < self.candidates.heads.len() {
+                        // Too many candidates to catch: parse the event.
+                        match self.event_time(line) {
+                            Some(t) => batch.data.extend_from_slice(t.as_bytes()),
+                            None => batch.data.extend_from_slice(self.clock.now().as_bytes()),
+                        }
+                    } else {
+                        match self.candidates.find(caught) {
+                            timestamp::FoundStamp::Time(t) => t.write(&mut batch.data),
+                            found => {
+                                if found == timestamp::FoundStamp::Unparsable {
+                                    if let Some(m) = &self.metrics {
+                                        ComponentMetrics::add(&m.timestamps_unparsed, 1);
+                                    }
+                                }
+                                batch.data.extend_from_slice(self.clock.now().as_bytes());
+                            }
+                        }
                     }
                     batch.data.push(b'"');
                     if body != b"}" {
@@ -239,6 +267,9 @@ impl LineDecoder {
         Ok(true)
     }
 }
+
+/// Most time candidate keys caught in the checking pass.
+const MAX_CAUGHT: usize = 16;
 
 /// The time of an event (JSON bytes) that has no `timestamp`, from its own
 /// fields by `rules` (None: the defaults); a candidate that does not parse
@@ -435,6 +466,7 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::event::check_object;
 
     fn decode(format: Format, line: &str) -> Result<String, String> {
         let mut d = LineDecoder::new(format, "src", Some("app.log"));
@@ -484,5 +516,50 @@ mod tests {
         assert!(decode(Format::Auto, "{broken")
             .unwrap()
             .contains(r#""message":"{broken""#));
+    }
+
+    /// The time each library writes, read in the checking pass, with the
+    /// precision it had (#37).
+    #[test]
+    fn every_shape_gets_its_own_time_at_its_precision() {
+        let cases = [
+            (r#"{"created":1796474732.999999,"msg":"x"}"#, "2026-12-05T12:45:32.999999Z"),
+            (r#"{"time":1796474732999,"msg":"x"}"#, "2026-12-05T12:45:32.999Z"),
+            (r#"{"ts":1796474732999123,"msg":"x"}"#, "2026-12-05T12:45:32.999123Z"),
+            (r#"{"ts":1796474732999123456,"msg":"x"}"#, "2026-12-05T12:45:32.999123456Z"),
+            (r#"{"ts":1796474732,"msg":"x"}"#, "2026-12-05T12:45:32.000Z"),
+            (r#"{"datetime":"2026-12-04T20:25:32.123456+01:00","msg":"x"}"#, "2026-12-04T19:25:32.123456Z"),
+            (r#"{"@timestamp":"2026-12-04T19:25:32.5Z","msg":"x"}"#, "2026-12-04T19:25:32.500Z"),
+            (r#"{"time":"2026-12-04 19:25:32,123","msg":"x"}"#, "2026-12-04T19:25:32.123Z"),
+            (r#"{"text":"t","record":{"level":{"name":"INFO"},"time":{"repr":"x","timestamp":1796474732.123456}}}"#, "2026-12-05T12:45:32.123456Z"),
+            (r#"{"record.time.timestamp":1796474732.5,"msg":"x"}"#, "2026-12-05T12:45:32.500Z"),
+            (r#"{"created":"1796474732.25","msg":"x"}"#, "2026-12-05T12:45:32.250Z"),
+        ];
+        for (line, want) in cases {
+            let out = decode(Format::Auto, line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["timestamp"], want, "{line}");
+            // The rest of the event as it was.
+            assert!(out.ends_with(&line[1..]), "{out}");
+        }
+        // A candidate that does not parse: the arrival time, counted.
+        let metrics = Arc::new(ComponentMetrics::default());
+        let mut d = LineDecoder::new(Format::Auto, "src", None).with_times(None, metrics.clone());
+        let mut b = Batch::default();
+        d.decode(br#"{"ts":5,"msg":"x"}"#, &mut b).unwrap();
+        d.decode(br#"{"msg":"no time"}"#, &mut b).unwrap();
+        assert_eq!(metrics.timestamps_unparsed.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Configured candidates, nested, in order.
+        let rules: TimestampRules = serde_json::from_str(
+            r#"[{"field":"meta.at","format":"unix_ms"},{"field":"when","format":"rfc3339"}]"#,
+        )
+        .unwrap();
+        let mut d = LineDecoder::new(Format::Auto, "src", None).with_times(Some(rules), metrics);
+        let mut b = Batch::default();
+        d.decode(br#"{"meta":{"at":"bad"},"when":"2026-12-04T19:25:32.1+00:00"}"#, &mut b).unwrap();
+        d.decode(br#"{"meta":{"at":1796474732999},"when":"x"}"#, &mut b).unwrap();
+        let got: Vec<serde_json::Value> = b.iter().map(|e| serde_json::from_slice(e).unwrap()).collect();
+        assert_eq!(got[0]["timestamp"], "2026-12-04T19:25:32.100Z");
+        assert_eq!(got[1]["timestamp"], "2026-12-05T12:45:32.999Z");
     }
 }
