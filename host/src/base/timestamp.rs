@@ -651,7 +651,7 @@ mod tests {
         assert_eq!(n("1796474732999123").unwrap(), "2026-12-05T12:45:32.999123Z");
         assert_eq!(n("1796474732999123456").unwrap(), "2026-12-05T12:45:32.999123456Z");
         assert_eq!(n("1.796474732e9").unwrap(), "2026-12-05T12:45:32.000000Z");
-        for counter in ["5", "123456789012", "-1796474732", "1e400", "NaN", "1796474732."] {
+        for counter in ["5", "123456789012", "-1796474732", "1e400", "NaN", "inf"] {
             assert_eq!(n(counter), None, "{counter}");
         }
         assert_eq!(parse_raw(Raw::Num("1796474732999"), &TimeFormat::Unix), None);
