@@ -19,6 +19,9 @@ test:
     cargo build -p sluice
     cargo test --workspace
     scripts/check-install
+    # No input shape may have a slow path: every shape's passthrough within
+    # 1.5x of the fastest's, in one release-mode run (about a minute).
+    SLUICE_SHAPES_GUARD=1 cargo bench -p sluice --bench shapes
 
 # The property tests of every parser that faces input (pipeline files, HTTP
 # bodies, forms, templates, checkpoints, timeline lines, plugin verdicts,
@@ -47,7 +50,7 @@ lint:
 # in each plugin language (needs the toolchains; installed first).
 bench:
     scripts/setup-plugin-tools
-    cargo bench -p sluice --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench cluster --bench files --bench tail --bench sinks --bench mask --bench languages
+    cargo bench -p sluice --bench shapes --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench cluster --bench files --bench tail --bench sinks --bench mask --bench languages
 
 # Build one plugin crate to wasm: `just plugin sluice-sample` -> target/plugins/wasm32-wasip2/plugin/sluice_sample.wasm
 plugin crate:

@@ -306,7 +306,10 @@ fn number_time(text: &str, unit: Option<u32>) -> Option<Stamp> {
         return from_units(int, frac, found);
     }
     // `1.7954e9` and the like: as a float, to the microsecond.
-    let n: f64 = text.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let n: f64 = text
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
     let found = unit_of(n as u128)?;
     if unit.is_some_and(|u| u != found) {
         return None;
@@ -317,7 +320,8 @@ fn number_time(text: &str, unit: Option<u32>) -> Option<Stamp> {
 
 fn digits2(b: &[u8], at: usize) -> Option<u32> {
     let (x, y) = (*b.get(at)?, *b.get(at + 1)?);
-    (x.is_ascii_digit() && y.is_ascii_digit()).then(|| u32::from(x - b'0') * 10 + u32::from(y - b'0'))
+    (x.is_ascii_digit() && y.is_ascii_digit())
+        .then(|| u32::from(x - b'0') * 10 + u32::from(y - b'0'))
 }
 
 /// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM|±HH]`, without an
@@ -326,7 +330,11 @@ fn digits2(b: &[u8], at: usize) -> Option<u32> {
 fn rfc3339(text: &str, strict: bool) -> Option<Stamp> {
     let b = text.trim().as_bytes();
     let year = digits2(b, 0)? * 100 + digits2(b, 2)?;
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
         return None;
     }
     if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
@@ -335,7 +343,13 @@ fn rfc3339(text: &str, strict: bool) -> Option<Stamp> {
     let (month, day) = (digits2(b, 5)?, digits2(b, 8)?);
     let (hour, minute, second) = (digits2(b, 11)?, digits2(b, 14)?, digits2(b, 17)?);
     let year = i64::from(year);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut i = 19;
@@ -402,7 +416,11 @@ pub fn parse_raw(v: Raw<'_>, format: &TimeFormat) -> Option<Stamp> {
             DateTime::parse_from_str(s, f)
                 .map(|t| t.with_timezone(&Utc))
                 .ok()
-                .or_else(|| NaiveDateTime::parse_from_str(s, f).ok().map(|n| n.and_utc()))
+                .or_else(|| {
+                    NaiveDateTime::parse_from_str(s, f)
+                        .ok()
+                        .map(|n| n.and_utc())
+                })
                 .and_then(Stamp::of)
         }
         (TimeFormat::Auto, Raw::Num(t)) => number_time(t, None),
@@ -544,7 +562,11 @@ impl Candidates {
                 ),
             })
             .collect();
-        Candidates { rules, heads, paths }
+        Candidates {
+            rules,
+            heads,
+            paths,
+        }
     }
 
     /// The time from the raw values caught for `heads` (by index).
@@ -555,7 +577,9 @@ impl Candidates {
             let value = match (whole.and_then(at), rest) {
                 (Some(v), _) => Some(v),
                 (None, None) => at(*head),
-                (None, Some(rest)) => at(*head).and_then(|v| crate::base::event::raw_field(v, rest)),
+                (None, Some(rest)) => {
+                    at(*head).and_then(|v| crate::base::event::raw_field(v, rest))
+                }
             };
             let Some(v) = value else { continue };
             seen = true;
@@ -634,39 +658,84 @@ mod tests {
 
     #[test]
     fn stamps_print_as_rfc3339_with_their_digits() {
-        let s = |secs, nanos, digits| Stamp { secs, nanos, digits }.to_rfc3339();
+        let s = |secs, nanos, digits| {
+            Stamp {
+                secs,
+                nanos,
+                digits,
+            }
+            .to_rfc3339()
+        };
         assert_eq!(s(0, 0, 3), "1970-01-01T00:00:00.000Z");
         assert_eq!(s(951_782_400, 5, 9), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(s(253_402_300_799, 999_999_000, 6), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(
+            s(253_402_300_799, 999_999_000, 6),
+            "9999-12-31T23:59:59.999999Z"
+        );
         assert_eq!(s(-1, 0, 3), "1969-12-31T23:59:59.000Z");
     }
 
     #[test]
     fn numbers_in_each_unit_exactly() {
         let n = |t: &str| parse_raw(Raw::Num(t), &TimeFormat::Auto).map(|s| s.to_rfc3339());
-        assert_eq!(n("1796474732.999999").unwrap(), "2026-12-05T12:45:32.999999Z");
+        assert_eq!(
+            n("1796474732.999999").unwrap(),
+            "2026-12-05T12:45:32.999999Z"
+        );
         assert_eq!(n("1796474732.1").unwrap(), "2026-12-05T12:45:32.100Z");
         assert_eq!(n("1796474732999").unwrap(), "2026-12-05T12:45:32.999Z");
         assert_eq!(n("1796474732999.5").unwrap(), "2026-12-05T12:45:32.9995Z");
-        assert_eq!(n("1796474732999123").unwrap(), "2026-12-05T12:45:32.999123Z");
-        assert_eq!(n("1796474732999123456").unwrap(), "2026-12-05T12:45:32.999123456Z");
+        assert_eq!(
+            n("1796474732999123").unwrap(),
+            "2026-12-05T12:45:32.999123Z"
+        );
+        assert_eq!(
+            n("1796474732999123456").unwrap(),
+            "2026-12-05T12:45:32.999123456Z"
+        );
         assert_eq!(n("1.796474732e9").unwrap(), "2026-12-05T12:45:32.000000Z");
         for counter in ["5", "123456789012", "-1796474732", "1e400", "NaN", "inf"] {
             assert_eq!(n(counter), None, "{counter}");
         }
-        assert_eq!(parse_raw(Raw::Num("1796474732999"), &TimeFormat::Unix), None);
+        assert_eq!(
+            parse_raw(Raw::Num("1796474732999"), &TimeFormat::Unix),
+            None
+        );
         assert!(parse_raw(Raw::Num("1796474732999"), &TimeFormat::UnixMs).is_some());
     }
 
     #[test]
     fn rfc3339_quickly_and_strictly() {
         let r = |t: &str, strict| rfc3339(t, strict).map(|s| s.to_rfc3339());
-        assert_eq!(r("2026-12-04T20:25:32.1234567891+01:00", true).unwrap(), "2026-12-04T19:25:32.123456789Z");
-        assert_eq!(r("2026-12-04t19:25:32z", true).unwrap(), "2026-12-04T19:25:32.000Z");
-        assert_eq!(r("2026-12-04T19:25:32-0230", true).unwrap(), "2026-12-04T21:55:32.000Z");
-        assert_eq!(r("2026-12-04 19:25:32,5", false).unwrap(), "2026-12-04T19:25:32.500Z");
-        assert_eq!(r("2026-12-04 19:25:32", true), None, "RFC 3339 wants an offset");
-        for bad in ["2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-04T24:00:00Z", "2026-12-04T19:25:32.Z", "2026-12-04T19:25:32Zjunk", "2026-12-04"] {
+        assert_eq!(
+            r("2026-12-04T20:25:32.1234567891+01:00", true).unwrap(),
+            "2026-12-04T19:25:32.123456789Z"
+        );
+        assert_eq!(
+            r("2026-12-04t19:25:32z", true).unwrap(),
+            "2026-12-04T19:25:32.000Z"
+        );
+        assert_eq!(
+            r("2026-12-04T19:25:32-0230", true).unwrap(),
+            "2026-12-04T21:55:32.000Z"
+        );
+        assert_eq!(
+            r("2026-12-04 19:25:32,5", false).unwrap(),
+            "2026-12-04T19:25:32.500Z"
+        );
+        assert_eq!(
+            r("2026-12-04 19:25:32", true),
+            None,
+            "RFC 3339 wants an offset"
+        );
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-04T24:00:00Z",
+            "2026-12-04T19:25:32.Z",
+            "2026-12-04T19:25:32Zjunk",
+            "2026-12-04",
+        ] {
             assert_eq!(r(bad, false), None, "{bad}");
         }
     }

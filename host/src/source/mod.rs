@@ -523,17 +523,47 @@ mod tests {
     #[test]
     fn every_shape_gets_its_own_time_at_its_precision() {
         let cases = [
-            (r#"{"created":1796474732.999999,"msg":"x"}"#, "2026-12-05T12:45:32.999999Z"),
-            (r#"{"time":1796474732999,"msg":"x"}"#, "2026-12-05T12:45:32.999Z"),
-            (r#"{"ts":1796474732999123,"msg":"x"}"#, "2026-12-05T12:45:32.999123Z"),
-            (r#"{"ts":1796474732999123456,"msg":"x"}"#, "2026-12-05T12:45:32.999123456Z"),
+            (
+                r#"{"created":1796474732.999999,"msg":"x"}"#,
+                "2026-12-05T12:45:32.999999Z",
+            ),
+            (
+                r#"{"time":1796474732999,"msg":"x"}"#,
+                "2026-12-05T12:45:32.999Z",
+            ),
+            (
+                r#"{"ts":1796474732999123,"msg":"x"}"#,
+                "2026-12-05T12:45:32.999123Z",
+            ),
+            (
+                r#"{"ts":1796474732999123456,"msg":"x"}"#,
+                "2026-12-05T12:45:32.999123456Z",
+            ),
             (r#"{"ts":1796474732,"msg":"x"}"#, "2026-12-05T12:45:32.000Z"),
-            (r#"{"datetime":"2026-12-04T20:25:32.123456+01:00","msg":"x"}"#, "2026-12-04T19:25:32.123456Z"),
-            (r#"{"@timestamp":"2026-12-04T19:25:32.5Z","msg":"x"}"#, "2026-12-04T19:25:32.500Z"),
-            (r#"{"time":"2026-12-04 19:25:32,123","msg":"x"}"#, "2026-12-04T19:25:32.123Z"),
-            (r#"{"text":"t","record":{"level":{"name":"INFO"},"time":{"repr":"x","timestamp":1796474732.123456}}}"#, "2026-12-05T12:45:32.123456Z"),
-            (r#"{"record.time.timestamp":1796474732.5,"msg":"x"}"#, "2026-12-05T12:45:32.500Z"),
-            (r#"{"created":"1796474732.25","msg":"x"}"#, "2026-12-05T12:45:32.250Z"),
+            (
+                r#"{"datetime":"2026-12-04T20:25:32.123456+01:00","msg":"x"}"#,
+                "2026-12-04T19:25:32.123456Z",
+            ),
+            (
+                r#"{"@timestamp":"2026-12-04T19:25:32.5Z","msg":"x"}"#,
+                "2026-12-04T19:25:32.500Z",
+            ),
+            (
+                r#"{"time":"2026-12-04 19:25:32,123","msg":"x"}"#,
+                "2026-12-04T19:25:32.123Z",
+            ),
+            (
+                r#"{"text":"t","record":{"level":{"name":"INFO"},"time":{"repr":"x","timestamp":1796474732.123456}}}"#,
+                "2026-12-05T12:45:32.123456Z",
+            ),
+            (
+                r#"{"record.time.timestamp":1796474732.5,"msg":"x"}"#,
+                "2026-12-05T12:45:32.500Z",
+            ),
+            (
+                r#"{"created":"1796474732.25","msg":"x"}"#,
+                "2026-12-05T12:45:32.250Z",
+            ),
         ];
         for (line, want) in cases {
             let out = decode(Format::Auto, line).unwrap();
@@ -548,7 +578,12 @@ mod tests {
         let mut b = Batch::default();
         d.decode(br#"{"ts":5,"msg":"x"}"#, &mut b).unwrap();
         d.decode(br#"{"msg":"no time"}"#, &mut b).unwrap();
-        assert_eq!(metrics.timestamps_unparsed.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            metrics
+                .timestamps_unparsed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         // Configured candidates, nested, in order.
         let rules: TimestampRules = serde_json::from_str(
             r#"[{"field":"meta.at","format":"unix_ms"},{"field":"when","format":"rfc3339"}]"#,
@@ -556,9 +591,17 @@ mod tests {
         .unwrap();
         let mut d = LineDecoder::new(Format::Auto, "src", None).with_times(Some(rules), metrics);
         let mut b = Batch::default();
-        d.decode(br#"{"meta":{"at":"bad"},"when":"2026-12-04T19:25:32.1+00:00"}"#, &mut b).unwrap();
-        d.decode(br#"{"meta":{"at":1796474732999},"when":"x"}"#, &mut b).unwrap();
-        let got: Vec<serde_json::Value> = b.iter().map(|e| serde_json::from_slice(e).unwrap()).collect();
+        d.decode(
+            br#"{"meta":{"at":"bad"},"when":"2026-12-04T19:25:32.1+00:00"}"#,
+            &mut b,
+        )
+        .unwrap();
+        d.decode(br#"{"meta":{"at":1796474732999},"when":"x"}"#, &mut b)
+            .unwrap();
+        let got: Vec<serde_json::Value> = b
+            .iter()
+            .map(|e| serde_json::from_slice(e).unwrap())
+            .collect();
         assert_eq!(got[0]["timestamp"], "2026-12-04T19:25:32.100Z");
         assert_eq!(got[1]["timestamp"], "2026-12-05T12:45:32.999Z");
     }

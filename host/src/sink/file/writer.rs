@@ -632,10 +632,13 @@ impl OutFile {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
+            // Read too: a torn last line is looked for before appending.
             let file = std::fs::OpenOptions::new()
+                .read(true)
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
+            cut_torn_tail(&file, &self.path)?;
             self.ino = inode(&file.metadata()?);
             crate::base::written::mark(&self.path);
             self.file = Some(file);
@@ -817,6 +820,37 @@ fn links(_: &std::fs::Metadata) -> u64 {
     1
 }
 
+/// How far back a torn last line is looked for.
+const TORN_MAX: u64 = 1 << 20;
+
+/// A file this sink appends to ends with a newline, unless a crash (`kill
+/// -9`) cut a write in two: that torn last line was never acknowledged
+/// (its events are sent again by their source), so it is cut off before
+/// appending, rather than glued to the next line.
+fn cut_torn_tail(file: &File, path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    let from = len.saturating_sub(TORN_MAX);
+    let mut tail = vec![0u8; (len - from) as usize];
+    file.read_exact_at(&mut tail, from)?;
+    let keep = match memchr::memrchr(b'\n', &tail) {
+        Some(i) => from + i as u64 + 1,
+        None if from == 0 => 0,
+        // No newline in the last MiB: not a line of ours; left as it is.
+        None => return Ok(()),
+    };
+    tracing::warn!(path = %path.display(), cut_bytes = len - keep, "the file ends inside a line (a write cut by a crash): that part is cut off; its events are delivered again");
+    file.set_len(keep)
+}
+
 #[cfg(unix)]
 fn inode(m: &std::fs::Metadata) -> u64 {
     std::os::unix::fs::MetadataExt::ino(m)
@@ -830,6 +864,36 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line torn by `kill -9` mid-write is cut off before appending, not
+    /// glued to the next line (seen as `..."stream_id":"17964-29{"timestamp"...`).
+    #[test]
+    fn a_torn_last_line_is_cut_before_appending() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("out.log");
+        for (before, after) in [
+            (
+                "{\"n\":1}\n{\"n\":2}\n{\"n\":3,\"pa",
+                "{\"n\":1}\n{\"n\":2}\n",
+            ),
+            ("{\"n\":1}\n", "{\"n\":1}\n"),
+            ("{\"n\":1,\"cut", ""),
+            ("", ""),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            cut_torn_tail(&file, &path).unwrap();
+            (&file).write_all(b"{\"n\":4}\n").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{after}{{\"n\":4}}\n")
+            );
+        }
+    }
 
     #[test]
     fn rotation_numbers_never_overflow() {

@@ -1,0 +1,219 @@
+//! `just bench`: passthrough (file -> file, no transform) of the shapes
+//! users send, in one run, and a guard that fails when one shape is slow.
+//!
+//! Shapes, every line padded to about the same length (about 230 bytes,
+//! so shapes are compared, not sizes): `timestamp` RFC 3339 first; pino
+//! (`time` in milliseconds); Python logging (`created`, float seconds to
+//! the microsecond); loguru `serialize=True` (`record.time.timestamp`,
+//! nested); Monolog (`datetime` with microseconds and an offset); ECS
+//! (`@timestamp`); no time field; plain text lines. Each is run `ROUNDS`
+//! times, the shapes taking turns (a slow spell of the machine hits them
+//! alike); the median of each, its events/s and MB/s, and its ratio to the
+//! fastest shape's median are printed.
+//!
+//! With `SLUICE_SHAPES_GUARD=1` (what `./just test` runs): 200,000 events
+//! per shape, 5 rounds, and the process exits 1 if any shape's median
+//! passthrough takes more than 1.5x the fastest shape's (ratios of one
+//! run, so the machine's speed cancels out).
+//!
+//! Environment: `SLUICE_BENCH_EVENTS` (default 1,000,000; guard 200,000),
+//! `SLUICE_BENCH_ROUNDS` (default 5).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::base::metrics::Registry;
+use sluice::config::PipelineConfig;
+use sluice::plugin::Runtime;
+use sluice::topology;
+
+/// The line length every shape is padded to, about.
+const LINE: usize = 230;
+
+const LEVELS: [&str; 4] = ["debug", "info", "warning", "error"];
+
+/// One line of `shape`, number `i`, without its newline.
+fn line(shape: &str, i: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    let level = LEVELS[i % 4];
+    let secs = 1_796_474_732 + (i / 1000) as u64;
+    let (ms, us) = ((i % 1000) as u64, (i * 7 % 1_000_000) as u64);
+    // The message, padded at the end so the line is about LINE bytes.
+    let msg = format!("order {i:08} processed by worker {}", i % 17);
+    let pad = |out: &mut Vec<u8>, start: usize, tail: usize| {
+        let used = out.len() - start + tail;
+        for _ in used..LINE {
+            out.push(b'.');
+        }
+    };
+    match shape {
+        "timestamp" => {
+            let _ = write!(out, "{{\"timestamp\":\"2026-12-05T12:45:{:02}.{ms:03}Z\",\"level\":\"{level}\",\"service\":\"orders\",\"message\":\"{msg}", secs % 60);
+            pad(out, start, 2);
+            out.extend_from_slice(b"\"}");
+        }
+        "pino" => {
+            let _ = write!(out, "{{\"level\":{},\"time\":{}{ms:03},\"pid\":4242,\"hostname\":\"web-1\",\"msg\":\"{msg}", 20 + 10 * (i % 4), secs);
+            pad(out, start, 2);
+            out.extend_from_slice(b"\"}");
+        }
+        "python" => {
+            let _ = write!(out, "{{\"name\":\"orders\",\"levelname\":\"{}\",\"created\":{secs}.{us:06},\"lineno\":42,\"msg\":\"{msg}", level.to_uppercase());
+            pad(out, start, 2);
+            out.extend_from_slice(b"\"}");
+        }
+        "loguru" => {
+            let _ = write!(out, "{{\"text\":\"{msg}\\n\",\"record\":{{\"level\":{{\"name\":\"{}\",\"no\":20}},\"message\":\"{msg}\",\"name\":\"orders\",\"time\":{{\"repr\":\"x\",\"timestamp\":{secs}.{us:06}}},\"extra\":{{\"p\":\"", level.to_uppercase());
+            pad(out, start, 4);
+            out.extend_from_slice(b"\"}}}");
+        }
+        "monolog" => {
+            let _ = write!(out, "{{\"message\":\"{msg}\",\"context\":{{}},\"level\":200,\"level_name\":\"{}\",\"channel\":\"app\",\"datetime\":\"2026-12-05T13:45:{:02}.{us:06}+01:00\",\"extra\":{{\"p\":\"", level.to_uppercase(), secs % 60);
+            pad(out, start, 3);
+            out.extend_from_slice(b"\"}}");
+        }
+        "ecs" => {
+            let _ = write!(out, "{{\"@timestamp\":\"2026-12-05T12:45:{:02}.{ms:03}Z\",\"log.level\":\"{level}\",\"service.name\":\"orders\",\"ecs.version\":\"1.6.0\",\"message\":\"{msg}", secs % 60);
+            pad(out, start, 2);
+            out.extend_from_slice(b"\"}");
+        }
+        "no time" => {
+            let _ = write!(
+                out,
+                "{{\"level\":\"{level}\",\"service\":\"orders\",\"message\":\"{msg}"
+            );
+            pad(out, start, 2);
+            out.extend_from_slice(b"\"}");
+        }
+        "text" => {
+            let _ = write!(
+                out,
+                "2026-12-05 12:45:{:02},{ms:03} {} orders: {msg}",
+                secs % 60,
+                level.to_uppercase()
+            );
+            pad(out, start, 0);
+        }
+        other => panic!("no shape {other}"),
+    }
+}
+
+const SHAPES: [&str; 8] = [
+    "timestamp",
+    "pino",
+    "python",
+    "loguru",
+    "monolog",
+    "ecs",
+    "no time",
+    "text",
+];
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Pass `input` through file -> file until the sink has written `n`
+/// events: the wall time.
+fn run(rt: &tokio::runtime::Runtime, runtime: &Arc<Runtime>, dir: &Path, n: u64) -> Duration {
+    let _ = std::fs::remove_file(dir.join("out.log"));
+    let _ = std::fs::remove_file(dir.join("checkpoint"));
+    let toml = r#"
+[batch]
+max_events = 1024
+buffer = 16
+
+[sources.app]
+type = "file"
+path = "input.log"
+follow = false
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["app"]
+"#;
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, toml).unwrap();
+    rt.block_on(async {
+        let config = PipelineConfig::load(&path).unwrap();
+        let plan = topology::plan(config, runtime.clone()).await.unwrap();
+        let metrics = Registry::default();
+        let started = Instant::now();
+        let running = plan.start(metrics.clone()).unwrap();
+        while metrics.get("out").map_or(0, |s| s.events_out) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = started.elapsed();
+        running.shutdown().await;
+        running.wait().await.unwrap();
+        took
+    })
+}
+
+fn main() {
+    let guard = std::env::var_os("SLUICE_SHAPES_GUARD").is_some_and(|v| v == "1");
+    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if guard { 200_000 } else { 1_000_000 });
+    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = std::env::temp_dir().join("sluice-bench-cache");
+    let runtime = Arc::new(Runtime::new(Some(cache)).unwrap());
+    // One folder per shape, its input written once.
+    let dirs: Vec<(tempfile::TempDir, usize)> = SHAPES
+        .iter()
+        .map(|shape| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut buf = Vec::with_capacity(n * (LINE + 1));
+            for i in 0..n {
+                line(shape, i, &mut buf);
+                buf.push(b'\n');
+            }
+            std::fs::write(dir.path().join("input.log"), &buf).unwrap();
+            (dir, buf.len())
+        })
+        .collect();
+    println!(
+        "shapes bench: {n} events per shape, about {LINE} bytes each, {rounds} rounds (shapes taking turns), file -> file, no transform"
+    );
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); SHAPES.len()];
+    for _ in 0..rounds {
+        for (i, (dir, _)) in dirs.iter().enumerate() {
+            times[i].push(run(&rt, &runtime, dir.path(), n as u64));
+        }
+    }
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    let fastest = *medians.iter().min().unwrap();
+    println!(
+        "| shape | median | events/s | MB/s | ratio to the fastest |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    let mut worst = 0f64;
+    for ((shape, (_, bytes)), m) in SHAPES.iter().zip(&dirs).zip(&medians) {
+        let ratio = m.as_secs_f64() / fastest.as_secs_f64();
+        worst = worst.max(ratio);
+        println!(
+            "| {shape} | {:.3} s | {:.0} | {:.1} | {ratio:.2}x |",
+            m.as_secs_f64(),
+            n as f64 / m.as_secs_f64(),
+            *bytes as f64 / 1e6 / m.as_secs_f64()
+        );
+    }
+    println!("slowest shape: {worst:.2}x the fastest");
+    if guard && worst > 1.5 {
+        eprintln!(
+            "shapes guard: a shape's passthrough takes {worst:.2}x the fastest's (at most 1.5x): an input shape has a slow path"
+        );
+        std::process::exit(1);
+    }
+}
