@@ -21,6 +21,7 @@
 //! the plugin's calls alone (every build), without a pipeline, over every
 //! event, then the events with an email and those without apart
 //! (`SLUICE_BENCH_CALLS=with` or `=without`: only those);
+//! `SLUICE_BENCH_SHAPE=ts`: events timed by a numeric `ts` (milliseconds);
 //! `SLUICE_BENCH_MASKS=before=PATH.wasm,nosimd=PATH.wasm` adds the mask
 //! cases again with other builds of the plugin (an older version, one
 //! built without wasm SIMD), in the same run.
@@ -43,15 +44,24 @@ use common::cpu_time;
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
 
+/// The events; `SLUICE_BENCH_SHAPE=ts` writes their time as a numeric
+/// `ts` in milliseconds (pino's and many services' shape) instead of an
+/// RFC 3339 `timestamp` first.
 fn events(n: usize) -> Vec<u8> {
+    let ts = std::env::var("SLUICE_BENCH_SHAPE").is_ok_and(|v| v == "ts");
     let mut out = Vec::with_capacity(n * 140);
     for i in 0..n {
         let service = SERVICES[i % SERVICES.len()];
         let level = LEVELS[i % 4];
-        if i % 3 == 0 {
-            let _ = writeln!(out, "{{\"timestamp\":\"2026-11-23T10:00:00.000Z\",\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"user jane.doe{i:07}@example.com logged in\"}}");
+        let time = if ts {
+            format!("\"ts\":{}", 1_796_474_732_000u64 + i as u64)
         } else {
-            let _ = writeln!(out, "{{\"timestamp\":\"2026-11-23T10:00:00.000Z\",\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"order {i:08} processed in {} ms by worker {}\"}}", i % 997, i % 17);
+            "\"timestamp\":\"2026-11-23T10:00:00.000Z\"".to_string()
+        };
+        if i % 3 == 0 {
+            let _ = writeln!(out, "{{{time},\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"user jane.doe{i:07}@example.com logged in\"}}");
+        } else {
+            let _ = writeln!(out, "{{{time},\"level\":\"{level}\",\"service\":\"{service}\",\"message\":\"order {i:08} processed in {} ms by worker {}\"}}", i % 997, i % 17);
         }
     }
     out
