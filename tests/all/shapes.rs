@@ -320,3 +320,67 @@ logger.bind(request_id="r-2").error("payment failed")
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown component `shpo` (known: "), "{err}");
 }
+
+/// #37: times were cut to the millisecond. Microseconds and nanoseconds
+/// survive file -> file and OTLP -> file, their fraction byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microseconds_and_nanoseconds_survive_to_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("in.jsonl"),
+        concat!(
+            "{\"created\":1796474732.999999,\"msg\":\"python\"}\n",
+            "{\"ts\":1796474732999123456,\"msg\":\"ns\"}\n",
+            "{\"datetime\":\"2026-12-05T13:45:32.123456+01:00\",\"msg\":\"monolog\"}\n",
+            "{\"time\":1796474732999,\"msg\":\"pino\"}\n",
+        ),
+    )
+    .unwrap();
+    let port = crate::util::free_port();
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[sources.app]\ntype = \"file\"\npath = \"in.jsonl\"\nfollow = false\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"app\"]\n"
+    );
+    run(d.path(), &toml).await.unwrap();
+    let got: Vec<String> = read_json_lines(&d.path().join("out.log"))
+        .iter()
+        .map(|e| e["timestamp"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "2026-12-05T12:45:32.999999Z",
+            "2026-12-05T12:45:32.999123456Z",
+            "2026-12-05T12:45:32.123456Z",
+            "2026-12-05T12:45:32.999Z"
+        ]
+    );
+    // OTLP/JSON -> file: nanoseconds as sent.
+    let toml = format!(
+        "[reload]\nwatch = false\n\n[sources.otel]\ntype = \"otlp\"\naddress = \"127.0.0.1:{port}\"\n\n[sinks.out]\ntype = \"file\"\npath = \"otlp.log\"\ninputs = [\"otel\"]\n"
+    );
+    let (running, _) = crate::util::start(d.path(), &toml).await;
+    crate::util::until("the otlp port", 30, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let body = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1796474732999123456","body":{"stringValue":"otlp"}}]}]}]}"#;
+    let r = crate::client::send(
+        "POST",
+        port,
+        "/v1/logs",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = d.path().join("otlp.log");
+    crate::util::until("the OTLP record written", 30, || {
+        crate::util::json_lines_if_any(&out).len() == 1
+    })
+    .await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert_eq!(
+        read_json_lines(&out)[0]["timestamp"],
+        "2026-12-05T12:45:32.999123456Z"
+    );
+}
