@@ -130,17 +130,26 @@ pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
     scan_object(bytes, &[], &mut [])
 }
 
-/// [`check_object`], catching on the way the raw values of the top-level
-/// keys named in `heads` (`caught[i]` for `heads[i]`; the first of a key
-/// given twice): an event's time candidates are read in the one pass that
-/// checks it, without building a tree of the event.
+/// A value to catch while an object is checked: the value of the
+/// top-level `key`, or with `rest`, the value at that dotted path inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub key: String,
+    pub rest: Option<String>,
+}
+
+/// [`check_object`], catching on the way the raw values `heads` name
+/// (`caught[i]` for `heads[i]`; the first of a key given twice): an
+/// event's time candidates are read in the one pass that checks it, nested
+/// ones too (`record.time.timestamp`), without building a tree of the
+/// event or reading any part of it twice.
 pub fn scan_object<'a>(
     bytes: &'a [u8],
-    heads: &[String],
+    heads: &[Head],
     caught: &mut [Option<&'a RawValue>],
 ) -> Result<ObjectInfo, String> {
     struct V<'h, 'c, 'a> {
-        heads: &'h [String],
+        heads: &'h [Head],
         caught: &'c mut [Option<&'a RawValue>],
     }
     impl<'de: 'a, 'a> Visitor<'de> for V<'_, '_, 'a> {
@@ -152,12 +161,30 @@ pub fn scan_object<'a>(
             let mut has_timestamp = false;
             while let Some(key) = map.next_key::<Text<'de>>()? {
                 has_timestamp |= key.0 == "timestamp";
-                match self.heads.iter().position(|h| *h == key.0) {
-                    Some(i) if self.caught.get(i).is_some_and(Option::is_none) => {
-                        self.caught[i] = Some(map.next_value::<&'de RawValue>()?);
-                    }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
+                let wanted = |i: usize| {
+                    self.heads[i].key == key.0 && self.caught.get(i).is_some_and(Option::is_none)
+                };
+                let Some(first) = (0..self.heads.len()).find(|&i| wanted(i)) else {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                };
+                if !(first + 1..self.heads.len()).any(wanted) {
+                    // One value wanted of this key: read it once, down to
+                    // the nested value if that is what is wanted.
+                    self.caught[first] = match &self.heads[first].rest {
+                        None => Some(map.next_value::<&'de RawValue>()?),
+                        Some(rest) => map.next_value_seed(PathSeed { path: rest })?,
+                    };
+                    continue;
+                }
+                // Several: the value whole, then each path in it.
+                let raw = map.next_value::<&'de RawValue>()?;
+                for i in first..self.heads.len() {
+                    if self.heads[i].key == key.0 && self.caught.get(i).is_some_and(Option::is_none) {
+                        self.caught[i] = match &self.heads[i].rest {
+                            None => Some(raw),
+                            Some(rest) => raw_field(raw, rest),
+                        };
                     }
                 }
             }
@@ -172,6 +199,67 @@ pub fn scan_object<'a>(
         .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(info)
+}
+
+/// Reads a value, returning the raw value at a dotted path inside it (a
+/// key holding the whole rest of the path wins), skipping the rest.
+struct PathSeed<'p> {
+    path: &'p str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PathSeed<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PathSeed<'_> {
+    type Value = Option<&'de RawValue>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut exact, mut nested) = (None, None);
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let key = key.0;
+            if exact.is_none() && key == self.path {
+                exact = Some(map.next_value::<&'de RawValue>()?);
+            } else if nested.is_none()
+                && self.path.len() > key.len()
+                && self.path.starts_with(key.as_ref())
+                && self.path.as_bytes()[key.len()] == b'.'
+            {
+                let rest = &self.path[key.len() + 1..];
+                nested = map.next_value_seed(PathSeed { path: rest })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(exact.or(nested))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
 }
 
 /// The raw value at a dotted `path` inside the raw object `v` (a key

@@ -250,17 +250,17 @@ pub enum Raw<'a> {
 }
 
 /// An unsigned decimal `123` or `123.456`, exactly: its integer part and
-/// its fraction's digits. `None` for signs, exponents and anything else.
-fn decimal(text: &str) -> Option<(u128, &str)> {
+/// its fraction's digits. `None` for signs, exponents, numbers past `u64`
+/// and anything else.
+fn decimal(text: &str) -> Option<(u64, &str)> {
     let (int, frac) = match text.split_once('.') {
+        Some((_, "")) => return None,
         Some((i, f)) => (i, f),
         None => (text, ""),
     };
     if int.is_empty()
-        || int.len() > 21
         || !int.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
-        || (text.contains('.') && frac.is_empty())
     {
         return None;
     }
@@ -269,28 +269,33 @@ fn decimal(text: &str) -> Option<(u128, &str)> {
 
 /// A time from a number of units of `10^-exp` seconds (0: seconds, 3:
 /// milliseconds, 6: micro-, 9: nanoseconds) with its fraction's digits.
-fn from_units(int: u128, frac: &str, exp: u32) -> Option<Stamp> {
-    let scale = 10u128.pow(9 - exp);
-    let mut ns = int.checked_mul(scale)?;
+/// (`u64` arithmetic with constant divisors: `u128` division is a call.)
+fn from_units(int: u64, frac: &str, exp: u32) -> Option<Stamp> {
+    let (secs, sub, scale) = match exp {
+        0 => (int, 0, 1_000_000_000),
+        3 => (int / 1000, int % 1000, 1_000_000),
+        6 => (int / 1_000_000, int % 1_000_000, 1000),
+        _ => (int / 1_000_000_000, int % 1_000_000_000, 1),
+    };
+    let mut nanos = sub * scale;
     let mut place = scale / 10;
     for b in frac.bytes().take((9 - exp) as usize) {
-        ns += u128::from(b - b'0') * place;
+        nanos += u64::from(b - b'0') * place;
         place /= 10;
     }
-    let secs = i64::try_from(ns / 1_000_000_000).ok()?;
-    Stamp::new(secs, (ns % 1_000_000_000) as u32, exp as usize + frac.len())
+    Stamp::new(i64::try_from(secs).ok()?, nanos as u32, exp as usize + frac.len())
 }
 
 /// The unit a number of this size counts in, if it is a time from 2001 on:
 /// seconds, milliseconds, microseconds or nanoseconds (a number between
 /// those ranges, or smaller, is a counter, not a time).
-fn unit_of(int: u128) -> Option<u32> {
-    const E9: u128 = 1_000_000_000;
+fn unit_of(int: u64) -> Option<u32> {
+    const E9: u64 = 1_000_000_000;
     match int {
         n if (E9..100 * E9).contains(&n) => Some(0),
         n if (1000 * E9..100_000 * E9).contains(&n) => Some(3),
         n if (1_000_000 * E9..100_000_000 * E9).contains(&n) => Some(6),
-        n if (E9 * E9..100 * E9 * E9).contains(&n) => Some(9),
+        n if n >= E9 * E9 => Some(9),
         _ => None,
     }
 }
@@ -310,11 +315,11 @@ fn number_time(text: &str, unit: Option<u32>) -> Option<Stamp> {
         .parse()
         .ok()
         .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
-    let found = unit_of(n as u128)?;
+    let found = unit_of(n as u64)?;
     if unit.is_some_and(|u| u != found) {
         return None;
     }
-    let micros = (n * 10f64.powi(6 - found as i32)).round() as u128;
+    let micros = (n * 10f64.powi(6 - found as i32)).round() as u64;
     from_units(micros, "", 6)
 }
 
@@ -527,39 +532,48 @@ pub fn find(rules: Option<&TimestampRules>, event: &serde_json::Map<String, Valu
 }
 
 /// The candidates of a source, made ready for reading them off an event's
-/// bytes in the pass that checks it: the keys to catch at the top level
-/// (each candidate's first path segment, and a dotted path whole, which a
-/// key may be), and per candidate which keys hold it.
+/// bytes in the pass that checks it: the values to catch (each candidate's
+/// path, and a dotted path as one key too, which a key may be), and per
+/// candidate which of them hold it.
 #[derive(Debug, Clone)]
 pub struct Candidates {
     rules: Vec<TimestampRule>,
-    /// The top-level keys to catch.
-    pub heads: Vec<String>,
-    /// Per rule: (index in `heads` of the whole path, if dotted; index of
-    /// its first segment; the rest of the path).
-    paths: Vec<(Option<usize>, usize, Option<String>)>,
+    /// The values to catch.
+    pub heads: Vec<crate::base::event::Head>,
+    /// Per rule: (index in `heads` of the dotted path as one key, if
+    /// dotted; index of the path itself).
+    paths: Vec<(Option<usize>, usize)>,
 }
 
 impl Candidates {
     pub fn new(rules: Option<&TimestampRules>) -> Candidates {
+        use crate::base::event::Head;
         let rules: Vec<TimestampRule> = rules.map_or(defaults(), |r| r.rules()).to_vec();
-        let mut heads: Vec<String> = Vec::new();
-        let index = |k: &str, heads: &mut Vec<String>| match heads.iter().position(|h| h == k) {
+        let mut heads: Vec<Head> = Vec::new();
+        let mut index = |head: Head| match heads.iter().position(|h| *h == head) {
             Some(i) => i,
             None => {
-                heads.push(k.to_string());
+                heads.push(head);
                 heads.len() - 1
             }
         };
         let paths = rules
             .iter()
-            .map(|r| match r.field.split_once('.') {
-                None => (None, index(&r.field, &mut heads), None),
-                Some((head, rest)) => (
-                    Some(index(&r.field, &mut heads)),
-                    index(head, &mut heads),
-                    Some(rest.to_string()),
-                ),
+            .map(|r| {
+                let whole = Head {
+                    key: r.field.clone(),
+                    rest: None,
+                };
+                match r.field.split_once('.') {
+                    None => (None, index(whole)),
+                    Some((key, rest)) => (
+                        Some(index(whole)),
+                        index(Head {
+                            key: key.to_string(),
+                            rest: Some(rest.to_string()),
+                        }),
+                    ),
+                }
             })
             .collect();
         Candidates {
@@ -572,16 +586,11 @@ impl Candidates {
     /// The time from the raw values caught for `heads` (by index).
     pub fn find(&self, caught: &[Option<&serde_json::value::RawValue>]) -> FoundStamp {
         let mut seen = false;
-        for (rule, (whole, head, rest)) in self.rules.iter().zip(&self.paths) {
-            let at = |i: usize| caught.get(i).copied().flatten();
-            let value = match (whole.and_then(at), rest) {
-                (Some(v), _) => Some(v),
-                (None, None) => at(*head),
-                (None, Some(rest)) => {
-                    at(*head).and_then(|v| crate::base::event::raw_field(v, rest))
-                }
+        let at = |i: usize| caught.get(i).copied().flatten();
+        for (rule, (whole, path)) in self.rules.iter().zip(&self.paths) {
+            let Some(v) = whole.and_then(at).or_else(|| at(*path)) else {
+                continue;
             };
-            let Some(v) = value else { continue };
             seen = true;
             if let Some(t) = parse_json(v.get(), &rule.format) {
                 return FoundStamp::Time(t);
