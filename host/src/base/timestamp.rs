@@ -227,11 +227,15 @@ impl Stamp {
         out.push(b':');
         push2(out, sod % 60);
         out.push(b'.');
-        let mut div = 100_000_000;
-        for _ in 0..self.digits {
-            out.push(b'0' + (self.nanos / div % 10) as u8);
-            div /= 10;
+        // Nine digits by division by the constant 10 (a multiply), then as
+        // many as the time had.
+        let mut frac = [b'0'; 9];
+        let mut n = self.nanos;
+        for d in frac.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
         }
+        out.extend_from_slice(&frac[..usize::from(self.digits).min(9)]);
         out.push(b'Z');
     }
 
