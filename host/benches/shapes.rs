@@ -179,7 +179,10 @@ fn main() {
     let shapes: Vec<&str> = SHAPES
         .iter()
         .copied()
-        .filter(|s| only.as_deref().is_none_or(|o| o.split(';').any(|o| o == *s)))
+        .filter(|s| {
+            only.as_deref()
+                .is_none_or(|o| o.split(';').any(|o| o == *s))
+        })
         .collect();
     // One folder per shape, its input written once.
     let dirs: Vec<(tempfile::TempDir, usize)> = shapes

@@ -337,10 +337,8 @@ async fn microseconds_and_nanoseconds_survive_to_the_file() {
     )
     .unwrap();
     let port = crate::util::free_port();
-    let toml = format!(
-        "[reload]\nwatch = false\n\n[sources.app]\ntype = \"file\"\npath = \"in.jsonl\"\nfollow = false\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"app\"]\n"
-    );
-    run(d.path(), &toml).await.unwrap();
+    let toml = "[reload]\nwatch = false\n\n[sources.app]\ntype = \"file\"\npath = \"in.jsonl\"\nfollow = false\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"app\"]\n";
+    run(d.path(), toml).await.unwrap();
     let got: Vec<String> = read_json_lines(&d.path().join("out.log"))
         .iter()
         .map(|e| e["timestamp"].as_str().unwrap().to_string())

@@ -180,7 +180,8 @@ pub fn scan_object<'a>(
                 // Several: the value whole, then each path in it.
                 let raw = map.next_value::<&'de RawValue>()?;
                 for i in first..self.heads.len() {
-                    if self.heads[i].key == key.0 && self.caught.get(i).is_some_and(Option::is_none) {
+                    if self.heads[i].key == key.0 && self.caught.get(i).is_some_and(Option::is_none)
+                    {
                         self.caught[i] = match &self.heads[i].rest {
                             None => Some(raw),
                             Some(rest) => raw_field(raw, rest),

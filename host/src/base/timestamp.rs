@@ -194,9 +194,9 @@ impl Stamp {
     /// A chrono time, with as many digits as its nanoseconds need.
     pub fn of(t: DateTime<Utc>) -> Option<Stamp> {
         let nanos = t.timestamp_subsec_nanos();
-        let digits = if nanos % 1_000_000 == 0 {
+        let digits = if nanos.is_multiple_of(1_000_000) {
             3
-        } else if nanos % 1000 == 0 {
+        } else if nanos.is_multiple_of(1000) {
             6
         } else {
             9
@@ -287,7 +287,11 @@ fn from_units(int: u64, frac: &str, exp: u32) -> Option<Stamp> {
         nanos += u64::from(b - b'0') * place;
         place /= 10;
     }
-    Stamp::new(i64::try_from(secs).ok()?, nanos as u32, exp as usize + frac.len())
+    Stamp::new(
+        i64::try_from(secs).ok()?,
+        nanos as u32,
+        exp as usize + frac.len(),
+    )
 }
 
 /// The unit a number of this size counts in, if it is a time from 2001 on:
