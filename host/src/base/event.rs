@@ -267,43 +267,13 @@ impl<'de> Visitor<'de> for PathSeed<'_> {
 /// holding the whole path wins over nested objects, as in
 /// [`sluice_common::get`]), read without building the object.
 pub fn raw_field<'a>(v: &'a RawValue, path: &str) -> Option<&'a RawValue> {
-    struct V<'p> {
-        path: &'p str,
-    }
-    impl<'de, 'p> Visitor<'de> for V<'p> {
-        type Value = (Option<&'de RawValue>, Option<(&'de RawValue, &'p str)>);
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let (mut exact, mut nested) = (None, None);
-            while let Some(key) = map.next_key::<Text<'de>>()? {
-                let key = key.0;
-                if exact.is_none() && key == self.path {
-                    exact = Some(map.next_value::<&'de RawValue>()?);
-                } else if nested.is_none()
-                    && self.path.len() > key.len()
-                    && self.path.starts_with(key.as_ref())
-                    && self.path.as_bytes()[key.len()] == b'.'
-                {
-                    let rest = &self.path[key.len() + 1..];
-                    nested = Some((map.next_value::<&'de RawValue>()?, rest));
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok((exact, nested))
-        }
-    }
     if !v.get().trim_start().starts_with('{') {
         return None;
     }
     let mut de = serde_json::Deserializer::from_str(v.get());
-    match de.deserialize_map(V { path }).ok()? {
-        (Some(exact), _) => Some(exact),
-        (None, Some((inner, rest))) => raw_field(inner, rest),
-        (None, None) => None,
-    }
+    serde::de::DeserializeSeed::deserialize(PathSeed { path }, &mut de)
+        .ok()
+        .flatten()
 }
 
 /// A JSON string, borrowed from the input when it holds no escapes

@@ -603,6 +603,18 @@ mod tests {
             .map(|e| serde_json::from_slice(e).unwrap())
             .collect();
         assert_eq!(got[0]["timestamp"], "2026-12-04T19:25:32.100Z");
+        // Two candidates inside one key: the value read once, both paths in it.
+        let rules: TimestampRules = serde_json::from_str(
+            r#"[{"field":"meta.a","format":"unix"},{"field":"meta.b","format":"unix"}]"#,
+        )
+        .unwrap();
+        let metrics = Arc::new(ComponentMetrics::default());
+        let mut d = LineDecoder::new(Format::Auto, "src", None).with_times(Some(rules), metrics);
+        let mut b2 = Batch::default();
+        d.decode(br#"{"meta":{"a":"x","b":1796474732.5}}"#, &mut b2)
+            .unwrap();
+        let e: serde_json::Value = serde_json::from_slice(b2.get(0)).unwrap();
+        assert_eq!(e["timestamp"], "2026-12-05T12:45:32.500Z");
         assert_eq!(got[1]["timestamp"], "2026-12-05T12:45:32.999Z");
     }
 }
