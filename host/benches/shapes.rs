@@ -228,6 +228,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.5);
+    if guard {
+        let over = medians
+            .iter()
+            .filter(|m| m.as_secs_f64() / fastest.as_secs_f64() > max)
+            .count();
+        println!("guard: {} passed, {over} failed", medians.len() - over);
+    }
     if guard && worst > max {
         eprintln!(
             "shapes guard: a shape's passthrough takes {worst:.2}x the fastest's (at most {max}x): an input shape has a slow path"
