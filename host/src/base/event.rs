@@ -161,9 +161,7 @@ pub fn scan_object<'a>(
             let mut has_timestamp = false;
             while let Some(key) = map.next_key::<Text<'de>>()? {
                 has_timestamp |= key.0 == "timestamp";
-                let wanted = |i: usize| {
-                    self.heads[i].key == key.0 && self.caught.get(i).is_some_and(Option::is_none)
-                };
+                let wanted = |i: usize| wants(self.heads, self.caught, i, &key.0);
                 let Some(first) = (0..self.heads.len()).find(|&i| wanted(i)) else {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -180,8 +178,7 @@ pub fn scan_object<'a>(
                 // Several: the value whole, then each path in it.
                 let raw = map.next_value::<&'de RawValue>()?;
                 for i in first..self.heads.len() {
-                    if self.heads[i].key == key.0 && self.caught.get(i).is_some_and(Option::is_none)
-                    {
+                    if wants(self.heads, self.caught, i, &key.0) {
                         self.caught[i] = match &self.heads[i].rest {
                             None => Some(raw),
                             Some(rest) => raw_field(raw, rest),
@@ -191,6 +188,10 @@ pub fn scan_object<'a>(
             }
             Ok(ObjectInfo { has_timestamp })
         }
+    }
+    /// Whether `heads[i]` is of `key` and not caught yet.
+    fn wants(heads: &[Head], caught: &[Option<&RawValue>], i: usize, key: &str) -> bool {
+        heads[i].key == key && caught.get(i).is_some_and(Option::is_none)
     }
     // serde_json does not check the UTF-8 of strings it skips: do it first.
     let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;

@@ -148,9 +148,9 @@ pub struct LineDecoder {
     /// `"file":"PATH"`, pre-encoded once.
     meta: Vec<u8>,
     clock: Clock,
-    /// Where an object without `timestamp` has its time (None: the defaults).
-    times: Option<TimestampRules>,
-    /// The same, ready to be caught in the pass that checks an object.
+    /// Where an object without `timestamp` has its time (the source's
+    /// `timestamp` rules, or the defaults), ready to be caught in the pass
+    /// that checks an object.
     candidates: timestamp::Candidates,
     /// Counts the times that did not parse.
     metrics: Option<Arc<ComponentMetrics>>,
@@ -169,7 +169,6 @@ impl LineDecoder {
             format,
             meta,
             clock: Clock::default(),
-            times: None,
             candidates: timestamp::Candidates::new(None),
             metrics: None,
         }
@@ -183,14 +182,8 @@ impl LineDecoder {
         metrics: Arc<ComponentMetrics>,
     ) -> Self {
         self.candidates = timestamp::Candidates::new(rules.as_ref());
-        self.times = rules;
         self.metrics = Some(metrics);
         self
-    }
-
-    /// The time of an object that has no `timestamp`, from its own fields.
-    fn event_time(&self, line: &[u8]) -> Option<String> {
-        event_time(self.times.as_ref(), line, self.metrics.as_deref())
     }
 
     /// Append the event for `line` (without its newline) to `batch`, or say
@@ -203,14 +196,16 @@ impl LineDecoder {
         let looks_json = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         if self.format != Format::Text && looks_json {
             // The time candidates are caught in the pass that checks the
-            // object (a field lookup's cost, whatever the shape); past
-            // MAX_CAUGHT candidate keys, the event is parsed for them.
-            let mut caught = [None; MAX_CAUGHT];
+            // object (a field lookup's cost, whatever the shape); on the
+            // stack for up to MAX_CAUGHT of them.
             let heads = &self.candidates.heads;
-            let (heads, caught) = if heads.len() <= MAX_CAUGHT {
-                (heads.as_slice(), &mut caught[..heads.len()])
+            let mut small = [None; MAX_CAUGHT];
+            let mut large = Vec::new();
+            let caught = if heads.len() <= MAX_CAUGHT {
+                &mut small[..heads.len()]
             } else {
-                (&[][..], &mut caught[..0])
+                large.resize(heads.len(), None);
+                &mut large[..]
             };
             match scan_object(line, heads, caught) {
                 Ok(info) if info.has_timestamp => {
@@ -221,23 +216,15 @@ impl LineDecoder {
                     let line = line.trim_ascii();
                     let body = line[1..].trim_ascii_start();
                     batch.data.extend_from_slice(b"{\"timestamp\":\"");
-                    if heads.len() < self.candidates.heads.len() {
-                        // Too many candidates to catch: parse the event.
-                        match self.event_time(line) {
-                            Some(t) => batch.data.extend_from_slice(t.as_bytes()),
-                            None => batch.data.extend_from_slice(self.clock.now().as_bytes()),
-                        }
-                    } else {
-                        match self.candidates.find(caught) {
-                            timestamp::FoundStamp::Time(t) => t.write(&mut batch.data),
-                            found => {
-                                if found == timestamp::FoundStamp::Unparsable {
-                                    if let Some(m) = &self.metrics {
-                                        ComponentMetrics::add(&m.timestamps_unparsed, 1);
-                                    }
+                    match self.candidates.find(caught) {
+                        timestamp::FoundStamp::Time(t) => t.write(&mut batch.data),
+                        found => {
+                            if found == timestamp::FoundStamp::Unparsable {
+                                if let Some(m) = &self.metrics {
+                                    ComponentMetrics::add(&m.timestamps_unparsed, 1);
                                 }
-                                batch.data.extend_from_slice(self.clock.now().as_bytes());
                             }
+                            batch.data.extend_from_slice(self.clock.now().as_bytes());
                         }
                     }
                     batch.data.push(b'"');
@@ -268,7 +255,7 @@ impl LineDecoder {
     }
 }
 
-/// Most time candidate keys caught in the checking pass.
+/// Most time candidates caught without an allocation.
 const MAX_CAUGHT: usize = 16;
 
 /// The time of an event (JSON bytes) that has no `timestamp`, from its own
@@ -603,6 +590,18 @@ mod tests {
             .map(|e| serde_json::from_slice(e).unwrap())
             .collect();
         assert_eq!(got[0]["timestamp"], "2026-12-04T19:25:32.100Z");
+        // More candidates than fit on the stack: caught all the same.
+        let many: Vec<String> = (0..20)
+            .map(|i| format!(r#"{{"field":"f{i}","format":"unix"}}"#))
+            .collect();
+        let rules: TimestampRules = serde_json::from_str(&format!("[{}]", many.join(","))).unwrap();
+        let mut d = LineDecoder::new(Format::Auto, "src", None)
+            .with_times(Some(rules), Arc::new(ComponentMetrics::default()));
+        let mut b3 = Batch::default();
+        d.decode(br#"{"f19":1796474732.25,"msg":"x"}"#, &mut b3)
+            .unwrap();
+        let e: serde_json::Value = serde_json::from_slice(b3.get(0)).unwrap();
+        assert_eq!(e["timestamp"], "2026-12-05T12:45:32.250Z");
         // Two candidates inside one key: the value read once, both paths in it.
         let rules: TimestampRules = serde_json::from_str(
             r#"[{"field":"meta.a","format":"unix"},{"field":"meta.b","format":"unix"}]"#,
