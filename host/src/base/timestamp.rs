@@ -495,11 +495,10 @@ pub fn parse_value(v: &Value, format: &TimeFormat) -> Option<Stamp> {
 }
 
 /// What the candidates gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
-    /// RFC 3339 in UTC, with the fraction digits the event's time had (at
-    /// least milliseconds), as sluice writes times.
-    Time(String),
+    /// The event's time, with the fraction digits it had.
+    Time(Stamp),
     /// A candidate is there but none parses.
     Unparsable,
     /// No candidate is there.
@@ -529,7 +528,7 @@ pub fn find(rules: Option<&TimestampRules>, event: &serde_json::Map<String, Valu
         };
         seen = true;
         if let Some(t) = parse_value(v, &r.format) {
-            return Found::Time(t.to_rfc3339());
+            return Found::Time(t);
         }
     }
     if seen {
@@ -592,7 +591,7 @@ impl Candidates {
     }
 
     /// The time from the raw values caught for `heads` (by index).
-    pub fn find(&self, caught: &[Option<&serde_json::value::RawValue>]) -> FoundStamp {
+    pub fn find(&self, caught: &[Option<&serde_json::value::RawValue>]) -> Found {
         let mut seen = false;
         let at = |i: usize| caught.get(i).copied().flatten();
         for (rule, (whole, path)) in self.rules.iter().zip(&self.paths) {
@@ -601,23 +600,15 @@ impl Candidates {
             };
             seen = true;
             if let Some(t) = parse_json(v.get(), &rule.format) {
-                return FoundStamp::Time(t);
+                return Found::Time(t);
             }
         }
         if seen {
-            FoundStamp::Unparsable
+            Found::Unparsable
         } else {
-            FoundStamp::Absent
+            Found::Absent
         }
     }
-}
-
-/// What the candidates gave, read off an event's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FoundStamp {
-    Time(Stamp),
-    Unparsable,
-    Absent,
 }
 
 #[cfg(test)]
@@ -625,8 +616,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What the candidates gave, the time as sluice writes it.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Found {
+        Time(String),
+        Unparsable,
+        Absent,
+    }
+
+    fn shown(f: super::Found) -> Found {
+        match f {
+            super::Found::Time(t) => Found::Time(t.to_rfc3339()),
+            super::Found::Unparsable => Found::Unparsable,
+            super::Found::Absent => Found::Absent,
+        }
+    }
+
     fn found(event: Value) -> Found {
-        find(None, event.as_object().unwrap())
+        shown(find(None, event.as_object().unwrap()))
     }
 
     #[test]
@@ -804,12 +811,12 @@ mod tests {
             .unwrap();
         let e = json!({"when": "23/Nov/2026:11:00:00 +0100", "at": 1});
         assert_eq!(
-            find(Some(&rules), e.as_object().unwrap()),
+            shown(find(Some(&rules), e.as_object().unwrap())),
             Found::Time("2026-11-23T10:00:00.000Z".into())
         );
         let e = json!({"when": "garbage", "at": 1795428000123u64});
         assert_eq!(
-            find(Some(&rules), e.as_object().unwrap()),
+            shown(find(Some(&rules), e.as_object().unwrap())),
             Found::Time("2026-11-23T10:00:00.123Z".into())
         );
         let bad = toml::from_str::<toml::Table>(r#"t = { field = "x", format = "epoch" }"#)

@@ -217,9 +217,9 @@ impl LineDecoder {
                     let body = line[1..].trim_ascii_start();
                     batch.data.extend_from_slice(b"{\"timestamp\":\"");
                     match self.candidates.find(caught) {
-                        timestamp::FoundStamp::Time(t) => t.write(&mut batch.data),
+                        timestamp::Found::Time(t) => t.write(&mut batch.data),
                         found => {
-                            if found == timestamp::FoundStamp::Unparsable {
+                            if found == timestamp::Found::Unparsable {
                                 if let Some(m) = &self.metrics {
                                     ComponentMetrics::add(&m.timestamps_unparsed, 1);
                                 }
@@ -280,7 +280,7 @@ pub fn event_time_of(
     metrics: Option<&ComponentMetrics>,
 ) -> Option<String> {
     match timestamp::find(rules, map) {
-        timestamp::Found::Time(t) => Some(t),
+        timestamp::Found::Time(t) => Some(t.to_rfc3339()),
         timestamp::Found::Unparsable => {
             if let Some(m) = metrics {
                 ComponentMetrics::add(&m.timestamps_unparsed, 1);
