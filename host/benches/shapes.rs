@@ -11,14 +11,21 @@
 //! alike); the median of each, its events/s and MB/s, and its ratio to the
 //! fastest shape's median are printed.
 //!
+//! Each run's wall time and CPU time (every thread, from getrusage) are
+//! kept: on two cores the wall time depends on whether the source's and
+//! the sink's tasks landed on one worker or two, which changes from run to
+//! run; the CPU time is what the events cost, and is what the guard reads.
+//!
 //! With `SLUICE_SHAPES_GUARD=1` (what `./just test` runs): 200,000 events
-//! per shape, 5 rounds, and the process exits 1 if any shape's median
-//! passthrough takes more than `SLUICE_SHAPES_MAX` (default 1.5) times the
-//! fastest shape's (ratios of one run, so the machine's speed cancels out).
-//! `./just test` sets it to 4 for now: the slow path of event times made
-//! some shapes 7-12x slower and is caught; the shapes are at 1.0-2.7x on
-//! this noisy 2-core machine, so 1.5 would fail runs at random until the
-//! remaining per-shape costs are taken (see BENCHMARKS.md).
+//! per shape, 5 rounds, and the process exits 1 if any shape's median CPU
+//! time is more than `SLUICE_SHAPES_MAX` (default 1.5) times the fastest
+//! shape's (ratios of one run, so the machine's speed cancels out).
+//! `./just test` sets it to 2 for now: the slow path of event times made
+//! some shapes 7-12x slower and is caught; loguru and Monolog are at
+//! about 1.55x (see BENCHMARKS.md).
+//!
+//! After the table, each shape's decoding alone (lines in memory to a
+//! batch) in ns/event: where the shapes differ.
 //!
 //! Environment: `SLUICE_BENCH_EVENTS` (default 1,000,000; guard 200,000),
 //! `SLUICE_BENCH_ROUNDS` (default 5), `SLUICE_BENCH_ONLY="loguru;text"`
@@ -29,9 +36,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::base::event::Batch;
 use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
 use sluice::plugin::Runtime;
+use sluice::source::{Format, LineDecoder};
 use sluice::topology;
 
 /// The line length every shape is padded to, about.
@@ -121,9 +130,27 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+/// The CPU time (user and system, every thread) this process has used.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes the struct it is given and nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One run's wall time and the CPU time it used (every thread: what the
+/// events cost, however the two cores were shared between the source's
+/// and the sink's tasks).
+#[derive(Clone, Copy)]
+struct Took {
+    wall: Duration,
+    cpu: Duration,
+}
+
 /// Pass `input` through file -> file until the sink has written `n`
-/// events: the wall time.
-fn run(rt: &tokio::runtime::Runtime, runtime: &Arc<Runtime>, dir: &Path, n: u64) -> Duration {
+/// events: the wall and CPU time.
+fn run(rt: &tokio::runtime::Runtime, runtime: &Arc<Runtime>, dir: &Path, n: u64) -> Took {
     let _ = std::fs::remove_file(dir.join("out.log"));
     let _ = std::fs::remove_file(dir.join("checkpoint"));
     let toml = r#"
@@ -147,14 +174,22 @@ inputs = ["app"]
         let config = PipelineConfig::load(&path).unwrap();
         let plan = topology::plan(config, runtime.clone()).await.unwrap();
         let metrics = Registry::default();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_time());
         let running = plan.start(metrics.clone()).unwrap();
         while metrics.get("out").map_or(0, |s| s.events_out) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let took = started.elapsed();
+        let took = Took {
+            wall: started.elapsed(),
+            cpu: cpu_time() - cpu,
+        };
         running.shutdown().await;
         running.wait().await.unwrap();
+        // Its pages on disk before the next run starts: writeback of this
+        // run's output must not be timed in the next one's.
+        if let Ok(f) = std::fs::File::open(dir.join("out.log")) {
+            let _ = f.sync_all();
+        }
         took
     })
 }
@@ -201,43 +236,77 @@ fn main() {
     println!(
         "shapes bench: {n} events per shape, about {LINE} bytes each, {rounds} rounds (shapes taking turns), file -> file, no transform"
     );
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); shapes.len()];
+    let mut times: Vec<Vec<Took>> = vec![Vec::new(); shapes.len()];
     for _ in 0..rounds {
         for (i, (dir, _)) in dirs.iter().enumerate() {
             times[i].push(run(&rt, &runtime, dir.path(), n as u64));
         }
     }
-    let medians: Vec<Duration> = times.into_iter().map(median).collect();
-    let fastest = *medians.iter().min().unwrap();
+    let walls: Vec<Duration> = times
+        .iter()
+        .map(|t| median(t.iter().map(|t| t.wall).collect()))
+        .collect();
+    let cpus: Vec<Duration> = times
+        .iter()
+        .map(|t| median(t.iter().map(|t| t.cpu).collect()))
+        .collect();
+    let (fastest_wall, fastest_cpu) = (*walls.iter().min().unwrap(), *cpus.iter().min().unwrap());
     println!(
-        "| shape | median | events/s | MB/s | ratio to the fastest |\n| --- | ---: | ---: | ---: | ---: |"
+        "| shape | wall (median) | events/s | MB/s | ratio | CPU time (median) | ns/event | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let mut worst = 0f64;
-    for ((shape, (_, bytes)), m) in shapes.iter().zip(&dirs).zip(&medians) {
-        let ratio = m.as_secs_f64() / fastest.as_secs_f64();
+    let (mut worst_wall, mut worst) = (0f64, 0f64);
+    for (((shape, (_, bytes)), wall), cpu) in shapes.iter().zip(&dirs).zip(&walls).zip(&cpus) {
+        let wall_ratio = wall.as_secs_f64() / fastest_wall.as_secs_f64();
+        let ratio = cpu.as_secs_f64() / fastest_cpu.as_secs_f64();
+        worst_wall = worst_wall.max(wall_ratio);
         worst = worst.max(ratio);
         println!(
-            "| {shape} | {:.3} s | {:.0} | {:.1} | {ratio:.2}x |",
-            m.as_secs_f64(),
-            n as f64 / m.as_secs_f64(),
-            *bytes as f64 / 1e6 / m.as_secs_f64()
+            "| {shape} | {:.3} s | {:.0} | {:.1} | {wall_ratio:.2}x | {:.3} s | {:.0} | {ratio:.2}x |",
+            wall.as_secs_f64(),
+            n as f64 / wall.as_secs_f64(),
+            *bytes as f64 / 1e6 / wall.as_secs_f64(),
+            cpu.as_secs_f64(),
+            cpu.as_nanos() as f64 / n as f64,
         );
     }
-    println!("slowest shape: {worst:.2}x the fastest");
+    println!("slowest shape: {worst_wall:.2}x the fastest in wall time, {worst:.2}x in CPU time");
+    // Where a shape's time goes: the source's decoding alone (lines in
+    // memory to a batch: the JSON check, the time read and written), the
+    // rest being reading, moving and writing, which every shape shares.
+    println!("decoding alone (ns/event, best of {rounds}):");
+    for (shape, (dir, _)) in shapes.iter().zip(&dirs) {
+        let input = std::fs::read(dir.path().join("input.log")).unwrap();
+        let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        let mut best = Duration::MAX;
+        for _ in 0..rounds {
+            let mut decoder = LineDecoder::new(Format::Auto, "app", Some("input.log"));
+            let mut batch = Batch::with_capacity(1024, 1024 * 300);
+            let started = Instant::now();
+            for line in &lines {
+                let _ = decoder.decode(line, &mut batch);
+                if batch.len() == 1024 {
+                    batch.data.clear();
+                    batch.ends.clear();
+                }
+            }
+            best = best.min(started.elapsed());
+        }
+        println!("  {shape}: {:.0}", best.as_nanos() as f64 / n as f64);
+    }
     let max: f64 = std::env::var("SLUICE_SHAPES_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.5);
     if guard {
-        let over = medians
+        let over = cpus
             .iter()
-            .filter(|m| m.as_secs_f64() / fastest.as_secs_f64() > max)
+            .filter(|m| m.as_secs_f64() / fastest_cpu.as_secs_f64() > max)
             .count();
-        println!("guard: {} passed, {over} failed", medians.len() - over);
+        println!("guard: {} passed, {over} failed", cpus.len() - over);
     }
     if guard && worst > max {
         eprintln!(
-            "shapes guard: a shape's passthrough takes {worst:.2}x the fastest's (at most {max}x): an input shape has a slow path"
+            "shapes guard: a shape's passthrough costs {worst:.2}x the CPU time of the fastest's (at most {max}x): an input shape has a slow path"
         );
         std::process::exit(1);
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use std::borrow::Cow;
 
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -142,139 +142,14 @@ pub struct Head {
 /// (`caught[i]` for `heads[i]`; the first of a key given twice): an
 /// event's time candidates are read in the one pass that checks it, nested
 /// ones too (`record.time.timestamp`), without building a tree of the
-/// event or reading any part of it twice.
+/// event or reading any part of it twice (see [`super::scan`]).
 pub fn scan_object<'a>(
     bytes: &'a [u8],
     heads: &[Head],
-    caught: &mut [Option<&'a RawValue>],
+    caught: &mut [Option<&'a str>],
 ) -> Result<ObjectInfo, String> {
-    struct V<'h, 'c, 'a> {
-        heads: &'h [Head],
-        caught: &'c mut [Option<&'a RawValue>],
-    }
-    impl<'de: 'a, 'a> Visitor<'de> for V<'_, '_, 'a> {
-        type Value = ObjectInfo;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectInfo, A::Error> {
-            let mut has_timestamp = false;
-            while let Some(key) = map.next_key::<Text<'de>>()? {
-                has_timestamp |= key.0 == "timestamp";
-                let wanted = |i: usize| wants(self.heads, self.caught, i, &key.0);
-                let Some(first) = (0..self.heads.len()).find(|&i| wanted(i)) else {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                };
-                if !(first + 1..self.heads.len()).any(wanted) {
-                    // One value wanted of this key: read it once, down to
-                    // the nested value if that is what is wanted.
-                    self.caught[first] = match &self.heads[first].rest {
-                        None => Some(map.next_value::<&'de RawValue>()?),
-                        Some(rest) => map.next_value_seed(PathSeed { path: rest })?,
-                    };
-                    continue;
-                }
-                // Several: the value whole, then each path in it.
-                let raw = map.next_value::<&'de RawValue>()?;
-                for i in first..self.heads.len() {
-                    if wants(self.heads, self.caught, i, &key.0) {
-                        self.caught[i] = match &self.heads[i].rest {
-                            None => Some(raw),
-                            Some(rest) => raw_field(raw, rest),
-                        };
-                    }
-                }
-            }
-            Ok(ObjectInfo { has_timestamp })
-        }
-    }
-    /// Whether `heads[i]` is of `key` and not caught yet.
-    fn wants(heads: &[Head], caught: &[Option<&RawValue>], i: usize, key: &str) -> bool {
-        heads[i].key == key && caught.get(i).is_some_and(Option::is_none)
-    }
-    // serde_json does not check the UTF-8 of strings it skips: do it first.
     let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let info = de
-        .deserialize_map(V { heads, caught })
-        .map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(info)
-}
-
-/// Reads a value, returning the raw value at a dotted path inside it (a
-/// key holding the whole rest of the path wins), skipping the rest.
-struct PathSeed<'p> {
-    path: &'p str,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for PathSeed<'_> {
-    type Value = Option<&'de RawValue>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PathSeed<'_> {
-    type Value = Option<&'de RawValue>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut exact, mut nested) = (None, None);
-        while let Some(key) = map.next_key::<Text<'de>>()? {
-            let key = key.0;
-            if exact.is_none() && key == self.path {
-                exact = Some(map.next_value::<&'de RawValue>()?);
-            } else if nested.is_none()
-                && self.path.len() > key.len()
-                && self.path.starts_with(key.as_ref())
-                && self.path.as_bytes()[key.len()] == b'.'
-            {
-                let rest = &self.path[key.len() + 1..];
-                nested = map.next_value_seed(PathSeed { path: rest })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(exact.or(nested))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-}
-
-/// The raw value at a dotted `path` inside the raw object `v` (a key
-/// holding the whole path wins over nested objects, as in
-/// [`sluice_common::get`]), read without building the object.
-pub fn raw_field<'a>(v: &'a RawValue, path: &str) -> Option<&'a RawValue> {
-    if !v.get().trim_start().starts_with('{') {
-        return None;
-    }
-    let mut de = serde_json::Deserializer::from_str(v.get());
-    serde::de::DeserializeSeed::deserialize(PathSeed { path }, &mut de)
-        .ok()
-        .flatten()
+    super::scan::scan(text, heads, caught)
 }
 
 /// A JSON string, borrowed from the input when it holds no escapes

@@ -2,6 +2,8 @@
 //! above it (no config file, no topology, no component kind).
 //!
 //! - [`event`]: events and packed batches, JSON helpers, the event clock.
+//! - [`scan`]: the check that an event is one JSON object, catching its time
+//!   candidates on the way.
 //! - [`ack`]: the acknowledgement a source gets once its events are delivered.
 //! - [`output`]: a component's outputs, the router that wires them, and the
 //!   shutdown signal sources watch.
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod output;
 pub mod redis;
+pub mod scan;
 pub mod secrets;
 pub mod settings;
 pub mod timestamp;

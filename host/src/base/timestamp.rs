@@ -211,31 +211,53 @@ impl Stamp {
 
     /// Append it as RFC 3339 in UTC: `2026-11-23T10:00:00.123Z`.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let (y, m, d) = civil_from_days(self.secs.div_euclid(86_400));
-        let sod = self.secs.rem_euclid(86_400) as u32;
-        let y = y as u32;
-        push2(out, y / 100);
-        push2(out, y % 100);
-        out.push(b'-');
-        push2(out, m);
-        out.push(b'-');
-        push2(out, d);
-        out.push(b'T');
-        push2(out, sod / 3600);
-        out.push(b':');
-        push2(out, sod / 60 % 60);
-        out.push(b':');
-        push2(out, sod % 60);
-        out.push(b'.');
-        // Nine digits by division by the constant 10 (a multiply), then as
-        // many as the time had.
+        self.write_with(&mut Seconds::default(), out);
+    }
+
+    /// [`Stamp::write`], the date and time to the second taken from `last`
+    /// when it is the same second (events come in time order: a source
+    /// writes the calendar of one second once, not once per event).
+    pub fn write_with(&self, last: &mut Seconds, out: &mut Vec<u8>) {
+        if last.secs != Some(self.secs) {
+            let (y, m, d) = civil_from_days(self.secs.div_euclid(86_400));
+            let sod = self.secs.rem_euclid(86_400) as u32;
+            let y = y as u32;
+            let mut t = Vec::with_capacity(19);
+            push2(&mut t, y / 100);
+            push2(&mut t, y % 100);
+            t.push(b'-');
+            push2(&mut t, m);
+            t.push(b'-');
+            push2(&mut t, d);
+            t.push(b'T');
+            push2(&mut t, sod / 3600);
+            t.push(b':');
+            push2(&mut t, sod / 60 % 60);
+            t.push(b':');
+            push2(&mut t, sod % 60);
+            t.push(b'.');
+            last.text.copy_from_slice(&t);
+            last.secs = Some(self.secs);
+        }
+        out.extend_from_slice(&last.text);
+        // As many fraction digits as the time had (3 to 9): the fraction
+        // in those units (a division by a constant), then its digits.
+        let digits = usize::from(self.digits).clamp(3, 9);
+        let mut n = match digits {
+            3 => self.nanos / 1_000_000,
+            4 => self.nanos / 100_000,
+            5 => self.nanos / 10_000,
+            6 => self.nanos / 1000,
+            7 => self.nanos / 100,
+            8 => self.nanos / 10,
+            _ => self.nanos,
+        };
         let mut frac = [b'0'; 9];
-        let mut n = self.nanos;
-        for d in frac.iter_mut().rev() {
+        for d in frac[..digits].iter_mut().rev() {
             *d = b'0' + (n % 10) as u8;
             n /= 10;
         }
-        out.extend_from_slice(&frac[..usize::from(self.digits).min(9)]);
+        out.extend_from_slice(&frac[..digits]);
         out.push(b'Z');
     }
 
@@ -243,6 +265,23 @@ impl Stamp {
         let mut out = Vec::with_capacity(32);
         self.write(&mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The last second a [`Stamp`] was written in, and its text
+/// (`2026-11-23T10:00:00.`).
+#[derive(Debug, Clone)]
+pub struct Seconds {
+    secs: Option<i64>,
+    text: [u8; 20],
+}
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Seconds {
+            secs: None,
+            text: [b'0'; 20],
+        }
     }
 }
 
@@ -257,18 +296,25 @@ pub enum Raw<'a> {
 /// its fraction's digits. `None` for signs, exponents, numbers past `u64`
 /// and anything else.
 fn decimal(text: &str) -> Option<(u64, &str)> {
-    let (int, frac) = match text.split_once('.') {
-        Some((_, "")) => return None,
-        Some((i, f)) => (i, f),
-        None => (text, ""),
-    };
-    if int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
+    // One pass: the integer part's digits as they are read.
+    let b = text.as_bytes();
+    let mut int: u64 = 0;
+    let mut i = 0;
+    while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+        int = int.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        i += 1;
+    }
+    if i == 0 {
         return None;
     }
-    Some((int.parse().ok()?, frac))
+    match b.get(i) {
+        None => Some((int, "")),
+        Some(b'.') => {
+            let frac = text.get(i + 1..)?;
+            (!frac.is_empty() && frac.bytes().all(|c| c.is_ascii_digit())).then_some((int, frac))
+        }
+        Some(_) => None,
+    }
 }
 
 /// A time from a number of units of `10^-exp` seconds (0: seconds, 3:
@@ -310,7 +356,7 @@ fn unit_of(int: u64) -> Option<u32> {
 
 /// A number in `unit` (`None`: whichever its size says).
 fn number_time(text: &str, unit: Option<u32>) -> Option<Stamp> {
-    let text = text.trim();
+    let text = trimmed(text);
     if let Some((int, frac)) = decimal(text) {
         let found = unit_of(int)?;
         if unit.is_some_and(|u| u != found) {
@@ -331,6 +377,16 @@ fn number_time(text: &str, unit: Option<u32>) -> Option<Stamp> {
     from_units(micros, "", 6)
 }
 
+/// `text` without the whitespace around it, at the cost of two byte
+/// checks when there is none (as times are written).
+#[inline]
+fn trimmed(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
+}
+
 fn digits2(b: &[u8], at: usize) -> Option<u32> {
     let (x, y) = (*b.get(at)?, *b.get(at + 1)?);
     (x.is_ascii_digit() && y.is_ascii_digit())
@@ -341,7 +397,7 @@ fn digits2(b: &[u8], at: usize) -> Option<u32> {
 /// offset read as UTC (`strict`: the offset is required, as RFC 3339
 /// wants). A comma may stand for the point (Python's `asctime`).
 fn rfc3339(text: &str, strict: bool) -> Option<Stamp> {
-    let b = text.trim().as_bytes();
+    let b = trimmed(text).as_bytes();
     let year = digits2(b, 0)? * 100 + digits2(b, 2)?;
     if b.get(4) != Some(&b'-')
         || b.get(7) != Some(&b'-')
@@ -462,11 +518,13 @@ pub fn parse_raw(v: Raw<'_>, format: &TimeFormat) -> Option<Stamp> {
 /// Parse a raw JSON value (as an event holds it) in one format: a string
 /// or a number; anything else does not parse.
 pub fn parse_json(raw: &str, format: &TimeFormat) -> Option<Stamp> {
-    let raw = raw.trim();
+    let raw = trimmed(raw);
     match raw.as_bytes().first()? {
         b'"' => {
             let inner = &raw[1..raw.len().checked_sub(1).filter(|&e| e >= 1)?];
-            if inner.contains('\\') {
+            // (A loop, not `contains`: a call to memchr for twenty bytes
+            // costs more than the loop.)
+            if inner.bytes().any(|c| c == b'\\') {
                 let s: String = serde_json::from_str(raw).ok()?;
                 parse_raw(Raw::Str(&s), format)
             } else {
@@ -591,7 +649,7 @@ impl Candidates {
     }
 
     /// The time from the raw values caught for `heads` (by index).
-    pub fn find(&self, caught: &[Option<&serde_json::value::RawValue>]) -> Found {
+    pub fn find(&self, caught: &[Option<&str>]) -> Found {
         let mut seen = false;
         let at = |i: usize| caught.get(i).copied().flatten();
         for (rule, (whole, path)) in self.rules.iter().zip(&self.paths) {
@@ -599,7 +657,7 @@ impl Candidates {
                 continue;
             };
             seen = true;
-            if let Some(t) = parse_json(v.get(), &rule.format) {
+            if let Some(t) = parse_json(v, &rule.format) {
                 return Found::Time(t);
             }
         }
@@ -697,6 +755,18 @@ mod tests {
             "9999-12-31T23:59:59.999999Z"
         );
         assert_eq!(s(-1, 0, 3), "1969-12-31T23:59:59.000Z");
+        // One second's text kept between writes is the text written anew.
+        let mut last = Seconds::default();
+        for (secs, nanos, digits) in [(5, 1, 9), (5, 2_000_000, 3), (86_400, 0, 6), (5, 0, 3)] {
+            let mut out = Vec::new();
+            Stamp {
+                secs,
+                nanos,
+                digits,
+            }
+            .write_with(&mut last, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), s(secs, nanos, digits));
+        }
     }
 
     #[test]

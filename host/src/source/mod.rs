@@ -152,6 +152,8 @@ pub struct LineDecoder {
     /// `timestamp` rules, or the defaults), ready to be caught in the pass
     /// that checks an object.
     candidates: timestamp::Candidates,
+    /// The second of the last time written, and its text.
+    seconds: timestamp::Seconds,
     /// Counts the times that did not parse.
     metrics: Option<Arc<ComponentMetrics>>,
 }
@@ -170,6 +172,7 @@ impl LineDecoder {
             meta,
             clock: Clock::default(),
             candidates: timestamp::Candidates::new(None),
+            seconds: timestamp::Seconds::default(),
             metrics: None,
         }
     }
@@ -217,7 +220,9 @@ impl LineDecoder {
                     let body = line[1..].trim_ascii_start();
                     batch.data.extend_from_slice(b"{\"timestamp\":\"");
                     match self.candidates.find(caught) {
-                        timestamp::Found::Time(t) => t.write(&mut batch.data),
+                        timestamp::Found::Time(t) => {
+                            t.write_with(&mut self.seconds, &mut batch.data)
+                        }
                         found => {
                             if found == timestamp::Found::Unparsable {
                                 if let Some(m) = &self.metrics {
