@@ -563,19 +563,6 @@ pub enum Found {
     Absent,
 }
 
-/// Whether `raw` (an event's JSON) may hold a candidate: the first part of
-/// some candidate's path appears in it as a key. Saves parsing events that
-/// cannot have one.
-pub fn may_have(rules: Option<&TimestampRules>, raw: &[u8]) -> bool {
-    let rules = rules.map_or(defaults(), |r| r.rules());
-    rules.iter().any(|r| {
-        // `"head"` as a key, found without building the quoted needle.
-        let head = r.field.split('.').next().unwrap_or(&r.field).as_bytes();
-        memchr::memmem::find_iter(raw, head)
-            .any(|i| i > 0 && raw[i - 1] == b'"' && raw.get(i + head.len()) == Some(&b'"'))
-    })
-}
-
 /// The event's time by `rules` (or the defaults).
 pub fn find(rules: Option<&TimestampRules>, event: &serde_json::Map<String, Value>) -> Found {
     let rules = rules.map_or(defaults(), |r| r.rules());
@@ -734,8 +721,6 @@ mod tests {
         assert_eq!(found(json!({"datetime": "yesterday"})), Found::Unparsable);
         // Small numbers are counters, not times.
         assert_eq!(found(json!({"ts": 5})), Found::Unparsable);
-        assert!(may_have(None, br#"{"created":1}"#));
-        assert!(!may_have(None, br#"{"message":"created at noon"}"#));
     }
 
     #[test]

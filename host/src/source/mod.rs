@@ -263,22 +263,9 @@ impl LineDecoder {
 /// Most time candidates caught without an allocation.
 const MAX_CAUGHT: usize = 16;
 
-/// The time of an event (JSON bytes) that has no `timestamp`, from its own
+/// The time of a parsed event that has no `timestamp`, from its own
 /// fields by `rules` (None: the defaults); a candidate that does not parse
 /// is counted in `metrics`.
-pub fn event_time(
-    rules: Option<&TimestampRules>,
-    raw: &[u8],
-    metrics: Option<&ComponentMetrics>,
-) -> Option<String> {
-    if !timestamp::may_have(rules, raw) {
-        return None;
-    }
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw).ok()?;
-    event_time_of(rules, &map, metrics)
-}
-
-/// [`event_time`] of a parsed event.
 pub fn event_time_of(
     rules: Option<&TimestampRules>,
     map: &serde_json::Map<String, serde_json::Value>,

@@ -36,10 +36,11 @@ use tokio::sync::mpsc;
 
 use super::{runs_itself, Batcher, Source, SourceContext, SourceKind};
 use crate::base::ack::Ack;
-use crate::base::event::{check_object, push_json_str, Batch, Clock};
+use crate::base::event::{check_object, push_json_str, scan_object, Batch, Clock};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::redis::{check_partitions, streams, Conn, Target};
 use crate::base::settings::{bounded, duration, BatchOverride, BuildContext, BuildError, TypeTag};
+use crate::base::timestamp::{Candidates, Found};
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 /// `[sources.NAME] type = "redis"`.
@@ -223,7 +224,7 @@ pub fn entry_event(
     entry: &Entry,
     id_field: &str,
     clock: &mut Clock,
-    times: Option<&crate::base::timestamp::TimestampRules>,
+    times: &Candidates,
     metrics: Option<&crate::base::metrics::ComponentMetrics>,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
@@ -256,9 +257,22 @@ pub fn entry_event(
     let mut first = true;
     if !has_timestamp {
         out.extend_from_slice(b"\"timestamp\":\"");
-        match crate::source::event_time(times, &body, metrics) {
-            Some(t) => out.extend_from_slice(t.as_bytes()),
-            None => out.extend_from_slice(clock.now().as_bytes()),
+        // The time candidates caught in one pass over the body, as the
+        // line sources do (no tree of the event is built).
+        let mut caught = vec![None; times.heads.len()];
+        let found = scan_object(&body, &times.heads, &mut caught)
+            .map(|_| times.find(&caught))
+            .unwrap_or(Found::Absent);
+        match found {
+            Found::Time(t) => t.write(out),
+            found => {
+                if found == Found::Unparsable {
+                    if let Some(m) = metrics {
+                        crate::base::metrics::ComponentMetrics::add(&m.timestamps_unparsed, 1);
+                    }
+                }
+                out.extend_from_slice(clock.now().as_bytes());
+            }
         }
         out.push(b'"');
         first = false;
@@ -474,6 +488,9 @@ struct Io<'a> {
     count: usize,
     ack_tx: &'a mpsc::UnboundedSender<Acked>,
     in_flight: &'a Arc<InFlight>,
+    /// Where an event without `timestamp` has its time, ready to be caught
+    /// in the pass that checks it.
+    times: &'a Candidates,
 }
 
 impl Io<'_> {
@@ -803,6 +820,7 @@ impl RedisSourceConfig {
             ctx.metrics.clone(),
             stop,
         ));
+        let times = Candidates::new(self.timestamp.as_ref());
         let io = Io {
             target: &target,
             ctx: &ctx,
@@ -810,6 +828,7 @@ impl RedisSourceConfig {
             count,
             ack_tx: &ack_tx,
             in_flight: &in_flight,
+            times: &times,
         };
         let result = match self.partitions {
             None => self.run_one(&io, &mut reader, &names[0]).await,
@@ -1253,7 +1272,7 @@ impl RedisSourceConfig {
                 e,
                 &self.id_field,
                 clock,
-                self.timestamp.as_ref(),
+                io.times,
                 Some(&ctx.metrics),
                 &mut raw,
             );
@@ -1325,7 +1344,15 @@ mod tests {
 
     fn event(e: &Entry) -> serde_json::Value {
         let mut out = Vec::new();
-        entry_event(e, "stream_id", &mut Clock::default(), None, None, &mut out).unwrap();
+        entry_event(
+            e,
+            "stream_id",
+            &mut Clock::default(),
+            &Candidates::new(None),
+            None,
+            &mut out,
+        )
+        .unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -1392,7 +1419,7 @@ mod tests {
             &entry(&[("event", "{broken")]),
             "",
             &mut Clock::default(),
-            None,
+            &Candidates::new(None),
             None,
             &mut out
         )
