@@ -320,22 +320,31 @@ impl<'a> Scanner<'a> {
 
     /// A string, from its opening quote to after its closing one: whether
     /// it holds escapes.
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, Fail> {
         self.i += 1;
         let mut escaped = false;
         loop {
             // Eight bytes at a time while none is a quote, a backslash or
-            // a control character.
+            // a control character; the byte that stops the run is taken
+            // from the word (read again, it waited on the load).
+            let mut stop = None;
             while let Some(chunk) = self.b.get(self.i..self.i + 8) {
                 let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
                 let special = zero_bytes(x ^ (ONES * u64::from(b'"')))
                     | zero_bytes(x ^ (ONES * u64::from(b'\\')))
                     | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
                 if special != 0 {
-                    self.i += (special.trailing_zeros() / 8) as usize;
+                    let bit = special.trailing_zeros();
+                    self.i += (bit / 8) as usize;
+                    stop = Some((x >> (bit & !7)) as u8);
                     break;
                 }
                 self.i += 8;
+            }
+            if stop == Some(b'"') {
+                self.i += 1;
+                return Ok(escaped);
             }
             match self.peek() {
                 Some(b'"') => {
