@@ -147,6 +147,8 @@ struct Writer {
     id: u64,
     len: u64,
     scratch: Vec<u8>,
+    /// The last append failed (a full disk, say).
+    failed: bool,
 }
 
 /// An open disk buffer. Shared by its writer, its reader and the
@@ -244,11 +246,7 @@ fn intact(bytes: &[u8]) -> bool {
 /// The offset of the first intact record in `bytes` at or after `from`.
 fn resync(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
-    while let Some(found) = bytes
-        .get(at..)?
-        .windows(4)
-        .position(|w| w == MAGIC)
-    {
+    while let Some(found) = bytes.get(at..)?.windows(4).position(|w| w == MAGIC) {
         let start = at + found;
         if intact(bytes.get(start..)?) {
             return Some(start);
@@ -278,8 +276,7 @@ fn encode_state(ack: Pos, sent: Pos) -> [u8; STATE_LEN] {
 }
 
 fn decode_state(b: &[u8]) -> Option<(Pos, Pos)> {
-    if b.len() < STATE_LEN || b[..4] != STATE_MAGIC || crc32c::crc32c(&b[..40]) != u32_at(b, 40)
-    {
+    if b.len() < STATE_LEN || b[..4] != STATE_MAGIC || crc32c::crc32c(&b[..40]) != u32_at(b, 40) {
         return None;
     }
     let pos = |at| Pos {
@@ -513,6 +510,7 @@ impl Buffer {
                 id: active,
                 len: 0,
                 scratch: Vec::new(),
+                failed: false,
             }),
             stats,
             _lock: lock_file,
@@ -554,6 +552,67 @@ impl Buffer {
     /// to where it was.
     pub fn append(&self, batches: &[(&[u8], &[u32])]) -> io::Result<()> {
         let mut w = lock(&self.writer);
+        let failed = std::mem::take(&mut w.failed);
+        let r = self.append_locked(&mut w, batches, failed);
+        w.failed = r.is_err();
+        r
+    }
+
+    /// Start a new segment when everything written is delivered and the
+    /// one being written is a quarter full, or the last write failed: the
+    /// old one is deleted at once, so a sink that keeps up keeps little on
+    /// disk, and a full disk gets room back as soon as the sink has taken
+    /// what it holds.
+    fn roll_if_delivered(&self, w: &mut Writer, failed: bool) -> io::Result<()> {
+        if w.len == 0 || (w.len < self.segment_size / 4 && !failed) {
+            return Ok(());
+        }
+        {
+            let inner = lock(&self.inner);
+            let at_end = Pos {
+                segment: w.id,
+                offset: w.len,
+            };
+            if !inner.outstanding.is_empty() || !inner.retry.is_empty() || inner.read != at_end {
+                return Ok(());
+            }
+        }
+        let id = w.id + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(segment_path(&self.dir, id))?;
+        sync_dir(&self.dir)?;
+        let mut inner = lock(&self.inner);
+        inner.segments.insert(
+            id,
+            Segment {
+                len: 0,
+                corrupt: false,
+                logged: false,
+                file: Arc::new(file.try_clone()?),
+            },
+        );
+        inner.active = id;
+        inner.read = Pos {
+            segment: id,
+            offset: 0,
+        };
+        w.file = file;
+        w.id = id;
+        w.len = 0;
+        self.advance(&mut inner)
+    }
+
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        batches: &[(&[u8], &[u32])],
+        failed: bool,
+    ) -> io::Result<()> {
+        self.roll_if_delivered(w, failed)?;
         let written = now_ms();
         let start = (w.id, w.len);
         let mut touched: Vec<(u64, u64)> = vec![start];
@@ -707,7 +766,9 @@ impl Buffer {
                 Some(record) => {
                     let next = Pos {
                         segment: read.segment,
-                        offset: read.offset + HEADER + 4 * record.ends.len() as u64
+                        offset: read.offset
+                            + HEADER
+                            + 4 * record.ends.len() as u64
                             + record.data.len() as u64,
                     };
                     let mut inner = lock(&self.inner);
@@ -816,7 +877,11 @@ impl Buffer {
         }
         inner.ack = ack;
         self.save(inner)?;
-        let gone: Vec<u64> = inner.segments.range(..ack.segment).map(|(&id, _)| id).collect();
+        let gone: Vec<u64> = inner
+            .segments
+            .range(..ack.segment)
+            .map(|(&id, _)| id)
+            .collect();
         for id in gone {
             let Some(seg) = inner.segments.remove(&id) else {
                 continue;
@@ -959,7 +1024,11 @@ pub fn inspect(dir: &Path) -> io::Result<Report> {
                     header(rest, rest.len() as u64).unwrap_or((0, 0, 0, 0));
                 s.records += 1;
                 s.events += events;
-                if (Pos { segment: id, offset: at as u64 }) >= ack {
+                if (Pos {
+                    segment: id,
+                    offset: at as u64,
+                }) >= ack
+                {
                     report.pending_events += events;
                 }
                 if s.first_ms == 0 {

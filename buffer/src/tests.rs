@@ -118,11 +118,7 @@ fn a_flipped_byte_costs_its_record_and_the_segment_is_quarantined() {
     let path = segment_path(dir.path(), id);
     let mut bytes = fs::read(&path).unwrap();
     // A byte in the data of the second record.
-    let second = bytes[1..]
-        .windows(4)
-        .position(|w| w == MAGIC)
-        .unwrap()
-        + 1;
+    let second = bytes[1..].windows(4).position(|w| w == MAGIC).unwrap() + 1;
     bytes[second + HEADER as usize + 50] ^= 0x20;
     fs::write(&path, &bytes).unwrap();
     {
@@ -189,7 +185,10 @@ fn inspect_counts_what_waits() {
     assert!(!r.in_use);
     assert_eq!(r.pending_events, 4);
     assert_eq!(r.segments.iter().map(|s| s.events).sum::<u64>(), 8);
-    assert!(r.segments.iter().all(|s| s.corrupt_records == 0 && s.torn_bytes == 0));
+    assert!(r
+        .segments
+        .iter()
+        .all(|s| s.corrupt_records == 0 && s.torn_bytes == 0));
 }
 
 mod props {

@@ -332,6 +332,12 @@ fn stats(metrics: &Registry) -> String {
                 "name": s.name, "kind": s.kind.as_str(), "events_in": s.events_in, "events_out": s.events_out,
                 "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "dropped": s.dropped, "failed": s.failed,
                 "discarded": s.discarded, "down": s.down,
+                "buffer": s.buffer.as_ref().map(|b| serde_json::json!({
+                    "events": b.events, "bytes": b.bytes, "max_bytes": b.max_bytes,
+                    "oldest_seconds": b.oldest_ms as f64 / 1000.0,
+                    "corrupt_records": b.corrupt_records, "dropped": b.dropped,
+                    "redelivered": b.redelivered,
+                })),
                 "encryption": s.recipients.as_ref().map(|(fingerprint, keys)| serde_json::json!({
                     "recipients_fingerprint": fingerprint, "recipients": keys,
                     "encrypted_bytes": s.encrypted_bytes,
@@ -547,6 +553,32 @@ pub fn prometheus(metrics: &Registry) -> String {
             s.kind.as_str(),
             u8::from(s.down.is_none())
         );
+    }
+    let buffered: Vec<_> = snaps
+        .iter()
+        .filter_map(|s| Some((&s.name, s.buffer.as_ref()?)))
+        .collect();
+    if !buffered.is_empty() {
+        type Get = fn(&crate::base::metrics::BufferSnapshot) -> String;
+        let families: [(&str, &str, &str, Get); 7] = [
+            ("sluice_buffer_events", "gauge", "Events in a sink's disk buffer, not yet delivered.", |b| b.events.to_string()),
+            ("sluice_buffer_bytes", "gauge", "Bytes of a sink's disk buffer on disk.", |b| b.bytes.to_string()),
+            ("sluice_buffer_max_bytes", "gauge", "The max_size of a sink's disk buffer.", |b| b.max_bytes.to_string()),
+            ("sluice_buffer_oldest_seconds", "gauge", "Age of the oldest undelivered event in a sink's disk buffer.", |b| format!("{:.3}", b.oldest_ms as f64 / 1000.0)),
+            ("sluice_buffer_corrupt_records_total", "counter", "Records of a disk buffer found corrupt (their events lost, the rest delivered; the segment quarantined).", |b| b.corrupt_records.to_string()),
+            ("sluice_buffer_dropped_total", "counter", "Events a full disk buffer refused (when_full = drop_newest or dead_letter).", |b| b.dropped.to_string()),
+            ("sluice_buffer_redelivered_total", "counter", "Events handed to the sink again after a restart (handed out before it, not acknowledged: possible duplicates).", |b| b.redelivered.to_string()),
+        ];
+        for (name, kind, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (component, b) in &buffered {
+                let _ = writeln!(
+                    out,
+                    "{name}{{component=\"{component}\",kind=\"sink\"}} {}",
+                    get(b)
+                );
+            }
+        }
     }
     let _ = writeln!(out, "# HELP sluice_connections Connections open now (sources that take connections).\n# TYPE sluice_connections gauge");
     for s in snaps.iter().filter(|s| {
@@ -818,8 +850,14 @@ async fn ui_tap(State(admin): AdminState, RawQuery(q): RawQuery) -> Response<Bod
     }
 }
 
-async fn reload(State(admin): AdminState) -> Response<Body> {
-    match reload_all(&admin.reload, &admin.pipeline, &admin.metrics).await {
+async fn reload(State(admin): AdminState, RawQuery(q): RawQuery) -> Response<Body> {
+    // `?force=true`: a sink whose disk buffer holds events may go.
+    let force = q
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| matches!(p, "force" | "force=true" | "force=1" | "force=yes"));
+    match reload_all(&admin.reload, &admin.pipeline, &admin.metrics, force).await {
         Ok(()) => reply(
             StatusCode::OK,
             "application/json",

@@ -157,6 +157,7 @@ pub async fn run_test(
     let mut captures: Vec<(String, Captured)> = Vec::new();
     for s in &mut c.sinks {
         let events = Arc::new(Mutex::new(Vec::new()));
+        s.buffer = None;
         s.config = SinkConfig::Capture(CaptureConfig {
             inputs: s.config.inputs().to_vec(),
             events: events.clone(),
@@ -171,6 +172,7 @@ pub async fn run_test(
         let name = format!("__test_output_{i}");
         c.sinks.push(Named {
             metrics: None,
+            buffer: None,
             name: name.clone(),
             span: test.span(),
             config: SinkConfig::Capture(CaptureConfig {

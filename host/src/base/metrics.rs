@@ -66,6 +66,8 @@ pub struct ComponentMetrics {
     pub batch_seconds: Histogram,
     /// Why the component is not working right now (`None`: healthy).
     pub down: Mutex<Option<String>>,
+    /// A sink's disk buffer, while one is open.
+    pub buffer: Mutex<Option<Arc<sluice_buffer::Stats>>>,
     /// Copies of the batches leaving the component, for `sluice tap`.
     pub tap: Tap,
     /// Events counted by the values of some of their fields
@@ -406,6 +408,38 @@ pub struct Snapshot {
     pub alerts: [u64; 3],
     pub recipients: Option<(String, usize)>,
     pub down: Option<String>,
+    /// A sink's disk buffer.
+    pub buffer: Option<BufferSnapshot>,
+}
+
+/// A disk buffer's fill and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BufferSnapshot {
+    pub events: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Age of the oldest undelivered event, in milliseconds.
+    pub oldest_ms: u64,
+    pub corrupt_records: u64,
+    pub dropped: u64,
+    pub redelivered: u64,
+}
+
+impl BufferSnapshot {
+    fn of(s: &sluice_buffer::Stats) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        BufferSnapshot {
+            events: s.events.load(Relaxed),
+            bytes: s.bytes.load(Relaxed),
+            max_bytes: s.max_size.load(Relaxed),
+            oldest_ms: (s.oldest_seconds(now) * 1000.0) as u64,
+            corrupt_records: s.corrupt_records.load(Relaxed),
+            dropped: s.dropped.load(Relaxed),
+            redelivered: s.redelivered.load(Relaxed),
+        }
+    }
 }
 
 /// One registered component: its name, kind and counters.
@@ -515,6 +549,12 @@ impl Registry {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone(),
                 down: m.down.lock().expect("health lock poisoned").clone(),
+                buffer: m
+                    .buffer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_deref()
+                    .map(BufferSnapshot::of),
             })
             .collect()
     }

@@ -340,3 +340,55 @@ macro_rules! kinds {
     };
 }
 pub(crate) use kinds;
+
+/// `buffer = {...}` of a sink: where the events it has not delivered wait.
+/// `memory` (the default): in its bounded input channel, so a slow sink
+/// pushes back onto the sources. `disk`: in a segment log on disk, so the
+/// sources are acknowledged as soon as the events are there.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BufferConfig {
+    Memory,
+    Disk(DiskBufferConfig),
+}
+
+/// `buffer = { type = "disk", ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskBufferConfig {
+    /// Most bytes on disk (`"1GiB"`, the default); past it `when_full`.
+    #[serde(default = "default_buffer_size", with = "size")]
+    pub max_size: usize,
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// The folder (default: `buffers/PIPELINE/SINK` under the state
+    /// directory, or `.sluice/buffers/PIPELINE/SINK` next to the pipeline
+    /// file without one).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+fn default_buffer_size() -> usize {
+    1 << 30
+}
+
+/// What a full disk buffer does with new events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Take nothing more until there is room: backpressure reaches the
+    /// sources (HTTP 503, files and streams not read).
+    #[default]
+    Block,
+    /// Drop the new events (counted in `sluice_buffer_dropped_total`).
+    DropNewest,
+    /// Send the new events to the dead letters, with the reason.
+    DeadLetter,
+}
+
+impl DiskBufferConfig {
+    /// Check the bounds.
+    pub fn check(&self) -> Result<(), BuildError> {
+        bounded("buffer.max_size", self.max_size, 1 << 20, 1 << 44)
+    }
+}

@@ -361,10 +361,16 @@ async fn replay(
         inputs.retain(|i| i.get_ref() != DEAD_LETTERS);
         !(had > 0 && inputs.is_empty())
     });
+    // A replay waits for its sinks itself: no disk buffer (the running
+    // pipeline holds them).
+    for s in &mut config.sinks {
+        s.buffer = None;
+    }
     let again = Arc::new(Mutex::new(Vec::new()));
     let span = config.sources[0].span.clone();
     config.sinks.push(Named {
         metrics: None,
+        buffer: None,
         name: "__replay_failed".into(),
         span: span.clone(),
         config: SinkConfig::Capture(CaptureConfig {

@@ -106,8 +106,93 @@ pub enum Command {
     /// Restore the fields the `encrypt` plugin sealed in a JSON-lines file:
     /// `sluice decrypt-fields --identity key.txt events.jsonl`.
     DecryptFields(decrypt_fields::DecryptFieldsArgs),
+    /// Look at a sink's disk buffer: `sluice buffer inspect PATH` prints
+    /// its segments, events waiting, oldest event and corruption found.
+    #[command(subcommand)]
+    Buffer(BufferCommand),
     /// Print the manual page (roff): `sluice man > /usr/local/share/man/man1/sluice.1`.
     Man,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BufferCommand {
+    /// Print a disk buffer's segments, counts, oldest event and any
+    /// corruption, without changing it (safe while sluice runs).
+    Inspect {
+        /// The buffer's folder (`buffer.path`, or
+        /// `.sluice/buffers/PIPELINE/SINK` next to the pipeline file).
+        path: PathBuf,
+    },
+}
+
+fn buffer_main(command: BufferCommand) -> anyhow::Result<()> {
+    let BufferCommand::Inspect { path } = command;
+    anyhow::ensure!(path.is_dir(), "{} is not a folder", path.display());
+    let r = sluice_buffer::inspect(&path)
+        .map_err(|e| anyhow::anyhow!(e).context(format!("reading {}", path.display())))?;
+    let at = |ms: u64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64).map_or_else(
+            || "-".to_string(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+    };
+    println!(
+        "disk buffer {}{}",
+        path.display(),
+        if r.in_use {
+            " (in use by a running sluice)"
+        } else {
+            ""
+        }
+    );
+    match r.pointers {
+        Some((ack, sent)) => println!(
+            "delivered up to segment {} offset {}; handed out up to segment {} offset {}",
+            ack.segment, ack.offset, sent.segment, sent.offset
+        ),
+        None => {
+            println!("no readable state file: everything is handed out again at the next start")
+        }
+    }
+    println!("| segment | bytes | records | events | first written | last written | corrupt records | torn bytes |\n| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |");
+    for s in &r.segments {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.file.file_name().unwrap_or_default().to_string_lossy(),
+            s.bytes,
+            s.records,
+            s.events,
+            if s.records > 0 {
+                at(s.first_ms)
+            } else {
+                "-".into()
+            },
+            if s.records > 0 {
+                at(s.last_ms)
+            } else {
+                "-".into()
+            },
+            s.corrupt_records,
+            s.torn_bytes
+        );
+    }
+    let oldest = r
+        .segments
+        .iter()
+        .filter(|s| s.records > 0)
+        .map(|s| s.first_ms)
+        .min();
+    println!(
+        "waiting: {} events; oldest record kept: {}; corrupt records: {}; quarantined segments: {}",
+        r.pending_events,
+        oldest.map_or_else(|| "-".to_string(), at),
+        r.segments.iter().map(|s| s.corrupt_records).sum::<u64>(),
+        r.quarantined.len()
+    );
+    for q in &r.quarantined {
+        println!("  quarantined: {}", q.display());
+    }
+    Ok(())
 }
 
 /// Set up `tracing` on stderr.
@@ -177,6 +262,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(command) => plugin::main(command).await,
         Command::DeadLetters(command) => dead_letters::main(command).await,
         Command::DecryptFields(args) => decrypt_fields::main(args),
+        Command::Buffer(command) => buffer_main(command),
         Command::Man => {
             use clap::CommandFactory;
             let mut out = Vec::new();
@@ -258,7 +344,9 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
                         states.push(now);
                     }
                     notify(&states);
-                    if let Err(e) = crate::topology::reload::reload_all(&handle, &path, &m).await {
+                    if let Err(e) =
+                        crate::topology::reload::reload_all(&handle, &path, &m, false).await
+                    {
                         tracing::error!(error = %format!("{e:#}"), "reload after SIGHUP failed");
                     }
                     notify(&[sd_notify::NotifyState::Ready]);

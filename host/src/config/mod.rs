@@ -130,6 +130,8 @@ pub struct Named<T> {
     pub config: T,
     /// `metrics = { by = [...] }`: its events counted by fields' values.
     pub metrics: Option<crate::base::metrics::FieldMetricsConfig>,
+    /// `buffer = {...}` (sinks only): where undelivered events wait.
+    pub buffer: Option<crate::base::settings::BufferConfig>,
 }
 
 /// A pipeline file, parsed and checked for shape (not yet for topology,
@@ -366,6 +368,7 @@ impl PipelineConfig {
                 name,
                 span: t.span(),
                 metrics: t.get_ref().metrics.clone(),
+                buffer: None,
                 config: t.into_inner(),
             })
             .collect::<Vec<_>>();
@@ -592,6 +595,34 @@ impl PipelineConfig {
     }
 
     /// The folder of the pipeline file: relative paths resolve against it.
+    /// The folder and settings of sink `s`'s disk buffer, if it has one:
+    /// `path`, else `buffers/PIPELINE/SINK` under the state directory, or
+    /// `.sluice/buffers/PIPELINE/SINK` next to the pipeline file.
+    pub fn buffer_dir(
+        &self,
+        s: &Named<SinkConfig>,
+    ) -> Option<(PathBuf, crate::base::settings::DiskBufferConfig)> {
+        let crate::base::settings::BufferConfig::Disk(d) = s.buffer.as_ref()? else {
+            return None;
+        };
+        let path = match &d.path {
+            Some(p) => self.build_context(&s.name).resolve_state(p),
+            None => {
+                let pipeline = self
+                    .locator
+                    .file()
+                    .file_stem()
+                    .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+                let rel = Path::new("buffers").join(pipeline).join(&s.name);
+                match crate::base::settings::state_dir() {
+                    Some(state) => state.join(rel),
+                    None => self.dir().join(".sluice").join(rel),
+                }
+            }
+        };
+        Some((path, d.clone()))
+    }
+
     pub fn dir(&self) -> &Path {
         self.locator.file().parent().unwrap_or(Path::new("."))
     }
@@ -632,6 +663,9 @@ impl PipelineConfig {
 
     /// Build a sink; errors as [`PipelineConfig::build_source`].
     pub fn build_sink(&self, s: &Named<SinkConfig>) -> Result<Box<dyn Sink>, ConfigError> {
+        if let Some(crate::base::settings::BufferConfig::Disk(d)) = &s.buffer {
+            d.check().map_err(|e| self.build_error("sinks", s, e))?;
+        }
         s.config
             .kind()
             .build(&self.build_context(&s.name))
@@ -703,6 +737,25 @@ fn tagged<T: Tagged>(
                     .map_err(|e| locator.from_toml(&e, &format!("{prefix}.metrics")))
             })
             .transpose()?;
+        // `buffer` too, of every sink.
+        let buffer = match entry.get_mut() {
+            DeValue::Table(fields) => take(fields, "buffer"),
+            _ => None,
+        };
+        let buffer = match buffer {
+            Some(b) if section != "sinks" => {
+                return Err(locator.error(
+                    Some(b.span()),
+                    format!("{prefix}.buffer"),
+                    "`buffer` is a key of sinks",
+                ))
+            }
+            Some(b) => Some(
+                crate::base::settings::BufferConfig::deserialize(ValueDeserializer::from(b))
+                    .map_err(|e| locator.from_toml(&e, &format!("{prefix}.buffer")))?,
+            ),
+            None => None,
+        };
         let DeValue::Table(fields) = entry.get_ref() else {
             return Err(locator.error(Some(entry_span), prefix, "expected a table"));
         };
@@ -744,6 +797,7 @@ fn tagged<T: Tagged>(
             span: entry_span,
             config,
             metrics,
+            buffer,
         });
     }
     Ok(out)

@@ -342,6 +342,8 @@ pub enum ErrorKind {
     Write,
     /// The target refused it for good (an HTTP 4xx, a mapping error).
     Rejected,
+    /// The sink's disk buffer was full (`when_full = "dead_letter"`).
+    BufferFull,
 }
 
 impl ErrorKind {
@@ -356,6 +358,7 @@ impl ErrorKind {
             ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::Write => "write",
             ErrorKind::Rejected => "rejected",
+            ErrorKind::BufferFull => "buffer_full",
         }
     }
 }

@@ -12,9 +12,13 @@
 //! - [`breaker`]: the fallback circuit breaker: once a target is known down,
 //!   batches go straight to the `fallback` while a probe watches for its
 //!   return.
+//! - [`buffer`]: a sink's disk buffer, between its input channel and the
+//!   sink: sources are acknowledged once their events are on disk, and the
+//!   sink reads them back.
 
 pub mod backoff;
 pub mod breaker;
+pub mod buffer;
 pub mod dead_letters;
 
 pub use backoff::Backoff;

@@ -183,9 +183,10 @@ pub async fn reload_all(
     handle: &ReloadHandle,
     pipeline: &Path,
     metrics: &Registry,
+    force: bool,
 ) -> anyhow::Result<()> {
     let config = PipelineConfig::load(pipeline)?;
-    let result = handle.reload(config.clone()).await;
+    let result = handle.reload_with(config.clone(), force).await;
     count(
         metrics,
         &result,
@@ -307,11 +308,17 @@ impl ReloadHandle {
     /// Apply a new configuration. On error the running pipeline is left
     /// untouched.
     pub async fn reload(&self, config: PipelineConfig) -> anyhow::Result<()> {
+        self.reload_with(config, false).await
+    }
+
+    /// The same; with `force`, a sink whose disk buffer still holds events
+    /// may be removed (its events stay in its folder).
+    pub async fn reload_with(&self, config: PipelineConfig, force: bool) -> anyhow::Result<()> {
         let inner = self
             .inner
             .upgrade()
             .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))?;
-        Running::reload(&inner, config).await
+        Running::reload(&inner, config, force).await
     }
 
     /// Load a transform's plugin file again and swap it in if its bytes
@@ -385,7 +392,7 @@ impl Running {
 
     /// Apply a new configuration: load and check everything first, then
     /// stop what is gone, swap what changed and start what is new.
-    async fn reload(inner: &Arc<Inner>, new: PipelineConfig) -> anyhow::Result<()> {
+    async fn reload(inner: &Arc<Inner>, new: PipelineConfig, force: bool) -> anyhow::Result<()> {
         let mut state = inner.state.lock().await;
         anyhow::ensure!(!state.stopping, "the pipeline is stopping");
         let old = state.config.clone();
@@ -431,6 +438,38 @@ impl Running {
                 }
             }
         }
+        // A sink whose disk buffer holds events is not removed (nor its
+        // buffer moved or turned into memory) unless forced: its events
+        // would wait in a folder nothing reads.
+        let mut stranded = Vec::new();
+        for s in &old.sinks {
+            let Some((dir, _)) = old.buffer_dir(s) else {
+                continue;
+            };
+            let kept = new
+                .sinks
+                .iter()
+                .find(|n| n.name == s.name)
+                .and_then(|n| new.buffer_dir(n))
+                .is_some_and(|(d, _)| d == dir);
+            if kept {
+                continue;
+            }
+            match crate::delivery::buffer::waiting(&dir) {
+                Some(n) if n > 0 => stranded.push((s.name.clone(), dir, n)),
+                _ => {}
+            }
+        }
+        if !stranded.is_empty() && !force {
+            let list: Vec<String> = stranded
+                .iter()
+                .map(|(n, d, e)| format!("`{n}` ({e} events in {})", d.display()))
+                .collect();
+            anyhow::bail!(
+                "sink {} would leave events in its disk buffer: deliver them first, or reload with force (POST /reload?force=true) to leave them on disk",
+                list.join(", ")
+            );
+        }
         let dead = Running::dead_output(inner, &mut state);
 
         // 2. Stop what is gone or changed; drains behind it.
@@ -455,7 +494,7 @@ impl Running {
                 .sinks
                 .iter()
                 .find(|n| n.name == s.name)
-                .is_some_and(|n| n.config.same_settings(&s.config));
+                .is_some_and(|n| n.config.same_settings(&s.config) && n.buffer == s.buffer);
             if !kept {
                 state.inputs.remove(&s.name);
             }
@@ -465,6 +504,12 @@ impl Running {
                 state.inputs.remove(&t.name);
                 state.transforms.remove(&t.name);
             }
+        }
+        // Forced: the removed sinks' buffers stop handing out at once
+        // (their sinks would otherwise drain them first).
+        for (name, dir, n) in &stranded {
+            tracing::warn!(sink = %name, dir = %dir.display(), events = n, "reload forced: the sink goes; its disk buffer keeps its events");
+            crate::delivery::buffer::stop(dir);
         }
         state.config = new.clone();
         Running::count_by_fields(inner, &new);

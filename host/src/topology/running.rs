@@ -14,6 +14,7 @@ use crate::base::event::SharedBatch;
 use crate::base::metrics::{Kind, Registry};
 use crate::base::output::{FinishOnDrop, Output, Router, Shutdown, ShutdownTrigger};
 use crate::config::{Named, OnError, PipelineConfig, TransformConfig};
+use crate::delivery::buffer::DiskStage;
 use crate::delivery::{DeadLetters, DeadOutput, DEAD_LETTERS};
 use crate::plugin::{LoadedPlugin, Runtime};
 use crate::sink::{SinkConfig, SinkContext};
@@ -251,20 +252,46 @@ impl Running {
             )
         });
         let finish = fallback.clone().map(FinishOnDrop);
+        let metrics = inner.metrics.component(&s.name, Kind::Sink);
+        let dead = (!downstream_of_dead_letters(&state.config, &s.name))
+            .then(|| DeadLetters::new(&s.name, dead.clone()));
+        // A disk buffer stands between the channel and the sink.
+        let (input, stage) = match state.config.buffer_dir(s) {
+            Some((dir, config)) => {
+                let (to_sink, input) = mpsc::channel(buffer.clamp(1, 4));
+                let stage = DiskStage {
+                    name: s.name.as_str().into(),
+                    dir,
+                    config,
+                    front: rx,
+                    to_sink,
+                    metrics: metrics.clone(),
+                    dead: dead.clone(),
+                };
+                (input, Some(stage))
+            }
+            None => (rx, None),
+        };
         let ctx = SinkContext {
             name: s.name.as_str().into(),
-            input: rx,
-            metrics: inner.metrics.component(&s.name, Kind::Sink),
+            input,
+            metrics,
             fallback,
-            dead: (!downstream_of_dead_letters(&state.config, &s.name))
-                .then(|| DeadLetters::new(&s.name, dead.clone())),
+            dead,
         };
         // Checked by `plan` already; an error now (a variable unset since)
         // ends this sink's task with it.
         let sink = state.config.build_sink(s);
         Running::track(inner, &s.name, async move {
             let _finish = finish;
-            sink?.start(ctx).await
+            let sink = sink?;
+            match stage {
+                None => sink.start(ctx).await,
+                Some(stage) => {
+                    let (buffered, written) = tokio::join!(stage.run(), sink.start(ctx));
+                    buffered.and(written)
+                }
+            }
         });
     }
 
