@@ -2,6 +2,7 @@
 //! `plugins/` and `tests/plugins/` by `build.rs`, real files and processes.
 
 mod alerts;
+mod buffers;
 mod cli;
 mod client;
 mod cluster;

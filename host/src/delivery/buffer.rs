@@ -17,9 +17,9 @@
 //!   doubles up to 30 s.
 //! - A stop drains what the sink takes before the pipeline's
 //!   `shutdown_timeout`; the rest stays on disk for the next start. A sink
-//!   restarted by a reload opens the same folder: the old stage is asked
-//!   to stop handing out, and the new one opens the buffer once the old
-//!   one's batches in flight are back.
+//!   restarted by a reload takes its buffer over: the old stage is asked
+//!   to stop handing out, and the new one goes on with the same open
+//!   buffer (what the old sink still holds comes back to it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,8 +38,8 @@ use crate::base::settings::{DiskBufferConfig, WhenFull};
 
 /// Most batches written (and synced) together.
 const GROUP: usize = 64;
-/// How long a new stage waits for the old one of the same folder to let
-/// go before it gives up.
+/// How long a new stage waits for the old one of the same folder to stop
+/// handing out before it gives up.
 const TAKEOVER: Duration = Duration::from_secs(60);
 
 /// A buffer open in this process.
@@ -48,6 +48,11 @@ struct Open {
     stop: AtomicBool,
     wake: Notify,
     stats: Arc<Stats>,
+    /// The buffer, while anything holds it (its stage, or batches it
+    /// handed out that a sink still holds).
+    buffer: std::sync::Weak<Buffer>,
+    /// Its reader has stopped handing out.
+    reader_done: AtomicBool,
 }
 
 /// The buffers open in this process, by folder.
@@ -121,13 +126,15 @@ impl DiskStage {
             dead,
         } = self;
         let max = config.max_size as u64;
-        let buffer = Arc::new(open_taking_over(&dir, segment_size(max), &name).await?);
+        let buffer = open_taking_over(&dir, segment_size(max), &name).await?;
         let stats = buffer.stats().clone();
         stats.max_size.store(max, Ordering::Relaxed);
         let open = Arc::new(Open {
             stop: AtomicBool::new(false),
             wake: Notify::new(),
             stats: stats.clone(),
+            buffer: Arc::downgrade(&buffer),
+            reader_done: AtomicBool::new(false),
         });
         open_map().insert(dir.clone(), open.clone());
         *metrics.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
@@ -144,42 +151,62 @@ impl DiskStage {
             &open,
             &writer_done,
         );
-        let reader = read_loop(
-            &name,
-            to_sink,
-            buffer.clone(),
-            &open,
-            &writer_done,
-            &metrics,
-        );
+        let reader = async {
+            read_loop(
+                &name,
+                to_sink,
+                buffer.clone(),
+                &open,
+                &writer_done,
+                &metrics,
+            )
+            .await;
+            open.reader_done.store(true, Ordering::Release);
+        };
         tokio::join!(writer, reader);
         if let Err(e) = buffer.close() {
             tracing::warn!(sink = %name, error = %e, "disk buffer: saving its pointers at the stop failed; a restart hands out again what was delivered since the last save");
-        }
-        {
-            let mut map = open_map();
-            if map.get(&dir).is_some_and(|o| Arc::ptr_eq(o, &open)) {
-                map.remove(&dir);
-            }
         }
         tracing::info!(sink = %name, waiting = buffer.stats().events.load(Ordering::Relaxed), "disk buffer closed");
         Ok(())
     }
 }
 
-/// Open the buffer in `dir`; while a stage of this process still holds it
-/// (a reload restarting the sink), ask that one to let go and wait.
-async fn open_taking_over(dir: &Path, segment: u64, name: &str) -> anyhow::Result<Buffer> {
+/// Open the buffer in `dir`. When a stage of this process has it (a
+/// reload restarting the sink), that stage is asked to stop handing out,
+/// and the buffer is taken over as it is, once its reader has stopped:
+/// what the old sink still holds is acknowledged (or handed out again)
+/// through the same buffer, so nothing waits for the old sink to let go.
+async fn open_taking_over(dir: &Path, segment: u64, name: &str) -> anyhow::Result<Arc<Buffer>> {
     let started = Instant::now();
     loop {
+        let old = open_map().get(dir).cloned();
+        if let Some(old) = old.filter(|o| o.buffer.strong_count() > 0) {
+            old.stop.store(true, Ordering::Relaxed);
+            old.wake.notify_one();
+            if old.reader_done.load(Ordering::Acquire) {
+                if let Some(b) = old.buffer.upgrade() {
+                    tracing::info!(sink = %name, dir = %dir.display(), "disk buffer taken over from the sink's previous instance");
+                    return Ok(b);
+                }
+            }
+            anyhow::ensure!(
+                started.elapsed() < TAKEOVER,
+                "sink {name}: its previous instance did not let go of its disk buffer {}",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let d = dir.to_path_buf();
         let opened = tokio::task::spawn_blocking(move || Buffer::open(&d, segment)).await?;
         match opened {
-            Ok((b, _)) => return Ok(b),
+            Ok((b, _)) => return Ok(Arc::new(b)),
+            // Let go of just now.
             Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < TAKEOVER =>
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < Duration::from_secs(2) =>
             {
-                stop(dir);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => {
