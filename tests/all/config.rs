@@ -427,3 +427,37 @@ async fn an_otlp_grpc_address_may_not_be_another_listeners() {
         "not an IP address and port",
     );
 }
+
+/// `buffer` of a sink: its errors name the line and key; sources have none.
+#[tokio::test]
+async fn buffer_errors_name_line_and_key() {
+    let d = dir();
+    let src = "[sources.app]\ntype = \"generate\"\ncount = 3\n";
+    let e = plan_error(
+        d.path(),
+        &format!("{src}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"app\"]\nbuffer = {{ type = \"disk\", when_full = \"wait\" }}\n"),
+    )
+    .await;
+    assert_at(&e, 8, "sinks.out.buffer", "unknown variant `wait`");
+    let e = plan_error(
+        d.path(),
+        &format!("{src}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"app\"]\nbuffer = {{ type = \"tape\" }}\n"),
+    )
+    .await;
+    assert_at(&e, 8, "sinks.out.buffer.type", "unknown variant `tape`");
+    let e = plan_error(
+        d.path(),
+        &format!("{src}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"app\"]\nbuffer = {{ type = \"disk\", max_size = \"10KiB\" }}\n"),
+    )
+    .await;
+    assert!(
+        e.contains("buffer.max_size") && e.contains("out of bounds"),
+        "{e}"
+    );
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"generate\"\nbuffer = {{ type = \"disk\" }}\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 3, "sources.app.buffer", "`buffer` is a key of sinks");
+}

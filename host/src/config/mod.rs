@@ -750,10 +750,21 @@ fn tagged<T: Tagged>(
                     "`buffer` is a key of sinks",
                 ))
             }
-            Some(b) => Some(
-                crate::base::settings::BufferConfig::deserialize(ValueDeserializer::from(b))
-                    .map_err(|e| locator.from_toml(&e, &format!("{prefix}.buffer")))?,
-            ),
+            Some(b) => {
+                let span = b.span();
+                let parsed =
+                    crate::base::settings::BufferConfig::deserialize(ValueDeserializer::from(b));
+                Some(parsed.map_err(|e| match e.span() {
+                    Some(_) => locator.from_toml(&e, &format!("{prefix}.buffer")),
+                    // Errors of a value taken out of its table carry no
+                    // place: the `buffer` value's own.
+                    None => locator.error(
+                        Some(span),
+                        format!("{prefix}.buffer"),
+                        e.message().trim().to_string(),
+                    ),
+                })?)
+            }
             None => None,
         };
         let DeValue::Table(fields) = entry.get_ref() else {
