@@ -38,6 +38,8 @@ pub struct Admin {
     /// `[admin] hosts`: names accepted in `Host` besides IP addresses and
     /// `localhost`.
     pub hosts: Vec<String>,
+    /// `[admin] tls`: the port speaks HTTPS.
+    pub tls: Option<Arc<crate::base::tls::TlsListener>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -554,6 +556,21 @@ pub fn prometheus(metrics: &Registry) -> String {
             u8::from(s.down.is_none())
         );
     }
+    let tls: Vec<_> = snaps.iter().filter(|s| !s.tls_errors.is_empty()).collect();
+    if !tls.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_tls_errors_total TLS handshakes that failed, by reason.\n# TYPE sluice_tls_errors_total counter");
+        for s in &tls {
+            for (reason, n) in &s.tls_errors {
+                let _ = writeln!(
+                    out,
+                    "sluice_tls_errors_total{{component=\"{}\",kind=\"{}\",reason=\"{}\"}} {n}",
+                    s.name,
+                    s.kind.as_str(),
+                    escape_label(reason)
+                );
+            }
+        }
+    }
     let buffered: Vec<_> = snaps
         .iter()
         .filter_map(|s| Some((&s.name, s.buffer.as_ref()?)))
@@ -958,6 +975,7 @@ pub fn serve_listener(
     admin: Admin,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let local = listener.local_addr()?;
+    let tls = admin.tls.clone();
     let router = router(Arc::new(admin));
     // Dropping the acceptor (the task is aborted when the pipeline ends)
     // drops every connection still open, and so every tap still streaming.
@@ -966,12 +984,28 @@ pub fn serve_listener(
         loop {
             let stream = acceptor.next().await;
             let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let tls = tls.clone();
             acceptor.spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new()
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
+                    .header_read_timeout(Duration::from_secs(10));
+                let ended = match tls {
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(tls) => match tls.accept(stream).await {
+                        Some((stream, _)) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        None => return,
+                    },
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "admin: connection ended with an error");
                 }
             });

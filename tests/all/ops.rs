@@ -31,6 +31,7 @@ async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
         pipeline: path.clone(),
         token: None,
         hosts: Vec::new(),
+        tls: None,
     };
     sluice::admin::serve(&address, admin).await.unwrap();
     (running, metrics, path)

@@ -68,6 +68,8 @@ pub struct ComponentMetrics {
     pub down: Mutex<Option<String>>,
     /// A sink's disk buffer, while one is open.
     pub buffer: Mutex<Option<Arc<sluice_buffer::Stats>>>,
+    /// TLS handshakes that failed, by reason (listeners).
+    pub tls_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Copies of the batches leaving the component, for `sluice tap`.
     pub tap: Tap,
     /// Events counted by the values of some of their fields
@@ -285,6 +287,16 @@ impl ComponentMetrics {
         }
     }
 
+    /// Count a failed TLS handshake.
+    pub fn tls_error(&self, reason: &'static str) {
+        *self
+            .tls_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
     /// Mark the component down, with the reason, or up again (`None`).
     pub fn set_down(&self, reason: Option<String>) {
         *self.down.lock().expect("health lock poisoned") = reason;
@@ -410,6 +422,8 @@ pub struct Snapshot {
     pub down: Option<String>,
     /// A sink's disk buffer.
     pub buffer: Option<BufferSnapshot>,
+    /// Failed TLS handshakes by reason.
+    pub tls_errors: Vec<(String, u64)>,
 }
 
 /// A disk buffer's fill and counters.
@@ -555,6 +569,13 @@ impl Registry {
                     .unwrap_or_else(|e| e.into_inner())
                     .as_deref()
                     .map(BufferSnapshot::of),
+                tls_errors: m
+                    .tls_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(r, n)| (r.to_string(), *n))
+                    .collect(),
             })
             .collect()
     }

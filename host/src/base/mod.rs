@@ -28,4 +28,5 @@ pub mod scan;
 pub mod secrets;
 pub mod settings;
 pub mod timestamp;
+pub mod tls;
 pub mod written;

@@ -287,6 +287,23 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
         .map(|a| a.hosts.clone())
         .unwrap_or_default();
     let admin_token = config.admin_token()?;
+    // HTTPS on the admin port: its files checked now, paths against the
+    // pipeline file.
+    let admin_tls = match config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+        Some(t) => {
+            let t = crate::base::tls::ServerTls {
+                cert_file: config.resolve(&t.cert_file),
+                key_file: config.resolve(&t.key_file),
+                client_ca_file: t.client_ca_file.as_ref().map(|p| config.resolve(p)),
+                min_version: t.min_version,
+            };
+            Some(
+                crate::base::tls::TlsListener::new(&t, "admin", &[b"http/1.1"], None)
+                    .map_err(|e| anyhow::anyhow!("[admin] tls: {e}"))?,
+            )
+        }
+        None => None,
+    };
     let reload = config.reload;
     let shutdown_timeout = config.shutdown_timeout;
     let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
@@ -317,6 +334,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
             pipeline: pipeline.to_path_buf(),
             token: admin_token,
             hosts: admin_hosts,
+            tls: admin_tls,
         };
         let (_, task) = crate::admin::serve_listener(listener, admin)?;
         background.push(task);

@@ -175,6 +175,10 @@ pub struct AdminConfig {
     /// the port through DNS rebinding.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// HTTPS on the admin port (as a listener's `tls` table; paths
+    /// relative to the pipeline file).
+    #[serde(default)]
+    pub tls: Option<crate::base::tls::ServerTls>,
 }
 
 impl AdminConfig {

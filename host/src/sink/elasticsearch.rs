@@ -297,11 +297,11 @@ struct BulkError {
 }
 
 impl SinkKind for ElasticsearchConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         let requests = self.requests()?;
         let index = Template::parse(&self.index, false).map_err(|e| BuildError::key("index", e))?;
         let bulk_uri = format!("{}/_bulk", self.endpoint.trim_end_matches('/'));
-        let core = self.core("endpoint", &self.endpoint, &self.headers)?;
+        let core = self.core(cx, "endpoint", &self.endpoint, &self.headers)?;
         let uri = bulk_uri
             .parse()
             .map_err(|e| BuildError::key("endpoint", format!("not a URI: {e}")))?;

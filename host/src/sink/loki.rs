@@ -283,7 +283,7 @@ impl Protocol for Push {
 }
 
 impl SinkKind for LokiConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         bounded("max_label_sets", self.max_label_sets, 1, 1_000_000)?;
         let requests = self.requests()?;
         let mut labels = Vec::new();
@@ -306,7 +306,7 @@ impl SinkKind for LokiConfig {
         if let Some(t) = &self.tenant {
             headers.insert("x-scope-orgid".into(), t.clone());
         }
-        let core = self.core("endpoint", &self.endpoint, &headers)?;
+        let core = self.core(cx, "endpoint", &self.endpoint, &headers)?;
 
         let uri = format!("{}/loki/api/v1/push", self.endpoint.trim_end_matches('/'))
             .parse()

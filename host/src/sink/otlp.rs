@@ -68,9 +68,9 @@ fn logs_url(endpoint: &str) -> String {
 }
 
 impl SinkKind for OtlpSinkConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         let requests = self.requests()?;
-        let core = self.core("endpoint", &logs_url(&self.endpoint), &self.headers)?;
+        let core = self.core(cx, "endpoint", &logs_url(&self.endpoint), &self.headers)?;
         for (attr, field) in &self.resource_fields {
             if attr.is_empty() || field.is_empty() {
                 return Err(BuildError::key(

@@ -33,6 +33,9 @@ pub struct OtlpSourceConfig {
     /// Where OTLP/gRPC is served too (`0.0.0.0:4317`); none: HTTP only.
     #[serde(default)]
     pub grpc_address: Option<String>,
+    /// HTTPS for OTLP/HTTP (as the `http` source's `tls`).
+    #[serde(default)]
+    pub tls: Option<crate::base::tls::ServerTls>,
     /// The path logs are posted to.
     #[serde(default = "default_path")]
     pub path: String,
@@ -93,6 +96,7 @@ impl OtlpSourceConfig {
             timestamp: None,
             otlp: true,
             grpc_address: self.grpc_address.clone(),
+            tls: self.tls.clone(),
         }
     }
 }

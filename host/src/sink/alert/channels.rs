@@ -233,6 +233,8 @@ impl Channels {
                     auth: w.auth.as_ref(),
                     compression: Compression::None,
                     request_timeout: w.request_timeout,
+                    tls: None,
+                    server_name: None,
                 })
                 .map_err(|e| {
                     BuildError::key(

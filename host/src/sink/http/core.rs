@@ -200,6 +200,10 @@ pub struct CoreConfig<'a> {
     pub auth: Option<&'a Auth>,
     pub compression: Compression,
     pub request_timeout: Duration,
+    /// The sink's own TLS (`tls = {...}`); `None`: the system's roots.
+    pub tls: Option<rustls::ClientConfig>,
+    /// The name the server's certificate must hold, if not the URI's host.
+    pub server_name: Option<String>,
 }
 
 impl Core {
@@ -253,12 +257,24 @@ impl Core {
                 HeaderValue::from_static("gzip"),
             );
         }
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| BuildError::whole(format!("cannot load the system's TLS roots: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let builder = match c.tls {
+            Some(config) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config),
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map_err(|e| {
+                    BuildError::whole(format!("cannot load the system's TLS roots: {e}"))
+                })?,
+        };
+        let builder = builder.https_or_http();
+        let builder = match c.server_name {
+            Some(name) => {
+                let name = rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| BuildError::key("tls", format!("server_name `{name}`: {e}")))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let https = builder.enable_http1().build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
@@ -297,6 +313,9 @@ impl Core {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 use std::error::Error;
+                if let Some((reason, detail)) = crate::base::tls::reason_in_chain(&e) {
+                    return format!("TLS with {} failed: {reason} ({detail})", self.uri);
+                }
                 let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
                 format!("cannot reach {}: {e}{cause}", self.uri)
             })?;
@@ -430,7 +449,12 @@ pub async fn deliver(
                 }
                 Decision::Retry { after, reason } => (after, reason),
             },
-            Err(e) => (None, e),
+            Err(e) => {
+                if let Some(reason) = crate::base::tls::reason_of_message(&e) {
+                    out.metrics.tls_error(reason);
+                }
+                (None, e)
+            }
         };
         ComponentMetrics::add(&out.metrics.retries, 1);
         out.metrics.set_down(Some(reason.clone()));

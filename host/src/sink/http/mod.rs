@@ -91,6 +91,10 @@ macro_rules! network_sink_config {
             /// they work.
             #[serde(default)]
             pub fallback: Option<toml::Spanned<String>>,
+            /// TLS of `https://` targets: `{ ca_file, cert_file, key_file,
+            /// server_name, verify }`.
+            #[serde(default)]
+            pub tls: Option<$crate::base::tls::ClientTls>,
         }
 
         impl $name {
@@ -113,16 +117,23 @@ macro_rules! network_sink_config {
             /// sending `headers`.
             fn core(
                 &self,
+                cx: &$crate::base::settings::BuildContext<'_>,
                 uri_key: &'static str,
                 uri: &str,
                 headers: &std::collections::BTreeMap<String, String>,
             ) -> Result<$crate::sink::http::core::Core, $crate::base::settings::BuildError> {
+                let tls = match &self.tls {
+                    Some(t) => Some(t.resolved(cx).client_config(cx.name, &[])?),
+                    None => None,
+                };
                 $crate::sink::http::core::Core::new($crate::sink::http::core::CoreConfig {
                     uri,
                     headers,
                     auth: self.auth.as_ref(),
                     compression: self.compress,
                     request_timeout: self.request_timeout,
+                    tls,
+                    server_name: self.tls.as_ref().and_then(|t| t.server_name.clone()),
                 })
                 .map_err(|e| match e.key {
                     Some("uri") => $crate::base::settings::BuildError::key(uri_key, e.message),
@@ -161,9 +172,9 @@ fn default_retry_for() -> Duration {
 }
 
 impl SinkKind for HttpSinkConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         let requests = self.requests()?;
-        let core = self.core("uri", &self.uri, &self.headers)?;
+        let core = self.core(cx, "uri", &self.uri, &self.headers)?;
         Ok(Box::new(NetworkSink {
             core: Arc::new(core),
             proto: Arc::new(Generic {

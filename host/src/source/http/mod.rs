@@ -151,6 +151,11 @@ pub struct HttpConfig {
     /// Where OTLP/gRPC is served besides (set by the `otlp` source).
     #[serde(skip)]
     pub grpc_address: Option<String>,
+    /// HTTPS: `tls = { cert_file, key_file, client_ca_file, min_version }`.
+    /// With `client_ca_file`, each event gets `_sluice.peer`: the subject
+    /// of the client's certificate.
+    #[serde(default)]
+    pub tls: Option<crate::base::tls::ServerTls>,
 }
 
 fn default_paths() -> Vec<String> {
@@ -314,6 +319,10 @@ impl Server {
             ComponentMetrics::add(&self.ctx.metrics.busy, 1);
             return full();
         };
+        let peer = req
+            .extensions()
+            .get::<crate::base::tls::Peer>()
+            .map(|p| p.0.clone());
         let read = body::read(
             req.into_body(),
             gzip,
@@ -348,6 +357,20 @@ impl Server {
             Ok(e) => e,
             Err((status, message)) => return error(status, message),
         };
+        let mut events = events;
+        if let Some(peer) = peer {
+            // Who sent them, by their client certificate (mutual TLS).
+            for e in &mut events.0 {
+                if let serde_json::Value::Object(map) = e {
+                    let meta = map
+                        .entry("_sluice")
+                        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                    if let serde_json::Value::Object(meta) = meta {
+                        meta.insert("peer".into(), peer.as_ref().into());
+                    }
+                }
+            }
+        }
         let (batch, rejected) = self.batch(events.0, events.1);
         drop(reading);
         ComponentMetrics::add(&self.ctx.metrics.failed, rejected.len());
@@ -677,8 +700,16 @@ struct HttpSource {
 }
 
 impl SourceKind for HttpConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
         bounded("max_body", self.max_body, 1, 1 << 30)?;
+        let mut cfg = self.clone();
+        if let Some(tls) = &self.tls {
+            let tls = tls.resolved(cx);
+            for warning in tls.check()? {
+                tracing::warn!(source = cx.name, "{warning}");
+            }
+            cfg.tls = Some(tls);
+        }
         bounded(
             "max_events_per_request",
             self.max_events_per_request,
@@ -721,10 +752,7 @@ impl SourceKind for HttpConfig {
             }
             None => None,
         };
-        Ok(Box::new(HttpSource {
-            cfg: self.clone(),
-            token,
-        }))
+        Ok(Box::new(HttpSource { cfg, token }))
     }
 
     fn batch(&self) -> Option<BatchOverride> {
@@ -752,6 +780,18 @@ impl HttpConfig {
         tracing::info!(source = %ctx.name, address = %local, paths = ?self.paths, "http source listening");
         let mut shutdown = ctx.shutdown.clone();
         let read_timeout = self.read_timeout;
+        let tls = match &self.tls {
+            Some(t) => Some(
+                crate::base::tls::TlsListener::new(
+                    t,
+                    &ctx.name,
+                    &[b"http/1.1"],
+                    Some(ctx.metrics.clone()),
+                )
+                .map_err(|e| anyhow::anyhow!("source {}: tls: {e}", ctx.name))?,
+            ),
+            None => None,
+        };
         let server = Arc::new(Server {
             keys: Keys::new(self.idempotency_window),
             in_flight: Arc::new(tokio::sync::Semaphore::new(self.max_in_flight / 1024)),
@@ -790,13 +830,32 @@ impl HttpConfig {
                 }
                 stream = acceptor.next() => {
                     let server = server.clone();
+                    let tls = tls.clone();
                     acceptor.spawn(async move {
-                        let service = service_fn(move |req| server.clone().handle(req));
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(read_timeout)
-                            .serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = conn.await {
+                        let builder = {
+                            let mut b = hyper::server::conn::http1::Builder::new();
+                            b.timer(TokioTimer::new()).header_read_timeout(read_timeout);
+                            b
+                        };
+                        let ended = match tls {
+                            None => {
+                                let service = service_fn(move |req| server.clone().handle(req));
+                                builder.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Some(tls) => {
+                                let Some((stream, peer)) = tls.accept(stream).await else {
+                                    return;
+                                };
+                                let service = service_fn(move |mut req: Request<Incoming>| {
+                                    if let Some(p) = &peer {
+                                        req.extensions_mut().insert(p.clone());
+                                    }
+                                    server.clone().handle(req)
+                                });
+                                builder.serve_connection(TokioIo::new(stream), service).await
+                            }
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!(error = %e, "http source: connection ended with an error");
                         }
                     });
