@@ -28,6 +28,7 @@ mod soak;
 mod sources;
 mod tail;
 mod timeline;
+mod tls;
 mod util;
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
