@@ -1,6 +1,9 @@
 //! `just bench` (HTTP part), for issue #4: NDJSON batches of 1,000 events
 //! from concurrent keep-alive clients into the HTTP source -> file sink.
-//! Prints events/s and the p99 request latency.
+//! Prints events/s and the p99 request latency, in plaintext and over TLS
+//! (issue #39: a CA and server certificate made with the `openssl`
+//! command, the clients on tokio-rustls trusting that CA; one handshake
+//! per keep-alive connection).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +28,28 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        for ack in ["accepted", "delivered"] {
+        pki(dir.path());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in sluice::base::tls::read_certs(&dir.path().join("ca.pem")).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        for (ack, tls) in [("accepted", false), ("accepted", true), ("delivered", false), ("delivered", true)] {
+            let tls_line = if tls {
+                "tls = { cert_file = \"server.pem\", key_file = \"server.key\" }\n"
+            } else {
+                ""
+            };
             let toml = format!(
-                "[reload]\nwatch = false\n\n[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{port}\"\nack = \"{ack}\"\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"web\"]\n"
+                "[reload]\nwatch = false\n\n[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{port}\"\nack = \"{ack}\"\n{tls_line}\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"web\"]\n"
             );
+            let connector = tls.then(|| tokio_rustls::TlsConnector::from(client_config.clone()));
             std::fs::write(dir.path().join("p.toml"), toml).unwrap();
             let runtime = Arc::new(Runtime::new(None).unwrap());
             let plan = topology::plan(PipelineConfig::load(&dir.path().join("p.toml")).unwrap(), runtime).await.unwrap();
@@ -46,32 +67,16 @@ fn main() {
             let mut tasks = Vec::new();
             for _ in 0..CLIENTS {
                 let body = body.clone();
+                let connector = connector.clone();
                 tasks.push(tokio::spawn(async move {
                     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-                    tokio::spawn(conn);
-                    let mut latencies = Vec::with_capacity(REQUESTS);
-                    for _ in 0..REQUESTS {
-                        loop {
-                            let req = hyper::Request::post("/api/log")
-                                .header("host", "bench")
-                                .header("content-type", "application/x-ndjson")
-                                .body(Full::new(body.clone()))
-                                .unwrap();
-                            let t = Instant::now();
-                            let resp = sender.send_request(req).await.unwrap();
-                            let status = resp.status();
-                            let _ = resp.into_body().collect().await;
-                            if status == 503 {
-                                tokio::time::sleep(Duration::from_millis(5)).await;
-                                continue;
-                            }
-                            assert!(status.is_success(), "{status}");
-                            latencies.push(t.elapsed());
-                            break;
+                    match connector {
+                        None => client(stream, body).await,
+                        Some(c) => {
+                            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                            client(c.connect(name, stream).await.unwrap(), body).await
                         }
                     }
-                    latencies
                 }));
             }
             let mut latencies = Vec::new();
@@ -86,7 +91,8 @@ fn main() {
             latencies.sort();
             let p99 = latencies[latencies.len() * 99 / 100];
             println!(
-                "http ({ack}): {total} events in {:.2} s from {CLIENTS} clients: {:.0} events/s, p99 request {:.1} ms, p50 {:.1} ms",
+                "http ({ack}, {}): {total} events in {:.2} s from {CLIENTS} clients: {:.0} events/s, p99 request {:.1} ms, p50 {:.1} ms",
+                if tls { "TLS" } else { "plaintext" },
                 elapsed.as_secs_f64(),
                 total as f64 / elapsed.as_secs_f64(),
                 p99.as_secs_f64() * 1e3,
@@ -97,4 +103,100 @@ fn main() {
             let _ = std::fs::remove_file(dir.path().join("out.log"));
         }
     });
+}
+
+/// One keep-alive client: `REQUESTS` posts of `body`; their latencies.
+async fn client<S>(stream: S, body: Bytes) -> Vec<Duration>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut latencies = Vec::with_capacity(REQUESTS);
+    for _ in 0..REQUESTS {
+        loop {
+            let req = hyper::Request::post("/api/log")
+                .header("host", "bench")
+                .header("content-type", "application/x-ndjson")
+                .body(Full::new(body.clone()))
+                .unwrap();
+            let t = Instant::now();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            if status == 503 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            assert!(status.is_success(), "{status}");
+            latencies.push(t.elapsed());
+            break;
+        }
+    }
+    latencies
+}
+
+/// A CA and a server certificate for `localhost`, made with `openssl`.
+fn pki(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl command")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=bench CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "san.ext",
+    ]);
 }
