@@ -608,3 +608,91 @@ inputs = ["web"]
     assert_eq!(failed, 0, "{failed} of {} requests failed", sent + failed);
     assert_eq!(read_json_lines(&dir.join("out.log")).len(), sent);
 }
+
+/// Redis with TLS (`redis-server --tls-port` with the test's
+/// certificates): the sink writes and the source reads over `rediss://`
+/// with `ca_file`; without it the sink cannot connect, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    pki(dir);
+    let tport = free_port();
+    let path = |f: &str| dir.join(f).display().to_string();
+    let server = crate::redis::RedisServer::start_with(&[
+        "--tls-port",
+        &tport.to_string(),
+        "--tls-cert-file",
+        &path("server.pem"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let toml = format!(
+        r#"
+[sources.gen]
+type = "generate"
+count = 10
+
+[sinks.queue]
+type = "redis"
+url = "rediss://127.0.0.1:{tport}/"
+stream = "secure"
+inputs = ["gen"]
+tls = {{ ca_file = "ca.pem" }}
+
+[sinks.stranger]
+type = "redis"
+url = "rediss://127.0.0.1:{tport}/"
+stream = "secure"
+inputs = ["gen"]
+retry_for = "1s"
+fallback = "held"
+
+[sinks.held]
+type = "file"
+path = "held.log"
+
+[sources.worker]
+type = "redis"
+url = "rediss://127.0.0.1:{tport}/"
+stream = "secure"
+group = "workers"
+start = "0"
+block = "100ms"
+tls = {{ ca_file = "ca.pem" }}
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["worker"]
+"#
+    );
+    let (running, _metrics) = start(dir, &toml).await;
+    until("read back over TLS", 30, || {
+        std::fs::read_to_string(dir.join("out.log")).is_ok_and(|t| t.lines().count() == 10)
+    })
+    .await;
+    until("the untrusting sink fell back", 30, || {
+        std::fs::read_to_string(dir.join("held.log")).is_ok_and(|t| t.lines().count() == 10)
+    })
+    .await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let mut con = server.con().await;
+    let len: u64 = redis::cmd("XLEN")
+        .arg("secure")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(len, 10);
+    let held = read_json_lines(&dir.join("held.log"));
+    let error = held[0]["_sluice_error"].as_str().unwrap();
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("unknown CA"),
+        "{error}"
+    );
+}

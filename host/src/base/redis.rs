@@ -143,7 +143,10 @@ impl Conn {
 /// The node URLs of `redis+cluster://[auth@]h1:p1,h2:p2[/]`, each as
 /// `redis://[auth@]host:port/`; `None` if `url` does not name a cluster.
 fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
-    let rest = url.strip_prefix("redis+cluster://")?;
+    let (scheme, rest) = match url.strip_prefix("rediss+cluster://") {
+        Some(rest) => ("rediss", rest),
+        None => ("redis", url.strip_prefix("redis+cluster://")?),
+    };
     let rest = rest.trim_end_matches('/');
     let (auth, hosts) = match rest.rsplit_once('@') {
         Some((a, h)) => (format!("{a}@"), h),
@@ -153,7 +156,7 @@ fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
         .split(',')
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{auth}{h}/"))
+        .map(|h| format!("{scheme}://{auth}{h}/"))
         .collect();
     if nodes.is_empty() {
         return Some(Err(
@@ -167,23 +170,74 @@ impl Target {
     /// The deployment `url` names (`cluster` makes a `redis://` URL a
     /// cluster's seed node). The error says what is wrong with the URL.
     pub fn open(url: &str, cluster: bool) -> Result<Target, String> {
+        Self::open_tls(url, cluster, None)
+    }
+
+    /// The same, with the `tls` table of the component (paths resolved):
+    /// `rediss://` (and `rediss+cluster://`) URLs then trust its `ca_file`
+    /// and present its client certificate.
+    pub fn open_tls(
+        url: &str,
+        cluster: bool,
+        tls: Option<&crate::base::tls::ClientTls>,
+    ) -> Result<Target, String> {
+        let certs = match tls {
+            None => None,
+            Some(t) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| format!("tls: cannot read {}: {e}", p.display()))
+                };
+                let client_tls = match (&t.cert_file, &t.key_file) {
+                    (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                        client_cert: read(c)?,
+                        client_key: read(k)?,
+                    }),
+                    (None, None) => None,
+                    _ => return Err("tls: cert_file and key_file go together".into()),
+                };
+                let root_cert = t.ca_file.as_deref().map(read).transpose()?;
+                Some(redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                })
+            }
+        };
+        let insecure = tls.is_some_and(|t| !t.verify);
+        // `#insecure` is how the redis crate takes "any certificate".
+        let with_mode = |u: &str| {
+            if insecure && u.starts_with("rediss://") && !u.contains('#') {
+                format!("{u}#insecure")
+            } else {
+                u.to_string()
+            }
+        };
+        let open_one = |u: &str| match &certs {
+            Some(c) => redis::Client::build_with_tls(with_mode(u), c.clone()),
+            None => redis::Client::open(u),
+        };
         let nodes = match cluster_nodes(url) {
             Some(nodes) => nodes?,
             None if cluster => url.split(',').map(|s| s.trim().to_string()).collect(),
             None => {
-                return redis::Client::open(url)
+                return open_one(url)
                     .map(Target::Single)
                     .map_err(|e| format!("not a Redis URL: {e}"))
             }
         };
         for n in &nodes {
-            redis::Client::open(n.as_str())
+            open_one(n.as_str())
                 .map_err(|e| format!("not a Redis URL ({}): {e}", without_auth(n)))?;
         }
+        let nodes: Vec<String> = nodes.iter().map(|n| with_mode(n)).collect();
+        let builder = ClusterClient::builder(nodes);
+        let builder = match certs {
+            Some(c) => builder.certs(c),
+            None => builder,
+        };
         // Fail over in seconds, not minutes: the crate's own retries wait up
         // to 655 s by default. Past these few tries the error reaches
         // sluice, which logs and counts it and retries with its backoff.
-        ClusterClient::builder(nodes)
+        builder
             .retries(4)
             .min_retry_wait(50)
             .max_retry_wait(1_000)

@@ -80,6 +80,9 @@ pub struct RedisSinkConfig {
     /// `url` is a Redis Cluster node (the client finds the others).
     #[serde(default)]
     pub cluster: bool,
+    /// TLS of a `rediss://` URL: `{ ca_file, cert_file, key_file, verify }`.
+    #[serde(default)]
+    pub tls: Option<crate::base::tls::ClientTls>,
     /// The stream, or with `partitions` its name with `{N}`: `logs:{N}`.
     pub stream: String,
     /// Spread events over this many streams (one per `{N}`).
@@ -131,7 +134,7 @@ fn default_retry_for() -> Duration {
 }
 
 impl SinkKind for RedisSinkConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Sink>, BuildError> {
         bounded(
             "retry_for",
             self.retry_for,
@@ -152,8 +155,15 @@ impl SinkKind for RedisSinkConfig {
                 "needs `partitions` (and `{N}` in `stream`)",
             ));
         }
-        Target::open(&self.url, self.cluster).map_err(|e| BuildError::key("url", e))?;
-        Ok(Box::new(self.clone()))
+        let mut cfg = self.clone();
+        cfg.tls = self.tls.as_ref().map(|t| t.resolved(cx));
+        if let Some(t) = &cfg.tls {
+            // The files read and checked as any client's.
+            t.client_config(cx.name, &[])?;
+        }
+        Target::open_tls(&cfg.url, cfg.cluster, cfg.tls.as_ref())
+            .map_err(|e| BuildError::key("url", e))?;
+        Ok(Box::new(cfg))
     }
 
     inputs_field!();
@@ -341,7 +351,7 @@ impl RedisSinkConfig {
     }
 
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {
-        let target = Target::open(&self.url, self.cluster)
+        let target = Target::open_tls(&self.url, self.cluster, self.tls.as_ref())
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("sink {}: bad redis url", ctx.name))?;
         let (_stop_watch, stop) = tokio::sync::oneshot::channel();

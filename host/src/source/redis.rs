@@ -54,6 +54,9 @@ pub struct RedisSourceConfig {
     /// `url` is a Redis Cluster node (the client finds the others).
     #[serde(default)]
     pub cluster: bool,
+    /// TLS of a `rediss://` URL: `{ ca_file, cert_file, key_file, verify }`.
+    #[serde(default)]
+    pub tls: Option<crate::base::tls::ClientTls>,
     /// Read this many partition streams (`stream` names them with `{N}`),
     /// shared out among the group's processes.
     #[serde(default)]
@@ -689,7 +692,7 @@ async fn others_pending(
 }
 
 impl SourceKind for RedisSourceConfig {
-    fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
         if let Some(n) = self.count {
             bounded("count", n, 1, 1_000_000)?;
         }
@@ -719,8 +722,15 @@ impl SourceKind for RedisSourceConfig {
             Duration::from_secs(3600),
         )?;
         check_partitions(&self.stream, self.partitions).map_err(|(k, m)| BuildError::key(k, m))?;
-        Target::open(&self.url, self.cluster).map_err(|e| BuildError::key("url", e))?;
-        Ok(Box::new(self.clone()))
+        let mut cfg = self.clone();
+        cfg.tls = self.tls.as_ref().map(|t| t.resolved(cx));
+        if let Some(t) = &cfg.tls {
+            // The files read and checked as any client's.
+            t.client_config(cx.name, &[])?;
+        }
+        Target::open_tls(&cfg.url, cfg.cluster, cfg.tls.as_ref())
+            .map_err(|e| BuildError::key("url", e))?;
+        Ok(Box::new(cfg))
     }
 
     fn batch(&self) -> Option<BatchOverride> {
@@ -748,7 +758,7 @@ impl RedisSourceConfig {
     }
 
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
-        let target = Target::open(&self.url, self.cluster)
+        let target = Target::open_tls(&self.url, self.cluster, self.tls.as_ref())
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("source {}: bad redis url", ctx.name))?;
         let consumer = self
