@@ -696,3 +696,70 @@ inputs = ["worker"]
         "{error}"
     );
 }
+
+/// OTLP/gRPC over TLS: the OpenTelemetry SDK's gRPC exporter with the
+/// test's CA as its credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_grpc_over_tls() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    pki(dir);
+    let (http, grpc) = (free_port(), free_port());
+    let toml = format!(
+        r#"
+[sources.otel]
+type = "otlp"
+address = "127.0.0.1:{http}"
+grpc_address = "127.0.0.1:{grpc}"
+tls = {{ cert_file = "server.pem", key_file = "server.key" }}
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["otel"]
+"#
+    );
+    let (running, _metrics) = start(dir, &toml).await;
+    let sdk = format!(
+        r#"
+import logging, warnings, grpc
+warnings.simplefilter("ignore")
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+provider = LoggerProvider()
+set_logger_provider(provider)
+credentials = grpc.ssl_channel_credentials(open("ca.pem", "rb").read())
+exporter = OTLPLogExporter(endpoint="localhost:{grpc}", insecure=False, credentials=credentials)
+provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+log = logging.getLogger("shop")
+log.addHandler(LoggingHandler(level=logging.DEBUG, logger_provider=provider))
+log.setLevel(logging.DEBUG)
+for i in range(4):
+    log.warning("order %d over gRPC and TLS", i)
+provider.force_flush()
+provider.shutdown()
+"#
+    );
+    let out = Command::new(crate::otel::python())
+        .current_dir(dir)
+        .args(["-c", &sdk])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("out.log");
+    until("the records written", 20, || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 4)
+    })
+    .await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    assert!(read_json_lines(&path)
+        .iter()
+        .all(|e| e.to_string().contains("over gRPC and TLS")));
+}

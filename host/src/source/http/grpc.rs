@@ -243,12 +243,10 @@ pub(super) fn address(text: &str) -> Result<SocketAddr, String> {
 
 /// Serve one connection until it ends, it has been idle `idle` long, or
 /// the source stops (then requests in flight finish).
-async fn connection(
-    stream: tokio::net::TcpStream,
-    logs: Logs,
-    idle: Duration,
-    mut shutdown: Shutdown,
-) {
+async fn connection<S>(stream: S, logs: Logs, idle: Duration, mut shutdown: Shutdown)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = logs.activity.clone();
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -306,6 +304,19 @@ pub(super) async fn serve(
         server.cfg.max_connections,
     );
     let idle = server.cfg.read_timeout;
+    // TLS as the HTTP side has it (`tls`), offering HTTP/2.
+    let tls = match &server.cfg.tls {
+        Some(t) => Some(
+            crate::base::tls::TlsListener::new(
+                t,
+                &name,
+                &[b"h2"],
+                Some(server.ctx.metrics.clone()),
+            )
+            .map_err(|e| anyhow::anyhow!("source {name}: tls (grpc): {e}"))?,
+        ),
+        None => None,
+    };
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -317,7 +328,15 @@ pub(super) async fn serve(
                         last: Mutex::new(Instant::now()),
                     }),
                 };
-                acceptor.spawn(connection(stream, logs, idle, shutdown.clone()));
+                let shutdown = shutdown.clone();
+                match tls.clone() {
+                    None => acceptor.spawn(connection(stream, logs, idle, shutdown)),
+                    Some(tls) => acceptor.spawn(async move {
+                        if let Some((stream, _)) = tls.accept(stream).await {
+                            connection(stream, logs, idle, shutdown).await;
+                        }
+                    }),
+                }
             }
         }
     }
