@@ -188,6 +188,25 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A new, empty segment `id` in `dir`, its name synced into the folder:
+/// the file to write and its entry for the reader.
+fn create_segment(dir: &Path, id: u64) -> io::Result<(File, Segment)> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(segment_path(dir, id))?;
+    sync_dir(dir)?;
+    let segment = Segment {
+        len: 0,
+        corrupt: false,
+        logged: false,
+        file: Arc::new(file.try_clone()?),
+    };
+    Ok((file, segment))
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut w = [0; 4];
     if let Some(s) = b.get(at..at + 4) {
@@ -465,23 +484,8 @@ impl Buffer {
         rec.segments = segments.len();
         // Writes go to a new segment: a recovered one is only read.
         let active = last.map_or(ack.segment, |l| l + 1);
-        let path = segment_path(dir, active);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        sync_dir(dir)?;
-        segments.insert(
-            active,
-            Segment {
-                len: 0,
-                corrupt: false,
-                logged: false,
-                file: Arc::new(file.try_clone()?),
-            },
-        );
+        let (file, segment) = create_segment(dir, active)?;
+        segments.insert(active, segment);
         if segments.len() == 1 {
             ack = Pos {
                 segment: active,
@@ -578,23 +582,9 @@ impl Buffer {
             }
         }
         let id = w.id + 1;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(segment_path(&self.dir, id))?;
-        sync_dir(&self.dir)?;
+        let (file, segment) = create_segment(&self.dir, id)?;
         let mut inner = lock(&self.inner);
-        inner.segments.insert(
-            id,
-            Segment {
-                len: 0,
-                corrupt: false,
-                logged: false,
-                file: Arc::new(file.try_clone()?),
-            },
-        );
+        inner.segments.insert(id, segment);
         inner.active = id;
         inner.read = Pos {
             segment: id,
@@ -632,24 +622,10 @@ impl Buffer {
                     w.file.sync_data()?;
                     done.push((w.id, w.len));
                     let id = w.id + 1;
-                    let file = OpenOptions::new()
-                        .create(true)
-                        .truncate(true)
-                        .read(true)
-                        .write(true)
-                        .open(segment_path(&self.dir, id))?;
-                    sync_dir(&self.dir)?;
+                    let (file, segment) = create_segment(&self.dir, id)?;
                     // Known to the reader now, read from once it is the
                     // active one (when this group is published).
-                    lock(&self.inner).segments.insert(
-                        id,
-                        Segment {
-                            len: 0,
-                            corrupt: false,
-                            logged: false,
-                            file: Arc::new(file.try_clone()?),
-                        },
-                    );
+                    lock(&self.inner).segments.insert(id, segment);
                     w.file = file;
                     w.id = id;
                     w.len = 0;

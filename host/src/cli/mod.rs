@@ -291,12 +291,7 @@ async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
     // pipeline file.
     let admin_tls = match config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
         Some(t) => {
-            let t = crate::base::tls::ServerTls {
-                cert_file: config.resolve(&t.cert_file),
-                key_file: config.resolve(&t.key_file),
-                client_ca_file: t.client_ca_file.as_ref().map(|p| config.resolve(p)),
-                min_version: t.min_version,
-            };
+            let t = t.resolved(&config.build_context("admin"));
             Some(
                 crate::base::tls::TlsListener::new(&t, "admin", &[b"http/1.1"], None)
                     .map_err(|e| anyhow::anyhow!("[admin] tls: {e}"))?,

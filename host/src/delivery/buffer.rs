@@ -55,6 +55,14 @@ struct Open {
     reader_done: AtomicBool,
 }
 
+impl Open {
+    /// Stop handing out (the reader wakes to see it).
+    fn ask_to_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+}
+
 /// The buffers open in this process, by folder.
 static OPEN: LazyLock<Mutex<HashMap<PathBuf, Arc<Open>>>> = LazyLock::new(Default::default);
 
@@ -73,8 +81,7 @@ pub fn waiting(dir: &Path) -> Option<u64> {
 /// disk).
 pub fn stop(dir: &Path) {
     if let Some(o) = open_map().get(dir) {
-        o.stop.store(true, Ordering::Relaxed);
-        o.wake.notify_one();
+        o.ask_to_stop();
     }
 }
 
@@ -182,8 +189,7 @@ async fn open_taking_over(dir: &Path, segment: u64, name: &str) -> anyhow::Resul
     loop {
         let old = open_map().get(dir).cloned();
         if let Some(old) = old.filter(|o| o.buffer.strong_count() > 0) {
-            old.stop.store(true, Ordering::Relaxed);
-            old.wake.notify_one();
+            old.ask_to_stop();
             if old.reader_done.load(Ordering::Acquire) {
                 if let Some(b) = old.buffer.upgrade() {
                     tracing::info!(sink = %name, dir = %dir.display(), "disk buffer taken over from the sink's previous instance");
