@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sinks::TestServer;
-use crate::util::{free_port, read_json_lines, sluice, start, until};
+use crate::util::{accepting, free_port, read_json_lines, sluice, start, until};
 
 fn ok_server() -> crate::sinks::Script {
     Arc::new(|_, _| (200, vec![], "ok".into()))
@@ -90,6 +90,7 @@ buffer = {{ type = "disk", max_size = "64MiB" }}
 "#
     );
     let (running, metrics) = start(dir.path(), &toml).await;
+    accepting(src).await;
     const N: u64 = 300;
     let statuses = Arc::new(Mutex::new(Vec::new()));
     let sent = Arc::new(AtomicU64::new(0));
@@ -439,6 +440,7 @@ buffer = {{ type = "disk", path = "{}" }}
         small.join("buf").display()
     );
     let (running, metrics) = start(dir.path(), &toml).await;
+    accepting(src).await;
     // 20 KB requests until the pipeline says it has no room.
     let mut ledger = Vec::new();
     let mut refused = 0;
@@ -516,6 +518,7 @@ buffer = {{ type = "disk" }}
         )
     };
     let (running, metrics) = start(dir.path(), &sink("30s")).await;
+    accepting(src).await;
     let status = tokio::task::spawn_blocking(move || post(src, &events(0, 50)))
         .await
         .unwrap();

@@ -174,6 +174,15 @@ pub async fn start(
     (running, metrics)
 }
 
+/// Wait until something accepts connections on `port` on loopback (a
+/// source binds in its task, after `start` returns), for at most 20 s.
+pub async fn accepting(port: u16) {
+    until(&format!("something listening on {port}"), 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+}
+
 /// Wait until `f` holds, for at most `secs` seconds.
 pub async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
