@@ -26,6 +26,7 @@ mod shapes;
 mod sinks;
 mod soak;
 mod sources;
+mod syslog;
 mod tail;
 mod timeline;
 mod tls;

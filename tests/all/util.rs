@@ -253,6 +253,17 @@ pub fn json_lines_if_any(path: &Path) -> Vec<serde_json::Value> {
     }
 }
 
+/// The whole JSON lines of a file being written (a last line not ended
+/// yet is left for later), or none while it does not exist.
+pub fn whole_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |i| &text[..i]);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
 /// Run `cmd` on a blocking thread; it must succeed (its stderr is the
 /// failure's message). Its stdout.
 pub async fn succeeds(mut cmd: std::process::Command) -> String {

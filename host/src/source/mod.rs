@@ -13,6 +13,7 @@ pub mod http;
 pub mod otlp;
 pub mod redis;
 pub mod stdin;
+pub mod syslog;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ kinds! {
         "http" => Http(http::HttpConfig),
         "redis" => Redis(redis::RedisSourceConfig),
         "otlp" => Otlp(otlp::OtlpSourceConfig),
+        "syslog" => Syslog(syslog::SyslogConfig),
         "dead_letters" => DeadLetters(dead_letters::DeadLettersSourceConfig),
     }
     internal {

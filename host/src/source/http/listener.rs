@@ -37,6 +37,8 @@ pub struct Acceptor {
     backoff: Backoff,
     /// Failures since the last accept that worked, and when they began.
     failing: Option<(u64, Instant)>,
+    /// What a connection past the limit is sent before it is closed.
+    busy: &'static [u8],
 }
 
 impl Acceptor {
@@ -49,7 +51,15 @@ impl Acceptor {
             metrics: None,
             backoff: Backoff::new(ACCEPT_RETRY_FIRST, ACCEPT_RETRY_MAX),
             failing: None,
+            busy: BUSY,
         }
+    }
+
+    /// Send `reply` to a connection past the limit instead of HTTP's
+    /// `503` (empty: just close it).
+    pub fn with_busy_reply(mut self, reply: &'static [u8]) -> Self {
+        self.busy = reply;
+        self
     }
 
     /// Report the connections open in these metrics.
@@ -114,7 +124,7 @@ impl Acceptor {
                         if let Some(m) = &self.metrics {
                             ComponentMetrics::add(&m.busy, 1);
                         }
-                        self.connections.spawn(refuse(stream));
+                        self.connections.spawn(refuse(stream, self.busy));
                         continue;
                     }
                     return stream;
@@ -161,8 +171,10 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// Answer `503` and close, without waiting on a slow client.
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+/// Answer `503` (or `reply`) and close, without waiting on a slow client.
+async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    if !reply.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply)).await;
+    }
     let _ = stream.shutdown().await;
 }
