@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sluice::delivery::dead_letters::Record;
 
-use crate::util::{accepting, counts, free_port, whole_json_lines, start, until};
+use crate::util::{accepting, counts, free_port, start, until, whole_json_lines};
 
 /// `logger` sending `message` (or its standard input's lines) to
 /// 127.0.0.1:`port` with `args`.

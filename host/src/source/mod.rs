@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod generate;
 pub mod http;
 pub mod otlp;
+pub mod records;
 pub mod redis;
 pub mod stdin;
 pub mod syslog;
@@ -130,6 +131,12 @@ pub enum Format {
     Json,
     /// Every line is text: `{"message": line}`.
     Text,
+    /// containerd and CRI-O log files (`TIME STREAM P|F CONTENT`): the
+    /// content read as `auto`, partial lines joined, with `stream`.
+    Cri,
+    /// Docker's json-file logs (`{"log":...,"stream":...,"time":...}`),
+    /// likewise.
+    Docker,
 }
 
 /// What every running source is given.
@@ -194,6 +201,17 @@ impl LineDecoder {
     /// Append the event for `line` (without its newline) to `batch`, or say
     /// why it cannot be one. Empty lines are skipped (`Ok(false)`).
     pub fn decode(&mut self, line: &[u8], batch: &mut Batch) -> Result<bool, String> {
+        self.decode_at(line, batch, None)
+    }
+
+    /// [`LineDecoder::decode`], with `time` (a container runtime's) in place
+    /// of the arrival time for an event that has no time of its own.
+    pub fn decode_at(
+        &mut self,
+        line: &[u8],
+        batch: &mut Batch,
+        time: Option<timestamp::Stamp>,
+    ) -> Result<bool, String> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(false);
@@ -231,7 +249,10 @@ impl LineDecoder {
                                     ComponentMetrics::add(&m.timestamps_unparsed, 1);
                                 }
                             }
-                            batch.data.extend_from_slice(self.clock.now().as_bytes());
+                            match time {
+                                Some(t) => t.write_with(&mut self.seconds, &mut batch.data),
+                                None => batch.data.extend_from_slice(self.clock.now().as_bytes()),
+                            }
                         }
                     }
                     batch.data.push(b'"');
@@ -252,7 +273,10 @@ impl LineDecoder {
         }
         let text = String::from_utf8_lossy(line);
         batch.data.extend_from_slice(b"{\"timestamp\":\"");
-        batch.data.extend_from_slice(self.clock.now().as_bytes());
+        match time {
+            Some(t) => t.write_with(&mut self.seconds, &mut batch.data),
+            None => batch.data.extend_from_slice(self.clock.now().as_bytes()),
+        }
         batch.data.extend_from_slice(b"\",\"message\":");
         push_json_str(&mut batch.data, &text);
         batch.data.extend_from_slice(&self.meta);
@@ -378,6 +402,7 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
     ctx: &mut SourceContext,
     reader: &mut R,
     decoder: &mut LineDecoder,
+    records: &mut records::Records,
     max_line: usize,
 ) -> Result<u64, Closed> {
     let mut batcher = Batcher::new(ctx.batch);
@@ -386,11 +411,17 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
     // Inside a line already cut at `max_line`: drop bytes to its newline.
     let mut skipping = false;
     let mut shutdown = ctx.shutdown.clone();
+    let metrics = ctx.metrics.clone();
     loop {
         let deadline = batcher.deadline();
+        let held = records.due_at().map(Instant::from_std);
         let read = tokio::select! {
             biased;
             _ = shutdown.wait() => break,
+            _ = tokio::time::sleep_until(held.unwrap_or_else(Instant::now)), if held.is_some() => {
+                records.expire(&mut batcher, decoder);
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 batcher.flush(ctx).await?;
                 continue;
@@ -412,7 +443,12 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
         let mut start = 0;
         while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
             if !std::mem::take(&mut skipping) {
-                batcher.line(decoder, &buf[start..start + i.min(max_line)]);
+                let line = &buf[start..start + i.min(max_line)];
+                if records.is_plain() {
+                    batcher.line(decoder, line);
+                } else {
+                    records.line(line, 0, 0, &mut batcher, decoder, &metrics);
+                }
             }
             start += i + 1;
             if batcher.is_full() {
@@ -438,8 +474,13 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
     }
     // A last line without a newline at EOF is still a line.
     if !buf.is_empty() && !skipping {
-        batcher.line(decoder, &buf);
+        if records.is_plain() {
+            batcher.line(decoder, &buf);
+        } else {
+            records.line(&buf, 0, 0, &mut batcher, decoder, &metrics);
+        }
     }
+    records.finish(&mut batcher, decoder);
     batcher.flush(ctx).await?;
     Ok(total)
 }

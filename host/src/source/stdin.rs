@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::records::Records;
 use super::{read_lines, runs_itself, Format, LineDecoder, Source, SourceContext, SourceKind};
 use crate::base::settings::{bounded, size, BatchOverride, BuildContext, BuildError, TypeTag};
 use crate::base::timestamp::TimestampRules;
@@ -23,6 +24,9 @@ pub struct StdinConfig {
     /// Where an event without `timestamp` has its time (see `base::timestamp`).
     #[serde(default)]
     pub timestamp: Option<TimestampRules>,
+    /// Join several lines into one record (see the file source).
+    #[serde(default)]
+    pub multiline: Option<super::records::MultilineConfig>,
 }
 
 fn default_max_line() -> usize {
@@ -32,6 +36,9 @@ fn default_max_line() -> usize {
 impl SourceKind for StdinConfig {
     fn build(&self, _: &BuildContext<'_>) -> Result<Box<dyn Source>, BuildError> {
         bounded("max_line", self.max_line, 1, 1 << 30)?;
+        if let Some(m) = &self.multiline {
+            m.build(self.max_line)?;
+        }
         Ok(Box::new(self.clone()))
     }
 
@@ -46,8 +53,23 @@ impl StdinConfig {
     pub async fn run(self, mut ctx: SourceContext) -> anyhow::Result<()> {
         let mut decoder = LineDecoder::new(self.format, &ctx.name, None)
             .with_times(self.timestamp.clone(), ctx.metrics.clone());
+        let multiline = match &self.multiline {
+            Some(m) => Some(std::sync::Arc::new(
+                m.build(self.max_line)
+                    .map_err(|e| anyhow::anyhow!("source {}: {e}", ctx.name))?,
+            )),
+            None => None,
+        };
+        let mut records = Records::new(self.format, multiline, self.max_line, None);
         let mut stdin = tokio::io::stdin();
-        let bytes = read_lines(&mut ctx, &mut stdin, &mut decoder, self.max_line).await?;
+        let bytes = read_lines(
+            &mut ctx,
+            &mut stdin,
+            &mut decoder,
+            &mut records,
+            self.max_line,
+        )
+        .await?;
         tracing::debug!(source = %ctx.name, bytes, "stdin closed");
         Ok(())
     }

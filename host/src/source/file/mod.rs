@@ -103,6 +103,14 @@ pub struct FileConfig {
     pub identities: Option<crate::base::crypt::Identities>,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
+    /// Join several lines into one record: `{ start = "REGEX" }`,
+    /// `{ continue = "REGEX" }` or `{ preset = "python" | "java" | "go" }`.
+    #[serde(default)]
+    pub multiline: Option<super::records::MultilineConfig>,
+    /// With `format = "cri"` or `"docker"`: add `kubernetes` (namespace,
+    /// pod, uid, container) read from the file's path.
+    #[serde(default)]
+    pub kubernetes: bool,
 }
 
 fn default_poll() -> Duration {
@@ -137,6 +145,15 @@ impl SourceKind for FileConfig {
             HOUR,
         )?;
         bounded("rotate_wait", self.rotate_wait, Duration::ZERO, 24 * HOUR)?;
+        if let Some(m) = &self.multiline {
+            m.build(self.max_line)?;
+        }
+        if self.kubernetes && !matches!(self.format, Format::Cri | Format::Docker) {
+            return Err(BuildError::key(
+                "kubernetes",
+                "reads container log files: set `format = \"cri\"` or `\"docker\"` too",
+            ));
+        }
         let mut c = self.clone();
         c.path = cx.resolve(&c.path);
         c.checkpoint = c.checkpoint.map(|p| cx.resolve_state(&p));

@@ -15,6 +15,7 @@ use crate::source::fingerprint::{
     file_id, find_copy, fingerprint, fingerprint_or_empty, read_at, FileId, Fingerprint,
     FINGERPRINT_BYTES,
 };
+use crate::source::records::{Kubernetes, Multiline, Records};
 use crate::source::{Batcher, LineDecoder, SourceContext};
 
 /// Most bytes read from one file before the others get a turn.
@@ -39,6 +40,8 @@ struct Tail {
     skipping: bool,
     fingerprint: Fingerprint,
     decoder: LineDecoder,
+    /// Container lines unwrapped and multiline records joined.
+    records: Records,
     /// Last time data arrived (for `partial_timeout`).
     grew_at: Instant,
     /// Since when the path no longer leads to this file.
@@ -79,6 +82,7 @@ pub(super) struct Tailer {
     /// Changes to the files' folder, when it is watched (`follow` without
     /// `poll`); `None`: polled every `poll_interval`.
     watch: Option<super::watch::Watch>,
+    multiline: Option<std::sync::Arc<Multiline>>,
 }
 
 impl Tailer {
@@ -101,7 +105,20 @@ impl Tailer {
                     None
                 }
             });
+        // Checked by `build`; a failure here would be a bug, and costs the
+        // multiline joining, not the source.
+        let multiline = cfg
+            .multiline
+            .as_ref()
+            .and_then(|m| match m.build(cfg.max_line) {
+                Ok(m) => Some(std::sync::Arc::new(m)),
+                Err(e) => {
+                    tracing::error!(source = %ctx.name, error = %e, "multiline rules refused");
+                    None
+                }
+            });
         Tailer {
+            multiline,
             watch,
             batcher: Batcher::new(ctx.batch),
             cfg,
@@ -164,12 +181,16 @@ impl Tailer {
             }
             if !progressed {
                 let idle = self.idle();
+                let records = self
+                    .records_due()
+                    .map_or(idle, |d| d.saturating_duration_since(Instant::now()));
                 let wait = self
                     .batcher
                     .deadline()
                     .map(|d| d.into_std().saturating_duration_since(Instant::now()))
                     .unwrap_or(idle)
                     .min(idle)
+                    .min(records)
                     .max(Duration::from_millis(1));
                 match &self.watch {
                     None => std::thread::sleep(wait),
@@ -186,6 +207,7 @@ impl Tailer {
         if !self.cfg.follow {
             for id in self.order.clone() {
                 self.emit_partial(id);
+                self.finish_records(id);
             }
         }
         let _ = self.flush();
@@ -289,6 +311,16 @@ impl Tailer {
         };
         let shown = path.display().to_string();
         tracing::debug!(source = %self.ctx().name, path = %shown, start, resumed = resumed.is_some(), "reading file");
+        let records = Records::new(
+            self.cfg.format,
+            self.multiline.clone(),
+            self.cfg.max_line,
+            if self.cfg.kubernetes {
+                Kubernetes::of_path(&path)
+            } else {
+                None
+            },
+        );
         let decoder = LineDecoder::new(self.cfg.format, &self.ctx().name, Some(&shown))
             .with_times(self.cfg.timestamp.clone(), self.ctx().metrics.clone());
         self.files.insert(
@@ -301,6 +333,7 @@ impl Tailer {
                 skipping: false,
                 fingerprint,
                 decoder,
+                records,
                 grew_at: Instant::now(),
                 gone_since: None,
                 gz,
@@ -381,9 +414,12 @@ impl Tailer {
         let mut full = false;
         while let Some(i) = memchr::memchr(b'\n', &t.buf[pos..]) {
             let line = &t.buf[pos..pos + i];
+            let (from, to) = (t.start + pos as u64, t.start + (pos + i + 1) as u64);
             if t.skipping {
                 t.skipping = false;
-            } else if line.len() > max_line {
+            } else if line.len() > max_line
+                && (long_lines == LongLines::DeadLetter || t.records.is_plain())
+            {
                 long_line(
                     &mut self.batcher,
                     &mut t.decoder,
@@ -391,12 +427,21 @@ impl Tailer {
                     &t.path,
                     &line[..max_line],
                 );
-            } else {
+            } else if t.records.is_plain() {
                 self.batcher.line(&mut t.decoder, line);
+            } else {
+                if line.len() > max_line {
+                    ComponentMetrics::add(&metrics.long_lines, 1);
+                }
+                let line = &line[..line.len().min(max_line)];
+                t.records
+                    .line(line, from, to, &mut self.batcher, &mut t.decoder, &metrics);
             }
             pos += i + 1;
             if !t.gz {
-                self.marks.insert(id, t.start + pos as u64);
+                // Never past a record still held.
+                self.marks
+                    .insert(id, t.records.held_from().unwrap_or(to).min(to));
             }
             if self.batcher.is_full() {
                 full = true;
@@ -460,6 +505,7 @@ impl Tailer {
                 self.lines(id)?;
             }
         }
+        self.finish_records(id);
         let t = self.files.get_mut(&id).expect("caller checked");
         t.buf.clear();
         t.skipping = false;
@@ -510,6 +556,7 @@ impl Tailer {
                 // Positions in a compressed file are its compressed size:
                 // read whole, or not at all.
                 self.lines(id)?;
+                self.finish_records(id);
                 let t = self.files.get_mut(&id).expect("present");
                 t.buf.clear();
                 t.start = len;
@@ -532,14 +579,65 @@ impl Tailer {
         if t.buf.is_empty() || t.skipping || t.gz {
             return;
         }
-        self.batcher.line(&mut t.decoder, &t.buf);
+        let from = t.start;
         t.start += t.buf.len() as u64;
+        if t.records.is_plain() {
+            self.batcher.line(&mut t.decoder, &t.buf);
+        } else {
+            let metrics = self.ctx.as_ref().expect("held").metrics.clone();
+            let line = std::mem::take(&mut t.buf);
+            t.records.line(
+                &line,
+                from,
+                t.start,
+                &mut self.batcher,
+                &mut t.decoder,
+                &metrics,
+            );
+        }
         t.buf.clear();
-        self.marks.insert(id, t.start);
+        self.marks
+            .insert(id, t.records.held_from().unwrap_or(t.start).min(t.start));
     }
 
-    /// Partial lines past their timeout, files moved away or deleted, due
-    /// batches.
+    /// Let go of every record the file holds (its end was reached, or it
+    /// is closed).
+    fn finish_records(&mut self, id: FileId) {
+        let Some(t) = self.files.get_mut(&id) else {
+            return;
+        };
+        if t.records.is_plain() || t.records.held_from().is_none() {
+            return;
+        }
+        t.records.finish(&mut self.batcher, &mut t.decoder);
+        if !t.gz {
+            self.marks.insert(id, t.start);
+        }
+    }
+
+    /// Let go of the multiline records held past their timeout.
+    fn expire_records(&mut self) {
+        for (id, t) in self.files.iter_mut() {
+            let Some(due) = t.records.due_at() else {
+                continue;
+            };
+            if Instant::now() < due {
+                continue;
+            }
+            t.records.expire(&mut self.batcher, &mut t.decoder);
+            if !t.gz {
+                let to = t.start;
+                self.marks
+                    .insert(*id, t.records.held_from().unwrap_or(to).min(to));
+            }
+        }
+    }
+
+    /// When the next held record is due.
+    fn records_due(&self) -> Option<Instant> {
+        self.files.values().filter_map(|t| t.records.due_at()).min()
+    }
+
     fn housekeeping(&mut self) -> Result<(), Closed> {
         if let Some(timeout) = self.cfg.partial_timeout {
             let due: Vec<FileId> = self
@@ -552,6 +650,7 @@ impl Tailer {
                 self.emit_partial(id);
             }
         }
+        self.expire_records();
         if self.cfg.follow {
             let mut retired = Vec::new();
             for (id, t) in self.files.iter_mut() {
@@ -569,6 +668,7 @@ impl Tailer {
             }
             for id in retired {
                 self.emit_partial(id);
+                self.finish_records(id);
                 let t = self.files.remove(&id).expect("listed above");
                 self.order.retain(|o| *o != id);
                 tracing::debug!(path = %t.path.display(), "file moved away or deleted and read to its end; closed");

@@ -186,10 +186,7 @@ fn rfc5424<'a>(s: &'a str, m: &mut Message<'a>) -> Result<(), String> {
 }
 
 /// The elements at the start of `s`; the rest after them.
-fn structured_data<'a>(
-    mut s: &'a str,
-    out: &mut Vec<SdElement<'a>>,
-) -> Result<&'a str, String> {
+fn structured_data<'a>(mut s: &'a str, out: &mut Vec<SdElement<'a>>) -> Result<&'a str, String> {
     while let Some(body) = s.strip_prefix('[') {
         let id_end = body
             .find([' ', ']'])
