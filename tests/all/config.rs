@@ -461,3 +461,46 @@ async fn buffer_errors_name_line_and_key() {
     .await;
     assert_at(&e, 3, "sources.app.buffer", "`buffer` is a key of sinks");
 }
+
+/// Syslog, multiline and container settings are checked at their key.
+#[tokio::test]
+async fn machine_log_settings_are_checked_at_their_key() {
+    let d = dir();
+    let file =
+        |extra: &str| format!("[sources.app]\ntype = \"file\"\npath = \"x.log\"\n{extra}\n{SINK}");
+    let e = plan_error(d.path(), &file("multiline = { start = \"([\" }")).await;
+    assert_at(
+        &e,
+        4,
+        "sources.app.multiline.start",
+        "not a regular expression",
+    );
+    let e = plan_error(d.path(), &file("multiline = { timeout = \"1s\" }")).await;
+    assert_at(
+        &e,
+        4,
+        "sources.app.multiline",
+        "give `start`, `continue` or `preset`",
+    );
+    let e = plan_error(d.path(), &file("multiline = { preset = \"cobol\" }")).await;
+    assert_at(
+        &e,
+        4,
+        "sources.app.multiline.preset",
+        "unknown variant `cobol`",
+    );
+    let e = plan_error(d.path(), &file("kubernetes = true")).await;
+    assert_at(&e, 4, "sources.app.kubernetes", "format = \"cri\"");
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"syslog\"\naddress = \"localhost:514\"\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 3, "sources.app.address", "not an IP address and port");
+    let e = plan_error(
+        d.path(),
+        &format!("[sources.app]\ntype = \"syslog\"\naddress = \"127.0.0.1:514\"\nmode = \"udp\"\ntls = {{ cert_file = \"a\", key_file = \"b\" }}\n{SINK}"),
+    )
+    .await;
+    assert_at(&e, 5, "sources.app.tls", "TLS is for `mode = \"tcp\"`");
+}

@@ -13,6 +13,7 @@ mod files;
 mod hardening;
 mod http;
 mod languages;
+mod multiline;
 mod ops;
 mod otel;
 mod pictures;
