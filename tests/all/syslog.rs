@@ -396,3 +396,112 @@ async fn rsyslog_forwards_with_omfwd_exactly_once() {
     assert_eq!(r["syslog"]["version"], 1, "{r}");
     assert!(std::fs::read_to_string(dir.path().join("dead.log")).map_or(true, |t| t.is_empty()));
 }
+
+/// The syslog sink to a real rsyslog: 100,000 events over TCP
+/// (octet-counted) each exactly once with their severity, facility,
+/// app name, host, MSGID and structured data; the same over UDP, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_feeds_a_real_rsyslog() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (tcp, udp) = (free_port(), free_port());
+    let work = d.join("rsyslog");
+    std::fs::create_dir_all(&work).unwrap();
+    let conf = format!(
+        r#"
+global(workDirectory="{w}")
+module(load="imtcp")
+module(load="imudp")
+template(name="fields" type="string" string="%syslogseverity-text%|%syslogfacility-text%|%app-name%|%hostname%|%msgid%|%structured-data%|%msg%\n")
+input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="keep")
+input(type="imudp" port="{udp}" address="127.0.0.1" ruleset="keepudp")
+ruleset(name="keep") {{ action(type="omfile" file="{w}/tcp.log" template="fields") }}
+ruleset(name="keepudp") {{ action(type="omfile" file="{w}/udp.log" template="fields") }}
+"#,
+        w = work.display()
+    );
+    std::fs::write(work.join("rsyslog.conf"), conf).unwrap();
+    let _rsyslog = Rsyslog(
+        Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(work.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(work.join("pid"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("stderr")).unwrap())
+            .spawn()
+            .expect("rsyslogd (Debian's rsyslog) is installed"),
+    );
+    accepting(tcp).await;
+    let levels = ["info", "warn", "error", "debug"];
+    let lines: String = (0..N)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2026-12-06T03:00:00.{:06}Z\",\"level\":\"{}\",\"message\":\"event {i}\",\"service\":\"shop\",\"host\":\"web-1\",\"syslog\":{{\"msgid\":\"ID7\",\"structured_data\":{{\"order@32473\":{{\"id\":\"{i}\"}}}}}}}}\n",
+                i % 1_000_000,
+                levels[i % 4]
+            )
+        })
+        .collect();
+    std::fs::write(d.join("in.jsonl"), lines).unwrap();
+    let toml = format!(
+        r#"
+[sources.in]
+type = "file"
+path = "in.jsonl"
+
+[sinks.siem]
+type = "syslog"
+address = "127.0.0.1:{tcp}"
+facility = "local4"
+inputs = ["in"]
+
+[sinks.siem_udp]
+type = "syslog"
+mode = "udp"
+address = "127.0.0.1:{udp}"
+inputs = ["in"]
+"#
+    );
+    let metrics = crate::util::run(d, &toml).await.unwrap();
+    assert_eq!(counts(&metrics, "siem").events_out, N as u64);
+    assert_eq!(counts(&metrics, "siem_udp").events_out, N as u64);
+    let got = work.join("tcp.log");
+    let read = |p: &Path| -> Vec<String> {
+        let t = std::fs::read_to_string(p).unwrap_or_default();
+        let whole = t.rfind('\n').map_or("", |i| &t[..i]);
+        whole.lines().map(str::to_string).collect()
+    };
+    until("rsyslog wrote every event", 60, || read(&got).len() >= N).await;
+    let lines = read(&got);
+    assert_eq!(lines.len(), N);
+    let mut seen = vec![0u8; N];
+    for l in &lines {
+        let f: Vec<&str> = l.splitn(7, '|').collect();
+        let i: usize = f[6].trim().strip_prefix("event ").unwrap().parse().unwrap();
+        seen[i] += 1;
+        let want = ["info", "warning", "err", "debug"][i % 4];
+        assert_eq!(
+            &f[..6],
+            &[
+                want,
+                "local4",
+                "shop",
+                "web-1",
+                "ID7",
+                &format!("[order@32473 id=\"{i}\"]")
+            ],
+            "{l}"
+        );
+    }
+    assert!(seen.iter().all(|&n| n == 1), "each event exactly once");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let over_udp = read(&work.join("udp.log"));
+    assert!(!over_udp.is_empty() && over_udp.len() <= N);
+    let mut uniq: Vec<&String> = over_udp.iter().collect();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), over_udp.len(), "no datagram twice");
+}

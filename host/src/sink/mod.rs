@@ -8,6 +8,7 @@ pub mod loki;
 pub mod otlp;
 pub mod redis;
 pub mod stdout;
+pub mod syslog;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ kinds! {
         "loki" => Loki(loki::LokiConfig),
         "alert" => Alert(alert::AlertConfig),
         "otlp" => Otlp(otlp::OtlpSinkConfig),
+        "syslog" => Syslog(syslog::SyslogSinkConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a
