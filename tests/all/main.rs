@@ -12,6 +12,7 @@ mod encryption;
 mod files;
 mod hardening;
 mod http;
+mod journald;
 mod languages;
 mod multiline;
 mod ops;

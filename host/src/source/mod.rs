@@ -10,6 +10,7 @@ pub mod file;
 pub mod fingerprint;
 pub mod generate;
 pub mod http;
+pub mod journald;
 pub mod otlp;
 pub mod records;
 pub mod redis;
@@ -39,6 +40,7 @@ kinds! {
         "redis" => Redis(redis::RedisSourceConfig),
         "otlp" => Otlp(otlp::OtlpSourceConfig),
         "syslog" => Syslog(syslog::SyslogConfig),
+        "journald" => Journald(journald::JournaldConfig),
         "dead_letters" => DeadLetters(dead_letters::DeadLettersSourceConfig),
     }
     internal {
