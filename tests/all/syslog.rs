@@ -505,3 +505,109 @@ inputs = ["in"]
     uniq.dedup();
     assert_eq!(uniq.len(), over_udp.len(), "no datagram twice");
 }
+
+/// Syslog over TLS both ways: `openssl s_client` with a client
+/// certificate sends to the source (each event names its peer), and the
+/// sink forwards 1,000 events over TLS to the same source, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let dd = d.clone();
+    tokio::task::spawn_blocking(move || crate::tls::pki(&dd))
+        .await
+        .unwrap();
+    let port = free_port();
+    let lines: String = (0..1000)
+        .map(|i| format!("{{\"message\":\"fwd {i}\",\"service\":\"relay\",\"level\":\"warn\"}}\n"))
+        .collect();
+    std::fs::write(d.join("in.jsonl"), lines).unwrap();
+    let toml = format!(
+        r#"
+[sources.tls]
+type = "syslog"
+address = "127.0.0.1:{port}"
+tls = {{ cert_file = "server.pem", key_file = "server.key", client_ca_file = "ca.pem" }}
+
+[sources.in]
+type = "file"
+path = "in.jsonl"
+follow = true
+
+[sinks.forward]
+type = "syslog"
+address = "localhost:{port}"
+tls = {{ ca_file = "ca.pem", cert_file = "client.pem", key_file = "client.key" }}
+inputs = ["in"]
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["tls"]
+"#
+    );
+    let (running, _) = start(&d, &toml).await;
+    accepting(port).await;
+    let dd = d.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-quiet", "-no_ign_eof"])
+            .args(["-CAfile", "ca.pem", "-cert", "client.pem", "-key", "client.key"])
+            .current_dir(&dd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"<13>1 2026-12-06T03:10:01Z web-1 shop - - - over tls\n26 <11>1 - web-1 shop - - - x")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stdin);
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    let out = d.join("out.log");
+    until("both clients' events", 30, || {
+        whole_json_lines(&out).len() == 1002
+    })
+    .await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let events = whole_json_lines(&out);
+    let shop = by_service(&events, "shop");
+    assert_eq!(shop.len(), 2, "{shop:#?}");
+    assert_eq!(shop[0]["message"], "over tls");
+    assert_eq!(shop[1]["message"], "x");
+    assert_eq!(shop[1]["level"], "error");
+    for e in &events {
+        assert_eq!(e["_sluice"]["peer"], "CN=app-1, O=Payments", "{e}");
+    }
+    let relayed = messages_prefixed(&events, "relay", "fwd ");
+    assert_eq!(relayed.len(), 1000);
+    assert!(relayed.values().all(|&n| n == 1));
+    assert!(by_service(&events, "relay")
+        .iter()
+        .all(|e| e["level"] == "warn"));
+}
+
+fn messages_prefixed(
+    events: &[serde_json::Value],
+    service: &str,
+    prefix: &str,
+) -> BTreeMap<u64, usize> {
+    let mut seen = BTreeMap::new();
+    for e in events.iter().filter(|e| e["service"] == service) {
+        if let Some(n) = e["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix(prefix))
+            .and_then(|m| m.parse::<u64>().ok())
+        {
+            *seen.entry(n).or_default() += 1;
+        }
+    }
+    seen
+}

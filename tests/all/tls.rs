@@ -71,7 +71,7 @@ fn issue(dir: &Path, name: &str, subject: &str, ext: &str, days: i32) {
 const SERVER_EXT: &str = "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n";
 
 /// The test's PKI in `dir`.
-fn pki(dir: &Path) {
+pub(crate) fn pki(dir: &Path) {
     openssl(
         dir,
         &[
