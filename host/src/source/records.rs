@@ -19,7 +19,7 @@ use super::{Batcher, Format, LineDecoder};
 use crate::base::event::push_json_str;
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{duration, size, BuildError};
-use crate::base::timestamp::{self, TimeFormat};
+use crate::base::timestamp::{self, Stamp, TimeFormat};
 
 /// Built-in rules for the traces of common runtimes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -230,7 +230,7 @@ impl Container {
 /// One container log line: its time, stream, content and whether it is
 /// whole.
 struct Unwrapped<'a> {
-    time: Cow<'a, str>,
+    time: Option<Stamp>,
     stream: Cow<'a, str>,
     content: Cow<'a, [u8]>,
     whole: bool,
@@ -262,11 +262,12 @@ fn unwrap(container: Container, line: &[u8]) -> Result<Unwrapped<'_>, String> {
                 _ => return Err("CRI log line: the tag is neither P nor F".into()),
             };
             let time = std::str::from_utf8(time).map_err(|_| "CRI time is not text")?;
-            if timestamp::parse_raw(timestamp::Raw::Str(time), &TimeFormat::Rfc3339).is_none() {
+            let Some(stamp) = timestamp::parse_raw(timestamp::Raw::Str(time), &TimeFormat::Rfc3339)
+            else {
                 return Err(format!("CRI log line: `{time}` is not an RFC 3339 time"));
-            }
+            };
             Ok(Unwrapped {
-                time: Cow::Borrowed(time),
+                time: Some(stamp),
                 stream: String::from_utf8_lossy(stream),
                 content: Cow::Borrowed(content),
                 whole,
@@ -290,7 +291,7 @@ fn unwrap(container: Container, line: &[u8]) -> Result<Unwrapped<'_>, String> {
                 }
             };
             Ok(Unwrapped {
-                time: d.time,
+                time: timestamp::parse_raw(timestamp::Raw::Str(&d.time), &TimeFormat::Rfc3339),
                 stream: d.stream,
                 content,
                 whole,
@@ -303,8 +304,19 @@ fn unwrap(container: Container, line: &[u8]) -> Result<Unwrapped<'_>, String> {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Meta {
     /// The time of its first line, as the runtime wrote it.
-    time: String,
-    stream: String,
+    time: Option<Stamp>,
+    stream: Stream,
+}
+
+/// A stream's name: the two every runtime has without an allocation.
+type Stream = Cow<'static, str>;
+
+fn stream_name(s: &str) -> Stream {
+    match s {
+        "stdout" => Cow::Borrowed("stdout"),
+        "stderr" => Cow::Borrowed("stderr"),
+        other => Cow::Owned(other.to_string()),
+    }
 }
 
 /// A record being put together: its lines joined by `\n`.
@@ -342,8 +354,8 @@ pub struct Records {
     max_line: usize,
     /// Per stream (stdout, stderr): the partial line being joined and the
     /// record being held, so interleaved streams do not mix.
-    joining: Vec<(String, Joining)>,
-    held: Vec<(String, Held)>,
+    joining: Vec<(Stream, Joining)>,
+    held: Vec<(Stream, Held)>,
 }
 
 impl Records {
@@ -413,7 +425,7 @@ impl Records {
         metrics: &ComponentMetrics,
     ) {
         let Some(container) = self.container else {
-            self.add(String::new(), line, None, from, to, batcher, decoder);
+            self.add(Cow::Borrowed(""), line, None, from, to, batcher, decoder);
             return;
         };
         let u = match unwrap(container, line) {
@@ -423,7 +435,7 @@ impl Records {
                 return;
             }
         };
-        let stream = u.stream.to_string();
+        let stream = stream_name(&u.stream);
         let slot = self.joining.iter().position(|(s, _)| *s == stream);
         if !u.whole || slot.is_some() {
             let max = self.max_line;
@@ -436,7 +448,7 @@ impl Records {
                             content: Vec::new(),
                             from,
                             meta: Meta {
-                                time: u.time.to_string(),
+                                time: u.time,
                                 stream: stream.clone(),
                             },
                             cut: false,
@@ -469,7 +481,7 @@ impl Records {
             return;
         }
         let meta = Meta {
-            time: u.time.to_string(),
+            time: u.time,
             stream: stream.clone(),
         };
         let content = if u.content.len() > self.max_line {
@@ -485,7 +497,7 @@ impl Records {
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
-        stream: String,
+        stream: Stream,
         line: &[u8],
         meta: Option<Meta>,
         from: u64,
@@ -510,7 +522,8 @@ impl Records {
                 h.to = to;
                 h.last_at = Instant::now();
                 h.traceback |= text.starts_with("Traceback (most recent call last):");
-                h.prev = text.into_owned();
+                h.prev.clear();
+                h.prev.push_str(&text);
                 return;
             }
             let (_, h) = self.held.remove(i);
@@ -593,7 +606,7 @@ impl Records {
             return;
         };
         let content = content.trim_ascii_end();
-        let time = timestamp::parse_raw(timestamp::Raw::Str(&meta.time), &TimeFormat::Rfc3339);
+        let time = meta.time;
         let before = batcher.batch.len();
         match decoder.decode_at(content, &mut batcher.batch, time) {
             Ok(true) => {}
