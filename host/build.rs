@@ -1,5 +1,5 @@
 //! Builds the bundled plugins (`plugins/filter`, `route`, `mask`, `remap`,
-//! `encrypt`) for
+//! `encrypt`, `parse`) for
 //! `wasm32-wasip2` and embeds them in the `sluice` binary, so
 //! `plugin = "filter"` works without a separate build step.
 //!
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use sluice_build_support::{build_plugins, watch};
 
-const BUNDLED: [&str; 5] = ["filter", "route", "mask", "remap", "encrypt"];
+const BUNDLED: [&str; 6] = ["filter", "route", "mask", "remap", "encrypt", "parse"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -24,6 +24,7 @@ fn main() {
         "plugins/mask",
         "plugins/remap",
         "plugins/encrypt",
+        "plugins/parse",
         "wit",
     ] {
         watch(&root.join(dir));

@@ -6,6 +6,7 @@ pub mod encrypt;
 pub mod filter;
 pub mod mask;
 pub mod noop;
+pub mod parse;
 pub mod remap;
 pub mod route;
 pub mod sample;

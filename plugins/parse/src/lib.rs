@@ -1,0 +1,506 @@
+//! `parse`: text into fields.
+//!
+//! ```toml
+//! [transforms.access]
+//! plugin = "parse"
+//! inputs = ["nginx"]
+//! [transforms.access.config]
+//! field = "message"               # dotted; the text to parse
+//! format = "nginx_combined"       # see below
+//! target = "http"                 # where the fields go (default: the event's root)
+//! types = { status = "int", upstream_time = "float", ts = "timestamp:%d/%b/%Y:%H:%M:%S %z" }
+//! on_error = "keep"               # keep | drop | dead_letter | "route:NAME"
+//! ```
+//!
+//! Formats: `nginx_combined`, `apache_combined`, `apache_common`,
+//! `nginx_error`, `apache_error`, `logfmt`, `kv` (`pair_separator`,
+//! `value_separator`), `csv` (`columns`, `delimiter`), `klog`, `json`
+//! (hand-written scanners, no regex), and `regex` (`pattern` or
+//! `patterns`, named captures) and `grok` (`pattern` or `patterns`,
+//! `grok_patterns` for your own names) compiled once per config. With
+//! several patterns the first that matches wins.
+//!
+//! The regex engine is Rust's `regex`: matching is linear in the line,
+//! whatever the pattern, so no pattern can backtrack catastrophically.
+
+pub mod grok;
+pub mod scan;
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sluice_common::{get, put};
+use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
+
+use scan::Fields;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    NginxCombined,
+    ApacheCombined,
+    ApacheCommon,
+    NginxError,
+    ApacheError,
+    Logfmt,
+    Kv,
+    Csv,
+    Klog,
+    Json,
+    Regex,
+    Grok,
+}
+
+/// What happens to an event whose field does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnError {
+    Keep,
+    Drop,
+    DeadLetter,
+    Route(String),
+}
+
+impl<'de> Deserialize<'de> for OnError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "keep" => Ok(OnError::Keep),
+            "drop" => Ok(OnError::Drop),
+            "dead_letter" => Ok(OnError::DeadLetter),
+            other => match other.strip_prefix("route:") {
+                Some(name) if !name.is_empty() => Ok(OnError::Route(name.to_string())),
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{other}`: write keep, drop, dead_letter or route:NAME"
+                ))),
+            },
+        }
+    }
+}
+
+/// How a field is typed: `int`, `float`, `bool`, `string`, or
+/// `timestamp:FORMAT` (strftime; to RFC 3339).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Type {
+    Int,
+    Float,
+    Bool,
+    String,
+    Timestamp(String),
+}
+
+impl<'de> Deserialize<'de> for Type {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "int" => Type::Int,
+            "float" => Type::Float,
+            "bool" => Type::Bool,
+            "string" => Type::String,
+            other => match other.strip_prefix("timestamp:") {
+                Some(f) if !f.is_empty() => Type::Timestamp(f.to_string()),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{other}`: write int, float, bool, string or timestamp:FORMAT"
+                    )))
+                }
+            },
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default = "default_field")]
+    field: String,
+    format: Format,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    types: BTreeMap<String, Type>,
+    #[serde(default = "default_on_error")]
+    on_error: OnError,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default)]
+    grok_patterns: BTreeMap<String, String>,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default = "default_delimiter")]
+    delimiter: char,
+    #[serde(default = "default_pair")]
+    pair_separator: char,
+    #[serde(default = "default_value")]
+    value_separator: char,
+    /// Longest text parsed; a longer field is an error (bounded work).
+    #[serde(default = "default_max_length")]
+    max_length: usize,
+}
+
+fn default_field() -> String {
+    "message".into()
+}
+fn default_on_error() -> OnError {
+    OnError::Keep
+}
+fn default_delimiter() -> char {
+    ','
+}
+fn default_pair() -> char {
+    ' '
+}
+fn default_value() -> char {
+    '='
+}
+fn default_max_length() -> usize {
+    1 << 20
+}
+
+/// A compiled pattern: the regex and how its groups map to fields.
+#[derive(Debug)]
+struct Compiled {
+    re: Regex,
+    captures: Vec<grok::Capture>,
+}
+
+/// The plugin: settings and compiled patterns.
+#[derive(Debug)]
+pub struct Parse {
+    s: Settings,
+    compiled: Vec<Compiled>,
+}
+
+fn de_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner().to_string();
+    let inner = inner
+        .rsplit_once(" at line ")
+        .map_or(inner.as_str(), |(m, _)| m);
+    match e.path().to_string().as_str() {
+        "." => inner.to_string(),
+        path => format!("{path}: {inner}"),
+    }
+}
+
+impl Parse {
+    pub fn new(config: &str) -> Result<Parse, String> {
+        let de = &mut serde_json::Deserializer::from_str(config);
+        let s: Settings = serde_path_to_error::deserialize(de).map_err(de_error)?;
+        let mut patterns: Vec<String> = s.pattern.iter().cloned().collect();
+        patterns.extend(s.patterns.iter().cloned());
+        let compiled = match s.format {
+            Format::Regex | Format::Grok => {
+                if patterns.is_empty() {
+                    return Err("pattern: give `pattern` or `patterns`".into());
+                }
+                let mut lib = grok::library();
+                for (k, v) in &s.grok_patterns {
+                    lib.insert(k.clone(), v.clone());
+                }
+                let mut out = Vec::new();
+                for (i, p) in patterns.iter().enumerate() {
+                    let key = if s.pattern.is_some() && i == 0 {
+                        "pattern".to_string()
+                    } else {
+                        format!("patterns[{}]", i - usize::from(s.pattern.is_some()))
+                    };
+                    let (text, captures) = if s.format == Format::Grok {
+                        grok::compile(p, &lib).map_err(|e| format!("{key}: {e}"))?
+                    } else {
+                        (p.clone(), Vec::new())
+                    };
+                    let re = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+                        .size_limit(16 << 20)
+                        .build()
+                        .map_err(|e| format!("{key}: not a regular expression: {e}"))?;
+                    let captures = if s.format == Format::Regex {
+                        re.capture_names()
+                            .flatten()
+                            .map(|n| grok::Capture {
+                                group: n.to_string(),
+                                field: n.to_string(),
+                                kind: None,
+                            })
+                            .collect()
+                    } else {
+                        captures
+                    };
+                    if captures.is_empty() {
+                        return Err(format!(
+                            "{key}: names no field (use (?P<name>...) or %{{NAME:field}})"
+                        ));
+                    }
+                    out.push(Compiled { re, captures });
+                }
+                out
+            }
+            _ if !patterns.is_empty() => {
+                return Err("pattern: only for format = \"regex\" or \"grok\"".into())
+            }
+            _ => Vec::new(),
+        };
+        Ok(Parse { s, compiled })
+    }
+
+    /// The fields of `text`, or why it does not parse.
+    pub fn fields(&self, text: &str) -> Result<Fields, String> {
+        if text.len() > self.s.max_length {
+            return Err(format!(
+                "`{}` is {} bytes, over max_length ({})",
+                self.s.field,
+                text.len(),
+                self.s.max_length
+            ));
+        }
+        match self.s.format {
+            Format::NginxCombined | Format::ApacheCombined => scan::access(text, true),
+            Format::ApacheCommon => scan::access(text, false),
+            Format::NginxError => scan::nginx_error(text),
+            Format::ApacheError => scan::apache_error(text),
+            Format::Logfmt => scan::kv(text, ' ', '=', true),
+            Format::Kv => scan::kv(text, self.s.pair_separator, self.s.value_separator, false),
+            Format::Csv => scan::csv(text, self.s.delimiter, &self.s.columns),
+            Format::Klog => scan::klog(text),
+            Format::Json => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(m)) => Ok(m.into_iter().collect()),
+                Ok(_) => Err("not a JSON object".into()),
+                Err(e) => Err(format!("not JSON: {e}")),
+            },
+            Format::Regex | Format::Grok => {
+                for c in &self.compiled {
+                    if let Some(m) = c.re.captures(text) {
+                        let mut out = Fields::new();
+                        for cap in &c.captures {
+                            let Some(v) = m.name(&cap.group) else {
+                                continue;
+                            };
+                            let v = v.as_str();
+                            let value = match cap.kind.as_deref() {
+                                Some("int") => v
+                                    .parse::<i64>()
+                                    .map(Value::from)
+                                    .unwrap_or_else(|_| Value::String(v.into())),
+                                Some("float") => v
+                                    .parse::<f64>()
+                                    .ok()
+                                    .and_then(serde_json::Number::from_f64)
+                                    .map(Value::Number)
+                                    .unwrap_or_else(|| Value::String(v.into())),
+                                _ => Value::String(v.into()),
+                            };
+                            out.push((cap.field.clone(), value));
+                        }
+                        return Ok(out);
+                    }
+                }
+                Err("no pattern matches".into())
+            }
+        }
+    }
+
+    /// Type the fields as `types` says.
+    fn typed(&self, fields: &mut Fields) -> Result<(), String> {
+        for (name, value) in fields.iter_mut() {
+            let Some(t) = self.s.types.get(name.as_str()) else {
+                continue;
+            };
+            let text = match &*value {
+                Value::String(s) => s.clone(),
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            *value = match t {
+                Type::String => Value::String(text),
+                Type::Int => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .map_err(|_| format!("`{name}` = `{text}` is not an int"))?,
+                Type::Float => text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("`{name}` = `{text}` is not a float"))?,
+                Type::Bool => match text.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Value::Bool(true),
+                    "false" | "0" | "no" | "off" => Value::Bool(false),
+                    _ => return Err(format!("`{name}` = `{text}` is not a bool")),
+                },
+                Type::Timestamp(f) => {
+                    let t = chrono::DateTime::parse_from_str(&text, f)
+                        .map(|d| d.with_timezone(&chrono::Utc))
+                        .or_else(|_| {
+                            chrono::NaiveDateTime::parse_from_str(&text, f).map(|n| n.and_utc())
+                        })
+                        .map_err(|_| format!("`{name}` = `{text}` is not `{f}`"))?;
+                    Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Parse the event's field into it. `Err`: why it did not parse.
+    pub fn apply(&self, obj: &mut Map<String, Value>) -> Result<(), String> {
+        let text = match get(obj, &self.s.field) {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(format!("`{}` is not text", self.s.field)),
+            None => return Err(format!("the event has no `{}`", self.s.field)),
+        };
+        let mut fields = self.fields(&text)?;
+        self.typed(&mut fields)?;
+        match &self.s.target {
+            None => {
+                for (k, v) in fields {
+                    // `timestamp` stays the event's own unless the format
+                    // gave one that parsed (access and error logs do).
+                    put(obj, &k, v);
+                }
+            }
+            Some(t) => {
+                let mut m = match get(obj, t) {
+                    Some(Value::Object(m)) => m.clone(),
+                    _ => Map::new(),
+                };
+                for (k, v) in fields {
+                    put(&mut m, &k, v);
+                }
+                put(obj, t, Value::Object(m));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plugin for Parse {
+    fn init(config: Config) -> Result<Self, String> {
+        Parse::new(config.as_str())
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        match &self.s.on_error {
+            OnError::Route(name) => vec![name.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn process(&self, event: &Event<'_>) -> Verdict {
+        let Ok(Value::Object(mut obj)) = event.to_value() else {
+            return Verdict::Fail("the event is not a JSON object".into());
+        };
+        match self.apply(&mut obj) {
+            Ok(()) => Verdict::Replace(Value::Object(obj).to_string().into_bytes()),
+            Err(reason) => match &self.s.on_error {
+                OnError::Keep => Verdict::Keep,
+                OnError::Drop => Verdict::Drop,
+                OnError::DeadLetter => {
+                    Verdict::Fail(format!("parse ({:?}): {reason}", self.s.format))
+                }
+                OnError::Route(_) => Verdict::Route(1),
+            },
+        }
+    }
+}
+
+export_plugin!(Parse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(config: Value, event: Value) -> Result<Value, String> {
+        let p = Parse::new(&config.to_string())?;
+        let mut obj = event.as_object().unwrap().clone();
+        p.apply(&mut obj)?;
+        Ok(Value::Object(obj))
+    }
+
+    #[test]
+    fn scanner_and_grok_agree_on_combined_logs() {
+        let line = r#"10.1.2.3 - - [06/Dec/2026:03:10:01 +0000] "POST /api/pay?x=1 HTTP/1.1" 502 157 "https://shop.example/cart" "Mozilla/5.0 (X11) \"q\"""#;
+        let a = run(
+            json!({"format":"nginx_combined","target":"http"}),
+            json!({"message": line}),
+        )
+        .unwrap();
+        let g = run(
+            json!({"format":"grok","pattern":"%{COMBINEDAPACHELOG}","target":"http"}),
+            json!({"message": line}),
+        )
+        .unwrap();
+        for k in ["client", "method", "path", "status", "size"] {
+            assert_eq!(a["http"][k], g["http"][k], "{k}");
+        }
+        assert_eq!(a["http"]["status"], 502);
+        assert_eq!(a["message"], line, "the text stays");
+    }
+
+    #[test]
+    fn types_target_and_errors() {
+        let e = run(
+            json!({"format":"logfmt","types":{"n":"int","t":"float","ok":"bool","at":"timestamp:%d/%b/%Y:%H:%M:%S %z"}}),
+            json!({"message":"n=3 t=0.25 ok=true at=\"06/Dec/2026:03:10:01 +0100\""}),
+        )
+        .unwrap();
+        assert_eq!(e["n"], 3);
+        assert_eq!(e["t"], 0.25);
+        assert_eq!(e["ok"], true);
+        assert_eq!(e["at"], "2026-12-06T02:10:01Z");
+        let err = run(
+            json!({"format":"logfmt","types":{"n":"int"}}),
+            json!({"message":"n=x"}),
+        )
+        .unwrap_err();
+        assert!(err.contains("not an int"), "{err}");
+        let err = run(json!({"format":"klog"}), json!({"msg":"x"})).unwrap_err();
+        assert!(err.contains("no `message`"), "{err}");
+        let e = run(
+            json!({"format":"regex","pattern":"(?P<user>\\w+) paid (?P<amount>[0-9.]+)","field":"data.text","types":{"amount":"float"}}),
+            json!({"data":{"text":"bob paid 12.5"}}),
+        )
+        .unwrap();
+        assert_eq!(e["user"], "bob");
+        assert_eq!(e["amount"], 12.5);
+    }
+
+    #[test]
+    fn bad_configs_name_their_key() {
+        let e = Parse::new(r#"{"format":"grok","pattern":"%{NOPE:x}"}"#).unwrap_err();
+        assert!(
+            e.starts_with("pattern: no grok pattern named `NOPE`"),
+            "{e}"
+        );
+        let e =
+            Parse::new(r#"{"format":"regex","patterns":["ok(?P<a>x)","(unclosed"]}"#).unwrap_err();
+        assert!(
+            e.starts_with("patterns[1]: not a regular expression"),
+            "{e}"
+        );
+        let e = Parse::new(r#"{"format":"nginx"}"#).unwrap_err();
+        assert!(e.starts_with("format: unknown variant `nginx`"), "{e}");
+        let e = Parse::new(r#"{"format":"csv","on_error":"explode"}"#).unwrap_err();
+        assert!(e.contains("on_error") && e.contains("route:NAME"), "{e}");
+        let e = Parse::new(r#"{"format":"csv","types":{"a":"date"}}"#).unwrap_err();
+        assert!(e.contains("types.a"), "{e}");
+        let e = Parse::new(r#"{"format":"csv","pattern":"x"}"#).unwrap_err();
+        assert!(e.contains("only for"), "{e}");
+    }
+
+    #[test]
+    fn on_error_verdicts() {
+        let p = Parse::new(r#"{"format":"klog","on_error":"route:unparsed"}"#).unwrap();
+        assert_eq!(p.outputs(), vec!["unparsed".to_string()]);
+        let p = Parse::new(r#"{"format":"klog","max_length":10}"#).unwrap();
+        let mut obj = json!({"message":"I1206 03:10:01.1 1 a.go:1] long message"})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert!(p.apply(&mut obj).unwrap_err().contains("max_length"));
+    }
+}

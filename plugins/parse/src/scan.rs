@@ -1,0 +1,572 @@
+//! Hand-written scanners for formats known ahead of time: the access and
+//! error logs of nginx and Apache, logfmt and key=value, CSV, klog. Each
+//! reads one line into `(name, value)` pairs or says why it cannot; none
+//! indexes past a slice's end (property-tested).
+
+use serde_json::Value;
+
+/// Fields read from a line, in order.
+pub type Fields = Vec<(String, Value)>;
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+/// A cursor over a line.
+struct Cur<'a> {
+    t: &'a str,
+    at: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn new(t: &'a str) -> Self {
+        Cur { t, at: 0 }
+    }
+    fn rest(&self) -> &'a str {
+        self.t.get(self.at..).unwrap_or("")
+    }
+    fn eat(&mut self, p: &str) -> Result<(), String> {
+        if self.rest().starts_with(p) {
+            self.at += p.len();
+            Ok(())
+        } else {
+            Err(format!("expected `{p}` at byte {}", self.at))
+        }
+    }
+    /// Up to the next `c` (not included; it is skipped).
+    fn until(&mut self, c: char) -> Result<&'a str, String> {
+        let r = self.rest();
+        let i = r
+            .find(c)
+            .ok_or_else(|| format!("expected `{c}` after byte {}", self.at))?;
+        self.at += i + c.len_utf8();
+        Ok(&r[..i])
+    }
+    /// A word up to a space (or the end).
+    fn word(&mut self) -> &'a str {
+        let r = self.rest();
+        let i = r.find(' ').unwrap_or(r.len());
+        self.at += i;
+        if self.rest().starts_with(' ') {
+            self.at += 1;
+        }
+        &r[..i]
+    }
+    /// A `"..."` string with `\"` and `\\` escapes (Apache's), and `\xHH`
+    /// (nginx's) decoded.
+    fn quoted(&mut self) -> Result<String, String> {
+        self.eat("\"")?;
+        let r = self.rest();
+        let mut out = String::new();
+        let mut chars = r.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    self.at += i + 1;
+                    return Ok(out);
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'x')) => {
+                        let hex: String = chars.by_ref().take(2).map(|(_, c)| c).collect();
+                        match u8::from_str_radix(&hex, 16) {
+                            Ok(b) if b.is_ascii() => out.push(b as char),
+                            _ => {
+                                out.push_str("\\x");
+                                out.push_str(&hex);
+                            }
+                        }
+                    }
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, 't')) => out.push('\t'),
+                    Some((_, e)) => out.push(e),
+                    None => out.push('\\'),
+                },
+                c => out.push(c),
+            }
+        }
+        Err("a quoted string is not closed".into())
+    }
+}
+
+fn dash_or(v: &str) -> Option<Value> {
+    (v != "-" && !v.is_empty()).then(|| s(v))
+}
+
+fn number_or_dash(name: &str, v: &str) -> Result<Option<Value>, String> {
+    if v == "-" {
+        return Ok(None);
+    }
+    v.parse::<u64>()
+        .map(|n| Some(Value::from(n)))
+        .map_err(|_| format!("{name} `{v}` is not a number"))
+}
+
+/// `[06/Dec/2026:03:10:01 +0000]` as RFC 3339 (`2026-12-06T03:10:01+00:00`).
+fn clf_time(t: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_str(t, "%d/%b/%Y:%H:%M:%S %z")
+        .map(|d| d.to_rfc3339())
+        .map_err(|_| format!("time `{t}` is not `%d/%b/%Y:%H:%M:%S %z`"))
+}
+
+/// `"GET /path HTTP/1.1"` split when it has that shape.
+fn request(out: &mut Fields, r: &str) {
+    out.push(("request".into(), s(r)));
+    let mut p = r.splitn(3, ' ');
+    if let (Some(m), Some(path), Some(proto)) = (p.next(), p.next(), p.next()) {
+        if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
+            out.push(("method".into(), s(m)));
+            out.push(("path".into(), s(path)));
+            out.push(("protocol".into(), s(proto)));
+        }
+    }
+}
+
+/// Apache common (`%h %l %u %t "%r" %>s %b`) and, `combined`, with
+/// `"%{Referer}i" "%{User-agent}i"` (nginx's default `combined` is the
+/// same).
+pub fn access(line: &str, combined: bool) -> Result<Fields, String> {
+    let mut c = Cur::new(line);
+    let mut out = Fields::new();
+    let client = c.word();
+    if client.is_empty() {
+        return Err("no client address".into());
+    }
+    out.push(("client".into(), s(client)));
+    if let Some(v) = dash_or(c.word()) {
+        out.push(("ident".into(), v));
+    }
+    if let Some(v) = dash_or(c.word()) {
+        out.push(("user".into(), v));
+    }
+    c.eat("[")?;
+    let t = c.until(']')?;
+    out.push(("timestamp".into(), s(&clf_time(t)?)));
+    c.eat(" ")?;
+    let r = c.quoted()?;
+    request(&mut out, &r);
+    c.eat(" ")?;
+    let status = c.word();
+    let status: u64 = status
+        .parse()
+        .map_err(|_| format!("status `{status}` is not a number"))?;
+    out.push(("status".into(), Value::from(status)));
+    let size = c.word();
+    if let Some(v) = number_or_dash("size", size)? {
+        out.push(("size".into(), v));
+    }
+    if combined {
+        let referer = c.quoted()?;
+        if let Some(v) = dash_or(&referer) {
+            out.push(("referer".into(), v));
+        }
+        c.eat(" ")?;
+        let agent = c.quoted()?;
+        if let Some(v) = dash_or(&agent) {
+            out.push(("agent".into(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// nginx's error log: `2026/12/06 03:10:01 [error] 12#12: *5 message,
+/// client: 127.0.0.1, server: localhost, request: "GET /x HTTP/1.1",
+/// host: "localhost:8080"`.
+pub fn nginx_error(line: &str) -> Result<Fields, String> {
+    let mut c = Cur::new(line);
+    let mut out = Fields::new();
+    let date = c.word();
+    let time = c.word();
+    let t = chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y/%m/%d %H:%M:%S")
+        .map_err(|_| format!("time `{date} {time}` is not `%Y/%m/%d %H:%M:%S`"))?;
+    out.push((
+        "timestamp".into(),
+        s(&t.format("%Y-%m-%dT%H:%M:%S").to_string()),
+    ));
+    c.eat("[")?;
+    out.push(("severity".into(), s(c.until(']')?)));
+    c.eat(" ")?;
+    let ids = c.until(':')?;
+    let (pid, tid) = ids.split_once('#').ok_or("expected PID#TID")?;
+    out.push((
+        "pid".into(),
+        Value::from(pid.parse::<u64>().map_err(|_| "bad pid")?),
+    ));
+    out.push((
+        "tid".into(),
+        Value::from(tid.parse::<u64>().map_err(|_| "bad tid")?),
+    ));
+    let mut rest = c.rest().trim_start();
+    if let Some(r) = rest.strip_prefix('*') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(cid) = r[..n].parse::<u64>() {
+            out.push(("connection".into(), Value::from(cid)));
+        }
+        rest = r[n..].trim_start();
+    }
+    // The trailing `, key: value` pairs nginx adds, from the known keys.
+    const KEYS: [&str; 7] = [
+        "client",
+        "server",
+        "request",
+        "upstream",
+        "host",
+        "referrer",
+        "subrequest",
+    ];
+    let mut message_end = rest.len();
+    let mut pairs = Vec::new();
+    let mut search = rest;
+    while let Some(i) = search.rfind(", ") {
+        let tail = &search[i + 2..];
+        let Some((k, v)) = tail.split_once(": ") else {
+            break;
+        };
+        if !KEYS.contains(&k) {
+            break;
+        }
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        pairs.push((k.to_string(), s(v)));
+        message_end = i;
+        search = &search[..i];
+    }
+    out.push(("message".into(), s(&rest[..message_end])));
+    pairs.reverse();
+    out.extend(pairs);
+    Ok(out)
+}
+
+/// Apache's error log (2.4): `[Sun Dec 06 03:10:01.123456 2026]
+/// [core:error] [pid 12:tid 34] [client 127.0.0.1:5678] AH00128: File does
+/// not exist: /var/www/html/x`.
+pub fn apache_error(line: &str) -> Result<Fields, String> {
+    let mut c = Cur::new(line);
+    let mut out = Fields::new();
+    c.eat("[")?;
+    let t = c.until(']')?;
+    let parsed = chrono::NaiveDateTime::parse_from_str(t, "%a %b %d %H:%M:%S%.f %Y")
+        .map_err(|_| format!("time `{t}` is not Apache's"))?;
+    out.push((
+        "timestamp".into(),
+        s(&parsed.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+    ));
+    loop {
+        c.at += c.rest().len() - c.rest().trim_start().len();
+        if !c.rest().starts_with('[') {
+            break;
+        }
+        c.eat("[")?;
+        let part = c.until(']')?;
+        if let Some(p) = part.strip_prefix("pid ") {
+            let (pid, tid) = match p.split_once(":tid ") {
+                Some((a, b)) => (a, Some(b)),
+                None => (p, None),
+            };
+            if let Ok(n) = pid.parse::<u64>() {
+                out.push(("pid".into(), Value::from(n)));
+            }
+            if let Some(Ok(n)) = tid.map(str::parse::<u64>) {
+                out.push(("tid".into(), Value::from(n)));
+            }
+        } else if let Some(cl) = part.strip_prefix("client ") {
+            out.push(("client".into(), s(cl)));
+        } else if let Some((module, severity)) = part.split_once(':') {
+            out.push(("module".into(), s(module)));
+            out.push(("severity".into(), s(severity)));
+        } else {
+            out.push(("severity".into(), s(part)));
+        }
+    }
+    let msg = c.rest();
+    if let Some((code, m)) = msg.split_once(": ") {
+        if code.len() == 7
+            && code.starts_with("AH")
+            && code[2..].bytes().all(|b| b.is_ascii_digit())
+        {
+            out.push(("code".into(), s(code)));
+            out.push(("message".into(), s(m)));
+            return Ok(out);
+        }
+    }
+    out.push(("message".into(), s(msg)));
+    Ok(out)
+}
+
+/// `key=value key="quoted \"value\"" flag` (logfmt; a bare key is `true`),
+/// or with other separators (`kv`).
+pub fn kv(line: &str, pair_sep: char, value_sep: char, bare_true: bool) -> Result<Fields, String> {
+    let mut out = Fields::new();
+    let mut chars = line.char_indices().peekable();
+    loop {
+        while chars
+            .peek()
+            .is_some_and(|&(_, c)| c == pair_sep || c == ' ')
+        {
+            chars.next();
+        }
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut end = line.len();
+        let mut has_value = false;
+        while let Some(&(i, c)) = chars.peek() {
+            if c == value_sep {
+                end = i;
+                has_value = true;
+                chars.next();
+                break;
+            }
+            if c == pair_sep || c == ' ' {
+                end = i;
+                break;
+            }
+            chars.next();
+        }
+        let key = &line[start..end.max(start)];
+        if key.is_empty() {
+            return Err(format!("an empty key at byte {start}"));
+        }
+        if !has_value {
+            if bare_true {
+                out.push((key.to_string(), Value::Bool(true)));
+                continue;
+            }
+            return Err(format!("`{key}` has no `{value_sep}`"));
+        }
+        let value = if chars.peek().is_some_and(|&(_, c)| c == '"') {
+            chars.next();
+            let mut v = String::new();
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => v.push('\n'),
+                        Some((_, 't')) => v.push('\t'),
+                        Some((_, e)) => v.push(e),
+                        None => v.push('\\'),
+                    },
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            if !closed {
+                return Err(format!("the value of `{key}` is not closed"));
+            }
+            v
+        } else {
+            let mut v = String::new();
+            while let Some(&(_, c)) = chars.peek() {
+                if c == pair_sep || c == ' ' {
+                    break;
+                }
+                v.push(c);
+                chars.next();
+            }
+            v
+        };
+        out.push((key.to_string(), Value::String(value)));
+    }
+    if out.is_empty() {
+        return Err("no key=value pair".into());
+    }
+    Ok(out)
+}
+
+/// One CSV record (RFC 4180: `"` quotes, `""` inside them, newlines
+/// inside quotes), its values named by `columns` (`column_N` past them).
+pub fn csv(line: &str, delimiter: char, columns: &[String]) -> Result<Fields, String> {
+    let mut values = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    cur.push('"');
+                    chars.next();
+                } else {
+                    quoted = false;
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '"' && cur.is_empty() && !was_quoted {
+            quoted = true;
+            was_quoted = true;
+        } else if c == delimiter {
+            values.push(std::mem::take(&mut cur));
+            was_quoted = false;
+        } else if c == '\r' && chars.peek().is_none() {
+        } else {
+            cur.push(c);
+        }
+    }
+    if quoted {
+        return Err("a quoted value is not closed".into());
+    }
+    values.push(cur);
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = columns
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("column_{}", i + 1));
+            (name, Value::String(v))
+        })
+        .collect())
+}
+
+/// Kubernetes' klog: `I1206 03:10:01.123456   12345 file.go:42] message`.
+pub fn klog(line: &str) -> Result<Fields, String> {
+    let mut out = Fields::new();
+    let level = match line.as_bytes().first() {
+        Some(b'I') => "info",
+        Some(b'W') => "warn",
+        Some(b'E') => "error",
+        Some(b'F') => "fatal",
+        _ => return Err("klog lines begin with I, W, E or F".into()),
+    };
+    out.push(("level".into(), s(level)));
+    let mut c = Cur::new(line.get(1..).ok_or("too short")?);
+    let md = c.word();
+    if md.len() != 4 || !md.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{md}` is not MMDD"));
+    }
+    let time = c.word();
+    out.push((
+        "timestamp".into(),
+        s(&format!("{}-{}T{time}", &md[..2], &md[2..])),
+    ));
+    let rest = c.rest().trim_start();
+    let mut c = Cur::new(rest);
+    let tid = c.word();
+    out.push((
+        "thread".into(),
+        Value::from(
+            tid.parse::<u64>()
+                .map_err(|_| format!("thread `{tid}` is not a number"))?,
+        ),
+    ));
+    let at = c.until(']')?;
+    if let Some((file, n)) = at.rsplit_once(':') {
+        out.push(("file".into(), s(file)));
+        if let Ok(n) = n.parse::<u64>() {
+            out.push(("line".into(), Value::from(n)));
+        }
+    }
+    out.push((
+        "message".into(),
+        s(c.rest().strip_prefix(' ').unwrap_or(c.rest())),
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(f: &'a Fields, k: &str) -> Option<&'a Value> {
+        f.iter().find(|(n, _)| n == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn combined_with_escapes() {
+        let f = access(
+            r#"127.0.0.1 - alice [06/Dec/2026:03:10:01 +0100] "GET /a?b=\x22c\x22 HTTP/1.1" 404 153 "-" "curl/8 \"quoted\"""#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(get(&f, "client").unwrap(), "127.0.0.1");
+        assert_eq!(get(&f, "user").unwrap(), "alice");
+        assert_eq!(get(&f, "timestamp").unwrap(), "2026-12-06T03:10:01+01:00");
+        assert_eq!(get(&f, "method").unwrap(), "GET");
+        assert_eq!(get(&f, "path").unwrap(), "/a?b=\"c\"");
+        assert_eq!(get(&f, "status").unwrap(), 404);
+        assert_eq!(get(&f, "size").unwrap(), 153);
+        assert!(get(&f, "referer").is_none());
+        assert_eq!(get(&f, "agent").unwrap(), "curl/8 \"quoted\"");
+        let f = access(r#"::1 - - [06/Dec/2026:03:10:01 +0000] "-" 400 - "#, false).unwrap();
+        assert_eq!(get(&f, "request").unwrap(), "-");
+        assert!(get(&f, "size").is_none());
+        assert!(access("nonsense", true).is_err());
+    }
+
+    #[test]
+    fn error_logs() {
+        let f = nginx_error(r#"2026/12/06 03:10:01 [error] 12#12: *5 open() "/x" failed (2: No such file or directory), client: 127.0.0.1, server: localhost, request: "GET /x HTTP/1.1", host: "localhost:8080""#).unwrap();
+        assert_eq!(get(&f, "severity").unwrap(), "error");
+        assert_eq!(get(&f, "connection").unwrap(), 5);
+        assert_eq!(
+            get(&f, "message").unwrap(),
+            "open() \"/x\" failed (2: No such file or directory)"
+        );
+        assert_eq!(get(&f, "request").unwrap(), "GET /x HTTP/1.1");
+        assert_eq!(get(&f, "host").unwrap(), "localhost:8080");
+        let f = apache_error("[Sun Dec 06 03:10:01.123456 2026] [core:error] [pid 12:tid 34] [client 127.0.0.1:5678] AH00128: File does not exist: /var/www/html/x").unwrap();
+        assert_eq!(get(&f, "timestamp").unwrap(), "2026-12-06T03:10:01.123456");
+        assert_eq!(get(&f, "module").unwrap(), "core");
+        assert_eq!(get(&f, "severity").unwrap(), "error");
+        assert_eq!(get(&f, "pid").unwrap(), 12);
+        assert_eq!(get(&f, "client").unwrap(), "127.0.0.1:5678");
+        assert_eq!(get(&f, "code").unwrap(), "AH00128");
+        assert_eq!(
+            get(&f, "message").unwrap(),
+            "File does not exist: /var/www/html/x"
+        );
+    }
+
+    #[test]
+    fn logfmt_kv_csv_klog() {
+        let f = kv(
+            r#"time=2026-12-06T03:10:01Z level=INFO msg="hello \"you\"" n=3 ok"#,
+            ' ',
+            '=',
+            true,
+        )
+        .unwrap();
+        assert_eq!(get(&f, "msg").unwrap(), "hello \"you\"");
+        assert_eq!(get(&f, "ok").unwrap(), true);
+        let f = kv("a:1;b:two", ';', ':', false).unwrap();
+        assert_eq!(get(&f, "b").unwrap(), "two");
+        assert!(kv(r#"a="open"#, ' ', '=', true).is_err());
+        let f = csv("1,\"a, \"\"b\"\"\nc\",", ',', &["id".into(), "text".into()]).unwrap();
+        assert_eq!(get(&f, "text").unwrap(), "a, \"b\"\nc");
+        assert_eq!(get(&f, "column_3").unwrap(), "");
+        let f = klog("E1206 03:10:01.123456   12345 server.go:42] listen failed").unwrap();
+        assert_eq!(get(&f, "level").unwrap(), "error");
+        assert_eq!(get(&f, "file").unwrap(), "server.go");
+        assert_eq!(get(&f, "line").unwrap(), 42);
+        assert_eq!(get(&f, "message").unwrap(), "listen failed");
+    }
+
+    #[test]
+    fn any_bytes_never_panic() {
+        let mut seed = 7u64;
+        let alphabet = "ab \"\\[]:=,-/x0123456789#*AHIEé\n";
+        let chars: Vec<char> = alphabet.chars().collect();
+        for _ in 0..20_000 {
+            let mut line = String::new();
+            for _ in 0..(seed % 60) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                line.push(chars[(seed >> 33) as usize % chars.len()]);
+            }
+            let _ = access(&line, true);
+            let _ = nginx_error(&line);
+            let _ = apache_error(&line);
+            let _ = kv(&line, ' ', '=', true);
+            let _ = csv(&line, ',', &[]);
+            let _ = klog(&line);
+        }
+    }
+}
