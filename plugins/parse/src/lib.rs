@@ -265,7 +265,7 @@ impl Parse {
             Format::Csv => scan::csv(text, self.s.delimiter, &self.s.columns),
             Format::Klog => scan::klog(text),
             Format::Json => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(m)) => Ok(m.into_iter().collect()),
+                Ok(Value::Object(m)) => Ok(m.into_iter().map(|(k, v)| (k.into(), v)).collect()),
                 Ok(_) => Err("not a JSON object".into()),
                 Err(e) => Err(format!("not JSON: {e}")),
             },
@@ -291,7 +291,7 @@ impl Parse {
                                     .unwrap_or_else(|| Value::String(v.into())),
                                 _ => Value::String(v.into()),
                             };
-                            out.push((cap.field.clone(), value));
+                            out.push((cap.field.clone().into(), value));
                         }
                         return Ok(out);
                     }
@@ -304,7 +304,7 @@ impl Parse {
     /// Type the fields as `types` says.
     fn typed(&self, fields: &mut Fields) -> Result<(), String> {
         for (name, value) in fields.iter_mut() {
-            let Some(t) = self.s.types.get(name.as_str()) else {
+            let Some(t) = self.s.types.get(name.as_ref()) else {
                 continue;
             };
             let text = match &*value {
@@ -377,9 +377,104 @@ impl Parse {
     }
 }
 
+impl Parse {
+    /// What to do with an event whose field did not parse.
+    fn failed(&self, reason: String) -> Verdict {
+        match &self.s.on_error {
+            OnError::Keep => Verdict::Keep,
+            OnError::Drop => Verdict::Drop,
+            OnError::DeadLetter => Verdict::Fail(format!("parse ({:?}): {reason}", self.s.format)),
+            OnError::Route(_) => Verdict::Route(1),
+        }
+    }
+
+    /// The event with the fields written into `out` without parsing the
+    /// event: its top-level fields copied as they are, except those the
+    /// parse replaces. `None` when that cannot be done here (a dotted
+    /// name, a `target` the event already has): the caller merges.
+    fn write_fast(&self, event: &Event<'_>, fields: &Fields, out: &mut Vec<u8>) -> Option<()> {
+        if fields.iter().any(|(k, _)| k.contains('.')) {
+            return None;
+        }
+        let target = match &self.s.target {
+            Some(t) if t.contains('.') || event.raw_field(t).is_some() => return None,
+            t => t.as_deref(),
+        };
+        // The last value of a name given twice wins.
+        let last = |i: usize, k: &str| !fields[i + 1..].iter().any(|(n, _)| n == k);
+        out.push(b'{');
+        let mut first = true;
+        for (k, raw) in event.raw_fields() {
+            let replaced = match target {
+                Some(_) => false,
+                None => fields.iter().any(|(n, _)| n == k),
+            };
+            if replaced {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, k).ok()?;
+            out.push(b':');
+            out.extend_from_slice(raw.as_bytes());
+        }
+        if let Some(t) = target {
+            if !first {
+                out.push(b',');
+            }
+            first = true;
+            serde_json::to_writer(&mut *out, t).ok()?;
+            out.extend_from_slice(b":{");
+        }
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if !last(i, k) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, k).ok()?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, v).ok()?;
+        }
+        if target.is_some() {
+            out.push(b'}');
+        }
+        out.push(b'}');
+        Some(())
+    }
+}
+
 impl Plugin for Parse {
     fn init(config: Config) -> Result<Self, String> {
         Parse::new(config.as_str())
+    }
+
+    /// The fast path: the field read without parsing the event, the
+    /// result written into the batch's buffer.
+    fn process_into(&self, event: &Event<'_>, out: &mut Vec<u8>) -> Verdict {
+        let text = match event.get_str(&self.s.field) {
+            Some(t) => t,
+            None => return self.process(event),
+        };
+        let mut fields = match self.fields(&text) {
+            Ok(f) => f,
+            Err(reason) => return self.failed(reason),
+        };
+        if let Err(reason) = self.typed(&mut fields) {
+            return self.failed(reason);
+        }
+        let start = out.len();
+        match self.write_fast(event, &fields, out) {
+            Some(()) => Verdict::Written,
+            None => {
+                out.truncate(start);
+                self.process(event)
+            }
+        }
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -490,6 +585,55 @@ mod tests {
         assert!(e.contains("types.a"), "{e}");
         let e = Parse::new(r#"{"format":"csv","pattern":"x"}"#).unwrap_err();
         assert!(e.contains("only for"), "{e}");
+    }
+
+    /// The fast path writes what the merging path gives.
+    #[test]
+    fn the_fast_path_agrees_with_the_merge() {
+        let line =
+            r#"10.1.2.3 - bob [06/Dec/2026:03:10:01 +0000] "GET /x HTTP/1.1" 200 5 "-" "ua""#;
+        for (config, event) in [
+            (
+                json!({"format":"nginx_combined"}),
+                json!({"timestamp":"t0","message":line,"status":"old"}),
+            ),
+            (
+                json!({"format":"nginx_combined","target":"http"}),
+                json!({"message":line,"k":{"a":[1,"x"]}}),
+            ),
+            (
+                json!({"format":"logfmt"}),
+                json!({"message":"a=1 a=2 b=\"q\\\"\""}),
+            ),
+            (
+                json!({"format":"regex","pattern":"(?P<x>.*)"}),
+                json!({"message":"é \u{1}"}),
+            ),
+        ] {
+            let p = Parse::new(&config.to_string()).unwrap();
+            let raw = event.to_string();
+            let e = Event::new(raw.as_bytes());
+            let mut out = Vec::new();
+            assert!(
+                matches!(p.process_into(&e, &mut out), Verdict::Written),
+                "{config}"
+            );
+            let fast: Value = serde_json::from_slice(&out).unwrap();
+            let mut obj = event.as_object().unwrap().clone();
+            p.apply(&mut obj).unwrap();
+            assert_eq!(fast, Value::Object(obj), "{config}");
+        }
+        // A target the event has already: merged by the slow path.
+        let p = Parse::new(r#"{"format":"logfmt","target":"t"}"#).unwrap();
+        let raw = r#"{"message":"a=1","t":{"b":2}}"#;
+        let mut out = Vec::new();
+        match p.process_into(&Event::new(raw.as_bytes()), &mut out) {
+            Verdict::Replace(r) => {
+                let v: Value = serde_json::from_slice(&r).unwrap();
+                assert_eq!(v["t"], json!({"b":2,"a":"1"}));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

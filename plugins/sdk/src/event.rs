@@ -197,6 +197,12 @@ impl<'a> Event<'a> {
             .map(|(_, v)| v)
     }
 
+    /// The top-level fields, in order: each name and its value's raw JSON
+    /// text (to copy a field without parsing it).
+    pub fn raw_fields(&self) -> impl Iterator<Item = (&str, &'a str)> {
+        self.fields().iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+
     /// The top-level field names, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.fields().iter().map(|(k, _)| k.as_ref())

@@ -391,10 +391,18 @@ async fn the_scanner_and_grok_agree_on_a_real_nginx_log() {
         (v != "-").then_some(v)
     };
     for line in text.lines() {
-        let a: std::collections::BTreeMap<String, serde_json::Value> =
-            scanner.fields(line).unwrap().into_iter().collect();
-        let mut g: std::collections::BTreeMap<String, serde_json::Value> =
-            grok.fields(line).unwrap().into_iter().collect();
+        let a: std::collections::BTreeMap<String, serde_json::Value> = scanner
+            .fields(line)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect();
+        let mut g: std::collections::BTreeMap<String, serde_json::Value> = grok
+            .fields(line)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect();
         for k in ["referer", "agent"] {
             match g.get(k).and_then(|v| v.as_str()).and_then(unquote) {
                 Some(v) => g.insert(k.into(), v.into()),

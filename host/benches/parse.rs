@@ -1,0 +1,151 @@
+//! `just bench`: the bundled `parse` plugin through the pipeline (issue
+//! #41). 1,000,000 text lines in a file -> file source (`format =
+//! "text"`) -> `parse` -> file sink, timed until the sink wrote the last
+//! event, best of 3:
+//!
+//! - nginx `combined` lines (~190 bytes, varied clients, methods, paths,
+//!   statuses, referers and agents with escapes): no transform, then
+//!   `format = "nginx_combined"` (the hand-written scanner), then
+//!   `format = "grok"` with `%{COMBINEDAPACHELOG}` (one regex);
+//! - logfmt lines (~120 bytes): no transform, then `format = "logfmt"`.
+//!
+//! Environment: `SLUICE_BENCH_EVENTS` changes the line count.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::base::metrics::Registry;
+use sluice::config::PipelineConfig;
+use sluice::plugin::Runtime;
+use sluice::topology;
+
+fn run(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+    dir: &Path,
+    toml: &str,
+    n: u64,
+) -> Duration {
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, toml).unwrap();
+    rt.block_on(async {
+        let config = PipelineConfig::load(&path).unwrap();
+        let plan = topology::plan(config, runtime.clone()).await.unwrap();
+        let metrics = Registry::default();
+        let started = Instant::now();
+        let running = plan.start(metrics.clone()).unwrap();
+        while metrics.get("out").map_or(0, |s| s.events_out) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = started.elapsed();
+        running.shutdown().await;
+        running.wait().await.unwrap();
+        took
+    })
+}
+
+fn main() {
+    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = Arc::new(Runtime::new(None).unwrap());
+    let methods = ["GET", "POST", "GET", "PUT", "GET", "DELETE"];
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0",
+        "curl/8.1.2",
+        "python-requests/2.31 \\x22quoted\\x22",
+    ];
+    let mut access = Vec::with_capacity(n * 200);
+    let mut logfmt = Vec::with_capacity(n * 130);
+    for i in 0..n {
+        let _ = writeln!(
+            access,
+            "10.{}.{}.{} - - [06/Dec/2026:03:{:02}:{:02} +0000] \"{} /api/v1/orders/{i}?page={} HTTP/1.1\" {} {} \"https://shop.example/p/{}\" \"{}\"",
+            i % 256,
+            (i / 256) % 256,
+            i % 200,
+            (i / 60) % 60,
+            i % 60,
+            methods[i % methods.len()],
+            i % 7,
+            [200, 201, 404, 500, 502][i % 5],
+            i % 10_000,
+            i % 97,
+            agents[i % agents.len()]
+        );
+        let _ = writeln!(
+            logfmt,
+            "time=2026-12-06T03:10:01.{:03}Z level=info msg=\"order {i} paid\" user=u{} amount={}.{:02} duration_ms={}",
+            i % 1000,
+            i % 5000,
+            i % 900,
+            i % 100,
+            i % 997
+        );
+    }
+    println!("parse through the pipeline: {n} lines, file -> parse -> file (best of 3)");
+    let base = "[reload]\nwatch = false\n\n[sources.app]\ntype = \"file\"\npath = \"input.log\"\nformat = \"text\"\n\n";
+    let sink = |input: &str| {
+        format!("[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"{input}\"]\n")
+    };
+    let parse = |config: &str| {
+        format!(
+            "{base}[transforms.p]\nplugin = \"parse\"\ninputs = [\"app\"]\nconfig = {config}\n\n{}",
+            sink("p")
+        )
+    };
+    let cases: Vec<(&str, &Vec<u8>, String)> = vec![
+        (
+            "access: no transform",
+            &access,
+            format!("{base}{}", sink("app")),
+        ),
+        (
+            "access: nginx_combined (scanner)",
+            &access,
+            parse(r#"{ format = "nginx_combined" }"#),
+        ),
+        (
+            "access: grok COMBINEDAPACHELOG",
+            &access,
+            parse(r#"{ format = "grok", pattern = "%{COMBINEDAPACHELOG}" }"#),
+        ),
+        (
+            "logfmt: no transform",
+            &logfmt,
+            format!("{base}{}", sink("app")),
+        ),
+        (
+            "logfmt: logfmt (scanner)",
+            &logfmt,
+            parse(r#"{ format = "logfmt" }"#),
+        ),
+    ];
+    let mut times = Vec::new();
+    for (name, input, toml) in &cases {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("input.log"), input).unwrap();
+            best = best.min(run(&rt, &runtime, dir.path(), toml, n as u64));
+        }
+        times.push(best);
+        println!(
+            "  {name:<34} {:>10.0} lines/s  {:>7.1} MB/s  ({:.2} s)",
+            n as f64 / best.as_secs_f64(),
+            input.len() as f64 / 1e6 / best.as_secs_f64(),
+            best.as_secs_f64()
+        );
+    }
+    println!(
+        "  grok / scanner time: {:.2}x",
+        times[2].as_secs_f64() / times[1].as_secs_f64()
+    );
+}
