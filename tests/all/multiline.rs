@@ -454,3 +454,53 @@ inputs = ["app"]
         ["[1] first\n  one more", "[2] second\n  part a\n  part b"]
     );
 }
+
+/// `sluice run` with a stdin source and the python preset: a traceback
+/// piped in is one event; one held while stdin stays open is let go by
+/// the timeout, the last at its end.
+#[test]
+fn stdin_joins_tracebacks_and_lets_the_last_go() {
+    use std::io::{BufRead, Write};
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[sources.in]\ntype = \"stdin\"\nmultiline = { preset = \"python\", timeout = \"300ms\" }\nbatch = { max_wait = \"10ms\" }\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"in\"]\n",
+    )
+    .unwrap();
+    let mut child = crate::util::sluice()
+        .args(["run", "--quiet"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdin
+        .write_all(b"ERROR:root:failed\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nValueError: x\nINFO:root:next\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    // Both records while stdin is still open: the second by the timeout.
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let first: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        first["message"],
+        "ERROR:root:failed\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nValueError: x"
+    );
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(second["message"], "INFO:root:next");
+    stdin
+        .write_all(b"WARNING:root:last\n  indented tail\n")
+        .unwrap();
+    drop(stdin);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let last: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(last["message"], "WARNING:root:last\n  indented tail");
+    assert!(child.wait().unwrap().success());
+}
