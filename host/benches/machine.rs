@@ -17,60 +17,13 @@
 //! Environment: `SLUICE_BENCH_EVENTS` changes the message count.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sluice::base::metrics::Registry;
-use sluice::config::PipelineConfig;
 use sluice::plugin::Runtime;
-use sluice::topology;
 
-struct Bench {
-    rt: tokio::runtime::Runtime,
-    runtime: Arc<Runtime>,
-}
-
-impl Bench {
-    /// Run `toml` from `dir` until `sink` wrote `n` events; `during` runs
-    /// on a thread once the pipeline started. The time to the last event.
-    fn run(
-        &self,
-        dir: &Path,
-        toml: &str,
-        sink: &str,
-        n: u64,
-        listening: bool,
-        during: impl FnOnce() + Send + 'static,
-    ) -> Duration {
-        let path = dir.join("bench.toml");
-        std::fs::write(&path, toml).unwrap();
-        self.rt.block_on(async {
-            let config = PipelineConfig::load(&path).unwrap();
-            let plan = topology::plan(config, self.runtime.clone()).await.unwrap();
-            let metrics = Registry::default();
-            let started = Instant::now();
-            let running = plan.start(metrics.clone()).unwrap();
-            // A listener binds before the clock starts (a file source
-            // starts reading at once: its clock starts with it).
-            let started = if listening {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Instant::now()
-            } else {
-                started
-            };
-            let writer = std::thread::spawn(during);
-            while metrics.get(sink).map_or(0, |s| s.events_out) < n {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let took = started.elapsed();
-            writer.join().unwrap();
-            running.shutdown().await;
-            running.wait().await.unwrap();
-            took
-        })
-    }
-}
+mod common;
+use common::run_until;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -117,13 +70,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let bench = Bench {
-        rt: tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        runtime: Arc::new(Runtime::new(None).unwrap()),
-    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = Arc::new(Runtime::new(None).unwrap());
 
     // --- 1. syslog over TCP, 4 connections ------------------------------
     println!("syslog TCP ingest: {n} messages over 4 connections -> file sink (best of 3)");
@@ -139,7 +90,9 @@ fn main() {
                 "[reload]\nwatch = false\n\n[sources.sys]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n\n[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [\"sys\"]\n"
             );
             let data = data.clone();
-            let took = bench.run(
+            let took = run_until(
+                &rt,
+                &runtime,
                 dir.path(),
                 &toml,
                 "out",
@@ -233,7 +186,16 @@ fn main() {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("input.log"), input).unwrap();
-            best = best.min(bench.run(dir.path(), &toml, "out", events, false, || {}));
+            best = best.min(run_until(
+                &rt,
+                &runtime,
+                dir.path(),
+                &toml,
+                "out",
+                events,
+                false,
+                || {},
+            ));
         }
         results.push(best);
         println!(

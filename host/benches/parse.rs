@@ -12,39 +12,13 @@
 //! Environment: `SLUICE_BENCH_EVENTS` changes the line count.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sluice::base::metrics::Registry;
-use sluice::config::PipelineConfig;
 use sluice::plugin::Runtime;
-use sluice::topology;
 
-fn run(
-    rt: &tokio::runtime::Runtime,
-    runtime: &Arc<Runtime>,
-    dir: &Path,
-    toml: &str,
-    n: u64,
-) -> Duration {
-    let path = dir.join("bench.toml");
-    std::fs::write(&path, toml).unwrap();
-    rt.block_on(async {
-        let config = PipelineConfig::load(&path).unwrap();
-        let plan = topology::plan(config, runtime.clone()).await.unwrap();
-        let metrics = Registry::default();
-        let started = Instant::now();
-        let running = plan.start(metrics.clone()).unwrap();
-        while metrics.get("out").map_or(0, |s| s.events_out) < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let took = started.elapsed();
-        running.shutdown().await;
-        running.wait().await.unwrap();
-        took
-    })
-}
+mod common;
+use common::run_until;
 
 fn main() {
     let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
@@ -134,7 +108,16 @@ fn main() {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("input.log"), input).unwrap();
-            best = best.min(run(&rt, &runtime, dir.path(), toml, n as u64));
+            best = best.min(run_until(
+                &rt,
+                &runtime,
+                dir.path(),
+                toml,
+                "out",
+                n as u64,
+                false,
+                || {},
+            ));
         }
         times.push(best);
         println!(

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 /// CPU time this process has used (user + system), from /proc.
+#[allow(dead_code)]
 pub fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     // Fields after the command name (which is in parentheses).
@@ -11,4 +12,48 @@ pub fn cpu_time() -> Duration {
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     // The kernel's USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// Run the pipeline `toml` (written into `dir`) until its component
+/// `sink` has sent `n` events; `during` runs on a thread meanwhile. The
+/// time from the start (or, `listening`, from 100 ms after it, once its
+/// listeners are bound) to the last event out.
+#[allow(dead_code)]
+#[allow(clippy::too_many_arguments)]
+pub fn run_until(
+    rt: &tokio::runtime::Runtime,
+    runtime: &std::sync::Arc<sluice::plugin::Runtime>,
+    dir: &std::path::Path,
+    toml: &str,
+    sink: &str,
+    n: u64,
+    listening: bool,
+    during: impl FnOnce() + Send + 'static,
+) -> Duration {
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, toml).unwrap();
+    rt.block_on(async {
+        let config = sluice::config::PipelineConfig::load(&path).unwrap();
+        let plan = sluice::topology::plan(config, runtime.clone())
+            .await
+            .unwrap();
+        let metrics = sluice::base::metrics::Registry::default();
+        let started = std::time::Instant::now();
+        let running = plan.start(metrics.clone()).unwrap();
+        let started = if listening {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::time::Instant::now()
+        } else {
+            started
+        };
+        let writer = std::thread::spawn(during);
+        while metrics.get(sink).map_or(0, |s| s.events_out) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = started.elapsed();
+        writer.join().unwrap();
+        running.shutdown().await;
+        running.wait().await.unwrap();
+        took
+    })
 }

@@ -191,6 +191,21 @@ impl SinkContext {
     }
 }
 
+/// Give `batch` to the sink's `fallback`, each event marked with `reason`
+/// (counted as failed here); if the fallback is gone, the batch's sources
+/// hear that it failed.
+pub async fn to_fallback(
+    ctx: &SinkContext,
+    fallback: &crate::base::output::Output,
+    batch: &SharedBatch,
+    reason: &str,
+) {
+    ComponentMetrics::add(&ctx.metrics.failed, batch.len());
+    if fallback.send(0, marked(batch, reason)).await.is_err() {
+        batch.acks.iter().for_each(|a| a.fail());
+    }
+}
+
 /// A batch with `_sluice_error` added to each event: what a sink gives its
 /// `fallback` when its target would not take the batch.
 pub fn marked(batch: &Batch, error: &str) -> Batch {

@@ -27,7 +27,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{inputs_field, marked, runs_itself, Sink, SinkContext, SinkKind};
+use super::{inputs_field, runs_itself, to_fallback, Sink, SinkContext, SinkKind};
 use crate::base::event::{dotted, top_fields, value_text, Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::redis::{check_partitions, partition_of, streams, Conn, Target};
@@ -375,10 +375,7 @@ impl RedisSinkConfig {
         while let Some(batch) = ctx.input.recv().await {
             let started = Instant::now();
             if let (true, Some(fallback)) = (breaker.is_open(), &ctx.fallback) {
-                ComponentMetrics::add(&ctx.metrics.failed, batch.len());
-                if fallback.send(0, marked(&batch, &last_error)).await.is_err() {
-                    batch.acks.iter().for_each(|a| a.fail());
-                }
+                to_fallback(&ctx, fallback, &batch, &last_error).await;
                 continue;
             }
             let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
@@ -414,10 +411,7 @@ impl RedisSinkConfig {
                         if let (Some(_), Some(fallback)) = (&self.fallback, &ctx.fallback) {
                             if started.elapsed() >= self.retry_for {
                                 tracing::warn!(sink = %ctx.name, events = batch.len(), error = %reason, "sending the batch to the fallback sink");
-                                ComponentMetrics::add(&ctx.metrics.failed, batch.len());
-                                if fallback.send(0, marked(&batch, &reason)).await.is_err() {
-                                    batch.acks.iter().for_each(|a| a.fail());
-                                }
+                                to_fallback(&ctx, fallback, &batch, &reason).await;
                                 let target = target.clone();
                                 breaker.trip(&ctx.name, move || {
                                     let target = target.clone();

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use toml::Spanned;
 
-use super::{inputs_field, marked, runs_itself, SinkContext, SinkKind};
+use super::{inputs_field, runs_itself, to_fallback, SinkContext, SinkKind};
 use crate::base::event::{Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
@@ -43,13 +43,8 @@ pub enum Framing {
     Newline,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Tcp,
-    Udp,
-}
+/// `tcp` (the default) or `udp`, as for the source.
+pub use crate::source::syslog::Mode;
 
 /// `[sinks.NAME] type = "syslog"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -357,10 +352,7 @@ impl SyslogSink {
         while let Some(batch) = ctx.input.recv().await {
             let started = Instant::now();
             if let (true, Some(fallback)) = (breaker.is_open(), &ctx.fallback) {
-                ComponentMetrics::add(&ctx.metrics.failed, batch.len());
-                if fallback.send(0, marked(&batch, &last_error)).await.is_err() {
-                    batch.acks.iter().for_each(|a| a.fail());
-                }
+                to_fallback(&ctx, fallback, &batch, &last_error).await;
                 continue;
             }
             let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
@@ -430,10 +422,7 @@ impl SyslogSink {
                         if let (Some(_), Some(fallback)) = (&this.cfg.fallback, &ctx.fallback) {
                             if started.elapsed() >= this.cfg.retry_for {
                                 tracing::warn!(sink = %ctx.name, events = batch.len(), error = %reason, "sending the batch to the fallback sink");
-                                ComponentMetrics::add(&ctx.metrics.failed, batch.len());
-                                if fallback.send(0, marked(&batch, &reason)).await.is_err() {
-                                    batch.acks.iter().for_each(|a| a.fail());
-                                }
+                                to_fallback(&ctx, fallback, &batch, &reason).await;
                                 let probe = this.clone();
                                 breaker.trip(&ctx.name, move || {
                                     let probe = probe.clone();

@@ -174,21 +174,9 @@ pub struct Parse {
     compiled: Vec<Compiled>,
 }
 
-fn de_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
-    let inner = e.inner().to_string();
-    let inner = inner
-        .rsplit_once(" at line ")
-        .map_or(inner.as_str(), |(m, _)| m);
-    match e.path().to_string().as_str() {
-        "." => inner.to_string(),
-        path => format!("{path}: {inner}"),
-    }
-}
-
 impl Parse {
     pub fn new(config: &str) -> Result<Parse, String> {
-        let de = &mut serde_json::Deserializer::from_str(config);
-        let s: Settings = serde_path_to_error::deserialize(de).map_err(de_error)?;
+        let s: Settings = Config::new(config).parse()?;
         let mut patterns: Vec<String> = s.pattern.iter().cloned().collect();
         patterns.extend(s.patterns.iter().cloned());
         let compiled = match s.format {

@@ -148,22 +148,7 @@ impl Plugin for Remap {
     /// A refused config names the key at fault: `coerce.levelno: unknown
     /// variant ...`.
     fn init(config: Config) -> Result<Self, String> {
-        let text = if config.as_str().trim().is_empty() {
-            "{}"
-        } else {
-            config.as_str()
-        };
-        let de = &mut serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let inner = e.inner().to_string();
-            let inner = inner
-                .rsplit_once(" at line ")
-                .map_or(inner.as_str(), |(m, _)| m);
-            match e.path().to_string().as_str() {
-                "." => inner.to_string(),
-                path => format!("{path}: {inner}"),
-            }
-        })
+        config.parse()
     }
 
     fn process(&self, event: &Event<'_>) -> Verdict {

@@ -107,14 +107,22 @@ impl Config {
 
     /// Deserialize into the plugin's config struct. Use
     /// `#[serde(deny_unknown_fields)]` on it so typos are reported; the error
-    /// names the offending key.
+    /// names the offending key by its path (`coerce.levelno: unknown
+    /// variant ...`).
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
         let text = if self.json.trim().is_empty() {
             "{}"
         } else {
             &self.json
         };
-        serde_json::from_str(text).map_err(|e| strip_position(&e.to_string()))
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let inner = strip_position(&e.inner().to_string());
+            match e.path().to_string().as_str() {
+                "." => inner,
+                path => format!("{path}: {inner}"),
+            }
+        })
     }
 }
 
