@@ -62,11 +62,13 @@ fn send(port: u16, n: usize) -> Vec<Sent> {
     let mut sent = Vec::new();
     for i in 0..n {
         let method = ["GET", "GET", "POST", "HEAD", "PUT", "DELETE"][i % 6];
+        // Each path names its request (`i`): servers log in the order
+        // requests end, which need not be the order they were sent.
         let path = match i % 5 {
-            0 => "/index.html".to_string(),
+            0 => format!("/index.html?i={i}"),
             1 => format!("/missing/{i}?q=a%20b&n={i}"),
-            2 => "/".to_string(),
-            3 => format!("/files/page{}.html", i % 3),
+            2 => format!("/?i={i}"),
+            3 => format!("/files/page{}.html?i={i}", i % 3),
             _ => format!("/api/v1/orders/{i}"),
         };
         let ua = AGENTS[i % AGENTS.len()];
@@ -253,7 +255,15 @@ inputs = ["_dead_letters"]
 /// Check parsed access-log events against what was sent.
 fn check_access(events: &[serde_json::Value], sent: &[Sent], server: &str) {
     assert_eq!(events.len(), sent.len(), "{server}: one event per request");
-    for (e, s) in events.iter().zip(sent) {
+    let by_path: std::collections::HashMap<&str, &Sent> =
+        sent.iter().map(|s| (s.path.as_str(), s)).collect();
+    let mut seen = std::collections::HashSet::new();
+    for e in events {
+        let path = e["path"].as_str().unwrap_or_default();
+        let s = by_path
+            .get(path)
+            .unwrap_or_else(|| panic!("{server}: {e} was not sent"));
+        assert!(seen.insert(path.to_string()), "{server}: {path} twice");
         assert_eq!(e["client"], "127.0.0.1", "{server}: {e}");
         assert_eq!(e["method"], s.method, "{server}: {e}");
         assert_eq!(e["path"], s.path.as_str(), "{server}: {e}");
