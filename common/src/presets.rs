@@ -38,6 +38,77 @@ const PY_TYPED: [&str; 11] = [
     "taskName",
 ];
 
+/// The attributes every `LogRecord` has: the rest of what `HTTPHandler`
+/// posts are the `extra` a call passed.
+const PY_RECORD: [&str; 22] = [
+    "name",
+    "msg",
+    "args",
+    "levelname",
+    "levelno",
+    "pathname",
+    "filename",
+    "module",
+    "exc_info",
+    "exc_text",
+    "stack_info",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "relativeCreated",
+    "thread",
+    "threadName",
+    "processName",
+    "process",
+    "taskName",
+    "message",
+];
+
+/// An `extra` value as Python's `str()` wrote it, typed back only when the
+/// text is exactly what `str()` gives for that type: `None` -> null,
+/// `True`/`False` -> booleans, an integer without sign or leading zeros
+/// (`1000`, `-3`) -> a number, a decimal with a point (`12.5`, `-0.25`,
+/// `1e-05` as Python writes small floats) -> a number. Anything else (`""`,
+/// `007`, `+1`, `1,5`, `nan`) stays text.
+fn python_str_value(t: &str) -> Option<Value> {
+    match t {
+        "None" => return Some(Value::Null),
+        "True" => return Some(Value::Bool(true)),
+        "False" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let canonical_int = |d: &str| {
+        !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) && (d == "0" || !d.starts_with('0'))
+    };
+    if canonical_int(digits) {
+        return t.parse::<i64>().ok().map(Value::from);
+    }
+    let (mantissa, exponent) = match digits.split_once('e') {
+        Some((m, e)) => (m, Some(e)),
+        None => (digits, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((i, f)) => {
+            canonical_int(i) && !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => exponent.is_some() && canonical_int(mantissa),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let d = e.strip_prefix(['+', '-']).unwrap_or("");
+        d.len() >= 2 && d.bytes().all(|b| b.is_ascii_digit())
+    });
+    if mantissa_ok && exponent_ok {
+        return t
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::from);
+    }
+    None
+}
+
 fn lower(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.to_lowercase()),
@@ -81,6 +152,16 @@ pub fn apply(preset: Preset, obj: &mut Map<String, Value>) {
                     if let Some(c) = coerce(v, Coerce::Auto) {
                         obj.insert(key.to_string(), c);
                     }
+                }
+            }
+            // The extras: typed back where the text is what Python's
+            // `str()` writes for a number, a boolean or None.
+            for (k, v) in obj.iter_mut() {
+                if PY_RECORD.contains(&k.as_str()) {
+                    continue;
+                }
+                if let Some(typed) = v.as_str().and_then(python_str_value) {
+                    *v = typed;
                 }
             }
             if !obj.contains_key("message") {
@@ -231,6 +312,30 @@ mod tests {
         assert!(got["exc_info"].is_null() && got.get("exception").is_none());
         assert_eq!(got["funcName"], "check");
         assert!(got.get("msg").is_none() && got.get("args").is_none());
+    }
+
+    #[test]
+    fn python_extras_are_typed_only_when_str_wrote_them() {
+        let got = mapped(
+            Preset::PythonLogging,
+            json!({"name":"shop","msg":"paid","levelname":"INFO","order_id":"1000","amount":"12.5",
+                   "is_vip":"True","coupon":"None","zip":"01234","code":"+1","empty":"","tiny":"1e-05",
+                   "neg":"-3","ratio":"0.25","text":"12,5","big":"1.5e+300","word":"nan","funcName":"007"}),
+        );
+        assert_eq!(got["order_id"], 1000);
+        assert_eq!(got["amount"], 12.5);
+        assert_eq!(got["is_vip"], true);
+        assert!(got["coupon"].is_null());
+        assert_eq!(got["zip"], "01234");
+        assert_eq!(got["code"], "+1");
+        assert_eq!(got["empty"], "");
+        assert_eq!(got["tiny"], 1e-05);
+        assert_eq!(got["neg"], -3);
+        assert_eq!(got["ratio"], 0.25);
+        assert_eq!(got["text"], "12,5");
+        assert_eq!(got["big"], 1.5e300);
+        assert_eq!(got["word"], "nan");
+        assert_eq!(got["funcName"], "007", "record attributes keep their own rules");
     }
 
     #[test]

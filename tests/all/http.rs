@@ -385,7 +385,7 @@ log.setLevel(logging.INFO)
 log.addHandler(h)
 log.warning("payment retry %d", 2)
 log.error("payment failed")
-log.info("done")
+log.info("done", extra={{"order_id": 1000, "amount": 12.5, "is_vip": True, "coupon": None, "zip": "01234", "note": ""}})
 "#
     );
     let mut python = std::process::Command::new("python3");
@@ -415,6 +415,16 @@ log.info("done")
         ]
     );
     assert!(events[0]["timestamp"].as_str().unwrap().ends_with('Z'));
+    // Extras are typed back as the standard attributes are, where the text
+    // is what Python's str() writes (a string that looks like a number
+    // stays a string).
+    let done = &events[2];
+    assert_eq!(done["order_id"], 1000, "{done}");
+    assert_eq!(done["amount"], 12.5, "{done}");
+    assert_eq!(done["is_vip"], true, "{done}");
+    assert!(done["coupon"].is_null(), "{done}");
+    assert_eq!(done["zip"], "01234", "{done}");
+    assert_eq!(done["note"], "", "{done}");
     running.shutdown().await;
     running.wait().await.unwrap();
 }
