@@ -90,9 +90,7 @@ fn python_str_value(t: &str) -> Option<Value> {
         None => (digits, None),
     };
     let mantissa_ok = match mantissa.split_once('.') {
-        Some((i, f)) => {
-            canonical_int(i) && !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())
-        }
+        Some((i, f)) => canonical_int(i) && !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()),
         None => exponent.is_some() && canonical_int(mantissa),
     };
     let exponent_ok = exponent.is_none_or(|e| {
@@ -335,7 +333,10 @@ mod tests {
         assert_eq!(got["text"], "12,5");
         assert_eq!(got["big"], 1.5e300);
         assert_eq!(got["word"], "nan");
-        assert_eq!(got["funcName"], "007", "record attributes keep their own rules");
+        assert_eq!(
+            got["funcName"], "007",
+            "record attributes keep their own rules"
+        );
     }
 
     #[test]

@@ -248,10 +248,22 @@ email = {{ server = "127.0.0.1", port = {smtp}, tls = "none", user = "alerts", p
     let all = hooks(&hook);
     assert_eq!(all.len(), 6, "{all:?}");
     assert_eq!(all[5]["suppressed"], 197);
-    assert_eq!(
-        all[5]["text"],
-        "197 alerts suppressed (197 events): more than max_per_minute in the last minute"
+    // The summary names the groups held back, the most events first
+    // (here one each: the first ten in order), bounded.
+    let text = all[5]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("197 alerts suppressed (197 events): more than max_per_minute in the last minute; most frequent: "),
+        "{text}"
     );
+    assert!(text.ends_with(" and 187 more groups"), "{text}");
+    let groups = all[5]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 10);
+    assert_eq!(groups[0]["count"], 1);
+    assert!(groups[0]["group"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("error "));
+    assert_eq!(all[5]["more_groups"], 187);
     until("every email", 30, || smtp.mail().len() == 6).await;
     assert_eq!(smtp.mail()[5]["subject"], "sluice: 197 alerts suppressed");
     // The alerts were copies: every event reached the other sink.

@@ -179,16 +179,44 @@ impl Message {
                 });
                 Self { text, title, json }
             }
-            Notification::Suppressed { alerts, events } => {
-                let text = format!(
+            Notification::Suppressed {
+                alerts,
+                events,
+                groups,
+                more,
+            } => {
+                let named: Vec<String> = groups
+                    .iter()
+                    .map(|g| {
+                        let key: Vec<String> =
+                            g.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("{} ({} events)", key.join(" "), g.events)
+                    })
+                    .collect();
+                let mut text = format!(
                     "{alerts} alerts suppressed ({events} events): more than max_per_minute in the last minute"
                 );
+                if !named.is_empty() {
+                    text.push_str(&format!("; most frequent: {}", named.join(", ")));
+                    if *more > 0 {
+                        text.push_str(&format!(" and {more} more groups"));
+                    }
+                }
                 let title = format!("sluice: {alerts} alerts suppressed");
                 let json = json!({
                     "text": text,
                     "title": title,
                     "suppressed": alerts,
                     "count": events,
+                    "groups": groups
+                        .iter()
+                        .map(|g| json!({
+                            "group": g.key.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>(),
+                            "alerts": g.alerts,
+                            "count": g.events,
+                        }))
+                        .collect::<Vec<_>>(),
+                    "more_groups": more,
                     "sink": sink,
                 });
                 Self { text, title, json }

@@ -116,9 +116,27 @@ pub enum Notification {
         first_seen: DateTime<Utc>,
         last_seen: DateTime<Utc>,
     },
-    /// Notifications the rate limit held back in the last window.
-    Suppressed { alerts: u64, events: u64 },
+    /// Notifications the rate limit held back in the last window, and
+    /// the groups they were for: the most events first, at most
+    /// [`SUMMARY_GROUPS`] (`more` says how many others).
+    Suppressed {
+        alerts: u64,
+        events: u64,
+        groups: Vec<SuppressedGroup>,
+        more: usize,
+    },
 }
+
+/// A group whose notifications were held back in a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppressedGroup {
+    pub key: Vec<(String, String)>,
+    pub alerts: u64,
+    pub events: u64,
+}
+
+/// Most groups a summary names.
+pub const SUMMARY_GROUPS: usize = 10;
 
 #[derive(Debug)]
 struct Group {
@@ -142,6 +160,8 @@ pub struct Groups {
     window: Option<(Instant, u32)>,
     /// Held back in the current window: notifications and their events.
     suppressed: (u64, u64),
+    /// The same by group (at most `max_groups` of them).
+    suppressed_groups: HashMap<Vec<String>, (u64, u64)>,
     /// Held back since the last [`Groups::take_suppressed`].
     newly_suppressed: u64,
 }
@@ -168,6 +188,7 @@ impl Groups {
             groups: HashMap::new(),
             window: None,
             suppressed: (0, 0),
+            suppressed_groups: HashMap::new(),
             newly_suppressed: 0,
         }
     }
@@ -241,8 +262,24 @@ impl Groups {
 
     fn summarize(&mut self, out: &mut Vec<Notification>) {
         let (alerts, events) = std::mem::take(&mut self.suppressed);
+        let mut groups: Vec<SuppressedGroup> = std::mem::take(&mut self.suppressed_groups)
+            .into_iter()
+            .map(|(key, (alerts, events))| SuppressedGroup {
+                key: self.limits.group_by.iter().cloned().zip(key).collect(),
+                alerts,
+                events,
+            })
+            .collect();
+        groups.sort_by(|a, b| b.events.cmp(&a.events).then_with(|| a.key.cmp(&b.key)));
+        let more = groups.len().saturating_sub(SUMMARY_GROUPS);
+        groups.truncate(SUMMARY_GROUPS);
         if alerts > 0 {
-            out.push(Notification::Suppressed { alerts, events });
+            out.push(Notification::Suppressed {
+                alerts,
+                events,
+                groups,
+                more,
+            });
         }
     }
 
@@ -291,6 +328,12 @@ impl Groups {
                 self.suppressed.0 += 1;
                 self.suppressed.1 += count;
                 self.newly_suppressed += 1;
+                let room = self.suppressed_groups.len() < self.limits.max_groups;
+                if room || self.suppressed_groups.contains_key(&key) {
+                    let (a, e) = self.suppressed_groups.entry(key.clone()).or_default();
+                    *a += 1;
+                    *e += count;
+                }
             }
         }
         // Groups quiet for a repeat interval are forgotten.
@@ -384,18 +427,37 @@ mod tests {
             g.observe(e.as_bytes(), t0);
             g.observe(e.as_bytes(), t0);
         }
+        // The most frequent group comes last, among the suppressed.
+        for _ in 0..30 {
+            g.observe(br#"{"service":"api","message":"zone b disk full"}"#, t0);
+        }
         let sent = g.due(t0 + Duration::from_secs(30));
         assert_eq!(counts(&sent), [2; 5]);
-        assert_eq!(g.take_suppressed(), 45);
+        assert_eq!(g.take_suppressed(), 46);
         assert_eq!(g.next_wake(), Some(t0 + Duration::from_secs(90)));
         let later = g.due(t0 + Duration::from_secs(90));
+        let [Notification::Suppressed {
+            alerts,
+            events,
+            groups,
+            more,
+        }] = &later[..]
+        else {
+            panic!("{later:?}")
+        };
+        assert_eq!((*alerts, *events), (46, 120));
+        // Named, the most events first, bounded.
+        assert_eq!(groups.len(), SUMMARY_GROUPS);
+        assert_eq!(*more, 46 - SUMMARY_GROUPS);
         assert_eq!(
-            later,
-            [Notification::Suppressed {
-                alerts: 45,
-                events: 90
-            }]
+            groups[0].key,
+            [
+                ("service".to_string(), "api".to_string()),
+                ("message".to_string(), "zone b disk full".to_string())
+            ]
         );
+        assert_eq!((groups[0].alerts, groups[0].events), (1, 30));
+        assert_eq!(groups[1].events, 2);
         assert_eq!(g.next_wake(), None);
     }
 
