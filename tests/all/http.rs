@@ -386,13 +386,42 @@ log.addHandler(h)
 log.warning("payment retry %d", 2)
 log.error("payment failed")
 log.info("done", extra={{"order_id": 1000, "amount": 12.5, "is_vip": True, "coupon": None, "zip": "01234", "note": ""}})
+# The README's two-line fix: fill exc_text before the record is sent.
+class TracebackHTTPHandler(logging.handlers.HTTPHandler):
+    def mapLogRecord(self, record):
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        return super().mapLogRecord(record)
+log.removeHandler(h)
+log.addHandler(h)
+try:
+    {{}}["missing"]
+except KeyError:
+    log.exception("lookup failed")
+log.removeHandler(h)
+log.addHandler(TracebackHTTPHandler("127.0.0.1:{port}", "/api/log", method="POST"))
+try:
+    {{}}["missing"]
+except KeyError:
+    log.exception("lookup failed")
 "#
     );
     let mut python = std::process::Command::new("python3");
     python.arg("-c").arg(script);
     crate::util::succeeds(python).await;
     let events = read_json_lines(&d.path().join("out.log"));
-    let got: Vec<(String, String, String)> = events
+    // Without the fix the traceback does not leave Python; with it, it
+    // arrives in `exception`.
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[3]["message"], "lookup failed");
+    assert!(events[3].get("exception").is_none(), "{}", events[3]);
+    let tb = events[4]["exception"].as_str().unwrap_or_default();
+    assert!(
+        tb.starts_with("Traceback (most recent call last):") && tb.ends_with("KeyError: 'missing'"),
+        "{}",
+        events[4]
+    );
+    let got: Vec<(String, String, String)> = events[..3]
         .iter()
         .map(|e| {
             (
