@@ -332,9 +332,12 @@ pub fn parse_line(
         ComponentBy::FileName => None,
     };
     let mut text = String::with_capacity(line.len());
+    // Python names a script's module `__main__` (loguru's `record.name`,
+    // logging's `name`): every script would be one component, so the
+    // file's name stands in for it.
     let component = match component_field.and_then(get) {
-        Some(raw) => push_text(&mut text, raw),
-        None => push_span(&mut text, &log_file.name_component),
+        Some(raw) if value_text(raw.get()) != "__main__" => push_text(&mut text, raw),
+        _ => push_span(&mut text, &log_file.name_component),
     };
     let level = match &opts.fields.level {
         Some(f) => get(f),
