@@ -319,7 +319,10 @@ logger.bind(request_id="r-2").error("payment failed")
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     // loguru names a script `__main__`: the file names the component.
-    assert!(err.contains("unknown component `shpo` (known: shop)"), "{err}");
+    assert!(
+        err.contains("unknown component `shpo` (known: shop)"),
+        "{err}"
+    );
 }
 
 /// #37: times were cut to the millisecond. Microseconds and nanoseconds
