@@ -472,7 +472,7 @@ mod tests {
         let event = r#"{"timestamp":"2026-12-06T03:10:01.123456Z","level":"error","message":"payment failed\nsecond line","host":"web 1","service":"shop","syslog":{"facility":"local3","procid":"42","msgid":"ID7","structured_data":{"order@1":{"id":"4\"2]","n":3}}}}"#;
         let msg = s.message(event.as_bytes());
         let text = String::from_utf8(msg).unwrap();
-        let m = crate::source::syslog::parse::parse(&text, chrono::Local::now()).unwrap();
+        let m = crate::source::syslog::parse::parse(&text, &chrono::Local::now).unwrap();
         assert_eq!(m.severity, 3);
         assert_eq!(m.facility, 19);
         assert_eq!(m.host, Some("web_1"));

@@ -168,10 +168,10 @@ impl Framer {
             return;
         }
         let text = String::from_utf8_lossy(frame);
-        match parse::parse(&text, chrono::Local::now()) {
+        match parse::parse(&text, &chrono::Local::now) {
             Ok(m) => {
-                let arrival = self.clock.now().to_string();
-                parse::write_event(&m, &arrival, &self.meta, &mut batcher.batch.data);
+                let arrival = self.clock.now();
+                parse::write_event(&m, arrival, &self.meta, &mut batcher.batch.data);
                 batcher.batch.seal();
                 batcher.pushed();
             }

@@ -131,9 +131,12 @@ fn pri(s: &str) -> Result<(u8, &str), String> {
     Ok((pri as u8, &rest[end + 1..]))
 }
 
-/// Parse one frame (its line ending already cut). `now` is when it came,
-/// for a 3164 time without a year.
-pub fn parse(text: &str, now: chrono::DateTime<Local>) -> Result<Message<'_>, String> {
+/// When a frame came, asked only for a 3164 time without a year (reading
+/// the clock and the zone is not free, and most frames do not need it).
+pub type Now<'a> = &'a dyn Fn() -> chrono::DateTime<Local>;
+
+/// Parse one frame (its line ending already cut).
+pub fn parse<'t>(text: &'t str, now: Now<'_>) -> Result<Message<'t>, String> {
     let text = text.trim_end_matches(['\n', '\r', '\0']);
     let (pri, rest) = pri(text)?;
     let mut m = Message {
@@ -272,7 +275,7 @@ const MONTHS: [&str; 12] = [
 /// A 3164 time at the start of `s` (`Mmm dd hh:mm:ss`, with an optional
 /// fraction and an optional year before or after the clock, or RFC 3339):
 /// the time and the rest.
-fn time_3164(s: &str, now: chrono::DateTime<Local>) -> Option<(Stamp, &str)> {
+fn time_3164<'s>(s: &'s str, now: Now<'_>) -> Option<(Stamp, &'s str)> {
     // RFC 3339, as rsyslog's forward format writes it.
     if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
         let (w, rest) = word(s);
@@ -325,6 +328,7 @@ fn time_3164(s: &str, now: chrono::DateTime<Local>) -> Option<(Stamp, &str)> {
         // No year: this one, unless that is more than a day ahead (a
         // December message read in January): then last year's.
         None => {
+            let now = now();
             let t = at(now.year())?;
             if t > now + chrono::Duration::days(1) {
                 at(now.year() - 1)?
@@ -362,7 +366,7 @@ fn tag(s: &str, loose: bool) -> Option<(&str, Option<&str>, &str)> {
     Some((name, None, after))
 }
 
-fn rfc3164<'a>(s: &'a str, now: chrono::DateTime<Local>, m: &mut Message<'a>) {
+fn rfc3164<'a>(s: &'a str, now: Now<'_>, m: &mut Message<'a>) {
     let s = s.trim_start_matches(' ');
     let Some((t, rest)) = time_3164(s, now) else {
         // `<PRI>` and text: a tag if it starts with one.
@@ -506,7 +510,7 @@ mod tests {
     }
 
     fn event(text: &str) -> serde_json::Value {
-        let m = parse(text, now()).unwrap();
+        let m = parse(text, &now).unwrap();
         let mut out = Vec::new();
         write_event(
             &m,
@@ -564,7 +568,7 @@ mod tests {
 
     #[test]
     fn rfc5424_errors_say_what() {
-        let err = |t: &str| parse(t, now()).unwrap_err();
+        let err = |t: &str| parse(t, &now).unwrap_err();
         assert!(err("<14>1 yesterday h a - - - m").contains("not RFC 3339"));
         assert!(err(r#"<14>1 - h a - - [x a="1"#).contains("not closed"));
         assert!(err(r#"<14>1 - h a - - [x a="1" m"#).contains("without `=`"));
@@ -618,7 +622,7 @@ mod tests {
         assert!(e["timestamp"].as_str().unwrap().ends_with(".789Z"));
         // December read in January of the next year: last year.
         let jan = Local.with_ymd_and_hms(2027, 1, 1, 0, 5, 0).unwrap();
-        let m = parse("<13>Dec 31 23:59:00 h a: b", jan).unwrap();
+        let m = parse("<13>Dec 31 23:59:00 h a: b", &|| jan).unwrap();
         let y = m.time.unwrap().to_rfc3339();
         assert!(
             y.starts_with("2026-12-31") || y.starts_with("2027-01-01"),
@@ -652,7 +656,7 @@ mod tests {
         /// object.
         #[test]
         fn any_input_parses_or_says_why(s in "(<[0-9]{1,3}>)?(1 )?[ -~\\[\\]\"\\\\=é\u{feff}]{0,80}") {
-            if let Ok(m) = parse(&s, now()) {
+            if let Ok(m) = parse(&s, &now) {
                 let mut out = Vec::new();
                 write_event(&m, "2026-12-06T12:00:00.000Z", b"", &mut out);
                 prop_assert!(crate::base::event::check_object(&out).is_ok());
@@ -662,13 +666,13 @@ mod tests {
         #[test]
         fn any_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let s = String::from_utf8_lossy(&b);
-            let _ = parse(&s, now());
+            let _ = parse(&s, &now);
             let t = format!("<13>{s}");
-            let _ = parse(&t, now());
+            let _ = parse(&t, &now);
             let t = format!("<13>1 {s}");
-            let _ = parse(&t, now());
+            let _ = parse(&t, &now);
             let t = format!("<13>Dec  6 03:10:01 {s}");
-            let _ = parse(&t, now());
+            let _ = parse(&t, &now);
         }
     }
 }
