@@ -127,7 +127,7 @@ pub struct ObjectInfo {
 
 /// Check that `bytes` are exactly one JSON object, without building it.
 pub fn check_object(bytes: &[u8]) -> Result<ObjectInfo, String> {
-    scan_object(bytes, &[], &mut [])
+    scan_object(bytes, &[], super::scan::filter(&[]), &mut [])
 }
 
 /// A value to catch while an object is checked: the value of the
@@ -139,17 +139,19 @@ pub struct Head {
 }
 
 /// [`check_object`], catching on the way the raw values `heads` name
-/// (`caught[i]` for `heads[i]`; the first of a key given twice): an
+/// (`caught[i]` for `heads[i]`; the first of a key given twice; `filter`
+/// is [`super::scan::filter`] of `heads`): an
 /// event's time candidates are read in the one pass that checks it, nested
 /// ones too (`record.time.timestamp`), without building a tree of the
 /// event or reading any part of it twice (see [`super::scan`]).
 pub fn scan_object<'a>(
     bytes: &'a [u8],
     heads: &[Head],
+    filter: u64,
     caught: &mut [Option<&'a str>],
 ) -> Result<ObjectInfo, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    super::scan::scan(text, heads, caught)
+    super::scan::scan(text, heads, filter, caught)
 }
 
 /// A JSON string, borrowed from the input when it holds no escapes

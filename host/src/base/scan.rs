@@ -24,13 +24,32 @@ const MAX_DEPTH: u32 = 128;
 /// first top-level `key`, or with `rest`, the value at that dotted path
 /// inside it (a key holding the whole rest of the path wins over nested
 /// objects).
+/// `filter` is [`filter`] of `heads`: a key whose length and first byte
+/// it does not hold is skipped without a look at `heads`.
 pub fn scan<'a>(
     text: &'a str,
     heads: &[Head],
+    filter: u64,
     caught: &mut [Option<&'a str>],
 ) -> Result<ObjectInfo, String> {
     let mut s = Scanner::new(text);
-    s.object(heads, caught).map_err(|Fail| s.message())
+    s.object(heads, filter, caught).map_err(|Fail| s.message())
+}
+
+/// A key's bit in a [`filter`]: from its length and first byte.
+#[inline(always)]
+fn bit(len: usize, first: u8) -> u64 {
+    1 << ((len.wrapping_mul(7) ^ usize::from(first)) & 63)
+}
+
+/// The keys a top-level key of an object may be wanted as (`timestamp`
+/// and every head's key), as one bit each of 64: most keys of an event
+/// share no bit with them and cost one test instead of a comparison with
+/// every head.
+pub fn filter(heads: &[Head]) -> u64 {
+    heads.iter().fold(bit(9, b't'), |m, h| {
+        m | bit(h.key.len(), h.key.bytes().next().unwrap_or(b'"'))
+    })
 }
 
 /// The raw value at a dotted `path` inside the raw JSON value `raw`, if it
@@ -255,6 +274,7 @@ impl<'a> Scanner<'a> {
     fn object(
         &mut self,
         heads: &[Head],
+        filter: u64,
         caught: &mut [Option<&'a str>],
     ) -> Result<ObjectInfo, Fail> {
         self.ws();
@@ -270,6 +290,17 @@ impl<'a> Scanner<'a> {
         let mut first = true;
         while let Some(key) = self.next_key(first)? {
             first = false;
+            if !key.escaped
+                && filter
+                    & bit(
+                        key.end - key.start,
+                        self.b.get(key.start).copied().unwrap_or(0),
+                    )
+                    == 0
+            {
+                self.value()?;
+                continue;
+            }
             let k: Cow<'a, [u8]> = if key.escaped {
                 let Some(k) = self.key(key) else {
                     return Err(self.error("invalid key"));
@@ -583,7 +614,7 @@ mod tests {
         ];
         let text = r#" {"a":[1,{"ts":9}],"ts" : 17.5 ,"record":{"time":{"repr":"x","timestamp":1796474732.25}},"ts":2} "#;
         let mut caught = [None; 4];
-        let info = scan(text, &heads, &mut caught).unwrap();
+        let info = scan(text, &heads, filter(&heads), &mut caught).unwrap();
         assert!(!info.has_timestamp);
         assert_eq!(caught, [Some("17.5"), Some("1796474732.25"), None, None]);
         // The whole path as one key wins; several heads of one key.
@@ -594,7 +625,7 @@ mod tests {
         ];
         let text = r#"{"a":{"b":{"c":1},"b.c":2},"timestamp":"t"}"#;
         let mut caught = [None; 3];
-        let info = scan(text, &heads, &mut caught).unwrap();
+        let info = scan(text, &heads, filter(&heads), &mut caught).unwrap();
         assert!(info.has_timestamp);
         assert_eq!(
             caught,
@@ -609,6 +640,7 @@ mod tests {
         let info = scan(
             r#"{"time\u0073tamp":1,"t\u0073":3}"#,
             &[head("ts", None)],
+            filter(&[head("ts", None)]),
             &mut caught,
         )
         .unwrap();
@@ -650,7 +682,10 @@ mod tests {
             "{\"a\":+1}",
             "{\"a\":NaN}",
         ] {
-            assert!(scan(bad, &[], &mut []).is_err(), "{bad:?} was taken");
+            assert!(
+                scan(bad, &[], filter(&[]), &mut []).is_err(),
+                "{bad:?} was taken"
+            );
             assert!(!serde_takes(bad), "{bad:?} is taken by serde");
         }
         for good in [
@@ -661,7 +696,10 @@ mod tests {
             r#"{"a":[true,false,null,[{}]]}"#,
             r#"{"a":1,"a":2}"#,
         ] {
-            assert!(scan(good, &[], &mut []).is_ok(), "{good:?} was refused");
+            assert!(
+                scan(good, &[], filter(&[]), &mut []).is_ok(),
+                "{good:?} was refused"
+            );
             assert!(serde_takes(good), "{good:?} is refused by serde");
         }
     }
@@ -671,13 +709,13 @@ mod tests {
         for depth in [1usize, 100, 126, 127, 128, 200] {
             let text = format!("{}{}", "{\"a\":".repeat(depth - 1) + "{", "}".repeat(depth));
             assert_eq!(
-                scan(&text, &[], &mut []).is_ok(),
+                scan(&text, &[], filter(&[]), &mut []).is_ok(),
                 serde_takes(&text),
                 "depth {depth}"
             );
             let text = format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
             assert_eq!(
-                scan(&text, &[], &mut []).is_ok(),
+                scan(&text, &[], filter(&[]), &mut []).is_ok(),
                 serde_takes(&text),
                 "arrays at depth {depth}"
             );
@@ -686,9 +724,9 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        let e = scan("{\"a\":1,\n \"b\" 2}", &[], &mut []).unwrap_err();
+        let e = scan("{\"a\":1,\n \"b\" 2}", &[], filter(&[]), &mut []).unwrap_err();
         assert_eq!(e, "expected `:` at line 2 column 6");
-        let e = scan(r#"{"service":"s","#, &[], &mut []).unwrap_err();
+        let e = scan(r#"{"service":"s","#, &[], filter(&[]), &mut []).unwrap_err();
         assert!(e.starts_with("EOF while parsing an object"), "{e}");
     }
 
@@ -732,7 +770,7 @@ mod tests {
         /// Taken exactly when serde_json takes it, on near-JSON text.
         #[test]
         fn prop_takes_what_serde_takes(text in jsonish()) {
-            proptest::prop_assert_eq!(scan(&text, &[], &mut []).is_ok(), serde_takes(&text), "{:?}", text);
+            proptest::prop_assert_eq!(scan(&text, &[], filter(&[]), &mut []).is_ok(), serde_takes(&text), "{:?}", text);
         }
 
         /// Every object serde_json writes or reads is taken, and a value
@@ -740,9 +778,9 @@ mod tests {
         #[test]
         fn prop_objects_are_taken_and_caught(v in json_value(), k in "[a-c]{1,2}") {
             let text = format!("{{\"x\":{v},\"{k}\":{v}}}");
-            proptest::prop_assert_eq!(scan(&text, &[], &mut []).is_ok(), serde_takes(&text));
+            proptest::prop_assert_eq!(scan(&text, &[], filter(&[]), &mut []).is_ok(), serde_takes(&text));
             let mut caught = [None];
-            if scan(&text, &[head(&k, None)], &mut caught).is_ok() {
+            if scan(&text, &[head(&k, None)], filter(&[head(&k, None)]), &mut caught).is_ok() {
                 let want: serde_json::Value = serde_json::from_str(&v).unwrap();
                 let got: serde_json::Value = serde_json::from_str(caught[0].unwrap()).unwrap();
                 proptest::prop_assert_eq!(got, want);
@@ -758,7 +796,7 @@ mod tests {
                 cut -= 1;
             }
             let text = &text[..cut];
-            proptest::prop_assert_eq!(scan(text, &[], &mut []).is_ok(), serde_takes(text), "{:?}", text);
+            proptest::prop_assert_eq!(scan(text, &[], filter(&[]), &mut []).is_ok(), serde_takes(text), "{:?}", text);
         }
     }
 }

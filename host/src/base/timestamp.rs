@@ -592,6 +592,8 @@ pub struct Candidates {
     rules: Vec<TimestampRule>,
     /// The values to catch.
     pub heads: Vec<crate::base::event::Head>,
+    /// [`crate::base::scan::filter`] of `heads`.
+    pub filter: u64,
     /// Per rule: (index in `heads` of the dotted path as one key, if
     /// dotted; index of the path itself).
     paths: Vec<(Option<usize>, usize)>,
@@ -630,6 +632,7 @@ impl Candidates {
             .collect();
         Candidates {
             rules,
+            filter: crate::base::scan::filter(&heads),
             heads,
             paths,
         }

@@ -232,7 +232,7 @@ impl LineDecoder {
                 large.resize(heads.len(), None);
                 &mut large[..]
             };
-            match scan_object(line, heads, caught) {
+            match scan_object(line, heads, self.candidates.filter, caught) {
                 Ok(info) if info.has_timestamp => {
                     batch.push(line);
                     return Ok(true);

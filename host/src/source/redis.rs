@@ -263,7 +263,7 @@ pub fn entry_event(
         // The time candidates caught in one pass over the body, as the
         // line sources do (no tree of the event is built).
         let mut caught = vec![None; times.heads.len()];
-        let found = scan_object(&body, &times.heads, &mut caught)
+        let found = scan_object(&body, &times.heads, times.filter, &mut caught)
             .map(|_| times.find(&caught))
             .unwrap_or(Found::Absent);
         match found {
