@@ -16,6 +16,8 @@
 //! - [`coerce`]: typed values from strings (`"20"` -> 20).
 //! - [`pyformat`]: Python's `%` formatting and the repr of its literals.
 //! - [`presets`]: logging libraries' records mapped to sluice's fields.
+//! - [`syslog`]: RFC 5424 and 3164 messages (the `syslog` source and the
+//!   `parse` plugin).
 
 #![cfg_attr(
     not(test),
@@ -34,6 +36,7 @@ pub mod coerce;
 pub mod path;
 pub mod presets;
 pub mod pyformat;
+pub mod syslog;
 
 pub use coerce::{coerce, Coerce};
 pub use path::{get, put, take};

@@ -14,8 +14,10 @@
 //!
 //! Formats: `nginx_combined`, `apache_combined`, `apache_common`,
 //! `nginx_error`, `apache_error`, `logfmt`, `kv` (`pair_separator`,
-//! `value_separator`), `csv` (`columns`, `delimiter`), `klog`, `json`
-//! (hand-written scanners, no regex), and `regex` (`pattern` or
+//! `value_separator`), `csv` (`columns`, `delimiter`), `klog`, `syslog`
+//! (RFC 5424 and 3164, the `syslog` source's parser: its fields, a 3164
+//! time without a zone read as UTC), `json` (hand-written scanners, no
+//! regex), and `regex` (`pattern` or
 //! `patterns`, named captures) and `grok` (`pattern` or `patterns`,
 //! `grok_patterns` for your own names) compiled once per config. With
 //! several patterns the first that matches wins.
@@ -48,6 +50,7 @@ pub enum Format {
     Kv,
     Csv,
     Klog,
+    Syslog,
     Json,
     Regex,
     Grok,
@@ -252,6 +255,7 @@ impl Parse {
             Format::Kv => scan::kv(text, self.s.pair_separator, self.s.value_separator, false),
             Format::Csv => scan::csv(text, self.s.delimiter, &self.s.columns),
             Format::Klog => scan::klog(text),
+            Format::Syslog => scan::syslog(text),
             Format::Json => match serde_json::from_str::<Value>(text) {
                 Ok(Value::Object(m)) => Ok(m.into_iter().map(|(k, v)| (k.into(), v)).collect()),
                 Ok(_) => Err("not a JSON object".into()),

@@ -523,12 +523,126 @@ pub fn klog(line: &str) -> Result<Fields, String> {
     Ok(out)
 }
 
+/// Times for a syslog line parsed in a plugin: RFC 3339 as given, made
+/// UTC; a 3164 clock in UTC (a plugin has no zone), its year from the
+/// clock when the line has none.
+struct PluginTimes;
+
+impl sluice_common::syslog::Times for PluginTimes {
+    type Stamp = String;
+
+    fn rfc3339(&self, text: &str) -> Option<String> {
+        let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+        Some(
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        )
+    }
+
+    fn civil(&self, c: sluice_common::syslog::Civil) -> Option<String> {
+        use chrono::Datelike;
+        let at = |y: i32| {
+            chrono::NaiveDate::from_ymd_opt(y, c.month, c.day)?
+                .and_hms_nano_opt(c.hour, c.minute, c.second, c.nanos)
+                .map(|n| n.and_utc())
+        };
+        let t = match c.year {
+            Some(y) => at(y)?,
+            None => {
+                let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+                let t = at(now.year())?;
+                if t > now + chrono::Duration::days(1) {
+                    at(now.year() - 1)?
+                } else {
+                    t
+                }
+            }
+        };
+        Some(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    }
+}
+
+/// A syslog line (RFC 5424 or 3164 and their variants, read by the same
+/// parser as the `syslog` source, or a line of a syslog file without its
+/// `<PRI>`): the fields that source gives (without a `<PRI>`, no `level`,
+/// `facility` or `severity`).
+pub fn syslog(line: &str) -> Result<Fields, String> {
+    use sluice_common::syslog as sl;
+    let m = sl::parse_line(line, &PluginTimes)?;
+    let mut out = Fields::new();
+    if let Some(t) = m.time {
+        out.push(("timestamp".into(), Value::String(t)));
+    }
+    if m.pri {
+        out.push(("level".into(), s(sl::level(m.severity))));
+    }
+    out.push(("message".into(), s(m.message)));
+    if let Some(h) = m.host {
+        out.push(("host".into(), s(h)));
+    }
+    if let Some(a) = m.app {
+        out.push(("service".into(), s(a)));
+    }
+    let mut meta = serde_json::Map::new();
+    if m.pri {
+        meta.insert("facility".into(), s(sl::facility_name(m.facility)));
+        meta.insert("severity".into(), s(sl::severity_name(m.severity)));
+    }
+    if let Some(v) = m.version {
+        meta.insert("version".into(), Value::from(v));
+    }
+    if let Some(p) = m.procid {
+        meta.insert("procid".into(), s(p));
+    }
+    if let Some(p) = m.msgid {
+        meta.insert("msgid".into(), s(p));
+    }
+    if !m.sd.is_empty() {
+        let sd = sl::structured(&m.sd)
+            .into_iter()
+            .map(|(id, params)| {
+                let params = params.into_iter().map(|(n, v)| (n.to_string(), s(v)));
+                (id.to_string(), Value::Object(params.collect()))
+            })
+            .collect();
+        meta.insert("structured_data".into(), Value::Object(sd));
+    }
+    out.push(("syslog".into(), Value::Object(meta)));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn get<'a>(f: &'a Fields, k: &str) -> Option<&'a Value> {
         f.iter().find(|(n, _)| n == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn syslog_lines_with_and_without_pri() {
+        let f = syslog(r#"<165>1 2026-12-06T03:10:01.123456+01:00 web-1 shop 42 ID7 [order@32473 id="9" note="a \"q\""] paid"#).unwrap();
+        assert_eq!(get(&f, "timestamp").unwrap(), "2026-12-06T02:10:01.123456Z");
+        assert_eq!(get(&f, "level").unwrap(), "info");
+        assert_eq!(get(&f, "host").unwrap(), "web-1");
+        assert_eq!(get(&f, "service").unwrap(), "shop");
+        assert_eq!(get(&f, "message").unwrap(), "paid");
+        let meta = get(&f, "syslog").unwrap();
+        assert_eq!(meta["facility"], "local4");
+        assert_eq!(meta["severity"], "notice");
+        assert_eq!(meta["procid"], "42");
+        assert_eq!(meta["structured_data"]["order@32473"]["note"], "a \"q\"");
+        let f = syslog("Dec  6 07:30:00 web-1 sshd[42]: Accepted key").unwrap();
+        assert!(get(&f, "level").is_none());
+        assert!(get(&f, "timestamp")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .ends_with("-12-06T07:30:00Z"));
+        assert_eq!(get(&f, "service").unwrap(), "sshd");
+        assert_eq!(get(&f, "syslog").unwrap()["procid"], "42");
+        assert!(syslog("just words").is_err());
+        assert!(syslog("<999>x").is_err());
     }
 
     #[test]

@@ -498,3 +498,110 @@ async fn logfmt_from_python_logfmter_and_csv_with_quotes() {
     assert_eq!(out["row"]["who"], "Smith, Bob");
     assert_eq!(out["row"]["text"], "he said \"hi\"\nthen left");
 }
+
+/// `format = "syslog"` on the files a real rsyslog writes: `logger` sends
+/// it 50 messages, and it writes each in RFC 5424 (with `<PRI>`), its
+/// traditional file format (`Dec  6 07:30:00 host tag[pid]: msg`, no
+/// `<PRI>`) and its high-precision file format (an RFC 3339 time); the
+/// three files parse into the `syslog` source's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_files_written_by_a_real_rsyslog() {
+    const N: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let port = free_port();
+    let w = d.join("rsyslog");
+    std::fs::create_dir_all(&w).unwrap();
+    let conf = format!(
+        r#"
+global(workDirectory="{w}")
+module(load="imtcp")
+input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="files")
+ruleset(name="files") {{
+  action(type="omfile" file="{d}/proto.log" template="RSYSLOG_SyslogProtocol23Format")
+  action(type="omfile" file="{d}/traditional.log" template="RSYSLOG_TraditionalFileFormat")
+  action(type="omfile" file="{d}/precise.log" template="RSYSLOG_FileFormat")
+}}
+"#,
+        w = w.display(),
+        d = d.display()
+    );
+    std::fs::write(w.join("rsyslog.conf"), conf).unwrap();
+    let mut rsyslog = Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(w.join("rsyslog.conf"))
+        .arg("-i")
+        .arg(w.join("pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rsyslogd (Debian's rsyslog) is installed");
+    crate::util::accepting(port).await;
+    let before = chrono::Utc::now();
+    let lines: String = (0..N).map(|i| format!("order {i} paid\n")).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("logger")
+            .args(["-n", "127.0.0.1", "-P", &port.to_string(), "-T"])
+            .args(["--octet-count", "-t", "shop", "-p", "local4.warning"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("util-linux logger is installed");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    })
+    .await
+    .unwrap();
+    let files = ["proto", "traditional", "precise"];
+    until("rsyslog's three files", 30, || {
+        files.iter().all(|f| {
+            std::fs::read_to_string(d.join(format!("{f}.log")))
+                .is_ok_and(|t| t.lines().count() == N)
+        })
+    })
+    .await;
+    let _ = rsyslog.kill();
+    let _ = rsyslog.wait();
+    for f in files {
+        let toml = parse_pipeline(&format!("{f}.log"), "syslog", &format!("{f}.out"))
+            .replace("path = \"dead.log\"", &format!("path = \"{f}.dead\""));
+        crate::util::run(&d, &toml).await.unwrap();
+        let events = whole_json_lines(&d.join(format!("{f}.out")));
+        assert_eq!(events.len(), N, "{f}: {events:#?}");
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["message"], format!("order {i} paid"), "{f}: {e}");
+            assert_eq!(e["service"], "shop", "{f}: {e}");
+            assert!(
+                e["host"].as_str().is_some_and(|h| !h.is_empty()),
+                "{f}: {e}"
+            );
+            // The message's own time: the second it was sent (the
+            // traditional format has no zone and is read as UTC, so
+            // only its minute and second are compared).
+            let t: chrono::DateTime<chrono::Utc> =
+                e["timestamp"].as_str().unwrap().parse().unwrap();
+            if f == "traditional" {
+                let local = chrono::Local::now().offset().local_minus_utc();
+                let t = t - chrono::Duration::seconds(i64::from(local));
+                assert!((t - before).num_seconds().abs() < 60, "{f}: {e}");
+            } else {
+                assert!((t - before).num_seconds().abs() < 60, "{f}: {e}");
+            }
+            if f == "proto" {
+                assert_eq!(e["level"], "warn", "{e}");
+                assert_eq!(e["syslog"]["facility"], "local4", "{e}");
+                assert_eq!(e["syslog"]["severity"], "warning", "{e}");
+                assert_eq!(e["syslog"]["version"], 1, "{e}");
+            } else {
+                assert!(e.get("level").is_none(), "{f}: no <PRI>, no level: {e}");
+            }
+        }
+        assert!(std::fs::read_to_string(d.join(format!("{f}.dead"))).map_or(true, |t| t.is_empty()));
+    }
+}
