@@ -8,8 +8,9 @@ use crate::util::{counts, read_json_lines, root, run_file};
 
 /// The pipelines this module tests; a new file in `pipelines/` must be
 /// added here with a test, or `every_pipeline_is_tested` fails.
-const TESTED: [&str; 6] = [
+const TESTED: [&str; 7] = [
     "http-ingest.toml",
+    "nginx-access.toml",
     "otel-gateway.toml",
     "quickstart.toml",
     "redis-worker.toml",
@@ -369,4 +370,42 @@ async fn otel_gateway_masks_forwards_archives_and_pages() {
         );
         assert!(by_field.contains(&line), "{line} missing from:\n{by_field}");
     }
+}
+
+/// nginx's access log parsed into `http.*`; a line that is not one in its
+/// own file, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_access() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs/nginx");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join("access.log"),
+        concat!(
+            "127.0.0.1 - - [06/Dec/2026:03:10:01 +0000] \"GET /health HTTP/1.1\" 200 2 \"-\" \"kube-probe/1.29\"\n",
+            "203.0.113.9 - bob [06/Dec/2026:03:10:02 +0100] \"POST /pay HTTP/2.0\" 503 0 \"https://shop.example/cart\" \"Mozilla/5.0 \\x22x\\x22\"\n",
+            "2026/12/06 03:10:03 [error] 12#12: upstream timed out\n",
+        ),
+    )
+    .unwrap();
+    let metrics = run_file(&stage(d.path(), "nginx-access.toml"))
+        .await
+        .unwrap();
+    let out = read_json_lines(&d.path().join("logs/nginx-access.jsonl"));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0]["http"]["path"], "/health");
+    assert_eq!(out[0]["http"]["status"], 200);
+    assert_eq!(out[1]["http"]["method"], "POST");
+    assert_eq!(out[1]["http"]["status"], 503);
+    assert_eq!(out[1]["http"]["user"], "bob");
+    assert_eq!(out[1]["http"]["referer"], "https://shop.example/cart");
+    assert_eq!(out[1]["http"]["agent"], "Mozilla/5.0 \"x\"");
+    assert_eq!(out[1]["http"]["timestamp"], "2026-12-06T03:10:02+01:00");
+    let unparsed = read_json_lines(&d.path().join("logs/nginx-unparsed.log"));
+    assert_eq!(unparsed.len(), 1);
+    assert!(unparsed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("upstream timed out"));
+    assert_eq!(counts(&metrics, "archive").events_out, 2);
 }

@@ -605,3 +605,43 @@ ruleset(name="files") {{
         assert!(std::fs::read_to_string(d.join(format!("{f}.dead"))).map_or(true, |t| t.is_empty()));
     }
 }
+
+/// `sluice plugin test` with `parse`: the verdicts of a syslog line and a
+/// line that is not one, compared with `--expect` (and a wrong
+/// expectation fails).
+#[test]
+fn plugin_test_runs_parse_with_expectations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("events.jsonl"),
+        "{\"message\":\"<165>1 2026-12-06T03:10:01.5Z web-1 shop - - - paid\"}\n{\"message\":\"nope\"}\n",
+    )
+    .unwrap();
+    let expected = concat!(
+        r#"{"verdict":"replace","event":{"timestamp":"2026-12-06T03:10:01.500Z","level":"info","message":"paid","host":"web-1","service":"shop","syslog":{"facility":"local4","severity":"notice","version":1}}}"#,
+        "\n",
+        r#"{"verdict":"keep","output":"bad","event":{"message":"nope"}}"#,
+        "\n"
+    );
+    std::fs::write(d.join("expected.jsonl"), expected).unwrap();
+    std::fs::write(d.join("wrong.jsonl"), expected.replace("web-1", "web-2")).unwrap();
+    let test = |expect: &str| {
+        Command::new(crate::util::sluice_bin())
+            .args(["plugin", "test", PARSE, "--config"])
+            .arg(r#"{"format":"syslog","on_error":"route:bad"}"#)
+            .arg("--expect")
+            .arg(d.join(expect))
+            .stdin(std::fs::File::open(d.join("events.jsonl")).unwrap())
+            .output()
+            .unwrap()
+    };
+    let ok = test("expected.jsonl");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = test("wrong.jsonl");
+    assert!(!wrong.status.success(), "a difference fails");
+}
