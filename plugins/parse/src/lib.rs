@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 use sluice_common::{get, put};
 use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
 
-use scan::Fields;
+use scan::{Fields, Val};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -237,7 +237,7 @@ impl Parse {
     }
 
     /// The fields of `text`, or why it does not parse.
-    pub fn fields(&self, text: &str) -> Result<Fields, String> {
+    pub fn fields<'t>(&self, text: &'t str) -> Result<Fields<'t>, String> {
         if text.len() > self.s.max_length {
             return Err(format!(
                 "`{}` is {} bytes, over max_length ({})",
@@ -257,7 +257,10 @@ impl Parse {
             Format::Klog => scan::klog(text),
             Format::Syslog => scan::syslog(text),
             Format::Json => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(m)) => Ok(m.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+                Ok(Value::Object(m)) => Ok(m
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), Val::Json(v)))
+                    .collect()),
                 Ok(_) => Err("not a JSON object".into()),
                 Err(e) => Err(format!("not JSON: {e}")),
             },
@@ -270,18 +273,19 @@ impl Parse {
                                 continue;
                             };
                             let v = v.as_str();
+                            let text = || Val::Str(v.into());
                             let value = match cap.kind.as_deref() {
                                 Some("int") => v
                                     .parse::<i64>()
-                                    .map(Value::from)
-                                    .unwrap_or_else(|_| Value::String(v.into())),
+                                    .map(|n| Val::Json(n.into()))
+                                    .unwrap_or_else(|_| text()),
                                 Some("float") => v
                                     .parse::<f64>()
                                     .ok()
                                     .and_then(serde_json::Number::from_f64)
-                                    .map(Value::Number)
-                                    .unwrap_or_else(|| Value::String(v.into())),
-                                _ => Value::String(v.into()),
+                                    .map(|n| Val::Json(Value::Number(n)))
+                                    .unwrap_or_else(text),
+                                _ => text(),
                             };
                             out.push((cap.field.clone().into(), value));
                         }
@@ -294,17 +298,18 @@ impl Parse {
     }
 
     /// Type the fields as `types` says.
-    fn typed(&self, fields: &mut Fields) -> Result<(), String> {
+    fn typed(&self, fields: &mut Fields<'_>) -> Result<(), String> {
         for (name, value) in fields.iter_mut() {
             let Some(t) = self.s.types.get(name.as_ref()) else {
                 continue;
             };
             let text = match &*value {
-                Value::String(s) => s.clone(),
-                Value::Null => continue,
-                other => other.to_string(),
+                Val::Str(s) => s.to_string(),
+                Val::Json(Value::String(s)) => s.clone(),
+                Val::Json(Value::Null) => continue,
+                Val::Json(other) => other.to_string(),
             };
-            *value = match t {
+            *value = Val::Json(match t {
                 Type::String => Value::String(text),
                 Type::Int => text
                     .trim()
@@ -332,7 +337,7 @@ impl Parse {
                         .map_err(|_| format!("`{name}` = `{text}` is not `{f}`"))?;
                     Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
                 }
-            };
+            });
         }
         Ok(())
     }
@@ -349,6 +354,7 @@ impl Parse {
         match &self.s.target {
             None => {
                 for (k, v) in fields {
+                    let v = v.into_value();
                     // `timestamp` stays the event's own unless the format
                     // gave one that parsed (access and error logs do).
                     put(obj, &k, v);
@@ -360,7 +366,7 @@ impl Parse {
                     _ => Map::new(),
                 };
                 for (k, v) in fields {
-                    put(&mut m, &k, v);
+                    put(&mut m, &k, v.into_value());
                 }
                 put(obj, t, Value::Object(m));
             }
@@ -384,8 +390,9 @@ impl Parse {
     /// event: its top-level fields copied as they are, except those the
     /// parse replaces. `None` when that cannot be done here (a dotted
     /// name, a `target` the event already has): the caller merges.
-    fn write_fast(&self, event: &Event<'_>, fields: &Fields, out: &mut Vec<u8>) -> Option<()> {
-        if fields.iter().any(|(k, _)| k.contains('.')) {
+    fn write_fast(&self, event: &Event<'_>, fields: &Fields<'_>, out: &mut Vec<u8>) -> Option<()> {
+        // (Names are short: a byte loop, not a vectorised search per name.)
+        if fields.iter().any(|(k, _)| k.bytes().any(|b| b == b'.')) {
             return None;
         }
         let target = match &self.s.target {
@@ -393,13 +400,13 @@ impl Parse {
             t => t.as_deref(),
         };
         // The last value of a name given twice wins.
-        let last = |i: usize, k: &str| !fields[i + 1..].iter().any(|(n, _)| n == k);
+        let last = |i: usize, k: &str| !fields[i + 1..].iter().any(|(n, _)| same(n, k));
         out.push(b'{');
         let mut first = true;
         for (k, raw) in event.raw_fields() {
             let replaced = match target {
                 Some(_) => false,
-                None => fields.iter().any(|(n, _)| n == k),
+                None => fields.iter().any(|(n, _)| same(n, k)),
             };
             if replaced {
                 continue;
@@ -408,7 +415,7 @@ impl Parse {
                 out.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut *out, k).ok()?;
+            push_json_str(out, k);
             out.push(b':');
             out.extend_from_slice(raw.as_bytes());
         }
@@ -417,7 +424,7 @@ impl Parse {
                 out.push(b',');
             }
             first = true;
-            serde_json::to_writer(&mut *out, t).ok()?;
+            push_json_str(out, t);
             out.extend_from_slice(b":{");
         }
         for (i, (k, v)) in fields.iter().enumerate() {
@@ -428,9 +435,12 @@ impl Parse {
                 out.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut *out, k).ok()?;
+            push_json_str(out, k);
             out.push(b':');
-            serde_json::to_writer(&mut *out, v).ok()?;
+            match v {
+                Val::Str(text) => push_json_str(out, text),
+                Val::Json(v) => serde_json::to_writer(&mut *out, v).ok()?,
+            }
         }
         if target.is_some() {
             out.push(b'}');
@@ -438,6 +448,94 @@ impl Parse {
         out.push(b'}');
         Some(())
     }
+}
+
+/// Whether two names are the same: length and first byte inline, the
+/// rest only then (most names differ in one of those).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
+/// Where the first byte from `i` on that a JSON string must escape is
+/// (`"`, `\\`, a control character), or the end: 16 bytes at a time.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn plain_until(b: &[u8], mut i: usize) -> usize {
+    use core::arch::wasm32::*;
+    let (quote, slash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
+    while let Some(block) = b.get(i..i + 16) {
+        // SAFETY: `block` is 16 readable bytes; wasm loads need no alignment.
+        let v = unsafe { v128_load(block.as_ptr().cast()) };
+        let special = v128_or(
+            v128_or(u8x16_eq(v, quote), u8x16_eq(v, slash)),
+            u8x16_lt(v, space),
+        );
+        let bits = u8x16_bitmask(special);
+        if bits != 0 {
+            return i + bits.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    plain_tail(b, i)
+}
+
+/// [`plain_until`] eight bytes at a time.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn plain_until(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let special = zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+        if special != 0 {
+            return i + (special.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    plain_tail(b, i)
+}
+
+/// [`plain_until`] a byte at a time, for the last few.
+fn plain_tail(b: &[u8], i: usize) -> usize {
+    b.get(i..)
+        .and_then(|t| t.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\'))
+        .map_or(b.len(), |p| i + p)
+}
+
+/// `text` as a JSON string, as serde_json writes it: runs without a byte
+/// to escape found 8 or 16 bytes at a time and copied whole.
+pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    let b = text.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut from = 0;
+    loop {
+        let i = plain_until(b, from);
+        out.extend_from_slice(b.get(from..i).unwrap_or_default());
+        let Some(&c) = b.get(i) else {
+            break;
+        };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
+            }
+        }
+        from = i + 1;
+    }
+    out.push(b'"');
 }
 
 impl Plugin for Parse {
@@ -448,6 +546,11 @@ impl Plugin for Parse {
     /// The fast path: the field read without parsing the event, the
     /// result written into the batch's buffer.
     fn process_into(&self, event: &Event<'_>, out: &mut Vec<u8>) -> Verdict {
+        // Every top-level field is read once, here: the field to parse is
+        // then found among them, not by a second pass over the event.
+        if event.raw_fields().next().is_none() {
+            return self.process(event);
+        }
         let text = match event.get_str(&self.s.field) {
             Some(t) => t,
             None => return self.process(event),
@@ -506,6 +609,35 @@ mod tests {
         let mut obj = event.as_object().unwrap().clone();
         p.apply(&mut obj)?;
         Ok(Value::Object(obj))
+    }
+
+    #[test]
+    fn json_strings_are_written_as_serde_writes_them() {
+        let mut texts: Vec<String> = (0u8..=0x7f)
+            .map(|b| format!("ab{}cdefghij", b as char))
+            .collect();
+        texts.extend(
+            [
+                "",
+                "\"",
+                "\\",
+                "é\u{2028}x\"y\\z\n",
+                "12345678\"",
+                "1234567\u{1}",
+            ]
+            .map(String::from),
+        );
+        for len in 0..20 {
+            texts.push("q\"".repeat(len));
+        }
+        for t in texts {
+            let mut out = Vec::new();
+            push_json_str(&mut out, &t);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&t).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -7,11 +7,83 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-/// Fields read from a line, in order (the scanners' names are static).
-pub type Fields = Vec<(Cow<'static, str>, Value)>;
+/// Fields read from a line, in order, their names and text borrowed from
+/// the line where they need no decoding.
+pub type Fields<'a> = Vec<(Cow<'a, str>, Val<'a>)>;
 
-fn s(v: &str) -> Value {
-    Value::String(v.to_string())
+/// A field's value: text (borrowed from the line when it can be), or any
+/// JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Str(Cow<'a, str>),
+    Json(Value),
+}
+
+impl Val<'_> {
+    /// As a JSON value (copies borrowed text).
+    pub fn into_value(self) -> Value {
+        match self {
+            Val::Str(s) => Value::String(s.into_owned()),
+            Val::Json(v) => v,
+        }
+    }
+
+    /// The text, if it is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Json(Value::String(s)) => Some(s),
+            Val::Json(_) => None,
+        }
+    }
+}
+
+impl PartialEq<&str> for Val<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl PartialEq<Value> for Val<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        match self {
+            Val::Str(s) => other.as_str() == Some(s.as_ref()),
+            Val::Json(v) => v == other,
+        }
+    }
+}
+
+fn s(v: &str) -> Val<'_> {
+    Val::Str(Cow::Borrowed(v))
+}
+
+fn own<'a>(v: String) -> Val<'a> {
+    Val::Str(Cow::Owned(v))
+}
+
+fn json<'a>(v: impl Into<Value>) -> Val<'a> {
+    Val::Json(v.into())
+}
+
+/// The first `a` or `b` in `hay`, eight bytes at a time (the values of a
+/// line are short: a vectorised search's setup cost more than it saved).
+fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut i = 0;
+    while let Some(chunk) = hay.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let hit = zero(x ^ (ONES * u64::from(a))) | zero(x ^ (ONES * u64::from(b)));
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay.get(i..)?
+        .iter()
+        .position(|&c| c == a || c == b)
+        .map(|p| i + p)
 }
 
 /// A cursor over a line.
@@ -38,16 +110,20 @@ impl<'a> Cur<'a> {
     /// Up to the next `c` (not included; it is skipped).
     fn until(&mut self, c: char) -> Result<&'a str, String> {
         let r = self.rest();
-        let i = r
-            .find(c)
-            .ok_or_else(|| format!("expected `{c}` after byte {}", self.at))?;
+        // Short runs: a byte loop beats a vectorised search's setup.
+        let i = if c.is_ascii() {
+            r.bytes().position(|b| u32::from(b) == u32::from(c))
+        } else {
+            r.find(c)
+        };
+        let i = i.ok_or_else(|| format!("expected `{c}` after byte {}", self.at))?;
         self.at += i + c.len_utf8();
         Ok(&r[..i])
     }
     /// A word up to a space (or the end).
     fn word(&mut self) -> &'a str {
         let r = self.rest();
-        let i = r.find(' ').unwrap_or(r.len());
+        let i = r.bytes().position(|b| b == b' ').unwrap_or(r.len());
         self.at += i;
         if self.rest().starts_with(' ') {
             self.at += 1;
@@ -56,14 +132,14 @@ impl<'a> Cur<'a> {
     }
     /// A `"..."` string with `\"` and `\\` escapes (Apache's), and `\xHH`
     /// (nginx's) decoded.
-    fn quoted(&mut self) -> Result<String, String> {
+    fn quoted(&mut self) -> Result<Cow<'a, str>, String> {
         self.eat("\"")?;
         let r = self.rest();
-        // Most values have no escape: one copy.
-        match memchr::memchr2(b'"', b'\\', r.as_bytes()) {
+        // Most values have no escape: borrowed.
+        match find2(r.as_bytes(), b'"', b'\\') {
             Some(i) if r.as_bytes()[i] == b'"' => {
                 self.at += i + 1;
-                return Ok(r[..i].to_string());
+                return Ok(Cow::Borrowed(&r[..i]));
             }
             None => return Err("a quoted string is not closed".into()),
             Some(_) => {}
@@ -74,7 +150,7 @@ impl<'a> Cur<'a> {
             match c {
                 '"' => {
                     self.at += i + 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 '\\' => match chars.next() {
                     Some((_, 'x')) => {
@@ -99,16 +175,20 @@ impl<'a> Cur<'a> {
     }
 }
 
-fn dash_or(v: &str) -> Option<Value> {
+fn dash_or(v: &str) -> Option<Val<'_>> {
     (v != "-" && !v.is_empty()).then(|| s(v))
 }
 
-fn number_or_dash(name: &str, v: &str) -> Result<Option<Value>, String> {
+fn dash_or_cow(v: Cow<'_, str>) -> Option<Val<'_>> {
+    (v != "-" && !v.is_empty()).then_some(Val::Str(v))
+}
+
+fn number_or_dash(name: &str, v: &str) -> Result<Option<Val<'static>>, String> {
     if v == "-" {
         return Ok(None);
     }
     v.parse::<u64>()
-        .map(|n| Some(Value::from(n)))
+        .map(|n| Some(json(n)))
         .map_err(|_| format!("{name} `{v}` is not a number"))
 }
 
@@ -125,12 +205,13 @@ fn clf_time(t: &str) -> Result<String, String> {
         return Err(bad());
     }
     let digits = |r: std::ops::Range<usize>| -> Result<u32, String> {
-        let part = &t[r];
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().map_err(|_| bad())
-        } else {
-            Err(bad())
-        }
+        b.get(r).ok_or_else(bad)?.iter().try_fold(0u32, |n, &c| {
+            if c.is_ascii_digit() {
+                Ok(n * 10 + u32::from(c - b'0'))
+            } else {
+                Err(bad())
+            }
+        })
     };
     let day = digits(0..2)?;
     let month = MONTHS.iter().position(|m| *m == &t[3..6]).ok_or_else(bad)? + 1;
@@ -155,31 +236,71 @@ fn clf_time(t: &str) -> Result<String, String> {
     {
         return Err(bad());
     }
-    Ok(format!(
-        "{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{sec:02}{}{oh:02}:{om:02}",
-        sign as char
-    ))
+    // Written by hand: `format!` cost more than reading the time.
+    let mut out = String::with_capacity(25);
+    let mut two = |n: u32, after: char| {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+        if after != '\0' {
+            out.push(after);
+        }
+    };
+    two(year / 100, '\0');
+    two(year % 100, '-');
+    two(month as u32, '-');
+    two(day, 'T');
+    two(h, ':');
+    two(mi, ':');
+    two(sec, sign as char);
+    two(oh, ':');
+    two(om, '\0');
+    Ok(out)
 }
 
 /// `"GET /path HTTP/1.1"` split when it has that shape.
-fn request(out: &mut Fields, r: &str) {
-    out.push(("request".into(), s(r)));
-    let mut p = r.splitn(3, ' ');
-    if let (Some(m), Some(path), Some(proto)) = (p.next(), p.next(), p.next()) {
-        if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) {
-            out.push(("method".into(), s(m)));
-            out.push(("path".into(), s(path)));
-            out.push(("protocol".into(), s(proto)));
+fn request<'a>(out: &mut Fields<'a>, r: Cow<'a, str>) {
+    // `METHOD PATH PROTOCOL`: the two spaces found by a byte loop.
+    let b = r.as_bytes();
+    let first = b.iter().position(|&c| c == b' ');
+    let second = first.and_then(|f| {
+        b.get(f + 1..)?
+            .iter()
+            .position(|&c| c == b' ')
+            .map(|p| (f, p))
+    });
+    let parts = second.filter(|&(m, _)| {
+        m > 0
+            && b.get(..m)
+                .is_some_and(|m| m.iter().all(u8::is_ascii_uppercase))
+    });
+    // The parts borrow the line when the request did (no escapes).
+    let part = |r: &Cow<'a, str>, at: std::ops::Range<usize>| -> Val<'a> {
+        match r {
+            Cow::Borrowed(b) => Val::Str(Cow::Borrowed(b.get(at).unwrap_or(""))),
+            Cow::Owned(o) => own(o.get(at).unwrap_or("").to_string()),
         }
+    };
+    if let Some((m, p)) = parts {
+        let (method, path, proto) = (
+            part(&r, 0..m),
+            part(&r, m + 1..m + 1 + p),
+            part(&r, m + p + 2..r.len()),
+        );
+        out.push(("request".into(), Val::Str(r)));
+        out.push(("method".into(), method));
+        out.push(("path".into(), path));
+        out.push(("protocol".into(), proto));
+    } else {
+        out.push(("request".into(), Val::Str(r)));
     }
 }
 
 /// Apache common (`%h %l %u %t "%r" %>s %b`) and, `combined`, with
 /// `"%{Referer}i" "%{User-agent}i"` (nginx's default `combined` is the
 /// same).
-pub fn access(line: &str, combined: bool) -> Result<Fields, String> {
+pub fn access(line: &str, combined: bool) -> Result<Fields<'_>, String> {
     let mut c = Cur::new(line);
-    let mut out = Fields::new();
+    let mut out = Fields::with_capacity(14);
     let client = c.word();
     if client.is_empty() {
         return Err("no client address".into());
@@ -193,28 +314,28 @@ pub fn access(line: &str, combined: bool) -> Result<Fields, String> {
     }
     c.eat("[")?;
     let t = c.until(']')?;
-    out.push(("timestamp".into(), s(&clf_time(t)?)));
+    out.push(("timestamp".into(), own(clf_time(t)?)));
     c.eat(" ")?;
     let r = c.quoted()?;
-    request(&mut out, &r);
+    request(&mut out, r);
     c.eat(" ")?;
     let status = c.word();
     let status: u64 = status
         .parse()
         .map_err(|_| format!("status `{status}` is not a number"))?;
-    out.push(("status".into(), Value::from(status)));
+    out.push(("status".into(), json(status)));
     let size = c.word();
     if let Some(v) = number_or_dash("size", size)? {
         out.push(("size".into(), v));
     }
     if combined {
         let referer = c.quoted()?;
-        if let Some(v) = dash_or(&referer) {
+        if let Some(v) = dash_or_cow(referer) {
             out.push(("referer".into(), v));
         }
         c.eat(" ")?;
         let agent = c.quoted()?;
-        if let Some(v) = dash_or(&agent) {
+        if let Some(v) = dash_or_cow(agent) {
             out.push(("agent".into(), v));
         }
     }
@@ -224,7 +345,7 @@ pub fn access(line: &str, combined: bool) -> Result<Fields, String> {
 /// nginx's error log: `2026/12/06 03:10:01 [error] 12#12: *5 message,
 /// client: 127.0.0.1, server: localhost, request: "GET /x HTTP/1.1",
 /// host: "localhost:8080"`.
-pub fn nginx_error(line: &str) -> Result<Fields, String> {
+pub fn nginx_error(line: &str) -> Result<Fields<'_>, String> {
     let mut c = Cur::new(line);
     let mut out = Fields::new();
     let date = c.word();
@@ -233,7 +354,7 @@ pub fn nginx_error(line: &str) -> Result<Fields, String> {
         .map_err(|_| format!("time `{date} {time}` is not `%Y/%m/%d %H:%M:%S`"))?;
     out.push((
         "timestamp".into(),
-        s(&t.format("%Y-%m-%dT%H:%M:%S").to_string()),
+        own(t.format("%Y-%m-%dT%H:%M:%S").to_string()),
     ));
     c.eat("[")?;
     out.push(("severity".into(), s(c.until(']')?)));
@@ -242,17 +363,17 @@ pub fn nginx_error(line: &str) -> Result<Fields, String> {
     let (pid, tid) = ids.split_once('#').ok_or("expected PID#TID")?;
     out.push((
         "pid".into(),
-        Value::from(pid.parse::<u64>().map_err(|_| "bad pid")?),
+        json(pid.parse::<u64>().map_err(|_| "bad pid")?),
     ));
     out.push((
         "tid".into(),
-        Value::from(tid.parse::<u64>().map_err(|_| "bad tid")?),
+        json(tid.parse::<u64>().map_err(|_| "bad tid")?),
     ));
     let mut rest = c.rest().trim_start();
     if let Some(r) = rest.strip_prefix('*') {
         let n = r.bytes().take_while(u8::is_ascii_digit).count();
         if let Ok(cid) = r[..n].parse::<u64>() {
-            out.push(("connection".into(), Value::from(cid)));
+            out.push(("connection".into(), json(cid)));
         }
         rest = r[n..].trim_start();
     }
@@ -294,7 +415,7 @@ pub fn nginx_error(line: &str) -> Result<Fields, String> {
 /// Apache's error log (2.4): `[Sun Dec 06 03:10:01.123456 2026]
 /// [core:error] [pid 12:tid 34] [client 127.0.0.1:5678] AH00128: File does
 /// not exist: /var/www/html/x`.
-pub fn apache_error(line: &str) -> Result<Fields, String> {
+pub fn apache_error(line: &str) -> Result<Fields<'_>, String> {
     let mut c = Cur::new(line);
     let mut out = Fields::new();
     c.eat("[")?;
@@ -303,7 +424,7 @@ pub fn apache_error(line: &str) -> Result<Fields, String> {
         .map_err(|_| format!("time `{t}` is not Apache's"))?;
     out.push((
         "timestamp".into(),
-        s(&parsed.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+        own(parsed.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
     ));
     loop {
         c.at += c.rest().len() - c.rest().trim_start().len();
@@ -318,10 +439,10 @@ pub fn apache_error(line: &str) -> Result<Fields, String> {
                 None => (p, None),
             };
             if let Ok(n) = pid.parse::<u64>() {
-                out.push(("pid".into(), Value::from(n)));
+                out.push(("pid".into(), json(n)));
             }
             if let Some(Ok(n)) = tid.map(str::parse::<u64>) {
-                out.push(("tid".into(), Value::from(n)));
+                out.push(("tid".into(), json(n)));
             }
         } else if let Some(cl) = part.strip_prefix("client ") {
             out.push(("client".into(), s(cl)));
@@ -349,8 +470,13 @@ pub fn apache_error(line: &str) -> Result<Fields, String> {
 
 /// `key=value key="quoted \"value\"" flag` (logfmt; a bare key is `true`),
 /// or with other separators (`kv`).
-pub fn kv(line: &str, pair_sep: char, value_sep: char, bare_true: bool) -> Result<Fields, String> {
-    let mut out = Fields::new();
+pub fn kv(
+    line: &str,
+    pair_sep: char,
+    value_sep: char,
+    bare_true: bool,
+) -> Result<Fields<'_>, String> {
+    let mut out = Fields::with_capacity(16);
     let mut chars = line.char_indices().peekable();
     loop {
         while chars
@@ -383,7 +509,7 @@ pub fn kv(line: &str, pair_sep: char, value_sep: char, bare_true: bool) -> Resul
         }
         if !has_value {
             if bare_true {
-                out.push((Cow::Owned(key.to_string()), Value::Bool(true)));
+                out.push((Cow::Borrowed(key), json(true)));
                 continue;
             }
             return Err(format!("`{key}` has no `{value_sep}`"));
@@ -410,19 +536,20 @@ pub fn kv(line: &str, pair_sep: char, value_sep: char, bare_true: bool) -> Resul
             if !closed {
                 return Err(format!("the value of `{key}` is not closed"));
             }
-            v
+            own(v)
         } else {
-            let mut v = String::new();
-            while let Some(&(_, c)) = chars.peek() {
+            let from = chars.peek().map_or(line.len(), |&(i, _)| i);
+            let mut to = line.len();
+            while let Some(&(i, c)) = chars.peek() {
                 if c == pair_sep || c == ' ' {
+                    to = i;
                     break;
                 }
-                v.push(c);
                 chars.next();
             }
-            v
+            s(line.get(from..to).unwrap_or(""))
         };
-        out.push((Cow::Owned(key.to_string()), Value::String(value)));
+        out.push((Cow::Borrowed(key), value));
     }
     if out.is_empty() {
         return Err("no key=value pair".into());
@@ -432,7 +559,7 @@ pub fn kv(line: &str, pair_sep: char, value_sep: char, bare_true: bool) -> Resul
 
 /// One CSV record (RFC 4180: `"` quotes, `""` inside them, newlines
 /// inside quotes), its values named by `columns` (`column_N` past them).
-pub fn csv(line: &str, delimiter: char, columns: &[String]) -> Result<Fields, String> {
+pub fn csv<'a>(line: &'a str, delimiter: char, columns: &[String]) -> Result<Fields<'a>, String> {
     let mut values = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();
@@ -473,13 +600,13 @@ pub fn csv(line: &str, delimiter: char, columns: &[String]) -> Result<Fields, St
                 .get(i)
                 .cloned()
                 .unwrap_or_else(|| format!("column_{}", i + 1));
-            (Cow::Owned(name), Value::String(v))
+            (Cow::Owned(name), own(v))
         })
         .collect())
 }
 
 /// Kubernetes' klog: `I1206 03:10:01.123456   12345 file.go:42] message`.
-pub fn klog(line: &str) -> Result<Fields, String> {
+pub fn klog(line: &str) -> Result<Fields<'_>, String> {
     let mut out = Fields::new();
     let level = match line.as_bytes().first() {
         Some(b'I') => "info",
@@ -497,14 +624,14 @@ pub fn klog(line: &str) -> Result<Fields, String> {
     let time = c.word();
     out.push((
         "timestamp".into(),
-        s(&format!("{}-{}T{time}", &md[..2], &md[2..])),
+        own(format!("{}-{}T{time}", &md[..2], &md[2..])),
     ));
     let rest = c.rest().trim_start();
     let mut c = Cur::new(rest);
     let tid = c.word();
     out.push((
         "thread".into(),
-        Value::from(
+        json(
             tid.parse::<u64>()
                 .map_err(|_| format!("thread `{tid}` is not a number"))?,
         ),
@@ -513,7 +640,7 @@ pub fn klog(line: &str) -> Result<Fields, String> {
     if let Some((file, n)) = at.rsplit_once(':') {
         out.push(("file".into(), s(file)));
         if let Ok(n) = n.parse::<u64>() {
-            out.push(("line".into(), Value::from(n)));
+            out.push(("line".into(), json(n)));
         }
     }
     out.push((
@@ -566,12 +693,12 @@ impl sluice_common::syslog::Times for PluginTimes {
 /// parser as the `syslog` source, or a line of a syslog file without its
 /// `<PRI>`): the fields that source gives (without a `<PRI>`, no `level`,
 /// `facility` or `severity`).
-pub fn syslog(line: &str) -> Result<Fields, String> {
+pub fn syslog(line: &str) -> Result<Fields<'_>, String> {
     use sluice_common::syslog as sl;
     let m = sl::parse_line(line, &PluginTimes)?;
     let mut out = Fields::new();
     if let Some(t) = m.time {
-        out.push(("timestamp".into(), Value::String(t)));
+        out.push(("timestamp".into(), own(t)));
     }
     if m.pri {
         out.push(("level".into(), s(sl::level(m.severity))));
@@ -583,31 +710,32 @@ pub fn syslog(line: &str) -> Result<Fields, String> {
     if let Some(a) = m.app {
         out.push(("service".into(), s(a)));
     }
+    let sv = |v: &str| Value::String(v.to_string());
     let mut meta = serde_json::Map::new();
     if m.pri {
-        meta.insert("facility".into(), s(sl::facility_name(m.facility)));
-        meta.insert("severity".into(), s(sl::severity_name(m.severity)));
+        meta.insert("facility".into(), sv(sl::facility_name(m.facility)));
+        meta.insert("severity".into(), sv(sl::severity_name(m.severity)));
     }
     if let Some(v) = m.version {
         meta.insert("version".into(), Value::from(v));
     }
     if let Some(p) = m.procid {
-        meta.insert("procid".into(), s(p));
+        meta.insert("procid".into(), sv(p));
     }
     if let Some(p) = m.msgid {
-        meta.insert("msgid".into(), s(p));
+        meta.insert("msgid".into(), sv(p));
     }
     if !m.sd.is_empty() {
         let sd = sl::structured(&m.sd)
             .into_iter()
             .map(|(id, params)| {
-                let params = params.into_iter().map(|(n, v)| (n.to_string(), s(v)));
+                let params = params.into_iter().map(|(n, v)| (n.to_string(), sv(v)));
                 (id.to_string(), Value::Object(params.collect()))
             })
             .collect();
         meta.insert("structured_data".into(), Value::Object(sd));
     }
-    out.push(("syslog".into(), Value::Object(meta)));
+    out.push(("syslog".into(), json(Value::Object(meta))));
     Ok(out)
 }
 
@@ -615,8 +743,27 @@ pub fn syslog(line: &str) -> Result<Fields, String> {
 mod tests {
     use super::*;
 
-    fn get<'a>(f: &'a Fields, k: &str) -> Option<&'a Value> {
-        f.iter().find(|(n, _)| n == k).map(|(_, v)| v)
+    fn get(f: &Fields, k: &str) -> Option<Value> {
+        f.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone().into_value())
+    }
+
+    #[test]
+    fn find2_finds_the_first_of_two() {
+        for len in 0..40 {
+            for at in 0..len {
+                for (x, y) in [(b'"', b'\\'), (b'\\', b'"')] {
+                    let mut h = vec![b'a'; len];
+                    h[at] = x;
+                    if at + 3 < len {
+                        h[at + 3] = y;
+                    }
+                    assert_eq!(find2(&h, b'"', b'\\'), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(find2(&vec![0x80 | b'"'; len], b'"', b'\\'), None);
+        }
     }
 
     #[test]

@@ -405,13 +405,13 @@ async fn the_scanner_and_grok_agree_on_a_real_nginx_log() {
             .fields(line)
             .unwrap()
             .into_iter()
-            .map(|(k, v)| (k.into_owned(), v))
+            .map(|(k, v)| (k.into_owned(), v.into_value()))
             .collect();
         let mut g: std::collections::BTreeMap<String, serde_json::Value> = grok
             .fields(line)
             .unwrap()
             .into_iter()
-            .map(|(k, v)| (k.into_owned(), v))
+            .map(|(k, v)| (k.into_owned(), v.into_value()))
             .collect();
         for k in ["referer", "agent"] {
             match g.get(k).and_then(|v| v.as_str()).and_then(unquote) {
