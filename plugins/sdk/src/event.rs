@@ -164,7 +164,9 @@ impl<'a> Iterator for Scan<'a> {
 /// The text of a raw JSON string value, borrowed when it has no escapes.
 fn unquote(raw: &str) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    match inner.find('\\') {
+    // Inside a JSON string every quote is escaped: the first hit of a
+    // search for either is the first backslash.
+    match quote_or_backslash(inner.as_bytes()) {
         None => Some(Cow::Borrowed(inner)),
         Some(first) => unescape(inner, first)
             .or_else(|| serde_json::from_str::<String>(raw).ok())
@@ -182,6 +184,9 @@ fn unescape(inner: &str, first: usize) -> Option<String> {
     let mut at = first;
     loop {
         out.extend_from_slice(b.get(from..at)?);
+        if b.get(at) != Some(&b'\\') {
+            return None;
+        }
         let c = match b.get(at + 1)? {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -195,7 +200,7 @@ fn unescape(inner: &str, first: usize) -> Option<String> {
         };
         out.push(c);
         from = at + 2;
-        match memchr::memchr(b'\\', b.get(from..)?) {
+        match quote_or_backslash(b.get(from..)?) {
             Some(p) => at = from + p,
             None => {
                 out.extend_from_slice(b.get(from..)?);
