@@ -391,6 +391,37 @@ type Counter = (
 );
 
 /// The metrics in the Prometheus text format.
+/// Whether a component of its kind and `type` can move the family `name`
+/// (families no component can move are left out of `/metrics`, and a
+/// family lists only the components that can move it).
+fn moves(name: &str, s: &crate::base::metrics::Snapshot) -> bool {
+    use crate::base::metrics::Kind::{Sink, Source, Transform};
+    let t = s.type_name;
+    match name {
+        "sluice_plugin_restarts_total" => s.kind == Transform,
+        "sluice_file_long_lines_total" => {
+            s.kind == Source && matches!(t, "file" | "stdin" | "syslog" | "dead_letters")
+        }
+        "sluice_file_truncations_total" | "sluice_file_rescued_lines_total" => {
+            s.kind == Source && t == "file"
+        }
+        "sluice_requests_total" => {
+            s.kind == Sink && matches!(t, "http" | "elasticsearch" | "loki" | "otlp")
+        }
+        "sluice_http_busy_total" => s.kind == Source && matches!(t, "http" | "otlp"),
+        "sluice_timestamps_unparsed_total" => {
+            s.kind == Source && matches!(t, "file" | "stdin" | "http" | "redis" | "internal")
+        }
+        "sluice_redis_topology_changes_total" => t == "redis",
+        "sluice_redis_claimed_total" => s.kind == Source && t == "redis",
+        "sluice_redis_unreplicated_writes_total" => s.kind == Sink && t == "redis",
+        "sluice_reconnects_total" => t == "redis" || (s.kind == Sink && t == "syslog"),
+        "sluice_write_retries_total" => s.kind == Sink || (s.kind == Source && t == "redis"),
+        "sluice_connections" => s.kind == Source && matches!(t, "http" | "otlp" | "syslog"),
+        _ => true,
+    }
+}
+
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
@@ -482,8 +513,12 @@ pub fn prometheus(metrics: &Registry) -> String {
         ),
     ];
     for (name, help, get) in counters {
+        let movers: Vec<_> = snaps.iter().filter(|s| moves(name, s)).collect();
+        if movers.is_empty() {
+            continue;
+        }
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for s in &snaps {
+        for s in movers {
             let _ = writeln!(
                 out,
                 "{name}{{component=\"{}\",kind=\"{}\"}} {}",
@@ -493,8 +528,14 @@ pub fn prometheus(metrics: &Registry) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# HELP sluice_reconnects_total Connections re-established after a failure.\n# TYPE sluice_reconnects_total counter");
-    for s in &snaps {
+    let reconnecting: Vec<_> = snaps
+        .iter()
+        .filter(|s| moves("sluice_reconnects_total", s))
+        .collect();
+    if !reconnecting.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_reconnects_total Connections re-established after a failure.\n# TYPE sluice_reconnects_total counter");
+    }
+    for s in reconnecting {
         let _ = writeln!(
             out,
             "sluice_reconnects_total{{component=\"{}\",kind=\"{}\"}} {}",
@@ -503,8 +544,14 @@ pub fn prometheus(metrics: &Registry) -> String {
             s.reconnects
         );
     }
-    let _ = writeln!(out, "# HELP sluice_write_retries_total Writes retried after an error.\n# TYPE sluice_write_retries_total counter");
-    for s in &snaps {
+    let retrying: Vec<_> = snaps
+        .iter()
+        .filter(|s| moves("sluice_write_retries_total", s))
+        .collect();
+    if !retrying.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_write_retries_total Writes retried after an error.\n# TYPE sluice_write_retries_total counter");
+    }
+    for s in retrying {
         let _ = writeln!(
             out,
             "sluice_write_retries_total{{component=\"{}\",kind=\"{}\"}} {}",
@@ -597,10 +644,14 @@ pub fn prometheus(metrics: &Registry) -> String {
             }
         }
     }
-    let _ = writeln!(out, "# HELP sluice_connections Connections open now (sources that take connections).\n# TYPE sluice_connections gauge");
-    for s in snaps.iter().filter(|s| {
-        s.kind == crate::base::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
-    }) {
+    let listening: Vec<_> = snaps
+        .iter()
+        .filter(|s| moves("sluice_connections", s))
+        .collect();
+    if !listening.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_connections Connections open now (sources that take connections).\n# TYPE sluice_connections gauge");
+    }
+    for s in listening {
         let _ = writeln!(
             out,
             "sluice_connections{{component=\"{}\",kind=\"source\"}} {}",

@@ -130,6 +130,34 @@ inputs = ["keep"]
     );
     assert_eq!(sample_value(&scrape, "sluice_queue_batches", "keep"), 0.0);
     assert_eq!(sample_value(&scrape, "sluice_component_up", "out"), 1.0);
+    // A family is exported only for the components of a kind that can
+    // move it, and not at all when none can.
+    let components = |family: &str| -> Vec<String> {
+        let mut c: Vec<String> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == family)
+            .filter_map(|s| s.labels.get("component").map(str::to_string))
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(components("sluice_file_truncations_total"), ["idle"]);
+    assert_eq!(components("sluice_plugin_restarts_total"), ["keep"]);
+    assert_eq!(components("sluice_write_retries_total"), ["out"]);
+    for none in [
+        "sluice_redis_claimed_total",
+        "sluice_redis_topology_changes_total",
+        "sluice_redis_unreplicated_writes_total",
+        "sluice_requests_total",
+        "sluice_http_busy_total",
+        "sluice_reconnects_total",
+        "sluice_connections",
+    ] {
+        assert!(components(none).is_empty(), "{none} exported: {body}");
+        assert!(!body.contains(&format!("# TYPE {none} ")), "{none}'s header");
+    }
+    assert_eq!(components("sluice_events_in_total").len(), 5, "{body}");
     // The histogram has as many observations as the transform saw batches.
     let count = scrape
         .samples
@@ -409,6 +437,16 @@ fn the_dashboard_uses_metrics_that_exist() {
     )
     .unwrap();
     let metrics = Registry::default();
+    // One component of each kind whose families the dashboard draws.
+    for (name, kind, t) in [
+        ("logs", sluice::base::metrics::Kind::Source, "file"),
+        ("api", sluice::base::metrics::Kind::Source, "http"),
+        ("stream", sluice::base::metrics::Kind::Source, "redis"),
+        ("queue", sluice::base::metrics::Kind::Sink, "redis"),
+        ("es", sluice::base::metrics::Kind::Sink, "elasticsearch"),
+    ] {
+        *metrics.component(name, kind).type_name.lock().unwrap() = t;
+    }
     let m = metrics.component("t", sluice::base::metrics::Kind::Transform);
     m.batch_seconds.observe(Duration::from_millis(3));
     // The series that exist once a component counts by fields and an

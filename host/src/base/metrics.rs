@@ -75,6 +75,9 @@ pub struct ComponentMetrics {
     /// Events counted by the values of some of their fields
     /// (`metrics = { by = [...] }`), when the component asks.
     pub by_fields: std::sync::RwLock<Option<Arc<ByFields>>>,
+    /// The component's `type` (`file`, `redis`, ...; empty when it has
+    /// none, as the dead letters): which metric families it can move.
+    pub type_name: Mutex<&'static str>,
 }
 
 /// `metrics = { by = ["channel", "level"], max_series = 1000 }` of a
@@ -422,6 +425,8 @@ pub struct Snapshot {
     pub down: Option<String>,
     /// A sink's disk buffer.
     pub buffer: Option<BufferSnapshot>,
+    /// The component's `type` (empty when it has none).
+    pub type_name: &'static str,
     /// Failed TLS handshakes by reason.
     pub tls_errors: Vec<(String, u64)>,
 }
@@ -576,6 +581,7 @@ impl Registry {
                     .iter()
                     .map(|(r, n)| (r.to_string(), *n))
                     .collect(),
+                type_name: *m.type_name.lock().unwrap_or_else(|e| e.into_inner()),
             })
             .collect()
     }

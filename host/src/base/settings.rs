@@ -321,6 +321,15 @@ macro_rules! kinds {
         }
 
         impl $enum {
+            /// The `type` it was chosen by (`"internal"` for the kinds a
+            /// pipeline file cannot name).
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $( $enum::$variant(_) => $kind, )*
+                    $( $enum::$ivariant(_) => "internal", )*
+                }
+            }
+
             /// The chosen kind, through the interface every kind implements.
             pub fn kind(&self) -> &dyn $trait {
                 match self {

@@ -11,7 +11,7 @@ use super::graph::{self, Port};
 use super::reload::ReloadHandle;
 use super::transform::TransformStage;
 use crate::base::event::SharedBatch;
-use crate::base::metrics::{Kind, Registry};
+use crate::base::metrics::{ComponentMetrics, Kind, Registry};
 use crate::base::output::{FinishOnDrop, Output, Router, Shutdown, ShutdownTrigger};
 use crate::config::{Named, OnError, PipelineConfig, TransformConfig};
 use crate::delivery::buffer::DiskStage;
@@ -168,17 +168,22 @@ impl Running {
     /// Give every component its `metrics = { by = [...] }` (or none).
     pub(super) fn count_by_fields(inner: &Inner, config: &PipelineConfig) {
         let m = &inner.metrics;
+        let typed = |c: &ComponentMetrics, t: &'static str| {
+            *c.type_name.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        };
         for s in &config.sources {
-            m.component(&s.name, Kind::Source)
-                .set_by_fields(s.metrics.as_ref());
+            let c = m.component(&s.name, Kind::Source);
+            c.set_by_fields(s.metrics.as_ref());
+            typed(&c, s.config.type_name());
         }
         for t in &config.transforms {
             m.component(&t.name, Kind::Transform)
                 .set_by_fields(t.metrics.as_ref());
         }
         for s in &config.sinks {
-            m.component(&s.name, Kind::Sink)
-                .set_by_fields(s.metrics.as_ref());
+            let c = m.component(&s.name, Kind::Sink);
+            c.set_by_fields(s.metrics.as_ref());
+            typed(&c, s.config.type_name());
         }
     }
 
