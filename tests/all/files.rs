@@ -391,6 +391,12 @@ async fn bad_templates_name_the_key() {
             "format = \"json\"\ntemplate = \"{a}\"",
             "format = \"text\"",
         ),
+        (
+            "logs/x.log",
+            "timezone = \"Mars/Olympus\"",
+            "not a time zone",
+        ),
+        ("logs/x.log", "date_from = \"read\"", "unknown variant"),
     ] {
         let toml = format!(
             "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"file\"\npath = \"{path}\"\n{extra}\ninputs = [\"in\"]\n"
@@ -404,6 +410,129 @@ async fn bad_templates_name_the_key() {
         assert!(err.contains("pipeline.toml:"), "{err}");
         assert!(err.contains("sinks.out"), "{err}");
     }
+}
+
+/// #42: a Paris team's 00:00-01:00 logs landed in the previous day's file,
+/// and a replayed backlog in today's. With `timezone` and `date_from =
+/// "event"`, each event goes to its own local day, across both changes of
+/// daylight-saving time, whatever shape its time had at the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_from_event_times_in_a_zone_across_daylight_saving() {
+    let d = tempfile::tempdir().unwrap();
+    let events = [
+        // Saturday before the spring change: 23:30 in Paris (+01:00).
+        json!({"timestamp":"2026-03-28T22:30:00Z","message":"a"}),
+        // 00:30 in Paris, the next day; a pino time in milliseconds.
+        json!({"time":1774740600000u64,"message":"b"}),
+        // After the change (+02:00): 23:30, then 00:30 the next day.
+        json!({"timestamp":"2026-03-29T23:30:00+02:00","message":"c"}),
+        json!({"timestamp":"2026-03-29T22:30:00Z","message":"d"}),
+        // The autumn change: 00:30 (+02:00), 23:30 and 00:30 (+01:00).
+        json!({"timestamp":"2026-10-24T22:30:00Z","message":"e"}),
+        json!({"timestamp":"2026-10-25T22:30:00Z","message":"f"}),
+        json!({"timestamp":"2026-10-25T23:30:00Z","message":"g"}),
+        // No time: the time of writing.
+        json!({"message":"h"}),
+    ];
+    write_json_lines(&d.path().join("in.log"), &events);
+    let toml = r#"
+[sources.in]
+type = "file"
+path = "in.log"
+
+[sinks.paris]
+type = "file"
+path = "out/paris/app-{%Y-%m-%d}.log"
+timezone = "Europe/Paris"
+date_from = "event"
+format = "text"
+template = "{%H:%M%z} {message}"
+inputs = ["in"]
+
+[sinks.utc]
+type = "file"
+path = "out/utc/app-{%Y-%m-%d}.log"
+date_from = "event"
+format = "text"
+template = "{%H:%M%z} {message}"
+inputs = ["in"]
+
+[sinks.written]
+type = "file"
+path = "out/written/app-{%Y-%m-%d}.log"
+timezone = "Europe/Paris"
+format = "text"
+template = "{message}"
+inputs = ["in"]
+"#;
+    run(d.path(), toml).await.unwrap();
+    let local_today = |zone: &str| {
+        let out = std::process::Command::new("date")
+            .env("TZ", zone)
+            .arg("+%Y-%m-%d")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let files = |sub: &str| -> Vec<(String, String)> {
+        tree(&d.path().join("out").join(sub))
+            .into_iter()
+            .map(|f| {
+                let text =
+                    std::fs::read_to_string(d.path().join("out").join(sub).join(&f)).unwrap();
+                (f, text)
+            })
+            .collect()
+    };
+    let paris_today = local_today("Europe/Paris");
+    let paris = files("paris");
+    let (today_file, today_text) = paris
+        .iter()
+        .find(|(f, _)| *f == format!("app-{paris_today}.log"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no file for today in Paris: {paris:?}"));
+    assert!(today_text.ends_with(" h\n"), "{today_text}");
+    let rest: Vec<(String, String)> = paris
+        .into_iter()
+        .filter(|(f, _)| *f != today_file)
+        .collect();
+    let want = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        rest,
+        want(&[
+            ("app-2026-03-28.log", "23:30+0100 a\n"),
+            ("app-2026-03-29.log", "00:30+0100 b\n23:30+0200 c\n"),
+            ("app-2026-03-30.log", "00:30+0200 d\n"),
+            ("app-2026-10-25.log", "00:30+0200 e\n23:30+0100 f\n"),
+            ("app-2026-10-26.log", "00:30+0100 g\n"),
+        ])
+    );
+    let utc_today = local_today("UTC");
+    let utc: Vec<(String, String)> = files("utc")
+        .into_iter()
+        .filter(|(f, _)| *f != format!("app-{utc_today}.log"))
+        .collect();
+    assert_eq!(
+        utc,
+        want(&[
+            ("app-2026-03-28.log", "22:30+0000 a\n23:30+0000 b\n"),
+            ("app-2026-03-29.log", "21:30+0000 c\n22:30+0000 d\n"),
+            ("app-2026-10-24.log", "22:30+0000 e\n"),
+            ("app-2026-10-25.log", "22:30+0000 f\n23:30+0000 g\n"),
+        ])
+    );
+    // The default: every line in the file of the day it was written.
+    assert_eq!(
+        files("written"),
+        want(&[(
+            &format!("app-{paris_today}.log"),
+            "a\nb\nc\nd\ne\nf\ng\nh\n"
+        )])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,7 +155,10 @@ inputs = ["keep"]
         "sluice_connections",
     ] {
         assert!(components(none).is_empty(), "{none} exported: {body}");
-        assert!(!body.contains(&format!("# TYPE {none} ")), "{none}'s header");
+        assert!(
+            !body.contains(&format!("# TYPE {none} ")),
+            "{none}'s header"
+        );
     }
     assert_eq!(components("sluice_events_in_total").len(), 5, "{body}");
     // The histogram has as many observations as the transform saw batches.

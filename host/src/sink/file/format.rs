@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::template::{Part, Template};
+use super::template::{time_of, Part, Template, Zone};
 use crate::base::event::{top_fields, value_text};
 
 /// `format = ...` of a file sink.
@@ -33,14 +33,27 @@ pub struct Formatter {
     /// What a text template writes for a field the event lacks: the sink's
     /// `missing`, the same word its file names use.
     missing: String,
+    /// The zone of `{%...}` times.
+    zone: Zone,
+    /// Whether `{%...}` shows the event's `timestamp` (else the time of
+    /// writing).
+    from_event: bool,
 }
 
 impl Formatter {
-    pub fn new(format: LineFormat, template: Template, missing: &str) -> Self {
+    pub fn new(
+        format: LineFormat,
+        template: Template,
+        missing: &str,
+        zone: Zone,
+        from_event: bool,
+    ) -> Self {
         Self {
             format,
             template,
             missing: missing.to_string(),
+            zone,
+            from_event,
         }
     }
 
@@ -111,8 +124,14 @@ impl Formatter {
                     out.extend_from_slice(case.apply(&text).as_bytes());
                 }
                 Part::Time(fmt) => {
-                    use std::io::Write;
-                    let _ = write!(out, "{}", chrono::Utc::now().format(fmt));
+                    let at = self
+                        .from_event
+                        .then(|| find("timestamp").and_then(|raw| time_of(raw.get())))
+                        .flatten()
+                        .unwrap_or_else(chrono::Utc::now);
+                    let mut text = String::new();
+                    self.zone.format(at, fmt, &mut text);
+                    out.extend_from_slice(text.as_bytes());
                 }
                 Part::Rest => {
                     let named: Vec<&str> = self.template.fields().collect();
@@ -207,7 +226,13 @@ mod tests {
     use super::*;
 
     fn line(format: LineFormat, template: &str, event: &str) -> String {
-        let f = Formatter::new(format, Template::parse(template, true).unwrap(), "-");
+        let f = Formatter::new(
+            format,
+            Template::parse(template, true).unwrap(),
+            "-",
+            Zone::Utc,
+            false,
+        );
         let mut out = Vec::new();
         f.line(event.as_bytes(), &mut out);
         String::from_utf8(out).unwrap()
@@ -250,6 +275,8 @@ mod tests {
             LineFormat::Text,
             Template::parse(DEFAULT_TEXT, true).unwrap(),
             "unknown",
+            Zone::Utc,
+            false,
         );
         let mut out = Vec::new();
         f.line(
@@ -257,6 +284,35 @@ mod tests {
             &mut out,
         );
         assert_eq!(String::from_utf8(out).unwrap(), "[t] unknown.INFO: m\n");
+    }
+
+    #[test]
+    fn line_times_from_the_event_in_a_zone() {
+        let f = Formatter::new(
+            LineFormat::Text,
+            Template::parse("{%Y-%m-%d %H:%M:%S%.6f %z} {message}", true).unwrap(),
+            "-",
+            Zone::parse("Europe/Paris").unwrap(),
+            true,
+        );
+        let mut out = Vec::new();
+        f.line(
+            br#"{"timestamp":"2026-10-25T00:30:00.123456Z","message":"m"}"#,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-10-25 02:30:00.123456 +0200 m\n"
+        );
+        let mut out = Vec::new();
+        f.line(
+            br#"{"timestamp":"2026-10-25T01:30:00Z","message":"m"}"#,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-10-25 02:30:00.000000 +0100 m\n"
+        );
     }
 
     #[test]

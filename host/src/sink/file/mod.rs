@@ -32,7 +32,7 @@ use crate::base::settings::{bounded, duration, size, BuildContext, BuildError, T
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 pub use format::{LineFormat, DEFAULT_TEXT};
-pub use template::{Part, PathTemplate, Template};
+pub use template::{DateFrom, Part, PathTemplate, Template, Zone};
 
 /// When written data is forced to disk, and so when sources hear that it is
 /// delivered.
@@ -55,8 +55,20 @@ pub struct FileSinkConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
     /// Where each event goes, relative to the pipeline file: `{field}`,
-    /// `{field|lower}`, `{%Y-%m-%d}` (UTC, when written). Folders are created.
+    /// `{field|lower}`, `{%Y-%m-%d}` (in `timezone`, at the time `date_from`
+    /// says). Folders are created.
     pub path: PathTemplate,
+    /// The zone of `{%...}` in `path` and `template`: `"UTC"` (the
+    /// default), `"local"` (the system's) or an IANA name
+    /// (`"Europe/Paris"`): a day's file then runs from local midnight to
+    /// local midnight, across daylight-saving changes.
+    #[serde(default)]
+    pub timezone: Zone,
+    /// Which time `{%...}` shows: `"write"` (the default: when the line is
+    /// written) or `"event"` (the event's `timestamp`; the time of writing
+    /// when it has none): a replayed backlog lands in its days' files.
+    #[serde(default)]
+    pub date_from: DateFrom,
     /// What a field the path names is replaced by when an event lacks it.
     #[serde(default = "default_missing")]
     pub missing: String,
@@ -207,6 +219,8 @@ impl SinkKind for FileSinkConfig {
         }
         let mut c = self.clone();
         c.path.base = cx.resolve(std::path::Path::new(""));
+        c.path.zone = c.timezone;
+        c.path.from_event = c.date_from == DateFrom::Event;
         if let Some(e) = c.encrypt.as_mut() {
             bounded(
                 "encrypt.seal_after",
@@ -251,7 +265,13 @@ impl FileSinkConfig {
             .template
             .clone()
             .unwrap_or_else(|| Template::parse(DEFAULT_TEXT, true).expect("default parses"));
-        format::Formatter::new(self.format, template, &self.missing)
+        format::Formatter::new(
+            self.format,
+            template,
+            &self.missing,
+            self.timezone,
+            self.date_from == DateFrom::Event,
+        )
     }
 
     pub async fn run(self, mut ctx: SinkContext) -> anyhow::Result<()> {

@@ -3,7 +3,8 @@
 //! (`[{timestamp}] {channel}.{level|upper}: {message} {..}`).
 //!
 //! `{name}` is a top-level field, `{name|upper}` / `{name|lower}` the same
-//! with its case changed, `{%...}` the current UTC time in strftime syntax,
+//! with its case changed, `{%...}` a time in strftime syntax (the time of
+//! writing or the event's, in UTC or the sink's `timezone`),
 //! `{..}` (text lines only) every field the template does not name, as
 //! `key=value`. `{{` and `}}` are literal braces.
 
@@ -195,6 +196,74 @@ pub fn file_name_part(value: &str, missing: &str) -> String {
     out
 }
 
+/// `timezone` of a file sink: the zone its `{%...}` times are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Zone {
+    #[default]
+    Utc,
+    /// The system's zone (`TZ`, else /etc/localtime).
+    Local,
+    /// An IANA zone (`Europe/Paris`).
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// `"UTC"`, `"local"` or an IANA name.
+    pub fn parse(text: &str) -> Result<Zone, String> {
+        match text {
+            "UTC" | "utc" => Ok(Zone::Utc),
+            "local" => Ok(Zone::Local),
+            name => name.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+                format!("`{name}` is not a time zone: write \"UTC\", \"local\" or an IANA name such as \"Europe/Paris\"")
+            }),
+        }
+    }
+
+    /// `at` in this zone, formatted by `fmt` (strftime).
+    pub fn format(&self, at: DateTime<Utc>, fmt: &str, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            Zone::Utc => write!(out, "{}", at.format(fmt)),
+            Zone::Local => write!(out, "{}", at.with_timezone(&chrono::Local).format(fmt)),
+            Zone::Named(tz) => write!(out, "{}", at.with_timezone(tz).format(fmt)),
+        };
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Zone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Zone::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `date_from` of a file sink: which time its `{%...}` parts show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateFrom {
+    /// When the line is written (the default).
+    #[default]
+    Write,
+    /// The event's own `timestamp` (the time of writing when it has none
+    /// that parses): a replayed backlog lands in its days' files.
+    Event,
+}
+
+/// An event's `timestamp`, if it has one that is RFC 3339.
+pub fn event_time(event: &[u8]) -> Option<DateTime<Utc>> {
+    let raw = some_fields(event, &["timestamp".to_string()])
+        .pop()
+        .flatten()?;
+    time_of(raw.get())
+}
+
+/// A JSON value (`"2026-03-29T23:30:00Z"`) as a time, if it is RFC 3339.
+pub fn time_of(json: &str) -> Option<DateTime<Utc>> {
+    let stamp =
+        crate::base::timestamp::parse_json(json, &crate::base::timestamp::TimeFormat::Rfc3339)?;
+    DateTime::from_timestamp(stamp.secs, stamp.nanos)
+}
+
 /// The `path` of a file sink: where each event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
@@ -208,6 +277,11 @@ pub struct PathTemplate {
     /// Added to every name the sink writes (`.age`, `.gz.age` when it
     /// encrypts).
     pub suffix: String,
+    /// The zone of its `{%...}` parts.
+    pub zone: Zone,
+    /// Whether its `{%...}` parts show the event's time (then each is part
+    /// of the key, after the fields) or the time of writing.
+    pub from_event: bool,
 }
 
 impl PathTemplate {
@@ -237,27 +311,45 @@ impl PathTemplate {
             base: PathBuf::new(),
             names,
             suffix: String::new(),
+            zone: Zone::Utc,
+            from_event: false,
         })
     }
 
-    /// The key of `event`'s file: the safe value of each named field.
-    pub fn key(&self, event: &[u8], missing: &str) -> Vec<String> {
-        if self.names.is_empty() {
-            return Vec::new();
+    /// The key of `event`'s file: the safe value of each named field, and
+    /// with `from_event`, each time part at the event's time (`now` when
+    /// it has none).
+    pub fn key(&self, event: &[u8], missing: &str, now: DateTime<Utc>) -> Vec<String> {
+        let mut key: Vec<String> = if self.names.is_empty() {
+            Vec::new()
+        } else {
+            some_fields(event, &self.names)
+                .into_iter()
+                .map(|raw| {
+                    let text = raw.and_then(scalar_text);
+                    file_name_part(text.as_deref().unwrap_or(""), missing)
+                })
+                .collect()
+        };
+        if self.from_event && self.template.has_time() {
+            let at = event_time(event).unwrap_or(now);
+            for part in &self.template.parts {
+                if let Part::Time(fmt) = part {
+                    let mut text = String::new();
+                    self.zone.format(at, fmt, &mut text);
+                    key.push(text);
+                }
+            }
         }
-        some_fields(event, &self.names)
-            .into_iter()
-            .map(|raw| {
-                let text = raw.and_then(scalar_text);
-                file_name_part(text.as_deref().unwrap_or(""), missing)
-            })
-            .collect()
+        key
     }
 
-    /// The file for `key` at time `now`.
+    /// The file for `key` at time `now` (with `from_event`, the key's
+    /// own times).
     pub fn render(&self, key: &[String], now: DateTime<Utc>) -> PathBuf {
         let mut out = String::new();
         let mut fields = key.iter();
+        let mut times = key.iter().skip(self.names.len());
         for part in &self.template.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
@@ -265,10 +357,10 @@ impl PathTemplate {
                     let v = fields.next().map(String::as_str).unwrap_or("");
                     out.push_str(&case.apply(v));
                 }
-                Part::Time(fmt) => {
-                    use std::fmt::Write;
-                    let _ = write!(out, "{}", now.format(fmt));
-                }
+                Part::Time(fmt) => match times.next().filter(|_| self.from_event) {
+                    Some(t) => out.push_str(t),
+                    None => self.zone.format(now, fmt, &mut out),
+                },
                 Part::Rest => {}
             }
         }
@@ -389,12 +481,12 @@ mod tests {
         let mut p = PathTemplate::parse("logs/{channel}-{%Y-%m-%d}.log").unwrap();
         p.base = PathBuf::from("/srv");
         let now = at("2026-11-23T10:00:00Z");
-        let key = p.key(br#"{"channel":"app","x":[1]}"#, "unknown");
+        let key = p.key(br#"{"channel":"app","x":[1]}"#, "unknown", now);
         assert_eq!(
             p.render(&key, now),
             Path::new("/srv/logs/app-2026-11-23.log")
         );
-        let key = p.key(br#"{"x":1}"#, "unknown");
+        let key = p.key(br#"{"x":1}"#, "unknown", now);
         assert_eq!(
             p.render(&key, now),
             Path::new("/srv/logs/unknown-2026-11-23.log")
@@ -406,7 +498,7 @@ mod tests {
             r#""a\\b\u0000""#,
         ] {
             let event = format!(r#"{{"channel":{hostile}}}"#);
-            let path = p.render(&p.key(event.as_bytes(), "unknown"), now);
+            let path = p.render(&p.key(event.as_bytes(), "unknown", now), now);
             assert_eq!(
                 path.parent().unwrap(),
                 Path::new("/srv/logs"),
@@ -416,12 +508,60 @@ mod tests {
                 .components()
                 .any(|c| c == std::path::Component::ParentDir));
         }
-        let key = p.key(br#"{"channel":42}"#, "unknown");
+        let key = p.key(br#"{"channel":42}"#, "unknown", now);
         assert_eq!(
             p.render(&key, now),
             Path::new("/srv/logs/42-2026-11-23.log")
         );
         assert_eq!(p.root(), Path::new("/srv/logs"));
+    }
+
+    #[test]
+    fn days_in_a_zone_across_daylight_saving_changes() {
+        let mut p = PathTemplate::parse("{channel}-{%Y-%m-%d}.log").unwrap();
+        p.zone = Zone::parse("Europe/Paris").unwrap();
+        let day = |t: &str| {
+            let path = p.render(&p.key(br#"{"channel":"app"}"#, "m", at(t)), at(t));
+            path.to_string_lossy().into_owned()
+        };
+        // Paris is UTC+1 before 2026-03-29 01:00Z and UTC+2 after, until
+        // 2026-10-25 01:00Z.
+        assert_eq!(day("2026-03-28T22:59:59Z"), "app-2026-03-28.log");
+        assert_eq!(day("2026-03-28T23:00:00Z"), "app-2026-03-29.log");
+        assert_eq!(day("2026-03-29T21:59:59Z"), "app-2026-03-29.log");
+        assert_eq!(day("2026-03-29T22:00:00Z"), "app-2026-03-30.log");
+        assert_eq!(day("2026-10-24T21:59:59Z"), "app-2026-10-24.log");
+        assert_eq!(day("2026-10-24T22:00:00Z"), "app-2026-10-25.log");
+        assert_eq!(day("2026-10-25T22:59:59Z"), "app-2026-10-25.log");
+        assert_eq!(day("2026-10-25T23:00:00Z"), "app-2026-10-26.log");
+        assert!(Zone::parse("Mars/Olympus").unwrap_err().contains("IANA"));
+        assert_eq!(Zone::parse("UTC").unwrap(), Zone::Utc);
+    }
+
+    #[test]
+    fn event_times_pick_the_file_and_are_part_of_the_key() {
+        let mut p = PathTemplate::parse("{channel}-{%Y-%m-%d}.log").unwrap();
+        p.zone = Zone::parse("Europe/Paris").unwrap();
+        p.from_event = true;
+        let now = at("2026-11-23T10:00:00Z");
+        let old = br#"{"timestamp":"2026-03-29T23:30:00.123456Z","channel":"app"}"#;
+        let key = p.key(old, "m", now);
+        assert_eq!(key, ["app", "2026-03-30"]);
+        assert_eq!(p.render(&key, now), Path::new("app-2026-03-30.log"));
+        // An offset is honoured; no time, or one that does not parse: now.
+        let key = p.key(
+            br#"{"timestamp":"2026-03-29T00:30:00+02:00","channel":"app"}"#,
+            "m",
+            now,
+        );
+        assert_eq!(p.render(&key, now), Path::new("app-2026-03-28.log"));
+        for event in [
+            &br#"{"channel":"app"}"#[..],
+            br#"{"timestamp":"soon","channel":"app"}"#,
+        ] {
+            let key = p.key(event, "m", now);
+            assert_eq!(p.render(&key, now), Path::new("app-2026-11-23.log"));
+        }
     }
 
     #[test]
@@ -483,8 +623,9 @@ mod props {
         fn prop_templates_and_name_parts(text in "\\PC{0,40}", value in "\\PC{0,200}") {
             if let Ok(mut p) = PathTemplate::parse(&text) {
                 p.base = PathBuf::from("/srv/out");
-                let key = p.key(format!("{{\"channel\":{}}}", serde_json::Value::from(value.clone())).as_bytes(), "m");
-                let path = p.render(&key, chrono::Utc::now());
+                let now = chrono::Utc::now();
+                let key = p.key(format!("{{\"channel\":{}}}", serde_json::Value::from(value.clone())).as_bytes(), "m", now);
+                let path = p.render(&key, now);
                 prop_assert!(path.starts_with(p.root()), "{} outside {}", path.display(), p.root().display());
             }
             let part = file_name_part(&value, "m");

@@ -171,7 +171,7 @@ impl Writer {
         let mut last_key: Option<Vec<String>> = None;
         for batch in batches {
             for event in batch.iter() {
-                let key = self.cfg.path.key(event, &self.cfg.missing);
+                let key = self.cfg.path.key(event, &self.cfg.missing, now);
                 if last_key.as_ref() != Some(&key) {
                     self.touch(&key, now);
                     if self.enc.is_some() && !self.touched.contains(&key) {
