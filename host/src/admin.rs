@@ -425,7 +425,7 @@ fn moves(name: &str, s: &crate::base::metrics::Snapshot) -> bool {
 pub fn prometheus(metrics: &Registry) -> String {
     let snaps = metrics.snapshot();
     let mut out = String::new();
-    let counters: [Counter; 17] = [
+    let counters: [Counter; 19] = [
         (
             "sluice_events_in_total",
             "Events received by a component.",
@@ -511,6 +511,16 @@ pub fn prometheus(metrics: &Registry) -> String {
             "Stream writes a Redis sink counted with fewer replicas than `replicas`: their master had fewer connected.",
             |s| s.unreplicated,
         ),
+        (
+            "sluice_reconnects_total",
+            "Connections re-established after a failure.",
+            |s| s.reconnects,
+        ),
+        (
+            "sluice_write_retries_total",
+            "Writes retried after an error.",
+            |s| s.retries,
+        ),
     ];
     for (name, help, get) in counters {
         let movers: Vec<_> = snaps.iter().filter(|s| moves(name, s)).collect();
@@ -527,38 +537,6 @@ pub fn prometheus(metrics: &Registry) -> String {
                 get(s)
             );
         }
-    }
-    let reconnecting: Vec<_> = snaps
-        .iter()
-        .filter(|s| moves("sluice_reconnects_total", s))
-        .collect();
-    if !reconnecting.is_empty() {
-        let _ = writeln!(out, "# HELP sluice_reconnects_total Connections re-established after a failure.\n# TYPE sluice_reconnects_total counter");
-    }
-    for s in reconnecting {
-        let _ = writeln!(
-            out,
-            "sluice_reconnects_total{{component=\"{}\",kind=\"{}\"}} {}",
-            s.name,
-            s.kind.as_str(),
-            s.reconnects
-        );
-    }
-    let retrying: Vec<_> = snaps
-        .iter()
-        .filter(|s| moves("sluice_write_retries_total", s))
-        .collect();
-    if !retrying.is_empty() {
-        let _ = writeln!(out, "# HELP sluice_write_retries_total Writes retried after an error.\n# TYPE sluice_write_retries_total counter");
-    }
-    for s in retrying {
-        let _ = writeln!(
-            out,
-            "sluice_write_retries_total{{component=\"{}\",kind=\"{}\"}} {}",
-            s.name,
-            s.kind.as_str(),
-            s.retries
-        );
     }
     let encrypting: Vec<_> = snaps.iter().filter(|s| s.recipients.is_some()).collect();
     if !encrypting.is_empty() {

@@ -310,10 +310,54 @@ logger.bind(request_id="r-2").error("payment failed")
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
-    // Without the preset there is no readable time: nothing to show.
+    // Without the preset there is no readable time: nothing to show, and
+    // the shape is named with the preset that reads it.
     let out = timeline(&["--all", "--format", "json"]);
     let plain = String::from_utf8_lossy(&out.stdout);
     assert!(!plain.contains("order received"), "{plain}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("3 of the first 3 records read look like loguru's: try --preset loguru"),
+        "{err}"
+    );
+    // #42: `timeline -i` with no flags wrote an empty report ("21 files,
+    // 0 components"); it now proposes the preset, and the defaults read
+    // every record.
+    let report = d.path().join("report.md");
+    let mut child = crate::util::sluice()
+        .arg("timeline")
+        .arg("-i")
+        .arg(&file)
+        .arg("-o")
+        .arg(&report)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        // The preset, all components, all the time, info, timeline.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"\n\n\n\n\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{screen}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        screen.contains("look like loguru's: read them with --preset loguru? (yes, no) [yes]"),
+        "{screen}"
+    );
+    assert!(screen.contains("1 files, 1 components"), "{screen}");
+    assert!(screen.contains("1) shop (3 events)"), "{screen}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    for want in ["order received", "payment slow", "payment failed"] {
+        assert!(md.contains(want), "{want} missing from:\n{md}");
+    }
     // A component that is not there: the known ones are listed.
     let out = timeline(&["--preset", "loguru", "--components", "shpo"]);
     assert!(!out.status.success());

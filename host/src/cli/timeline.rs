@@ -125,7 +125,123 @@ fn duration_us(s: &str) -> anyhow::Result<i64> {
     Ok(d.as_micros() as i64)
 }
 
+/// (timestamp, component, level, message, correlate) of each preset.
+fn preset_fields(preset: Option<PresetArg>) -> [Option<&'static str>; 5] {
+    match preset {
+        None | Some(PresetArg::Winston) => [None; 5],
+        Some(PresetArg::Loguru) => [
+            Some("record.time.timestamp"),
+            Some("record.name"),
+            Some("record.level.name"),
+            Some("record.message"),
+            Some("record.extra.request_id"),
+        ],
+        Some(PresetArg::PythonLogging) => [
+            Some("created"),
+            Some("name"),
+            Some("levelname"),
+            Some("msg"),
+            None,
+        ],
+        Some(PresetArg::Monolog) => [
+            Some("datetime"),
+            Some("channel"),
+            Some("level_name"),
+            Some("message"),
+            Some("context.request_id"),
+        ],
+        Some(PresetArg::Pino | PresetArg::Bunyan) => {
+            [Some("time"), Some("name"), Some("level"), Some("msg"), None]
+        }
+    }
+}
+
+/// Read records with `preset`'s fields.
+fn apply_preset(o: &mut Options, preset: PresetArg) {
+    let [time, component, level, message, correlate] = preset_fields(Some(preset));
+    o.fields.timestamp = time.map(str::to_string);
+    o.fields.level = level.map(str::to_string);
+    o.fields.message = message.map(str::to_string);
+    if let Some(c) = component {
+        o.component_by = ComponentBy::Field(c.to_string());
+    }
+    if let Some(c) = correlate {
+        o.correlate = c.to_string();
+    }
+}
+
+fn preset_name(preset: PresetArg) -> String {
+    preset
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The logging library whose records a line is, by the keys only it
+/// writes: loguru's `serialize=True` (`text` and `record.time`), Python
+/// logging's `__dict__` (`created`, `levelname`), Monolog (`datetime`,
+/// `level_name`, `channel`), pino and bunyan (numeric `time` and `level`,
+/// `msg`). Winston's and sluice's own records need no preset.
+fn shape_of(v: &serde_json::Value) -> Option<PresetArg> {
+    let has = |k: &str| v.get(k).is_some();
+    if v.get("text").is_some_and(|t| t.is_string()) && v.pointer("/record/time/timestamp").is_some()
+    {
+        Some(PresetArg::Loguru)
+    } else if v.get("created").is_some_and(|t| t.is_number()) && has("levelname") {
+        Some(PresetArg::PythonLogging)
+    } else if has("datetime") && has("level_name") && has("channel") {
+        Some(PresetArg::Monolog)
+    } else if v.get("time").is_some_and(|t| t.is_number())
+        && v.get("level").is_some_and(|l| l.is_number())
+        && has("msg")
+    {
+        Some(PresetArg::Pino)
+    } else {
+        None
+    }
+}
+
+/// The preset most of the first lines of the files read as (up to 16 files,
+/// 32 lines each), with how many lines matched of how many read; none
+/// when no shape has half of them.
+fn detect_preset(o: &Options) -> Option<(PresetArg, usize, usize)> {
+    let files = timeline::read::discover(&o.paths).ok()?;
+    let mut votes: Vec<(PresetArg, usize)> = Vec::new();
+    let mut lines = 0;
+    for f in files.iter().take(16) {
+        let Ok(reader) = timeline::read::open(&f.path, o.identities.as_ref()) else {
+            continue;
+        };
+        for line in reader.lines().take(32) {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            lines += 1;
+            if let Some(p) = shape_of(&v) {
+                match votes.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((p, 1)),
+                }
+            }
+        }
+    }
+    let (p, n) = votes.into_iter().max_by_key(|(_, n)| *n)?;
+    (n * 2 >= lines).then_some((p, n, lines))
+}
+
 impl TimelineArgs {
+    /// Whether the fields to read were left to the defaults (no preset, no
+    /// `--*-field`): then a detected shape is worth proposing.
+    fn fields_left_default(&self) -> bool {
+        self.preset.is_none()
+            && self.timestamp_field.is_none()
+            && self.level_field.is_none()
+            && self.message_field.is_none()
+            && self.component_field.is_none()
+            && !self.by_file
+    }
+
     fn options(&self) -> anyhow::Result<Options> {
         let now = chrono::Utc::now().timestamp_micros();
         let from = match (&self.since, &self.from) {
@@ -134,34 +250,7 @@ impl TimelineArgs {
             (None, None) => None,
         };
         let to = self.to.as_deref().map(parse_instant).transpose()?;
-        // (timestamp, component, level, message, correlate) of each preset.
-        let preset: [Option<&str>; 5] = match self.preset {
-            None | Some(PresetArg::Winston) => [None; 5],
-            Some(PresetArg::Loguru) => [
-                Some("record.time.timestamp"),
-                Some("record.name"),
-                Some("record.level.name"),
-                Some("record.message"),
-                Some("record.extra.request_id"),
-            ],
-            Some(PresetArg::PythonLogging) => [
-                Some("created"),
-                Some("name"),
-                Some("levelname"),
-                Some("msg"),
-                None,
-            ],
-            Some(PresetArg::Monolog) => [
-                Some("datetime"),
-                Some("channel"),
-                Some("level_name"),
-                Some("message"),
-                Some("context.request_id"),
-            ],
-            Some(PresetArg::Pino | PresetArg::Bunyan) => {
-                [Some("time"), Some("name"), Some("level"), Some("msg"), None]
-            }
-        };
+        let preset = preset_fields(self.preset);
         let pick = |given: &Option<String>, i: usize| {
             given.clone().or_else(|| preset[i].map(str::to_string))
         };
@@ -218,6 +307,20 @@ pub fn main(args: TimelineArgs) -> anyhow::Result<()> {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         let mut stdout = std::io::stdout();
+        if args.fields_left_default() {
+            if let Some((preset, n, lines)) = detect_preset(&options) {
+                let name = preset_name(preset);
+                let answer = prompt(
+                    &mut input,
+                    &mut stdout,
+                    &format!("{n} of the first {lines} records read look like {name}'s: read them with --preset {name}? (yes, no)"),
+                    "yes",
+                )?;
+                if matches!(answer.to_ascii_lowercase().as_str(), "yes" | "y") {
+                    apply_preset(&mut options, preset);
+                }
+            }
+        }
         let asked = ask(&mut options, output.is_none(), &mut input, &mut stdout)?;
         output = output.or(asked);
     }
@@ -242,6 +345,18 @@ pub fn main(args: TimelineArgs) -> anyhow::Result<()> {
             "sluice timeline: no events match these filters (files read: {})",
             summary.files.len()
         );
+    }
+    if summary.events == 0 || summary.no_timestamp > 0 {
+        if let Some((preset, n, lines)) = args
+            .fields_left_default()
+            .then(|| detect_preset(&options))
+            .flatten()
+        {
+            let name = preset_name(preset);
+            eprintln!(
+                "sluice timeline: {n} of the first {lines} records read look like {name}'s: try --preset {name}"
+            );
+        }
     }
     if summary.malformed + summary.no_timestamp > 0 {
         eprintln!(
@@ -382,6 +497,27 @@ fn ask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shapes_of_logging_libraries() {
+        let shape = |line: &str| shape_of(&serde_json::from_str(line).unwrap());
+        let loguru = r#"{"text":"2026-12-06 | INFO | m\n","record":{"time":{"repr":"x","timestamp":1796474732.5},"name":"__main__","message":"m"}}"#;
+        assert_eq!(shape(loguru), Some(PresetArg::Loguru));
+        let python = r#"{"name":"shop","msg":"m","levelname":"INFO","created":1796474732.5}"#;
+        assert_eq!(shape(python), Some(PresetArg::PythonLogging));
+        let monolog = r#"{"message":"m","context":{},"level":200,"level_name":"INFO","channel":"app","datetime":"2026-12-06T10:00:00.000000+01:00"}"#;
+        assert_eq!(shape(monolog), Some(PresetArg::Monolog));
+        let pino = r#"{"level":30,"time":1796474732500,"pid":1,"hostname":"h","msg":"m"}"#;
+        assert_eq!(shape(pino), Some(PresetArg::Pino));
+        // sluice's own records and winston's read with the defaults.
+        for plain in [
+            r#"{"timestamp":"2026-12-06T10:00:00Z","level":"info","message":"m"}"#,
+            r#"{"level":"info","message":"m","timestamp":"2026-12-06T10:00:00.000Z"}"#,
+            r#"{"time":"2026-12-06T10:00:00Z","level":"info","msg":"m"}"#,
+        ] {
+            assert_eq!(shape(plain), None, "{plain}");
+        }
+    }
 
     #[test]
     fn interactive_mode_asks_no_output_file_when_one_was_given() {
