@@ -280,7 +280,7 @@ import sys
 from loguru import logger
 logger.remove()
 logger.add(sys.argv[1], serialize=True)
-logger.bind(request_id="r-1").info("order received")
+logger.bind(request_id="r-1", order_id=7).info("order received")
 logger.bind(request_id="r-1").warning("payment slow")
 logger.bind(request_id="r-2").error("payment failed")
 "#,
@@ -310,6 +310,17 @@ logger.bind(request_id="r-2").error("payment failed")
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
+    // #42: the Markdown showed the whole `record` and `text` of every
+    // event; it shows the message and the bound fields.
+    let out = timeline(&["--preset", "loguru", "--all"]);
+    let md = String::from_utf8_lossy(&out.stdout);
+    let first = md
+        .split("\n\n")
+        .find(|e| e.contains("order received"))
+        .unwrap_or_else(|| panic!("{md}"));
+    let fields: Vec<&str> = first.lines().skip(1).collect();
+    assert_eq!(fields, ["  - request_id: r-1", "  - order_id: 7"], "{md}");
+    assert!(!md.contains("elapsed") && !md.contains("  - text:"), "{md}");
     // Without the preset there is no readable time: nothing to show, and
     // the shape is named with the preset that reads it.
     let out = timeline(&["--all", "--format", "json"]);

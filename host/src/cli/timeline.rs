@@ -156,12 +156,51 @@ fn preset_fields(preset: Option<PresetArg>) -> [Option<&'static str>; 5] {
     }
 }
 
+/// The objects whose members a preset's records show beside the message.
+fn shown_from(preset: PresetArg) -> Vec<String> {
+    let paths: &[&str] = match preset {
+        // Not `text` (the formatted line) nor the rest of `record`
+        // (file, function, line, process, thread, elapsed).
+        PresetArg::Loguru => &["record.extra", "record.exception"],
+        PresetArg::Monolog => &["context", "extra"],
+        _ => &[],
+    };
+    paths.iter().map(|p| p.to_string()).collect()
+}
+
+/// The top-level fields a preset's library writes on every record.
+fn hidden(preset: PresetArg) -> Vec<String> {
+    let names: &[&str] = match preset {
+        PresetArg::PythonLogging => &[
+            "args",
+            "levelno",
+            "pathname",
+            "filename",
+            "module",
+            "lineno",
+            "funcName",
+            "msecs",
+            "relativeCreated",
+            "thread",
+            "threadName",
+            "processName",
+            "process",
+            "taskName",
+        ],
+        PresetArg::Pino | PresetArg::Bunyan => &["pid", "hostname", "v"],
+        _ => &[],
+    };
+    names.iter().map(|p| p.to_string()).collect()
+}
+
 /// Read records with `preset`'s fields.
 fn apply_preset(o: &mut Options, preset: PresetArg) {
     let [time, component, level, message, correlate] = preset_fields(Some(preset));
     o.fields.timestamp = time.map(str::to_string);
     o.fields.level = level.map(str::to_string);
     o.fields.message = message.map(str::to_string);
+    o.fields.shown_from = shown_from(preset);
+    o.fields.hidden = hidden(preset);
     if let Some(c) = component {
         o.component_by = ComponentBy::Field(c.to_string());
     }
@@ -281,6 +320,8 @@ impl TimelineArgs {
                 timestamp: pick(&self.timestamp_field, 0),
                 level: pick(&self.level_field, 2),
                 message: pick(&self.message_field, 3),
+                shown_from: self.preset.map(shown_from).unwrap_or_default(),
+                hidden: self.preset.map(hidden).unwrap_or_default(),
             },
             grep: self.grep.clone(),
             format: match self.format {

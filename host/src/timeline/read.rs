@@ -298,6 +298,14 @@ pub struct FieldNames {
     pub timestamp: Option<String>,
     pub level: Option<String>,
     pub message: Option<String>,
+    /// The objects whose members are the fields shown beside the message
+    /// (loguru's `record.extra`), instead of the top-level fields; a path
+    /// to something else than an object is shown under its last name.
+    pub shown_from: Vec<String>,
+    /// Top-level fields a library writes on every record, not shown
+    /// (Python logging's `lineno`, pino's `pid`); with these set, fields
+    /// that are null are not shown either.
+    pub hidden: Vec<String>,
 }
 
 /// Parse one line. `Ok(None)` for blank lines.
@@ -355,11 +363,44 @@ pub fn parse_line(
         TIME_FIELDS.contains(&k)
             || ["level", "severity", "lvl", "message", "msg"].contains(&k)
             || Some(k) == component_field
+            || [
+                &opts.fields.timestamp,
+                &opts.fields.level,
+                &opts.fields.message,
+            ]
+            .iter()
+            .any(|f| f.as_deref() == Some(k))
     };
     let correlate = get(&opts.correlate);
     let mut correlation = NO_SPAN;
-    let mut fields = Vec::with_capacity(top.len());
-    for (k, v) in top.iter().filter(|(k, _)| !skip(k)) {
+    let shown: Vec<(Cow<'_, str>, &RawValue)> = if opts.fields.shown_from.is_empty() {
+        let quiet = !opts.fields.hidden.is_empty();
+        top.iter()
+            .filter(|(k, v)| {
+                !skip(k)
+                    && !opts.fields.hidden.iter().any(|h| h == k)
+                    && !(quiet && v.get() == "null")
+            })
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    } else {
+        let mut shown = Vec::new();
+        for path in &opts.fields.shown_from {
+            match get(path) {
+                Some(raw) if raw.get().starts_with('{') => {
+                    shown.extend(top_fields(raw.get()).unwrap_or_default())
+                }
+                Some(raw) if raw.get() != "null" => {
+                    let name = path.rsplit('.').next().unwrap_or(path);
+                    shown.push((Cow::Owned(name.to_string()), raw));
+                }
+                _ => {}
+            }
+        }
+        shown
+    };
+    let mut fields = Vec::with_capacity(shown.len());
+    for (k, v) in &shown {
         let key = push_span(&mut text, k);
         let value = push_span(&mut text, v.get());
         fields.push((key, value));
@@ -615,6 +656,82 @@ impl Merge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shown(line: &str, fields: FieldNames) -> Vec<(String, String)> {
+        let log = LogFile {
+            path: PathBuf::from("shop.log"),
+            name_component: "shop".into(),
+            modified: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let opts = ParseOptions {
+            component_by: ComponentBy::Field("name".into()),
+            correlate: "request_id".into(),
+            fields,
+            identities: None,
+        };
+        let r = parse_line(line, 0, 1, &log, &opts).unwrap().unwrap();
+        r.fields()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn fields_a_library_writes_on_every_record_are_not_shown() {
+        // Python logging's `__dict__` as HTTPHandler sends it.
+        let line = r#"{"name":"shop","msg":"paid","args":"()","levelname":"INFO","levelno":20,"pathname":"/a.py","filename":"a.py","module":"a","exc_info":null,"exc_text":null,"stack_info":null,"lineno":3,"funcName":"f","created":1796474732.5,"msecs":500.0,"relativeCreated":9.1,"thread":1,"threadName":"MainThread","processName":"MainProcess","process":7,"order_id":1000}"#;
+        let python = FieldNames {
+            timestamp: Some("created".into()),
+            level: Some("levelname".into()),
+            message: Some("msg".into()),
+            shown_from: Vec::new(),
+            hidden: [
+                "args",
+                "levelno",
+                "pathname",
+                "filename",
+                "module",
+                "lineno",
+                "funcName",
+                "msecs",
+                "relativeCreated",
+                "thread",
+                "threadName",
+                "processName",
+                "process",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        assert_eq!(shown(line, python), [("order_id".into(), "1000".into())]);
+        // Without a preset, every other field is shown, as before.
+        assert_eq!(
+            shown(
+                line,
+                FieldNames {
+                    timestamp: Some("created".into()),
+                    ..FieldNames::default()
+                }
+            )
+            .len(),
+            18
+        );
+        // loguru: the members of `record.extra`, and an exception if any.
+        let line = r#"{"text":"x | INFO | paid\n","record":{"elapsed":{"repr":"0:00:00.1","seconds":0.1},"exception":null,"extra":{"request_id":"r-1","order_id":7},"file":{"name":"a.py"},"level":{"name":"INFO"},"message":"paid","name":"__main__","time":{"timestamp":1796474732.5}}}"#;
+        let loguru = FieldNames {
+            timestamp: Some("record.time.timestamp".into()),
+            level: Some("record.level.name".into()),
+            message: Some("record.message".into()),
+            shown_from: vec!["record.extra".into(), "record.exception".into()],
+            hidden: Vec::new(),
+        };
+        assert_eq!(
+            shown(line, loguru),
+            [
+                ("request_id".into(), "\"r-1\"".into()),
+                ("order_id".into(), "7".into())
+            ]
+        );
+    }
 
     #[test]
     fn clocks() {
