@@ -377,9 +377,8 @@ pub fn parse_line(
         let quiet = !opts.fields.hidden.is_empty();
         top.iter()
             .filter(|(k, v)| {
-                !skip(k)
-                    && !opts.fields.hidden.iter().any(|h| h == k)
-                    && !(quiet && v.get() == "null")
+                let library = opts.fields.hidden.iter().any(|h| h == k);
+                !(skip(k) || library || (quiet && v.get() == "null"))
             })
             .map(|(k, v)| (k.clone(), *v))
             .collect()
