@@ -122,7 +122,7 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
             {"eval": "[...document.querySelectorAll('#waterfall-view .hop')].map(h => [h.dataset.from, h.dataset.to, +h.dataset.latencyUs, h.querySelector('.label').textContent])", "as": "hops"},
             {"eval": "document.querySelectorAll('.mark').length", "as": "marks"},
             {"eval": "[...document.querySelectorAll('.hop-hist')].map(h => [h.dataset.from, h.dataset.to, +h.dataset.p50, +h.dataset.p95, +h.dataset.p99])", "as": "hists"},
-            {"eval": "[...document.querySelectorAll('#lost tbody tr')].map(t => [t.dataset.id, t.querySelector('.stopped').textContent])", "as": "lost"},
+            {"eval": "[...document.querySelectorAll('#lost tbody tr')].map(t => [t.dataset.id, t.querySelector('.stopped').textContent, t.querySelector('.last').textContent])", "as": "lost"},
             {"eval": "document.querySelector('#slowest button').dataset.id", "as": "slowest"},
             {"fill": "#request-search", "value": "nope"}, {"click": "#request-go"},
             {"eval": "document.getElementById('search-result').textContent", "as": "missing"},
@@ -169,10 +169,10 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
     assert_eq!(
         r["lost"],
         serde_json::json!([
-            ["r7", "orders"],
-            ["r57", "orders"],
-            ["r107", "orders"],
-            ["r157", "orders"]
+            ["r7", "orders", "order created"],
+            ["r57", "orders", "order created"],
+            ["r107", "orders", "order created"],
+            ["r157", "orders", "order created"]
         ])
     );
     // The slowest first: 6 + 12 ms above the base of 40 ms (i % 7 = 6, i % 13 = 12).

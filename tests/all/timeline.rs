@@ -224,7 +224,7 @@ fn lost_requests_are_listed() {
             writeln!(
                 f,
                 "{}",
-                json!({"timestamp": t, "service": c, "message": "m", "request_id": id})
+                json!({"timestamp": t, "service": c, "message": format!("{id} in {c}"), "request_id": id})
             )
             .unwrap();
         }
@@ -234,7 +234,11 @@ fn lost_requests_are_listed() {
     assert_eq!(summary.expected_end.as_deref(), Some("db"));
     assert_eq!(summary.lost_total, 1);
     assert_eq!(summary.lost[0].id, "c");
-    assert!(md.contains("- c stopped in api (path: web → api)"), "{md}");
+    // #42: with its last message, which says why it stopped.
+    assert!(
+        md.contains("- c stopped in api (path: web → api), last: c in api"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -209,7 +209,7 @@ pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> 
     let lost: Vec<serde_json::Value> = s
         .lost
         .iter()
-        .map(|r| json!({"id": r.id, "path": r.path, "stopped": r.path.last()}))
+        .map(|r| json!({"id": r.id, "path": r.path, "stopped": r.path.last(), "last": r.last_message}))
         .collect();
     let period = match (o.from, o.to) {
         (None, None) => "all".to_string(),

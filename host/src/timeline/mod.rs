@@ -129,6 +129,8 @@ pub struct RequestPath {
     pub id: String,
     pub total_us: i64,
     pub path: Vec<String>,
+    /// The message of the request's last event (its first 200 bytes).
+    pub last_message: String,
 }
 
 /// Everything the report says besides the events.

@@ -310,10 +310,11 @@ impl<'a> Writer<'a> {
                 for r in &s.lost {
                     writeln!(
                         out,
-                        "- {} stopped in {} (path: {})",
+                        "- {} stopped in {} (path: {}), last: {}",
                         r.id,
                         r.path.last().map_or("?", String::as_str),
-                        r.path.join(" → ")
+                        r.path.join(" → "),
+                        r.last_message.replace('\n', " ")
                     )?;
                 }
                 writeln!(out)?;

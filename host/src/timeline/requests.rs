@@ -15,6 +15,21 @@ pub(super) struct Active {
     last: i64,
     /// (component, first ts, last ts) per segment.
     segments: Vec<(Arc<str>, i64, i64)>,
+    /// The message of its last event (cut to [`LAST_MESSAGE`] bytes).
+    last_message: String,
+}
+
+/// How much of a request's last message is kept.
+pub(super) const LAST_MESSAGE: usize = 200;
+
+/// `message` cut to [`LAST_MESSAGE`] bytes on a character boundary.
+fn set_last_message(to: &mut String, message: &str) {
+    let mut end = message.len().min(LAST_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    to.clear();
+    to.push_str(&message[..end]);
 }
 
 /// A finished request, its path as shared component names.
@@ -25,6 +40,7 @@ pub(super) struct Finished {
     /// (component, first ts, last ts) per segment, for the HTML report's
     /// waterfalls (empty unless asked for).
     pub(super) segments: Vec<(Arc<str>, i64, i64)>,
+    last_message: String,
 }
 
 impl Finished {
@@ -33,6 +49,7 @@ impl Finished {
             id: self.id.clone(),
             total_us: self.total_us,
             path: self.path.iter().map(|c| c.to_string()).collect(),
+            last_message: self.last_message.clone(),
         }
     }
 }
@@ -172,6 +189,7 @@ impl Tracker {
         match self.active.get_mut(id) {
             Some(a) => {
                 a.last = r.ts;
+                set_last_message(&mut a.last_message, r.message());
                 match a.segments.last_mut() {
                     Some((c, _, last)) if &**c == r.component() => *last = r.ts,
                     _ => a
@@ -181,12 +199,15 @@ impl Tracker {
             }
             None => {
                 let segment = (intern(&mut self.names, r.component()), r.ts, r.ts);
+                let mut last_message = String::new();
+                set_last_message(&mut last_message, r.message());
                 self.active.insert(
                     id.to_string(),
                     Active {
                         first: r.ts,
                         last: r.ts,
                         segments: vec![segment],
+                        last_message,
                     },
                 );
             }
@@ -231,6 +252,7 @@ impl Tracker {
             total_us: a.last - a.first,
             path: a.segments.into_iter().map(|s| s.0).collect(),
             segments,
+            last_message: a.last_message,
         };
         let last = request.path.last().expect("a request has an event");
         *self.lasts.entry(last.clone()).or_default() += 1;
