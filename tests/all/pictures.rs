@@ -54,7 +54,7 @@ fn inspect(url: &str, screenshot: &str, steps: Value) -> Value {
 }
 
 /// Three services a request crosses, with latencies known by construction:
-/// request i reaches orders 10 + i % 7 ms after the gateway, payments
+/// request i reaches orders 10 + i % 7 ms after web, payments
 /// 30 + i % 13 - i % 7 ms after orders; every 50th (from 7) never reaches
 /// payments.
 fn fixture(dir: &Path) -> (Vec<i64>, Vec<i64>) {
@@ -72,7 +72,7 @@ fn fixture(dir: &Path) -> (Vec<i64>, Vec<i64>) {
         let line = |ms: i64, svc: &str, level: &str, msg: &str| {
             format!("{{\"timestamp\":\"{}\",\"service\":\"{svc}\",\"level\":\"{level}\",\"message\":\"{msg}\",\"request_id\":\"r{i}\"}}\n", at(ms))
         };
-        g.push_str(&line(t, "gateway", "info", &format!("GET /orders/{i}")));
+        g.push_str(&line(t, "web", "info", &format!("GET /orders/{i}")));
         o.push_str(&line(t + 10 + i % 7, "orders", "info", "order created"));
         first.push((10 + i % 7) * 1000);
         if i % 50 != 7 {
@@ -81,7 +81,7 @@ fn fixture(dir: &Path) -> (Vec<i64>, Vec<i64>) {
             second.push((30 + i % 13 - i % 7) * 1000);
         }
     }
-    std::fs::write(logs.join("gateway.log"), g).unwrap();
+    std::fs::write(logs.join("web.log"), g).unwrap();
     std::fs::write(logs.join("orders.log"), o).unwrap();
     std::fs::write(logs.join("payments.log"), p).unwrap();
     (first, second)
@@ -122,6 +122,8 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
             {"eval": "[...document.querySelectorAll('#waterfall-view .hop')].map(h => [h.dataset.from, h.dataset.to, +h.dataset.latencyUs, h.querySelector('.label').textContent])", "as": "hops"},
             {"eval": "document.querySelectorAll('.mark').length", "as": "marks"},
             {"eval": "[...document.querySelectorAll('.hop-hist')].map(h => [h.dataset.from, h.dataset.to, +h.dataset.p50, +h.dataset.p95, +h.dataset.p99])", "as": "hists"},
+            {"eval": "[...document.querySelectorAll('#lanes-svg .lane-name')].map(t => t.textContent)", "as": "lanes"},
+            {"eval": "[...document.querySelectorAll('.hop-hist')].map(h => { const b = [...h.querySelectorAll('svg text')].filter(t => /^p(50|95|99) /.test(t.textContent)).map(t => t.getBBox()); let n = 0; for (let i = 0; i < b.length; i++) for (let j = i + 1; j < b.length; j++) { const p = b[i], q = b[j]; if (p.x < q.x + q.width && q.x < p.x + p.width && p.y < q.y + q.height && q.y < p.y + p.height) n++; } return [b.length, n]; })", "as": "label_overlaps"},
             {"eval": "[...document.querySelectorAll('#lost tbody tr')].map(t => [t.dataset.id, t.querySelector('.stopped').textContent, t.querySelector('.last').textContent])", "as": "lost"},
             {"eval": "document.querySelector('#slowest button').dataset.id", "as": "slowest"},
             {"fill": "#request-search", "value": "nope"}, {"click": "#request-go"},
@@ -139,11 +141,17 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
     assert_eq!(
         r["hops"],
         serde_json::json!([
-            ["gateway", "orders", 13000, "gateway → orders: 13.000 ms"],
+            ["web", "orders", 13000, "web → orders: 13.000 ms"],
             ["orders", "payments", 30000, "orders → payments: 30.000 ms"]
         ])
     );
     assert_eq!(r["marks"], 596);
+    // The lanes in the requests' order (web, then orders, then payments),
+    // not the alphabet's.
+    assert_eq!(r["lanes"], serde_json::json!(["web", "orders", "payments"]));
+    // p95 and p99 of the first hop are both 16 ms: three labels per
+    // histogram, none over another.
+    assert_eq!(r["label_overlaps"], serde_json::json!([[3, 0], [3, 0]]));
     first.sort();
     second.sort();
     let pct = |v: &[i64], p: f64| sluice::timeline::percentile(v, p);
@@ -151,7 +159,7 @@ fn the_html_timeline_shows_known_latencies_and_asks_nothing_of_the_network() {
         r["hists"],
         serde_json::json!([
             [
-                "gateway",
+                "web",
                 "orders",
                 sluice::timeline::median(&first),
                 pct(&first, 95.0),

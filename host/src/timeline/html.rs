@@ -139,8 +139,8 @@ impl Marks {
 /// Write the page.
 pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> {
     use serde_json::json;
-    let lanes: Vec<&String> = s.per_component.keys().collect();
-    let lane = |c: &str| lanes.iter().position(|l| *l == c).unwrap_or(0);
+    let lanes = flow_order(s.per_component.keys().map(String::as_str), &s.hops);
+    let lane = |c: &str| lanes.iter().position(|l| l == c).unwrap_or(0);
     let mut marks: Vec<&Mark> = s.marks.sampled.iter().chain(&s.marks.notable).collect();
     marks.sort_by_key(|m| m.ts);
     let drawn = marks.len();
@@ -195,10 +195,11 @@ pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> 
             }
         ));
     }
-    let hops: Vec<serde_json::Value> = s
-        .hops
-        .iter()
-        .enumerate()
+    // The hops' histograms in the lanes' order too.
+    let mut by_flow: Vec<(usize, &super::Hop)> = s.hops.iter().enumerate().collect();
+    by_flow.sort_by_key(|(_, h)| (lane(&h.from), lane(&h.to)));
+    let hops: Vec<serde_json::Value> = by_flow
+        .into_iter()
         .map(|(i, h)| {
             let d = s.hop_details.get(i).cloned().unwrap_or_default();
             json!({"from": h.from, "to": h.to, "requests": h.requests, "min": h.min_us,
@@ -256,6 +257,63 @@ pub fn page(o: &Options, s: &Summary, out: &mut Vec<u8>) -> std::io::Result<()> 
     out.write_all(tail.as_bytes())
 }
 
+/// The components in the order requests pass through them: a
+/// topological order of the hops (weighted by requests), so the lanes read
+/// top to bottom as the requests flow. Where the hops make a cycle, the
+/// component with the fewest requests coming in from those left goes
+/// first; among components ready together, the one sending most requests
+/// on. Components no request crosses come last, by name.
+pub fn flow_order<'a>(
+    components: impl Iterator<Item = &'a str>,
+    hops: &[super::Hop],
+) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut left: BTreeMap<&str, (u64, u64)> = BTreeMap::new(); // (in, out)
+    let mut alone = Vec::new();
+    for c in components {
+        if hops.iter().any(|h| h.from == c || h.to == c) {
+            left.insert(c, (0, 0));
+        } else {
+            alone.push(c.to_string());
+        }
+    }
+    let edges: Vec<(&str, &str, u64)> = hops
+        .iter()
+        .filter(|h| {
+            h.from != h.to && left.contains_key(h.from.as_str()) && left.contains_key(h.to.as_str())
+        })
+        .map(|h| (h.from.as_str(), h.to.as_str(), h.requests))
+        .collect();
+    for &(f, t, n) in &edges {
+        left.get_mut(f).expect("a known component").1 += n;
+        left.get_mut(t).expect("a known component").0 += n;
+    }
+    alone.sort();
+    let mut order = Vec::with_capacity(left.len() + alone.len());
+    while let Some((&next, _)) = left.iter().min_by(|a, b| {
+        a.1 .0
+            .cmp(&b.1 .0)
+            .then(b.1 .1.cmp(&a.1 .1))
+            .then(a.0.cmp(b.0))
+    }) {
+        left.remove(next);
+        for &(f, t, n) in &edges {
+            if f == next {
+                if let Some(to) = left.get_mut(t) {
+                    to.0 -= n;
+                }
+            } else if t == next {
+                if let Some(from) = left.get_mut(f) {
+                    from.1 -= n;
+                }
+            }
+        }
+        order.push(next.to_string());
+    }
+    order.extend(alone);
+    order
+}
+
 /// JSON made safe to sit inside a `<script>` element. Not only `</`
 /// ends one early: `<!--` followed by `<script` puts the HTML parser into
 /// its "double escaped" state, where the real `</script>` no longer closes
@@ -287,6 +345,49 @@ mod tests {
         assert!(!safe.contains('<') && !safe.contains('>') && !safe.contains('&'));
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back, v);
+    }
+
+    fn hop(from: &str, to: &str, requests: u64) -> crate::timeline::Hop {
+        crate::timeline::Hop {
+            from: from.into(),
+            to: to.into(),
+            requests,
+            min_us: 0,
+            median_us: 0,
+            p95_us: 0,
+            max_us: 0,
+        }
+    }
+
+    #[test]
+    fn lanes_follow_the_requests_not_the_alphabet() {
+        let names = ["audit", "db", "web", "api", "cache"];
+        // web -> api -> cache -> db; api -> db directly too; audit alone.
+        let hops = [
+            hop("api", "cache", 80),
+            hop("cache", "db", 80),
+            hop("web", "api", 100),
+            hop("api", "db", 20),
+        ];
+        assert_eq!(
+            flow_order(names.into_iter(), &hops),
+            ["web", "api", "cache", "db", "audit"]
+        );
+        // A retry loop back (db -> api, few requests) does not turn the
+        // flow around.
+        let mut looped = hops.to_vec();
+        looped.push(hop("db", "api", 3));
+        assert_eq!(
+            flow_order(names.into_iter(), &looped),
+            ["web", "api", "cache", "db", "audit"]
+        );
+        // Two entries: the busier first.
+        let two = [hop("cron", "db", 5), hop("web", "db", 50)];
+        assert_eq!(
+            flow_order(["db", "cron", "web"].into_iter(), &two),
+            ["web", "cron", "db"]
+        );
+        assert_eq!(flow_order(["b", "a"].into_iter(), &[]), ["a", "b"]);
     }
 
     #[test]
