@@ -619,3 +619,99 @@ async fn a_killed_workers_pending_entries_are_claimed_by_the_others() {
     assert_eq!(all, (1..=total).collect::<Vec<_>>());
     eprintln!("w3 held {held} entries when killed; the others claimed them");
 }
+
+/// Two workers started together, 20 times over one backlog of 16,000
+/// events in 8 partitions (a new group each time, reading from the start):
+/// each time both take their half at once, neither drains the backlog
+/// alone, and every event is written exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_started_together_split_the_backlog_every_time() {
+    let cluster = Cluster::start();
+    let d = tempfile::tempdir().unwrap();
+    const TOTAL: usize = 16_000;
+    let producer = d.path().join("producer.toml");
+    std::fs::write(
+        &producer,
+        format!(
+            r#"[reload]
+watch = false
+
+[sources.gen]
+type = "generate"
+count = {TOTAL}
+seed = 11
+
+[sinks.cluster]
+type = "redis"
+url = "{}"
+stream = "logs:{{N}}"
+partitions = 8
+partition_by = "request_id"
+inputs = ["gen"]
+"#,
+            cluster.url()
+        ),
+    )
+    .unwrap();
+    assert!(
+        logged(d.path(), &producer, "producer")
+            .wait()
+            .unwrap()
+            .success(),
+        "the producer finished"
+    );
+    let mut splits = Vec::new();
+    for round in 0..20 {
+        let names = [format!("r{round}a"), format!("r{round}b")];
+        let mut workers: Vec<Child> = names
+            .iter()
+            .map(|name| {
+                let path = d.path().join(format!("{name}.toml"));
+                std::fs::write(
+                    &path,
+                    format!(
+                        r#"[reload]
+watch = false
+
+[sources.q]
+type = "redis"
+url = "{}"
+stream = "logs:{{N}}"
+partitions = 8
+group = "round{round}"
+consumer = "{name}"
+start = "0"
+member_ttl = "2s"
+claim_idle = "30s"
+
+[sinks.out]
+type = "file"
+path = "{name}.log"
+inputs = ["q"]
+"#,
+                        cluster.url()
+                    ),
+                )
+                .unwrap();
+                logged(d.path(), &path, name)
+            })
+            .collect();
+        let files: Vec<PathBuf> = names
+            .iter()
+            .map(|n| d.path().join(format!("{n}.log")))
+            .collect();
+        all_delivered(&cluster, d.path(), &files, TOTAL as u64, 60).await;
+        stop(&mut workers);
+        let per = delivered(&files);
+        let (all, dups) = tally(&per);
+        assert_eq!((all.len(), dups), (TOTAL, 0), "round {round}: exactly once");
+        let counts: Vec<usize> = per.iter().map(Vec::len).collect();
+        // Four partitions each: about half, whatever the timing.
+        assert!(
+            counts.iter().all(|&n| n * 10 >= TOTAL * 3),
+            "round {round}: one worker drained the backlog nearly alone: {counts:?}"
+        );
+        splits.push(counts);
+    }
+    eprintln!("splits: {splits:?}");
+}

@@ -21,7 +21,11 @@
 //! `member_ttl`), and partition `p` belongs to the `p % W`-th of the `W`
 //! live members, so a partition is read by one process at a time and its
 //! order holds. A process that joins or leaves (or stops answering for
-//! `member_ttl`) moves partitions; the new owner first waits for the entries
+//! `member_ttl`) moves partitions: a join or a leave bumps
+//! `sluice:members:GROUP:STREAM:epoch`, which every member looks at every
+//! twentieth of `member_ttl` (50-500 ms), so the others give up a
+//! joiner's share within one look, and a joiner announces itself one
+//! look before it reads (processes started together split at once); the new owner first waits for the entries
 //! the old one still has pending (acked as its sinks write them, or claimed
 //! once idle for `claim_idle`), then reads new ones.
 
@@ -565,13 +569,26 @@ struct Members {
     ttl: Duration,
 }
 
+/// How often a member looks at the group's epoch between heartbeats: a
+/// twentieth of `member_ttl`, between 50 ms and 500 ms.
+fn epoch_poll(ttl: Duration) -> Duration {
+    (ttl / 20).clamp(Duration::from_millis(50), Duration::from_millis(500))
+}
+
 impl Members {
-    /// Say we are alive; the live members (silent less than `ttl`), sorted.
-    async fn beat(&self, con: &mut Conn) -> redis::RedisResult<Vec<String>> {
+    /// The counter bumped by every join and leave (`KEY:epoch`): a member
+    /// that sees it move beats at once and takes its new share, instead of
+    /// at its next heartbeat.
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.key)
+    }
+
+    /// Add ourselves to the set (scored by the server's clock, in ms).
+    async fn add(&self, con: &mut Conn) -> redis::RedisResult<i64> {
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(con).await?;
         let now = secs * 1000 + micros / 1000;
         let ttl = self.ttl.as_millis() as i64;
-        let (live,): (Vec<String>,) = redis::pipe()
+        redis::pipe()
             .cmd("ZADD")
             .arg(&self.key)
             .arg(now)
@@ -582,21 +599,54 @@ impl Members {
             .arg("-inf")
             .arg(now - 100 * ttl)
             .ignore()
-            .cmd("ZRANGEBYSCORE")
+            .query_async::<()>(con)
+            .await?;
+        Ok(now)
+    }
+
+    /// Announce a join: in the set first, then the epoch moved, so a member
+    /// that reads the new epoch and then the set finds us in it.
+    async fn join(&self, con: &mut Conn) -> redis::RedisResult<i64> {
+        self.add(con).await?;
+        redis::cmd("INCR")
+            .arg(self.epoch_key())
+            .query_async(con)
+            .await
+    }
+
+    async fn epoch(&self, con: &mut Conn) -> redis::RedisResult<i64> {
+        let e: Option<i64> = redis::cmd("GET")
+            .arg(self.epoch_key())
+            .query_async(con)
+            .await?;
+        Ok(e.unwrap_or(0))
+    }
+
+    /// Say we are alive; the epoch read before the set, and the live
+    /// members (silent less than `ttl`), sorted.
+    async fn beat(&self, con: &mut Conn) -> redis::RedisResult<(i64, Vec<String>)> {
+        let now = self.add(con).await?;
+        let epoch = self.epoch(con).await?;
+        let mut live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&self.key)
-            .arg(now - ttl)
+            .arg(now - self.ttl.as_millis() as i64)
             .arg("+inf")
             .query_async(con)
             .await?;
-        let mut live = live;
         live.sort();
-        Ok(live)
+        Ok((epoch, live))
     }
 
+    /// Out of the set, then the epoch moved: the others take our
+    /// partitions within one poll.
     async fn leave(&self, con: &mut Conn) -> redis::RedisResult<()> {
         redis::cmd("ZREM")
             .arg(&self.key)
             .arg(&self.me)
+            .query_async::<()>(con)
+            .await?;
+        redis::cmd("INCR")
+            .arg(self.epoch_key())
             .query_async(con)
             .await
     }
@@ -608,7 +658,10 @@ type Live = Option<(tokio::time::Instant, Vec<String>)>;
 /// Say this process is alive every third of `member_ttl`, on a task of its
 /// own: a reader held back by a slow sink still beats, so the others never
 /// take its partitions (and claim what it has in flight) while it works.
-/// Leaves the set on shutdown.
+/// Between beats it looks at the group's epoch every [`epoch_poll`] and
+/// beats at once when a member joined or left. It announces itself first
+/// and takes partitions one poll later, so processes started together
+/// split the partitions from their first read. Leaves the set on shutdown.
 async fn heartbeat(
     members: Members,
     target: Target,
@@ -619,12 +672,46 @@ async fn heartbeat(
     mut shutdown: crate::base::output::Shutdown,
 ) {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let poll = epoch_poll(members.ttl);
+    let mut joined = false;
     while !shutdown.is_set() {
-        let wait = match members.beat(&mut con).await {
-            Ok(now) => {
+        let step = if joined {
+            members.beat(&mut con).await.map(Some)
+        } else {
+            members.join(&mut con).await.map(|_| None)
+        };
+        let wait = match step {
+            Ok(None) => {
+                // Announced: the others see the epoch move and give up
+                // our share; the first beat, one poll later, takes it.
+                backoff.reset();
+                joined = true;
+                poll
+            }
+            Ok(Some((epoch, now))) => {
                 backoff.reset();
                 live.send_replace(Some((tokio::time::Instant::now(), now)));
-                members.ttl / 3
+                // Until the next beat, or the epoch moving.
+                let next = tokio::time::Instant::now() + members.ttl / 3;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep_until(next.min(tokio::time::Instant::now() + poll)) => {}
+                    }
+                    if shutdown.is_set() || tokio::time::Instant::now() >= next {
+                        break;
+                    }
+                    match members.epoch(&mut con).await {
+                        Ok(e) if e != epoch => {
+                            tracing::debug!(source = %ctx_name, "a member joined or left");
+                            break;
+                        }
+                        Ok(_) => {}
+                        // The beat says what is wrong.
+                        Err(_) => break,
+                    }
+                }
+                Duration::ZERO
             }
             Err(e) => {
                 tracing::warn!(source = %ctx_name, error = %e, "cannot say this process is alive");
