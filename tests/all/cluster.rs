@@ -300,7 +300,7 @@ async fn drained(
 
 /// A producer: `count` generated events into `partitions` streams by
 /// request id, each write confirmed by a replica.
-fn producer(dir: &Path, url: &str, count: u64, rate: Option<u64>) -> Child {
+fn producer(dir: &Path, url: &str, partitions: u32, count: u64, rate: Option<u64>) -> Child {
     let rate = rate.map(|r| format!("rate = {r}\n")).unwrap_or_default();
     let toml = format!(
         r#"[reload]
@@ -315,7 +315,7 @@ seed = 7
 type = "redis"
 url = "{url}"
 stream = "logs:{{N}}"
-partitions = 16
+partitions = {partitions}
 partition_by = "request_id"
 replicas = 1
 inputs = ["gen"]
@@ -383,9 +383,10 @@ async fn all_delivered(cluster: &Cluster, dir: &Path, files: &[PathBuf], total: 
     }
 }
 
-/// A worker reading every partition into `NAME.log` (or, with `stuck`,
-/// into an HTTP sink nobody answers: what it reads stays pending).
-fn worker(dir: &Path, url: &str, name: &str, stuck: bool) -> Child {
+/// A worker of `group` reading every one of `partitions` into `NAME.log`
+/// (or, with `stuck`, into an HTTP sink nobody answers: what it reads
+/// stays pending).
+fn worker(dir: &Path, url: &str, group: &str, partitions: u32, name: &str, stuck: bool) -> Child {
     let sink = if stuck {
         format!(
             "[sinks.out]\ntype = \"http\"\nuri = \"http://127.0.0.1:{}/\"\ninputs = [\"q\"]\n",
@@ -402,8 +403,8 @@ watch = false
 type = "redis"
 url = "{url}"
 stream = "logs:{{N}}"
-partitions = 16
-group = "workers"
+partitions = {partitions}
+group = "{group}"
 consumer = "{name}"
 start = "0"
 member_ttl = "2s"
@@ -465,12 +466,12 @@ async fn three_workers_share_sixteen_partitions_each_event_exactly_once() {
     let names = ["w1", "w2", "w3"];
     let mut workers: Vec<Child> = names
         .iter()
-        .map(|n| worker(d.path(), &cluster.url(), n, false))
+        .map(|n| worker(d.path(), &cluster.url(), "workers", 16, n, false))
         .collect();
     // Let the three see each other before events flow: each partition has
     // one reader from the start, so per-service order holds.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut prod = producer(d.path(), &cluster.url(), 300_000, None);
+    let mut prod = producer(d.path(), &cluster.url(), 16, 300_000, None);
     let files: Vec<PathBuf> = names
         .iter()
         .map(|n| d.path().join(format!("{n}.log")))
@@ -538,11 +539,11 @@ async fn a_master_killed_mid_run_loses_nothing() {
     let names = ["w1", "w2"];
     let mut workers: Vec<Child> = names
         .iter()
-        .map(|n| worker(d.path(), &cluster.url(), n, false))
+        .map(|n| worker(d.path(), &cluster.url(), "workers", 16, n, false))
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let total = 60_000u64;
-    let mut prod = producer(d.path(), &cluster.url(), total, Some(10_000));
+    let mut prod = producer(d.path(), &cluster.url(), 16, total, Some(10_000));
     let files: Vec<PathBuf> = names
         .iter()
         .map(|n| d.path().join(format!("{n}.log")))
@@ -588,13 +589,13 @@ async fn a_master_killed_mid_run_loses_nothing() {
 async fn a_killed_workers_pending_entries_are_claimed_by_the_others() {
     let cluster = Cluster::start();
     let d = tempfile::tempdir().unwrap();
-    let w1 = worker(d.path(), &cluster.url(), "w1", false);
-    let w2 = worker(d.path(), &cluster.url(), "w2", false);
+    let w1 = worker(d.path(), &cluster.url(), "workers", 16, "w1", false);
+    let w2 = worker(d.path(), &cluster.url(), "workers", 16, "w2", false);
     // w3 reads its partitions but can never deliver: all it takes stays pending.
-    let mut w3 = worker(d.path(), &cluster.url(), "w3", true);
+    let mut w3 = worker(d.path(), &cluster.url(), "workers", 16, "w3", true);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let total = 30_000u64;
-    let mut prod = producer(d.path(), &cluster.url(), total, None);
+    let mut prod = producer(d.path(), &cluster.url(), 16, total, None);
     assert!(prod.wait().unwrap().success(), "the producer finished");
     let mut con = cluster.con();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -629,32 +630,8 @@ async fn two_workers_started_together_split_the_backlog_every_time() {
     let cluster = Cluster::start();
     let d = tempfile::tempdir().unwrap();
     const TOTAL: usize = 16_000;
-    let producer = d.path().join("producer.toml");
-    std::fs::write(
-        &producer,
-        format!(
-            r#"[reload]
-watch = false
-
-[sources.gen]
-type = "generate"
-count = {TOTAL}
-seed = 11
-
-[sinks.cluster]
-type = "redis"
-url = "{}"
-stream = "logs:{{N}}"
-partitions = 8
-partition_by = "request_id"
-inputs = ["gen"]
-"#,
-            cluster.url()
-        ),
-    )
-    .unwrap();
     assert!(
-        logged(d.path(), &producer, "producer")
+        producer(d.path(), &cluster.url(), 8, TOTAL as u64, None)
             .wait()
             .unwrap()
             .success(),
@@ -666,34 +643,14 @@ inputs = ["gen"]
         let mut workers: Vec<Child> = names
             .iter()
             .map(|name| {
-                let path = d.path().join(format!("{name}.toml"));
-                std::fs::write(
-                    &path,
-                    format!(
-                        r#"[reload]
-watch = false
-
-[sources.q]
-type = "redis"
-url = "{}"
-stream = "logs:{{N}}"
-partitions = 8
-group = "round{round}"
-consumer = "{name}"
-start = "0"
-member_ttl = "2s"
-claim_idle = "30s"
-
-[sinks.out]
-type = "file"
-path = "{name}.log"
-inputs = ["q"]
-"#,
-                        cluster.url()
-                    ),
+                worker(
+                    d.path(),
+                    &cluster.url(),
+                    &format!("round{round}"),
+                    8,
+                    name,
+                    false,
                 )
-                .unwrap();
-                logged(d.path(), &path, name)
             })
             .collect();
         let files: Vec<PathBuf> = names

@@ -25,9 +25,10 @@
 //! `sluice:members:GROUP:STREAM:epoch`, which every member looks at every
 //! twentieth of `member_ttl` (50-500 ms), so the others give up a
 //! joiner's share within one look, and a joiner announces itself one
-//! look before it reads (processes started together split at once); the new owner first waits for the entries
-//! the old one still has pending (acked as its sinks write them, or claimed
-//! once idle for `claim_idle`), then reads new ones.
+//! look before it reads (processes started together split at once). The
+//! new owner first waits for the entries the old one still has pending
+//! (acked as its sinks write them, or claimed once idle for `claim_idle`),
+//! then reads new ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -604,14 +605,19 @@ impl Members {
         Ok(now)
     }
 
-    /// Announce a join: in the set first, then the epoch moved, so a member
-    /// that reads the new epoch and then the set finds us in it.
-    async fn join(&self, con: &mut Conn) -> redis::RedisResult<i64> {
-        self.add(con).await?;
+    /// Tell the others the set changed (after changing it, so a member
+    /// that reads the new epoch and then the set sees the change).
+    async fn bump_epoch(&self, con: &mut Conn) -> redis::RedisResult<()> {
         redis::cmd("INCR")
             .arg(self.epoch_key())
             .query_async(con)
             .await
+    }
+
+    /// Announce a join: in the set, then the epoch moved.
+    async fn join(&self, con: &mut Conn) -> redis::RedisResult<()> {
+        self.add(con).await?;
+        self.bump_epoch(con).await
     }
 
     async fn epoch(&self, con: &mut Conn) -> redis::RedisResult<i64> {
@@ -645,10 +651,7 @@ impl Members {
             .arg(&self.me)
             .query_async::<()>(con)
             .await?;
-        redis::cmd("INCR")
-            .arg(self.epoch_key())
-            .query_async(con)
-            .await
+        self.bump_epoch(con).await
     }
 }
 
@@ -678,7 +681,7 @@ async fn heartbeat(
         let step = if joined {
             members.beat(&mut con).await.map(Some)
         } else {
-            members.join(&mut con).await.map(|_| None)
+            members.join(&mut con).await.map(|()| None)
         };
         let wait = match step {
             Ok(None) => {
