@@ -14,6 +14,7 @@
 //! # Layout
 //! - [`path`]: dotted field paths (`get`, `take`, `put`).
 //! - [`coerce`]: typed values from strings (`"20"` -> 20).
+//! - [`level`]: one spelling of each log level (`WARNING` -> `warn`).
 //! - [`pyformat`]: Python's `%` formatting and the repr of its literals.
 //! - [`presets`]: logging libraries' records mapped to sluice's fields.
 //! - [`syslog`]: RFC 5424 and 3164 messages (the `syslog` source and the
@@ -33,6 +34,7 @@
 )]
 
 pub mod coerce;
+pub mod level;
 pub mod path;
 pub mod presets;
 pub mod pyformat;

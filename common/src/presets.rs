@@ -1,5 +1,5 @@
 //! Each logging library's record mapped to sluice's common fields:
-//! `level` (lower-case name), `message`, `logger`, `service` (when the
+//! `level` (one spelling per level: see [`crate::level`]), `message`, `logger`, `service` (when the
 //! record has none), `exception`. Everything else is kept under its name.
 //! The time is the source's business: by default sources read `created`,
 //! `record.time.timestamp`, `datetime` and `time` (see the README).
@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::coerce::{coerce, Coerce};
+use crate::level;
 use crate::path::{get, put, take};
 use crate::pyformat;
 
@@ -107,13 +108,6 @@ fn python_str_value(t: &str) -> Option<Value> {
     None
 }
 
-fn lower(v: Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(s.to_lowercase()),
-        other => other,
-    }
-}
-
 fn move_to(obj: &mut Map<String, Value>, from: &str, to: &str) {
     if let Some(v) = take(obj, from) {
         put(obj, to, v);
@@ -174,7 +168,7 @@ pub fn apply(preset: Preset, obj: &mut Map<String, Value>) {
                 obj.remove("args");
             }
             if let Some(l) = take(obj, "levelname") {
-                obj.insert("level".into(), lower(l));
+                obj.insert("level".into(), level::normalize_value(l));
             }
             move_to(obj, "name", "logger");
             if let Some(e) = take(obj, "exc_text") {
@@ -192,7 +186,7 @@ pub fn apply(preset: Preset, obj: &mut Map<String, Value>) {
                     obj.insert("message".into(), m);
                 }
                 if let Some(l) = take(&mut record, "level.name") {
-                    obj.insert("level".into(), lower(l));
+                    obj.insert("level".into(), level::normalize_value(l));
                 }
                 take(&mut record, "level");
                 if let Some(n) = take(&mut record, "name") {
@@ -219,7 +213,7 @@ pub fn apply(preset: Preset, obj: &mut Map<String, Value>) {
                 if let Some(n) = obj.remove("level") {
                     obj.insert("level_number".into(), n);
                 }
-                obj.insert("level".into(), lower(name));
+                obj.insert("level".into(), level::normalize_value(name));
             }
             if let Some(c) = obj.get("channel").cloned() {
                 obj.entry("logger").or_insert(c);
@@ -232,7 +226,7 @@ pub fn apply(preset: Preset, obj: &mut Map<String, Value>) {
         }
         Preset::Winston => {
             if let Some(l) = obj.get("level").cloned() {
-                obj.insert("level".into(), lower(l));
+                obj.insert("level".into(), level::normalize_value(l));
             }
             move_to(obj, "stack", "exception");
             service_from_logger(obj);
@@ -300,7 +294,7 @@ mod tests {
         assert_eq!(got["message"], "stock low for sku A-1 owner bob");
         assert_eq!(
             (got["level"].as_str(), got["levelno"].as_i64()),
-            (Some("warning"), Some(30))
+            (Some("warn"), Some(30))
         );
         assert_eq!(
             (got["logger"].as_str(), got["service"].as_str()),

@@ -434,11 +434,7 @@ except KeyError:
     assert_eq!(
         got,
         [
-            (
-                "warning".into(),
-                "payment retry 2".into(),
-                "checkout".into()
-            ),
+            ("warn".into(), "payment retry 2".into(), "checkout".into()),
             ("error".into(), "payment failed".into(), "checkout".into()),
             ("info".into(), "done".into(), "checkout".into()),
         ]

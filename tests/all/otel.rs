@@ -472,3 +472,93 @@ async fn otlp_grpc_and_http_side_by_side_with_a_token() {
         assert_eq!(e["attributes"]["order_id"], s["i"], "{e}");
     }
 }
+
+/// One Python record, two ways in: `HTTPHandler` into an `http` source and
+/// the OpenTelemetry SDK's `LoggingHandler` into an `otlp` source with
+/// `flatten_attributes = true`, both handlers on the same logger. The two
+/// events agree on `level` (one spelling: `warn`, `error`, `fatal`),
+/// `message`, `logger` and every extra, typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_has_one_shape_through_http_handler_and_otlp() {
+    let d = tempfile::tempdir().unwrap();
+    let (http, otlp) = (free_port(), free_port());
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[sources.handler]
+type = "http"
+address = "127.0.0.1:{http}"
+ack = "delivered"
+
+[sources.otel]
+type = "otlp"
+address = "127.0.0.1:{otlp}"
+flatten_attributes = true
+
+[sinks.via_handler]
+type = "file"
+path = "handler.log"
+inputs = ["handler"]
+
+[sinks.via_otlp]
+type = "file"
+path = "otlp.log"
+inputs = ["otel"]
+"#
+    );
+    let (running, _) = start(d.path(), &toml).await;
+    crate::util::accepting(http).await;
+    crate::util::accepting(otlp).await;
+    let script = format!(
+        r#"
+import logging, logging.handlers, warnings
+warnings.simplefilter("ignore")
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+provider = LoggerProvider()
+provider.add_log_record_processor(SimpleLogRecordProcessor(
+    OTLPLogExporter(endpoint="http://127.0.0.1:{otlp}/v1/logs")))
+log = logging.getLogger("shop.orders")
+log.setLevel(logging.DEBUG)
+log.addHandler(logging.handlers.HTTPHandler("127.0.0.1:{http}", "/api/log", method="POST"))
+log.addHandler(LoggingHandler(level=logging.DEBUG, logger_provider=provider))
+levels = [logging.WARNING, logging.ERROR, logging.CRITICAL, logging.INFO]
+for i in range(8):
+    log.log(levels[i % 4], "order %d checked", i,
+            extra={{"order_id": 1000 + i, "amount": 12.5 * i, "is_vip": i % 2 == 0}})
+provider.shutdown()
+"#
+    );
+    let mut cmd = Command::new(python());
+    cmd.arg("-c").arg(script);
+    crate::util::succeeds(cmd).await;
+    until("both sources wrote every record", 30, || {
+        json_lines_if_any(&d.path().join("otlp.log")).len() == 8
+            && json_lines_if_any(&d.path().join("handler.log")).len() == 8
+    })
+    .await;
+    running.shutdown().await;
+    running.wait().await.unwrap();
+    let by_order = |file: &str| {
+        let mut events = read_json_lines(&d.path().join(file));
+        events.sort_by_key(|e| e["order_id"].as_i64().unwrap_or(-1));
+        events
+    };
+    let (via_handler, via_otlp) = (by_order("handler.log"), by_order("otlp.log"));
+    for (i, (h, o)) in via_handler.iter().zip(&via_otlp).enumerate() {
+        for field in ["level", "message", "logger", "order_id", "amount", "is_vip"] {
+            assert_eq!(h[field], o[field], "{field}: {h} vs {o}");
+        }
+        assert_eq!(h["level"], ["warn", "error", "fatal", "info"][i % 4]);
+        assert_eq!(h["logger"], "shop.orders");
+        assert_eq!(h["order_id"], 1000 + i as i64);
+        assert_eq!(o["is_vip"], i % 2 == 0);
+        assert!(
+            o.get("attributes")
+                .is_none_or(|a| a.get("order_id").is_none()),
+            "{o}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Redis Streams, against a real redis-server started on a free port.
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -779,4 +780,169 @@ async fn a_missing_or_wrong_password_is_a_clear_reason_retried_not_fatal() {
         running.shutdown().await;
         running.wait().await.unwrap();
     }
+}
+
+/// The `context.n` of every complete JSON line of a file, and its text
+/// messages (lines without `context`).
+fn list_lines(path: &Path) -> (Vec<u64>, Vec<String>) {
+    let (mut ns, mut texts) = (Vec::new(), Vec::new());
+    for e in crate::util::whole_json_lines(path) {
+        match e["context"]["n"].as_u64() {
+            Some(n) => ns.push(n),
+            None => texts.push(e["message"].as_str().unwrap().to_string()),
+        }
+    }
+    (ns, texts)
+}
+
+/// A Redis list as Monolog's stock `RedisHandler` fills it (`RPUSH` of
+/// `JsonFormatter` lines), with plain text values and one broken value:
+/// read with `list = "monolog"` and `format = "json"`, sluice killed with
+/// -9 three times while it drains 60,000 values. Every record arrives, the
+/// text values and the broken one are in the dead letters with the reason,
+/// the list and the processing list end empty, and duplicates are only what
+/// was in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_pushed_like_monologs_redis_handler_survives_kill_9() {
+    let server = RedisServer::start();
+    let mut con = server.con().await;
+    const TOTAL: u64 = 60_000;
+    let mut texts = 0;
+    for chunk in 0..TOTAL / 1000 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            let value = if i % 1000 == 500 {
+                texts += 1;
+                format!("plain text line {i}")
+            } else {
+                format!(
+                    r#"{{"message":"order {i} paid","context":{{"n":{i}}},"level":200,"level_name":"INFO","channel":"app","datetime":"2026-12-06T10:00:00.{:06}+01:00","extra":{{}}}}"#,
+                    i % 1_000_000
+                )
+            };
+            pipe.cmd("RPUSH").arg("monolog").arg(value).ignore();
+        }
+        pipe.query_async::<()>(&mut con).await.unwrap();
+    }
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("monolog")
+        .arg("{\"message\": broken")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[sources.q]
+type = "redis"
+url = "{}"
+list = "monolog"
+format = "json"
+consumer = "w1"
+block = "100ms"
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["q"]
+
+[sinks.dead]
+type = "file"
+path = "dead.log"
+inputs = ["_dead_letters"]
+"#,
+        server.url()
+    );
+    let path = d.path().join("list.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = d.path().join("out.log");
+    let run = || {
+        crate::util::sluice()
+            .args(["run", "--quiet"])
+            .arg(&path)
+            .current_dir(d.path())
+            .spawn()
+            .unwrap()
+    };
+    for threshold in [8_000usize, 25_000, 42_000] {
+        let mut child = run();
+        until("progress before the kill", 60, || {
+            list_lines(&out).0.len() >= threshold
+        })
+        .await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let mut child = run();
+    let json = TOTAL - texts;
+    // The text values and the broken one, as the dead letters hold them.
+    let dead_values = || -> Vec<String> {
+        let mut v: Vec<String> = crate::util::whole_json_lines(&d.path().join("dead.log"))
+            .iter()
+            .map(|l| match &l["event"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    until("every value", 120, || {
+        let (mut n, _) = list_lines(&out);
+        n.sort();
+        n.dedup();
+        n.len() as u64 == json && dead_values().len() as u64 == texts + 1
+    })
+    .await;
+    let mut left = (0, 0);
+    for _ in 0..200 {
+        let a: i64 = redis::cmd("LLEN")
+            .arg("monolog")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let b: i64 = redis::cmd("LLEN")
+            .arg("{monolog}:processing:w1")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        left = (a, b);
+        if left == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, (0, 0), "the list and the processing list are empty");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    let (n, t) = list_lines(&out);
+    assert!(
+        t.is_empty(),
+        "text values are not events with format = json: {t:?}"
+    );
+    let dead = read_json_lines(&d.path().join("dead.log"));
+    assert!(
+        dead.iter().all(|l| l["error"]["kind"] == "decode"),
+        "{dead:?}"
+    );
+    let values = dead_values();
+    assert!(values.iter().any(|v| v.contains("broken")), "{values:?}");
+    assert_eq!(
+        values
+            .iter()
+            .filter(|v| v.starts_with("plain text line "))
+            .count() as u64,
+        texts
+    );
+    let duplicates = (n.len() + dead.len()) as u64 - (TOTAL + 1);
+    println!("kill -9 x3 on a list of {TOTAL} values: {duplicates} duplicates");
+    assert!(
+        duplicates < 3 * 10_000,
+        "duplicates only of what was in flight: {duplicates}"
+    );
 }

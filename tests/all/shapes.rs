@@ -89,12 +89,11 @@ except ZeroDivisionError:
     for (o, e) in originals.iter().zip(&out) {
         let theirs = secs_to_ms(o["record"]["time"]["timestamp"].as_f64().unwrap());
         assert_eq!(millis(e["timestamp"].as_str().unwrap()), theirs, "{e}");
+        let theirs = o["record"]["level"]["name"].as_str().unwrap();
         assert_eq!(
-            e["level"],
-            o["record"]["level"]["name"]
-                .as_str()
-                .unwrap()
-                .to_lowercase()
+            e["level"].as_str().unwrap(),
+            sluice_common::level::normalize(theirs),
+            "one spelling"
         );
         assert_eq!(e["message"], o["record"]["message"]);
         assert_eq!(e["logger"], o["record"]["name"]);
@@ -263,7 +262,7 @@ open(out, "w").write("\n".join(times))
         events[0]["message"], "stock low for sku A-1 owner [email]",
         "formatted, then masked"
     );
-    assert_eq!(events[0]["level"], "warning");
+    assert_eq!(events[0]["level"], "warn");
     assert_eq!(events[1]["message"], "payment 7 failed after 2.5 s");
     let errors = read_json_lines(&d.path().join("logs/errors.log"));
     assert_eq!(errors.len(), 1);
@@ -440,4 +439,40 @@ async fn microseconds_and_nanoseconds_survive_to_the_file() {
         read_json_lines(&out)[0]["timestamp"],
         "2026-12-05T12:45:32.999123456Z"
     );
+}
+
+/// The level names sources write (`sluice_common::level`) and the ones
+/// plugins read (`sluice_plugin::Level`) are one table.
+#[test]
+fn sources_and_plugins_spell_levels_alike() {
+    for name in [
+        "trace",
+        "TRACE",
+        "debug",
+        "dbg",
+        "info",
+        "Information",
+        "informational",
+        "notice",
+        "warn",
+        "WARNING",
+        "error",
+        "err",
+        "fatal",
+        "CRITICAL",
+        "crit",
+        "alert",
+        "emergency",
+        "emerg",
+        "panic",
+        "success",
+        "verbose",
+        "",
+    ] {
+        assert_eq!(
+            sluice_common::level::canonical(name),
+            sluice_plugin::Level::parse(name).map(sluice_plugin::Level::as_str),
+            "{name}"
+        );
+    }
 }

@@ -6,21 +6,23 @@
 //! | event field | from the record |
 //! | --- | --- |
 //! | `timestamp` | `time_unix_nano` (else `observed_time_unix_nano`), RFC 3339 to the nanosecond |
-//! | `level` | `severity_number` as `trace`/`debug`/`info`/`warn`/`error`/`fatal` (else `severity_text`, lower case) |
+//! | `level` | `severity_number` as `trace`/`debug`/`info`/`warn`/`error`/`fatal` (else `severity_text`, normalised as `sluice_common::level` says) |
 //! | `message` | `body`, when it is a string |
 //! | `body` | `body`, when it is not a string (JSON: maps are objects, arrays arrays) |
 //! | `service` | the resource's `service.name` |
 //! | `trace_id`, `span_id` | as lower-case hex |
 //! | `severity_number`, `severity_text` | as sent |
-//! | `attributes` | the record's attributes, keys as sent (`code.file.path`) |
+//! | `attributes` | the record's attributes, keys as sent (`code.file.path`); with the source's `flatten_attributes`, at the top level instead |
 //! | `resource` | the resource's attributes |
 //! | `scope` | `{name, version, attributes}` of the instrumentation scope |
+//! | `logger` | the scope's name (what the `python-logging` preset calls the logger) |
 //! | `observed_timestamp`, `flags`, `event_name`, `dropped_attributes_count` | when set |
 //!
 //! Values keep their types (string, bool, integer, double, array, map);
 //! bytes values become base64 strings, the one type JSON cannot tell apart.
 //! The way back reverses it: `level` (or `severity_number`) gives the
-//! severity, `message` or `body` the body, `resource` and the fields the
+//! severity, `message` or `body` the body, `scope` (else `logger`) the
+//! scope, `resource` and the fields the
 //! sink maps (`service` -> `service.name`) the resource, `attributes` and
 //! every other top-level field the attributes.
 
@@ -240,7 +242,11 @@ pub fn cost(encoding: Encoding, body: &[u8]) -> Result<Cost, String> {
 }
 
 /// The events of a request of at most `max` log records, or why not.
-pub fn events_within(req: &ExportLogsServiceRequest, max: usize) -> Result<Vec<Value>, String> {
+pub fn events_within(
+    req: &ExportLogsServiceRequest,
+    max: usize,
+    flatten_attributes: bool,
+) -> Result<Vec<Value>, String> {
     let records: usize = req
         .resource_logs
         .iter()
@@ -252,7 +258,7 @@ pub fn events_within(req: &ExportLogsServiceRequest, max: usize) -> Result<Vec<V
             "more than {max} log records in one request (max_events_per_request)"
         ));
     }
-    Ok(to_events(req))
+    Ok(to_events(req, flatten_attributes))
 }
 
 /// The answer to a request that was taken whole, as its encoding wants.
@@ -360,8 +366,10 @@ fn key_values<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>) -> Vec<
         .collect()
 }
 
-/// Every log record of a request as an event, in order.
-pub fn to_events(req: &ExportLogsServiceRequest) -> Vec<Value> {
+/// Every log record of a request as an event, in order; with
+/// `flatten_attributes`, the record's attributes at the top level (an
+/// attribute whose name the event already has stays under `attributes`).
+pub fn to_events(req: &ExportLogsServiceRequest, flatten_attributes: bool) -> Vec<Value> {
     let mut out = Vec::new();
     for rl in &req.resource_logs {
         let resource = rl
@@ -407,7 +415,8 @@ pub fn to_events(req: &ExportLogsServiceRequest) -> Vec<Value> {
                     e.insert("timestamp".into(), time_text(time).into());
                 }
                 let level = level_of(r.severity_number).map(str::to_string).or_else(|| {
-                    (!r.severity_text.is_empty()).then(|| r.severity_text.to_ascii_lowercase())
+                    (!r.severity_text.is_empty())
+                        .then(|| sluice_common::level::normalize(&r.severity_text))
                 });
                 if let Some(level) = level {
                     e.insert("level".into(), level.into());
@@ -436,8 +445,28 @@ pub fn to_events(req: &ExportLogsServiceRequest) -> Vec<Value> {
                 if !r.severity_text.is_empty() {
                     e.insert("severity_text".into(), r.severity_text.clone().into());
                 }
+                if let Some(name) = scope.get("name") {
+                    // As the python-logging preset names it (the SDKs'
+                    // logging bridges name the scope after the logger).
+                    e.insert("logger".into(), name.clone());
+                }
                 if !r.attributes.is_empty() {
-                    e.insert("attributes".into(), attributes(&r.attributes).into());
+                    let attrs = attributes(&r.attributes);
+                    if flatten_attributes {
+                        let mut clash = Map::new();
+                        for (k, v) in attrs {
+                            if e.contains_key(&k) || OWN.contains(&k.as_str()) {
+                                clash.insert(k, v);
+                            } else {
+                                e.insert(k, v);
+                            }
+                        }
+                        if !clash.is_empty() {
+                            e.insert("attributes".into(), clash.into());
+                        }
+                    } else {
+                        e.insert("attributes".into(), attrs.into());
+                    }
                 }
                 if !resource.is_empty() {
                     e.insert("resource".into(), resource.clone().into());
@@ -551,6 +580,7 @@ pub fn to_request(
                 m
             }
         };
+        let e = logger_as_scope(e);
         let (resource, resource_key, consumed) = resource_of(&e, resource_fields);
         let schema = e
             .get("resource_schema_url")
@@ -628,6 +658,28 @@ fn resource_of(
         format!("{key}\u{0}{dropped}"),
         consumed,
     )
+}
+
+/// `logger` is the instrumentation scope's name, as the sources write it:
+/// the scope of an event with a `logger` and no `scope`, and not an
+/// attribute when it repeats the scope's name.
+fn logger_as_scope(mut e: Map<String, Value>) -> Map<String, Value> {
+    let Some(Value::String(logger)) = e.get("logger") else {
+        return e;
+    };
+    match e.get("scope") {
+        None => {
+            let mut scope = Map::new();
+            scope.insert("name".into(), logger.clone().into());
+            e.remove("logger");
+            e.insert("scope".into(), scope.into());
+        }
+        Some(Value::Object(s)) if s.get("name").and_then(Value::as_str) == Some(logger) => {
+            e.remove("logger");
+        }
+        Some(_) => {}
+    }
+    e
 }
 
 /// One event as a log record, with its scope and the scope's schema URL.
@@ -828,7 +880,7 @@ mod tests {
         fn prop_otlp_json_decoder_is_total(text in "[{}\\[\\],:\"a-zA-Z0-9 .-]{0,300}") {
             let _ = cost(Encoding::Json, text.as_bytes());
             if let Ok(req) = decode_request(Encoding::Json, text.as_bytes()) {
-                let _ = events_within(&req, 1000);
+                let _ = events_within(&req, 1000, false);
             }
         }
     }
@@ -894,7 +946,7 @@ mod tests {
     #[test]
     fn a_record_becomes_an_event_and_comes_back_the_same() {
         let req = sample();
-        let events = to_events(&req);
+        let events = to_events(&req, false);
         assert_eq!(events.len(), 1);
         let e = &events[0];
         assert_eq!(e["timestamp"], "2025-11-24T16:00:00.123456789Z");
@@ -942,7 +994,7 @@ mod tests {
     fn otlp_json_with_hex_ids_and_string_integers() {
         let body = br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"js"}}]},"scopeLogs":[{"scope":{"name":"s"},"logRecords":[{"timeUnixNano":"1764000000000000000","severityNumber":9,"body":{"stringValue":"hi"},"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","attributes":[{"key":"n","value":{"intValue":"5"}}]}]}]}]}"#;
         let req = decode_request(Encoding::Json, body).unwrap();
-        let e = &to_events(&req)[0];
+        let e = &to_events(&req, false)[0];
         assert_eq!(e["trace_id"], "5b8efff798038103d269b633813fc60c");
         assert_eq!(e["attributes"]["n"], 5);
         assert_eq!(e["level"], "info");

@@ -14,6 +14,7 @@ pub mod journald;
 pub mod otlp;
 pub mod records;
 pub mod redis;
+pub mod redis_list;
 pub mod stdin;
 pub mod syslog;
 
@@ -347,6 +348,13 @@ impl Batcher {
     /// Send `line` to the dead letters with `reason` at the next flush.
     pub fn reject(&mut self, line: &[u8], reason: String) {
         self.rejected.push((line.to_vec(), reason));
+    }
+
+    /// The lines that failed to decode since the last flush, with the
+    /// reason, for a source that dead-letters them itself (with its
+    /// acknowledgement).
+    pub fn take_rejected(&mut self) -> Vec<(Vec<u8>, String)> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Note that an event was appended to `batch` directly.

@@ -61,6 +61,12 @@ pub struct OtlpSourceConfig {
     pub ack_timeout: Duration,
     #[serde(default)]
     pub batch: Option<BatchOverride>,
+    /// The record's attributes as top-level fields (`order_id`, not
+    /// `attributes.order_id`), the shape the `http` source gives Python's
+    /// `HTTPHandler` records; an attribute named as a field the event
+    /// already has stays under `attributes`.
+    #[serde(default)]
+    pub flatten_attributes: bool,
 }
 
 fn default_address() -> String {
@@ -95,6 +101,7 @@ impl OtlpSourceConfig {
             batch: self.batch,
             timestamp: None,
             otlp: true,
+            otlp_flatten_attributes: self.flatten_attributes,
             grpc_address: self.grpc_address.clone(),
             tls: self.tls.clone(),
         }

@@ -73,8 +73,25 @@ pub struct RedisSourceConfig {
     /// Where an event without `timestamp` has its time (see `base::timestamp`).
     #[serde(default)]
     pub timestamp: Option<crate::base::timestamp::TimestampRules>,
+    /// The stream read through `group` (or give `list`).
+    #[serde(default)]
     pub stream: String,
+    #[serde(default)]
     pub group: String,
+    /// A Redis list that applications `RPUSH` to, read as a reliable queue
+    /// instead of a stream (see `redis_list`).
+    #[serde(default)]
+    pub list: Option<String>,
+    /// With `list`: where values wait, read, until delivered (default
+    /// `{LIST}:processing:CONSUMER`).
+    #[serde(default)]
+    pub processing_list: Option<String>,
+    /// With `list`: how values are read, as the file source reads lines
+    /// (`auto`: a JSON object is the event, any other value `{"message":
+    /// VALUE}`; `json`: anything but an object goes to the dead letters;
+    /// `text`).
+    #[serde(default)]
+    pub format: Option<super::Format>,
     /// This consumer's name in the group (default: the host name and the
     /// source's name, stable across restarts; set it to run several sluice
     /// processes on one host).
@@ -307,7 +324,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Connect, retrying with backoff until it works or shutdown.
-async fn connect(target: &Target, ctx: &SourceContext, what: &str) -> Option<Conn> {
+pub(super) async fn connect(target: &Target, ctx: &SourceContext, what: &str) -> Option<Conn> {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -342,7 +359,7 @@ fn refused_auth(e: &redis::RedisError) -> bool {
 
 /// Whether a failed command lost the connection (reconnect), rather than
 /// being refused by the server (retry on the same connection).
-fn lost_connection(e: &redis::RedisError) -> bool {
+pub(super) fn lost_connection(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
@@ -811,7 +828,56 @@ impl SourceKind for RedisSourceConfig {
             Duration::from_millis(300),
             Duration::from_secs(3600),
         )?;
-        check_partitions(&self.stream, self.partitions).map_err(|(k, m)| BuildError::key(k, m))?;
+        match &self.list {
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(BuildError::key("list", "empty: name the Redis list"));
+                }
+                if let Some(f @ (super::Format::Cri | super::Format::Docker)) = self.format {
+                    return Err(BuildError::key(
+                        "format",
+                        format!("{f:?} is for container log files: give auto, json or text"),
+                    ));
+                }
+                for (key, set) in [
+                    ("stream", !self.stream.is_empty()),
+                    ("group", !self.group.is_empty()),
+                    ("partitions", self.partitions.is_some()),
+                ] {
+                    if set {
+                        return Err(BuildError::key(
+                            key,
+                            "is for a stream; with `list` the values are read from a list (give one of `stream` and `list`)",
+                        ));
+                    }
+                }
+            }
+            None => {
+                if self.stream.is_empty() {
+                    return Err(BuildError::key(
+                        "stream",
+                        "missing: give `stream` (a Redis stream, with `group`) or `list` (a Redis list that applications RPUSH to)",
+                    ));
+                }
+                if self.group.is_empty() {
+                    return Err(BuildError::key(
+                        "group",
+                        "missing: the consumer group that reads `stream` (created if it does not exist)",
+                    ));
+                }
+                if self.processing_list.is_some() {
+                    return Err(BuildError::key("processing_list", "is for `list`"));
+                }
+                if self.format.is_some() {
+                    return Err(BuildError::key(
+                        "format",
+                        "is for `list`: a stream entry's fields are the event",
+                    ));
+                }
+                check_partitions(&self.stream, self.partitions)
+                    .map_err(|(k, m)| BuildError::key(k, m))?;
+            }
+        }
         let mut cfg = self.clone();
         cfg.tls = self.tls.as_ref().map(|t| t.resolved(cx));
         if let Some(t) = &cfg.tls {
@@ -848,6 +914,9 @@ impl RedisSourceConfig {
     }
 
     pub async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
+        if let Some(list) = self.list.clone() {
+            return super::redis_list::run(self, list, ctx).await;
+        }
         let target = Target::open_tls(&self.url, self.cluster, self.tls.as_ref())
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("source {}: bad redis url", ctx.name))?;

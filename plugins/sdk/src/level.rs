@@ -20,10 +20,10 @@ impl Level {
     /// (10 trace .. 60 fatal). Returns `None` for anything else.
     pub fn parse(s: &str) -> Option<Level> {
         let s = s.trim();
-        if s.len() > 11 {
+        if s.len() > 13 {
             return None;
         }
-        let mut buf = [0u8; 11];
+        let mut buf = [0u8; 13];
         for (d, b) in buf.iter_mut().zip(s.bytes()) {
             *d = b.to_ascii_lowercase();
         }

@@ -227,7 +227,12 @@ pub(super) fn validate(cfg: &HttpConfig, i: usize, v: &Value) -> Result<(), Reje
         if let Some(level) = map.get("level") {
             let ok = level
                 .as_str()
-                .is_some_and(|l| cfg.levels.iter().any(|a| a.eq_ignore_ascii_case(l)));
+                .map(sluice_common::level::normalize)
+                .is_some_and(|l| {
+                    cfg.levels
+                        .iter()
+                        .any(|a| sluice_common::level::normalize(a) == l)
+                });
             if !ok {
                 return Err(reject(
                     Some("level"),

@@ -119,8 +119,12 @@ async fn export(
         let req = ExportLogsServiceRequest::decode(raw).map_err(|e| {
             Status::invalid_argument(format!("not an ExportLogsServiceRequest: {e}"))
         })?;
-        crate::base::otlp::events_within(&req, s.cfg.max_events_per_request)
-            .map_err(Status::invalid_argument)?
+        crate::base::otlp::events_within(
+            &req,
+            s.cfg.max_events_per_request,
+            s.cfg.otlp_flatten_attributes,
+        )
+        .map_err(Status::invalid_argument)?
     };
     let (batch, rejected) = s.batch(events, size);
     drop(reading);

@@ -148,6 +148,10 @@ pub struct HttpConfig {
     /// Bodies are OTLP logs requests (set by the `otlp` source, not a key).
     #[serde(skip)]
     pub otlp: bool,
+    /// The OTLP records' attributes at the top level (the `otlp` source's
+    /// `flatten_attributes`).
+    #[serde(skip)]
+    pub otlp_flatten_attributes: bool,
     /// Where OTLP/gRPC is served besides (set by the `otlp` source).
     #[serde(skip)]
     pub grpc_address: Option<String>,
@@ -348,8 +352,12 @@ impl Server {
                     let _decoding = self.charge_decoding(encoding, &b)?;
                     let req = crate::base::otlp::decode_request(encoding, &b)
                         .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-                    crate::base::otlp::events_within(&req, self.cfg.max_events_per_request)
-                        .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e))?
+                    crate::base::otlp::events_within(
+                        &req,
+                        self.cfg.max_events_per_request,
+                        self.cfg.otlp_flatten_attributes,
+                    )
+                    .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e))?
                 }
             };
             Ok((events, b.len()))

@@ -1,0 +1,69 @@
+//! One spelling of each log level, whatever the source or library: what
+//! every preset and every source that knows an event's level writes.
+//!
+//! | written | from (any case) |
+//! | --- | --- |
+//! | `trace` | `trace` |
+//! | `debug` | `debug`, `dbg` |
+//! | `info` | `info`, `information`, `informational` |
+//! | `notice` | `notice` |
+//! | `warn` | `warn`, `warning` |
+//! | `error` | `error`, `err` |
+//! | `fatal` | `fatal`, `critical`, `crit`, `alert`, `emergency`, `emerg`, `panic` |
+//!
+//! Any other name (loguru's `SUCCESS`, a custom level) is kept, in lower
+//! case. The Rust SDK's `Level::parse` reads the same names (a test holds
+//! the two tables together).
+
+/// The canonical name of a level name, or `None` if it is not in the table.
+pub fn canonical(name: &str) -> Option<&'static str> {
+    let name = name.trim();
+    if name.len() > 13 {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    Some(match lower.as_str() {
+        "trace" => "trace",
+        "debug" | "dbg" => "debug",
+        "info" | "information" | "informational" => "info",
+        "notice" => "notice",
+        "warn" | "warning" => "warn",
+        "error" | "err" => "error",
+        "fatal" | "critical" | "crit" | "alert" | "emergency" | "emerg" | "panic" => "fatal",
+        _ => return None,
+    })
+}
+
+/// A level as sources and presets write it: the canonical name, or the
+/// name in lower case when it is not in the table.
+pub fn normalize(name: &str) -> String {
+    canonical(name).map_or_else(|| name.trim().to_lowercase(), str::to_string)
+}
+
+/// [`normalize`] for a JSON value: strings are normalised, any other value
+/// (a number) is kept as it is.
+pub fn normalize_value(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(normalize(&s)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_has_one_name() {
+        assert_eq!(normalize("WARNING"), "warn");
+        assert_eq!(normalize(" Critical "), "fatal");
+        assert_eq!(normalize("err"), "error");
+        assert_eq!(normalize("SUCCESS"), "success");
+        assert_eq!(canonical("informational"), Some("info"));
+        assert_eq!(canonical("a-very-long-level-name"), None);
+        assert_eq!(
+            normalize_value(serde_json::json!(30)),
+            serde_json::json!(30)
+        );
+    }
+}
