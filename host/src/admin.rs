@@ -354,7 +354,7 @@ fn stats(metrics: &Registry) -> String {
         .collect();
     format!(
         "{}\n",
-        serde_json::json!({"components": components, "queues": queues})
+        serde_json::json!({"components": components, "queues": queues, "hops": hops_json(metrics)})
     )
 }
 
@@ -420,6 +420,104 @@ fn moves(name: &str, s: &crate::base::metrics::Snapshot) -> bool {
         "sluice_connections" => s.kind == Source && matches!(t, "http" | "otlp" | "syslog"),
         _ => true,
     }
+}
+
+/// Every `hops` sink's stats, by component name.
+fn hop_stats(metrics: &Registry) -> Vec<(String, Arc<crate::base::hops::HopStats>)> {
+    metrics
+        .components()
+        .into_iter()
+        .filter_map(|(c, _, m)| {
+            let h = m.hops.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+            Some((c, h))
+        })
+        .collect()
+}
+
+/// The `hops` sinks' families: one histogram per hop, and what bounds them.
+fn hop_latencies(metrics: &Registry, out: &mut String) {
+    let all = hop_stats(metrics);
+    if all.is_empty() {
+        return;
+    }
+    let name = "sluice_hop_latency_seconds";
+    let _ = writeln!(out, "# HELP {name} Time from a request's last event in one component to its first in the next (a hops sink; as sluice timeline measures it).\n# TYPE {name} histogram");
+    for (component, h) in &all {
+        for hop in h.read() {
+            let labels = format!(
+                "component=\"{component}\",from=\"{}\",to=\"{}\"",
+                escape_label(&hop.from),
+                escape_label(&hop.to)
+            );
+            for (i, c) in hop.cumulative.iter().enumerate() {
+                let le = crate::base::metrics::BUCKETS
+                    .get(i)
+                    .map_or("+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
+            }
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", hop.sum);
+            let _ = writeln!(
+                out,
+                "{name}_count{{{labels}}} {}",
+                hop.cumulative.last().copied().unwrap_or(0)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_hop_requests_held Requests a hops sink follows now (at most its max_requests).\n# TYPE sluice_hop_requests_held gauge");
+    for (component, h) in &all {
+        let _ = writeln!(
+            out,
+            "sluice_hop_requests_held{{component=\"{component}\"}} {}",
+            h.held.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_hop_requests_forgotten_total Requests a hops sink stopped following: beyond max_requests, or unseen for request_timeout.\n# TYPE sluice_hop_requests_forgotten_total counter");
+    for (component, h) in &all {
+        for (reason, n) in [
+            ("max_requests", &h.forgotten_full),
+            ("request_timeout", &h.forgotten_idle),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_hop_requests_forgotten_total{{component=\"{component}\",reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_hop_out_of_order_total Events older than the segment of their request they would follow (no hop measured).\n# TYPE sluice_hop_out_of_order_total counter");
+    for (component, h) in &all {
+        let _ = writeln!(
+            out,
+            "sluice_hop_out_of_order_total{{component=\"{component}\"}} {}",
+            h.out_of_order.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// The `hops` sinks' hops for the live page: requests and percentiles
+/// (the upper bound of the bucket that holds them), per hop.
+fn hops_json(metrics: &Registry) -> serde_json::Value {
+    hop_stats(metrics)
+        .into_iter()
+        .map(|(component, h)| {
+            let hops: Vec<serde_json::Value> = h
+                .read()
+                .iter()
+                .map(|hop| {
+                    serde_json::json!({
+                        "from": &*hop.from, "to": &*hop.to,
+                        "requests": hop.cumulative.last().copied().unwrap_or(0),
+                        "p50": hop.percentile(50.0), "p95": hop.percentile(95.0),
+                        "p99": hop.percentile(99.0),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "component": component, "correlation": h.correlation,
+                "held": h.held.load(Ordering::Relaxed), "hops": hops,
+            })
+        })
+        .collect()
 }
 
 pub fn prometheus(metrics: &Registry) -> String {
@@ -673,6 +771,7 @@ pub fn prometheus(metrics: &Registry) -> String {
             }
         }
     }
+    hop_latencies(metrics, &mut out);
     let name = "sluice_batch_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Time to process one batch: the plugin call (transforms), the write (sinks).\n# TYPE {name} histogram");
     for (component, kind, m) in metrics.components() {

@@ -583,3 +583,179 @@ async fn stats_show_which_recipients_an_encrypting_sink_uses() {
     running.shutdown().await;
     running.wait().await.unwrap();
 }
+
+/// The buckets (`le`, cumulative count) of one hop of a `hops` sink on
+/// `/metrics`, and its count and sum.
+fn hop_histogram(
+    scrape: &prometheus_parse::Scrape,
+    component: &str,
+    from: &str,
+    to: &str,
+) -> (Vec<(f64, f64)>, f64, f64) {
+    let of = |metric: &str| {
+        scrape.samples.iter().find(|s| {
+            s.metric == metric
+                && s.labels.get("component") == Some(component)
+                && s.labels.get("from") == Some(from)
+                && s.labels.get("to") == Some(to)
+        })
+    };
+    let buckets = match of("sluice_hop_latency_seconds").map(|s| &s.value) {
+        Some(prometheus_parse::Value::Histogram(b)) => {
+            b.iter().map(|b| (b.less_than, b.count)).collect()
+        }
+        other => panic!("no histogram for {component} {from}->{to}: {other:?}"),
+    };
+    let plain = |metric: &str| match of(metric).map(|s| &s.value) {
+        Some(
+            prometheus_parse::Value::Untyped(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v),
+        ) => *v,
+        other => panic!("{metric}: {other:?}"),
+    };
+    (
+        buckets,
+        plain("sluice_hop_latency_seconds_count"),
+        plain("sluice_hop_latency_seconds_sum"),
+    )
+}
+
+/// #42 item 13: per-hop latencies live from a running pipeline. 300
+/// requests pass web (two events 2 ms apart) -> orders (20 ms after web's
+/// last, two events) -> payments (150 ms after orders' last), interleaved
+/// in time as services log them, read from a file by a `hops` sink: every
+/// hop counted once, in the buckets of 20 ms and 150 ms, on `/metrics` and
+/// on the live page's stats. A second sink holding at most 5 requests stays
+/// within them and counts what it forgot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hops_sink_measures_hop_latencies_live_within_its_bounds() {
+    let d = tempfile::tempdir().unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    let mut events: Vec<(i64, serde_json::Value)> = Vec::new();
+    for i in 0..300i64 {
+        let id = format!("r-{i}");
+        let web = t0 + i * 10_000;
+        let mut add = |t: i64, service: &str, message: &str| {
+            let time = chrono::DateTime::from_timestamp_micros(t)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            events.push((
+                t,
+                serde_json::json!({"timestamp": time, "service": service, "ctx": {"request_id": id}, "message": message}),
+            ));
+        };
+        add(web, "web", "GET /checkout");
+        add(web + 2_000, "web", "forwarded");
+        add(web + 22_000, "orders", "order created");
+        add(web + 23_000, "orders", "payment asked");
+        add(web + 173_000, "payments", "paid");
+        add(web + 1_000, "web", "no request here");
+    }
+    events.sort_by_key(|(t, _)| *t);
+    let mut text = String::new();
+    for (_, mut e) in events {
+        if e["message"] == "no request here" {
+            e.as_object_mut().unwrap().remove("ctx");
+        }
+        text.push_str(&e.to_string());
+        text.push('\n');
+    }
+    std::fs::write(d.path().join("app.log"), text).unwrap();
+    let port = free_port();
+    let toml = with_admin(
+        port,
+        r#"[sources.app]
+type = "file"
+path = "app.log"
+
+[sinks.hops]
+type = "hops"
+inputs = ["app"]
+correlation = "ctx.request_id"
+
+[sinks.few]
+type = "hops"
+inputs = ["app"]
+correlation = "ctx.request_id"
+max_requests = 5
+"#,
+    );
+    let (running, metrics, _) = start(d.path(), &toml).await;
+    until("both sinks to read every event", 20, || {
+        ["hops", "few"]
+            .iter()
+            .all(|s| metrics.get(s).is_some_and(|m| m.events_out == 1800))
+    })
+    .await;
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let (buckets, count, sum) = hop_histogram(&scrape, "hops", "web", "orders");
+    assert_eq!(count, 300.0);
+    assert!((sum - 300.0 * 0.020).abs() < 1e-6, "{sum}");
+    let at = |b: &[(f64, f64)], le: f64| b.iter().find(|(l, _)| *l == le).unwrap().1;
+    assert_eq!((at(&buckets, 0.01), at(&buckets, 0.025)), (0.0, 300.0));
+    let (buckets, count, sum) = hop_histogram(&scrape, "hops", "orders", "payments");
+    assert_eq!(count, 300.0);
+    assert!((sum - 300.0 * 0.150).abs() < 1e-6, "{sum}");
+    assert_eq!((at(&buckets, 0.1), at(&buckets, 0.25)), (0.0, 300.0));
+    assert!(
+        !body.contains("from=\"payments\"") && !body.contains("to=\"web\""),
+        "no other hop: {body}"
+    );
+    assert_eq!(
+        sample_value(&scrape, "sluice_hop_requests_forgotten_total", "hops"),
+        0.0
+    );
+    // The bounded one: never more than 5 requests, the rest forgotten.
+    assert!(sample_value(&scrape, "sluice_hop_requests_held", "few") <= 5.0);
+    let forgotten = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_hop_requests_forgotten_total"
+                && s.labels.get("component") == Some("few")
+                && s.labels.get("reason") == Some("max_requests")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => panic!("not a counter"),
+        })
+        .unwrap();
+    assert!(forgotten >= 295.0, "{forgotten}");
+    let (_, few, _) = hop_histogram(&scrape, "few", "web", "orders");
+    assert!(few < 300.0, "some hops were not followed: {few}");
+    // Only hops sinks export the families.
+    assert!(!body.contains("sluice_hop_requests_held{component=\"app\""));
+    // The live page's numbers.
+    let (status, stats) = http_get(port, "/ui/stats");
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let hops = stats["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["component"] == "hops")
+        .unwrap();
+    let row = |from: &str| {
+        hops["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["from"] == from)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("web")["requests"], 300);
+    assert_eq!(
+        (row("web")["p50"].as_f64(), row("web")["p99"].as_f64()),
+        (Some(0.025), Some(0.025))
+    );
+    assert_eq!(row("orders")["p95"].as_f64(), Some(0.25));
+    assert_eq!(hops["correlation"], "ctx.request_id");
+    running.shutdown().await;
+    running.wait().await.unwrap();
+}

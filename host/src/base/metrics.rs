@@ -75,6 +75,8 @@ pub struct ComponentMetrics {
     /// Events counted by the values of some of their fields
     /// (`metrics = { by = [...] }`), when the component asks.
     pub by_fields: std::sync::RwLock<Option<Arc<ByFields>>>,
+    /// A `hops` sink's live hop latencies.
+    pub hops: Mutex<Option<Arc<crate::base::hops::HopStats>>>,
     /// The component's `type` (`file`, `redis`, ...; empty when it has
     /// none, as the dead letters): which metric families it can move.
     pub type_name: Mutex<&'static str>,

@@ -20,6 +20,7 @@
 pub mod ack;
 pub mod crypt;
 pub mod event;
+pub mod hops;
 pub mod metrics;
 pub mod otlp;
 pub mod output;

@@ -3,6 +3,7 @@
 pub mod alert;
 pub mod elasticsearch;
 pub mod file;
+pub mod hops;
 pub mod http;
 pub mod loki;
 pub mod otlp;
@@ -31,6 +32,7 @@ kinds! {
         "alert" => Alert(alert::AlertConfig),
         "otlp" => Otlp(otlp::OtlpSinkConfig),
         "syslog" => Syslog(syslog::SyslogSinkConfig),
+        "hops" => Hops(hops::HopsConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a
