@@ -26,13 +26,16 @@ use super::metrics::{Histogram, BUCKETS};
 /// The name a pair past `max_hops` is counted under.
 pub const OTHER: &str = "other";
 
+/// A hop: the component a request left, the one it reached.
+type Pair = (Arc<str>, Arc<str>);
+
 /// What the `/metrics` page and the live page read of one `hops` sink.
 #[derive(Debug)]
 pub struct HopStats {
     /// The field that follows a request, and the one that names a component.
     pub correlation: String,
     pub component: String,
-    hops: Mutex<BTreeMap<(Arc<str>, Arc<str>), Arc<Histogram>>>,
+    hops: Mutex<BTreeMap<Pair, Arc<Histogram>>>,
     max_hops: usize,
     /// Requests held now.
     pub held: AtomicU64,
