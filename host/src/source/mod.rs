@@ -350,13 +350,6 @@ impl Batcher {
         self.rejected.push((line.to_vec(), reason));
     }
 
-    /// The lines that failed to decode since the last flush, with the
-    /// reason, for a source that dead-letters them itself (with its
-    /// acknowledgement).
-    pub fn take_rejected(&mut self) -> Vec<(Vec<u8>, String)> {
-        std::mem::take(&mut self.rejected)
-    }
-
     /// Note that an event was appended to `batch` directly.
     pub fn pushed(&mut self) {
         if self.first_at.is_none() {
@@ -377,20 +370,32 @@ impl Batcher {
         self.is_full() || self.deadline().is_some_and(|d| d <= Instant::now())
     }
 
+    /// Send the lines rejected since the last flush to the dead letters,
+    /// holding `acks` until they are written (none: the dead letters are
+    /// the end of the line for them).
+    pub async fn dead_letter_rejected(
+        &mut self,
+        ctx: &SourceContext,
+        acks: &[Arc<crate::base::ack::Ack>],
+    ) {
+        if self.rejected.is_empty() {
+            return;
+        }
+        let rejected = std::mem::take(&mut self.rejected);
+        let letters: Vec<DeadLetter<'_>> = rejected
+            .iter()
+            .map(|(line, reason)| DeadLetter {
+                event: line,
+                kind: ErrorKind::Decode,
+                message: reason.clone(),
+            })
+            .collect();
+        ctx.dead.send(&ctx.metrics, &letters, acks).await;
+    }
+
     /// Send the current batch (and any rejected lines to the dead letters).
     pub async fn flush(&mut self, ctx: &SourceContext) -> Result<(), Closed> {
-        if !self.rejected.is_empty() {
-            let rejected = std::mem::take(&mut self.rejected);
-            let letters: Vec<DeadLetter<'_>> = rejected
-                .iter()
-                .map(|(line, reason)| DeadLetter {
-                    event: line,
-                    kind: ErrorKind::Decode,
-                    message: reason.clone(),
-                })
-                .collect();
-            ctx.dead.send(&ctx.metrics, &letters, &[]).await;
-        }
+        self.dead_letter_rejected(ctx, &[]).await;
         self.first_at = None;
         if self.batch.is_empty() {
             return Ok(());

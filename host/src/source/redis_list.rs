@@ -28,7 +28,7 @@ use super::{Batcher, Format, LineDecoder, SourceContext};
 use crate::base::ack::Ack;
 use crate::base::metrics::ComponentMetrics;
 use crate::base::redis::{Conn, Target};
-use crate::delivery::{Backoff, DeadLetter, ErrorKind};
+use crate::delivery::Backoff;
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -247,7 +247,6 @@ async fn deliver(
     for v in &values {
         batcher.line(decoder, v);
     }
-    let rejected = batcher.take_rejected();
     let (done, redo) = (done.clone(), redo.clone());
     let ack = Ack::new(move |ok| {
         if ok {
@@ -256,19 +255,9 @@ async fn deliver(
             let _ = redo.send(values);
         }
     });
-    if !rejected.is_empty() {
-        let letters: Vec<DeadLetter<'_>> = rejected
-            .iter()
-            .map(|(line, reason)| DeadLetter {
-                event: line,
-                kind: ErrorKind::Decode,
-                message: reason.clone(),
-            })
-            .collect();
-        ctx.dead
-            .send(&ctx.metrics, &letters, std::slice::from_ref(&ack))
-            .await;
-    }
+    batcher
+        .dead_letter_rejected(ctx, std::slice::from_ref(&ack))
+        .await;
     batcher.batch.acks.push(ack);
     batcher.pushed();
     batcher.flush(ctx).await
