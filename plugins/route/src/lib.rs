@@ -225,6 +225,21 @@ mod tests {
         assert_eq!(port(&r, r#"{"level":"error","service":"auth"}"#), 2);
     }
 
+    /// #43: twelve 5xx codes had to be listed with `one_of`.
+    #[test]
+    fn rules_compare_numbers() {
+        let r = route(
+            r#"{"rules":[{"output":"errors","conditions":[{"field":"status","gte":500,"lt":600}]},
+                         {"output":"slow","conditions":[{"field":"upstream_ms","gt":1000}]}]}"#,
+        );
+        assert_eq!(r.output_names(), ["errors", "slow"]);
+        assert_eq!(port(&r, r#"{"status":503,"upstream_ms":2000}"#), 1);
+        assert_eq!(port(&r, r#"{"status":"599"}"#), 1);
+        assert_eq!(port(&r, r#"{"status":404,"upstream_ms":1500.5}"#), 2);
+        assert_eq!(port(&r, r#"{"status":600}"#), 0);
+        assert_eq!(port(&r, r#"{"status":"unknown"}"#), 0);
+    }
+
     #[test]
     fn shared_output_names_share_a_port() {
         let r = route(

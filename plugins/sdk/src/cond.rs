@@ -7,6 +7,8 @@
 //!   { field = "message", contains = "timeout" },
 //!   { field = "data.user", exists = true },
 //!   { field = "env", equals = "test", negate = true },
+//!   { field = "status", gte = 500 },                 # numbers: gt, gte, lt, lte,
+//!   { field = "duration_ms", gte = 100, lt = 1000 }, # together a range
 //! ]
 //! ```
 
@@ -16,7 +18,8 @@ use serde_json::Value;
 use crate::event::Event;
 
 /// One test on one field. Exactly one of `equals`, `one_of`, `contains`,
-/// `exists` must be given; [`Condition::check`] says which is wrong.
+/// `exists` or a range (`gt`, `gte`, `lt`, `lte`, alone or together) must
+/// be given; [`Condition::check`] says which is wrong.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
@@ -34,6 +37,19 @@ pub struct Condition {
     /// The field is present (`true`) or absent (`false`).
     #[serde(default)]
     pub exists: Option<bool>,
+    /// The field is a number (or a string holding one, such as `"502"`)
+    /// greater than this.
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// ... greater than or equal to this.
+    #[serde(default)]
+    pub gte: Option<f64>,
+    /// ... less than this.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// ... less than or equal to this.
+    #[serde(default)]
+    pub lte: Option<f64>,
     /// Invert the result.
     #[serde(default)]
     pub negate: bool,
@@ -56,18 +72,43 @@ impl Condition {
         let n = self.equals.is_some() as u8
             + self.one_of.is_some() as u8
             + self.contains.is_some() as u8
-            + self.exists.is_some() as u8;
+            + self.exists.is_some() as u8
+            + self.is_range() as u8;
+        const OPERATORS: &str =
+            "equals, one_of, contains, exists, or a range (gt, gte, lt, lte)";
         match n {
-            1 => Ok(()),
-            0 => Err(format!(
-                "condition on `{}` has no operator: give one of equals, one_of, contains, exists",
-                self.field
-            )),
-            _ => Err(format!(
-                "condition on `{}` has {n} operators: give exactly one of equals, one_of, contains, exists",
-                self.field
-            )),
+            1 => {}
+            0 => {
+                return Err(format!(
+                    "condition on `{}` has no operator: give one of {OPERATORS}",
+                    self.field
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "condition on `{}` has {n} operators: give exactly one of {OPERATORS}",
+                    self.field
+                ))
+            }
         }
+        if self.gt.is_some() && self.gte.is_some() || self.lt.is_some() && self.lte.is_some() {
+            return Err(format!(
+                "condition on `{}`: give one lower bound (gt or gte) and one upper bound (lt or lte)",
+                self.field
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_range(&self) -> bool {
+        self.gt.is_some() || self.gte.is_some() || self.lt.is_some() || self.lte.is_some()
+    }
+
+    fn in_range(&self, n: f64) -> bool {
+        self.gt.is_none_or(|b| n > b)
+            && self.gte.is_none_or(|b| n >= b)
+            && self.lt.is_none_or(|b| n < b)
+            && self.lte.is_none_or(|b| n <= b)
     }
 
     /// Whether the event satisfies the condition.
@@ -82,6 +123,8 @@ impl Condition {
             equals(event, &self.field, want)
         } else if let Some(wants) = &self.one_of {
             wants.iter().any(|w| equals(event, &self.field, w))
+        } else if self.is_range() {
+            event.get_f64(&self.field).is_some_and(|n| self.in_range(n))
         } else {
             false
         };
@@ -131,6 +174,26 @@ mod tests {
         assert!(cond(r#"{"field":"data.nope","exists":false}"#).matches(&e));
         assert!(cond(r#"{"field":"service","equals":"auth","negate":true}"#).matches(&e));
         assert!(!cond(r#"{"field":"missing","contains":"x"}"#).matches(&e));
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        let e = Event::new(
+            br#"{"status":502,"text_status":"404","ms":"12.5","nested":{"n":7},"s":"x"}"#,
+        );
+        assert!(cond(r#"{"field":"status","gte":500}"#).matches(&e));
+        assert!(cond(r#"{"field":"status","gte":500,"lt":600}"#).matches(&e));
+        assert!(!cond(r#"{"field":"status","gt":502}"#).matches(&e));
+        assert!(cond(r#"{"field":"text_status","gte":400,"lte":499}"#).matches(&e));
+        assert!(cond(r#"{"field":"ms","lt":13}"#).matches(&e));
+        assert!(cond(r#"{"field":"nested.n","gt":6.5}"#).matches(&e));
+        assert!(!cond(r#"{"field":"s","gt":0}"#).matches(&e), "not a number");
+        assert!(!cond(r#"{"field":"missing","lt":1}"#).matches(&e));
+        assert!(cond(r#"{"field":"missing","lt":1,"negate":true}"#).matches(&e));
+        let c: Condition = serde_json::from_str(r#"{"field":"a","gt":1,"gte":2}"#).unwrap();
+        assert!(c.check().unwrap_err().contains("one lower bound"));
+        let c: Condition = serde_json::from_str(r#"{"field":"a","gt":1,"equals":2}"#).unwrap();
+        assert!(c.check().unwrap_err().contains("2 operators"));
     }
 
     #[test]

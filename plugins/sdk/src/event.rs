@@ -319,6 +319,26 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// The number at a dotted path: a JSON number, or a string that holds
+    /// one (`"502"`, as text parsers leave them). `None` otherwise.
+    pub fn get_f64(&self, path: &str) -> Option<f64> {
+        let number = |raw: &str| raw.trim().parse::<f64>().ok().filter(|n| n.is_finite());
+        match split_path(path) {
+            (head, None) => {
+                let raw = self.raw_field(head)?;
+                match unquote(raw) {
+                    Some(s) => number(&s),
+                    None => number(raw),
+                }
+            }
+            _ => match self.get(path)? {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => number(&s),
+                _ => None,
+            },
+        }
+    }
+
     /// The event's level from the field `field` (usually `level`): a string
     /// such as `"WARN"` or a pino/bunyan number such as `40`.
     pub fn level_in(&self, field: &str) -> Option<Level> {
