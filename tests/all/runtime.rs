@@ -88,6 +88,20 @@ async fn poisoned_events_are_dead_lettered_and_the_rest_flow() {
             _ => "invalid_output",
         };
         assert_eq!(letter["error"]["kind"], want, "{letter}");
+        // #43: the reason and the setting first, no wasm backtrace.
+        let message = letter["error"]["message"].as_str().unwrap();
+        let lead = match kind {
+            "panic" => "panicked: chaos: asked to panic (at ",
+            "loop" => "timed out after time_budget = 50ms",
+            "alloc" => "needed more than memory_mib = 64",
+            "stack" => "overflowed its stack of stack_kib = ",
+            _ => "the plugin replaced the event with invalid JSON",
+        };
+        assert!(message.starts_with(lead), "{kind}: {message}");
+        assert!(
+            !message.contains("<unknown>") && !message.contains("backtrace"),
+            "{kind}: {message}"
+        );
         assert_eq!(letter["component"], "chaos");
         assert!(
             letter["plugin_version"]

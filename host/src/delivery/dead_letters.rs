@@ -495,14 +495,26 @@ impl DeadLetters {
 
     fn account(&self, metrics: &ComponentMetrics, letters: &[DeadLetter<'_>]) -> Option<Batch> {
         ComponentMetrics::add(&metrics.failed, letters.len());
-        let first = letters.first()?;
-        tracing::warn!(
-            component = %self.component,
-            count = letters.len(),
-            kind = first.kind.as_str(),
-            error = %first.message,
-            "events dead-lettered"
-        );
+        letters.first()?;
+        // One line per kind of failure, with its count and its first
+        // message (a batch with a panic, a loop and too much memory says
+        // all three).
+        let mut kinds: Vec<(ErrorKind, usize, &str)> = Vec::new();
+        for l in letters {
+            match kinds.iter_mut().find(|(k, _, _)| *k == l.kind) {
+                Some((_, n, _)) => *n += 1,
+                None => kinds.push((l.kind, 1, &l.message)),
+            }
+        }
+        for (kind, count, message) in kinds {
+            tracing::warn!(
+                component = %self.component,
+                count,
+                kind = kind.as_str(),
+                error = %message,
+                "events dead-lettered"
+            );
+        }
         Some(self.encode(letters))
     }
 

@@ -676,12 +676,14 @@ impl LoadedPlugin {
         let _call = calls.enter();
         store.set_epoch_deadline(self.deadline_ticks());
         let name = self.name.clone();
+        let limits = self.limits;
         let trap = |e: wasmtime::Error, store: &Store<HostState>| {
-            let stderr = store.data().outputs.flush(&name);
+            let stderr = store.data().outputs.take_failed(&name);
+            let kind = classify(&e, store.data().limits.memory_refused);
             PluginError::InitTrap {
                 plugin: name.to_string(),
-                kind: classify(&e, store.data().limits.memory_refused),
-                message: with_stderr(format!("{e:#}"), &stderr),
+                kind,
+                message: describe(kind, &e, &limits, &stderr),
             }
         };
         let plugin = match self.compiled.pre.instantiate(&mut store) {
@@ -729,34 +731,79 @@ impl LoadedPlugin {
         inst.store.set_epoch_deadline(ticks);
         let result = inst.plugin.call_process(&mut inst.store, data, ends);
         drop(call);
-        let stderr = inst.store.data().outputs.flush(&self.name);
+        let outputs = &inst.store.data().outputs;
         match result {
             Ok(Ok(v)) => {
+                outputs.flush(&self.name);
                 check_verdicts(&v, data.len(), ends.len(), self.info.outputs.len()).map(|()| v)
             }
-            Ok(Err(message)) => Err(CallError {
-                kind: ErrorKind::PluginError,
-                message,
-            }),
+            Ok(Err(message)) => {
+                outputs.take_failed(&self.name);
+                Err(CallError {
+                    kind: ErrorKind::PluginError,
+                    message,
+                })
+            }
             Err(e) => {
+                let stderr = outputs.take_failed(&self.name);
                 let kind = classify(&e, inst.store.data().limits.memory_refused);
                 self.instance = None;
                 Err(CallError {
                     kind,
-                    message: with_stderr(format!("{e:#}"), &stderr),
+                    message: describe(kind, &e, &self.limits, &stderr),
                 })
             }
         }
     }
 }
 
-/// A trap's error, with the last lines the plugin wrote to stderr (a
-/// panic message, a traceback) when it wrote any.
-fn with_stderr(message: String, stderr: &[String]) -> String {
-    if stderr.is_empty() {
-        message
+/// A trap as a user reads it: the reason and the setting that bounds it
+/// first (`timed out after time_budget = 100ms`), then what the plugin
+/// wrote to stderr (a panic's message); no wasm backtrace (its frames are
+/// `<unknown>` in a stripped plugin).
+fn describe(
+    kind: ErrorKind,
+    e: &wasmtime::Error,
+    limits: &PluginLimits,
+    stderr: &[String],
+) -> String {
+    let said: Vec<&str> = stderr
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    let reason = match kind {
+        ErrorKind::Timeout => format!(
+            "timed out after time_budget = {}",
+            humantime::format_duration(limits.time_budget)
+        ),
+        ErrorKind::Memory => format!("needed more than memory_mib = {}", limits.memory >> 20),
+        ErrorKind::StackOverflow => format!(
+            "overflowed its stack of stack_kib = {}",
+            limits.stack >> 10
+        ),
+        _ => {
+            // A Rust panic: `thread '...' panicked at FILE:LINE:COL:` then
+            // the message.
+            if let Some(i) = said.iter().position(|l| l.contains(" panicked at ")) {
+                let at = said[i]
+                    .split(" panicked at ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches(':');
+                let message = said[i + 1..].join(" | ");
+                return format!("panicked: {message} (at {at})");
+            }
+            match e.downcast_ref::<Trap>() {
+                Some(t) => format!("trapped: {t}"),
+                None => e.root_cause().to_string(),
+            }
+        }
+    };
+    if said.is_empty() {
+        reason
     } else {
-        format!("{message}; the plugin's stderr: {}", stderr.join(" | "))
+        format!("{reason}; the plugin's stderr: {}", said.join(" | "))
     }
 }
 
@@ -809,4 +856,40 @@ pub(crate) fn check_verdicts(
         prev = e;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lead_with_the_reason_and_the_setting() {
+        let limits = PluginLimits::default();
+        let trap = wasmtime::Error::new(Trap::UnreachableCodeReached);
+        let stderr: Vec<String> = [
+            "thread '<unnamed>' panicked at src/lib.rs:58:32:",
+            "chaos: asked to panic",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            describe(ErrorKind::Trap, &trap, &limits, &stderr),
+            "panicked: chaos: asked to panic (at src/lib.rs:58:32)"
+        );
+        assert_eq!(
+            describe(ErrorKind::Trap, &trap, &limits, &[]),
+            format!("trapped: {}", Trap::UnreachableCodeReached)
+        );
+        let interrupt = wasmtime::Error::new(Trap::Interrupt);
+        assert_eq!(
+            describe(ErrorKind::Timeout, &interrupt, &limits, &[]),
+            "timed out after time_budget = 100ms"
+        );
+        let oom = ["memory allocation of 68222976 bytes failed".to_string()];
+        assert_eq!(
+            describe(ErrorKind::Memory, &trap, &limits, &oom),
+            "needed more than memory_mib = 64; the plugin's stderr: memory allocation of 68222976 bytes failed"
+        );
+    }
 }
