@@ -385,6 +385,152 @@ pub fn field<'v>(obj: &'v serde_json::Map<String, Value>, path: &str) -> Option<
     }
 }
 
+/// Changes to an event, written as a new event: top-level fields that no
+/// change touches are copied as they are (not parsed or re-serialised); a
+/// field a nested path changes is parsed, changed and written alone.
+///
+/// ```ignore
+/// let bytes = event.edit().set("env", "prod").remove("debug").to_bytes();
+/// Verdict::Replace(bytes)
+/// ```
+pub struct Edit<'e, 'a> {
+    event: &'e Event<'a>,
+    /// Dotted paths and their new values (`None`: removed), in order.
+    changes: Vec<(String, Option<Value>)>,
+}
+
+impl<'a> Event<'a> {
+    /// Start changing this event (see [`Edit`]).
+    pub fn edit(&self) -> Edit<'_, 'a> {
+        Edit {
+            event: self,
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// Set `path` (dotted; objects are made on the way) in `target`.
+fn set_in(target: &mut Option<Value>, path: Option<&str>, value: Option<Value>) {
+    let Some(path) = path else {
+        *target = value;
+        return;
+    };
+    let (head, rest) = split_path(path);
+    if value.is_none() {
+        // Removing below a value that is not an object: nothing to do.
+        if let Some(Value::Object(m)) = target {
+            match rest {
+                None => {
+                    m.remove(head);
+                }
+                Some(_) => {
+                    let mut child = m.remove(head);
+                    set_in(&mut child, rest, None);
+                    if let Some(c) = child {
+                        m.insert(head.to_string(), c);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    if !matches!(target, Some(Value::Object(_))) {
+        *target = Some(Value::Object(serde_json::Map::new()));
+    }
+    if let Some(Value::Object(m)) = target {
+        let mut child = m.remove(head);
+        set_in(&mut child, rest, value);
+        if let Some(c) = child {
+            m.insert(head.to_string(), c);
+        }
+    }
+}
+
+impl Edit<'_, '_> {
+    /// Set the value at a dotted path (`env`, `http.status`).
+    pub fn set(mut self, path: &str, value: impl Into<Value>) -> Self {
+        self.changes.push((path.to_string(), Some(value.into())));
+        self
+    }
+
+    /// Remove the value at a dotted path (nothing if it is not there).
+    pub fn remove(mut self, path: &str) -> Self {
+        self.changes.push((path.to_string(), None));
+        self
+    }
+
+    /// The changes under the top-level field `head`, in order.
+    fn changed<'s>(
+        &'s self,
+        head: &'s str,
+    ) -> impl Iterator<Item = &'s (String, Option<Value>)> + 's {
+        self.changes
+            .iter()
+            .filter(move |(p, _)| split_path(p).0 == head)
+    }
+
+    /// Append the new event to `out` (for [`crate::Plugin::process_into`]
+    /// and [`crate::Verdict::Written`]).
+    pub fn write_into(&self, out: &mut Vec<u8>) {
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, name: &str, raw: Option<&str>, value: Option<&Value>| {
+            out.push(if first { b'{' } else { b',' });
+            first = false;
+            // Writing JSON into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+            match (raw, value) {
+                (Some(r), _) => out.extend_from_slice(r.as_bytes()),
+                (None, Some(v)) => {
+                    let _ = serde_json::to_writer(&mut *out, v);
+                }
+                (None, None) => out.extend_from_slice(b"null"),
+            }
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, raw) in self.event.raw_fields() {
+            if self.changed(name).next().is_none() {
+                field(out, name, Some(raw), None);
+                continue;
+            }
+            seen.push(name);
+            let mut value: Option<Value> = serde_json::from_str(raw).ok();
+            for (path, v) in self.changed(name) {
+                set_in(&mut value, split_path(path).1, v.clone());
+            }
+            if let Some(v) = &value {
+                field(out, name, None, Some(v));
+            }
+        }
+        let mut added: Vec<&str> = Vec::new();
+        for (path, _) in &self.changes {
+            let head = split_path(path).0;
+            if seen.contains(&head) || added.contains(&head) {
+                continue;
+            }
+            added.push(head);
+            let mut value = None;
+            for (path, v) in self.changed(head) {
+                set_in(&mut value, split_path(path).1, v.clone());
+            }
+            if let Some(v) = &value {
+                field(out, head, None, Some(v));
+            }
+        }
+        if first {
+            out.push(b'{');
+        }
+        out.push(b'}');
+    }
+
+    /// The new event's bytes (for [`crate::Verdict::Replace`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.event.raw().len() + 32);
+        self.write_into(&mut out);
+        out
+    }
+}
+
 fn split_path(path: &str) -> (&str, Option<&str>) {
     match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
@@ -395,6 +541,32 @@ fn split_path(path: &str) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edits_copy_what_they_do_not_touch() {
+        let e = Event::new(
+            br#"{"timestamp":"2026-12-01T10:00:00Z","message":"caf\u00e9 \"x\"","http":{"status":200,"path":"/"},"debug":true}"#,
+        );
+        let out = e
+            .edit()
+            .set("env", "prod")
+            .set("http.status", 503)
+            .remove("debug")
+            .remove("http.path")
+            .set("user.id", 7)
+            .to_bytes();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"timestamp":"2026-12-01T10:00:00Z","message":"caf\u00e9 \"x\"","http":{"status":503},"env":"prod","user":{"id":7}}"#,
+            "untouched fields keep their bytes, escapes included"
+        );
+        let e = Event::new(br#"{"a":1}"#);
+        assert_eq!(e.edit().remove("a").to_bytes(), b"{}");
+        assert_eq!(e.edit().set("a.b", "x").to_bytes(), br#"{"a":{"b":"x"}}"#);
+        assert_eq!(e.edit().remove("a.b").to_bytes(), br#"{"a":1}"#);
+        let odd = Event::new(br#"{"we\"ird":1}"#);
+        assert_eq!(odd.edit().set("x", true).to_bytes(), br#"{"we\"ird":1,"x":true}"#);
+    }
 
     #[test]
     fn reads_top_level_and_nested_fields() {

@@ -38,8 +38,11 @@ pub mod cond;
 pub mod event;
 pub mod level;
 
-pub use event::Event;
+pub use event::{Edit, Event};
 pub use level::Level;
+/// serde_json, as the SDK uses it: `sluice_plugin::serde_json::json!`
+/// without adding it to the plugin's `Cargo.toml`.
+pub use serde_json;
 
 /// The generated bindings of the `sluice:plugin` world.
 pub mod bindings {
@@ -80,12 +83,49 @@ pub enum Verdict {
     Replace(Vec<u8>),
     /// Replace the event and send it to output `n`.
     ReplaceRoute(Vec<u8>, u16),
+    /// Forward the event unchanged to the output of this name (one of
+    /// [`Plugin::outputs`], or `transform!(f, outputs = [...])`): see
+    /// [`Verdict::to`].
+    RouteTo(std::borrow::Cow<'static, str>),
+    /// Replace the event and send it to the output of this name.
+    ReplaceTo(Vec<u8>, std::borrow::Cow<'static, str>),
     /// Replace the event with the bytes [`Plugin::process_into`] appended to
     /// the buffer it was given (the batch's own buffer of new events).
     Written,
     /// The event cannot be processed: the host sends it to the dead letters
     /// with this reason (and the events around it go on).
     Fail(String),
+}
+
+impl Verdict {
+    /// Forward the event unchanged to the output named `name`
+    /// (`Verdict::to("alerts")`); a name the plugin did not declare fails
+    /// the event, naming the declared ones.
+    pub fn to(name: impl Into<std::borrow::Cow<'static, str>>) -> Verdict {
+        Verdict::RouteTo(name.into())
+    }
+}
+
+/// The port of the output named `name`: 1 + its place in the plugin's
+/// outputs (read once per batch, on the first named route).
+fn named_port<P: Plugin>(
+    plugin: &P,
+    names: &mut Option<Vec<String>>,
+    name: &str,
+    i: usize,
+) -> Result<u16, String> {
+    let names = names.get_or_insert_with(|| plugin.outputs());
+    match names.iter().position(|n| n == name) {
+        Some(p) => Ok(p as u16 + 1),
+        None => Err(format!(
+            "event {i}: no output named `{name}` (the plugin declares: {})",
+            if names.is_empty() {
+                "none; list them in Plugin::outputs or transform!(f, outputs = [...])".to_string()
+            } else {
+                names.join(", ")
+            }
+        )),
+    }
 }
 
 /// A plugin's configuration: the `[transforms.NAME.config]` table as JSON.
@@ -193,6 +233,7 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
         ends: Vec::new(),
     };
     let mut start = 0usize;
+    let mut names: Option<Vec<String>> = None;
     for (i, &end) in ends.iter().enumerate() {
         let end = end as usize;
         let bytes = data.get(start..end).ok_or_else(|| {
@@ -217,6 +258,12 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
                 (action::REPLACE, 0)
             }
             Verdict::ReplaceRoute(bytes, p) => {
+                push_replacement(&mut out, &bytes);
+                (action::REPLACE, p)
+            }
+            Verdict::RouteTo(name) => (action::KEEP, named_port(plugin, &mut names, &name, i)?),
+            Verdict::ReplaceTo(bytes, name) => {
+                let p = named_port(plugin, &mut names, &name, i)?;
                 push_replacement(&mut out, &bytes);
                 (action::REPLACE, p)
             }
@@ -360,33 +407,49 @@ pub struct NoConfig {}
 #[macro_export]
 macro_rules! filter {
     ($keep:path) => {
-        $crate::__fn_plugin!($crate::NoConfig, |_c, e| $crate::Keep::verdict($keep(e)));
+        $crate::__fn_plugin!($crate::NoConfig, [], |_c, e| $crate::Keep::verdict($keep(e)));
     };
     ($keep:path, config = $cfg:ty) => {
-        $crate::__fn_plugin!($cfg, |c, e| $crate::Keep::verdict($keep(c, e)));
+        $crate::__fn_plugin!($cfg, [], |c, e| $crate::Keep::verdict($keep(c, e)));
     };
 }
 
 /// A plugin that is one function returning a [`Verdict`] (or
 /// `Result<Verdict, E>`): `transform!(f)` with `fn f(event: &Event) -> Verdict`,
 /// or `transform!(f, config = MyConfig)` with
-/// `fn f(config: &MyConfig, event: &Event) -> Verdict`.
+/// `fn f(config: &MyConfig, event: &Event) -> Verdict`. Outputs besides the
+/// default one are declared with `outputs = ["alerts", ...]` after the
+/// function (and the config), and routed to by name: `Verdict::to("alerts")`.
+///
+/// ```ignore
+/// transform!(tag, config = Config, outputs = ["alerts"]);
+///
+/// fn tag(config: &Config, event: &Event) -> Verdict {
+///     let bytes = event.edit().set("env", config.env.as_str()).to_bytes();
+///     if event.get_f64("status").is_some_and(|s| s >= 500.0) {
+///         return Verdict::ReplaceTo(bytes, "alerts".into());
+///     }
+///     Verdict::Replace(bytes)
+/// }
+/// ```
 #[macro_export]
 macro_rules! transform {
-    ($f:path) => {
-        $crate::__fn_plugin!($crate::NoConfig, |_c, e| $crate::IntoVerdict::into_verdict(
-            $f(e)
-        ));
+    ($f:path $(, outputs = [$($o:expr),* $(,)?])? $(,)?) => {
+        $crate::__fn_plugin!($crate::NoConfig, [$($($o),*)?], |_c, e| {
+            $crate::IntoVerdict::into_verdict($f(e))
+        });
     };
-    ($f:path, config = $cfg:ty) => {
-        $crate::__fn_plugin!($cfg, |c, e| $crate::IntoVerdict::into_verdict($f(c, e)));
+    ($f:path, config = $cfg:ty $(, outputs = [$($o:expr),* $(,)?])? $(,)?) => {
+        $crate::__fn_plugin!($cfg, [$($($o),*)?], |c, e| {
+            $crate::IntoVerdict::into_verdict($f(c, e))
+        });
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __fn_plugin {
-    ($cfg:ty, |$c:ident, $e:ident| $body:expr) => {
+    ($cfg:ty, [$($o:expr),*], |$c:ident, $e:ident| $body:expr) => {
         const _: () = {
             struct __SluiceFnPlugin($cfg);
             impl $crate::Plugin for __SluiceFnPlugin {
@@ -394,6 +457,9 @@ macro_rules! __fn_plugin {
                     config: $crate::Config,
                 ) -> ::std::result::Result<Self, ::std::string::String> {
                     config.parse::<$cfg>().map(__SluiceFnPlugin)
+                }
+                fn outputs(&self) -> ::std::vec::Vec<::std::string::String> {
+                    ::std::vec![$(::std::string::ToString::to_string(&$o)),*]
                 }
                 fn process(&self, $e: &$crate::Event<'_>) -> $crate::Verdict {
                     let $c = &self.0;
@@ -444,6 +510,66 @@ macro_rules! export_plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `transform!` with outputs compiles natively too (the component
+    /// export is wasm only).
+    #[allow(dead_code)]
+    mod declared {
+        use crate::{Event, Verdict};
+        #[derive(serde::Deserialize)]
+        pub struct Config {
+            env: String,
+        }
+        transform!(to_alerts, outputs = ["alerts"]);
+        fn to_alerts(_: &Event) -> Verdict {
+            Verdict::to("alerts")
+        }
+        mod with_config {
+            use super::Config;
+            use crate::{Event, Verdict};
+            transform!(f, config = Config, outputs = ["a", "b"],);
+            fn f(_: &Config, _: &Event) -> Verdict {
+                Verdict::Keep
+            }
+        }
+    }
+
+    /// Routes by name: `alerts` is port 1, `audit` port 2.
+    struct Named;
+
+    impl Plugin for Named {
+        fn init(_: Config) -> Result<Self, String> {
+            Ok(Named)
+        }
+        fn outputs(&self) -> Vec<String> {
+            vec!["alerts".into(), "audit".into()]
+        }
+        fn process(&self, event: &Event<'_>) -> Verdict {
+            match event.get_str("to").as_deref() {
+                Some("alerts") => Verdict::to("alerts"),
+                Some("audit") => Verdict::ReplaceTo(
+                    event.edit().set("audited", true).to_bytes(),
+                    "audit".into(),
+                ),
+                Some(other) => Verdict::RouteTo(other.to_string().into()),
+                None => Verdict::Keep,
+            }
+        }
+    }
+
+    #[test]
+    fn outputs_by_name() {
+        let data = br#"{"to":"alerts"}{}{"to":"audit"}"#;
+        let v = process_batch(&Named, data, &[15, 17, 31]).unwrap();
+        assert_eq!(v.ports, [1, 0, 2]);
+        assert_eq!(v.actions, [action::KEEP, action::KEEP, action::REPLACE]);
+        assert_eq!(v.data, br#"{"to":"audit","audited":true}"#);
+        let e = process_batch(&Named, br#"{}{"to":"pager"}"#, &[2, 16]).unwrap_err();
+        assert_eq!(
+            e,
+            "event 1: no output named `pager` (the plugin declares: alerts, audit)"
+        );
+    }
 
     /// Writes `{"n":LEN}` for events longer than 8 bytes, and for shorter
     /// ones appends bytes and keeps the event, or says it wrote and did not.
