@@ -270,3 +270,44 @@ fn validate_names_an_unset_admin_token_variable_at_its_line() {
         "{stderr}"
     );
 }
+
+/// #43: `plugin test --expect FILE --update` writes the expected file, a
+/// second run matches it, and a failing event is reported at its input
+/// line with the reason first (not as `event 0` of the call that found
+/// it).
+#[test]
+fn plugin_test_update_writes_the_expected_verdicts_by_input_line() {
+    let d = tempfile::tempdir().unwrap();
+    let events = d.path().join("events.jsonl");
+    std::fs::write(&events, "{\"i\":0}\n{\"i\":1,\"chaos\":\"panic\"}\n{\"i\":2}\n").unwrap();
+    let expected = d.path().join("expected.jsonl");
+    let test = |update: bool| {
+        let mut cmd = sluice();
+        cmd.args(["plugin", "test"])
+            .arg(crate::CHAOS)
+            .arg("--expect")
+            .arg(&expected)
+            .stdin(std::fs::File::open(&events).unwrap());
+        if update {
+            cmd.arg("--update");
+        }
+        cmd.output().unwrap()
+    };
+    let out = test(true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("updated"), "{stderr}");
+    let lines = read_json_lines(&expected);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["verdict"], "keep");
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("line 2: trap: panicked: chaos: asked to panic (at "),
+        "{error}"
+    );
+    let out = test(false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("match"), "{stderr}");
+    let out = test(true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
+}

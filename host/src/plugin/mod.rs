@@ -13,4 +13,4 @@ pub mod capture;
 pub mod loader;
 pub mod runtime;
 
-pub use runtime::{CallError, LoadedPlugin, PluginError, PluginLimits, Runtime};
+pub use runtime::{alone, CallError, LoadedPlugin, PluginError, PluginLimits, Runtime};

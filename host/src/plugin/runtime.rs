@@ -757,6 +757,13 @@ impl LoadedPlugin {
     }
 }
 
+/// The message of a call over one event, without the place the plugin's
+/// helper gave it in that call (`event 0: `): the event is known, and its
+/// number in a one-event call says nothing about the input.
+pub fn alone(message: &str) -> &str {
+    message.strip_prefix("event 0: ").unwrap_or(message)
+}
+
 /// A trap as a user reads it: the reason and the setting that bounds it
 /// first (`timed out after time_budget = 100ms`), then what the plugin
 /// wrote to stderr (a panic's message); no wasm backtrace (its frames are

@@ -315,7 +315,13 @@ impl Worker {
         }
         match result {
             Ok(v) => apply(&v, batch, outcome, self.plugin.bundled()),
-            Err(e) if batch.len() == 1 => outcome.failed.push((batch.get(0).to_vec(), e)),
+            Err(e) if batch.len() == 1 => {
+                let e = CallError {
+                    message: crate::plugin::alone(&e.message).to_string(),
+                    ..e
+                };
+                outcome.failed.push((batch.get(0).to_vec(), e))
+            }
             // Each timeout costs a whole time budget: go event by event
             // (one more timeout per looping event) rather than bisect
             // (a timeout per level).

@@ -50,6 +50,10 @@ pub enum PluginCommand {
         /// them); exit 1 at the first difference.
         #[arg(long)]
         expect: Option<PathBuf>,
+        /// With `--expect FILE`: write the verdicts into FILE instead of
+        /// comparing (after a change you meant), showing what changed.
+        #[arg(long, requires = "expect")]
+        update: bool,
     },
     /// Compile a component for this machine into the cache, so that the
     /// first `sluice run` that loads it starts at once.
@@ -73,6 +77,7 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
             config,
             batch,
             expect,
+            update,
         } => {
             let wasm = component(&plugin)?;
             let stdin = std::io::stdin();
@@ -89,7 +94,17 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
                 tally.routed,
                 tally.failed
             );
-            if let Some(path) = expect {
+            if let (Some(path), true) = (&expect, update) {
+                let before = std::fs::read_to_string(path).unwrap_or_default();
+                match test::compare(&text, &before) {
+                    Ok(()) => eprintln!("{} is up to date", path.display()),
+                    Err(diff) => {
+                        std::fs::write(path, &text)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        eprintln!("updated {}: {diff}", path.display());
+                    }
+                }
+            } else if let Some(path) = expect {
                 let want = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 if let Err(diff) = test::compare(&text, &want) {

@@ -120,7 +120,13 @@ fn flush(
             let (n, event) = &pending[0];
             let mut m = Map::new();
             m.insert("verdict".into(), "error".into());
-            m.insert("error".into(), e.to_string().into());
+            // The input's line, not the event's place in the one-event
+            // call that found it (`event 0: ...`).
+            let e = crate::plugin::CallError {
+                kind: e.kind,
+                message: crate::plugin::alone(&e.message).to_string(),
+            };
+            m.insert("error".into(), format!("line {n}: {e}").into());
             m.insert("line".into(), (*n).into());
             m.insert("event".into(), serde_json::from_str(event)?);
             writeln!(out, "{}", Value::Object(m))?;
