@@ -279,7 +279,11 @@ fn validate_names_an_unset_admin_token_variable_at_its_line() {
 fn plugin_test_update_writes_the_expected_verdicts_by_input_line() {
     let d = tempfile::tempdir().unwrap();
     let events = d.path().join("events.jsonl");
-    std::fs::write(&events, "{\"i\":0}\n{\"i\":1,\"chaos\":\"panic\"}\n{\"i\":2}\n").unwrap();
+    std::fs::write(
+        &events,
+        "{\"i\":0}\n{\"i\":1,\"chaos\":\"panic\"}\n{\"i\":2}\n",
+    )
+    .unwrap();
     let expected = d.path().join("expected.jsonl");
     let test = |update: bool| {
         let mut cmd = sluice();

@@ -383,3 +383,49 @@ fn a_component_that_imports_http_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// #43: `plugin build` and a pipeline loading the same new bytes compiled
+/// them twice at once (10-13 s for a Python plugin), and the cache grew
+/// without bound. Two processes compiling one Python component together
+/// compile it once; `plugin cache list` shows it and `prune` removes it.
+#[test]
+fn one_compile_per_change_and_a_cache_that_prunes() {
+    let wasm = python_filter();
+    let cache = tempfile::tempdir().unwrap();
+    let compile = || {
+        sluice()
+            .args(["plugin", "compile"])
+            .arg(&wasm)
+            .env("SLUICE_CACHE_DIR", cache.path())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (compile(), compile());
+    let mut logs = String::new();
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(
+        logs.matches("compiled plugin").count(),
+        1,
+        "compiled once: {logs}"
+    );
+    let cache_cmd = |args: &[&str]| {
+        let out = sluice()
+            .args(["plugin", "cache"])
+            .args(args)
+            .env("SLUICE_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(cache_cmd(&["list"]).contains("1 compiled components"));
+    assert!(cache_cmd(&["prune", "--max-size", "0"]).starts_with("removed 1 "));
+    assert!(cache_cmd(&["list"]).contains("0 compiled components"));
+}

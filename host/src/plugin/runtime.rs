@@ -383,10 +383,19 @@ impl Runtime {
             })?;
         let hash = hex(&Sha256::digest(bytes));
         let cached = self.cache_path(&set.engine, &hash);
-        let component = match cached
-            .as_deref()
-            .and_then(|p| self.load_cached(&set.engine, p))
-        {
+        let load = || {
+            cached
+                .as_deref()
+                .and_then(|p| self.load_cached(&set.engine, p))
+        };
+        // Missed: compile under the entry's lock, looking again once it is
+        // ours (another process may have compiled the same bytes meanwhile).
+        let mut lock = None;
+        let hit = load().or_else(|| {
+            lock = cached.as_deref().and_then(super::cache::lock);
+            lock.as_ref().and_then(|_| load())
+        });
+        let component = match hit {
             Some(c) => c,
             None => {
                 if bytes.len() > 1 << 20 {
@@ -410,10 +419,17 @@ impl Runtime {
                 );
                 if let Some(path) = &cached {
                     store_cached(path, &component);
+                    if let Some(dir) = path.parent() {
+                        let p = super::cache::prune(dir, super::cache::max_size(), Some(path));
+                        if p.removed > 0 {
+                            tracing::info!(removed = p.removed, freed_mb = p.freed >> 20, "pruned the plugin cache (least recently used first; SLUICE_CACHE_MAX_SIZE)");
+                        }
+                    }
                 }
                 component
             }
         };
+        drop(lock);
         let pre = set
             .linker
             .instantiate_pre(&component)
@@ -441,7 +457,10 @@ impl Runtime {
         // a name that includes the engine's compatibility hash; wasmtime
         // also checks the header and refuses an incompatible artifact.
         match unsafe { Component::deserialize_file(engine, path) } {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                super::cache::touch(path);
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached plugin");
                 None
@@ -785,10 +804,9 @@ fn describe(
             humantime::format_duration(limits.time_budget)
         ),
         ErrorKind::Memory => format!("needed more than memory_mib = {}", limits.memory >> 20),
-        ErrorKind::StackOverflow => format!(
-            "overflowed its stack of stack_kib = {}",
-            limits.stack >> 10
-        ),
+        ErrorKind::StackOverflow => {
+            format!("overflowed its stack of stack_kib = {}", limits.stack >> 10)
+        }
         _ => {
             // A Rust panic: `thread '...' panicked at FILE:LINE:COL:` then
             // the message.

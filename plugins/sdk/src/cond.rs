@@ -74,8 +74,7 @@ impl Condition {
             + self.contains.is_some() as u8
             + self.exists.is_some() as u8
             + self.is_range() as u8;
-        const OPERATORS: &str =
-            "equals, one_of, contains, exists, or a range (gt, gte, lt, lte)";
+        const OPERATORS: &str = "equals, one_of, contains, exists, or a range (gt, gte, lt, lte)";
         match n {
             1 => {}
             0 => {

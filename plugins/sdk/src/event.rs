@@ -473,20 +473,21 @@ impl Edit<'_, '_> {
     /// and [`crate::Verdict::Written`]).
     pub fn write_into(&self, out: &mut Vec<u8>) {
         let mut first = true;
-        let mut field = |out: &mut Vec<u8>, name: &str, raw: Option<&str>, value: Option<&Value>| {
-            out.push(if first { b'{' } else { b',' });
-            first = false;
-            // Writing JSON into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, name);
-            out.push(b':');
-            match (raw, value) {
-                (Some(r), _) => out.extend_from_slice(r.as_bytes()),
-                (None, Some(v)) => {
-                    let _ = serde_json::to_writer(&mut *out, v);
+        let mut field =
+            |out: &mut Vec<u8>, name: &str, raw: Option<&str>, value: Option<&Value>| {
+                out.push(if first { b'{' } else { b',' });
+                first = false;
+                // Writing JSON into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, name);
+                out.push(b':');
+                match (raw, value) {
+                    (Some(r), _) => out.extend_from_slice(r.as_bytes()),
+                    (None, Some(v)) => {
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                    (None, None) => out.extend_from_slice(b"null"),
                 }
-                (None, None) => out.extend_from_slice(b"null"),
-            }
-        };
+            };
         let mut seen: Vec<&str> = Vec::new();
         for (name, raw) in self.event.raw_fields() {
             if self.changed(name).next().is_none() {
@@ -565,7 +566,10 @@ mod tests {
         assert_eq!(e.edit().set("a.b", "x").to_bytes(), br#"{"a":{"b":"x"}}"#);
         assert_eq!(e.edit().remove("a.b").to_bytes(), br#"{"a":1}"#);
         let odd = Event::new(br#"{"we\"ird":1}"#);
-        assert_eq!(odd.edit().set("x", true).to_bytes(), br#"{"we\"ird":1,"x":true}"#);
+        assert_eq!(
+            odd.edit().set("x", true).to_bytes(),
+            br#"{"we\"ird":1,"x":true}"#
+        );
     }
 
     #[test]

@@ -407,7 +407,9 @@ pub struct NoConfig {}
 #[macro_export]
 macro_rules! filter {
     ($keep:path) => {
-        $crate::__fn_plugin!($crate::NoConfig, [], |_c, e| $crate::Keep::verdict($keep(e)));
+        $crate::__fn_plugin!($crate::NoConfig, [], |_c, e| $crate::Keep::verdict($keep(
+            e
+        )));
     };
     ($keep:path, config = $cfg:ty) => {
         $crate::__fn_plugin!($cfg, [], |c, e| $crate::Keep::verdict($keep(c, e)));
@@ -547,10 +549,9 @@ mod tests {
         fn process(&self, event: &Event<'_>) -> Verdict {
             match event.get_str("to").as_deref() {
                 Some("alerts") => Verdict::to("alerts"),
-                Some("audit") => Verdict::ReplaceTo(
-                    event.edit().set("audited", true).to_bytes(),
-                    "audit".into(),
-                ),
+                Some("audit") => {
+                    Verdict::ReplaceTo(event.edit().set("audited", true).to_bytes(), "audit".into())
+                }
                 Some(other) => Verdict::RouteTo(other.to_string().into()),
                 None => Verdict::Keep,
             }

@@ -58,6 +58,24 @@ pub enum PluginCommand {
     /// Compile a component for this machine into the cache, so that the
     /// first `sluice run` that loads it starts at once.
     Compile { plugin: PathBuf },
+    /// The cache of compiled components: list it, or prune it to a size.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheAction {
+    /// Each compiled component, most recently used first, and the total.
+    List,
+    /// Remove the least recently used until the cache holds at most
+    /// `--max-size` (default: SLUICE_CACHE_MAX_SIZE, else 1GiB; `0`
+    /// empties it).
+    Prune {
+        #[arg(long)]
+        max_size: Option<String>,
+    },
 }
 
 pub async fn main(command: PluginCommand) -> anyhow::Result<()> {
@@ -72,6 +90,7 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Build { dir } => build::build(&dir).map(|_| ()),
         PluginCommand::Compile { plugin } => build::precompile(&component(&plugin)?),
+        PluginCommand::Cache { action } => cache(action),
         PluginCommand::Test {
             plugin,
             config,
@@ -117,6 +136,53 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn cache(action: CacheAction) -> anyhow::Result<()> {
+    use crate::plugin::cache;
+    let dir = crate::plugin::Runtime::default_cache_dir()
+        .context("no cache folder: set SLUICE_CACHE_DIR or HOME")?;
+    match action {
+        CacheAction::List => {
+            let entries = cache::list(&dir);
+            let now = std::time::SystemTime::now();
+            for e in &entries {
+                let ago = now.duration_since(e.used).unwrap_or_default().as_secs();
+                println!(
+                    "{:>8.1} MB  used {:>6} s ago  {}",
+                    e.bytes as f64 / 1e6,
+                    ago,
+                    e.path.display()
+                );
+            }
+            let total: u64 = entries.iter().map(|e| e.bytes).sum();
+            println!(
+                "{} compiled components, {:.1} MB in {} (bound: {:.0} MB)",
+                entries.len(),
+                total as f64 / 1e6,
+                dir.display(),
+                cache::max_size() as f64 / 1e6
+            );
+        }
+        CacheAction::Prune { max_size } => {
+            let max = match max_size {
+                Some(s) => crate::base::settings::size::parse(&s)
+                    .map_err(|e| anyhow::anyhow!("--max-size: {e}"))?
+                    as u64,
+                None => cache::max_size(),
+            };
+            let p = cache::prune(&dir, max, None);
+            println!(
+                "removed {} ({:.1} MB); kept {} ({:.1} MB) in {}",
+                p.removed,
+                p.freed as f64 / 1e6,
+                p.kept,
+                p.kept_bytes as f64 / 1e6,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A `.wasm` path, or a project folder's built component.
