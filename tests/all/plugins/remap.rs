@@ -21,7 +21,7 @@ fn python_logging_preset_through_the_component() {
     assert_eq!(
         out,
         serde_json::json!({"levelno":30,"created":1795428000.5,"message":"stock low for sku A-1 owner bob",
-                           "level":"warning","logger":"billing","service":"billing"})
+                           "level":"warn","logger":"billing","service":"billing"})
     );
 }
 
