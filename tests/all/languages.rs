@@ -429,3 +429,38 @@ fn one_compile_per_change_and_a_cache_that_prunes() {
     assert!(cache_cmd(&["prune", "--max-size", "0"]).starts_with("removed 1 "));
     assert!(cache_cmd(&["list"]).contains("0 compiled components"));
 }
+
+/// #43: two builds of unchanged Python sources gave different bytes, so
+/// every build and reload compiled again. A second build of unchanged
+/// sources keeps the bytes (componentize-py itself is not reproducible:
+/// its snapshot holds the clock and random numbers of its pre-init); a
+/// changed source builds again.
+#[test]
+fn unchanged_sources_build_the_same_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("same");
+    let ok = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    ok(sluice()
+        .args(["plugin", "new", "same", "--lang", "python", "--dir"])
+        .arg(&dir));
+    let wasm = dir.join("same.wasm");
+    let sha = || format!("{:x}", Sha256::digest(std::fs::read(&wasm).unwrap()));
+    let build = || ok(sluice().args(["plugin", "build"]).arg(&dir));
+    build();
+    let first = sha();
+    let again = build();
+    assert!(again.contains("is up to date"), "{again}");
+    assert_eq!(sha(), first, "same sources, same bytes");
+    let app = dir.join("app.py");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{text}\n# changed\n")).unwrap();
+    let rebuilt = build();
+    assert!(rebuilt.contains("built "), "{rebuilt}");
+    let forced = ok(sluice().args(["plugin", "build", "--force"]).arg(&dir));
+    assert!(forced.contains("built "), "{forced}");
+}

@@ -111,10 +111,115 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// Where a build records what it was built from: `{"inputs": SHA256,
+/// "output": SHA256}`.
+const STAMP: &str = ".sluice-build";
+
+/// What a build's output depends on: every file of the project but what
+/// builds write (`target/`, `build/`, `node_modules/`, `__pycache__/`,
+/// `*.wasm`, hidden files), by path and content, with the language, this
+/// sluice's version and the toolchain's file (a new componentize-py or
+/// componentize-js rebuilds).
+fn inputs_hash(dir: &Path, lang: Lang) -> anyhow::Result<String> {
+    use sha2::Digest;
+    fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                || ["target", "build", "node_modules", "__pycache__"].contains(&name.as_ref())
+                || name.ends_with(".wasm")
+            {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(root, &entry.path(), files)?;
+            } else if kind.is_file() {
+                files.push(
+                    entry
+                        .path()
+                        .strip_prefix(root)
+                        .unwrap_or(&entry.path())
+                        .to_path_buf(),
+                );
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files).with_context(|| format!("listing {}", dir.display()))?;
+    files.sort();
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{} {}\0", lang.title(), env!("CARGO_PKG_VERSION")));
+    let tool = match lang {
+        Lang::Python => find_tool(dir, "componentize-py", &["py/bin"]),
+        Lang::Js | Lang::Ts => find_tool(dir, "componentize-js", &["js/node_modules/.bin"]),
+        Lang::Rust => None,
+    };
+    if let Some(meta) = tool
+        .and_then(|t| std::fs::canonicalize(t).ok())
+        .and_then(|t| std::fs::metadata(&t).ok().map(|m| (t, m)))
+    {
+        h.update(format!(
+            "{:?} {:?} {}\0",
+            meta.0,
+            meta.1.modified().ok(),
+            meta.1.len()
+        ));
+    }
+    for f in &files {
+        let bytes =
+            std::fs::read(dir.join(f)).with_context(|| format!("reading {}", f.display()))?;
+        h.update(f.to_string_lossy().as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(crate::plugin::runtime::hex(&h.finalize()))
+}
+
+fn file_hash(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    std::fs::read(path)
+        .ok()
+        .map(|b| crate::plugin::runtime::hex(&sha2::Sha256::digest(&b)))
+}
+
+/// Whether `out` was built from these very inputs (and is untouched since).
+fn up_to_date(dir: &Path, out: &Path, inputs: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(STAMP)) else {
+        return false;
+    };
+    let Ok(stamp) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    stamp["inputs"] == inputs && file_hash(out).is_some_and(|h| stamp["output"] == h)
+}
+
 /// Build the project in `dir`; returns the path of the component.
 pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    build_with(dir, false)
+}
+
+/// [`build`]; with `force`, even when the sources did not change since the
+/// last build. Unchanged sources give the same bytes: componentize-py and
+/// componentize-js snapshot an interpreter that read the clock and random
+/// numbers while starting, so two runs of them differ (their issues #247
+/// and #321); sluice keeps the last output when nothing it was built from
+/// changed, so the compile cache and a running pipeline see no change.
+pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     let manifest = Manifest::load(dir)?;
     let out = dir.join(format!("{}.wasm", manifest.name));
+    let inputs = inputs_hash(dir, manifest.lang)?;
+    if !force && up_to_date(dir, &out, &inputs) {
+        eprintln!(
+            "{} is up to date (nothing it is built from changed since the last build; --force builds anyway)",
+            out.display()
+        );
+        precompile(&out)?;
+        return Ok(out);
+    }
     let started = Instant::now();
     eprintln!(
         "building {} ({}) in {}",
@@ -224,6 +329,11 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         size as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
+    if let Some(output) = file_hash(&out) {
+        let stamp = serde_json::json!({"inputs": inputs, "output": output});
+        // Only a cache of the last build: losing it costs a rebuild.
+        let _ = std::fs::write(dir.join(STAMP), format!("{stamp}\n"));
+    }
     precompile(&out)?;
     Ok(out)
 }

@@ -35,6 +35,10 @@ pub enum PluginCommand {
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Build even if nothing the component is built from changed since
+        /// the last build (which otherwise keeps its bytes).
+        #[arg(long)]
+        force: bool,
     },
     /// Run a plugin over JSON lines on stdin and print one verdict per line.
     Test {
@@ -88,7 +92,7 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             new(&name, lang, &dir)
         }
-        PluginCommand::Build { dir } => build::build(&dir).map(|_| ()),
+        PluginCommand::Build { dir, force } => build::build_with(&dir, force).map(|_| ()),
         PluginCommand::Compile { plugin } => build::precompile(&component(&plugin)?),
         PluginCommand::Cache { action } => cache(action),
         PluginCommand::Test {
