@@ -144,6 +144,20 @@ fn every_template_passes_its_own_sample_test() {
             stderr.contains("4 events: 2 kept, 2 dropped"),
             "{project}: {stderr}"
         );
+        // #43: every language refuses a key its config does not take,
+        // naming it (JavaScript and TypeScript let it vanish).
+        let out = sluice()
+            .args(["plugin", "test"])
+            .arg(dir)
+            .args(["--config", r#"{"min_lvl":"warn"}"#])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("min_lvl"),
+            "{project}: {stderr}"
+        );
         // Compiling ahead on its own, for a component built elsewhere.
         let out = sluice()
             .args(["plugin", "compile"])

@@ -11,8 +11,10 @@ let min = LEVELS.warn;
 
 export const { init, process } = filter((event) => event.levelRank >= min, {
   version: "{{name}} 0.1.0",
+  // The keys the config takes: any other is refused, naming it.
+  config: { min_level: { type: "string", default: "warn" } },
   init(config) {
-    const name = config.min_level ?? "warn";
+    const name = config.min_level;
     if (!(name in LEVELS)) throw new Error(`min_level: unknown level "${name}"`);
     min = LEVELS[name];
   },

@@ -27,6 +27,10 @@ export declare class Event {
   readonly fields: { [key: string]: Json };
   /** A field by name, or by dotted path into nested objects ("http.status"). */
   get(path: string): Json | undefined;
+  /** A number at a path: a JSON number, or a string holding one ("502"); else undefined. */
+  getNumber(path: string): number | undefined;
+  /** A string at a path; else undefined. */
+  getString(path: string): string | undefined;
   /** Whether the field or dotted path exists. */
   has(path: string): boolean;
   /** `level` (or `severity`, `levelname`), lower-case; undefined if none. */
@@ -51,7 +55,25 @@ export interface Info {
   version?: string;
 }
 
+/** A config key's type. */
+export type ConfigType = "string" | "number" | "integer" | "boolean" | "object" | "array" | "any";
+
+/**
+ * The keys a plugin's config takes: `"string"` (required), `"string?"`
+ * (optional), or `{ type, default?, oneOf? }`. Any other key is refused,
+ * naming it, as Rust's `deny_unknown_fields` does.
+ */
+export type ConfigShape = Record<
+  string,
+  ConfigType | `${ConfigType}?` | { type: ConfigType; default?: Json; oneOf?: Json[] }
+>;
+
+/** Check a config against a shape; the config with defaults filled in. */
+export declare function checkConfig(shape: ConfigShape, config: unknown): { [key: string]: Json };
+
 export interface PluginSpec<C = any> {
+  /** The keys `init` receives; others are refused (see ConfigShape). */
+  config?: ConfigShape;
   /** Decide one event. An exception dead-letters it with its message. */
   process(event: Event): Verdict;
   /** Runs once per instance with the transform's config table. */
@@ -81,5 +103,5 @@ export declare function plugin<C = any>(spec: PluginSpec<C>): Exports;
 /** A filter: `keep(event)` returns true to keep the event. */
 export declare function filter<C = any>(
   keep: (event: Event) => boolean,
-  options?: { init?(config: C): Info | void; version?: string },
+  options?: { config?: ConfigShape; init?(config: C): Info | void; version?: string },
 ): Exports;

@@ -94,6 +94,23 @@ export class Event {
     return value;
   }
 
+  /** A number at a path: a JSON number, or a string holding one ("502"); else undefined. */
+  getNumber(path) {
+    const v = this.get(path);
+    if (typeof v === "number") return v;
+    if (typeof v === "string" && v.trim() !== "") {
+      const n = Number(v);
+      if (Number.isFinite(n)) return n;
+    }
+    return undefined;
+  }
+
+  /** A string at a path; else undefined. */
+  getString(path) {
+    const v = this.get(path);
+    return typeof v === "string" ? v : undefined;
+  }
+
   /** Whether the field or dotted path exists. */
   has(path) {
     return this.get(path) !== undefined;
@@ -132,9 +149,56 @@ function describe(e) {
   return String(e);
 }
 
+const TYPES = new Set(["string", "number", "integer", "boolean", "object", "array", "any"]);
+
+function typeOf(v) {
+  if (Array.isArray(v)) return "array";
+  if (v === null) return "null";
+  return typeof v;
+}
+
+/**
+ * Check a config against the shape a plugin declares, as Rust's
+ * `deny_unknown_fields` and Python's checks do: every key of the config
+ * must be declared; a declared key is `"type"` (required), `"type?"`
+ * (optional), or `{ type, default?, oneOf? }` (a default makes it
+ * optional). Types: string, number, integer, boolean, object, array, any.
+ * Returns the config with defaults filled in; throws naming the key.
+ */
+export function checkConfig(shape, config) {
+  if (typeOf(config) !== "object") throw new Error(`the config must be a table, not ${typeOf(config)}`);
+  const out = {};
+  const declared = Object.keys(shape);
+  for (const key of Object.keys(config)) {
+    if (!(key in shape)) {
+      throw new Error(`unknown key \`${key}\` (expected ${declared.length ? declared.join(", ") : "no keys"})`);
+    }
+  }
+  for (const [key, rule] of Object.entries(shape)) {
+    const spec = typeof rule === "string" ? { type: rule.replace(/\?$/, ""), optional: rule.endsWith("?") } : { ...rule };
+    if (!TYPES.has(spec.type)) throw new Error(`config shape: ${key}: unknown type "${spec.type}"`);
+    if (!(key in config)) {
+      if ("default" in spec) out[key] = spec.default;
+      else if (!spec.optional) throw new Error(`missing key \`${key}\` (${spec.type})`);
+      continue;
+    }
+    const v = config[key];
+    const t = typeOf(v);
+    const ok = spec.type === "any" || t === spec.type || (spec.type === "integer" && Number.isInteger(v));
+    if (!ok) throw new Error(`${key}: expected ${spec.type}, got ${t} ${JSON.stringify(v)}`);
+    if (spec.oneOf && !spec.oneOf.includes(v)) {
+      throw new Error(`${key}: ${JSON.stringify(v)} is not one of ${spec.oneOf.map((o) => JSON.stringify(o)).join(", ")}`);
+    }
+    out[key] = v;
+  }
+  return out;
+}
+
 /**
  * Build a plugin's `init` and `process` exports.
- * @param {object} spec `{ process(event), init?(config), outputs?, masks?, version? }`
+ * @param {object} spec `{ process(event), init?(config), config?, outputs?, masks?, version? }`:
+ *   `config` declares the keys the plugin takes (see `checkConfig`); any
+ *   other key is refused, naming it.
  */
 export function plugin(spec) {
   if (typeof spec.process !== "function") {
@@ -150,7 +214,8 @@ export function plugin(spec) {
 
   function init(config) {
     try {
-      const parsed = config.trim() === "" ? {} : JSON.parse(config);
+      let parsed = config.trim() === "" ? {} : JSON.parse(config);
+      if (spec.config) parsed = checkConfig(spec.config, parsed);
       const result = spec.init ? spec.init(parsed) : undefined;
       if (result && typeof result === "object") {
         info = {

@@ -11,11 +11,14 @@ from sluice import WitWorld  # noqa: F401  (componentize-py looks for it here)
 # Module globals keep state between calls.
 MIN = sluice.LEVELS["warn"]
 
+# The keys the config takes: any other is refused, naming it.
+CONFIG = {"min_level": {"type": "string", "default": "warn"}}
+
 
 @sluice.init
 def setup(config):
     global MIN
-    name = config.get("min_level", "warn")
+    name = sluice.check_config(CONFIG, config)["min_level"]
     if name not in sluice.LEVELS:
         raise ValueError("min_level: unknown level %r" % name)
     MIN = sluice.LEVELS[name]

@@ -47,6 +47,7 @@ __all__ = [
     "Info",
     "LEVELS",
     "WitWorld",
+    "check_config",
     "filter",
     "init",
     "log",
@@ -200,6 +201,63 @@ def filter(fn):
     _state["process"] = keep
     _state["filter"] = fn
     return fn
+
+
+_TYPES = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+def _type_name(v):
+    for name, types in (("boolean", (bool,)), ("null", (type(None),))) + tuple(_TYPES.items()):
+        if isinstance(v, types):
+            return name
+    return type(v).__name__
+
+
+def check_config(shape, config):
+    """Check ``config`` against the keys a plugin takes, as Rust's
+    ``deny_unknown_fields`` does: every key must be in ``shape``; a key of
+    ``shape`` is ``"type"`` (required), ``"type?"`` (optional) or
+    ``{"type": ..., "default": ..., "one_of": [...]}`` (a default makes it
+    optional). Types: string, number, integer, boolean, object, array, any.
+    Returns the config with defaults filled in; raises ``ValueError``
+    naming the key."""
+    if not isinstance(config, dict):
+        raise ValueError("the config must be a table, not %s" % _type_name(config))
+    for key in config:
+        if key not in shape:
+            raise ValueError(
+                "unknown key `%s` (expected %s)" % (key, ", ".join(shape) or "no keys")
+            )
+    out = {}
+    for key, rule in shape.items():
+        if isinstance(rule, str):
+            rule = {"type": rule.rstrip("?"), "optional": rule.endswith("?")}
+        kind = rule["type"]
+        if kind != "any" and kind not in _TYPES:
+            raise ValueError("config shape: %s: unknown type %r" % (key, kind))
+        if key not in config:
+            if "default" in rule:
+                out[key] = rule["default"]
+            elif not rule.get("optional"):
+                raise ValueError("missing key `%s` (%s)" % (key, kind))
+            continue
+        v = config[key]
+        ok = kind == "any" or (
+            isinstance(v, _TYPES[kind]) and not (kind != "boolean" and isinstance(v, bool))
+        )
+        if not ok:
+            raise ValueError("%s: expected %s, got %s %r" % (key, kind, _type_name(v), v))
+        if "one_of" in rule and v not in rule["one_of"]:
+            raise ValueError("%s: %r is not one of %s" % (key, v, ", ".join(map(repr, rule["one_of"]))))
+        out[key] = v
+    return out
 
 
 def outputs(*names):

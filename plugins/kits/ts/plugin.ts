@@ -7,7 +7,7 @@
 import { filter, LEVELS, type Event } from "./sluice.js";
 
 interface Config {
-  min_level?: string;
+  min_level: string;
 }
 
 // Module variables keep state between calls.
@@ -15,8 +15,10 @@ let min: number = LEVELS.warn;
 
 export const { init, process } = filter((event: Event) => event.levelRank >= min, {
   version: "{{name}} 0.1.0",
+  // The keys the config takes: any other is refused, naming it.
+  config: { min_level: { type: "string", default: "warn" } },
   init(config: Config) {
-    const name = config.min_level ?? "warn";
+    const name = config.min_level;
     if (!(name in LEVELS)) throw new Error(`min_level: unknown level "${name}"`);
     min = LEVELS[name];
   },
