@@ -478,3 +478,52 @@ fn unchanged_sources_build_the_same_bytes() {
     let forced = ok(sluice().args(["plugin", "build", "--force"]).arg(&dir));
     assert!(forced.contains("built "), "{forced}");
 }
+
+/// #43: following `plugin build`'s install hints for TypeScript pulled
+/// unpinned versions and ended in `ERR_MODULE_NOT_FOUND`. From an empty
+/// tools folder, each missing-tool message names one command, `sluice
+/// plugin setup --lang L`; after it the project builds, and a second run
+/// leaves the tools as they are.
+#[test]
+fn an_empty_tools_folder_builds_after_the_one_setup_command() {
+    let tools = tempfile::tempdir().unwrap();
+    let projects = tempfile::tempdir().unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = sluice();
+        c.args(args)
+            .env("SLUICE_TOOLS_DIR", tools.path())
+            .current_dir(projects.path());
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for lang in ["ts", "python"] {
+        let name = format!("setup-{lang}");
+        assert!(cmd(&["plugin", "new", &name, "--lang", lang]).0);
+        let (ok, stderr) = cmd(&["plugin", "build", &name]);
+        let hint = format!("sluice plugin setup --lang {lang}");
+        assert!(!ok && stderr.contains(&hint), "{lang}: {stderr}");
+        let (ok, stderr) = cmd(&["plugin", "setup", "--lang", lang]);
+        assert!(ok, "{lang}: {stderr}");
+        let (ok, stderr) = cmd(&["plugin", "build", &name]);
+        assert!(ok, "{lang}: {stderr}");
+        let (ok, stderr) = cmd(&["plugin", "setup", "--lang", lang]);
+        assert!(ok && stderr.contains("ready in"), "{lang}: {stderr}");
+    }
+    // scripts/setup-plugin-tools installs the same versions.
+    let script = std::fs::read_to_string(root().join("scripts/setup-plugin-tools")).unwrap();
+    use sluice::cli::plugin::setup::{COMPONENTIZE_JS, COMPONENTIZE_PY, JCO, TYPESCRIPT};
+    for pin in [
+        format!("componentize-py=={COMPONENTIZE_PY}"),
+        format!("componentize-js@{COMPONENTIZE_JS}"),
+        format!("jco@{JCO}"),
+        format!("typescript@{TYPESCRIPT}"),
+    ] {
+        assert!(
+            script.contains(&pin),
+            "scripts/setup-plugin-tools lacks {pin}"
+        );
+    }
+}

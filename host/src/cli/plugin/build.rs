@@ -83,10 +83,11 @@ fn tools_hint() -> String {
     )
 }
 
-fn missing(tool: &str, install: &str) -> anyhow::Error {
+fn missing(tool: &str, lang: Lang) -> anyhow::Error {
     anyhow::anyhow!(
-        "{tool} is not installed (looked in node_modules/.bin, {}, and PATH). Install it with:\n    {install}",
-        tools_hint()
+        "{tool} is not installed (looked in node_modules/.bin, {}, and PATH). Install the versions sluice is tested with, once:\n    {}",
+        tools_hint(),
+        super::setup::hint(lang)
     )
 }
 
@@ -209,6 +210,9 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 /// and #321); sluice keeps the last output when nothing it was built from
 /// changed, so the compile cache and a running pipeline see no change.
 pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
+    // The toolchains run in the project: paths given to them must not be
+    // relative to where sluice was started (`plugin build my-plugin`).
+    let dir = &std::path::absolute(dir).with_context(|| format!("{}", dir.display()))?;
     let manifest = Manifest::load(dir)?;
     let out = dir.join(format!("{}.wasm", manifest.name));
     let inputs = inputs_hash(dir, manifest.lang)?;
@@ -229,15 +233,8 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     );
     match manifest.lang {
         Lang::Python => {
-            let tool = find_tool(dir, "componentize-py", &["py/bin"]).ok_or_else(|| {
-                missing(
-                    "componentize-py",
-                    &format!(
-                        "pip install componentize-py   (or: python3 -m venv {t}/py && {t}/py/bin/pip install componentize-py)",
-                        t = tools_hint()
-                    ),
-                )
-            })?;
+            let tool = find_tool(dir, "componentize-py", &["py/bin"])
+                .ok_or_else(|| missing("componentize-py", Lang::Python))?;
             let mut cmd = Command::new(tool);
             cmd.current_dir(dir)
                 .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
@@ -246,12 +243,8 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
         }
         Lang::Js | Lang::Ts => {
             let entry = if manifest.lang == Lang::Ts {
-                let tsc = find_tool(dir, "tsc", &["js/node_modules/.bin"]).ok_or_else(|| {
-                    missing(
-                        "tsc (TypeScript)",
-                        &format!("npm install --prefix {} typescript", js_tools()),
-                    )
-                })?;
+                let tsc = find_tool(dir, "tsc", &["js/node_modules/.bin"])
+                    .ok_or_else(|| missing("tsc (TypeScript)", Lang::Ts))?;
                 let mut cmd = Command::new(tsc);
                 cmd.current_dir(dir).args(["-p", "."]);
                 run(cmd, "tsc")?;
@@ -262,16 +255,8 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
             } else {
                 PathBuf::from("plugin.js")
             };
-            let tool =
-                find_tool(dir, "componentize-js", &["js/node_modules/.bin"]).ok_or_else(|| {
-                    missing(
-                        "componentize-js",
-                        &format!(
-                            "npm install --prefix {} @bytecodealliance/componentize-js",
-                            js_tools()
-                        ),
-                    )
-                })?;
+            let tool = find_tool(dir, "componentize-js", &["js/node_modules/.bin"])
+                .ok_or_else(|| missing("componentize-js", manifest.lang))?;
             let mut cmd = Command::new(tool);
             // sluice links no wasi:http: leave out the HTTP client and the
             // fetch-event entry point, which would import it.
@@ -302,7 +287,10 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
                 })
                 .unwrap_or(true); // no rustup: let cargo say what is missing
             if !installed {
-                bail!("the wasm32-wasip2 target is not installed. Install it with:\n    rustup target add wasm32-wasip2");
+                bail!(
+                    "the wasm32-wasip2 target is not installed. Install it with:\n    {}",
+                    super::setup::hint(Lang::Rust)
+                );
             }
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             cmd.current_dir(dir)
@@ -336,10 +324,6 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     }
     precompile(&out)?;
     Ok(out)
-}
-
-fn js_tools() -> String {
-    format!("{}/js", tools_hint())
 }
 
 /// Compile a component for this machine into the cache (what `sluice run`

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod kits;
+pub mod setup;
 pub mod test;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,14 @@ pub enum PluginCommand {
     /// Compile a component for this machine into the cache, so that the
     /// first `sluice run` that loads it starts at once.
     Compile { plugin: PathBuf },
+    /// Install the toolchain versions sluice is tested with (componentize-py,
+    /// componentize-js and typescript, the wasm32-wasip2 target) into the
+    /// tools folder; what is there and right is left alone.
+    Setup {
+        /// One language (default: all of them).
+        #[arg(long, value_enum)]
+        lang: Option<Lang>,
+    },
     /// The cache of compiled components: list it, or prune it to a size.
     Cache {
         #[command(subcommand)]
@@ -95,6 +104,7 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Build { dir, force } => build::build_with(&dir, force).map(|_| ()),
         PluginCommand::Compile { plugin } => build::precompile(&component(&plugin)?),
         PluginCommand::Cache { action } => cache(action),
+        PluginCommand::Setup { lang } => setup::setup(lang),
         PluginCommand::Test {
             plugin,
             config,
