@@ -527,3 +527,103 @@ fn an_empty_tools_folder_builds_after_the_one_setup_command() {
         );
     }
 }
+
+/// #43: `sluice plugin dev --pipeline P` builds the project, runs its
+/// sample test and starts the pipeline; an edit of the source is built,
+/// tested (the diff is printed) and swapped into the running pipeline,
+/// which then does what the new code says.
+#[test]
+fn plugin_dev_swaps_an_edit_into_a_running_pipeline() {
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let project = d.path().join("devx");
+    let out = sluice()
+        .args(["plugin", "new", "devx", "--lang", "rust", "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(d.path().join("in.log"), "").unwrap();
+    std::fs::write(
+        d.path().join("dev.toml"),
+        r#"[sources.app]
+type = "file"
+path = "in.log"
+follow = true
+
+[transforms.devx]
+plugin = "devx/devx.wasm"
+inputs = ["app"]
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["devx"]
+"#,
+    )
+    .unwrap();
+    let log = d.path().join("dev.log");
+    let mut dev = sluice()
+        .args(["plugin", "dev"])
+        .arg(&project)
+        .arg("--pipeline")
+        .arg(d.path().join("dev.toml"))
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    let wait = |what: &str, secs: u64, f: &dyn Fn() -> bool| {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < until,
+                "timed out: {what}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let append = |line: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("in.log"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    };
+    let seen = |n: u64| {
+        crate::util::whole_json_lines(&d.path().join("out.log"))
+            .iter()
+            .any(|e| e["n"] == n)
+    };
+    wait("the first build and its test", 600, &|| {
+        logged("sample test passes")
+    });
+    append(r#"{"level":"debug","n":1}"#);
+    append(r#"{"level":"error","n":2}"#);
+    wait("the error through the pipeline", 60, &|| seen(2));
+    assert!(!seen(1), "the template keeps warn and above");
+    // Keep every level: built, tested (now unlike the sample), swapped in.
+    let lib = project.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    let edited = text.replace("level >= config.min_level", "level >= Level::Trace");
+    assert_ne!(text, edited);
+    std::fs::write(&lib, edited).unwrap();
+    wait("the edit built and tested", 600, &|| {
+        logged("sample test FAILS")
+    });
+    wait("the new build swapped in", 120, &|| logged("reloaded"));
+    append(r#"{"level":"debug","n":3}"#);
+    wait("the new behaviour in the pipeline", 60, &|| seen(3));
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{}", dev.id())])
+        .status();
+    let _ = dev.wait();
+}

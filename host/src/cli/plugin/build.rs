@@ -118,10 +118,11 @@ const STAMP: &str = ".sluice-build";
 
 /// What a build's output depends on: every file of the project but what
 /// builds write (`target/`, `build/`, `node_modules/`, `__pycache__/`,
-/// `*.wasm`, hidden files), by path and content, with the language, this
+/// `*.wasm`, hidden files) and the samples (`test/`, `pipeline.toml`), by
+/// path and content, with the language, this
 /// sluice's version and the toolchain's file (a new componentize-py or
 /// componentize-js rebuilds).
-fn inputs_hash(dir: &Path, lang: Lang) -> anyhow::Result<String> {
+pub(super) fn inputs_hash(dir: &Path, lang: Lang) -> anyhow::Result<String> {
     use sha2::Digest;
     fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
@@ -130,6 +131,8 @@ fn inputs_hash(dir: &Path, lang: Lang) -> anyhow::Result<String> {
             let name = name.to_string_lossy();
             if name.starts_with('.')
                 || ["target", "build", "node_modules", "__pycache__"].contains(&name.as_ref())
+                // The sample test and the sample pipeline are not built in.
+                || (dir == root && ["test", "pipeline.toml"].contains(&name.as_ref()))
                 || name.ends_with(".wasm")
             {
                 continue;

@@ -6,6 +6,7 @@
 //! - `test`: a component over JSON lines, verdict by verdict.
 
 pub mod build;
+pub mod dev;
 pub mod kits;
 pub mod setup;
 pub mod test;
@@ -63,6 +64,16 @@ pub enum PluginCommand {
     /// Compile a component for this machine into the cache, so that the
     /// first `sluice run` that loads it starts at once.
     Compile { plugin: PathBuf },
+    /// The edit loop: build on every change of the project, run its
+    /// sample test, and keep a pipeline running that swaps each new build
+    /// in.
+    Dev {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// A pipeline to run beside (it reloads the plugin on each build).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+    },
     /// Install the toolchain versions sluice is tested with (componentize-py,
     /// componentize-js and typescript, the wasm32-wasip2 target) into the
     /// tools folder; what is there and right is left alone.
@@ -105,6 +116,7 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Compile { plugin } => build::precompile(&component(&plugin)?),
         PluginCommand::Cache { action } => cache(action),
         PluginCommand::Setup { lang } => setup::setup(lang),
+        PluginCommand::Dev { dir, pipeline } => dev::dev(&dir, pipeline),
         PluginCommand::Test {
             plugin,
             config,
