@@ -627,3 +627,50 @@ inputs = ["devx"]
         .status();
     let _ = dev.wait();
 }
+
+/// #43: TypeScript errors pointed into the compiled `build/plugin.js`.
+/// With the source map `plugin build` reads, they name `plugin.ts` and the
+/// line of the `throw`.
+#[test]
+fn typescript_errors_point_at_the_ts_line() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("tsx");
+    let out = sluice()
+        .args(["plugin", "new", "tsx", "--lang", "ts", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let entry = dir.join("plugin.ts");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let patched = text.replace(
+        "export const { init, process } = filter((event: Event) => event.levelRank >= min, {",
+        "function check(event: Event): boolean {\n  if (event.level === \"error\") {\n    throw new Error(\"no errors here\");\n  }\n  return event.levelRank >= min;\n}\n\nexport const { init, process } = filter((event: Event) => check(event), {",
+    );
+    assert_ne!(text, patched, "the template changed: update this test");
+    std::fs::write(&entry, &patched).unwrap();
+    let throw_line = patched
+        .lines()
+        .position(|l| l.contains("throw new Error"))
+        .unwrap()
+        + 1;
+    let out = sluice()
+        .args(["plugin", "build"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sluice()
+        .args(["plugin", "test"])
+        .arg(&dir)
+        .stdin(std::fs::File::open(dir.join("test/events.jsonl")).unwrap())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let want = format!("Error: no errors here (check@plugin.ts:{throw_line})");
+    assert!(printed.contains(&want), "{want} in {printed}");
+}

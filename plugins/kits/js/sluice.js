@@ -141,10 +141,24 @@ export class Event {
   }
 }
 
+// Set by `sluice plugin build` for TypeScript: the line of plugin.ts each
+// line of the compiled plugin.js came from.
+let SOURCE_LINES = null;
+
+/** A stack line, with compiled plugin.js positions as plugin.ts lines. */
+function mapped(where) {
+  const table = SOURCE_LINES;
+  if (!table) return where;
+  return where.replace(/[\w./-]*plugin\.js:(\d+)(?::\d+)?/g, (whole, line) => {
+    const original = table.lines[Number(line) - 1];
+    return original ? `${table.source}:${original}` : whole;
+  });
+}
+
 function describe(e) {
   if (e instanceof Error) {
     const where = (e.stack || "").split("\n").find((l) => l.includes("@") || l.includes("at "));
-    return `${e.name}: ${e.message}${where ? ` (${where.trim()})` : ""}`;
+    return `${e.name}: ${e.message}${where ? ` (${mapped(where.trim())})` : ""}`;
   }
   return String(e);
 }

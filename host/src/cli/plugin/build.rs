@@ -249,11 +249,24 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
                 let tsc = find_tool(dir, "tsc", &["js/node_modules/.bin"])
                     .ok_or_else(|| missing("tsc (TypeScript)", Lang::Ts))?;
                 let mut cmd = Command::new(tsc);
-                cmd.current_dir(dir).args(["-p", "."]);
+                cmd.current_dir(dir).args(["-p", ".", "--sourceMap"]);
                 run(cmd, "tsc")?;
-                // tsc compiles plugin.ts; the helper it imports is already JavaScript.
-                std::fs::copy(dir.join("sluice.js"), dir.join("build").join("sluice.js"))
-                    .context("copying sluice.js next to the compiled plugin")?;
+                // tsc compiles plugin.ts; the helper it imports is already
+                // JavaScript. It learns where each line of build/plugin.js
+                // came from, so errors name plugin.ts's lines.
+                let mut helper =
+                    std::fs::read_to_string(dir.join("sluice.js")).context("reading sluice.js")?;
+                if let Some(table) = std::fs::read_to_string(dir.join("build/plugin.js.map"))
+                    .ok()
+                    .and_then(|m| source_lines(&m))
+                {
+                    helper.push_str(&format!(
+                        "\nSOURCE_LINES = {};\n",
+                        serde_json::json!({"generated": "plugin.js", "source": table.0, "lines": table.1})
+                    ));
+                }
+                std::fs::write(dir.join("build").join("sluice.js"), helper)
+                    .context("writing sluice.js next to the compiled plugin")?;
                 PathBuf::from("build/plugin.js")
             } else {
                 PathBuf::from("plugin.js")
@@ -329,6 +342,62 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// From a source map (version 3), the original line (1-based; 0 when
+/// unknown) of each line of the generated file, and the source's name:
+/// the first segment of each generated line that names a source position.
+pub fn source_lines(map: &str) -> Option<(String, Vec<u32>)> {
+    let map: serde_json::Value = serde_json::from_str(map).ok()?;
+    let source = map["sources"].get(0)?.as_str()?;
+    let source = source.rsplit('/').next().unwrap_or(source).to_string();
+    let mappings = map["mappings"].as_str()?;
+    let digit = |c: u8| -> Option<i64> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as i64)
+    };
+    let mut lines = Vec::new();
+    let mut src_line: i64 = 0;
+    for line in mappings.split(';') {
+        let mut first: Option<u32> = None;
+        for segment in line.split(',').filter(|s| !s.is_empty()) {
+            // Base64 VLQ: five bits a digit, continued while bit 5 is set;
+            // the lowest bit of a value is its sign.
+            let mut fields = Vec::with_capacity(5);
+            let (mut value, mut shift) = (0i64, 0u32);
+            for &b in segment.as_bytes() {
+                let d = digit(b)?;
+                value += (d & 31) << shift;
+                if d & 32 != 0 {
+                    shift += 5;
+                    if shift > 60 {
+                        return None;
+                    }
+                } else {
+                    fields.push(if value & 1 == 1 {
+                        -(value >> 1)
+                    } else {
+                        value >> 1
+                    });
+                    (value, shift) = (0, 0);
+                }
+            }
+            if fields.len() >= 4 {
+                src_line += fields[2];
+                if first.is_none() {
+                    first = u32::try_from(src_line + 1).ok();
+                }
+            }
+        }
+        lines.push(first.unwrap_or(0));
+    }
+    Some((source, lines))
+}
+
 /// Compile a component for this machine into the cache (what `sluice run`
 /// would do on its first load), showing that it happens.
 pub fn precompile(wasm: &Path) -> anyhow::Result<()> {
@@ -355,6 +424,19 @@ mod tests {
 
     /// #36: `name = "../../outside/evil"` made `plugin build` write
     /// outside the project.
+    #[test]
+    fn source_maps_give_each_generated_line_its_source_line() {
+        // Line 1 <- 1; line 2: no mapping; line 3 <- 4 (+3, `G`);
+        // line 4 <- 2 (-2, `F`), its second segment ignored.
+        let map = r#"{"version":3,"sources":["../plugin.ts"],"mappings":"AAAA;;AAGA;AAFA,EAAE"}"#;
+        assert_eq!(
+            source_lines(map),
+            Some(("plugin.ts".to_string(), vec![1, 0, 4, 2]))
+        );
+        assert_eq!(source_lines(r#"{"sources":[],"mappings":""}"#), None);
+        assert!(source_lines(r#"{"sources":["a"],"mappings":"A!"}"#).is_none());
+    }
+
     #[test]
     fn a_manifest_name_cannot_leave_the_project() {
         let d = tempfile::tempdir().unwrap();
