@@ -141,7 +141,7 @@ fn every_template_passes_its_own_sample_test() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{project}: {stderr}");
         assert!(
-            stderr.contains("4 events: 2 kept, 2 dropped"),
+            stderr.contains("4 events: 0 kept, 2 dropped, 2 replaced, 1 routed"),
             "{project}: {stderr}"
         );
         // #43: every language refuses a key its config does not take,
@@ -187,11 +187,12 @@ fn every_template_passes_its_own_sample_test() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        let levels: Vec<&str> = printed
+        let mut levels: Vec<(&str, &str)> = printed
             .iter()
-            .map(|e| e["level"].as_str().unwrap())
+            .map(|e| (e["level"].as_str().unwrap(), e["env"].as_str().unwrap()))
             .collect();
-        assert_eq!(levels, ["warn", "error"], "{project}");
+        levels.sort();
+        assert_eq!(levels, [("error", "dev"), ("warn", "dev")], "{project}");
     }
 }
 
@@ -221,24 +222,42 @@ path = "bundled.log"
 inputs = ["bundled"]
 "#,
     );
+    // Each template keeps warn and above with `env` added, errors and worse
+    // on its `alerts` output.
     for (name, wasm) in &plugins {
         toml.push_str(&format!(
-            "\n[transforms.{name}]\nplugin = {}\ninputs = [\"gen\"]\nconfig = {{ min_level = \"warn\" }}\n\n[sinks.{name}_out]\ntype = \"file\"\npath = \"{name}.log\"\ninputs = [\"{name}\"]\n",
+            "\n[transforms.{name}]\nplugin = {}\ninputs = [\"gen\"]\nconfig = {{ min_level = \"warn\", env = \"prod\" }}\n\n[sinks.{name}_out]\ntype = \"file\"\npath = \"{name}.log\"\ninputs = [\"{name}\"]\n\n[sinks.{name}_alerts]\ntype = \"file\"\npath = \"{name}-alerts.log\"\ninputs = [\"{name}.alerts\"]\n",
             lit(wasm)
         ));
     }
     let metrics = run(d.path(), &toml).await.unwrap();
-    let want = std::fs::read_to_string(d.path().join("bundled.log")).unwrap();
-    let kept = want.lines().count();
+    let want = read_json_lines(&d.path().join("bundled.log"));
+    let kept = want.len();
     assert!(kept > 5000 && kept < 10000, "{kept} of 20000 kept");
+    let severe = |e: &serde_json::Value| matches!(e["level"].as_str(), Some("error" | "fatal"));
+    let (want_alerts, want_rest): (Vec<_>, Vec<_>) = want.into_iter().partition(severe);
+    let tagged = |mut v: Vec<serde_json::Value>| {
+        for e in &mut v {
+            e.as_object_mut()
+                .unwrap()
+                .insert("env".into(), "prod".into());
+        }
+        v
+    };
+    let (want_alerts, want_rest) = (tagged(want_alerts), tagged(want_rest));
+    assert!(!want_alerts.is_empty() && !want_rest.is_empty());
     for (name, _) in &plugins {
-        let got = std::fs::read_to_string(d.path().join(format!("{name}.log"))).unwrap();
-        assert!(got == want, "{name} kept other events than the Rust filter");
-        let c = counts(&metrics, name);
-        assert_eq!(
-            counts(&metrics, &format!("{name}_out")).events_in as usize,
-            kept
+        let rest = read_json_lines(&d.path().join(format!("{name}.log")));
+        let alerts = read_json_lines(&d.path().join(format!("{name}-alerts.log")));
+        assert!(
+            rest == want_rest,
+            "{name} kept other events than the Rust filter"
         );
+        assert!(
+            alerts == want_alerts,
+            "{name} routed other events to alerts"
+        );
+        let c = counts(&metrics, name);
         assert_eq!((c.events_in, c.failed), (20000, 0), "{name}");
     }
 }
@@ -559,7 +578,7 @@ inputs = ["app"]
 [sinks.out]
 type = "file"
 path = "out.log"
-inputs = ["devx"]
+inputs = ["devx", "devx.alerts"]
 "#,
     )
     .unwrap();
@@ -644,14 +663,17 @@ fn typescript_errors_point_at_the_ts_line() {
     let entry = dir.join("plugin.ts");
     let text = std::fs::read_to_string(&entry).unwrap();
     let patched = text.replace(
-        "export const { init, process } = filter((event: Event) => event.levelRank >= min, {",
-        "function check(event: Event): boolean {\n  if (event.level === \"error\") {\n    throw new Error(\"no errors here\");\n  }\n  return event.levelRank >= min;\n}\n\nexport const { init, process } = filter((event: Event) => check(event), {",
+        "  process(event: Event): Verdict {\n",
+        "  process(event: Event): Verdict {\n    check(event);\n",
+    ) + "\nfunction check(event: Event): void {\n  if (event.level === \"error\") {\n    throw new Error(\"no errors here\");\n  }\n}\n";
+    assert!(
+        text.contains("  process(event: Event): Verdict {\n"),
+        "the template changed: update this test"
     );
-    assert_ne!(text, patched, "the template changed: update this test");
     std::fs::write(&entry, &patched).unwrap();
     let throw_line = patched
         .lines()
-        .position(|l| l.contains("throw new Error"))
+        .position(|l| l.contains("throw new Error(\"no errors here\")"))
         .unwrap()
         + 1;
     let out = sluice()

@@ -1,21 +1,33 @@
 // {{name}}: a sluice plugin in JavaScript.
 //
-// Keeps the events at or above `min_level` (default "warn") of the
-// transform's config. Build with `sluice plugin build`, try it with
-// `sluice plugin test {{name}}.wasm < test/events.jsonl`.
+// Keeps the events at or above `min_level` (default "warn"), adds `env`
+// (default "dev") from the transform's config, and sends errors and worse
+// to the output `alerts` (`{{ident}}.alerts` in a pipeline), the rest to
+// the default output. Build with `sluice plugin build`, try it with
+// `sluice plugin test {{name}}.wasm --expect test/expected.jsonl < test/events.jsonl`.
 
-import { filter, LEVELS } from "./sluice.js";
+import { plugin, LEVELS } from "./sluice.js";
 
 // Module variables keep state between calls.
 let min = LEVELS.warn;
+let env = "dev";
 
-export const { init, process } = filter((event) => event.levelRank >= min, {
+export const { init, process } = plugin({
   version: "{{name}} 0.1.0",
+  outputs: ["alerts"],
   // The keys the config takes: any other is refused, naming it.
-  config: { min_level: { type: "string", default: "warn" } },
+  config: {
+    min_level: { type: "string", default: "warn" },
+    env: { type: "string", default: "dev" },
+  },
   init(config) {
-    const name = config.min_level;
-    if (!(name in LEVELS)) throw new Error(`min_level: unknown level "${name}"`);
-    min = LEVELS[name];
+    if (!(config.min_level in LEVELS)) throw new Error(`min_level: unknown level "${config.min_level}"`);
+    min = LEVELS[config.min_level];
+    env = config.env;
+  },
+  process(event) {
+    if (event.levelRank < min) return false;
+    const tagged = { ...event.fields, env };
+    return event.levelRank >= LEVELS.error ? [tagged, "alerts"] : tagged;
   },
 });
