@@ -71,16 +71,7 @@ fn built(name: &str, lang: &str, entry: Option<(&str, &str)>) -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&base).unwrap();
-    let out = sluice()
-        .args(["plugin", "new", name, "--lang", lang, "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "plugin new: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    new_project(&dir, name, lang);
     if let Some((from, to)) = entry {
         std::fs::copy(root().join("tests/plugins/lang").join(from), dir.join(to)).unwrap();
     }
@@ -115,6 +106,20 @@ fn python_tag() -> PathBuf {
 }
 fn js_tag() -> PathBuf {
     built("js-tag", "js", Some(("tag.js", "plugin.js")))
+}
+
+/// `sluice plugin new NAME --lang LANG --dir DIR`, which must succeed.
+fn new_project(dir: &Path, name: &str, lang: &str) {
+    let out = sluice()
+        .args(["plugin", "new", name, "--lang", lang, "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "plugin new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn lit(p: &Path) -> String {
@@ -478,9 +483,7 @@ fn unchanged_sources_build_the_same_bytes() {
         assert!(out.status.success(), "{stderr}");
         stderr
     };
-    ok(sluice()
-        .args(["plugin", "new", "same", "--lang", "python", "--dir"])
-        .arg(&dir));
+    new_project(&dir, "same", "python");
     let wasm = dir.join("same.wasm");
     let sha = || format!("{:x}", Sha256::digest(std::fs::read(&wasm).unwrap()));
     let build = || ok(sluice().args(["plugin", "build"]).arg(&dir));
@@ -557,12 +560,7 @@ fn plugin_dev_swaps_an_edit_into_a_running_pipeline() {
     use std::os::unix::process::CommandExt as _;
     let d = tempfile::tempdir().unwrap();
     let project = d.path().join("devx");
-    let out = sluice()
-        .args(["plugin", "new", "devx", "--lang", "rust", "--dir"])
-        .arg(&project)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    new_project(&project, "devx", "rust");
     std::fs::write(d.path().join("in.log"), "").unwrap();
     std::fs::write(
         d.path().join("dev.toml"),
@@ -654,12 +652,7 @@ inputs = ["devx", "devx.alerts"]
 fn typescript_errors_point_at_the_ts_line() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("tsx");
-    let out = sluice()
-        .args(["plugin", "new", "tsx", "--lang", "ts", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    new_project(&dir, "tsx", "ts");
     let entry = dir.join("plugin.ts");
     let text = std::fs::read_to_string(&entry).unwrap();
     let patched = text.replace(

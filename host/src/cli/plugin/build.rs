@@ -91,8 +91,9 @@ fn missing(tool: &str, lang: Lang) -> anyhow::Error {
     )
 }
 
-fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
-    eprintln!("  running {}", describe(&cmd));
+/// Run a toolchain's command, showing it; its failure says so.
+pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    eprintln!("  running {}", describe(cmd));
     let status = cmd
         .status()
         .with_context(|| format!("cannot start {what}"))?;
@@ -242,7 +243,7 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
             cmd.current_dir(dir)
                 .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
                 .arg(&out);
-            run(cmd, "componentize-py")?;
+            run(&mut cmd, "componentize-py")?;
         }
         Lang::Js | Lang::Ts => {
             let entry = if manifest.lang == Lang::Ts {
@@ -250,7 +251,7 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
                     .ok_or_else(|| missing("tsc (TypeScript)", Lang::Ts))?;
                 let mut cmd = Command::new(tsc);
                 cmd.current_dir(dir).args(["-p", ".", "--sourceMap"]);
-                run(cmd, "tsc")?;
+                run(&mut cmd, "tsc")?;
                 // tsc compiles plugin.ts; the helper it imports is already
                 // JavaScript. It learns where each line of build/plugin.js
                 // came from, so errors name plugin.ts's lines.
@@ -290,7 +291,7 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
                 ])
                 .arg(&out)
                 .arg(entry);
-            run(cmd, "componentize-js")?;
+            run(&mut cmd, "componentize-js")?;
         }
         Lang::Rust => {
             let installed = Command::new("rustup")
@@ -311,7 +312,7 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             cmd.current_dir(dir)
                 .args(["build", "--release", "--target", "wasm32-wasip2"]);
-            run(cmd, "cargo")?;
+            run(&mut cmd, "cargo")?;
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .map(|t| if t.is_absolute() { t } else { dir.join(t) })

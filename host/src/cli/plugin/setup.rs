@@ -10,9 +10,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use super::build::tools_dir;
+use super::build::{run, tools_dir};
 use super::kits::Lang;
 
 /// componentize-py, from PyPI.
@@ -41,17 +41,6 @@ fn output_of(program: &Path, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    eprintln!("  running {what}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status}); its messages are above");
-    }
-    Ok(())
 }
 
 /// A JSON file's `version`.
