@@ -18,20 +18,32 @@
 /// The canonical name of a level name, or `None` if it is not in the table.
 pub fn canonical(name: &str) -> Option<&'static str> {
     let name = name.trim();
-    if name.len() > 13 {
-        return None;
+    // Lower-cased on the stack: sources call this once per event.
+    let mut buf = [0u8; 13];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, b) in lower.iter_mut().zip(name.bytes()) {
+        *d = b.to_ascii_lowercase();
     }
-    let lower = name.to_ascii_lowercase();
-    Some(match lower.as_str() {
-        "trace" => "trace",
-        "debug" | "dbg" => "debug",
-        "info" | "information" | "informational" => "info",
-        "notice" => "notice",
-        "warn" | "warning" => "warn",
-        "error" | "err" => "error",
-        "fatal" | "critical" | "crit" | "alert" | "emergency" | "emerg" | "panic" => "fatal",
+    Some(match &*lower {
+        b"trace" => "trace",
+        b"debug" | b"dbg" => "debug",
+        b"info" | b"information" | b"informational" => "info",
+        b"notice" => "notice",
+        b"warn" | b"warning" => "warn",
+        b"error" | b"err" => "error",
+        b"fatal" | b"critical" | b"crit" | b"alert" | b"emergency" | b"emerg" | b"panic" => "fatal",
         _ => return None,
     })
+}
+
+/// Whether two level names are the same level: the same canonical name,
+/// or, outside the table, the same name in any case.
+pub fn same(a: &str, b: &str) -> bool {
+    match (canonical(a), canonical(b)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => a.trim().eq_ignore_ascii_case(b.trim()),
+        _ => false,
+    }
 }
 
 /// A level as sources and presets write it: the canonical name, or the

@@ -86,30 +86,21 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// Log what the plugin printed during a call (stderr as warnings), and
+    /// return the last lines of its stderr.
+    pub fn flush(&self, plugin: &str) -> Vec<String> {
+        self.drain(plugin, false)
+    }
+
     /// What the plugin printed during a call that failed: the last lines
     /// of its stderr, for the error, logged at debug level only (the
     /// error carries them once per failing event, however many times the
     /// batch is split to find it).
     pub fn take_failed(&self, plugin: &str) -> Vec<String> {
-        let mut tail = Vec::new();
-        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let (bytes, _) = capture.drain();
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            for line in lines.iter().take(MAX_LINES) {
-                tracing::debug!(%plugin, stream, "{line}");
-            }
-            if stream == "stderr" {
-                let from = lines.len().saturating_sub(TAIL_LINES);
-                tail = lines[from..].iter().map(|l| l.to_string()).collect();
-            }
-        }
-        tail
+        self.drain(plugin, true)
     }
 
-    /// Log what the plugin printed during a call (stderr as warnings), and
-    /// return the last lines of its stderr.
-    pub fn flush(&self, plugin: &str) -> Vec<String> {
+    fn drain(&self, plugin: &str, failed: bool) -> Vec<String> {
         let mut tail = Vec::new();
         for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let (bytes, dropped) = capture.drain();
@@ -119,13 +110,15 @@ impl Outputs {
             let text = String::from_utf8_lossy(&bytes);
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             for line in lines.iter().take(MAX_LINES) {
-                if stream == "stderr" {
+                if failed {
+                    tracing::debug!(%plugin, stream, "{line}");
+                } else if stream == "stderr" {
                     tracing::warn!(%plugin, stream, "{line}");
                 } else {
                     tracing::info!(%plugin, stream, "{line}");
                 }
             }
-            if lines.len() > MAX_LINES || dropped > 0 {
+            if !failed && (lines.len() > MAX_LINES || dropped > 0) {
                 tracing::warn!(%plugin, stream, lines = lines.len().saturating_sub(MAX_LINES), bytes = dropped, "more plugin output not logged");
             }
             if stream == "stderr" {

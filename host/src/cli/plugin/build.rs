@@ -70,6 +70,11 @@ fn find_tool(project: &Path, name: &str, in_tools: &[&str]) -> Option<PathBuf> {
             }
         }
     }
+    on_path(name)
+}
+
+/// A program on `PATH`.
+pub(super) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use super::build::{run, tools_dir};
+use super::build::{on_path, run, tools_dir};
 use super::kits::Lang;
 
 /// componentize-py, from PyPI.
@@ -60,7 +60,7 @@ fn python(tools: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let python3 = which("python3")
+    let python3 = on_path("python3")
         .context("python3 is not installed (Debian: apt-get install python3 python3-venv)")?;
     eprintln!(
         "Python: installing componentize-py {COMPONENTIZE_PY} into {}",
@@ -108,7 +108,8 @@ fn js(tools: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let npm = which("npm").context("npm is not installed (Debian: apt-get install nodejs npm)")?;
+    let npm =
+        on_path("npm").context("npm is not installed (Debian: apt-get install nodejs npm)")?;
     eprintln!(
         "JavaScript and TypeScript: installing componentize-js {COMPONENTIZE_JS}, jco {JCO} and typescript {TYPESCRIPT} into {}",
         prefix.display()
@@ -136,7 +137,7 @@ fn js(tools: &Path) -> anyhow::Result<()> {
 }
 
 fn rust() -> anyhow::Result<()> {
-    let rustup = which("rustup")
+    let rustup = on_path("rustup")
         .context("rustup is not installed: see https://rustup.rs, then run this again")?;
     run(
         Command::new(rustup).args(["target", "add", "wasm32-wasip2"]),
@@ -144,13 +145,6 @@ fn rust() -> anyhow::Result<()> {
     )?;
     eprintln!("Rust: ready (wasm32-wasip2)");
     Ok(())
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Install what `lang` needs (every language without one).

@@ -227,12 +227,7 @@ pub(super) fn validate(cfg: &HttpConfig, i: usize, v: &Value) -> Result<(), Reje
         if let Some(level) = map.get("level") {
             let ok = level
                 .as_str()
-                .map(sluice_common::level::normalize)
-                .is_some_and(|l| {
-                    cfg.levels
-                        .iter()
-                        .any(|a| sluice_common::level::normalize(a) == l)
-                });
+                .is_some_and(|l| cfg.levels.iter().any(|a| sluice_common::level::same(a, l)));
             if !ok {
                 return Err(reject(
                     Some("level"),
