@@ -941,8 +941,11 @@ inputs = ["_dead_letters"]
     );
     let duplicates = (n.len() + dead.len()) as u64 - (TOTAL + 1);
     println!("kill -9 x3 on a list of {TOTAL} values: {duplicates} duplicates");
+    // At most `max_in_flight` (4 x count = 4,096 by default) values are
+    // read and not yet removed at a kill, however slow the sinks are; one
+    // BLMOVE may add one more.
     assert!(
-        duplicates < 3 * 10_000,
+        duplicates <= 3 * (4 * 1024 + 1),
         "duplicates only of what was in flight: {duplicates}"
     );
 }

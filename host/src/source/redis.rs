@@ -92,6 +92,11 @@ pub struct RedisSourceConfig {
     /// `text`).
     #[serde(default)]
     pub format: Option<super::Format>,
+    /// With `list`: most values read and not yet delivered (in the
+    /// processing list) at once; reading waits below it. What a `kill -9`
+    /// can deliver twice (default: four reads' `count`).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
     /// This consumer's name in the group (default: the host name and the
     /// source's name, stable across restarts; set it to run several sluice
     /// processes on one host).
@@ -839,6 +844,9 @@ impl SourceKind for RedisSourceConfig {
                         format!("{f:?} is for container log files: give auto, json or text"),
                     ));
                 }
+                if self.max_in_flight == Some(0) {
+                    return Err(BuildError::key("max_in_flight", "must be at least 1"));
+                }
                 for (key, set) in [
                     ("stream", !self.stream.is_empty()),
                     ("group", !self.group.is_empty()),
@@ -867,6 +875,12 @@ impl SourceKind for RedisSourceConfig {
                 }
                 if self.processing_list.is_some() {
                     return Err(BuildError::key("processing_list", "is for `list`"));
+                }
+                if self.max_in_flight.is_some() {
+                    return Err(BuildError::key(
+                        "max_in_flight",
+                        "is for `list`: a stream's pending entries are bounded by `count` and the pipeline",
+                    ));
                 }
                 if self.format.is_some() {
                     return Err(BuildError::key(

@@ -16,7 +16,13 @@
 //! is the event and any other value `{"message": VALUE}`; with `json` a
 //! value that is not an object goes to the dead letters with the reason,
 //! and is removed from the processing list once they have it.
+//!
+//! At most `max_in_flight` values (default four reads' `count`) are in
+//! the processing list at once: reading waits for removals below that, so
+//! what a killed process delivers again is bounded however slow the sinks
+//! are, not by the depth of the pipeline's channels.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,12 +71,49 @@ pub fn processing_list(list: &str, consumer: &str) -> String {
 /// list.
 type Done = Vec<Vec<u8>>;
 
+/// Values in the processing list that this run knows of: read (or
+/// recovered) and not yet removed.
+#[derive(Default)]
+struct InFlight {
+    values: AtomicUsize,
+    removed: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn add(&self, n: usize) {
+        self.values.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn remove(&self, n: usize) {
+        // Saturating: never below zero, whatever the order of updates.
+        let _ = self
+            .values
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_sub(n))
+            });
+        self.removed.notify_one();
+    }
+
+    /// Until `room` more values fit under `max` (or nothing is in flight).
+    async fn room(&self, room: usize, max: usize) {
+        loop {
+            let removed = self.removed.notified();
+            let now = self.values.load(Ordering::SeqCst);
+            if now == 0 || now + room <= max {
+                return;
+            }
+            removed.await;
+        }
+    }
+}
+
 /// Removes delivered values from the processing list, gathering what is
 /// waiting into one pipeline; retried with backoff on failure.
 async fn remover(
     target: Target,
     processing: String,
     metrics: Arc<ComponentMetrics>,
+    in_flight: Arc<InFlight>,
     mut rx: mpsc::UnboundedReceiver<Done>,
 ) {
     let mut con: Option<Conn> = None;
@@ -91,7 +134,10 @@ async fn remover(
                     pipe.cmd("LREM").arg(&processing).arg(1).arg(v).ignore();
                 }
                 match pipe.query_async::<()>(c).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        in_flight.remove(values.len());
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, list = %processing, "LREM failed; retrying");
                         con = None;
@@ -117,6 +163,8 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
         .clone()
         .unwrap_or_else(|| processing_list(&list, &consumer));
     let count = cfg.count.unwrap_or(ctx.batch.max_events).max(1);
+    let max_in_flight = cfg.max_in_flight.unwrap_or(4 * count).max(1);
+    let in_flight = Arc::new(InFlight::default());
     let Some(mut con) = connect(&target, &ctx, "reader").await else {
         return Ok(());
     };
@@ -127,6 +175,7 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
         target.clone(),
         processing.clone(),
         ctx.metrics.clone(),
+        in_flight.clone(),
         done_rx,
     ));
     // Batches not delivered (a sink gave up, no dead letter took them) are
@@ -154,6 +203,7 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
             match left {
                 Ok(left) => {
                     tracing::info!(source = %ctx.name, list = %processing, redelivered = left.len(), "redis list: values a former run read and did not finish, delivered again");
+                    in_flight.add(left.len());
                     recovered = Some(left);
                     continue;
                 }
@@ -163,6 +213,12 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
             let rest = left.split_off(left.len().min(count));
             Ok(std::mem::replace(left, rest))
         } else {
+            // Read only once this read fits under the bound.
+            let take = count.min(max_in_flight);
+            tokio::select! {
+                _ = shutdown.wait() => break Ok(()),
+                () = in_flight.room(take, max_in_flight) => {}
+            }
             // The script is small: sent whole each round (no SHA to lose
             // when a master fails over).
             let moved: redis::RedisResult<Vec<Vec<u8>>> = redis::cmd("EVAL")
@@ -170,10 +226,10 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
                 .arg(2)
                 .arg(&list)
                 .arg(&processing)
-                .arg(count)
+                .arg(take)
                 .query_async(&mut con)
                 .await;
-            match moved {
+            let moved = match moved {
                 Ok(v) if v.is_empty() => {
                     // Nothing waiting: wait for the next value.
                     let mut blmove = redis::cmd("BLMOVE");
@@ -190,7 +246,11 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
                     wait.map(|v| v.into_iter().collect())
                 }
                 other => other,
+            };
+            if let Ok(v) = &moved {
+                in_flight.add(v.len());
             }
+            moved
         };
         let values = match read {
             Ok(v) => {
