@@ -33,13 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::base::event::Batch;
-use sluice::base::metrics::Registry;
-use sluice::config::PipelineConfig;
 use sluice::plugin::{bundled, PluginLimits, Runtime};
-use sluice::topology;
 
 mod common;
-use common::cpu_time;
+use common::{median, run_timed as run};
 
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
@@ -72,41 +69,8 @@ const DETECTORS: [&str; 8] = [
     "email", "ipv4", "ipv6", "card", "iban", "jwt", "bearer", "mac",
 ];
 
-/// The middle of some times (the upper middle of an even count).
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
-}
-
-/// Run `toml` from `dir` until the sink `out` has written `n` events: the
-/// wall time, and the CPU time the process spent in it.
-fn run(
-    rt: &tokio::runtime::Runtime,
-    runtime: &Arc<Runtime>,
-    dir: &Path,
-    toml: &str,
-    n: u64,
-) -> (Duration, Duration) {
-    let path = dir.join("bench.toml");
-    std::fs::write(&path, toml).unwrap();
-    rt.block_on(async {
-        let config = PipelineConfig::load(&path).unwrap();
-        let plan = topology::plan(config, runtime.clone()).await.unwrap();
-        let metrics = Registry::default();
-        let running = plan.start(metrics.clone()).unwrap();
-        let (started, cpu) = (Instant::now(), cpu_time());
-        while metrics.get("out").map_or(0, |s| s.events_out) < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let written = (started.elapsed(), cpu_time() - cpu);
-        running.shutdown().await;
-        running.wait().await.unwrap();
-        written
-    })
 }
 
 /// rsyslogd unpacked from Debian's packages into `dir` (downloaded once).

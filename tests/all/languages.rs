@@ -71,6 +71,7 @@ fn built(name: &str, lang: &str, entry: Option<(&str, &str)>) -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&base).unwrap();
+    let started = std::time::Instant::now();
     new_project(&dir, name, lang);
     if let Some((from, to)) = entry {
         std::fs::copy(root().join("tests/plugins/lang").join(from), dir.join(to)).unwrap();
@@ -86,6 +87,12 @@ fn built(name: &str, lang: &str, entry: Option<(&str, &str)>) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(wasm.exists());
+    // How long `plugin new` + `plugin build` took, for the 2-minute path.
+    std::fs::write(
+        dir.join("build-seconds"),
+        started.elapsed().as_secs_f64().to_string(),
+    )
+    .unwrap();
     wasm
 }
 
@@ -135,6 +142,13 @@ fn every_template_passes_its_own_sample_test() {
         ("rust", rust_filter()),
     ] {
         let dir = wasm.parent().unwrap();
+        // The README's 2-minute path: `plugin new` and `plugin build` (timed
+        // when the project was built), then `plugin test` and `run` here.
+        let build: f64 = std::fs::read_to_string(dir.join("build-seconds"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0);
+        let started = std::time::Instant::now();
         let out = sluice()
             .args(["plugin", "test"])
             .arg(dir)
@@ -198,6 +212,16 @@ fn every_template_passes_its_own_sample_test() {
             .collect();
         levels.sort();
         assert_eq!(levels, [("error", "dev"), ("warn", "dev")], "{project}");
+        let rest = started.elapsed().as_secs_f64();
+        println!(
+            "{project}: plugin new + build {build:.1} s, test + compile + run {rest:.1} s, {:.1} s in all",
+            build + rest
+        );
+        assert!(
+            build + rest < 120.0,
+            "{project}: the template's path took {:.1} s, more than two minutes",
+            build + rest
+        );
     }
 }
 

@@ -57,3 +57,40 @@ pub fn run_until(
         took
     })
 }
+
+/// The middle of some times (the upper middle of an even count).
+#[allow(dead_code)]
+pub fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Run `toml` from `dir` until the sink `out` has written `n` events: the
+/// wall time, and the CPU time the process spent in it.
+#[allow(dead_code)]
+pub fn run_timed(
+    rt: &tokio::runtime::Runtime,
+    runtime: &std::sync::Arc<sluice::plugin::Runtime>,
+    dir: &std::path::Path,
+    toml: &str,
+    n: u64,
+) -> (Duration, Duration) {
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, toml).unwrap();
+    rt.block_on(async {
+        let config = sluice::config::PipelineConfig::load(&path).unwrap();
+        let plan = sluice::topology::plan(config, runtime.clone())
+            .await
+            .unwrap();
+        let metrics = sluice::base::metrics::Registry::default();
+        let running = plan.start(metrics.clone()).unwrap();
+        let (started, cpu) = (std::time::Instant::now(), cpu_time());
+        while metrics.get("out").map_or(0, |s| s.events_out) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let written = (started.elapsed(), cpu_time() - cpu);
+        running.shutdown().await;
+        running.wait().await.unwrap();
+        written
+    })
+}

@@ -33,6 +33,18 @@ export declare class Event {
   getString(path: string): string | undefined;
   /** Whether the field or dotted path exists. */
   has(path: string): boolean;
+  /**
+   * Set a field by name or dotted path (objects made on the way); returns
+   * the event, so `return event.set("env", "prod")` replaces it. A new
+   * top-level field is appended to the event's bytes (no re-serialising).
+   */
+  set(path: string, value: Json): Event;
+  /** Remove a field by name or dotted path (nothing if absent); returns the event. */
+  remove(path: string): Event;
+  /** Whether `set` or `remove` changed the event. */
+  readonly edited: boolean;
+  /** The event's JSON bytes, with its edits. */
+  toBytes(): Uint8Array;
   /** `level` (or `severity`, `levelname`), lower-case; undefined if none. */
   readonly level: string | undefined;
   /** The rank of `level` in LEVELS; -1 when unknown. */
@@ -42,11 +54,11 @@ export declare class Event {
 }
 
 /**
- * What `process` returns: `true`/`undefined`/the event keeps it, `false`
- * drops it, an output name routes it, an object replaces it, and
- * `[object, output]` replaces and routes it.
+ * What `process` returns: `true`/`undefined`/the event keeps it (with its
+ * `set`/`remove` edits), `false` drops it, an output name routes it, an
+ * object replaces it, and `[object or event, output]` replaces and routes it.
  */
-export type Verdict = boolean | undefined | null | string | Event | { [key: string]: Json } | [{ [key: string]: Json }, string];
+export type Verdict = boolean | undefined | null | string | Event | { [key: string]: Json } | [{ [key: string]: Json } | Event, string];
 
 /** What `init` may return. */
 export interface Info {

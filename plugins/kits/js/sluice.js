@@ -12,11 +12,15 @@
 //
 // With `plugin({ process, init, outputs, masks, version })`, what `process`
 // returns decides the event:
-//   true, undefined or the event itself: keep it unchanged;
+//   true, undefined or the event itself: keep it (with the changes
+//     `event.set(path, value)` and `event.remove(path)` made, if any);
 //   false: drop it;
-//   a string: route it unchanged to that output (declared in `outputs`);
+//   a string: route it to that output (declared in `outputs`);
 //   an object: replace the event with it;
-//   [object, "output"]: replace it and route the replacement.
+//   [object, "output"] or [event, "output"]: replace it and route it.
+// `event.set("env", "prod")` adding a top-level field appends it to the
+// event's bytes (nothing is re-serialised); other edits write the event
+// again from its parsed fields.
 //
 // An exception in `init` is the reason the pipeline refuses the config; one
 // in `process` fails that event, which goes to the dead letters with the
@@ -68,6 +72,82 @@ export class Event {
     /** The event's JSON bytes, as they came. */
     this.raw = raw;
     this._fields = undefined;
+    // Top-level fields added by `set` (appended to `raw`), or null once
+    // an edit needs the event written again from its fields.
+    this._added = undefined;
+  }
+
+  /**
+   * Set a field by name or dotted path (objects are made on the way) and
+   * return the event: `return event.set("env", "prod")` replaces the event
+   * with the edited one. A new top-level field is appended to the event's
+   * bytes: the rest is not re-serialised.
+   */
+  set(path, value) {
+    const fields = this.fields;
+    const own = Object.prototype.hasOwnProperty;
+    if (!path.includes(".") && !own.call(fields, path) && this._added !== null) {
+      (this._added ??= []).push(path);
+      fields[path] = value;
+      return this;
+    }
+    this._added = null;
+    if (own.call(fields, path) || !path.includes(".")) {
+      fields[path] = value;
+      return this;
+    }
+    const parts = path.split(".");
+    let at = fields;
+    for (let i = 0; i < parts.length - 1; i++) {
+      const inner = at[parts[i]];
+      at = at[parts[i]] = inner !== null && typeof inner === "object" && !Array.isArray(inner) ? inner : {};
+    }
+    at[parts[parts.length - 1]] = value;
+    return this;
+  }
+
+  /** Remove a field by name or dotted path (nothing if absent); returns the event. */
+  remove(path) {
+    const own = Object.prototype.hasOwnProperty;
+    let at = this.fields;
+    let key = path;
+    if (!own.call(at, path)) {
+      const parts = path.split(".");
+      key = parts.pop();
+      for (const part of parts) {
+        at = at !== null && typeof at === "object" ? at[part] : undefined;
+      }
+      if (at === null || typeof at !== "object" || !own.call(at, key)) return this;
+    }
+    delete at[key];
+    this._added = null;
+    return this;
+  }
+
+  /** Whether `set` or `remove` changed the event. */
+  get edited() {
+    return this._added !== undefined;
+  }
+
+  /** The event's JSON bytes, with its edits. */
+  toBytes() {
+    const added = this._added;
+    if (added === undefined) return this.raw;
+    if (added === null) return encoder.encode(JSON.stringify(this._fields));
+    const raw = this.raw;
+    let end = raw.length - 1;
+    while (end > 0 && raw[end] !== 0x7d) end--; // the closing brace
+    let body = end;
+    while (body > 0 && (raw[body - 1] === 0x20 || raw[body - 1] === 0x0a || raw[body - 1] === 0x09 || raw[body - 1] === 0x0d)) body--;
+    const empty = raw[body - 1] === 0x7b;
+    const fields = this._fields;
+    const tail = encoder.encode(
+      (empty ? "" : ",") + added.map((k) => `${JSON.stringify(k)}:${JSON.stringify(fields[k])}`).join(",") + "}",
+    );
+    const out = new Uint8Array(body + tail.length);
+    out.set(raw.subarray(0, body), 0);
+    out.set(tail, body);
+    return out;
   }
 
   /** The event as an object (parsed once). */
@@ -286,13 +366,13 @@ export function plugin(spec) {
         throw `event ${i}: ${describe(e)}`;
       }
       let p = 0;
-      if (verdict === true || verdict === undefined || verdict === event) {
-        actions[i] = 1;
-      } else if (verdict === false || verdict === null) {
-        actions[i] = 0;
-      } else if (typeof verdict === "string") {
-        actions[i] = 1;
+      if (verdict === true || verdict === undefined) verdict = event;
+      if (typeof verdict === "string") {
         p = port(verdict, i);
+        verdict = event;
+      }
+      if (verdict === false || verdict === null) {
+        actions[i] = 0;
       } else {
         let value = verdict;
         if (Array.isArray(verdict)) {
@@ -303,7 +383,14 @@ export function plugin(spec) {
           p = port(verdict[1], i);
         }
         if (value instanceof Event) {
-          actions[i] = 1;
+          if (value.edited) {
+            const bytes = value.toBytes();
+            replaced.push(bytes);
+            size += bytes.length;
+            actions[i] = 2;
+          } else {
+            actions[i] = 1;
+          }
         } else if (typeof value === "object" && value !== null && !Array.isArray(value)) {
           const bytes = encoder.encode(JSON.stringify(value));
           replaced.push(bytes);

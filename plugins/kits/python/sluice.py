@@ -18,12 +18,17 @@ A plugin is two functions. ``init`` (optional) receives the plugin's
 
 What ``process`` returns decides the event:
 
-- ``True`` (or ``None``, or the event itself): keep it, unchanged;
+- ``True`` (or ``None``, or the event itself): keep it (with the changes
+  ``event.set(path, value)`` and ``event.remove(path)`` made, if any);
 - ``False``: drop it;
-- a ``str``: route it unchanged to that output (declared with
+- a ``str``: route it to that output (declared with
   ``sluice.outputs(...)`` or returned by ``init`` as ``sluice.Info``);
 - a ``dict``: replace the event with this object;
-- ``(dict, "output")``: replace it and route the replacement.
+- ``(dict, "output")`` or ``(event, "output")``: replace it and route it.
+
+``event.set("env", "prod")`` adding a top-level field appends it to the
+event's bytes (nothing is re-serialised); other edits write the event
+again from its parsed fields.
 
 An exception in ``init`` is the reason the pipeline refuses the config; an
 exception in ``process`` fails that event, which the host sends to the dead
@@ -111,11 +116,52 @@ class Event:
     """One event. Parsed from JSON on first access to a field; ``raw`` is
     the original bytes and costs nothing."""
 
-    __slots__ = ("raw", "_fields")
+    __slots__ = ("raw", "_fields", "_edits")
 
     def __init__(self, raw):
         self.raw = raw
         self._fields = None
+        self._edits = None
+
+    def set(self, path, value):
+        """Set a field by name or dotted path (objects are made on the
+        way) and return the event: ``return event.set("env", "prod")``
+        replaces the event with the edited one. A new top-level field is
+        appended to the event's bytes: the rest is not re-serialised."""
+        fields = self.fields
+        added = "." not in path and path not in fields
+        if self._edits is None:
+            self._edits = []
+        self._edits.append((path, value) if added else None)
+        _set_path(fields, path, value)
+        return self
+
+    def remove(self, path):
+        """Remove a field by name or dotted path (nothing if it is not
+        there) and return the event, as ``set`` does."""
+        if self._edits is None:
+            self._edits = []
+        if _remove_path(self.fields, path):
+            self._edits.append(None)
+        return self
+
+    @property
+    def edited(self):
+        """Whether ``set`` or ``remove`` changed the event."""
+        return bool(self._edits)
+
+    def to_bytes(self):
+        """The event's JSON bytes, with its edits."""
+        edits = self._edits
+        if not edits:
+            return self.raw
+        if None in edits:
+            return json.dumps(self._fields, separators=(",", ":")).encode()
+        body = self.raw.rstrip()[:-1].rstrip()
+        added = ",".join(
+            json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")) for k, v in edits
+        ).encode()
+        return body + (b"" if body.endswith(b"{") else b",") + added + b"}"
 
     @property
     def fields(self):
@@ -174,6 +220,32 @@ class Event:
 
 
 _MISSING = object()
+
+
+def _set_path(fields, path, value):
+    if path in fields or "." not in path:
+        fields[path] = value
+        return
+    parts = path.split(".")
+    for part in parts[:-1]:
+        inner = fields.get(part)
+        if not isinstance(inner, dict):
+            inner = fields[part] = {}
+        fields = inner
+    fields[parts[-1]] = value
+
+
+def _remove_path(fields, path):
+    """Whether something was removed."""
+    if path in fields:
+        del fields[path]
+        return True
+    parts = path.split(".")
+    for part in parts[:-1]:
+        fields = fields.get(part)
+        if not isinstance(fields, dict):
+            return False
+    return fields.pop(parts[-1], _MISSING) is not _MISSING
 _LEVEL_KEYS = ("level", "severity", "levelname", "level_name")
 
 
@@ -345,9 +417,9 @@ class WitWorld:
             except Exception as exc:
                 raise Err("event %d: %s" % (i, _describe(exc)))
             port = 0
-            if verdict is True or verdict is None or verdict is event:
-                actions[i] = 1
-            elif verdict is False:
+            if verdict is True or verdict is None:
+                verdict = event
+            if verdict is False:
                 actions[i] = 0
             else:
                 if isinstance(verdict, tuple):
@@ -355,9 +427,14 @@ class WitWorld:
                     port = _port(names, name, i)
                 if isinstance(verdict, str):
                     port = _port(names, verdict, i)
-                    actions[i] = 1
-                elif isinstance(verdict, Event):
-                    actions[i] = 1
+                    verdict = event
+                if isinstance(verdict, Event):
+                    if verdict._edits:
+                        out += verdict.to_bytes()
+                        out_ends.append(len(out))
+                        actions[i] = 2
+                    else:
+                        actions[i] = 1
                 elif not isinstance(verdict, dict):
                     raise Err(
                         "event %d: process returned %r; expected True, False, None, "

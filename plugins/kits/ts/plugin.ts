@@ -32,7 +32,8 @@ export const { init, process } = plugin<Config>({
   },
   process(event: Event): Verdict {
     if (event.levelRank < min) return false;
-    const tagged = { ...event.fields, env };
-    return event.levelRank >= LEVELS.error ? [tagged, "alerts"] : tagged;
+    // Appended to the event's bytes: nothing is re-serialised.
+    event.set("env", env);
+    return event.levelRank >= LEVELS.error ? "alerts" : event;
   },
 });

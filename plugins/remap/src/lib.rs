@@ -20,6 +20,11 @@
 //!
 //! Steps run in that order, after the preset. An event that cannot be
 //! reshaped (a field to parse that is not JSON, say) is left as it is.
+//!
+//! Without `preset` and `flatten`, the top-level fields the steps can touch
+//! are known from the config: only those are parsed, and the others are
+//! copied as they are, in their place (a `set` on a 200-byte event parses
+//! nothing but the field it sets). With either, the event is parsed whole.
 
 pub use sluice_common::{presets, pyformat};
 
@@ -53,6 +58,68 @@ pub struct Remap {
     format: Option<Format>,
     #[serde(default)]
     delete: Vec<String>,
+    /// The top-level fields the steps can read or write, when the config
+    /// says which (see [`Remap::touched`]).
+    #[serde(skip)]
+    heads: Option<Vec<String>>,
+    /// With `heads`: what the steps do to an event that has none of them.
+    #[serde(skip)]
+    absent: Option<Absent>,
+}
+
+/// An event in which none of the touched fields appears (no `"NAME"` in
+/// its bytes, and no `\u` or `\/` escape that could spell one) comes out
+/// of the steps the same way every time: unchanged, or with the same
+/// fields added (a constant `set`, say). Both found at `init`, so such an
+/// event costs a few searches of its bytes and one copy.
+#[derive(Debug)]
+struct Absent {
+    /// `"NAME"` of every touched field, and the two escapes.
+    needles: Vec<memchr::memmem::Finder<'static>>,
+    /// `"env":"prod"`: the fields to add, or `None` when nothing changes.
+    added: Option<Vec<u8>>,
+}
+
+impl Absent {
+    fn new(remap: &Remap, heads: &[String]) -> Self {
+        let mut needles: Vec<memchr::memmem::Finder<'static>> = heads
+            .iter()
+            .map(|h| memchr::memmem::Finder::new(&Value::from(h.as_str()).to_string()).into_owned())
+            .collect();
+        needles.push(memchr::memmem::Finder::new(b"\\u").into_owned());
+        needles.push(memchr::memmem::Finder::new(b"\\/").into_owned());
+        let mut empty = Map::new();
+        let added = remap.apply(&mut empty).then(|| {
+            let text = Value::Object(empty).to_string();
+            text.as_bytes()[1..text.len() - 1].to_vec()
+        });
+        Absent {
+            needles,
+            added: added.filter(|a| !a.is_empty()),
+        }
+    }
+
+    /// The verdict for `raw` if none of the fields is in it.
+    fn apply(&self, raw: &[u8], out: &mut Vec<u8>) -> Option<Verdict> {
+        if self.needles.iter().any(|n| n.find(raw).is_some()) {
+            return None;
+        }
+        let Some(added) = &self.added else {
+            return Some(Verdict::Keep);
+        };
+        let close = raw.iter().rposition(|b| !b.is_ascii_whitespace())?;
+        if raw[close] != b'}' {
+            return None;
+        }
+        let body = raw[..close].trim_ascii_end();
+        out.extend_from_slice(body);
+        if body.last() != Some(&b'{') {
+            out.push(b',');
+        }
+        out.extend_from_slice(added);
+        out.push(b'}');
+        Some(Verdict::Written)
+    }
 }
 
 /// `format = { template = "msg", args = "args", into = "message" }`.
@@ -76,6 +143,40 @@ fn default_into() -> String {
 pub use sluice_common::{coerce, format_message, get, put, take, Coerce};
 
 impl Remap {
+    /// The top-level fields that the steps can read or write, or `None`
+    /// when that depends on the event (a preset; `flatten`, which adds
+    /// fields named after the nested ones). A dotted path `a.b` can touch
+    /// the top-level field `a.b` (a key with the dots wins) and `a`.
+    pub fn touched(&self) -> Option<Vec<String>> {
+        if self.preset.is_some() || !self.flatten.is_empty() {
+            return None;
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        paths.extend(self.parse_json.iter().map(String::as_str));
+        for (from, to) in self.rename.iter().chain(&self.copy) {
+            paths.extend([from.as_str(), to.as_str()]);
+        }
+        paths.extend(self.set.keys().map(String::as_str));
+        paths.extend(self.coerce.keys().map(String::as_str));
+        for (into, fields) in &self.nest {
+            paths.push(into);
+            paths.extend(fields.iter().map(String::as_str));
+        }
+        if let Some(f) = &self.format {
+            paths.extend([f.template.as_str(), f.args.as_str(), f.into.as_str()]);
+        }
+        paths.extend(self.delete.iter().map(String::as_str));
+        let mut heads: Vec<String> = Vec::new();
+        for p in paths {
+            for h in [p, p.split('.').next().unwrap_or(p)] {
+                if !heads.iter().any(|k| k == h) {
+                    heads.push(h.to_string());
+                }
+            }
+        }
+        Some(heads)
+    }
+
     /// Reshape one event (an object). Returns whether anything changed.
     pub fn apply(&self, obj: &mut Map<String, Value>) -> bool {
         let before = obj.clone();
@@ -132,6 +233,74 @@ impl Remap {
     }
 }
 
+impl Remap {
+    /// The steps run over the touched fields alone; the event written with
+    /// the others copied as they are, in their place, and new fields last.
+    fn splice(&self, event: &Event<'_>, heads: &[String], out: &mut Vec<u8>) -> Verdict {
+        let is_object = event
+            .raw()
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{');
+        if !is_object {
+            return Verdict::Keep;
+        }
+        if let Some(verdict) = self
+            .absent
+            .as_ref()
+            .and_then(|a| a.apply(event.raw(), out))
+        {
+            return verdict;
+        }
+        let touched = |name: &str| heads.iter().any(|h| h == name);
+        let mut part = Map::new();
+        for (name, raw) in event.raw_fields() {
+            if touched(name) {
+                let Ok(v) = serde_json::from_str::<Value>(raw) else {
+                    return Verdict::Keep;
+                };
+                part.insert(name.to_string(), v);
+            }
+        }
+        let had: Vec<String> = part.keys().cloned().collect();
+        if !self.apply(&mut part) {
+            return Verdict::Keep;
+        }
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, name: &str| {
+            out.push(if first { b'{' } else { b',' });
+            first = false;
+            // Writing JSON into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+        };
+        let mut written: Vec<&str> = Vec::new();
+        for (name, raw) in event.raw_fields() {
+            if !touched(name) {
+                field(out, name);
+                out.extend_from_slice(raw.as_bytes());
+            } else if let Some(v) = part.get(name) {
+                if !written.contains(&name) {
+                    written.push(name);
+                    field(out, name);
+                    let _ = serde_json::to_writer(&mut *out, v);
+                }
+            }
+        }
+        for (name, v) in &part {
+            if !had.iter().any(|h| h == name) {
+                field(out, name);
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+        }
+        if first {
+            out.push(b'{');
+        }
+        out.push(b'}');
+        Verdict::Written
+    }
+}
+
 fn flatten_into(obj: &mut Map<String, Value>, prefix: &str, inner: Map<String, Value>) {
     for (k, v) in inner {
         let key = format!("{prefix}_{k}");
@@ -148,7 +317,17 @@ impl Plugin for Remap {
     /// A refused config names the key at fault: `coerce.levelno: unknown
     /// variant ...`.
     fn init(config: Config) -> Result<Self, String> {
-        config.parse()
+        let mut remap: Self = config.parse()?;
+        remap.heads = remap.touched();
+        remap.absent = remap.heads.as_deref().map(|h| Absent::new(&remap, h));
+        Ok(remap)
+    }
+
+    fn process_into(&self, event: &Event<'_>, out: &mut Vec<u8>) -> Verdict {
+        match &self.heads {
+            Some(heads) => self.splice(event, heads, out),
+            None => self.process(event),
+        }
     }
 
     fn process(&self, event: &Event<'_>) -> Verdict {
@@ -191,6 +370,73 @@ mod tests {
             json!({"n":20,"f":1.5,"none":null,"yes":true,"payload":{"k":[1]},"top":1,
                    "x":{"y":2},"copy":{"of":1},"env":"prod","ctx_user_id":7,"http":{"status":200}})
         );
+    }
+
+    /// The bytes of `process_into` (or of a replacement) for one event.
+    fn run(r: &Remap, raw: &str) -> Option<String> {
+        let mut out = Vec::new();
+        match r.process_into(&Event::new(raw.as_bytes()), &mut out) {
+            Verdict::Keep => None,
+            Verdict::Written => Some(String::from_utf8(out).unwrap()),
+            Verdict::Replace(b) => Some(String::from_utf8(b).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spliced_events_equal_parsed_ones_and_keep_untouched_bytes() {
+        let configs = [
+            r#"{"set":{"env":"prod"}}"#,
+            r#"{"set":{"labels.env":"prod","status":200}}"#,
+            r#"{"rename":{"a.b":"top","old":"x.y"},"copy":{"top":"copy.of"},"coerce":{"n":"int"},
+                "nest":{"http":["status"]},"parse_json":["payload"],"delete":["gone","a"]}"#,
+            r#"{"format":{"template":"msg","args":"args","into":"message"},"delete":["msg"]}"#,
+            r#"{"delete":["nothing.here"]}"#,
+        ];
+        let events = [
+            r#"{"service":"web", "status": 200 }"#,
+            r#"{"k\u0065y":"\u0065nv","message":"env"}"#,
+            r#"{"ts":1.50,"a":{"b":1,"c":2},"old":2,"n":"20","status":200,"payload":"{\"k\":[1]}","gone":1,"msg":"%s!","args":"('x',)"}"#,
+            r#"{"env":"prod","labels":{"env":"prod"},"status":200}"#,
+            r#"{"a.b":"dotted key","message":"caf\u00e9"}"#,
+            r#"{}"#,
+        ];
+        for c in configs {
+            let fast = Remap::init(Config::new(c)).unwrap();
+            assert!(fast.heads.is_some(), "{c}");
+            let mut whole = Remap::init(Config::new(c)).unwrap();
+            whole.heads = None;
+            let mut spliced = Remap::init(Config::new(c)).unwrap();
+            spliced.absent = None;
+            for e in events {
+                let b = run(&whole, e);
+                for a in [run(&fast, e), run(&spliced, e)] {
+                    assert_eq!(a.is_some(), b.is_some(), "{c} on {e}: {a:?} / {b:?}");
+                    if let (Some(a), Some(b)) = (a, &b) {
+                        let (va, vb): (Value, Value) =
+                            (serde_json::from_str(&a).unwrap(), serde_json::from_str(b).unwrap());
+                        assert_eq!(va, vb, "{c} on {e}");
+                    }
+                }
+            }
+        }
+        // Untouched fields keep their bytes and place; new ones come last.
+        let r = Remap::init(Config::new(r#"{"set":{"env":"prod"},"delete":["gone"]}"#)).unwrap();
+        assert_eq!(
+            run(&r, r#"{"ts":1.50,"gone":1,"message":"caf\u00e9"}"#).unwrap(),
+            r#"{"ts":1.50,"message":"caf\u00e9","env":"prod"}"#
+        );
+        // No touched field in the event: the constant fields appended.
+        assert_eq!(
+            run(&r, "{\"a\": 1 } ").unwrap(),
+            r#"{"a": 1,"env":"prod"}"#
+        );
+        assert_eq!(run(&r, "{ }").unwrap(), r#"{"env":"prod"}"#);
+        // Not an object: left alone.
+        assert_eq!(run(&r, "[1]"), None);
+        // A preset or flatten parses the whole event.
+        assert!(Remap::init(Config::new(r#"{"flatten":["ctx"]}"#)).unwrap().heads.is_none());
+        assert!(Remap::init(Config::new(r#"{"preset":"pino"}"#)).unwrap().heads.is_none());
     }
 
     #[test]

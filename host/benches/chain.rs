@@ -1,0 +1,154 @@
+//! `just bench` (chain): the job of a plugin a new user writes first (drop
+//! `GET /health`, add `env` from the config, send `status >= 500` to
+//! `alerts`), done by the bundled `filter` -> `remap` -> `route` chain, in
+//! the same run as `filter` alone and as no transform.
+//!
+//! 1,000,000 access-log records (~190 bytes, JSON) in a file -> file
+//! source -> the chain -> file sink (both of `route`'s outputs into it), 5
+//! rounds taking turns; wall and CPU time, medians and best.
+//!
+//! Environment: `SLUICE_BENCH_EVENTS` (default 1000000);
+//! `SLUICE_BENCH_ONLY="filter;filter + remap"` runs only the cases named.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use sluice::plugin::Runtime;
+
+mod common;
+use common::{median, run_timed};
+
+const METHODS: [&str; 4] = ["GET", "POST", "GET", "PUT"];
+const STATUSES: [u16; 20] = [
+    200, 200, 200, 201, 200, 204, 200, 301, 200, 404, 200, 200, 500, 200, 200, 503, 200, 200, 429,
+    200,
+];
+
+/// One access record in ten is a health check (`GET /health`); one in
+/// ten has a 5xx status.
+fn events(n: usize) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(n * 200);
+    let mut kept = 0;
+    for i in 0..n {
+        let health = i % 10 == 3;
+        let (method, path) = if health {
+            ("GET", "/health".to_string())
+        } else {
+            (METHODS[i % 4], format!("/api/orders/{}", i % 99_991))
+        };
+        kept += usize::from(!health);
+        let status = STATUSES[i % STATUSES.len()];
+        let _ = writeln!(
+            out,
+            r#"{{"timestamp":"2026-12-06T10:00:00.{:03}Z","level":"info","service":"web","method":"{method}","path":"{path}","status":{status},"duration_ms":{},"client":"10.0.{}.{}","message":"{method} {path} {status}"}}"#,
+            i % 1000,
+            i % 997,
+            i % 250,
+            i % 200
+        );
+    }
+    (out, kept)
+}
+
+fn main() {
+    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(Runtime::new(Some(cache.path().to_path_buf())).unwrap());
+    let (data, kept) = events(n);
+    println!(
+        "sluice chain bench: {n} access records, {:.1} MB, {:.0} bytes each",
+        data.len() as f64 / 1e6,
+        data.len() as f64 / n as f64
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.log"), &data).unwrap();
+    let head = "[sources.app]\ntype = \"file\"\npath = \"input.log\"\n\n";
+    let filter = r#"[transforms.keep]
+plugin = "filter"
+inputs = ["app"]
+config = { mode = "any", conditions = [{ field = "method", equals = "GET", negate = true }, { field = "path", equals = "/health", negate = true }] }
+
+"#;
+    let remap = |input: &str| {
+        format!("[transforms.shape]\nplugin = \"remap\"\ninputs = [\"{input}\"]\nconfig = {{ set = {{ env = \"prod\" }} }}\n\n")
+    };
+    let route = |input: &str| {
+        format!("[transforms.router]\nplugin = \"route\"\ninputs = [\"{input}\"]\nconfig = {{ rules = [{{ output = \"alerts\", conditions = [{{ field = \"status\", gte = 500 }}] }}] }}\n\n")
+    };
+    let sink = |inputs: &str| {
+        format!("[sinks.out]\ntype = \"file\"\npath = \"out.log\"\ninputs = [{inputs}]\n")
+    };
+    let mut cases: Vec<(&str, String, usize)> = vec![
+        ("no transform", format!("{head}{}", sink("\"app\"")), n),
+        ("filter", format!("{head}{filter}{}", sink("\"keep\"")), kept),
+        (
+            "filter + remap",
+            format!("{head}{filter}{}{}", remap("keep"), sink("\"shape\"")),
+            kept,
+        ),
+        (
+            "filter + remap + route",
+            format!(
+                "{head}{filter}{}{}{}",
+                remap("keep"),
+                route("shape"),
+                sink("\"router\", \"router.alerts\"")
+            ),
+            kept,
+        ),
+    ];
+    if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
+        cases.retain(|c| only.split(';').any(|o| c.0 == o));
+    }
+    let mut runs = vec![Vec::new(); cases.len()];
+    for round in 0..5 {
+        for (i, (name, toml, expect)) in cases.iter().enumerate() {
+            let _ = std::fs::remove_file(dir.path().join("out.log"));
+            let (took, cpu) = run_timed(&rt, &runtime, dir.path(), toml, *expect as u64);
+            println!(
+                "  run {round} {name}: {:.3} s, {:.2} s of CPU",
+                took.as_secs_f64(),
+                cpu.as_secs_f64()
+            );
+            runs[i].push((took, cpu));
+        }
+    }
+    // The last case's output, checked: no health check left, and (after
+    // remap) every event has `env`.
+    if let Some((name, _, expect)) = cases.last() {
+        let out = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), *expect, "{name}: events out");
+        assert!(lines.iter().all(|e| e["path"] != "/health"), "{name}");
+        if name.contains("remap") {
+            assert!(lines.iter().all(|e| e["env"] == "prod"), "{name}");
+        }
+    }
+    println!("| pipeline | median | best | CPU (median) | input events/s (median) | MB/s (median) |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        let walls: Vec<_> = runs[i].iter().map(|r| r.0).collect();
+        let best = *walls.iter().min().unwrap();
+        let mid = median(walls);
+        let cpu = median(runs[i].iter().map(|r| r.1).collect());
+        println!(
+            "| {name} | {:.3} s | {:.3} s | {:.2} s | {:.2} M | {:.0} |",
+            mid.as_secs_f64(),
+            best.as_secs_f64(),
+            cpu.as_secs_f64(),
+            n as f64 / mid.as_secs_f64() / 1e6,
+            data.len() as f64 / mid.as_secs_f64() / 1e6
+        );
+    }
+    println!("goal: filter + remap + route at least 1M input events/s");
+}
