@@ -87,7 +87,11 @@ config = { mode = "any", conditions = [{ field = "method", equals = "GET", negat
     };
     let mut cases: Vec<(&str, String, usize)> = vec![
         ("no transform", format!("{head}{}", sink("\"app\"")), n),
-        ("filter", format!("{head}{filter}{}", sink("\"keep\"")), kept),
+        (
+            "filter",
+            format!("{head}{filter}{}", sink("\"keep\"")),
+            kept,
+        ),
         (
             "filter + remap",
             format!("{head}{filter}{}{}", remap("keep"), sink("\"shape\"")),
@@ -134,7 +138,9 @@ config = { mode = "any", conditions = [{ field = "method", equals = "GET", negat
             assert!(lines.iter().all(|e| e["env"] == "prod"), "{name}");
         }
     }
-    println!("| pipeline | median | best | CPU (median) | input events/s (median) | MB/s (median) |");
+    println!(
+        "| pipeline | median | best | CPU (median) | input events/s (median) | MB/s (median) |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for (i, (name, _, _)) in cases.iter().enumerate() {
         let walls: Vec<_> = runs[i].iter().map(|r| r.0).collect();

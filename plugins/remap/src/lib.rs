@@ -245,11 +245,7 @@ impl Remap {
         if !is_object {
             return Verdict::Keep;
         }
-        if let Some(verdict) = self
-            .absent
-            .as_ref()
-            .and_then(|a| a.apply(event.raw(), out))
-        {
+        if let Some(verdict) = self.absent.as_ref().and_then(|a| a.apply(event.raw(), out)) {
             return verdict;
         }
         let touched = |name: &str| heads.iter().any(|h| h == name);
@@ -413,8 +409,10 @@ mod tests {
                 for a in [run(&fast, e), run(&spliced, e)] {
                     assert_eq!(a.is_some(), b.is_some(), "{c} on {e}: {a:?} / {b:?}");
                     if let (Some(a), Some(b)) = (a, &b) {
-                        let (va, vb): (Value, Value) =
-                            (serde_json::from_str(&a).unwrap(), serde_json::from_str(b).unwrap());
+                        let (va, vb): (Value, Value) = (
+                            serde_json::from_str(&a).unwrap(),
+                            serde_json::from_str(b).unwrap(),
+                        );
                         assert_eq!(va, vb, "{c} on {e}");
                     }
                 }
@@ -427,16 +425,19 @@ mod tests {
             r#"{"ts":1.50,"message":"caf\u00e9","env":"prod"}"#
         );
         // No touched field in the event: the constant fields appended.
-        assert_eq!(
-            run(&r, "{\"a\": 1 } ").unwrap(),
-            r#"{"a": 1,"env":"prod"}"#
-        );
+        assert_eq!(run(&r, "{\"a\": 1 } ").unwrap(), r#"{"a": 1,"env":"prod"}"#);
         assert_eq!(run(&r, "{ }").unwrap(), r#"{"env":"prod"}"#);
         // Not an object: left alone.
         assert_eq!(run(&r, "[1]"), None);
         // A preset or flatten parses the whole event.
-        assert!(Remap::init(Config::new(r#"{"flatten":["ctx"]}"#)).unwrap().heads.is_none());
-        assert!(Remap::init(Config::new(r#"{"preset":"pino"}"#)).unwrap().heads.is_none());
+        assert!(Remap::init(Config::new(r#"{"flatten":["ctx"]}"#))
+            .unwrap()
+            .heads
+            .is_none());
+        assert!(Remap::init(Config::new(r#"{"preset":"pino"}"#))
+            .unwrap()
+            .heads
+            .is_none());
     }
 
     #[test]

@@ -34,6 +34,16 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// `i` at an opening quote: the index after the closing one.
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
+    // Most keys and many values are short: a byte loop over the first
+    // bytes costs less than setting up a search.
+    let short = b.len().min(j + 16);
+    while j < short {
+        match b[j] {
+            b'"' => return Some(j + 1),
+            b'\\' => break,
+            _ => j += 1,
+        }
+    }
     loop {
         j += quote_or_backslash(b.get(j..)?)?;
         if *b.get(j)? == b'\\' {
@@ -129,35 +139,68 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// Where one top-level field is: its key's inside (between the quotes),
+/// whether the key has escapes, and its value; the scan goes on after it.
+struct Field {
+    key: std::ops::Range<usize>,
+    escaped: bool,
+    value: std::ops::Range<usize>,
+}
+
+/// The field at `i` (just after `{` or after the previous value), if any.
+#[inline]
+fn next_field(b: &[u8], i: usize) -> Option<Field> {
+    let mut i = skip_ws(b, i);
+    if *b.get(i)? == b',' {
+        i = skip_ws(b, i + 1);
+    }
+    if *b.get(i)? != b'"' {
+        return None;
+    }
+    // Keys are short: a byte loop, which also notes escapes.
+    let start = i + 1;
+    let mut j = start;
+    let mut escaped = false;
+    loop {
+        match *b.get(j)? {
+            b'"' => break,
+            b'\\' => {
+                escaped = true;
+                j += 2;
+            }
+            _ => j += 1,
+        }
+    }
+    let key = start..j;
+    let colon = skip_ws(b, j + 1);
+    if *b.get(colon)? != b':' {
+        return None;
+    }
+    let from = skip_ws(b, colon + 1);
+    let to = skip_value(b, from)?;
+    Some(Field {
+        key,
+        escaped,
+        value: from..to,
+    })
+}
+
 impl<'a> Iterator for Scan<'a> {
     type Item = (Cow<'a, str>, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.s.as_bytes();
-        let mut i = skip_ws(b, self.i);
-        if b.get(i) == Some(&b',') {
-            i = skip_ws(b, i + 1);
-        }
-        if b.get(i) != Some(&b'"') {
-            self.i = b.len();
+        let Some(f) = next_field(self.s.as_bytes(), self.i) else {
+            self.i = self.s.len();
             return None;
-        }
-        let end = skip_string(b, i)?;
-        let key_raw = &self.s[i + 1..end - 1];
-        let key = if key_raw.contains('\\') {
-            Cow::Owned(serde_json::from_str::<String>(&self.s[i..end]).ok()?)
-        } else {
-            Cow::Borrowed(key_raw)
         };
-        let colon = skip_ws(b, end);
-        if b.get(colon) != Some(&b':') {
-            self.i = b.len();
-            return None;
-        }
-        let start = skip_ws(b, colon + 1);
-        let stop = skip_value(b, start)?;
-        self.i = stop;
-        Some((key, &self.s[start..stop]))
+        self.i = f.value.end;
+        let key = if f.escaped {
+            let quoted = self.s.get(f.key.start - 1..f.key.end + 1)?;
+            Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
+        } else {
+            Cow::Borrowed(self.s.get(f.key)?)
+        };
+        Some((key, self.s.get(f.value)?))
     }
 }
 
@@ -259,9 +302,28 @@ impl<'a> Event<'a> {
         if let Some(fields) = self.fields.get() {
             return fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
         }
-        Scan::new(self.text()?)
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        // Keys compared as bytes where they are, without building them;
+        // only the value found is checked to be UTF-8 (every boundary the
+        // scan finds is an ASCII byte, so a slice of valid text is valid).
+        let b = self.raw;
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i += 1;
+        while let Some(f) = next_field(b, i) {
+            let hit = if f.escaped {
+                let quoted = b.get(f.key.start - 1..f.key.end + 1)?;
+                serde_json::from_slice::<String>(quoted).is_ok_and(|k| k == name)
+            } else {
+                b.get(f.key.clone()) == Some(name.as_bytes())
+            };
+            if hit {
+                return std::str::from_utf8(b.get(f.value)?).ok();
+            }
+            i = f.value.end;
+        }
+        None
     }
 
     /// The top-level fields, in order: each name and its value's raw JSON
@@ -629,6 +691,23 @@ mod tests {
         assert_eq!(e.get_str("a.x").unwrap(), "}\"]");
         assert_eq!(e.get_str("a.y.1.z").unwrap(), "]");
         assert!(e.is_valid());
+        // Looked up without the field table: the same answers.
+        let e = Event::new(raw);
+        assert_eq!(e.raw_field("key"), Some(r#""v\n""#));
+        assert_eq!(e.raw_field("t"), Some("true"));
+        assert_eq!(e.raw_field("k\\u0065y"), None);
+        let e = Event::new(br#"{"a\"b":1,"c":2}"#);
+        assert_eq!(e.raw_field("a\"b"), Some("1"));
+        assert_eq!(e.raw_field("c"), Some("2"));
+        // A field past bytes that are not UTF-8 is still found; one that is
+        // not UTF-8 is not.
+        let e = Event::new(b"{\"bad\":\"\xff\",\"ok\":\"yes\"}");
+        assert_eq!(e.raw_field("ok"), Some("\"yes\""));
+        assert_eq!(e.raw_field("bad"), None);
+        // Cut short: nothing past the cut.
+        let e = Event::new(br#"{"a":1,"b":"#);
+        assert_eq!(e.raw_field("a"), Some("1"));
+        assert_eq!(e.raw_field("b"), None);
     }
 
     #[test]
