@@ -11,12 +11,9 @@
 //! `SLUICE_BENCH_ONLY="filter;filter + remap"` runs only the cases named.
 
 use std::io::Write;
-use std::sync::Arc;
-
-use sluice::plugin::Runtime;
 
 mod common;
-use common::{median, run_timed};
+use common::{event_count, median, run_timed, runtimes};
 
 const METHODS: [&str; 4] = ["GET", "POST", "GET", "PUT"];
 const STATUSES: [u16; 20] = [
@@ -51,16 +48,8 @@ fn events(n: usize) -> (Vec<u8>, usize) {
 }
 
 fn main() {
-    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let runtime = Arc::new(Runtime::new(Some(cache.path().to_path_buf())).unwrap());
+    let n = event_count(1_000_000);
+    let (rt, runtime, _cache) = runtimes();
     let (data, kept) = events(n);
     println!(
         "sluice chain bench: {n} access records, {:.1} MB, {:.0} bytes each",

@@ -36,7 +36,7 @@ use sluice::base::event::Batch;
 use sluice::plugin::{bundled, PluginLimits, Runtime};
 
 mod common;
-use common::{median, run_timed as run};
+use common::{event_count, median, run_timed as run, runtimes};
 
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 const SERVICES: [&str; 5] = ["orders", "payments", "auth", "webhook", "search"];
@@ -257,17 +257,9 @@ fn per_call_on(
 }
 
 fn main() {
-    let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let n = event_count(1_000_000);
     // Compiled plugins cached for the run: each build compiles once.
-    let cache = tempfile::tempdir().unwrap();
-    let runtime = Arc::new(Runtime::new(Some(cache.path().to_path_buf())).unwrap());
+    let (rt, runtime, _cache) = runtimes();
     let data = events(n);
     let kept = (0..n).filter(|i| i % 4 != 0).count();
     println!(

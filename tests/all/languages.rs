@@ -76,15 +76,9 @@ fn built(name: &str, lang: &str, entry: Option<(&str, &str)>) -> PathBuf {
     if let Some((from, to)) = entry {
         std::fs::copy(root().join("tests/plugins/lang").join(from), dir.join(to)).unwrap();
     }
-    let out = sluice()
-        .args(["plugin", "build"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`sluice plugin build` of the {lang} project failed (scripts/setup-test-deps installs the toolchains):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    ok_or(
+        &format!("`sluice plugin build` of the {lang} project failed (scripts/setup-test-deps installs the toolchains):\n"),
+        sluice().args(["plugin", "build"]).arg(&dir),
     );
     assert!(wasm.exists());
     // How long `plugin new` + `plugin build` took, for the 2-minute path.
@@ -115,17 +109,26 @@ fn js_tag() -> PathBuf {
     built("js-tag", "js", Some(("tag.js", "plugin.js")))
 }
 
+/// Run `cmd`, which must succeed (else its stderr, after `what`); its
+/// stderr.
+fn ok_or(what: &str, cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what}{stderr}");
+    stderr
+}
+
+fn ok(cmd: &mut Command) -> String {
+    ok_or("", cmd)
+}
+
 /// `sluice plugin new NAME --lang LANG --dir DIR`, which must succeed.
 fn new_project(dir: &Path, name: &str, lang: &str) {
-    let out = sluice()
-        .args(["plugin", "new", name, "--lang", lang, "--dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "plugin new: {}",
-        String::from_utf8_lossy(&out.stderr)
+    ok_or(
+        "plugin new: ",
+        sluice()
+            .args(["plugin", "new", name, "--lang", lang, "--dir"])
+            .arg(dir),
     );
 }
 
@@ -501,12 +504,6 @@ fn one_compile_per_change_and_a_cache_that_prunes() {
 fn unchanged_sources_build_the_same_bytes() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("same");
-    let ok = |cmd: &mut Command| {
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        stderr
-    };
     new_project(&dir, "same", "python");
     let wasm = dir.join("same.wasm");
     let sha = || format!("{:x}", Sha256::digest(std::fs::read(&wasm).unwrap()));
@@ -693,16 +690,7 @@ fn typescript_errors_point_at_the_ts_line() {
         .position(|l| l.contains("throw new Error(\"no errors here\")"))
         .unwrap()
         + 1;
-    let out = sluice()
-        .args(["plugin", "build"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(sluice().args(["plugin", "build"]).arg(&dir));
     let out = sluice()
         .args(["plugin", "test"])
         .arg(&dir)

@@ -14,6 +14,35 @@ pub fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// `SLUICE_BENCH_EVENTS`, or `default`.
+#[allow(dead_code)]
+pub fn event_count(default: usize) -> usize {
+    std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A multi-threaded tokio runtime, and a plugin runtime whose compile cache
+/// lasts the run (each plugin build compiles once; the folder goes with the
+/// returned guard).
+#[allow(dead_code)]
+pub fn runtimes() -> (
+    tokio::runtime::Runtime,
+    std::sync::Arc<sluice::plugin::Runtime>,
+    tempfile::TempDir,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = std::sync::Arc::new(
+        sluice::plugin::Runtime::new(Some(cache.path().to_path_buf())).unwrap(),
+    );
+    (rt, runtime, cache)
+}
+
 /// Run the pipeline `toml` (written into `dir`) until its component
 /// `sink` has sent `n` events; `during` runs on a thread meanwhile. The
 /// time from the start (or, `listening`, from 100 ms after it, once its
@@ -30,39 +59,7 @@ pub fn run_until(
     listening: bool,
     during: impl FnOnce() + Send + 'static,
 ) -> Duration {
-    let path = dir.join("bench.toml");
-    std::fs::write(&path, toml).unwrap();
-    rt.block_on(async {
-        let config = sluice::config::PipelineConfig::load(&path).unwrap();
-        let plan = sluice::topology::plan(config, runtime.clone())
-            .await
-            .unwrap();
-        let metrics = sluice::base::metrics::Registry::default();
-        let started = std::time::Instant::now();
-        let running = plan.start(metrics.clone()).unwrap();
-        let started = if listening {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            std::time::Instant::now()
-        } else {
-            started
-        };
-        let writer = std::thread::spawn(during);
-        while metrics.get(sink).map_or(0, |s| s.events_out) < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let took = started.elapsed();
-        writer.join().unwrap();
-        running.shutdown().await;
-        running.wait().await.unwrap();
-        took
-    })
-}
-
-/// The middle of some times (the upper middle of an even count).
-#[allow(dead_code)]
-pub fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
+    run_measured(rt, runtime, dir, toml, sink, n, listening, during).0
 }
 
 /// Run `toml` from `dir` until the sink `out` has written `n` events: the
@@ -75,6 +72,21 @@ pub fn run_timed(
     toml: &str,
     n: u64,
 ) -> (Duration, Duration) {
+    run_measured(rt, runtime, dir, toml, "out", n, false, || {})
+}
+
+/// [`run_until`], with the CPU time the process spent meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn run_measured(
+    rt: &tokio::runtime::Runtime,
+    runtime: &std::sync::Arc<sluice::plugin::Runtime>,
+    dir: &std::path::Path,
+    toml: &str,
+    sink: &str,
+    n: u64,
+    listening: bool,
+    during: impl FnOnce() + Send + 'static,
+) -> (Duration, Duration) {
     let path = dir.join("bench.toml");
     std::fs::write(&path, toml).unwrap();
     rt.block_on(async {
@@ -83,14 +95,29 @@ pub fn run_timed(
             .await
             .unwrap();
         let metrics = sluice::base::metrics::Registry::default();
-        let running = plan.start(metrics.clone()).unwrap();
         let (started, cpu) = (std::time::Instant::now(), cpu_time());
-        while metrics.get("out").map_or(0, |s| s.events_out) < n {
+        let running = plan.start(metrics.clone()).unwrap();
+        let started = if listening {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::time::Instant::now()
+        } else {
+            started
+        };
+        let writer = std::thread::spawn(during);
+        while metrics.get(sink).map_or(0, |s| s.events_out) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let written = (started.elapsed(), cpu_time() - cpu);
+        let took = (started.elapsed(), cpu_time() - cpu);
+        writer.join().unwrap();
         running.shutdown().await;
         running.wait().await.unwrap();
-        written
+        took
     })
+}
+
+/// The middle of some times (the upper middle of an even count).
+#[allow(dead_code)]
+pub fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
 }
