@@ -1,5 +1,5 @@
 //! Builds the bundled plugins (`plugins/filter`, `route`, `mask`, `remap`,
-//! `encrypt`, `parse`) for
+//! `encrypt`, `parse`, `throttle`) for
 //! `wasm32-wasip2` and embeds them in the `sluice` binary, so
 //! `plugin = "filter"` works without a separate build step.
 //!
@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use sluice_build_support::{build_plugins, watch};
 
-const BUNDLED: [&str; 6] = ["filter", "route", "mask", "remap", "encrypt", "parse"];
+const BUNDLED: [&str; 7] = [
+    "filter", "route", "mask", "remap", "encrypt", "parse", "throttle",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -25,6 +27,7 @@ fn main() {
         "plugins/remap",
         "plugins/encrypt",
         "plugins/parse",
+        "plugins/throttle",
         "wit",
     ] {
         watch(&root.join(dir));

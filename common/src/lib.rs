@@ -19,6 +19,8 @@
 //! - [`presets`]: logging libraries' records mapped to sluice's fields.
 //! - [`syslog`]: RFC 5424 and 3164 messages (the `syslog` source and the
 //!   `parse` plugin).
+//! - [`units`]: sizes and durations as pipelines write them (`"1MiB"`,
+//!   `"500ms"`).
 
 #![cfg_attr(
     not(test),
@@ -39,6 +41,7 @@ pub mod path;
 pub mod presets;
 pub mod pyformat;
 pub mod syslog;
+pub mod units;
 
 pub use coerce::{coerce, Coerce};
 pub use path::{get, put, take};

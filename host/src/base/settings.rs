@@ -222,29 +222,7 @@ pub mod size {
     use serde::{Deserialize, Deserializer};
 
     /// `1048576`, `"512KiB"`, `"10MiB"`, `"1MB"`.
-    pub fn parse(s: &str) -> Result<usize, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
-        let mult = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "k" | "kb" => 1e3,
-            "kib" => 1024.0,
-            "m" | "mb" => 1e6,
-            "mib" => 1048576.0,
-            "g" | "gb" => 1e9,
-            "gib" => 1073741824.0,
-            other => {
-                return Err(format!(
-                    "invalid size unit `{other}` in `{s}` (write e.g. 10MiB)"
-                ))
-            }
-        };
-        Ok((n * mult) as usize)
-    }
+    pub use sluice_common::units::size as parse;
 
     #[derive(Deserialize)]
     #[serde(untagged)]

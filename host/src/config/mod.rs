@@ -90,9 +90,21 @@ pub struct TransformConfig {
 /// The most instances a transform runs when `concurrency` is not set.
 pub const AUTO_CONCURRENCY_MAX: usize = 4;
 
+/// Bundled plugins that keep state across events (per-key windows): one
+/// instance sees every event, whatever `concurrency` says.
+pub const STATEFUL_BUNDLED: [&str; 1] = ["throttle"];
+
 impl TransformConfig {
+    /// Whether this is a bundled plugin that keeps state across events.
+    pub fn is_stateful(&self) -> bool {
+        STATEFUL_BUNDLED.contains(&self.plugin.get_ref().as_str())
+    }
+
     /// How many instances of the plugin run.
     pub fn concurrency(&self) -> usize {
+        if self.is_stateful() {
+            return 1;
+        }
         self.concurrency.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -534,6 +546,18 @@ impl PipelineConfig {
             check(format!("{prefix}.tables"), bounded("", c.tables, 1, 10_000))?;
             if let Some(n) = c.concurrency {
                 check(format!("{prefix}.concurrency"), bounded("", n, 1, 64))?;
+                if n > 1 && c.is_stateful() {
+                    check(
+                        format!("{prefix}.concurrency"),
+                        Err(crate::base::settings::BuildError::key(
+                            "",
+                            format!(
+                                "`{}` keeps per-key state across events: it runs as one instance (remove `concurrency`)",
+                                c.plugin.get_ref()
+                            ),
+                        )),
+                    )?;
+                }
             }
             check(
                 format!("{prefix}.memories"),

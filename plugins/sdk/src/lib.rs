@@ -199,6 +199,12 @@ pub trait Plugin: Sized + 'static {
     /// Decide what happens to one event.
     fn process(&self, event: &Event<'_>) -> Verdict;
 
+    /// Called once before the events of each batch: where a plugin that
+    /// keeps time (windows, rates) reads the clock once for the batch
+    /// (`std::time::Instant` is `wasi:clocks` in the sandbox). The default
+    /// does nothing.
+    fn begin_batch(&self) {}
+
     /// [`Plugin::process`] for plugins that build new events: `out` is the
     /// batch's buffer of new events, and a plugin that appends an event's
     /// new bytes to it returns [`Verdict::Written`] instead of a
@@ -234,6 +240,7 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
     };
     let mut start = 0usize;
     let mut names: Option<Vec<String>> = None;
+    plugin.begin_batch();
     for (i, &end) in ends.iter().enumerate() {
         let end = end as usize;
         let bytes = data.get(start..end).ok_or_else(|| {

@@ -11,6 +11,7 @@ pub mod remap;
 pub mod route;
 pub mod sample;
 pub mod tag;
+pub mod throttle;
 
 use std::path::Path;
 

@@ -1,0 +1,173 @@
+//! The `throttle` component, alone and in a pipeline.
+
+use std::path::Path;
+
+use sluice::config::PipelineConfig;
+
+use super::{load, process};
+use crate::util::{counts, read_json_lines, start, until};
+use crate::THROTTLE;
+
+#[test]
+fn windows_last_across_batches_and_the_over_share_is_routed() {
+    let mut p = load(
+        THROTTLE,
+        r#"{"key":["service"],"events":2,"window":"1h","exceeded":"route:over"}"#,
+    );
+    assert_eq!(p.info().outputs, ["over"]);
+    let v = process(
+        &mut p,
+        &[
+            r#"{"service":"a"}"#,
+            r#"{"service":"a"}"#,
+            r#"{"service":"b"}"#,
+            r#"{"service":"a"}"#,
+        ],
+    );
+    assert_eq!(v.actions, [1, 1, 1, 1]);
+    assert_eq!(v.ports, [0, 0, 0, 1]);
+    // The next batch: the same instance, the same window.
+    let v = process(&mut p, &[r#"{"service":"b"}"#, r#"{"service":"b"}"#]);
+    assert_eq!(v.ports, [0, 1]);
+    // Dropping instead, and a bytes limit.
+    let mut p = load(THROTTLE, r#"{"bytes":40,"window":"1h"}"#);
+    let v = process(
+        &mut p,
+        &[
+            r#"{"m":"0123456789"}"#,
+            r#"{"m":"0123456789"}"#,
+            r#"{"m":"x"}"#,
+        ],
+    );
+    assert_eq!(
+        v.actions,
+        [1, 1, 0],
+        "18 + 18 bytes pass, 18 more would not"
+    );
+}
+
+fn pipeline(events: u64) -> String {
+    format!(
+        r#"[reload]
+watch = false
+
+[batch]
+max_wait = "10ms"
+
+[sources.app]
+type = "file"
+path = "in.log"
+follow = true
+
+[transforms.limit]
+plugin = "throttle"
+inputs = ["app"]
+config = {{ key = ["service"], events = {events}, window = "1h", exceeded = "route:over" }}
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["limit"]
+
+[sinks.over]
+type = "file"
+path = "over.log"
+inputs = ["limit.over"]
+"#
+    )
+}
+
+fn append(path: &Path, service: &str, n: usize) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for i in 0..n {
+        writeln!(f, r#"{{"service":"{service}","n":{i}}}"#).unwrap();
+    }
+}
+
+/// Per service in `file`: how many events.
+fn per_service(file: &Path, service: &str) -> usize {
+    read_json_lines(file)
+        .iter()
+        .filter(|e| e["service"] == service)
+        .count()
+}
+
+/// Through a pipeline: each service passes its limit and the rest goes to
+/// `limit.over`. A reload that leaves the transform's config as it was
+/// keeps the windows (more of a service over its limit all go over); one
+/// that changes it starts with empty windows. `concurrency` above 1 is
+/// refused: one instance sees every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_holds_each_service_to_its_limit_across_reloads() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let input = dir.join("in.log");
+    append(&input, "a", 250);
+    append(&input, "b", 50);
+    append(&input, "c", 120);
+    let (running, metrics) = start(dir, &pipeline(100)).await;
+    let written = |n: u64| {
+        let m = metrics.clone();
+        move || counts(&m, "out").events_out + counts(&m, "over").events_out >= n
+    };
+    until("the first 420 events", 30, written(420)).await;
+    let (out, over) = (dir.join("out.log"), dir.join("over.log"));
+    assert_eq!(
+        [
+            per_service(&out, "a"),
+            per_service(&out, "b"),
+            per_service(&out, "c")
+        ],
+        [100, 50, 100]
+    );
+    assert_eq!(
+        [per_service(&over, "a"), per_service(&over, "c")],
+        [150, 20]
+    );
+
+    // A reload that changes something else: the windows stay.
+    let reload = running.reload_handle();
+    let unrelated = format!(
+        "{}\n[sinks.copy]\ntype = \"file\"\npath = \"copy.log\"\ninputs = [\"app\"]\n",
+        pipeline(100)
+    );
+    std::fs::write(dir.join("pipeline.toml"), unrelated).unwrap();
+    reload
+        .reload(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap())
+        .await
+        .unwrap();
+    append(&input, "b", 60);
+    until("60 more", 30, written(480)).await;
+    assert_eq!(per_service(&out, "b"), 100, "b's window kept its 50");
+    assert_eq!(per_service(&over, "b"), 10);
+
+    // A new limit: new windows.
+    std::fs::write(dir.join("pipeline.toml"), pipeline(200)).unwrap();
+    reload
+        .reload(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap())
+        .await
+        .unwrap();
+    append(&input, "a", 30);
+    until("30 more", 30, written(510)).await;
+    assert_eq!(per_service(&out, "a"), 130, "a's window started again");
+    running.shutdown().await;
+    running.wait().await.unwrap();
+
+    // One instance: `concurrency` above 1 is refused, naming the key.
+    let many = pipeline(100).replace(
+        "plugin = \"throttle\"",
+        "plugin = \"throttle\"\nconcurrency = 2",
+    );
+    std::fs::write(dir.join("many.toml"), many).unwrap();
+    let e = PipelineConfig::load(&dir.join("many.toml")).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("transforms.limit.concurrency") && e.contains("one instance"),
+        "{e}"
+    );
+}
