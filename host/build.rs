@@ -1,5 +1,5 @@
 //! Builds the bundled plugins (`plugins/filter`, `route`, `mask`, `remap`,
-//! `encrypt`, `parse`, `throttle`) for
+//! `encrypt`, `parse`, `throttle`, `dedup`) for
 //! `wasm32-wasip2` and embeds them in the `sluice` binary, so
 //! `plugin = "filter"` works without a separate build step.
 //!
@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use sluice_build_support::{build_plugins, watch};
 
-const BUNDLED: [&str; 7] = [
-    "filter", "route", "mask", "remap", "encrypt", "parse", "throttle",
+const BUNDLED: [&str; 8] = [
+    "filter", "route", "mask", "remap", "encrypt", "parse", "throttle", "dedup",
 ];
 
 fn main() {
@@ -28,6 +28,7 @@ fn main() {
         "plugins/encrypt",
         "plugins/parse",
         "plugins/throttle",
+        "plugins/dedup",
         "wit",
     ] {
         watch(&root.join(dir));

@@ -161,7 +161,7 @@ async fn unknown_bundled_plugin() {
         &e,
         5,
         "transforms.x.plugin",
-        "unknown bundled plugin `filtre` (bundled: filter, route, mask, remap, encrypt, parse, throttle)",
+        "unknown bundled plugin `filtre` (bundled: filter, route, mask, remap, encrypt, parse, throttle, dedup)",
     );
 }
 

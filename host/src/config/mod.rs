@@ -92,7 +92,7 @@ pub const AUTO_CONCURRENCY_MAX: usize = 4;
 
 /// Bundled plugins that keep state across events (per-key windows): one
 /// instance sees every event, whatever `concurrency` says.
-pub const STATEFUL_BUNDLED: [&str; 1] = ["throttle"];
+pub const STATEFUL_BUNDLED: [&str; 2] = ["throttle", "dedup"];
 
 impl TransformConfig {
     /// Whether this is a bundled plugin that keeps state across events.

@@ -361,6 +361,26 @@ impl<'a> Event<'a> {
         Some(value)
     }
 
+    /// A key made of fields (for state per key: windows, counts): each
+    /// path's JSON text (`null` when absent), separated by a byte no JSON
+    /// text holds unescaped, written into `out` (cleared first).
+    pub fn key_into(&self, paths: &[String], out: &mut Vec<u8>) {
+        out.clear();
+        for (i, path) in paths.iter().enumerate() {
+            if i > 0 {
+                out.push(0x1f);
+            }
+            if path.contains('.') {
+                match self.get(path) {
+                    Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+                    None => out.extend_from_slice(b"null"),
+                }
+            } else {
+                out.extend_from_slice(self.raw_field(path).unwrap_or("null").as_bytes());
+            }
+        }
+    }
+
     /// Whether a value exists at the dotted path (JSON `null` counts).
     pub fn has(&self, path: &str) -> bool {
         match split_path(path) {

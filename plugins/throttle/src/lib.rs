@@ -107,25 +107,6 @@ struct State {
 }
 
 impl Throttle {
-    /// The key of an event: each key field's JSON text (absent: `null`),
-    /// separated by a byte no JSON text holds unescaped.
-    fn key_of(&self, event: &Event<'_>, out: &mut Vec<u8>) {
-        out.clear();
-        for (i, path) in self.key.iter().enumerate() {
-            if i > 0 {
-                out.push(0x1f);
-            }
-            if path.contains('.') {
-                match event.get(path) {
-                    Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
-                    None => out.extend_from_slice(b"null"),
-                }
-            } else {
-                out.extend_from_slice(event.raw_field(path).unwrap_or("null").as_bytes());
-            }
-        }
-    }
-
     /// Whether an event of `size` bytes under `key` passes at `now` (ns).
     fn admit(&self, state: &mut State, now: u64, size: u64) -> bool {
         let State {
@@ -188,7 +169,7 @@ impl Throttle {
             return Verdict::Keep;
         };
         let mut key = std::mem::take(&mut state.key);
-        self.key_of(event, &mut key);
+        event.key_into(&self.key, &mut key);
         state.key = key;
         if self.admit(&mut state, now, event.raw().len() as u64) {
             Verdict::Keep
@@ -251,9 +232,11 @@ impl Plugin for Throttle {
                 Some(name) if !name.is_empty() && !name.contains('.') && name != "default" => {
                     Some(name.to_string())
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "exceeded: `{other}`: write drop or route:NAME (an output of this transform)"
-                )),
+                ))
+                }
             },
         };
         if c.key.iter().any(String::is_empty) {
