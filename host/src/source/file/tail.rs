@@ -143,6 +143,8 @@ impl Tailer {
 
     pub(super) fn run(mut self) -> anyhow::Result<()> {
         let mut saved_at = Instant::now();
+        // Whether every file was read to its end (not stopped on the way).
+        let mut finished = false;
         let result = loop {
             if self.ctx().shutdown.is_set() {
                 break Ok(());
@@ -177,6 +179,7 @@ impl Tailer {
                 saved_at = Instant::now();
             }
             if !self.cfg.follow && self.files.values().all(|t| t.done) {
+                finished = true;
                 break Ok(());
             }
             if !progressed {
@@ -203,8 +206,10 @@ impl Tailer {
                 }
             }
         };
-        // Files read once end with their last line, newline or not.
-        if !self.cfg.follow {
+        // Files read once end with their last line, newline or not; a
+        // stop on the way leaves the line being read for the next run (the
+        // checkpoint is at its start): emitted now, it would be cut short.
+        if finished {
             for id in self.order.clone() {
                 self.emit_partial(id);
                 self.finish_records(id);
