@@ -59,7 +59,8 @@ pub fn run_until(
     listening: bool,
     during: impl FnOnce() + Send + 'static,
 ) -> Duration {
-    run_measured(rt, runtime, dir, toml, sink, n, listening, during).0
+    let done = |m: &sluice::base::metrics::Registry| m.get(sink).map_or(0, |s| s.events_out) >= n;
+    run_measured(rt, runtime, dir, toml, done, listening, during).0
 }
 
 /// Run `toml` from `dir` until the sink `out` has written `n` events: the
@@ -72,18 +73,32 @@ pub fn run_timed(
     toml: &str,
     n: u64,
 ) -> (Duration, Duration) {
-    run_measured(rt, runtime, dir, toml, "out", n, false, || {})
+    let done = |m: &sluice::base::metrics::Registry| m.get("out").map_or(0, |s| s.events_out) >= n;
+    run_measured(rt, runtime, dir, toml, done, false, || {})
 }
 
-/// [`run_until`], with the CPU time the process spent meanwhile.
-#[allow(clippy::too_many_arguments)]
+/// [`run_timed`] until `done` holds of the pipeline's metrics (a transform
+/// that drops most events has taken all of its input, say).
+#[allow(dead_code)]
+pub fn run_timed_until(
+    rt: &tokio::runtime::Runtime,
+    runtime: &std::sync::Arc<sluice::plugin::Runtime>,
+    dir: &std::path::Path,
+    toml: &str,
+    done: impl Fn(&sluice::base::metrics::Registry) -> bool,
+) -> (Duration, Duration) {
+    run_measured(rt, runtime, dir, toml, done, false, || {})
+}
+
+/// Run `toml` until `done` holds of its metrics: the wall time (from the
+/// start, or with `listening` from 100 ms after it) and the CPU time the
+/// process spent meanwhile.
 fn run_measured(
     rt: &tokio::runtime::Runtime,
     runtime: &std::sync::Arc<sluice::plugin::Runtime>,
     dir: &std::path::Path,
     toml: &str,
-    sink: &str,
-    n: u64,
+    done: impl Fn(&sluice::base::metrics::Registry) -> bool,
     listening: bool,
     during: impl FnOnce() + Send + 'static,
 ) -> (Duration, Duration) {
@@ -104,7 +119,7 @@ fn run_measured(
             started
         };
         let writer = std::thread::spawn(during);
-        while metrics.get(sink).map_or(0, |s| s.events_out) < n {
+        while !done(&metrics) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let took = (started.elapsed(), cpu_time() - cpu);
