@@ -186,16 +186,6 @@ impl Dedup {
     }
 }
 
-/// Nanoseconds of the monotonic clock (`wasi:clocks/monotonic-clock` in
-/// the sandbox), from the first reading.
-fn clock() -> u64 {
-    use std::sync::OnceLock;
-    use std::time::Instant;
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
 impl Plugin for Dedup {
     fn init(config: Config) -> Result<Self, String> {
         let c: DedupConfig = config.parse()?;
@@ -236,7 +226,7 @@ impl Plugin for Dedup {
 
     fn begin_batch(&self) {
         if let Ok(mut s) = self.state.try_borrow_mut() {
-            s.now = clock();
+            s.now = sluice_plugin::clock_ns();
         }
     }
 

@@ -217,6 +217,17 @@ pub trait Plugin: Sized + 'static {
     }
 }
 
+/// Nanoseconds of the monotonic clock (`wasi:clocks/monotonic-clock` in
+/// the sandbox) since this instance first read it: for windows and rates,
+/// read once per batch in [`Plugin::begin_batch`].
+pub fn clock_ns() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Build the [`Info`] a plugin reports after `init`.
 pub fn info_of<P: Plugin>(plugin: &P) -> Info {
     Info {
