@@ -4,10 +4,7 @@
 /// bytes (saturating at `usize::MAX`).
 pub fn size(s: &str) -> Result<usize, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
+    let (num, unit) = number_and_unit(s);
     let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -30,10 +27,7 @@ pub fn size(s: &str) -> Result<usize, String> {
 /// nanoseconds (saturating at `u64::MAX`).
 pub fn duration_ns(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
+    let (num, unit) = number_and_unit(s);
     let n: f64 = num
         .parse()
         .map_err(|_| format!("invalid duration `{s}` (write e.g. 1s or 500ms)"))?;
@@ -52,6 +46,15 @@ pub fn duration_ns(s: &str) -> Result<u64, String> {
         }
     };
     Ok((n * mult) as u64)
+}
+
+/// `"1.5MiB"` -> (`"1.5"`, `"MiB"`): the leading digits and dots, and the
+/// rest.
+fn number_and_unit(s: &str) -> (&str, &str) {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    s.split_at(split)
 }
 
 #[cfg(test)]

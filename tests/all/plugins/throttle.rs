@@ -132,26 +132,28 @@ async fn a_pipeline_holds_each_service_to_its_limit_across_reloads() {
 
     // A reload that changes something else: the windows stay.
     let reload = running.reload_handle();
-    let unrelated = format!(
+    let reload_to = |toml: String| {
+        let reload = reload.clone();
+        async move {
+            std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
+            reload
+                .reload(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap())
+                .await
+                .unwrap();
+        }
+    };
+    reload_to(format!(
         "{}\n[sinks.copy]\ntype = \"file\"\npath = \"copy.log\"\ninputs = [\"app\"]\n",
         pipeline(100)
-    );
-    std::fs::write(dir.join("pipeline.toml"), unrelated).unwrap();
-    reload
-        .reload(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap())
-        .await
-        .unwrap();
+    ))
+    .await;
     append(&input, "b", 60);
     until("60 more", 30, written(480)).await;
     assert_eq!(per_service(&out, "b"), 100, "b's window kept its 50");
     assert_eq!(per_service(&over, "b"), 10);
 
     // A new limit: new windows.
-    std::fs::write(dir.join("pipeline.toml"), pipeline(200)).unwrap();
-    reload
-        .reload(PipelineConfig::load(&dir.join("pipeline.toml")).unwrap())
-        .await
-        .unwrap();
+    reload_to(pipeline(200)).await;
     append(&input, "a", 30);
     until("30 more", 30, written(510)).await;
     assert_eq!(per_service(&out, "a"), 130, "a's window started again");
