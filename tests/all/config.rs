@@ -503,4 +503,12 @@ async fn machine_log_settings_are_checked_at_their_key() {
     )
     .await;
     assert_at(&e, 5, "sources.app.tls", "TLS is for `mode = \"tcp\"`");
+    // A Redis list's read-ahead is bounded both ways.
+    let list = |n: u64| {
+        format!("[sources.app]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:1/\"\nlist = \"l\"\nmax_in_flight = {n}\n{SINK}")
+    };
+    for n in [0, 2_000_000] {
+        let e = plan_error(d.path(), &list(n)).await;
+        assert_at(&e, 5, "sources.app.max_in_flight", "out of bounds");
+    }
 }

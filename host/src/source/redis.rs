@@ -844,8 +844,8 @@ impl SourceKind for RedisSourceConfig {
                         format!("{f:?} is for container log files: give auto, json or text"),
                     ));
                 }
-                if self.max_in_flight == Some(0) {
-                    return Err(BuildError::key("max_in_flight", "must be at least 1"));
+                if let Some(n) = self.max_in_flight {
+                    bounded("max_in_flight", n, 1, 1_000_000)?;
                 }
                 for (key, set) in [
                     ("stream", !self.stream.is_empty()),
