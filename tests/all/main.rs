@@ -15,6 +15,7 @@ mod http;
 mod journald;
 mod languages;
 mod multiline;
+mod nats;
 mod ops;
 mod otel;
 mod pictures;

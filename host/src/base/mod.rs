@@ -9,6 +9,7 @@
 //!   shutdown signal sources watch.
 //! - [`metrics`]: per-component counters, the tap, the run summary.
 //! - [`otlp`]: OpenTelemetry log records and events, both ways.
+//! - [`nats`]: one NATS server or cluster: URLs, logins, TLS.
 //! - [`redis`]: one Redis server or a Redis Cluster, and partitioned stream names.
 //! - [`secrets`]: the secrets a pipeline was given, kept out of logs and answers.
 //! - [`crypt`]: age encryption at rest: recipients to write, identities to read.
@@ -22,6 +23,7 @@ pub mod crypt;
 pub mod event;
 pub mod hops;
 pub mod metrics;
+pub mod nats;
 pub mod otlp;
 pub mod output;
 pub mod redis;

@@ -6,6 +6,7 @@ pub mod file;
 pub mod hops;
 pub mod http;
 pub mod loki;
+pub mod nats;
 pub mod otlp;
 pub mod redis;
 pub mod stdout;
@@ -33,6 +34,7 @@ kinds! {
         "otlp" => Otlp(otlp::OtlpSinkConfig),
         "syslog" => Syslog(syslog::SyslogSinkConfig),
         "hops" => Hops(hops::HopsConfig),
+        "nats" => Nats(nats::NatsSinkConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a

@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod generate;
 pub mod http;
 pub mod journald;
+pub mod nats;
 pub mod otlp;
 pub mod records;
 pub mod redis;
@@ -43,6 +44,7 @@ kinds! {
         "syslog" => Syslog(syslog::SyslogConfig),
         "journald" => Journald(journald::JournaldConfig),
         "dead_letters" => DeadLetters(dead_letters::DeadLettersSourceConfig),
+        "nats" => Nats(nats::NatsSourceConfig),
     }
     internal {
         /// Events given in memory: what `sluice test` feeds a pipeline. Not

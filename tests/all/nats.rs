@@ -1,0 +1,475 @@
+//! The `nats` source and sink against real `nats-server` processes
+//! (Debian's 2.9, JetStream): one server, or a three-node cluster on
+//! loopback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::util::{free_port, until};
+
+/// A `nats-server` with JetStream, its store in a folder of its own.
+pub struct NatsServer {
+    pub port: u16,
+    /// The cluster port, and the other nodes' cluster ports (a cluster).
+    cluster: Option<(u16, Vec<u16>)>,
+    name: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub fn start(dir: &Path) -> NatsServer {
+        let mut s = NatsServer {
+            port: free_port(),
+            cluster: None,
+            name: "n1".into(),
+            dir: dir.join("n1"),
+            child: None,
+        };
+        s.up();
+        s
+    }
+
+    /// Three nodes routed to each other, JetStream clustered.
+    pub fn cluster(dir: &Path) -> Vec<NatsServer> {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsServer> = (0..3)
+            .map(|i| NatsServer {
+                port: free_port(),
+                cluster: Some((routes[i], routes.clone())),
+                name: format!("n{}", i + 1),
+                dir: dir.join(format!("n{}", i + 1)),
+                child: None,
+            })
+            .collect();
+        for n in &mut nodes {
+            n.spawn();
+        }
+        for n in &nodes {
+            n.wait_up();
+        }
+        nodes
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js"])
+            .arg("-sd")
+            .arg(&self.dir)
+            .args(["--server_name", &self.name])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap());
+        if let Some((own, all)) = &self.cluster {
+            let routes: Vec<String> = all
+                .iter()
+                .filter(|p| *p != own)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            cmd.args(["--cluster_name", "sluice"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{own}"))
+                .arg("--routes")
+                .arg(routes.join(","));
+        }
+        self.child = Some(cmd.spawn().expect("nats-server (scripts/setup-test-deps installs it)"));
+    }
+
+    fn wait_up(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nats-server {} did not start", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn up(&mut self) {
+        self.spawn();
+        self.wait_up();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn client(urls: &str) -> async_nats::Client {
+    let urls: Vec<&str> = urls.split(',').collect();
+    async_nats::ConnectOptions::new()
+        .connect(urls.as_slice())
+        .await
+        .unwrap()
+}
+
+/// A stream `LOGS` over `logs.>` with a two-minute duplicate window.
+pub async fn logs_stream(js: &jetstream::Context, replicas: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let made = js
+            .create_stream(jetstream::stream::Config {
+                name: "LOGS".into(),
+                subjects: vec!["logs.>".into()],
+                num_replicas: replicas,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await;
+        match made {
+            Ok(_) => return,
+            // A cluster elects its meta leader first.
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("creating the stream: {e}; again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("cannot create the stream: {e}"),
+        }
+    }
+}
+
+/// The consumer's pending and unacknowledged messages.
+async fn consumer_left(js: &jetstream::Context, name: &str) -> (u64, usize) {
+    let mut c: jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(name, "LOGS")
+        .await
+        .unwrap();
+    let info = c.info().await.unwrap();
+    (info.num_pending, info.num_ack_pending)
+}
+
+fn json_lines(path: &Path) -> Vec<Value> {
+    crate::util::json_lines_if_any(path)
+}
+
+/// How many times each `n` was written to `paths`.
+fn seen(paths: &[PathBuf]) -> BTreeMap<u64, u32> {
+    let mut seen = BTreeMap::new();
+    for p in paths {
+        for v in json_lines(p) {
+            if let Some(n) = v["n"].as_u64() {
+                *seen.entry(n).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn worker_toml(url: &str, out: &str, extra: &str) -> String {
+    format!(
+        r#"[reload]
+watch = false
+
+[sources.js]
+type = "nats"
+url = "{url}"
+stream = "LOGS"
+consumer = "workers"
+expires = "200ms"
+{extra}
+
+[sinks.out]
+type = "file"
+path = "{out}"
+inputs = ["js"]
+
+[sinks.dead]
+type = "file"
+path = "dead-{out}"
+inputs = ["_dead_letters"]
+"#
+    )
+}
+
+fn spawn(dir: &Path, name: &str, toml: &str) -> Child {
+    let path = dir.join(name);
+    std::fs::write(&path, toml).unwrap();
+    crate::util::sluice()
+        .args(["run", "--quiet"])
+        .arg(&path)
+        .current_dir(dir)
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    // SIGTERM: a clean stop, acknowledgements sent.
+    let _ = Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_events_pass_through_jetstream_once_each_with_two_workers() {
+    let d = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(d.path());
+    let nc = client(&server.url()).await;
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 1).await;
+    const TOTAL: u64 = 100_000;
+    let mut input = String::with_capacity(TOTAL as usize * 80);
+    for n in 0..TOTAL {
+        let service = ["web", "orders", "payments"][(n % 3) as usize];
+        input.push_str(&format!(
+            "{{\"n\":{n},\"service\":\"{service}\",\"level\":\"info\",\"message\":\"request {n}\"}}\n"
+        ));
+    }
+    std::fs::write(d.path().join("in.log"), input).unwrap();
+    let url = server.url();
+    let producer = spawn(
+        d.path(),
+        "producer.toml",
+        &format!(
+            r#"[reload]
+watch = false
+
+[sources.app]
+type = "file"
+path = "in.log"
+
+[sinks.js]
+type = "nats"
+url = "{url}"
+subject = "logs.{{service}}"
+headers = {{ "X-Service" = "{{service}}" }}
+inputs = ["app"]
+"#
+        ),
+    );
+    let w1 = spawn(d.path(), "w1.toml", &worker_toml(&url, "out-1.log", ""));
+    let w2 = spawn(d.path(), "w2.toml", &worker_toml(&url, "out-2.log", ""));
+    let outs = [d.path().join("out-1.log"), d.path().join("out-2.log")];
+    until("every event through jetstream", 180, || {
+        seen(&outs).len() as u64 >= TOTAL
+    })
+    .await;
+    // Settle: acknowledgements sent, nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(w1);
+    stop(w2);
+    stop(producer);
+    let seen = seen(&outs);
+    assert_eq!(seen.len() as u64, TOTAL);
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let per_worker: Vec<usize> = outs.iter().map(|p| json_lines(p).len()).collect();
+    assert!(
+        per_worker.iter().all(|n| *n > 0),
+        "both workers share the consumer: {per_worker:?}"
+    );
+    // The stream holds each event once (the producer's ids), and the
+    // consumer has nothing left.
+    let mut stream = js.get_stream("LOGS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, TOTAL);
+    assert_eq!(consumer_left(&js, "workers").await, (0, 0));
+    // Subjects and headers from the events' fields.
+    let sub = jetstream::new(nc.clone())
+        .get_stream("LOGS")
+        .await
+        .unwrap();
+    let m = sub.get_raw_message(2).await.unwrap();
+    assert_eq!(m.subject.as_str(), "logs.orders");
+    assert_eq!(
+        m.headers.get("X-Service").map(|v| v.as_str()),
+        Some("orders")
+    );
+    assert!(m.headers.get("Nats-Msg-Id").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_batch_loses_nothing_and_poison_reaches_the_dead_letters() {
+    let d = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(d.path());
+    let nc = client(&server.url()).await;
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 1).await;
+    // The poisoned message first: a worker that took it died each time
+    // (fetched and never acknowledged), so it was delivered twice already.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Trace", "poison-1");
+    js.publish_with_headers("logs.bad", headers, r#"{"poison":true}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let stream = js.get_stream("LOGS").await.unwrap();
+    let config = async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some("workers".into()),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(1),
+        max_deliver: 3,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer("workers", config)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut got = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(3))
+            .messages()
+            .await
+            .unwrap();
+        let m = got.next().await.expect("the poisoned message").unwrap();
+        assert_eq!(&m.payload[..], br#"{"poison":true}"#);
+        // Not acknowledged: it comes again after `ack_wait`.
+    }
+    const TOTAL: u64 = 30_000;
+    for chunk in 0..TOTAL / 1000 {
+        let mut acks = Vec::new();
+        for n in chunk * 1000..(chunk + 1) * 1000 {
+            acks.push(
+                js.publish("logs.app", format!(r#"{{"n":{n}}}"#).into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+    }
+    let url = server.url();
+    let extra = "ack_wait = \"1s\"\nmax_deliver = 2\nbatch_size = 500";
+    let out = d.path().join("out-1.log");
+    let w1 = spawn(d.path(), "w1.toml", &worker_toml(&url, "out-1.log", extra));
+    until("progress before the kill", 60, || json_lines(&out).len() >= 5_000).await;
+    let mut w1 = w1;
+    w1.kill().unwrap(); // SIGKILL, mid-run
+    w1.wait().unwrap();
+    let w2 = spawn(d.path(), "w2.toml", &worker_toml(&url, "out-2.log", extra));
+    let outs = [out, d.path().join("out-2.log")];
+    until("every event after the kill", 120, || {
+        seen(&outs).len() as u64 >= TOTAL
+    })
+    .await;
+    let dead = d.path().join("dead-out-1.log");
+    let dead2 = d.path().join("dead-out-2.log");
+    until("the poisoned message in the dead letters", 30, || {
+        !json_lines(&dead).is_empty() || !json_lines(&dead2).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(w2);
+    let seen = seen(&outs);
+    assert_eq!(seen.len() as u64, TOTAL, "nothing lost");
+    let dups = seen.values().filter(|c| **c > 1).count();
+    eprintln!("delivered again after the kill: {dups}");
+    let letters: Vec<Value> = json_lines(&dead).into_iter().chain(json_lines(&dead2)).collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = letters[0]["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("delivered 3 times (max_deliver = 2)") && reason.contains("X-Trace: poison-1"),
+        "{letters:?}"
+    );
+    assert_eq!(letters[0]["event"]["poison"], Value::Bool(true));
+    // Every message settled: acknowledged, or terminated once dead-lettered.
+    assert_eq!(consumer_left(&js, "workers").await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_leader_killed_mid_run_in_a_three_node_cluster_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut nodes = NatsServer::cluster(d.path());
+    let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+    let urls = urls.join(",");
+    let nc = client(&urls).await;
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 3).await;
+    let input = d.path().join("in.log");
+    std::fs::write(&input, "").unwrap();
+    let producer = spawn(
+        d.path(),
+        "producer.toml",
+        &format!(
+            r#"[reload]
+watch = false
+
+[sources.app]
+type = "file"
+path = "in.log"
+follow = true
+
+[sinks.js]
+type = "nats"
+url = "{urls}"
+subject = "logs.app"
+ack_timeout = "1s"
+inputs = ["app"]
+"#
+        ),
+    );
+    let worker = spawn(
+        d.path(),
+        "w1.toml",
+        &worker_toml(&urls, "out-1.log", "ack_wait = \"5s\""),
+    );
+    // The applications write for a while: 40,000 events, 1,000 every 50 ms.
+    const TOTAL: u64 = 40_000;
+    let writer = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+            for chunk in 0..TOTAL / 1000 {
+                let mut text = String::new();
+                for n in chunk * 1000..(chunk + 1) * 1000 {
+                    text.push_str(&format!("{{\"n\":{n},\"message\":\"event {n}\"}}\n"));
+                }
+                f.write_all(text.as_bytes()).unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let outs = [d.path().join("out-1.log")];
+    until("progress before the kill", 60, || seen(&outs).len() >= 8_000).await;
+    let mut stream = js.get_stream("LOGS").await.unwrap();
+    let leader = stream
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("the stream has a leader");
+    let i = nodes.iter().position(|n| n.name == leader).unwrap();
+    nodes[i].kill(); // SIGKILL
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nodes[i].up();
+    writer.await.unwrap();
+    until("every event after the leader's kill", 180, || {
+        seen(&outs).len() as u64 >= TOTAL
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(worker);
+    stop(producer);
+    let seen = seen(&outs);
+    assert_eq!(seen.len() as u64, TOTAL, "nothing lost");
+    let twice = seen.values().filter(|c| **c > 1).count();
+    // The producer's retries carried the same message ids: the stream
+    // holds each event once.
+    let stored = stream.info().await.unwrap().state.messages;
+    eprintln!("leader {leader} killed: stored {stored}, written twice {twice}");
+    assert_eq!(stored, TOTAL, "the stream holds each event once");
+}
