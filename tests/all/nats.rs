@@ -20,6 +20,8 @@ pub struct NatsServer {
     cluster: Option<(u16, Vec<u16>)>,
     name: String,
     dir: PathBuf,
+    /// A configuration file (TLS, users), beside the flags.
+    conf: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -30,6 +32,23 @@ impl NatsServer {
             cluster: None,
             name: "n1".into(),
             dir: dir.join("n1"),
+            conf: None,
+            child: None,
+        };
+        s.up();
+        s
+    }
+
+    /// One server with the configuration file `conf` too.
+    pub fn start_with(dir: &Path, conf: &str) -> NatsServer {
+        let path = dir.join("nats.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut s = NatsServer {
+            port: free_port(),
+            cluster: None,
+            name: "n1".into(),
+            dir: dir.join("n1"),
+            conf: Some(path),
             child: None,
         };
         s.up();
@@ -45,6 +64,7 @@ impl NatsServer {
                 cluster: Some((routes[i], routes.clone())),
                 name: format!("n{}", i + 1),
                 dir: dir.join(format!("n{}", i + 1)),
+                conf: None,
                 child: None,
             })
             .collect();
@@ -68,6 +88,7 @@ impl NatsServer {
             .arg("-sd")
             .arg(&self.dir)
             .args(["--server_name", &self.name])
+            .args(self.conf.iter().flat_map(|c| ["-c".as_ref(), c.as_os_str()]))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap());
         if let Some((own, all)) = &self.cluster {
@@ -234,6 +255,21 @@ async fn a_hundred_thousand_events_pass_through_jetstream_once_each_with_two_wor
     }
     std::fs::write(d.path().join("in.log"), input).unwrap();
     let url = server.url();
+    let w1 = spawn(d.path(), "w1.toml", &worker_toml(&url, "out-1.log", ""));
+    let w2 = spawn(d.path(), "w2.toml", &worker_toml(&url, "out-2.log", ""));
+    // Both workers are pulling before the first event is published.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = match js.get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>("workers", "LOGS").await {
+            Ok(mut c) => c.info().await.map(|i| i.num_waiting).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if waiting >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "both workers pulling");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let producer = spawn(
         d.path(),
         "producer.toml",
@@ -254,8 +290,6 @@ inputs = ["app"]
 "#
         ),
     );
-    let w1 = spawn(d.path(), "w1.toml", &worker_toml(&url, "out-1.log", ""));
-    let w2 = spawn(d.path(), "w2.toml", &worker_toml(&url, "out-2.log", ""));
     let outs = [d.path().join("out-1.log"), d.path().join("out-2.log")];
     until("every event through jetstream", 180, || {
         seen(&outs).len() as u64 >= TOTAL
@@ -472,4 +506,209 @@ inputs = ["app"]
     let stored = stream.info().await.unwrap().state.messages;
     eprintln!("leader {leader} killed: stored {stored}, written twice {twice}");
     assert_eq!(stored, TOTAL, "the stream holds each event once");
+}
+
+/// An HTTP server that takes `delay` to answer each request; the bodies
+/// it received.
+fn slow_http(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    std::thread::sleep(delay);
+                    kept.lock().unwrap().push(String::from_utf8(body).unwrap());
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_slower_than_ack_wait_gets_no_redelivery() {
+    let d = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(d.path());
+    let nc = client(&server.url()).await;
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 1).await;
+    const TOTAL: u64 = 600;
+    for n in 0..TOTAL {
+        js.publish("logs.app", format!(r#"{{"n":{n}}}"#).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Each request takes 2.5 s, the server redelivers after 1 s without
+    // an acknowledgement: only in-progress acknowledgements keep the
+    // messages from coming again.
+    let (port, bodies) = slow_http(Duration::from_millis(2500));
+    let worker = spawn(
+        d.path(),
+        "w1.toml",
+        &format!(
+            r#"[reload]
+watch = false
+
+[sources.js]
+type = "nats"
+url = "{}"
+stream = "LOGS"
+consumer = "slow"
+ack_wait = "1s"
+batch_size = 200
+
+[sinks.slow]
+type = "http"
+uri = "http://127.0.0.1:{port}/"
+inputs = ["js"]
+max_events = 200
+request_timeout = "10s"
+"#,
+            server.url()
+        ),
+    );
+    let received = || {
+        let mut seen = BTreeMap::<u64, u32>::new();
+        for body in bodies.lock().unwrap().iter() {
+            for line in body.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                *seen.entry(v["n"].as_u64().unwrap()).or_default() += 1;
+            }
+        }
+        seen
+    };
+    until("every event through the slow sink", 120, || received().len() as u64 >= TOTAL).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop(worker);
+    let seen = received();
+    assert_eq!(seen.len() as u64, TOTAL);
+    assert!(seen.values().all(|c| *c == 1), "an event came twice");
+    let mut c: jetstream::consumer::PullConsumer =
+        js.get_consumer_from_stream("slow", "LOGS").await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending, info.num_redelivered), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_each_login_reach_a_server_that_requires_them() {
+    let d = tempfile::tempdir().unwrap();
+    crate::tls::pki(d.path());
+    let user = nkeys::KeyPair::new_user();
+    let conf = format!(
+        r#"tls {{
+  cert_file: "{dir}/server.pem"
+  key_file: "{dir}/server.key"
+  ca_file: "{dir}/ca.pem"
+  verify: true
+}}
+authorization {{
+  users: [
+    {{ user: "app", password: "s3cret-pass" }}
+    {{ nkey: "{public}" }}
+  ]
+}}
+"#,
+        dir = d.path().display(),
+        public = user.public_key()
+    );
+    let server = NatsServer::start_with(d.path(), &conf);
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let nc = async_nats::ConnectOptions::with_user_and_password("app".into(), "s3cret-pass".into())
+        .add_root_certificates(d.path().join("ca.pem"))
+        .add_client_certificate(d.path().join("client.pem"), d.path().join("client.key"))
+        .require_tls(true)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 1).await;
+    std::fs::write(
+        d.path().join("in.log"),
+        (0..500).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let tls = r#"tls = { ca_file = "ca.pem", cert_file = "client.pem", key_file = "client.key" }"#;
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[sources.app]
+type = "file"
+path = "in.log"
+
+[sinks.publish]
+type = "nats"
+url = "{url}"
+subject = "logs.app"
+auth = {{ user = "app", password_env = "NATS_TEST_PASSWORD" }}
+{tls}
+inputs = ["app"]
+
+[sources.js]
+type = "nats"
+url = "{url}"
+stream = "LOGS"
+auth = {{ nkey_env = "NATS_TEST_NKEY_SEED" }}
+{tls}
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["js"]
+"#
+    );
+    std::fs::write(d.path().join("p.toml"), toml).unwrap();
+    let child = crate::util::sluice()
+        .args(["run", "--quiet", "p.toml"])
+        .current_dir(d.path())
+        .env("NATS_TEST_PASSWORD", "s3cret-pass")
+        .env("NATS_TEST_NKEY_SEED", user.seed().unwrap())
+        .spawn()
+        .unwrap();
+    let out = [d.path().join("out.log")];
+    until("events through TLS with a password and an nkey", 60, || {
+        seen(&out).len() >= 500
+    })
+    .await;
+    stop(child);
+    // A login variable that is not set is named before anything runs.
+    let unset = crate::util::sluice()
+        .args(["validate", "p.toml"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        !unset.status.success()
+            && String::from_utf8_lossy(&unset.stderr)
+                .contains("p.toml:20:1: sources.js.auth: names `NATS_TEST_NKEY_SEED`, which is not set"),
+        "an unset password variable is named: {}",
+        String::from_utf8_lossy(&unset.stderr)
+    );
 }
