@@ -17,10 +17,12 @@
 //! - [`delivery`]: dead letters, the one jittered `Backoff`, the fallback
 //!   circuit breaker.
 //! - [`source`]: `stdin`, `file` (globs, tailing, checkpoints), `generate`,
-//!   `http`, `redis`, each a `SourceKind`; lines to events; batching.
+//!   `http`, `redis` (streams and lists), `nats`, `otlp`, `syslog`,
+//!   `journald`, `dead_letters`, each a `SourceKind`; lines to events;
+//!   batching.
 //! - [`sink`]: `stdout`, `file` (templated paths, rotation, gzip,
-//!   retention), `redis`, and on one HTTP core `http`, `elasticsearch` and
-//!   `loki`, each a `SinkKind`.
+//!   retention), `redis`, `nats`, `otlp`, `syslog`, `alert`, `hops`, and on
+//!   one HTTP core `http`, `elasticsearch` and `loki`, each a `SinkKind`.
 //! - [`config`]: the pipeline file, parsed with spans so every error names
 //!   the file, line, column and key.
 //! - [`plugin`]: the WIT bindings, the wasmtime runtime and its sandbox,

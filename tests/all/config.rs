@@ -512,3 +512,40 @@ async fn machine_log_settings_are_checked_at_their_key() {
         assert_at(&e, 5, "sources.app.max_in_flight", "out of bounds");
     }
 }
+
+#[tokio::test]
+async fn nats_settings_are_checked_at_their_key() {
+    let d = dir();
+    let source = |extra: &str| {
+        format!("[sources.app]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n{extra}\n{SINK}")
+    };
+    let e = plan_error(d.path(), &source("stream = \"LOGS\"\nqueue_group = \"q\"")).await;
+    assert_at(&e, 5, "sources.app.queue_group", "is for core NATS");
+    let e = plan_error(d.path(), &source("")).await;
+    assert_at(&e, 1, "sources.app.subject", "give `stream`");
+    let e = plan_error(d.path(), &source("stream = \"LOGS\"\nmax_deliver = 0")).await;
+    assert_at(&e, 5, "sources.app.max_deliver", "");
+    let e = plan_error(d.path(), &source("stream = \"a.b\"")).await;
+    assert_at(&e, 4, "sources.app.stream", "no stream name");
+    let e = plan_error(
+        d.path(),
+        &source("stream = \"LOGS\"\nauth = { token_env = \"T\", user = \"u\" }"),
+    )
+    .await;
+    assert_at(&e, 5, "sources.app.auth", "give one way to log in");
+    let sink = |extra: &str| {
+        format!("[sources.app]\ntype = \"stdin\"\n\n[sinks.q]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\ninputs = [\"app\"]\n{extra}\n")
+    };
+    let e = plan_error(d.path(), &sink("subject = \"logs..{service}\"")).await;
+    assert_at(&e, 8, "sinks.q.subject", "is no NATS subject");
+    let e = plan_error(d.path(), &sink("subject = \"logs.{%Y}\"")).await;
+    assert_at(&e, 8, "sinks.q.subject", "has no place here");
+    let e = plan_error(d.path(), &sink("subject = \"logs\"\nurl2 = 1")).await;
+    assert_at(&e, 9, "sinks.q.url2", "unknown field");
+    let e = plan_error(
+        d.path(),
+        &sink("subject = \"logs\"\njetstream = false\nid_field = \"id\""),
+    )
+    .await;
+    assert_at(&e, 10, "sinks.q.id_field", "is for JetStream");
+}

@@ -88,7 +88,11 @@ impl NatsServer {
             .arg("-sd")
             .arg(&self.dir)
             .args(["--server_name", &self.name])
-            .args(self.conf.iter().flat_map(|c| ["-c".as_ref(), c.as_os_str()]))
+            .args(
+                self.conf
+                    .iter()
+                    .flat_map(|c| ["-c".as_ref(), c.as_os_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap());
         if let Some((own, all)) = &self.cluster {
@@ -103,13 +107,20 @@ impl NatsServer {
                 .arg("--routes")
                 .arg(routes.join(","));
         }
-        self.child = Some(cmd.spawn().expect("nats-server (scripts/setup-test-deps installs it)"));
+        self.child = Some(
+            cmd.spawn()
+                .expect("nats-server (scripts/setup-test-deps installs it)"),
+        );
     }
 
     fn wait_up(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nats-server {} did not start", self.name);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server {} did not start",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -168,10 +179,8 @@ pub async fn logs_stream(js: &jetstream::Context, replicas: usize) {
 
 /// The consumer's pending and unacknowledged messages.
 async fn consumer_left(js: &jetstream::Context, name: &str) -> (u64, usize) {
-    let mut c: jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream(name, "LOGS")
-        .await
-        .unwrap();
+    let mut c: jetstream::consumer::PullConsumer =
+        js.get_consumer_from_stream(name, "LOGS").await.unwrap();
     let info = c.info().await.unwrap();
     (info.num_pending, info.num_ack_pending)
 }
@@ -232,9 +241,7 @@ fn spawn(dir: &Path, name: &str, toml: &str) -> Child {
 
 fn stop(mut child: Child) {
     // SIGTERM: a clean stop, acknowledgements sent.
-    let _ = Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
 }
 
@@ -260,7 +267,10 @@ async fn a_hundred_thousand_events_pass_through_jetstream_once_each_with_two_wor
     // Both workers are pulling before the first event is published.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let waiting = match js.get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>("workers", "LOGS").await {
+        let waiting = match js
+            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>("workers", "LOGS")
+            .await
+        {
             Ok(mut c) => c.info().await.map(|i| i.num_waiting).unwrap_or(0),
             Err(_) => 0,
         };
@@ -315,10 +325,7 @@ inputs = ["app"]
     assert_eq!(stream.info().await.unwrap().state.messages, TOTAL);
     assert_eq!(consumer_left(&js, "workers").await, (0, 0));
     // Subjects and headers from the events' fields.
-    let sub = jetstream::new(nc.clone())
-        .get_stream("LOGS")
-        .await
-        .unwrap();
+    let sub = jetstream::new(nc.clone()).get_stream("LOGS").await.unwrap();
     let m = sub.get_raw_message(2).await.unwrap();
     assert_eq!(m.subject.as_str(), "logs.orders");
     assert_eq!(
@@ -387,7 +394,10 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_poison_reaches_the_dead_let
     let extra = "ack_wait = \"1s\"\nmax_deliver = 2\nbatch_size = 500";
     let out = d.path().join("out-1.log");
     let w1 = spawn(d.path(), "w1.toml", &worker_toml(&url, "out-1.log", extra));
-    until("progress before the kill", 60, || json_lines(&out).len() >= 5_000).await;
+    until("progress before the kill", 60, || {
+        json_lines(&out).len() >= 5_000
+    })
+    .await;
     let mut w1 = w1;
     w1.kill().unwrap(); // SIGKILL, mid-run
     w1.wait().unwrap();
@@ -409,11 +419,18 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_poison_reaches_the_dead_let
     assert_eq!(seen.len() as u64, TOTAL, "nothing lost");
     let dups = seen.values().filter(|c| **c > 1).count();
     eprintln!("delivered again after the kill: {dups}");
-    let letters: Vec<Value> = json_lines(&dead).into_iter().chain(json_lines(&dead2)).collect();
+    let letters: Vec<Value> = json_lines(&dead)
+        .into_iter()
+        .chain(json_lines(&dead2))
+        .collect();
     assert_eq!(letters.len(), 1, "{letters:?}");
-    let reason = letters[0]["error"]["message"].as_str().unwrap_or_default().to_string();
+    let reason = letters[0]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
-        reason.contains("delivered 3 times (max_deliver = 2)") && reason.contains("X-Trace: poison-1"),
+        reason.contains("delivered 3 times (max_deliver = 2)")
+            && reason.contains("X-Trace: poison-1"),
         "{letters:?}"
     );
     assert_eq!(letters[0]["event"]["poison"], Value::Bool(true));
@@ -464,7 +481,10 @@ inputs = ["app"]
         let input = input.clone();
         tokio::spawn(async move {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&input)
+                .unwrap();
             for chunk in 0..TOTAL / 1000 {
                 let mut text = String::new();
                 for n in chunk * 1000..(chunk + 1) * 1000 {
@@ -476,7 +496,10 @@ inputs = ["app"]
         })
     };
     let outs = [d.path().join("out-1.log")];
-    until("progress before the kill", 60, || seen(&outs).len() >= 8_000).await;
+    until("progress before the kill", 60, || {
+        seen(&outs).len() >= 8_000
+    })
+    .await;
     let mut stream = js.get_stream("LOGS").await.unwrap();
     let leader = stream
         .info()
@@ -604,7 +627,10 @@ request_timeout = "10s"
         }
         seen
     };
-    until("every event through the slow sink", 120, || received().len() as u64 >= TOTAL).await;
+    until("every event through the slow sink", 120, || {
+        received().len() as u64 >= TOTAL
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop(worker);
     let seen = received();
@@ -613,7 +639,10 @@ request_timeout = "10s"
     let mut c: jetstream::consumer::PullConsumer =
         js.get_consumer_from_stream("slow", "LOGS").await.unwrap();
     let info = c.info().await.unwrap();
-    assert_eq!((info.num_pending, info.num_ack_pending, info.num_redelivered), (0, 0, 0));
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending, info.num_redelivered),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,7 +680,9 @@ authorization {{
     logs_stream(&js, 1).await;
     std::fs::write(
         d.path().join("in.log"),
-        (0..500).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>(),
+        (0..500)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect::<String>(),
     )
     .unwrap();
     let tls = r#"tls = { ca_file = "ca.pem", cert_file = "client.pem", key_file = "client.key" }"#;
@@ -706,8 +737,9 @@ inputs = ["js"]
         .unwrap();
     assert!(
         !unset.status.success()
-            && String::from_utf8_lossy(&unset.stderr)
-                .contains("p.toml:20:1: sources.js.auth: names `NATS_TEST_NKEY_SEED`, which is not set"),
+            && String::from_utf8_lossy(&unset.stderr).contains(
+                "p.toml:20:1: sources.js.auth: names `NATS_TEST_NKEY_SEED`, which is not set"
+            ),
         "an unset password variable is named: {}",
         String::from_utf8_lossy(&unset.stderr)
     );

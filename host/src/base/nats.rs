@@ -85,9 +85,8 @@ impl NatsAuth {
         if let Some(var) = &self.nkey_env {
             let seed = secret(var, "auth")?;
             // Checked here, not at the first connection.
-            nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
-                BuildError::key("auth", format!("`{var}` holds no NKey seed: {e}"))
-            })?;
+            nkeys::KeyPair::from_seed(seed.trim())
+                .map_err(|e| BuildError::key("auth", format!("`{var}` holds no NKey seed: {e}")))?;
             return Ok(Login::NKey(seed.trim().to_string()));
         }
         if let Some(path) = &self.creds_file {
@@ -135,7 +134,9 @@ impl std::fmt::Debug for NatsTarget {
 
 impl PartialEq for NatsTarget {
     fn eq(&self, other: &Self) -> bool {
-        self.urls == other.urls && self.login == other.login && self.tls.is_some() == other.tls.is_some()
+        self.urls == other.urls
+            && self.login == other.login
+            && self.tls.is_some() == other.tls.is_some()
     }
 }
 
@@ -158,8 +159,9 @@ impl NatsTarget {
             return Err(BuildError::key("url", "empty: give `nats://host:port`"));
         }
         for u in &urls {
-            u.parse::<async_nats::ServerAddr>()
-                .map_err(|e| BuildError::key("url", format!("`{u}` is no NATS server address: {e}")))?;
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                BuildError::key("url", format!("`{u}` is no NATS server address: {e}"))
+            })?;
         }
         let login = match auth {
             Some(a) => a.login(cx)?,
@@ -190,9 +192,7 @@ impl NatsTarget {
                 .map_err(|e| format!("bad credentials: {e}"))?,
         };
         if let Some(tls) = &self.tls {
-            options = options
-                .tls_client_config((**tls).clone())
-                .require_tls(true);
+            options = options.tls_client_config((**tls).clone()).require_tls(true);
         }
         let (name, m) = (component.to_string(), metrics.clone());
         options = options

@@ -112,7 +112,9 @@ impl Rendered {
             {
                 return Err(BuildError::key(
                     key,
-                    format!("`{text}` is no NATS subject (tokens separated by single dots, no spaces)"),
+                    format!(
+                        "`{text}` is no NATS subject (tokens separated by single dots, no spaces)"
+                    ),
                 ));
             }
         }
@@ -174,8 +176,13 @@ impl SinkKind for NatsSinkConfig {
         let subject = Rendered::parse(&self.subject, true, "subject")?;
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
-            if name.is_empty() || name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control()) {
-                return Err(BuildError::key("headers", format!("`{name}` is no header name")));
+            if name.is_empty()
+                || name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
+            {
+                return Err(BuildError::key(
+                    "headers",
+                    format!("`{name}` is no header name"),
+                ));
             }
             headers.push((name.clone(), Rendered::parse(value, false, "headers")?));
         }
@@ -222,9 +229,7 @@ fn ids(batch: &Batch, id_field: Option<&str>) -> Vec<Option<String>> {
                     return Some(id.into_owned());
                 }
             }
-            let hash: [u8; 16] = Sha256::digest(event)[..16]
-                .try_into()
-                .expect("16 bytes");
+            let hash: [u8; 16] = Sha256::digest(event)[..16].try_into().expect("16 bytes");
             let n = seen.entry(hash).or_default();
             let mut id = String::with_capacity(40);
             for b in hash {
@@ -244,9 +249,19 @@ impl NatsSink {
         let ids = ids(batch, self.cfg.id_field.as_deref());
         let mut out = Vec::with_capacity(batch.len());
         let mut text = String::new();
+        // Fields are read only if a template names one.
+        let named = self.subject.template.fields().next().is_some()
+            || self
+                .headers
+                .iter()
+                .any(|(_, h)| h.template.fields().next().is_some());
         for (event, id) in batch.iter().zip(ids) {
-            let s = std::str::from_utf8(event).unwrap_or_default();
-            let fields = top_fields(s).unwrap_or_default();
+            let fields = match named {
+                true => {
+                    top_fields(std::str::from_utf8(event).unwrap_or_default()).unwrap_or_default()
+                }
+                false => Vec::new(),
+            };
             let mut subject = String::new();
             self.subject.render(&fields, &mut subject);
             let mut headers = async_nats::HeaderMap::new();
@@ -456,7 +471,10 @@ mod tests {
     fn subjects_are_rendered_into_safe_tokens() {
         let r = Rendered::parse("logs.{service}.{level|lower}", true, "subject").unwrap();
         let mut out = String::new();
-        r.render(&fields_of(r#"{"service":"a.b c","level":"WARN"}"#), &mut out);
+        r.render(
+            &fields_of(r#"{"service":"a.b c","level":"WARN"}"#),
+            &mut out,
+        );
         assert_eq!(out, "logs.a_b_c.warn");
         r.render(&fields_of(r#"{"service":">"}"#), &mut out);
         assert_eq!(out, "logs._._");
@@ -469,7 +487,10 @@ mod tests {
         let b = Batch::from_events([&br#"{"a":1}"#[..], br#"{"a":1}"#, br#"{"id":"x"}"#]);
         let one = ids(&b, None);
         assert_eq!(one, ids(&b, None));
-        assert_eq!(one[1].as_deref(), Some(&*format!("{}-1", one[0].as_deref().unwrap())));
+        assert_eq!(
+            one[1].as_deref(),
+            Some(&*format!("{}-1", one[0].as_deref().unwrap()))
+        );
         let by_field = ids(&b, Some("id"));
         assert_eq!(by_field[2].as_deref(), Some("x"));
         assert_eq!(by_field[0], one[0]);
