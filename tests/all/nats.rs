@@ -744,3 +744,97 @@ inputs = ["js"]
         String::from_utf8_lossy(&unset.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_nats_is_down_events_go_to_the_fallback_and_come_back_after() {
+    let d = tempfile::tempdir().unwrap();
+    // A port nothing listens on yet: the server starts later.
+    let port = free_port();
+    std::fs::write(
+        d.path().join("in.log"),
+        (0..300)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[sources.app]
+type = "file"
+path = "in.log"
+follow = true
+
+[sinks.queue]
+type = "nats"
+url = "nats://127.0.0.1:{port}"
+subject = "logs.app"
+retry_for = "1s"
+fallback = "local"
+inputs = ["app"]
+
+[sinks.local]
+type = "file"
+path = "fallback.log"
+"#
+    );
+    std::fs::write(d.path().join("p.toml"), toml).unwrap();
+    let child = crate::util::sluice()
+        .args(["run", "--quiet", "p.toml"])
+        .current_dir(d.path())
+        .spawn()
+        .unwrap();
+    let fallback = [d.path().join("fallback.log")];
+    until("the events in the fallback file", 60, || {
+        seen(&fallback).len() >= 300
+    })
+    .await;
+    let marked = json_lines(&fallback[0]);
+    assert!(
+        marked.iter().all(|e| e["_sluice_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nats")),
+        "{:?}",
+        marked.first()
+    );
+    // NATS comes up: what is written next goes to the stream again.
+    let server = NatsServer {
+        port,
+        cluster: None,
+        name: "n1".into(),
+        dir: d.path().join("n1"),
+        conf: None,
+        child: None,
+    };
+    let mut server = server;
+    server.up();
+    let nc = client(&server.url()).await;
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 1).await;
+    let mut stored = 0;
+    for round in 0..600 {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("in.log"))
+            .unwrap();
+        writeln!(f, "{{\"n\":{}}}", 1000 + round).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = js
+            .get_stream("LOGS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if stored > 0 {
+            break;
+        }
+    }
+    stop(child);
+    assert!(stored > 0, "writes went back to nats once it answered");
+}
