@@ -838,3 +838,160 @@ path = "fallback.log"
     stop(child);
     assert!(stored > 0, "writes went back to nats once it answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_subjects_pass_through_both_ways() {
+    let d = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(d.path());
+    let nc = client(&server.url()).await;
+    let mut out = nc.subscribe("core.out.>").await.unwrap();
+    nc.flush().await.unwrap();
+    let url = server.url();
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[sources.sub]
+type = "nats"
+url = "{url}"
+subject = "core.in.*"
+queue_group = "sluice"
+
+[sinks.publish]
+type = "nats"
+url = "{url}"
+jetstream = false
+subject = "core.out.{{service}}"
+inputs = ["sub"]
+"#
+    );
+    std::fs::write(d.path().join("p.toml"), toml).unwrap();
+    let child = crate::util::sluice()
+        .args(["run", "--quiet", "p.toml"])
+        .current_dir(d.path())
+        .spawn()
+        .unwrap();
+    // At most once: what is published before sluice subscribed is gone, so
+    // probes go until one comes through.
+    let probe = async {
+        loop {
+            nc.publish(
+                "core.in.probe",
+                r#"{"probe":true,"service":"probe"}"#.into(),
+            )
+            .await
+            .unwrap();
+            match tokio::time::timeout(Duration::from_millis(200), out.next()).await {
+                Ok(Some(_)) => return,
+                _ => continue,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("sluice subscribed");
+    for n in 0..1000 {
+        nc.publish(
+            "core.in.app",
+            format!(r#"{{"n":{n},"service":"web"}}"#).into(),
+        )
+        .await
+        .unwrap();
+    }
+    nc.flush().await.unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 1000 {
+        let m = tokio::time::timeout(Duration::from_secs(20), out.next())
+            .await
+            .expect("every event within 20 s")
+            .unwrap();
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        if let Some(n) = v["n"].as_u64() {
+            assert_eq!(m.subject.as_str(), "core.out.web");
+            got.insert(n);
+        }
+    }
+    stop(child);
+    assert_eq!(got.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_logs_in_and_a_wrong_one_marks_the_sink_down() {
+    let d = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_with(d.path(), "authorization { token: \"t0ken-for-tests\" }\n");
+    let nc = async_nats::ConnectOptions::with_token("t0ken-for-tests".into())
+        .connect(server.url().as_str())
+        .await
+        .unwrap();
+    let js = jetstream::new(nc.clone());
+    logs_stream(&js, 1).await;
+    std::fs::write(
+        d.path().join("in.log"),
+        (0..100)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let admin = free_port();
+    let toml = format!(
+        r#"[reload]
+watch = false
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[sources.app]
+type = "file"
+path = "in.log"
+follow = true
+
+[sinks.queue]
+type = "nats"
+url = "{}"
+subject = "logs.app"
+auth = {{ token_env = "NATS_TEST_TOKEN" }}
+inputs = ["app"]
+"#,
+        server.url()
+    );
+    std::fs::write(d.path().join("p.toml"), &toml).unwrap();
+    let run = |token: &str| {
+        crate::util::sluice()
+            .args(["run", "--quiet", "p.toml"])
+            .current_dir(d.path())
+            .env("NATS_TEST_TOKEN", token)
+            .spawn()
+            .unwrap()
+    };
+    let wrong = run("not-the-token");
+    crate::util::accepting(admin).await;
+    let mut health = String::new();
+    until("the sink down in /health", 30, || {
+        health = crate::util::raw_http(
+            admin,
+            "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        health.contains("queue") && health.to_ascii_lowercase().contains("authorization")
+    })
+    .await;
+    assert!(
+        !health.contains("not-the-token"),
+        "the token is not shown: {health}"
+    );
+    // (Killed: a clean stop would wait `shutdown_timeout` for the batch
+    // the sink cannot write.)
+    let mut wrong = wrong;
+    wrong.kill().unwrap();
+    wrong.wait().unwrap();
+    let right = run("t0ken-for-tests");
+    let mut stream = js.get_stream("LOGS").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream.info().await.unwrap().state.messages < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events in the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(right);
+}
