@@ -202,6 +202,15 @@ fn seen(paths: &[PathBuf]) -> BTreeMap<u64, u32> {
     seen
 }
 
+/// `{"n":N}` lines for each N of `ns`, as the file `path`.
+fn write_ns(path: &Path, ns: std::ops::Range<u64>) {
+    std::fs::write(
+        path,
+        ns.map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
 fn worker_toml(url: &str, out: &str, extra: &str) -> String {
     format!(
         r#"[reload]
@@ -678,13 +687,7 @@ authorization {{
         .unwrap();
     let js = jetstream::new(nc.clone());
     logs_stream(&js, 1).await;
-    std::fs::write(
-        d.path().join("in.log"),
-        (0..500)
-            .map(|n| format!("{{\"n\":{n}}}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    write_ns(&d.path().join("in.log"), 0..500);
     let tls = r#"tls = { ca_file = "ca.pem", cert_file = "client.pem", key_file = "client.key" }"#;
     let toml = format!(
         r#"[reload]
@@ -750,13 +753,7 @@ async fn while_nats_is_down_events_go_to_the_fallback_and_come_back_after() {
     let d = tempfile::tempdir().unwrap();
     // A port nothing listens on yet: the server starts later.
     let port = free_port();
-    std::fs::write(
-        d.path().join("in.log"),
-        (0..300)
-            .map(|n| format!("{{\"n\":{n}}}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    write_ns(&d.path().join("in.log"), 0..300);
     let toml = format!(
         r#"[reload]
 watch = false
@@ -925,13 +922,7 @@ async fn a_token_logs_in_and_a_wrong_one_marks_the_sink_down() {
         .unwrap();
     let js = jetstream::new(nc.clone());
     logs_stream(&js, 1).await;
-    std::fs::write(
-        d.path().join("in.log"),
-        (0..100)
-            .map(|n| format!("{{\"n\":{n}}}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    write_ns(&d.path().join("in.log"), 0..100);
     let admin = free_port();
     let toml = format!(
         r#"[reload]

@@ -263,29 +263,42 @@ fn keep_alive(ackers: Arc<Vec<Acker>>, every: Duration, mut done: oneshot::Recei
     });
 }
 
-impl NatsSource {
-    async fn connect(&self, ctx: &SourceContext) -> Option<async_nats::Client> {
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-        let mut shutdown = ctx.shutdown.clone();
-        loop {
-            match self.target.connect(&ctx.name, &ctx.metrics).await {
-                Ok(c) => {
-                    ctx.metrics.set_down(None);
-                    return Some(c);
+/// `attempt` until it works (`None`: shutdown came first), the source
+/// marked down with the error meanwhile.
+async fn retrying<T, F, Fut>(ctx: &SourceContext, warning: &str, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        match attempt().await {
+            Ok(v) => {
+                ctx.metrics.set_down(None);
+                return Some(v);
+            }
+            Err(e) => {
+                if backoff.attempts() == 0 {
+                    tracing::warn!(source = %ctx.name, error = %e, "{warning}");
                 }
-                Err(e) => {
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(source = %ctx.name, error = %e, "cannot connect to nats; retrying");
-                    }
-                    ctx.metrics.set_down(Some(e));
-                    ComponentMetrics::add(&ctx.metrics.retries, 1);
-                    tokio::select! {
-                        _ = shutdown.wait() => return None,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
+                ctx.metrics.set_down(Some(e));
+                ComponentMetrics::add(&ctx.metrics.retries, 1);
+                tokio::select! {
+                    _ = shutdown.wait() => return None,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
         }
+    }
+}
+
+impl NatsSource {
+    async fn connect(&self, ctx: &SourceContext) -> Option<async_nats::Client> {
+        retrying(ctx, "cannot connect to nats; retrying", || {
+            self.target.connect(&ctx.name, &ctx.metrics)
+        })
+        .await
     }
 
     async fn run(self, ctx: SourceContext) -> anyhow::Result<()> {
@@ -310,8 +323,6 @@ impl NatsSource {
         stream: &str,
         durable: &str,
     ) -> Option<async_nats::jetstream::consumer::Consumer<pull::Config>> {
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-        let mut shutdown = ctx.shutdown.clone();
         let config = pull::Config {
             durable_name: Some(durable.to_string()),
             filter_subject: self.cfg.subject.clone().unwrap_or_default(),
@@ -323,35 +334,16 @@ impl NatsSource {
             max_ack_pending: self.cfg.max_ack_pending,
             ..Default::default()
         };
-        loop {
-            let got = async {
-                let s = js
-                    .get_stream(stream)
-                    .await
-                    .map_err(|e| format!("no stream `{stream}`: {e}"))?;
-                s.get_or_create_consumer(durable, config.clone())
-                    .await
-                    .map_err(|e| format!("cannot open the consumer `{durable}` of `{stream}`: {e}"))
-            }
-            .await;
-            match got {
-                Ok(c) => {
-                    ctx.metrics.set_down(None);
-                    return Some(c);
-                }
-                Err(e) => {
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(source = %ctx.name, error = %e, "nats: retrying");
-                    }
-                    ctx.metrics.set_down(Some(e));
-                    ComponentMetrics::add(&ctx.metrics.retries, 1);
-                    tokio::select! {
-                        _ = shutdown.wait() => return None,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                }
-            }
-        }
+        retrying(ctx, "nats: retrying", || async {
+            let s = js
+                .get_stream(stream)
+                .await
+                .map_err(|e| format!("no stream `{stream}`: {e}"))?;
+            s.get_or_create_consumer(durable, config.clone())
+                .await
+                .map_err(|e| format!("cannot open the consumer `{durable}` of `{stream}`: {e}"))
+        })
+        .await
     }
 
     async fn jetstream(
