@@ -46,6 +46,12 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// mimalloc for every binary that links sluice (the `sluice` command, its
+/// tests and benches): glibc's malloc gave each batch buffer back to the
+/// kernel and took it again, page faults and page clearing on every batch.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod admin;
 pub mod base;
 pub mod cli;
