@@ -457,10 +457,20 @@ path = "fallback.log"
         .chain(fallen.iter().map(|e| e["seq"].as_u64().unwrap()))
         .collect();
     seqs.sort();
+    let mut once = seqs.clone();
+    once.dedup();
     assert_eq!(
-        seqs,
+        once,
         (1..=300).collect::<Vec<_>>(),
-        "every event in the stream or the fallback, once"
+        "every event in the stream or the fallback"
+    );
+    // At least once: a batch Redis stored just before it was killed, whose
+    // answer never came back, is in the fallback too; never more than the
+    // one batch in flight at the kill (`max_events = 50`).
+    let twice = seqs.len() - once.len();
+    assert!(
+        twice <= 50,
+        "{twice} events both in the stream and the fallback"
     );
 }
 
