@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::file::{Part, Template};
@@ -27,6 +26,7 @@ use crate::base::event::{dotted, scalar_text, top_fields, Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;
 use crate::base::nats::{NatsAuth, NatsTarget};
 use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
+use crate::delivery::dead_letters::dl_id;
 use crate::delivery::{Backoff, Breaker};
 
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -215,47 +215,40 @@ struct Message {
     headers: async_nats::HeaderMap,
 }
 
-/// The id of each event of `batch`: `id_field`'s value, or the hash of
-/// its bytes and how many equal events came before it in the batch.
-fn ids(batch: &Batch, id_field: Option<&str>) -> Vec<Option<String>> {
-    let mut seen: std::collections::HashMap<[u8; 16], u32> = Default::default();
-    batch
-        .iter()
-        .map(|event| {
-            if let Some(f) = id_field {
-                let text = std::str::from_utf8(event).unwrap_or_default();
-                let fields = top_fields(text).unwrap_or_default();
-                if let Some(id) = dotted(&fields, f).and_then(scalar_text) {
-                    return Some(id.into_owned());
-                }
-            }
-            let hash: [u8; 16] = Sha256::digest(event)[..16].try_into().expect("16 bytes");
-            let n = seen.entry(hash).or_default();
-            let mut id = String::with_capacity(40);
-            for b in hash {
-                id.push_str(&format!("{b:02x}"));
-            }
-            if *n > 0 {
-                id.push_str(&format!("-{n}"));
-            }
-            *n += 1;
-            Some(id)
-        })
-        .collect()
+/// The id of `event`: `given` (its `id_field`'s value), or the hash of its
+/// bytes and how many equal events `seen` came before it in its batch.
+fn event_id(
+    event: &[u8],
+    given: Option<std::borrow::Cow<'_, str>>,
+    seen: &mut std::collections::HashMap<String, u32>,
+) -> String {
+    if let Some(id) = given {
+        return id.into_owned();
+    }
+    let mut id = dl_id(event);
+    let n = seen.entry(id.clone()).or_default();
+    if *n > 0 {
+        id.push_str(&format!("-{n}"));
+    }
+    *n += 1;
+    id
 }
 
 impl NatsSink {
+    /// Each event of `batch` with its subject, headers and (JetStream) id.
     fn messages(&self, batch: &Batch) -> Vec<Message> {
-        let ids = ids(batch, self.cfg.id_field.as_deref());
         let mut out = Vec::with_capacity(batch.len());
         let mut text = String::new();
-        // Fields are read only if a template names one.
-        let named = self.subject.template.fields().next().is_some()
+        let mut seen: std::collections::HashMap<String, u32> = Default::default();
+        let id_field = self.cfg.id_field.as_deref().filter(|_| self.cfg.jetstream);
+        // Fields are read only if a template or `id_field` names one.
+        let named = id_field.is_some()
+            || self.subject.template.fields().next().is_some()
             || self
                 .headers
                 .iter()
                 .any(|(_, h)| h.template.fields().next().is_some());
-        for (event, id) in batch.iter().zip(ids) {
+        for event in batch.iter() {
             let fields = match named {
                 true => {
                     top_fields(std::str::from_utf8(event).unwrap_or_default()).unwrap_or_default()
@@ -269,9 +262,17 @@ impl NatsSink {
                 value.render(&fields, &mut text);
                 headers.insert(name.as_str(), text.as_str());
             }
+            // Core NATS keeps no ids.
+            let id = match self.cfg.jetstream {
+                true => {
+                    let given = id_field.and_then(|f| dotted(&fields, f).and_then(scalar_text));
+                    event_id(event, given, &mut seen)
+                }
+                false => String::new(),
+            };
             out.push(Message {
                 subject,
-                id: id.unwrap_or_default(),
+                id,
                 headers,
             });
         }
@@ -289,7 +290,6 @@ impl NatsSink {
         todo: &mut Vec<usize>,
         duplicates: &mut u64,
     ) -> Result<(), String> {
-        let events: Vec<&[u8]> = batch.iter().collect();
         if !self.cfg.jetstream {
             for &i in todo.iter() {
                 let m = &messages[i];
@@ -297,7 +297,7 @@ impl NatsSink {
                     .publish_with_headers(
                         m.subject.clone(),
                         m.headers.clone(),
-                        bytes::Bytes::copy_from_slice(events[i]),
+                        bytes::Bytes::copy_from_slice(batch.get(i)),
                     )
                     .await
                     .map_err(|e| format!("cannot publish to {}: {e}", m.subject))?;
@@ -316,7 +316,7 @@ impl NatsSink {
         for &i in todo.iter() {
             let m = &messages[i];
             let publish = async_nats::jetstream::message::PublishMessage::build()
-                .payload(bytes::Bytes::copy_from_slice(events[i]))
+                .payload(bytes::Bytes::copy_from_slice(batch.get(i)))
                 .headers(m.headers.clone())
                 .message_id(&m.id);
             match js.send_publish(m.subject.clone(), publish).await {
@@ -482,17 +482,27 @@ mod tests {
         assert!(Rendered::parse("logs {x}", true, "subject").is_err());
     }
 
+    /// The ids of `batch`'s events, as `messages` gives them.
+    fn ids(batch: &Batch, id_field: Option<&str>) -> Vec<String> {
+        let mut seen = Default::default();
+        batch
+            .iter()
+            .map(|e| {
+                let fields = top_fields(std::str::from_utf8(e).unwrap()).unwrap();
+                let given = id_field.and_then(|f| dotted(&fields, f).and_then(scalar_text));
+                event_id(e, given, &mut seen)
+            })
+            .collect()
+    }
+
     #[test]
     fn ids_are_stable_and_tell_equal_events_of_a_batch_apart() {
         let b = Batch::from_events([&br#"{"a":1}"#[..], br#"{"a":1}"#, br#"{"id":"x"}"#]);
         let one = ids(&b, None);
         assert_eq!(one, ids(&b, None));
-        assert_eq!(
-            one[1].as_deref(),
-            Some(&*format!("{}-1", one[0].as_deref().unwrap()))
-        );
+        assert_eq!(one[1], format!("{}-1", one[0]));
         let by_field = ids(&b, Some("id"));
-        assert_eq!(by_field[2].as_deref(), Some("x"));
+        assert_eq!(by_field[2], "x");
         assert_eq!(by_field[0], one[0]);
     }
 }

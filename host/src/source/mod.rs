@@ -395,6 +395,20 @@ impl Batcher {
         ctx.dead.send(&ctx.metrics, &letters, acks).await;
     }
 
+    /// Send the current batch with `ack` on it, the lines rejected since
+    /// the last flush going to the dead letters holding the same `ack`:
+    /// it fires once both are delivered.
+    pub async fn flush_acked(
+        &mut self,
+        ctx: &SourceContext,
+        ack: Arc<crate::base::ack::Ack>,
+    ) -> Result<(), Closed> {
+        self.dead_letter_rejected(ctx, std::slice::from_ref(&ack))
+            .await;
+        self.batch.acks.push(ack);
+        self.flush(ctx).await
+    }
+
     /// Send the current batch (and any rejected lines to the dead letters).
     pub async fn flush(&mut self, ctx: &SourceContext) -> Result<(), Closed> {
         self.dead_letter_rejected(ctx, &[]).await;

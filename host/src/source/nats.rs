@@ -188,32 +188,36 @@ impl SourceKind for NatsSourceConfig {
 }
 runs_itself!(NatsSource);
 
-/// What becomes of a delivered batch's messages.
+/// What becomes of a delivered batch's messages: `+ACK` (or `+TERM` for
+/// dead letters) when delivered, else `-NAK`.
 struct Settle {
     ackers: Arc<Vec<Acker>>,
-    /// `+ACK` (or `+TERM` for dead letters) when delivered, else `-NAK`.
-    delivered: bool,
-    /// They went to the dead letters: terminated, not acknowledged.
-    dead: bool,
+    kind: AckKind,
 }
 
-/// Messages read and not yet settled, for the log at the end.
-#[derive(Default)]
-struct Pending(AtomicUsize);
+impl Settle {
+    /// The settling of `ackers` once their batch is delivered (`ok`) or
+    /// not; `dead`: they went to the dead letters.
+    fn of(ackers: Arc<Vec<Acker>>, ok: bool, dead: bool) -> Self {
+        let kind = match (ok, dead) {
+            (true, false) => AckKind::Ack,
+            (true, true) => AckKind::Term,
+            (false, _) => AckKind::Nak(None),
+        };
+        Self { ackers, kind }
+    }
+}
 
 /// Acknowledges (or refuses) settled messages, in the order batches end.
 async fn settler(
     name: Arc<str>,
     metrics: Arc<ComponentMetrics>,
-    pending: Arc<Pending>,
+    // Messages read and not yet settled, for the log at the end.
+    pending: Arc<AtomicUsize>,
     mut rx: mpsc::UnboundedReceiver<Settle>,
 ) {
     while let Some(s) = rx.recv().await {
-        let kind = match (s.delivered, s.dead) {
-            (true, false) => AckKind::Ack,
-            (true, true) => AckKind::Term,
-            (false, _) => AckKind::Nak(None),
-        };
+        let kind = s.kind;
         // Acknowledgements are published (not confirmed one by one: a
         // confirmed `AckSync` per message cost half the source's rate and
         // did not lower the redeliveries of a failover, measured); one
@@ -235,7 +239,7 @@ async fn settler(
             }
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        pending.0.fetch_sub(s.ackers.len(), Ordering::Relaxed);
+        pending.fetch_sub(s.ackers.len(), Ordering::Relaxed);
         if failed > 0 {
             // The server delivers them again after `ack_wait`.
             tracing::warn!(source = %name, messages = failed, "nats: acknowledgements not sent (disconnected); the messages come again");
@@ -363,7 +367,7 @@ impl NatsSource {
         };
         tracing::info!(source = %ctx.name, %stream, consumer = %durable, "reading nats jetstream");
         let count = self.cfg.batch_size.unwrap_or(ctx.batch.max_events).max(1);
-        let pending = Arc::new(Pending::default());
+        let pending = Arc::new(AtomicUsize::new(0));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let settler = tokio::spawn(settler(
             ctx.name.clone(),
@@ -375,32 +379,22 @@ impl NatsSource {
             LineDecoder::new(self.cfg.format.unwrap_or(Format::Auto), &ctx.name, None)
                 .with_times(self.cfg.timestamp.clone(), ctx.metrics.clone());
         let mut shutdown = ctx.shutdown.clone();
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         let result = loop {
             if shutdown.is_set() {
                 break Ok(());
             }
-            let pulled = consumer
-                .batch()
-                .max_messages(count)
-                .expires(self.cfg.expires)
-                .messages()
-                .await;
-            let mut messages = match pulled {
-                Ok(m) => m,
-                Err(e) => {
-                    let e = format!("cannot pull from `{stream}`: {e}");
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(source = %ctx.name, error = %e, "nats: retrying");
-                    }
-                    ctx.metrics.set_down(Some(e));
-                    ComponentMetrics::add(&ctx.metrics.retries, 1);
-                    tokio::select! {
-                        _ = shutdown.wait() => break Ok(()),
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                    continue;
-                }
+            let pulled = retrying(ctx, "nats: retrying", || async {
+                consumer
+                    .batch()
+                    .max_messages(count)
+                    .expires(self.cfg.expires)
+                    .messages()
+                    .await
+                    .map_err(|e| format!("cannot pull from `{stream}`: {e}"))
+            })
+            .await;
+            let Some(mut messages) = pulled else {
+                break Ok(());
             };
             let mut got = Vec::with_capacity(count);
             loop {
@@ -419,15 +413,10 @@ impl NatsSource {
                     None => break,
                 }
             }
-            if backoff.attempts() > 0 {
-                tracing::info!(source = %ctx.name, %stream, "reading again");
-                ctx.metrics.set_down(None);
-                backoff.reset();
-            }
             if got.is_empty() {
                 continue;
             }
-            pending.0.fetch_add(got.len(), Ordering::Relaxed);
+            pending.fetch_add(got.len(), Ordering::Relaxed);
             if let Err(closed) = self.deliver(ctx, &mut decoder, got, &settle_tx).await {
                 break Err(anyhow::Error::new(closed));
             }
@@ -436,7 +425,7 @@ impl NatsSource {
         // Acknowledgements of batches still in the pipeline arrive as sinks
         // write them.
         let _ = tokio::time::timeout(Duration::from_secs(60), settler).await;
-        let left = pending.0.load(Ordering::Relaxed);
+        let left = pending.load(Ordering::Relaxed);
         if left > 0 {
             tracing::info!(source = %ctx.name, messages = left, "nats: messages read and not acknowledged at stop; the server delivers them again");
         }
@@ -456,8 +445,9 @@ impl NatsSource {
         let mut ackers = Vec::with_capacity(messages.len());
         let mut over: Vec<(Vec<u8>, String, Acker)> = Vec::new();
         for m in messages {
-            let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let (delivered, seq) = m
+                .info()
+                .map_or((1, 0), |i| (i.delivered, i.stream_sequence));
             let (m, acker) = m.split();
             if delivered > self.cfg.max_deliver {
                 let mut reason = format!(
@@ -491,11 +481,7 @@ impl NatsSource {
             let dead_ackers = Arc::new(dead_ackers);
             let tx = settle.clone();
             let ack = Ack::new(move |ok| {
-                let _ = tx.send(Settle {
-                    ackers: dead_ackers,
-                    delivered: ok,
-                    dead: true,
-                });
+                let _ = tx.send(Settle::of(dead_ackers, ok, true));
             });
             let letters: Vec<DeadLetter<'_>> = letters
                 .iter()
@@ -521,18 +507,9 @@ impl NatsSource {
         let tx = settle.clone();
         let ack = Ack::new(move |ok| {
             let _ = stop_tx.send(());
-            let _ = tx.send(Settle {
-                ackers,
-                delivered: ok,
-                dead: false,
-            });
+            let _ = tx.send(Settle::of(ackers, ok, false));
         });
-        batcher
-            .dead_letter_rejected(ctx, std::slice::from_ref(&ack))
-            .await;
-        batcher.batch.acks.push(ack);
-        batcher.pushed();
-        batcher.flush(ctx).await
+        batcher.flush_acked(ctx, ack).await
     }
 
     /// Core NATS: at most once.

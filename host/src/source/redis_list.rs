@@ -315,12 +315,7 @@ async fn deliver(
             let _ = redo.send(values);
         }
     });
-    batcher
-        .dead_letter_rejected(ctx, std::slice::from_ref(&ack))
-        .await;
-    batcher.batch.acks.push(ack);
-    batcher.pushed();
-    batcher.flush(ctx).await
+    batcher.flush_acked(ctx, ack).await
 }
 
 #[cfg(test)]
