@@ -21,20 +21,21 @@ pub struct Cluster {
     nodes: Vec<Node>,
 }
 
-/// A free port below 55535 whose cluster bus port (+10000) is free too.
+/// A free port whose cluster bus port (+10000) is free too, both below the
+/// kernel's ephemeral range: a port handed out by the kernel (another
+/// test's `free_port`, a client's connection) could be taken between this
+/// check and `redis-server`'s bind, as a cluster test once saw.
 fn cluster_port(taken: &[u16]) -> u16 {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let top = ephemeral_low.saturating_sub(10_000).max(10_001);
     loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < 55_535
-            && !taken.contains(&port)
-            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
-        {
-            return port;
-        }
-        // Ephemeral ports are often above 55535: try the range below.
-        let guess = 20_000 + fastrand::u16(..30_000);
+        let guess = 10_000 + fastrand::u16(..top - 10_000);
         if !taken.contains(&guess)
+            && !taken.contains(&(guess + 10_000))
+            && taken.iter().all(|t| t + 10_000 != guess)
             && std::net::TcpListener::bind(("127.0.0.1", guess)).is_ok()
             && std::net::TcpListener::bind(("127.0.0.1", guess + 10_000)).is_ok()
         {
