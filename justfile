@@ -53,7 +53,7 @@ lint:
 # in each plugin language (needs the toolchains; installed first).
 bench:
     scripts/setup-plugin-tools
-    cargo bench -p sluice --bench shapes --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench cluster --bench nats --bench files --bench tail --bench sinks --bench mask --bench chain --bench buffers --bench machine --bench parse --bench languages
+    cargo bench -p sluice --bench shapes --bench pipeline --bench timeline --bench reload --bench http --bench redis --bench cluster --bench nats --bench files --bench tail --bench sinks --bench mask --bench chain --bench shadow --bench buffers --bench machine --bench parse --bench languages
     cargo bench -p sluice-buffer --bench storage
 
 # Build one plugin crate to wasm: `just plugin sluice-sample` -> target/plugins/wasm32-wasip2/plugin/sluice_sample.wasm

@@ -1,8 +1,11 @@
 //! The admin HTTP port: `GET /health`, `GET /metrics` (Prometheus text),
 //! `GET /stats` (JSON, for `sluice top`), `GET /tap` (live events, for
 //! `sluice tap`), `POST /reload`, and the live page `GET /` (`/ui`) with
-//! its data (`/ui/graph`, `/ui/stats`, `/ui/tap`). With a token, every
-//! endpoint but `/health` requires it.
+//! its data (`/ui/graph`, `/ui/stats`, `/ui/tap`, `/ui/shadow`), and the
+//! shadow runs of `sluice plugin shadow` (`/shadow`, in `shadow`). With a
+//! token, every endpoint but `/health` requires it.
+
+mod shadow;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -836,6 +839,7 @@ pub fn prometheus(metrics: &Registry) -> String {
             );
         }
     }
+    shadow::prometheus(metrics, &mut out);
     out
 }
 
@@ -891,9 +895,14 @@ fn cross_site(admin: &Admin, headers: &hyper::HeaderMap, host: &str) -> Option<&
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        .is_some_and(|t| {
+            // Neither is a type a foreign page's form may send without a
+            // CORS preflight (which this port never answers).
+            let t = t.trim();
+            t.eq_ignore_ascii_case("application/json") || t.eq_ignore_ascii_case("application/wasm")
+        });
     if !json {
-        return Some("a POST to the admin port needs `Content-Type: application/json`");
+        return Some("a POST to the admin port needs `Content-Type: application/json` (or `application/wasm` for a component)");
     }
     if let Some(origin) = headers.get(hyper::header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -1052,6 +1061,16 @@ pub fn router(admin: Arc<Admin>) -> Router {
             }),
         )
         .route("/reload", post(reload))
+        .route(
+            "/shadow",
+            post(shadow::start)
+                .get(shadow::status)
+                // A Python or JavaScript component is tens of MB.
+                .layer(axum::extract::DefaultBodyLimit::max(512 << 20)),
+        )
+        .route("/ui/shadow", get(shadow::status))
+        .route("/shadow/promote", post(shadow::promote))
+        .route("/shadow/stop", post(shadow::stop))
         .method_not_allowed_fallback(|| async {
             reply(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -25,6 +25,7 @@ mod redis;
 mod reload;
 mod runtime;
 mod service;
+mod shadow;
 mod shapes;
 mod sinks;
 mod soak;

@@ -495,6 +495,32 @@ impl DeadLetterStats {
     }
 }
 
+/// The kinds of comparison of a shadow run, in `sluice_shadow_events_total`'s order.
+pub const SHADOW_OUTCOMES: [&str; 5] = ["same", "kept_vs_dropped", "routed", "replaced", "error"];
+
+/// `sluice_shadow_events_total`: per transform, per outcome, over every
+/// shadow run since the pipeline started.
+#[derive(Debug, Default)]
+pub struct ShadowTotals {
+    counts: Mutex<BTreeMap<String, [u64; 5]>>,
+}
+
+impl ShadowTotals {
+    pub fn add(&self, transform: &str, counts: &[u64; 5]) {
+        let mut all = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let t = all.entry(transform.to_string()).or_default();
+        for (a, b) in t.iter_mut().zip(counts) {
+            *a += b;
+        }
+    }
+
+    /// (transform, counts in `OUTCOMES` order).
+    pub fn snapshot(&self) -> Vec<(String, [u64; 5])> {
+        let all = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
 /// Every component's counters.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
@@ -510,6 +536,8 @@ pub struct Registry {
     pub taps: Arc<AtomicUsize>,
     /// Dead letters written, replayed and failed again.
     pub dead_letters: DeadLetterStats,
+    /// Shadow runs' comparisons.
+    pub shadows: Arc<ShadowTotals>,
 }
 
 /// A consumer's name and its input channel.

@@ -4,6 +4,7 @@ pub mod dead_letters;
 pub mod decrypt_fields;
 pub mod ops;
 pub mod plugin;
+pub mod shadow;
 pub mod timeline;
 
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -39,6 +39,16 @@ async fn get(
     port: &AdminPort,
     path: &str,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    send(port, hyper::Method::GET, path, Bytes::new()).await
+}
+
+/// Send a request to the admin port; returns the response.
+pub async fn send(
+    port: &AdminPort,
+    method: hyper::Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let address = &port.address;
     let stream = tokio::net::TcpStream::connect(address)
         .await
@@ -49,15 +59,26 @@ async fn get(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut req = Request::get(path).header("host", address);
+    // Bytes of a component, or nothing (a POST's body is always one or
+    // the other here); the admin port refuses other types on a POST.
+    let content_type = if body.is_empty() {
+        "application/json"
+    } else {
+        "application/wasm"
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address)
+        .header("content-type", content_type);
     if let Some(token) = &port.token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    let req = req.body(Empty::<Bytes>::new())?;
+    let req = req.body(http_body_util::Full::new(body))?;
     Ok(sender.send_request(req).await?)
 }
 
-fn encode(s: &str) -> String {
+pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

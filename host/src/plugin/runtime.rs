@@ -617,6 +617,11 @@ impl LoadedPlugin {
         self.source.starts_with("bundled:")
     }
 
+    /// The time budget of one call.
+    pub fn time_budget(&self) -> std::time::Duration {
+        self.limits.time_budget
+    }
+
     /// What the plugin said about itself at `init`.
     pub fn info(&self) -> &Info {
         &self.info

@@ -9,6 +9,7 @@
 pub mod graph;
 pub mod reload;
 pub mod running;
+pub mod shadow;
 pub mod transform;
 
 use std::collections::BTreeMap;

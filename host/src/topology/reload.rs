@@ -292,6 +292,20 @@ pub async fn watch(
     }
 }
 
+/// The plugin of a shadow run.
+pub enum ShadowPlugin {
+    /// A bundled plugin, by name.
+    Bundled(String),
+    /// A component's bytes, and what to call it (its file name).
+    Bytes(String, Vec<u8>),
+}
+
+/// Whether the live plugin of `name` masks.
+async fn tconfig_masks(inner: &Arc<Inner>, name: &str) -> bool {
+    let state = inner.state.lock().await;
+    state.transforms.get(name).is_some_and(|h| h.masks)
+}
+
 /// A handle to change a running pipeline: reload it, swap plugins.
 #[derive(Clone)]
 pub struct ReloadHandle {
@@ -329,6 +343,158 @@ impl ReloadHandle {
             .upgrade()
             .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))?;
         Running::reload_plugin(&inner, transform).await
+    }
+
+    /// Start a shadow run of `plugin` (a bundled name, or a component's
+    /// bytes) beside transform `spec.transform`'s live plugin. `config`
+    /// (JSON) replaces the transform's config table for the shadow.
+    pub async fn start_shadow(
+        &self,
+        plugin: ShadowPlugin,
+        config: Option<String>,
+        mut spec: super::shadow::ShadowSpec,
+    ) -> anyhow::Result<serde_json::Value> {
+        let inner = self.inner()?;
+        let name = spec.transform.clone();
+        let (tconfig, pipeline, outputs) = {
+            let state = inner.state.lock().await;
+            let h = state
+                .transforms
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("no transform `{name}`"))?;
+            anyhow::ensure!(
+                h.shadow.active().is_none(),
+                "a shadow already runs beside `{name}`: `sluice plugin shadow stop` it first"
+            );
+            (h.config.clone(), state.config.clone(), h.outputs.clone())
+        };
+        let json = match config {
+            Some(c) => {
+                let v: serde_json::Value = serde_json::from_str(&c)
+                    .map_err(|e| anyhow::anyhow!("--config is not JSON: {e}"))?;
+                anyhow::ensure!(v.is_object(), "--config must be a JSON object");
+                c
+            }
+            None => match &tconfig.config {
+                Some(v) => serde_json::to_string(v.get_ref())?,
+                None => "{}".into(),
+            },
+        };
+        let (source, bytes) = match plugin {
+            ShadowPlugin::Bundled(b) => (
+                format!("bundled:{b}"),
+                crate::plugin::bundled::get(&b)
+                    .ok_or_else(|| anyhow::anyhow!("unknown bundled plugin `{b}`"))?
+                    .to_vec(),
+            ),
+            ShadowPlugin::Bytes(label, b) => (label, b),
+        };
+        let limits = crate::plugin::PluginLimits {
+            memory: (tconfig.memory_mib as usize) << 20,
+            time_budget: tconfig.time_budget,
+            stack: (tconfig.stack_kib as usize) << 10,
+            instances: tconfig.instances,
+            tables: tconfig.tables,
+            memories: tconfig.memories,
+        };
+        let runtime = inner.runtime.clone();
+        let shadow_name = format!("{name} (shadow)");
+        let plugin = tokio::task::spawn_blocking(move || {
+            let compiled = runtime.compile_with_stack(&shadow_name, &bytes, limits.stack)?;
+            runtime.load(&shadow_name, &source, compiled, json, limits)
+        })
+        .await??;
+        anyhow::ensure!(
+            plugin.info().outputs == outputs,
+            "the shadow declares outputs {:?}, the live plugin of `{name}` {:?}: a shadow must keep them (it could not be promoted)",
+            plugin.info().outputs,
+            outputs
+        );
+        spec.masks = plugin.info().masks || tconfig_masks(&inner, &name).await;
+        spec.hide_values = !crate::admin::tappable(&pipeline, &name);
+        let state = inner.state.lock().await;
+        let h = state
+            .transforms
+            .get(&name)
+            .ok_or_else(|| anyhow::anyhow!("`{name}` was removed while its shadow was loading"))?;
+        anyhow::ensure!(
+            h.shadow.active().is_none(),
+            "a shadow already runs beside `{name}`"
+        );
+        let shadow = super::shadow::Shadow::start(spec, plugin);
+        tracing::info!(transform = %name, shadow = %shadow.status()["version"], "shadow run started");
+        h.shadow.set(shadow.clone());
+        Ok(shadow.status())
+    }
+
+    /// Every transform's shadow run (running or ended), or one's.
+    pub async fn shadow_status(
+        &self,
+        transform: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let inner = self.inner()?;
+        let state = inner.state.lock().await;
+        if let Some(t) = transform {
+            anyhow::ensure!(state.transforms.contains_key(t), "no transform `{t}`");
+        }
+        let all: Vec<serde_json::Value> = state
+            .transforms
+            .iter()
+            .filter(|(n, _)| transform.is_none_or(|t| t == n.as_str()))
+            .filter_map(|(_, h)| h.shadow.get().map(|s| s.status()))
+            .collect();
+        Ok(serde_json::json!({ "shadows": all }))
+    }
+
+    /// End a transform's shadow run, discarding it.
+    pub async fn stop_shadow(&self, transform: &str) -> anyhow::Result<serde_json::Value> {
+        let inner = self.inner()?;
+        let state = inner.state.lock().await;
+        let h = state
+            .transforms
+            .get(transform)
+            .ok_or_else(|| anyhow::anyhow!("no transform `{transform}`"))?;
+        let s = h
+            .shadow
+            .active()
+            .ok_or_else(|| anyhow::anyhow!("no shadow runs beside `{transform}`"))?;
+        s.end("stopped");
+        Ok(s.status())
+    }
+
+    /// Make the shadow the live plugin: handed to the stage as a hot
+    /// reload is (the batches taken before go through the old version,
+    /// every later one through the new; nothing lost or doubled). Until
+    /// the pipeline is reloaded: the pipeline file still names the old one.
+    pub async fn promote_shadow(&self, transform: &str) -> anyhow::Result<serde_json::Value> {
+        let inner = self.inner()?;
+        let mut state = inner.state.lock().await;
+        let h = state
+            .transforms
+            .get_mut(transform)
+            .ok_or_else(|| anyhow::anyhow!("no transform `{transform}`"))?;
+        let s = h
+            .shadow
+            .active()
+            .ok_or_else(|| anyhow::anyhow!("no shadow runs beside `{transform}`"))?;
+        s.end("promoted");
+        h.swaps
+            .send((s.plugin(), h.on_error))
+            .map_err(|_| anyhow::anyhow!("transform `{transform}` has stopped"))?;
+        h.hash = s.hash();
+        h.masks = h.masks || s.masks();
+        inner
+            .metrics
+            .reloads_ok
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(transform, version = %s.status()["version"], "shadow promoted: it is the live plugin from the next batch");
+        Ok(s.status())
+    }
+
+    fn inner(&self) -> anyhow::Result<Arc<Inner>> {
+        self.inner
+            .upgrade()
+            .ok_or_else(|| anyhow::anyhow!("the pipeline has stopped"))
     }
 
     /// The current configuration.
@@ -378,6 +544,7 @@ impl Running {
             handle.outputs
         );
         let hash = plugin.hash().to_string();
+        let masks = plugin.info().masks;
         handle
             .swaps
             .send((plugin, handle.on_error))
@@ -386,6 +553,7 @@ impl Running {
         let mut state = inner.state.lock().await;
         if let Some(h) = state.transforms.get_mut(name) {
             h.hash = hash;
+            h.masks = masks;
         }
         Ok(true)
     }
@@ -415,6 +583,11 @@ impl Running {
         // them, so what either refuses is refused here, before anything
         // running is touched (not found later by a task that dies).
         check_components(&new)?;
+        // A shadow compares against the plugin it started beside: a
+        // reload ends it (its status stays until the next one starts).
+        for h in state.transforms.values() {
+            h.shadow.end("the pipeline was reloaded");
+        }
         for (name, plugin) in &loaded {
             if let Some(h) = state.transforms.get(name) {
                 anyhow::ensure!(
@@ -520,6 +693,7 @@ impl Running {
                 (Some(h), Some(plugin)) => {
                     h.config = t.config.clone();
                     h.hash = plugin.hash().to_string();
+                    h.masks = plugin.info().masks;
                     h.on_error = t.config.on_error;
                     let _ = h.swaps.send((plugin, t.config.on_error));
                 }

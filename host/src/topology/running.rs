@@ -65,6 +65,10 @@ pub(super) struct TransformHandle {
     pub(super) hash: String,
     /// Instances of its plugin running, fixed when it started.
     pub(super) concurrency: usize,
+    /// Its shadow run, if one was started.
+    pub(super) shadow: Arc<super::shadow::ShadowSlot>,
+    /// Its live plugin masks (a shadow's samples hide what it hid).
+    pub(super) masks: bool,
 }
 
 /// The mutable state of a running pipeline, changed only under its lock.
@@ -88,7 +92,7 @@ pub(super) struct State {
 pub(super) struct Inner {
     /// Compiles the plugins of reloads and swaps.
     pub(super) runtime: Arc<Runtime>,
-    metrics: Registry,
+    pub(super) metrics: Registry,
     /// Who reads which port, changed by every rewire.
     pub(super) router: Arc<Router>,
     pub(super) state: Mutex<State>,
@@ -315,6 +319,7 @@ impl Running {
         let (swap_tx, swap_rx) = std::sync::mpsc::channel();
         let outputs = plugin.info().outputs.clone();
         let concurrency = config.concurrency();
+        let shadow = Arc::new(super::shadow::ShadowSlot::default());
         state.transforms.insert(
             name.to_string(),
             TransformHandle {
@@ -324,6 +329,8 @@ impl Running {
                 outputs: outputs.clone(),
                 hash: plugin.hash().to_string(),
                 concurrency,
+                shadow: shadow.clone(),
+                masks: plugin.info().masks,
             },
         );
         inner.router.revive(name);
@@ -342,6 +349,7 @@ impl Running {
             plugin,
             swaps: swap_rx,
             concurrency,
+            shadow,
         };
         Running::track(inner, name, stage.run());
     }

@@ -23,6 +23,8 @@ use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
 use crate::plugin::bindings::Verdicts;
 use crate::plugin::{CallError, LoadedPlugin, PluginError};
 
+use super::shadow::{Fate, ShadowSlot};
+
 /// A running transform's parts.
 pub struct TransformStage {
     pub name: Arc<str>,
@@ -37,6 +39,8 @@ pub struct TransformStage {
     pub swaps: std::sync::mpsc::Receiver<(LoadedPlugin, OnError)>,
     /// Instances of the plugin working on consecutive batches (at least 1).
     pub concurrency: usize,
+    /// A new version tried beside the live one (`sluice plugin shadow`).
+    pub shadow: Arc<ShadowSlot>,
 }
 
 /// What one batch became.
@@ -105,6 +109,7 @@ struct Shared {
     intake: Mutex<Intake>,
     turn: Mutex<Turn>,
     turned: Condvar,
+    shadow: Arc<ShadowSlot>,
     /// Finishes the output when the last worker is gone.
     _finish: FinishOnDrop,
 }
@@ -204,6 +209,7 @@ impl TransformStage {
             on_error,
             swaps,
             concurrency,
+            shadow,
         } = self;
         let version = Arc::new(Version::new(0, plugin, on_error, &dead));
         let shared = Arc::new(Shared {
@@ -223,6 +229,7 @@ impl TransformStage {
                 stopped: false,
             }),
             turned: Condvar::new(),
+            shadow,
         });
         let mut handles = Vec::with_capacity(concurrency.max(1));
         for i in 0..concurrency.max(1) {
@@ -276,9 +283,15 @@ impl Worker {
                 dropped: 0,
                 failed: Vec::new(),
             };
+            let shadow = shared.shadow.active().filter(|s| s.wants(batch.len()));
+            let mut fates = shadow.as_ref().map(|_| Vec::with_capacity(batch.len()));
             let started = std::time::Instant::now();
-            self.isolate(&batch, &mut outcome);
-            self.metrics.batch_seconds.observe(started.elapsed());
+            self.isolate(&batch, &mut outcome, fates.as_mut());
+            let took = started.elapsed();
+            self.metrics.batch_seconds.observe(took);
+            if let (Some(shadow), Some(fates)) = (shadow, fates) {
+                shadow.submit(&batch, fates, took.as_nanos() as u64);
+            }
             self.settle(&mut outcome, &batch.acks);
             ComponentMetrics::add(&self.metrics.dropped, outcome.dropped);
             if !shared.send(ticket, outcome.ports, &batch) {
@@ -304,7 +317,7 @@ impl Worker {
     /// Process a batch; when the plugin fails on it, split it in halves
     /// until each failure is pinned to one event (a bad event costs itself,
     /// not its batch).
-    fn isolate(&mut self, batch: &Batch, outcome: &mut Outcome) {
+    fn isolate(&mut self, batch: &Batch, outcome: &mut Outcome, mut fates: Option<&mut Vec<Fate>>) {
         if batch.is_empty() {
             return;
         }
@@ -314,12 +327,15 @@ impl Worker {
             ComponentMetrics::add(&self.metrics.restarts, 1);
         }
         match result {
-            Ok(v) => apply(&v, batch, outcome, self.plugin.bundled()),
+            Ok(v) => apply(&v, batch, outcome, self.plugin.bundled(), fates),
             Err(e) if batch.len() == 1 => {
                 let e = CallError {
                     message: crate::plugin::alone(&e.message).to_string(),
                     ..e
                 };
+                if let Some(f) = fates {
+                    f.push(Fate::Failed(format!("{}: {}", e.kind.as_str(), e.message)));
+                }
                 outcome.failed.push((batch.get(0).to_vec(), e))
             }
             // Each timeout costs a whole time budget: go event by event
@@ -328,14 +344,14 @@ impl Worker {
             Err(e) if e.kind == ErrorKind::Timeout => {
                 tracing::debug!(transform = %self.name, events = batch.len(), error = %e, "batch timed out; isolating one by one");
                 for i in 0..batch.len() {
-                    self.isolate(&batch.slice(i..i + 1), outcome);
+                    self.isolate(&batch.slice(i..i + 1), outcome, fates.as_deref_mut());
                 }
             }
             Err(e) => {
                 tracing::debug!(transform = %self.name, events = batch.len(), error = %e, "batch failed; isolating");
                 let mid = batch.len() / 2;
-                self.isolate(&batch.slice(0..mid), outcome);
-                self.isolate(&batch.slice(mid..batch.len()), outcome);
+                self.isolate(&batch.slice(0..mid), outcome, fates.as_deref_mut());
+                self.isolate(&batch.slice(mid..batch.len()), outcome, fates);
             }
         }
     }
@@ -382,8 +398,18 @@ impl Worker {
 /// Apply a plugin's verdicts to its batch. A replacement must still be an
 /// event, a JSON object: checked, unless the plugin is `trusted` (a bundled
 /// one: its output is written by serde, or spliced into a checked event
-/// with escaped strings, and its tests parse what it writes).
-fn apply(v: &Verdicts, batch: &Batch, outcome: &mut Outcome, trusted: bool) {
+/// with escaped strings, and its tests parse what it writes). With
+/// `fates`, what became of each event is recorded for a shadow run.
+fn apply(
+    v: &Verdicts,
+    batch: &Batch,
+    outcome: &mut Outcome,
+    trusted: bool,
+    fates: Option<&mut Vec<Fate>>,
+) {
+    if let Some(f) = fates {
+        super::shadow::fates(v, batch.len(), trusted, f);
+    }
     let mut replaced = 0usize;
     let mut start = 0usize;
     for (i, (&action, event)) in v.actions.iter().zip(batch.iter()).enumerate() {
@@ -451,7 +477,7 @@ mod props {
                     dropped: 0,
                     failed: Vec::new(),
                 };
-                apply(&v, &batch, &mut outcome, false);
+                apply(&v, &batch, &mut outcome, false, None);
                 let out: usize = outcome.ports.iter().map(Batch::len).sum();
                 prop_assert_eq!(out + outcome.dropped + outcome.failed.len(), events);
                 for b in &outcome.ports {

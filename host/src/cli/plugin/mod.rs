@@ -87,6 +87,12 @@ pub enum PluginCommand {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Try a new version of a transform's plugin on live traffic before it
+    /// takes over: `sluice plugin shadow --transform T NEW.wasm` runs it
+    /// beside the live one on the same batches and compares their verdicts
+    /// event by event (only the live output is used); then `status`,
+    /// `promote` or `stop`. Through the running pipeline's admin port.
+    Shadow(crate::cli::shadow::ShadowArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -103,6 +109,9 @@ pub enum CacheAction {
 }
 
 pub async fn main(command: PluginCommand) -> anyhow::Result<()> {
+    if let PluginCommand::Shadow(args) = command {
+        return crate::cli::shadow::main(args).await;
+    }
     tokio::task::spawn_blocking(move || run(command)).await?
 }
 
@@ -115,6 +124,7 @@ fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Build { dir, force } => build::build_with(&dir, force).map(|_| ()),
         PluginCommand::Compile { plugin } => build::precompile(&component(&plugin)?),
         PluginCommand::Cache { action } => cache(action),
+        PluginCommand::Shadow(_) => unreachable!("run by `main`"),
         PluginCommand::Setup { lang } => setup::setup(lang),
         PluginCommand::Dev { dir, pipeline } => dev::dev(&dir, pipeline),
         PluginCommand::Test {
