@@ -6,7 +6,10 @@
 //!
 //! - no shadow;
 //! - a shadow `filter` v2 (also drops `DELETE`) on every batch (sample 1.0);
-//! - the same on a tenth of the batches (sample 0.1).
+//! - the same on a tenth of the batches (sample 0.1);
+//! - a shadow that misbehaves (the test plugin `chaos`, built here): it
+//!   panics on 1 % of the records, loops forever on two and allocates
+//!   without bound on two (the live filter does not look at the field).
 //!
 //! Prints events/s, the CPU time, the ratio to no shadow, and what the
 //! shadow compared and skipped (it runs at `SCHED_IDLE` and skips batches it
@@ -35,9 +38,15 @@ fn records(n: usize) -> (Vec<u8>, u64) {
             (methods[i % 5], format!("/api/orders/{}", i % 99_991))
         };
         kept += u64::from(!health);
+        let chaos = match i {
+            _ if i % 100 == 7 => r#","chaos":"panic""#,
+            _ if i == n / 4 || i == 3 * n / 4 => r#","chaos":"loop""#,
+            _ if i == n / 2 || i == 9 * n / 10 => r#","chaos":"alloc""#,
+            _ => "",
+        };
         let _ = writeln!(
             out,
-            r#"{{"timestamp":"2026-12-06T10:00:00.{:03}Z","level":"info","service":"web","method":"{method}","path":"{path}","status":200,"duration_ms":{},"client":"10.0.{}.{}"}}"#,
+            r#"{{"timestamp":"2026-12-06T10:00:00.{:03}Z","level":"info","service":"web","method":"{method}","path":"{path}","status":200,"duration_ms":{},"client":"10.0.{}.{}"{chaos}}}"#,
             i % 1000,
             i % 997,
             i % 250,
@@ -57,11 +66,24 @@ fn main() {
     println!(
         "sluice shadow bench: {n} access records, file -> filter -> file, median of 3 (followed file, timed from its appearance)"
     );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let plugins = root.join("target").join("plugins");
+    sluice_build_support::build_plugins(root, &plugins, &["sluice-test-chaos"], None);
+    let chaos = std::fs::read(plugins.join("wasm32-wasip2/plugin/sluice_test_chaos.wasm")).unwrap();
+    let v2 = || ShadowPlugin::Bundled("filter".into());
     let mut base = None;
-    for (name, sample) in [
-        ("no shadow", None),
-        ("shadow, sample 1.0", Some(1.0)),
-        ("shadow, sample 0.1", Some(0.1)),
+    for (name, sample, plugin, shadow_config) in [
+        ("no shadow", None, None, None),
+        ("shadow, sample 1.0", Some(1.0), Some(v2()), Some(V2)),
+        ("shadow, sample 0.1", Some(0.1), Some(v2()), Some(V2)),
+        (
+            "chaos shadow, 1.0",
+            Some(1.0),
+            Some(ShadowPlugin::Bytes("chaos.wasm".into(), chaos.clone())),
+            Some("{}"),
+        ),
     ] {
         let mut walls = Vec::new();
         let mut cpus = Vec::new();
@@ -86,7 +108,7 @@ fn main() {
                 let metrics = sluice::base::metrics::Registry::default();
                 let running = plan.start(metrics.clone()).unwrap();
                 let handle = running.reload_handle();
-                if let Some(sample) = sample {
+                if let (Some(sample), Some(plugin)) = (sample, plugin.as_ref()) {
                     let spec = ShadowSpec {
                         transform: "keep".into(),
                         sample,
@@ -95,12 +117,12 @@ fn main() {
                         hide_values: false,
                         totals: metrics.shadows.clone(),
                     };
+                    let plugin = match plugin {
+                        ShadowPlugin::Bundled(b) => ShadowPlugin::Bundled(b.clone()),
+                        ShadowPlugin::Bytes(n, b) => ShadowPlugin::Bytes(n.clone(), b.clone()),
+                    };
                     handle
-                        .start_shadow(
-                            ShadowPlugin::Bundled("filter".into()),
-                            Some(V2.into()),
-                            spec,
-                        )
+                        .start_shadow(plugin, shadow_config.map(str::to_string), spec)
                         .await
                         .unwrap();
                 }
@@ -132,13 +154,17 @@ fn main() {
         base.get_or_insert(rate);
         let compared = match status["shadows"].get(0) {
             Some(s) => format!(
-                "; shadow compared {} events ({} differ), skipped {}",
-                s["events"], s["outcomes"]["kept_vs_dropped"], s["skipped_events"]
+                "; {} compared {} events ({} kept_vs_dropped, {} error), skipped {}",
+                s["version"],
+                s["events"],
+                s["outcomes"]["kept_vs_dropped"],
+                s["outcomes"]["error"],
+                s["skipped_events"]
             ),
             None => String::new(),
         };
         println!(
-            "  {name:<20} {:>7.3} s  {:>6.2} M events/s  CPU {:>5.2} s  {:>5.2}x of no shadow{compared}",
+            "  {name:<19} {:>7.3} s  {:>6.2} M events/s  CPU {:>5.2} s  {:>5.2}x of no shadow{compared}",
             wall.as_secs_f64(),
             rate / 1e6,
             cpu.as_secs_f64(),
