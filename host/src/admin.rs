@@ -1068,9 +1068,16 @@ pub fn router(admin: Arc<Admin>) -> Router {
                 // A Python or JavaScript component is tens of MB.
                 .layer(axum::extract::DefaultBodyLimit::max(512 << 20)),
         )
-        .route("/ui/shadow", get(shadow::status))
+        .route(
+            "/ui/shadow",
+            post(shadow::start)
+                .get(shadow::status)
+                .layer(axum::extract::DefaultBodyLimit::max(512 << 20)),
+        )
         .route("/shadow/promote", post(shadow::promote))
         .route("/shadow/stop", post(shadow::stop))
+        .route("/ui/shadow/promote", post(shadow::promote))
+        .route("/ui/shadow/stop", post(shadow::stop))
         .method_not_allowed_fallback(|| async {
             reply(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -350,6 +350,18 @@ inputs = ["_dead_letters"]
                 {"waitFor": "document.getElementById('events').textContent.split('\\n').filter(Boolean).length >= 5"},
                 {"eval": "document.getElementById('events').textContent", "as": "tapped"},
                 {"eval": "[...document.querySelectorAll('.edge')].length", "as": "edges"},
+                // A shadow run from the page: a stricter filter beside
+                // `keep`, compared live, then promoted.
+                {"click": "#shadow-form summary"},
+                {"eval": "document.getElementById('sh-transform').value = 'keep'"},
+                {"fill": "#sh-plugin", "value": "filter"},
+                {"fill": "#sh-config", "value": "{\"min_level\":\"error\"}"},
+                {"click": "#sh-start"},
+                {"waitFor": "[...document.querySelectorAll('#shadows td')].some(td => td.textContent === 'running') && +document.querySelectorAll('#shadows tr')[1].children[5].textContent.replace(/[^0-9]/g, '') > 0"},
+                {"eval": "[...document.querySelectorAll('#shadows tr')].map(tr => [...tr.children].map(c => c.textContent))", "as": "shadows"},
+                {"click": "#sh-promote"},
+                {"waitFor": "document.getElementById('sh-said').textContent.includes('promoted')"},
+                {"eval": "document.getElementById('sh-said').textContent", "as": "promoted"},
             ]),
         )
     })
@@ -424,6 +436,16 @@ inputs = ["_dead_letters"]
         "masked: {tapped}"
     );
     assert!(r["edges"].as_u64().unwrap() >= 5);
+    // The shadow's row: `keep`, running, kept_vs_dropped counted (info and
+    // warn events the live filter keeps and the shadow drops).
+    let rows = r["shadows"].as_array().unwrap();
+    assert_eq!(rows[0][5], "kept_vs_dropped", "{rows:?}");
+    assert_eq!(rows[1][0], "keep", "{rows:?}");
+    assert!(r["promoted"].as_str().unwrap().contains("ended (promoted)"), "{r}");
+    assert!(
+        metrics.contains("sluice_shadow_events_total{transform=\"keep\",outcome=\"kept_vs_dropped\"}"),
+        "{metrics}"
+    );
     // Everything it fetched came from the admin port, with the token.
     for req in facts["requests"].as_array().unwrap() {
         assert!(

@@ -6,6 +6,8 @@
 //! - `GET /shadow[?transform=T]` (and `/ui/shadow` for the live page): the
 //!   running comparison of every shadow, running or ended;
 //! - `POST /shadow/promote?transform=T`, `POST /shadow/stop?transform=T`.
+//!
+//! Each is also under `/ui/` for the live page's form.
 
 use std::sync::Arc;
 
