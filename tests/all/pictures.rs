@@ -441,9 +441,13 @@ inputs = ["_dead_letters"]
     let rows = r["shadows"].as_array().unwrap();
     assert_eq!(rows[0][5], "kept_vs_dropped", "{rows:?}");
     assert_eq!(rows[1][0], "keep", "{rows:?}");
-    assert!(r["promoted"].as_str().unwrap().contains("ended (promoted)"), "{r}");
     assert!(
-        metrics.contains("sluice_shadow_events_total{transform=\"keep\",outcome=\"kept_vs_dropped\"}"),
+        r["promoted"].as_str().unwrap().contains("ended (promoted)"),
+        "{r}"
+    );
+    assert!(
+        metrics
+            .contains("sluice_shadow_events_total{transform=\"keep\",outcome=\"kept_vs_dropped\"}"),
         "{metrics}"
     );
     // Everything it fetched came from the admin port, with the token.
