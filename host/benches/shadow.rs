@@ -116,6 +116,8 @@ fn main() {
                         masks: false,
                         hide_values: false,
                         totals: metrics.shadows.clone(),
+                        memory_mib: None,
+                        time_budget: None,
                     };
                     let plugin = match plugin {
                         ShadowPlugin::Bundled(b) => ShadowPlugin::Bundled(b.clone()),

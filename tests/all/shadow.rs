@@ -347,6 +347,15 @@ async fn a_mask_that_unmasks_is_reported_without_showing_the_emails() {
     assert_eq!(r.status, 200);
     let s = status(&path, "t").await;
     assert_eq!(s["ended"], "the pipeline was reloaded", "{s}");
+    // `--duration` ends it by itself, traffic or not.
+    succeeds(shadow_cli(
+        &path,
+        &["mask", "--transform", "t", "--duration", "300ms"],
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = status(&path, "t").await;
+    assert_eq!(s["ended"], "its duration elapsed", "{s}");
     running.shutdown().await;
 }
 
@@ -360,7 +369,20 @@ async fn a_shadow_that_traps_loops_and_runs_out_of_memory_costs_the_live_pipelin
         toml_path(crate::NOOP)
     );
     let (running, metrics, path) = start(d.path(), &pipeline(port, &live)).await;
-    succeeds(shadow_cli(&path, &[crate::CHAOS, "--transform", "t"])).await;
+    // Its own limits, tighter than the live plugin's.
+    succeeds(shadow_cli(
+        &path,
+        &[
+            crate::CHAOS,
+            "--transform",
+            "t",
+            "--memory-mib",
+            "16",
+            "--time-budget",
+            "40ms",
+        ],
+    ))
+    .await;
     // 1% of events panic in the shadow, two loop, two allocate without bound.
     let chaos = |i: usize| match i {
         _ if i % 100 == 7 => Some("panic"),
@@ -415,5 +437,7 @@ async fn a_shadow_that_traps_loops_and_runs_out_of_memory_costs_the_live_pipelin
         "{reasons:?}"
     );
     assert!(s["running"].as_bool().unwrap(), "{s}");
+    assert_eq!(s["memory_mib"], 16, "{s}");
+    assert_eq!(s["time_budget"], "40ms", "{s}");
     running.shutdown().await;
 }

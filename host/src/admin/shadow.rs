@@ -1,6 +1,7 @@
 //! The admin port's shadow runs (`sluice plugin shadow`):
 //!
-//! - `POST /shadow?transform=T[&sample=0.1][&duration=10m][&config=JSON]`
+//! - `POST /shadow?transform=T[&sample=0.1][&duration=10m][&config=JSON]
+//!   [&memory_mib=M][&time_budget=D]`
 //!   with a component's bytes as the body, or `&plugin=NAME` for a bundled
 //!   plugin: starts one beside `T`'s live plugin;
 //! - `GET /shadow[?transform=T]` (and `/ui/shadow` for the live page): the
@@ -62,6 +63,26 @@ fn spec(
         ),
         None => None,
     };
+    let memory_mib = match q.get("memory_mib") {
+        Some(m) => Some(
+            m.parse::<u64>()
+                .ok()
+                .filter(|m| (1..=4096).contains(m))
+                .ok_or_else(|| anyhow::anyhow!("`memory_mib` must be 1 to 4096, not `{m}`"))?,
+        ),
+        None => None,
+    };
+    let time_budget = match q.get("time_budget") {
+        Some(t) => Some(
+            humantime::parse_duration(t)
+                .ok()
+                .filter(|t| !t.is_zero() && *t <= std::time::Duration::from_secs(60))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("`time_budget` must be a duration above 0 and at most 60s (`100ms`), not `{t}`")
+                })?,
+        ),
+        None => None,
+    };
     Ok(ShadowSpec {
         transform,
         sample,
@@ -69,6 +90,8 @@ fn spec(
         masks: false,
         hide_values: false,
         totals: admin.metrics.shadows.clone(),
+        memory_mib,
+        time_budget,
     })
 }
 

@@ -30,6 +30,13 @@ pub struct ShadowArgs {
     /// End the shadow after this long (`10m`, `1h`; default: until stopped).
     #[arg(long)]
     pub duration: Option<String>,
+    /// The shadow's memory limit (default: the transform's `memory_mib`).
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+    /// The shadow's time budget per call (default: the transform's
+    /// `time_budget`).
+    #[arg(long)]
+    pub time_budget: Option<String>,
     /// Print the admin port's JSON answer as it is.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +71,12 @@ pub async fn main(args: ShadowArgs) -> anyhow::Result<()> {
             }
             if let Some(c) = &args.config {
                 path.push_str(&format!("&config={}", encode(c)));
+            }
+            if let Some(m) = args.memory_mib {
+                path.push_str(&format!("&memory_mib={m}"));
+            }
+            if let Some(t) = &args.time_budget {
+                path.push_str(&format!("&time_budget={}", encode(t)));
             }
             let file = std::path::Path::new(plugin);
             let body = if crate::plugin::loader::is_plugin_file(plugin) || file.is_file() {

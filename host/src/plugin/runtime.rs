@@ -622,6 +622,11 @@ impl LoadedPlugin {
         self.limits.time_budget
     }
 
+    /// The linear memory one instance may have, in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.limits.memory
+    }
+
     /// What the plugin said about itself at `init`.
     pub fn info(&self) -> &Info {
         &self.info

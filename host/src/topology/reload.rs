@@ -390,8 +390,8 @@ impl ReloadHandle {
             ShadowPlugin::Bytes(label, b) => (label, b),
         };
         let limits = crate::plugin::PluginLimits {
-            memory: (tconfig.memory_mib as usize) << 20,
-            time_budget: tconfig.time_budget,
+            memory: (spec.memory_mib.unwrap_or(tconfig.memory_mib) as usize) << 20,
+            time_budget: spec.time_budget.unwrap_or(tconfig.time_budget),
             stack: (tconfig.stack_kib as usize) << 10,
             instances: tconfig.instances,
             tables: tconfig.tables,

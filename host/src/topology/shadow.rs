@@ -95,6 +95,9 @@ pub struct ShadowSpec {
     pub hide_values: bool,
     /// Where its per-transform counters are added up for `/metrics`.
     pub totals: Arc<ShadowTotals>,
+    /// The shadow's own limits where they differ from the transform's.
+    pub memory_mib: Option<u64>,
+    pub time_budget: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -348,6 +351,14 @@ impl Shadow {
 
     /// `status`: the running comparison.
     pub fn status(&self) -> Value {
+        if self.is_active()
+            && self
+                .spec
+                .duration
+                .is_some_and(|d| self.started.elapsed() >= d)
+        {
+            self.end("its duration elapsed");
+        }
         let st = lock(&self.stats);
         let per_event = |nanos: u64| {
             nanos
@@ -375,6 +386,8 @@ impl Shadow {
             "skipped_events": st.skipped_events,
             "live_ns_per_event": per_event(st.live_nanos),
             "shadow_ns_per_event": per_event(st.shadow_nanos),
+            "memory_mib": lock(&self.seed).memory_limit() >> 20,
+            "time_budget": humantime::format_duration(lock(&self.seed).time_budget()).to_string(),
             "values_hidden": if self.spec.hide_values { "all" } else if self.spec.masks { "shadow" } else { "none" },
             "samples": st.samples.iter().rev().cloned().collect::<Vec<_>>(),
         })
