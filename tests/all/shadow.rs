@@ -158,10 +158,24 @@ config = { conditions = [{ field = "service", equals = "a", negate = true }] }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(s["skipped_events"], 0, "{s}");
-    assert_eq!(s["events"], 3000, "{s}");
-    assert_eq!(s["outcomes"]["kept_vs_dropped"], 1000, "{s}");
-    assert_eq!(s["outcomes"]["same"], 2000, "{s}");
+    // On a loaded machine the idle-priority shadow may fall behind and
+    // skip whole batches (counted, never waited for): every event is
+    // either compared or counted as skipped, and among the compared ones
+    // every third (service b) differs. A batch of n consecutive events
+    // holds n/3 of b, give or take one, hence the bound by batches.
+    let n = |v: &Value| v.as_u64().unwrap();
+    let (events, skipped, batches) = (n(&s["events"]), n(&s["skipped_events"]), n(&s["batches"]));
+    let (kvd, same) = (
+        n(&s["outcomes"]["kept_vs_dropped"]),
+        n(&s["outcomes"]["same"]),
+    );
+    assert_eq!(events + skipped, 3000, "{s}");
+    assert!(events > 0, "the shadow compared nothing: {s}");
+    assert_eq!(kvd + same, events, "{s}");
+    assert!((3 * kvd).abs_diff(events) <= 2 * batches, "{s}");
+    if skipped == 0 {
+        assert_eq!(kvd, 1000, "{s}");
+    }
     for k in ["routed", "replaced", "error"] {
         assert_eq!(s["outcomes"][k], 0, "{k}: {s}");
     }
