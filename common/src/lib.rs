@@ -14,6 +14,8 @@
 //! # Layout
 //! - [`path`]: dotted field paths (`get`, `take`, `put`).
 //! - [`coerce`]: typed values from strings (`"20"` -> 20).
+//! - [`cond`]: field conditions (`{ field = "status", gte = 500 }`), for
+//!   the host's declared metrics and, through a link, the plugin SDK.
 //! - [`level`]: one spelling of each log level (`WARNING` -> `warn`).
 //! - [`pyformat`]: Python's `%` formatting and the repr of its literals.
 //! - [`presets`]: logging libraries' records mapped to sluice's fields.
@@ -36,6 +38,7 @@
 )]
 
 pub mod coerce;
+pub mod cond;
 pub mod level;
 pub mod path;
 pub mod presets;

@@ -437,6 +437,52 @@ fn hop_stats(metrics: &Registry) -> Vec<(String, Arc<crate::base::hops::HopStats
         .collect()
 }
 
+/// The metrics declared by `metric` sinks, then what they could not count.
+fn declared(metrics: &Registry, out: &mut String) {
+    let all: Vec<(String, Arc<crate::base::declared::Declared>)> = metrics
+        .components()
+        .into_iter()
+        .filter_map(|(c, _, m)| {
+            let d = m
+                .declared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()?;
+            Some((c, d))
+        })
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    for (_, d) in &all {
+        d.write(out);
+    }
+    for (i, (name, help)) in [
+        (
+            "sluice_metric_folded_total",
+            "Events a metric sink counted in its `other` series: its max_series was reached.",
+        ),
+        (
+            "sluice_metric_no_value_total",
+            "Events a metric sink matched without a number in its value field (not counted).",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (component, d) in &all {
+            let (folded, no_value) = d.losses();
+            let _ = writeln!(
+                out,
+                "{name}{{component=\"{}\"}} {}",
+                escape_label(component),
+                [folded, no_value][i]
+            );
+        }
+    }
+}
+
 /// The `hops` sinks' families: one histogram per hop, and what bounds them.
 fn hop_latencies(metrics: &Registry, out: &mut String) {
     let all = hop_stats(metrics);
@@ -775,6 +821,7 @@ pub fn prometheus(metrics: &Registry) -> String {
         }
     }
     hop_latencies(metrics, &mut out);
+    declared(metrics, &mut out);
     let name = "sluice_batch_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Time to process one batch: the plugin call (transforms), the write (sinks).\n# TYPE {name} histogram");
     for (component, kind, m) in metrics.components() {

@@ -464,11 +464,74 @@ fn the_dashboard_uses_metrics_that_exist() {
     sluice::base::metrics::ComponentMetrics::add(&m.alerts_sent, 1);
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
     metrics.queue("t", &tx);
+    // The metrics the shipped pipelines declare (`metric` sinks), as they
+    // export them once they have counted an event.
+    let mut declared = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(root().join("pipelines"))
+        .unwrap()
+        .flatten()
+    {
+        let config = sluice::config::PipelineConfig::load(&entry.path()).unwrap();
+        for s in &config.sinks {
+            let sluice::sink::SinkConfig::Metric(m) = &s.config else {
+                continue;
+            };
+            let name = m.metric_name(&s.name).to_string();
+            let labels: Vec<String> = m.labels.keys().cloned().collect();
+            let d = std::sync::Arc::new(sluice::base::declared::Declared::new(
+                name.clone(),
+                "declared".into(),
+                m.metric,
+                labels.clone(),
+                Vec::new(),
+                10,
+            ));
+            d.record(vec!["x".into(); labels.len()], None);
+            *metrics
+                .component(&s.name, sluice::base::metrics::Kind::Sink)
+                .declared
+                .lock()
+                .unwrap() = Some(d);
+            declared.insert(name, labels);
+        }
+    }
+    assert!(
+        declared.contains_key("log_events_total"),
+        "no shipped pipeline declares log_events_total"
+    );
     let text = sluice::admin::prometheus(&metrics);
+    let mut drawn = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
+            for (name, labels) in &declared {
+                if expr.contains(name.as_str()) {
+                    drawn += 1;
+                    assert!(
+                        text.contains(&format!("\n{name}{{")),
+                        "{name} is not exported"
+                    );
+                    // What the panel groups by is a label of the metric.
+                    if let Some(by) = expr.split("by (").nth(1) {
+                        for label in by.split(')').next().unwrap().split(',') {
+                            assert!(
+                                labels.iter().any(|l| l == label.trim()),
+                                "{name} has no label `{}` (panel {})",
+                                label.trim(),
+                                panel["title"]
+                            );
+                        }
+                    }
+                }
+            }
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.ends_with("_total") && !word.starts_with("sluice_") {
+                    assert!(
+                        declared.contains_key(word),
+                        "{word} (panel {}) is declared by no shipped pipeline",
+                        panel["title"]
+                    );
+                }
                 if word.starts_with("sluice_") {
                     assert!(
                         text.contains(&format!("\n{word}{{")),
@@ -479,6 +542,7 @@ fn the_dashboard_uses_metrics_that_exist() {
             }
         }
     }
+    assert!(drawn > 0, "no panel draws a declared metric");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

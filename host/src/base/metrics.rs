@@ -77,6 +77,8 @@ pub struct ComponentMetrics {
     pub by_fields: std::sync::RwLock<Option<Arc<ByFields>>>,
     /// A `hops` sink's live hop latencies.
     pub hops: Mutex<Option<Arc<crate::base::hops::HopStats>>>,
+    /// A `metric` sink's declared metric.
+    pub declared: Mutex<Option<Arc<crate::base::declared::Declared>>>,
     /// The component's `type` (`file`, `redis`, ...; empty when it has
     /// none, as the dead letters): which metric families it can move.
     pub type_name: Mutex<&'static str>,

@@ -20,6 +20,7 @@
 
 pub mod ack;
 pub mod crypt;
+pub mod declared;
 pub mod event;
 pub mod hops;
 pub mod metrics;

@@ -402,6 +402,7 @@ impl PipelineConfig {
             sinks,
         };
         config.check_names()?;
+        config.check_metric_names()?;
         config.check_bounds()?;
         config.check_listeners()?;
         Ok(config)
@@ -618,6 +619,28 @@ impl PipelineConfig {
             return Err(self
                 .locator
                 .error(None, "sinks", "a pipeline needs at least one sink"));
+        }
+        Ok(())
+    }
+
+    /// No two `metric` sinks declare one name: `/metrics` would carry the
+    /// family twice, which Prometheus refuses whole.
+    fn check_metric_names(&self) -> Result<(), ConfigError> {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for s in &self.sinks {
+            let SinkConfig::Metric(m) = &s.config else {
+                continue;
+            };
+            let metric = m.metric_name(&s.name);
+            if let Some(other) = seen.insert(metric, &s.name) {
+                let key = format!("sinks.{}.name", s.name);
+                let span = self.span_of(&key).unwrap_or_else(|| s.span.clone());
+                return Err(self.locator.error(
+                    Some(span),
+                    key,
+                    format!("the metric `{metric}` is declared by sinks.{other} already; give each its own name"),
+                ));
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod file;
 pub mod hops;
 pub mod http;
 pub mod loki;
+pub mod metric;
 pub mod nats;
 pub mod otlp;
 pub mod redis;
@@ -35,6 +36,7 @@ kinds! {
         "syslog" => Syslog(syslog::SyslogSinkConfig),
         "hops" => Hops(hops::HopsConfig),
         "nats" => Nats(nats::NatsSinkConfig),
+        "metric" => Metric(metric::MetricConfig),
     }
     internal {
         /// Keeps what it receives in memory: what `sluice test` reads. Not a

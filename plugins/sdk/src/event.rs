@@ -621,6 +621,22 @@ fn split_path(path: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Conditions (`crate::cond`) read an event's fields without a tree.
+impl crate::cond::Fields for Event<'_> {
+    fn has(&self, path: &str) -> bool {
+        Event::has(self, path)
+    }
+    fn get_str(&self, path: &str) -> Option<Cow<'_, str>> {
+        Event::get_str(self, path)
+    }
+    fn get_f64(&self, path: &str) -> Option<f64> {
+        Event::get_f64(self, path)
+    }
+    fn get(&self, path: &str) -> Option<Value> {
+        Event::get(self, path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,3 +754,4 @@ mod tests {
         assert_eq!(e.get_str("x"), None);
     }
 }
+
