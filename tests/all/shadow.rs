@@ -196,12 +196,14 @@ config = { conditions = [{ field = "service", equals = "a", negate = true }] }
     let (code, text) = crate::client::get(port, "/metrics");
     assert_eq!(code, 200);
     assert!(
-        text.contains(
-            r#"sluice_shadow_events_total{transform="t",outcome="kept_vs_dropped"} 1000"#
-        ),
+        text.contains(&format!(
+            r#"sluice_shadow_events_total{{transform="t",outcome="kept_vs_dropped"}} {kvd}"#
+        )),
         "{text}"
     );
-    assert!(text.contains(r#"sluice_shadow_events_total{transform="t",outcome="same"} 2000"#));
+    assert!(text.contains(&format!(
+        r#"sluice_shadow_events_total{{transform="t",outcome="same"}} {same}"#
+    )));
     // The live page's data.
     let (code, ui) = crate::client::get(port, "/ui/shadow");
     assert_eq!(code, 200);
