@@ -870,13 +870,13 @@ pub(crate) fn check_verdicts(
     for &a in &v.actions {
         match a {
             action::DROP | action::KEEP => {}
-            action::REPLACE => replaced += 1,
+            action::REPLACE | action::FAIL => replaced += 1,
             other => return bad(format!("unknown action {other}")),
         }
     }
     if replaced != v.ends.len() {
         return bad(format!(
-            "{replaced} replaced events but {} replacement offsets",
+            "{replaced} replaced or failed events but {} replacement offsets",
             v.ends.len()
         ));
     }

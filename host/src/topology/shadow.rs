@@ -56,6 +56,13 @@ pub fn fates(v: &Verdicts, events: usize, trusted: bool, out: &mut Vec<Fate>) {
         out.push(match v.actions[i] {
             action::DROP => Fate::Dropped,
             action::KEEP => Fate::Out { port, bytes: None },
+            action::FAIL => {
+                let end = v.ends[replaced] as usize;
+                let reason = super::transform::plugin_reason(&v.data[start..end]);
+                start = end;
+                replaced += 1;
+                Fate::Failed(format!("{}: {reason}", ErrorKind::PluginError.as_str()))
+            }
             _ => {
                 let end = v.ends[replaced] as usize;
                 let new = &v.data[start..end];

@@ -420,6 +420,19 @@ fn apply(
         match action {
             action::DROP => outcome.dropped += 1,
             action::KEEP => out.push(event),
+            action::FAIL => {
+                let end = v.ends[replaced] as usize;
+                let reason = &v.data[start..end];
+                start = end;
+                replaced += 1;
+                outcome.failed.push((
+                    event.to_vec(),
+                    CallError {
+                        kind: ErrorKind::PluginError,
+                        message: plugin_reason(reason),
+                    },
+                ));
+            }
             _ => {
                 let end = v.ends[replaced] as usize;
                 let new = &v.data[start..end];
@@ -445,6 +458,27 @@ fn apply(
             }
         }
     }
+}
+
+/// Longest reason a plugin may give for one dead-lettered event.
+const MAX_REASON: usize = 4096;
+
+/// A plugin's reason for dead-lettering an event, as text: invalid UTF-8
+/// replaced, cut at [`MAX_REASON`] bytes (on a character boundary).
+pub fn plugin_reason(bytes: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    if text.is_empty() {
+        text.push_str("the plugin gave no reason");
+    }
+    text
 }
 
 #[cfg(test)]

@@ -341,6 +341,14 @@ export function plugin(spec) {
     const replaced = [];
     let size = 0;
     let start = 0;
+    // An exception dead-letters its event alone (action 3, the reason as
+    // the next entry of data/ends); the batch goes on.
+    const fail = (i, e) => {
+      const bytes = encoder.encode(describe(e));
+      replaced.push(bytes);
+      size += bytes.length;
+      actions[i] = 3;
+    };
     if (keepOnly !== undefined) {
       // A filter: one bool per event, nothing else to decide.
       for (let i = 0; i < n; i++) {
@@ -350,10 +358,13 @@ export function plugin(spec) {
         try {
           actions[i] = keepOnly(event) ? 1 : 0;
         } catch (e) {
-          throw `event ${i}: ${describe(e)}`;
+          fail(i, e);
         }
       }
-      return { actions, ports: new Uint16Array(0), data: new Uint8Array(0), ends: new Uint32Array(0) };
+      if (replaced.length === 0) {
+        return { actions, ports: new Uint16Array(0), data: new Uint8Array(0), ends: new Uint32Array(0) };
+      }
+      return { actions, ports: new Uint16Array(0), ...packed() };
     }
     for (let i = 0; i < n; i++) {
       const end = ends[i];
@@ -363,7 +374,8 @@ export function plugin(spec) {
       try {
         verdict = spec.process(event);
       } catch (e) {
-        throw `event ${i}: ${describe(e)}`;
+        fail(i, e);
+        continue;
       }
       let p = 0;
       if (verdict === true || verdict === undefined) verdict = event;
@@ -405,15 +417,20 @@ export function plugin(spec) {
         routed[i] = p;
       }
     }
-    const out = new Uint8Array(size);
-    const outEnds = new Uint32Array(replaced.length);
-    let at = 0;
-    replaced.forEach((bytes, j) => {
-      out.set(bytes, at);
-      at += bytes.length;
-      outEnds[j] = at;
-    });
-    return { actions, ports: routed ?? new Uint16Array(0), data: out, ends: outEnds };
+    return { actions, ports: routed ?? new Uint16Array(0), ...packed() };
+
+    // The replacements and reasons, back to back, and their ends.
+    function packed() {
+      const out = new Uint8Array(size);
+      const outEnds = new Uint32Array(replaced.length);
+      let at = 0;
+      replaced.forEach((bytes, j) => {
+        out.set(bytes, at);
+        at += bytes.length;
+        outEnds[j] = at;
+      });
+      return { data: out, ends: outEnds };
+    }
   }
 
   return { init, process };

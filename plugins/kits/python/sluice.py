@@ -415,7 +415,12 @@ class WitWorld:
             try:
                 verdict = fn(event)
             except Exception as exc:
-                raise Err("event %d: %s" % (i, _describe(exc)))
+                # Dead-letters this event alone (action 3, the reason as
+                # the next entry of data/ends); the batch goes on.
+                out += _describe(exc).encode("utf-8", "replace")
+                out_ends.append(len(out))
+                actions[i] = 3
+                continue
             port = 0
             if verdict is True or verdict is None:
                 verdict = event
@@ -462,6 +467,8 @@ class WitWorld:
 def _filter(keep, data, ends):
     """A filter's batch: one bool per event, nothing else to decide."""
     actions = bytearray(len(ends))
+    reasons = bytearray()
+    reason_ends = []
     start = 0
     for i, end in enumerate(ends):
         event = Event(data[start:end])
@@ -470,8 +477,12 @@ def _filter(keep, data, ends):
             if keep(event):
                 actions[i] = 1
         except Exception as exc:
-            raise Err("event %d: %s" % (i, _describe(exc)))
-    return _types.Verdicts(actions=bytes(actions), ports=[], data=b"", ends=[])
+            reasons += _describe(exc).encode("utf-8", "replace")
+            reason_ends.append(len(reasons))
+            actions[i] = 3
+    return _types.Verdicts(
+        actions=bytes(actions), ports=[], data=bytes(reasons), ends=reason_ends
+    )
 
 
 def _port(names, name, i):

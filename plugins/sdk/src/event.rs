@@ -754,4 +754,3 @@ mod tests {
         assert_eq!(e.get_str("x"), None);
     }
 }
-

@@ -67,6 +67,11 @@ pub mod action {
     pub const KEEP: u8 = 1;
     /// Replace the event with the next one in `Verdicts::data`.
     pub const REPLACE: u8 = 2;
+    /// Send the event to the dead letters; the next entry in
+    /// `Verdicts::data` is the reason (UTF-8 text). The other events of
+    /// the batch go on, and the batch is not run again (hosts before it
+    /// took a `3` for a plugin bug and failed the batch).
+    pub const FAIL: u8 = 3;
 }
 
 /// What a plugin decides for one event.
@@ -93,7 +98,8 @@ pub enum Verdict {
     /// the buffer it was given (the batch's own buffer of new events).
     Written,
     /// The event cannot be processed: the host sends it to the dead letters
-    /// with this reason (and the events around it go on).
+    /// with this reason, and the events around it go on (the batch is not
+    /// run again, so a plugin that keeps state counts each event once).
     Fail(String),
 }
 
@@ -294,7 +300,10 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
                 out.ends.push(out.data.len() as u32);
                 (action::REPLACE, 0)
             }
-            Verdict::Fail(reason) => return Err(format!("event {i}: {reason}")),
+            Verdict::Fail(reason) => {
+                push_replacement(&mut out, reason.as_bytes());
+                (action::FAIL, 0)
+            }
         };
         out.actions.push(action);
         if port != 0 && out.ports.is_empty() {
@@ -574,6 +583,32 @@ mod tests {
                 None => Verdict::Keep,
             }
         }
+    }
+
+    /// Fails events without `ok`, replaces those with `ok = 2`.
+    struct Picky;
+
+    impl Plugin for Picky {
+        fn init(_: Config) -> Result<Self, String> {
+            Ok(Picky)
+        }
+        fn process(&self, event: &Event<'_>) -> Verdict {
+            match event.get_f64("ok") {
+                None => Verdict::Fail("no ok".into()),
+                Some(2.0) => Verdict::Replace(br#"{"ok":3}"#.to_vec()),
+                Some(_) => Verdict::Keep,
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_event_is_dead_lettered_alone_with_its_reason() {
+        let data = br#"{"ok":1}{}{"ok":2}"#;
+        let v = process_batch(&Picky, data, &[8, 10, 18]).unwrap();
+        assert_eq!(v.actions, [action::KEEP, action::FAIL, action::REPLACE]);
+        // The reason and the replacement, in input order.
+        assert_eq!(v.data, br#"no ok{"ok":3}"#);
+        assert_eq!(v.ends, [5, 13]);
     }
 
     #[test]

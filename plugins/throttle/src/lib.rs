@@ -9,7 +9,8 @@
 //!            events = 1000,                 # per key per window (optional)
 //!            bytes = "1MiB",                # per key per window (optional)
 //!            window = "1s",
-//!            exceeded = "drop",             # or "route:over" (an output, `limit.over`)
+//!            exceeded = "drop",             # or "route:over" (an output, `limit.over`),
+//!                                           # or "dead_letter" (with the reason)
 //!            max_keys = 100000 }            # least recently used keys forgotten beyond
 //! ```
 //!
@@ -90,6 +91,8 @@ pub struct Throttle {
     bytes: u64,
     window: u64,
     route: bool,
+    /// `exceeded = "dead_letter"`: the reason every refused event carries.
+    dead_letter: Option<String>,
     /// `[NAME]` of `exceeded = "route:NAME"`.
     outputs: Vec<String>,
     state: RefCell<State>,
@@ -175,6 +178,8 @@ impl Throttle {
             Verdict::Keep
         } else if self.route {
             Verdict::Route(1)
+        } else if let Some(reason) = &self.dead_letter {
+            Verdict::Fail(reason.clone())
         } else {
             Verdict::Drop
         }
@@ -216,15 +221,29 @@ impl Plugin for Throttle {
                 c.max_keys
             ));
         }
+        let dead_letter = (c.exceeded == "dead_letter").then(|| {
+            let mut limits = Vec::new();
+            if let Some(n) = c.events {
+                limits.push(format!("{n} events"));
+            }
+            if bytes != u64::MAX {
+                limits.push(format!("{bytes} bytes"));
+            }
+            format!(
+                "throttled: over {} per {} for its key",
+                limits.join(" and "),
+                c.window
+            )
+        });
         let route = match c.exceeded.as_str() {
-            "drop" => None,
+            "drop" | "dead_letter" => None,
             other => match other.strip_prefix("route:") {
                 Some(name) if !name.is_empty() && !name.contains('.') && name != "default" => {
                     Some(name.to_string())
                 }
                 _ => {
                     return Err(format!(
-                    "exceeded: `{other}`: write drop or route:NAME (an output of this transform)"
+                    "exceeded: `{other}`: write drop, dead_letter or route:NAME (an output of this transform)"
                 ))
                 }
             },
@@ -239,6 +258,7 @@ impl Plugin for Throttle {
             bytes,
             window,
             route: !outputs.is_empty(),
+            dead_letter,
             state: RefCell::new(State {
                 windows: LruCache::new(c.max_keys),
                 evicted: 0,
@@ -282,6 +302,20 @@ mod tests {
 
     fn error(config: &str) -> String {
         Throttle::init(Config::new(config)).unwrap_err()
+    }
+
+    #[test]
+    fn dead_letter_gives_each_refused_event_its_reason() {
+        let t = throttle(r#"{"events":1,"bytes":"1KiB","window":"1s","exceeded":"dead_letter"}"#);
+        let e = br#"{"m":1}"#;
+        assert!(matches!(t.decide(&Event::new(e), 1), Verdict::Keep));
+        match t.decide(&Event::new(e), 2) {
+            Verdict::Fail(reason) => assert_eq!(
+                reason,
+                "throttled: over 1 events and 1024 bytes per 1s for its key"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

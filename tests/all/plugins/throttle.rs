@@ -173,3 +173,78 @@ async fn a_pipeline_holds_each_service_to_its_limit_across_reloads() {
         "{e}"
     );
 }
+
+/// `exceeded = "dead_letter"`: each event over the limit reaches the dead
+/// letters with the reason, and alone: the batch is not run again (a
+/// plugin-wide failure would have re-run halves of it, and a throttle
+/// counted their events twice, passing fewer than its limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_over_the_limit_are_dead_lettered_once_with_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let input = dir.join("in.log");
+    // Interleaved, so every batch holds events of each service.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&input).unwrap();
+        for i in 0..900 {
+            let service = ["a", "b", "c"][i % 3];
+            writeln!(f, r#"{{"service":"{service}","n":{i}}}"#).unwrap();
+        }
+    }
+    let toml = r#"[reload]
+watch = false
+
+[batch]
+max_events = 1000
+max_wait = "200ms"
+
+[sources.app]
+type = "file"
+path = "in.log"
+follow = true
+
+[transforms.limit]
+plugin = "throttle"
+inputs = ["app"]
+config = { key = ["service"], events = 100, window = "1h", exceeded = "dead_letter" }
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["limit"]
+
+[sinks.dead]
+type = "file"
+path = "dead.log"
+inputs = ["_dead_letters"]
+"#;
+    let (running, metrics) = start(dir, toml).await;
+    until("every event written or dead-lettered", 30, || {
+        counts(&metrics, "out").events_out + counts(&metrics, "dead").events_out >= 900
+    })
+    .await;
+    let out = dir.join("out.log");
+    for s in ["a", "b", "c"] {
+        assert_eq!(per_service(&out, s), 100, "{s}");
+    }
+    let dead = read_json_lines(&dir.join("dead.log"));
+    assert_eq!(dead.len(), 600);
+    for letter in &dead {
+        assert_eq!(letter["component"], "limit");
+        assert_eq!(letter["error"]["kind"], "plugin_error", "{letter}");
+        assert_eq!(
+            letter["error"]["message"], "throttled: over 100 events per 1h for its key",
+            "{letter}"
+        );
+    }
+    // The first 100 of each service passed; the rest are the dead letters.
+    let mut late: Vec<u64> = dead
+        .iter()
+        .map(|l| l["event"]["n"].as_u64().unwrap())
+        .collect();
+    late.sort_unstable();
+    assert_eq!(late, (300..900).collect::<Vec<u64>>());
+    assert_eq!(counts(&metrics, "limit").failed, 600);
+    running.shutdown().await;
+}

@@ -91,8 +91,24 @@ fn flush(
     match plugin.process(&data, &ends) {
         Ok(v) => {
             let mut replaced = 0usize;
-            for (i, (_, event)) in pending.iter().enumerate() {
+            for (i, (n, event)) in pending.iter().enumerate() {
                 let port = v.ports.get(i).copied().unwrap_or(0);
+                if v.actions[i] == sluice_plugin::action::FAIL {
+                    // The plugin dead-letters it, with its reason.
+                    let start = if replaced == 0 {
+                        0
+                    } else {
+                        v.ends[replaced - 1] as usize
+                    };
+                    let end = v.ends[replaced] as usize;
+                    replaced += 1;
+                    let e = crate::plugin::CallError {
+                        kind: crate::delivery::ErrorKind::PluginError,
+                        message: crate::topology::transform::plugin_reason(&v.data[start..end]),
+                    };
+                    write_error(*n, event, &e, out, tally)?;
+                    continue;
+                }
                 let body: &[u8] = if v.actions[i] == sluice_plugin::action::REPLACE {
                     let start = if replaced == 0 {
                         0
@@ -116,23 +132,35 @@ fn flush(
             }
         }
         Err(e) => {
-            tally.failed += 1;
             let (n, event) = &pending[0];
-            let mut m = Map::new();
-            m.insert("verdict".into(), "error".into());
             // The input's line, not the event's place in the one-event
             // call that found it (`event 0: ...`).
             let e = crate::plugin::CallError {
                 kind: e.kind,
                 message: crate::plugin::alone(&e.message).to_string(),
             };
-            m.insert("error".into(), format!("line {n}: {e}").into());
-            m.insert("line".into(), (*n).into());
-            m.insert("event".into(), serde_json::from_str(event)?);
-            writeln!(out, "{}", Value::Object(m))?;
+            write_error(*n, event, &e, out, tally)?;
         }
     }
     pending.clear();
+    Ok(())
+}
+
+/// An event the plugin failed (or dead-lettered), with its input line.
+fn write_error(
+    n: usize,
+    event: &str,
+    e: &crate::plugin::CallError,
+    out: &mut impl Write,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    tally.failed += 1;
+    let mut m = Map::new();
+    m.insert("verdict".into(), "error".into());
+    m.insert("error".into(), format!("line {n}: {e}").into());
+    m.insert("line".into(), n.into());
+    m.insert("event".into(), serde_json::from_str(event)?);
+    writeln!(out, "{}", Value::Object(m))?;
     Ok(())
 }
 
