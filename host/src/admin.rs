@@ -718,6 +718,30 @@ pub fn prometheus(metrics: &Registry) -> String {
             }
         }
     }
+    let counted: Vec<(String, std::collections::BTreeMap<String, u64>)> = metrics
+        .components()
+        .into_iter()
+        .filter_map(|(c, _, m)| {
+            let counts = m
+                .plugin_counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            (!counts.is_empty()).then_some((c, counts))
+        })
+        .collect();
+    if !counted.is_empty() {
+        let _ = writeln!(out, "# HELP sluice_plugin_count_total What plugins counted through the host (the count import), by transform and name.\n# TYPE sluice_plugin_count_total counter");
+        for (component, counts) in &counted {
+            for (name, n) in counts {
+                let _ = writeln!(
+                    out,
+                    "sluice_plugin_count_total{{component=\"{}\",name=\"{name}\"}} {n}",
+                    escape_label(component)
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP sluice_component_up Whether the component works (0: see /health).\n# TYPE sluice_component_up gauge");
     for s in &snaps {
         let _ = writeln!(

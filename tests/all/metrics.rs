@@ -14,7 +14,7 @@ use sluice::base::metrics::Registry;
 use sluice::config::PipelineConfig;
 use sluice::topology::{self, Running};
 
-use crate::util::{counts, free_port, runtime, until};
+use crate::util::{counts, free_port, read_json_lines, runtime, until};
 
 const N: usize = 3000;
 const LEVELS: [&str; 5] = ["debug", "info", "warn", "error", "fatal"];
@@ -77,10 +77,9 @@ metric = "counter"
 name = "log_events_total"
 labels = {{ level = "level", service = "service" }}
 
-[sinks.app_errors_total]
-type = "metric"
+[metrics.app_errors_total]
+type = "counter"
 inputs = ["in"]
-metric = "counter"
 help = "Errors and worse, by service."
 conditions = [{{ field = "level", one_of = ["error", "fatal"] }}]
 labels = {{ service = "service", level = "level" }}
@@ -396,10 +395,111 @@ async fn a_declared_metric_that_cannot_be_exported_is_refused_at_its_line() {
             "sinks.b.name",
             "declared by sinks.a already",
         ),
+        // The same in `[metrics.NAME]` tables, named so.
+        (
+            "[metrics.errors]\ntype = \"counter\"\ninputs = [\"in\"]\n",
+            "metrics.errors.type",
+            "ends in `_total`",
+        ),
+        (
+            "[metrics.depth]\ntype = \"gauge\"\ninputs = [\"in\"]\n",
+            "metrics.depth.value",
+            "needs `value`",
+        ),
+        (
+            "[metrics.x_total]\ntype = \"counter\"\ninputs = [\"in\"]\nbogus = 1\n",
+            "metrics.x_total.bogus",
+            "unknown field",
+        ),
+        (
+            "[metrics.x_total]\ntype = \"countr\"\ninputs = [\"in\"]\n",
+            "metrics.x_total.type",
+            "countr",
+        ),
+        (
+            "[metrics.x_total]\ninputs = [\"in\"]\n",
+            "metrics.x_total.type",
+            "missing `type`",
+        ),
+        (
+            "[metrics.x_total]\ntype = \"counter\"\ninputs = [\"in\"]\n\n[sinks.b]\ntype = \"metric\"\ninputs = [\"in\"]\nmetric = \"counter\"\nname = \"x_total\"\n",
+            "metrics.x_total",
+            "declared by sinks.b already",
+        ),
+        (
+            "[metrics.out]\ntype = \"counter\"\nname = \"o_total\"\ninputs = [\"in\"]\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"in\"]\n",
+            "out",
+            "already used by",
+        ),
     ] {
         let toml = format!("{head}{sink}");
         let err = crate::util::plan_error(d.path(), &toml).await;
         assert!(err.contains(key) && err.contains(says), "{key}: {err}");
         assert!(err.contains("pipeline.toml:"), "no line: {err}");
     }
+}
+
+/// `declared_metrics`: the declared series as events, every `interval`,
+/// into any sink; the last snapshot holds what `/metrics` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_metrics_reach_a_sink_as_events() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut f = std::fs::File::create(d.path().join("in.log")).unwrap();
+    for i in 0..N {
+        writeln!(f, "{}", event(i)).unwrap();
+    }
+    drop(f);
+    let toml = format!(
+        "{}\n[sources.snapshots]\ntype = \"declared_metrics\"\ninterval = \"200ms\"\nnames = [\"log_events_total\", \"request_duration_seconds\"]\n\n[sinks.metric_events]\ntype = \"file\"\npath = \"metrics.log\"\ninputs = [\"snapshots\"]\n",
+        pipeline(port)
+    );
+    let (running, metrics, _) = start(d.path(), &toml).await;
+    let snapshot_total = |lines: &[Value]| -> f64 {
+        // The newest snapshot of log_events_total: its 15 series.
+        let Some(last) = lines
+            .iter()
+            .rev()
+            .find(|e| e["metric"] == "log_events_total")
+        else {
+            return 0.0;
+        };
+        lines
+            .iter()
+            .filter(|e| e["metric"] == "log_events_total" && e["timestamp"] == last["timestamp"])
+            .map(|e| e["value"].as_f64().unwrap())
+            .sum()
+    };
+    let path = d.path().join("metrics.log");
+    until("a snapshot counting every event", 60, || {
+        counts(&metrics, "log_events").events_out == N as u64
+            && snapshot_total(&crate::util::whole_json_lines(&path)) == N as f64
+    })
+    .await;
+    running.shutdown().await;
+    let lines = read_json_lines(&path);
+    // Only the two metrics asked for; a counter's series carry labels.
+    assert!(lines
+        .iter()
+        .all(|e| e["metric"] == "log_events_total" || e["metric"] == "request_duration_seconds"));
+    let e = lines
+        .iter()
+        .rev()
+        .find(|e| e["metric"] == "log_events_total" && e["labels"]["level"] == "error")
+        .unwrap();
+    assert_eq!(e["type"], "counter");
+    assert!(e["labels"]["service"].is_string(), "{e}");
+    assert!(e["timestamp"].is_string(), "{e}");
+    // A histogram: count, sum and cumulative buckets ending at +Inf.
+    let h = lines
+        .iter()
+        .rev()
+        .find(|e| e["metric"] == "request_duration_seconds" && e["labels"]["service"] == "api")
+        .unwrap();
+    let buckets = h["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 4, "{h}");
+    assert_eq!(buckets[3]["le"], "+Inf");
+    assert_eq!(buckets[3]["count"], h["count"]);
+    let want = (0..N).filter(|i| i % 3 == 0).filter_map(duration).count();
+    assert_eq!(h["count"], want as u64, "{h}");
 }

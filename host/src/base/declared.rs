@@ -195,6 +195,56 @@ impl Declared {
         }
     }
 
+    /// Every series as an event (what a `declared_metrics` source sends):
+    /// `{"timestamp", "metric", "type", "labels": {..}, "value"}`, and for
+    /// a histogram `"count"`, `"sum"` and cumulative `"buckets"` of
+    /// `{"le", "count"}` (the last `le` is `"+Inf"`).
+    pub fn events(&self, timestamp: &str) -> Vec<serde_json::Value> {
+        use serde_json::{json, Map, Value};
+        let st = self.lock();
+        let mut keys: Vec<&Vec<String>> = st.series.keys().collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(s) = st.series.get(key) else {
+                continue;
+            };
+            let labels: Map<String, Value> = self
+                .labels
+                .iter()
+                .zip(key)
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let mut e = json!({
+                "timestamp": timestamp,
+                "metric": self.name,
+                "type": self.kind.as_str(),
+                "labels": labels,
+            });
+            match self.kind {
+                MetricType::Counter | MetricType::Gauge => e["value"] = json!(s.value),
+                MetricType::Histogram => {
+                    let mut cumulative = 0u64;
+                    let buckets: Vec<Value> = s
+                        .buckets
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| {
+                            cumulative += n;
+                            let le = self.buckets.get(i).map_or(json!("+Inf"), |b| json!(b));
+                            json!({"le": le, "count": cumulative})
+                        })
+                        .collect();
+                    e["count"] = json!(s.count);
+                    e["sum"] = json!(s.value);
+                    e["buckets"] = Value::Array(buckets);
+                }
+            }
+            out.push(e);
+        }
+        out
+    }
+
     /// (events folded into `other`, events without a value).
     pub fn losses(&self) -> (u64, u64) {
         let st = self.lock();

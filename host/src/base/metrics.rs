@@ -79,6 +79,9 @@ pub struct ComponentMetrics {
     pub hops: Mutex<Option<Arc<crate::base::hops::HopStats>>>,
     /// A `metric` sink's declared metric.
     pub declared: Mutex<Option<Arc<crate::base::declared::Declared>>>,
+    /// A transform's plugin counters (the `count` import): name -> total,
+    /// at most [`MAX_PLUGIN_COUNTERS`] names.
+    pub plugin_counts: Mutex<std::collections::BTreeMap<String, u64>>,
     /// The component's `type` (`file`, `redis`, ...; empty when it has
     /// none, as the dead letters): which metric families it can move.
     pub type_name: Mutex<&'static str>,
@@ -287,7 +290,26 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, Relaxed);
 }
 
+/// Most plugin counter names one transform shows on `/metrics` (a plugin
+/// instance may use 32; versions swapped in may use others).
+pub const MAX_PLUGIN_COUNTERS: usize = 64;
+
 impl ComponentMetrics {
+    /// Add what a plugin counted (`count`) to this transform's counters.
+    pub fn add_plugin_counts(&self, counts: Vec<(String, u64)>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut all = self.plugin_counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, n) in counts {
+            if let Some(total) = all.get_mut(&name) {
+                *total = total.saturating_add(n);
+            } else if all.len() < MAX_PLUGIN_COUNTERS {
+                all.insert(name, n);
+            }
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: usize) {
         if ENABLED.load(Relaxed) {
             counter.fetch_add(n as u64, Relaxed);

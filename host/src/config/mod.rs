@@ -156,6 +156,9 @@ pub struct PipelineConfig {
     /// `sources.app.batch.max_events`), so that a value refused after
     /// parsing is reported at its own line.
     key_spans: Arc<BTreeMap<String, Range<usize>>>,
+    /// The sinks written as `[metrics.NAME]` tables (declared metrics):
+    /// their errors name `metrics.NAME`.
+    metric_tables: Arc<std::collections::BTreeSet<String>>,
     pub batch: BatchConfig,
     pub admin: Option<AdminConfig>,
     pub reload: ReloadConfig,
@@ -363,20 +366,24 @@ impl PipelineConfig {
         collect_spans(doc.get_ref(), "", &mut key_spans);
         let sources = take(doc.get_mut(), "sources");
         let sinks = take(doc.get_mut(), "sinks");
+        let metric_tables = take(doc.get_mut(), "metrics");
         let root: Root = Root::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
             let mut err = locator.from_toml(&e, "");
             // `sources` and `sinks` were taken out before this read.
             if err.message.starts_with("unknown field") {
                 if let Some(i) = err.message.find(", expected") {
                     err.message.truncate(i);
-                    err.message.push_str(", expected one of `batch`, `admin`, `reload`, `shutdown_timeout`, `sources`, `transforms`, `sinks`");
+                    err.message.push_str(", expected one of `batch`, `admin`, `reload`, `shutdown_timeout`, `sources`, `transforms`, `sinks`, `metrics`");
                 }
             }
             err
         })?;
 
         let sources = tagged::<SourceConfig>(&locator, "sources", sources)?;
-        let sinks = tagged::<SinkConfig>(&locator, "sinks", sinks)?;
+        let mut sinks = tagged::<SinkConfig>(&locator, "sinks", sinks)?;
+        let declared = declared_metrics(&locator, metric_tables)?;
+        let metric_tables = declared.iter().map(|m| m.name.clone()).collect();
+        sinks.extend(declared);
         let transforms = root
             .transforms
             .into_iter()
@@ -392,6 +399,7 @@ impl PipelineConfig {
         let config = Self {
             locator,
             key_spans: Arc::new(key_spans),
+            metric_tables: Arc::new(metric_tables),
             batch: root.batch,
             admin: root.admin,
             reload: root.reload,
@@ -588,7 +596,11 @@ impl PipelineConfig {
                     .iter()
                     .map(|t| ("transforms", &t.name, &t.span)),
             )
-            .chain(self.sinks.iter().map(|s| ("sinks", &s.name, &s.span)));
+            .chain(
+                self.sinks
+                    .iter()
+                    .map(|s| (self.sink_section(&s.name), &s.name, &s.span)),
+            );
         for (kind, name, span) in all {
             let key = format!("{kind}.{name}");
             if RESERVED.contains(&name.as_str()) || name.contains('.') || name.is_empty() {
@@ -633,12 +645,18 @@ impl PipelineConfig {
             };
             let metric = m.metric_name(&s.name);
             if let Some(other) = seen.insert(metric, &s.name) {
-                let key = format!("sinks.{}.name", s.name);
+                let key = match m.name {
+                    Some(_) => format!("{}.{}.name", self.sink_section(&s.name), s.name),
+                    None => format!("{}.{}", self.sink_section(&s.name), s.name),
+                };
                 let span = self.span_of(&key).unwrap_or_else(|| s.span.clone());
                 return Err(self.locator.error(
                     Some(span),
                     key,
-                    format!("the metric `{metric}` is declared by sinks.{other} already; give each its own name"),
+                    format!(
+                        "the metric `{metric}` is declared by {}.{other} already; give each its own name",
+                        self.sink_section(other)
+                    ),
                 ));
             }
         }
@@ -723,7 +741,29 @@ impl PipelineConfig {
             .map_err(|e| self.build_error("sinks", s, e))
     }
 
+    /// Where sink `name` was written: `sinks`, or `metrics` for a
+    /// `[metrics.NAME]` table.
+    fn sink_section(&self, name: &str) -> &'static str {
+        if self.metric_tables.contains(name) {
+            "metrics"
+        } else {
+            "sinks"
+        }
+    }
+
     fn build_error<T>(&self, section: &str, c: &Named<T>, e: BuildError) -> ConfigError {
+        let section = match section {
+            "sinks" => self.sink_section(&c.name),
+            other => other,
+        };
+        // A `[metrics.NAME]` table says `type` where a sink says `metric`.
+        let e = match (section, e.key) {
+            ("metrics", Some("metric")) => BuildError {
+                key: Some("type"),
+                ..e
+            },
+            _ => e,
+        };
         let key = match e.key {
             Some(k) => format!("{section}.{}.{k}", c.name),
             None => format!("{section}.{}", c.name),
@@ -758,6 +798,73 @@ fn collect_spans(table: &DeTable<'_>, prefix: &str, out: &mut BTreeMap<String, R
 fn take<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<'i>>> {
     let k = table.keys().find(|k| k.get_ref() == key)?.clone();
     table.remove(&k)
+}
+
+/// `[metrics.NAME]`: a metric declared in a table of its own, `type` its
+/// kind (`counter`, `gauge`, `histogram`); the same as a `metric` sink
+/// named NAME (`sink/metric.rs`), and run as one.
+fn declared_metrics(
+    locator: &Locator,
+    value: Option<Spanned<DeValue<'_>>>,
+) -> Result<Vec<Named<SinkConfig>>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let span = value.span();
+    let DeValue::Table(entries) = value.into_inner() else {
+        return Err(locator.error(
+            Some(span),
+            "metrics",
+            "expected tables of named metrics: [metrics.NAME]",
+        ));
+    };
+    let mut out = Vec::new();
+    for (name, mut entry) in entries {
+        let name = name.into_inner().to_string();
+        let prefix = format!("metrics.{name}");
+        let entry_span = entry.span();
+        let DeValue::Table(fields) = entry.get_mut() else {
+            return Err(locator.error(Some(entry_span), prefix, "expected a table"));
+        };
+        if let Some(m) = take(fields, "metric") {
+            return Err(locator.error(
+                Some(m.span()),
+                format!("{prefix}.metric"),
+                "in [metrics.NAME], `type` says what it is (counter, gauge or histogram)",
+            ));
+        }
+        let Some(kind) = take(fields, "type") else {
+            return Err(locator.error(
+                Some(entry_span),
+                format!("{prefix}.type"),
+                "missing `type`: counter, gauge or histogram",
+            ));
+        };
+        // As a `metric` sink: `metric` is the kind, `type` the sink's.
+        let at = kind.span();
+        fields.insert(Spanned::new(at.clone(), "metric".into()), kind);
+        fields.insert(
+            Spanned::new(at.clone(), "type".into()),
+            Spanned::new(at, DeValue::String("metric".into())),
+        );
+        let config = crate::sink::metric::MetricConfig::deserialize(ValueDeserializer::from(entry))
+            .map_err(|e| {
+                let mut err = locator.from_toml(&e, &prefix);
+                if err.key.ends_with(".metric") {
+                    err.key = format!("{prefix}.type");
+                    err.message = err.message.replace("`metric`", "`type`");
+                }
+                err
+            })?;
+        out.push(Named {
+            name,
+            span: entry_span,
+            config: SinkConfig::Metric(config),
+            metrics: None,
+            buffer: None,
+        });
+    }
+    Ok(out)
 }
 
 fn tagged<T: Tagged>(

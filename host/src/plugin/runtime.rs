@@ -104,6 +104,40 @@ pub struct HostState {
     /// What the plugin prints on stdout and stderr, for `tracing` and for
     /// the errors of calls that trap.
     outputs: Outputs,
+    /// What the current call added to the plugin's counters (`count`):
+    /// kept once the call succeeds, forgotten if it fails (its batch is
+    /// run again in parts).
+    counting: Counts,
+    /// A refused counter name was logged already.
+    count_refused: bool,
+}
+
+/// A plugin's counters: (name, total), at most [`MAX_COUNTERS`].
+pub type Counts = Vec<(String, u64)>;
+
+/// Most counter names one plugin instance may use.
+pub const MAX_COUNTERS: usize = 32;
+
+/// A counter name: 1 to 64 of `a-z`, `0-9` and `_`.
+fn counter_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Add `delta` to `name` in `counts`; false when the name is refused or
+/// there is no room for another.
+pub fn add_count(counts: &mut Counts, name: &str, delta: u64) -> bool {
+    if let Some((_, n)) = counts.iter_mut().find(|(k, _)| k == name) {
+        *n = n.saturating_add(delta);
+        return true;
+    }
+    if !counter_name_ok(name) || counts.len() >= MAX_COUNTERS {
+        return false;
+    }
+    counts.push((name.to_string(), delta));
+    true
 }
 
 /// The store's limits, remembering that a memory growth was refused: a
@@ -112,6 +146,8 @@ pub struct HostState {
 struct Limiter {
     limits: StoreLimits,
     memory_refused: bool,
+    /// The largest linear memory granted so far, in bytes.
+    memory_peak: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -122,7 +158,9 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        if matches!(allowed, Ok(true)) {
+            self.memory_peak = self.memory_peak.max(desired);
+        } else {
             self.memory_refused = true;
         }
         allowed
@@ -173,6 +211,13 @@ impl bindings::PluginImports for HostState {
             LogLevel::Info => tracing::info!(plugin, "{message}"),
             LogLevel::Warn => tracing::warn!(plugin, "{message}"),
             LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn count(&mut self, name: String, delta: u64) {
+        if !add_count(&mut self.counting, &name, delta) && !self.count_refused {
+            self.count_refused = true;
+            tracing::warn!(plugin = &*self.plugin, name = %name.chars().take(80).collect::<String>(), "counter ignored: names are 1 to 64 of a-z, 0-9 and _, at most {MAX_COUNTERS} of them");
         }
     }
 }
@@ -490,6 +535,7 @@ impl Runtime {
                 version: String::new(),
             },
             instance: None,
+            counts: Counts::new(),
         };
         plugin.info = plugin.fresh_instance()?;
         Ok(plugin)
@@ -538,7 +584,9 @@ fn refused_imports(component: &Component, engine: &Engine) -> Vec<String> {
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
-        .filter(|name| name != "log" && !LINKED.iter().any(|p| name.starts_with(p)))
+        .filter(|name| {
+            name != "log" && name != "count" && !LINKED.iter().any(|p| name.starts_with(p))
+        })
         .collect()
 }
 
@@ -608,6 +656,9 @@ pub struct LoadedPlugin {
     info: Info,
     /// `None` after a trap, until the next call makes a fresh one.
     instance: Option<Instance>,
+    /// What successful calls added to the plugin's counters since they
+    /// were last taken ([`LoadedPlugin::take_counts`]).
+    counts: Counts,
 }
 
 impl LoadedPlugin {
@@ -663,6 +714,7 @@ impl LoadedPlugin {
             limits: self.limits,
             info: self.info.clone(),
             instance: None,
+            counts: Counts::new(),
         }
     }
 
@@ -695,9 +747,12 @@ impl LoadedPlugin {
                     .trap_on_grow_failure(true)
                     .build(),
                 memory_refused: false,
+                memory_peak: 0,
             },
             plugin: self.name.clone(),
             outputs,
+            counting: Counts::new(),
+            count_refused: false,
         };
         let mut store = Store::new(&self.compiled.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -736,6 +791,20 @@ impl LoadedPlugin {
         (self.limits.time_budget.as_micros() / TICK.as_micros()) as u64 + 1
     }
 
+    /// What the plugin counted (`count`) in the calls that succeeded since
+    /// the last time: the caller adds it to the transform's metrics.
+    pub fn take_counts(&mut self) -> Counts {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// The largest linear memory the current instance has been given, in
+    /// bytes (0 when there is none): what the plugin's state costs.
+    pub fn memory_peak(&self) -> usize {
+        self.instance
+            .as_ref()
+            .map_or(0, |i| i.store.data().limits.memory_peak)
+    }
+
     /// Whether the current instance was dropped after a trap.
     pub fn needs_restart(&self) -> bool {
         self.instance.is_none()
@@ -758,11 +827,16 @@ impl LoadedPlugin {
         let calls = self.compiled.calls.clone();
         let call = calls.enter();
         inst.store.set_epoch_deadline(ticks);
+        inst.store.data_mut().counting.clear();
         let result = inst.plugin.call_process(&mut inst.store, data, ends);
         drop(call);
+        let counted = std::mem::take(&mut inst.store.data_mut().counting);
         let outputs = &inst.store.data().outputs;
         match result {
             Ok(Ok(v)) => {
+                for (name, n) in counted {
+                    add_count(&mut self.counts, &name, n);
+                }
                 outputs.flush(&self.name);
                 check_verdicts(&v, data.len(), ends.len(), self.info.outputs.len()).map(|()| v)
             }
@@ -896,6 +970,23 @@ pub(crate) fn check_verdicts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_counters_are_named_and_bounded() {
+        let mut c = Counts::new();
+        assert!(add_count(&mut c, "evicted_keys", 2));
+        assert!(add_count(&mut c, "evicted_keys", u64::MAX));
+        assert_eq!(c, [("evicted_keys".to_string(), u64::MAX)]);
+        for bad in ["", "Upper", "with space", "dash-ed", &"x".repeat(65)] {
+            assert!(!add_count(&mut c, bad, 1), "{bad}");
+        }
+        for i in 1..MAX_COUNTERS {
+            assert!(add_count(&mut c, &format!("n{i}"), 1));
+        }
+        assert!(!add_count(&mut c, "one_more", 1));
+        assert!(add_count(&mut c, "n1", 1), "a known name still adds");
+        assert_eq!(c.len(), MAX_COUNTERS);
+    }
 
     #[test]
     fn failures_lead_with_the_reason_and_the_setting() {

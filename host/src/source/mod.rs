@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod dead_letters;
+pub mod declared_metrics;
 pub mod file;
 pub mod fingerprint;
 pub mod generate;
@@ -45,6 +46,7 @@ kinds! {
         "journald" => Journald(journald::JournaldConfig),
         "dead_letters" => DeadLetters(dead_letters::DeadLettersSourceConfig),
         "nats" => Nats(nats::NatsSourceConfig),
+        "declared_metrics" => DeclaredMetrics(declared_metrics::DeclaredMetricsConfig),
     }
     internal {
         /// Events given in memory: what `sluice test` feeds a pipeline. Not
@@ -152,6 +154,8 @@ pub struct SourceContext {
     pub dead: DeadLetters,
     pub metrics: Arc<ComponentMetrics>,
     pub shutdown: Shutdown,
+    /// Every component's metrics (what `declared_metrics` reads).
+    pub registry: crate::base::metrics::Registry,
 }
 
 /// Turns lines of input into events.

@@ -379,6 +379,7 @@ impl Running {
             dead: DeadLetters::new(&s.name, dead.clone()),
             metrics: inner.metrics.component(&s.name, Kind::Source),
             shutdown,
+            registry: inner.metrics.clone(),
         };
         let source = state.config.build_source(s);
         Running::track(inner, &s.name, async move {

@@ -288,6 +288,7 @@ impl Worker {
             let started = std::time::Instant::now();
             self.isolate(&batch, &mut outcome, fates.as_mut());
             let took = started.elapsed();
+            self.metrics.add_plugin_counts(self.plugin.take_counts());
             self.metrics.batch_seconds.observe(took);
             if let (Some(shadow), Some(fates)) = (shadow, fates) {
                 shadow.submit(&batch, fates, took.as_nanos() as u64);

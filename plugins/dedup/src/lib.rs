@@ -28,7 +28,8 @@
 //! **Memory.** Values are remembered by a 128-bit hash of their fields
 //! (not the fields), at most `max_entries` of them; the least recently
 //! seen are forgotten beyond, and a forgotten value passes again when it
-//! comes back. Forgotten values are counted and logged. State lasts as
+//! comes back. Forgotten values are counted (the host's `count`:
+//! `forgotten_values` on `/metrics`, once per batch) and logged. State lasts as
 //! `throttle`'s does: one instance, kept across reloads that leave the
 //! config as it was.
 
@@ -95,6 +96,8 @@ pub struct Dedup {
 struct State {
     seen: LruCache<u128, Seen>,
     forgotten: u64,
+    /// `forgotten` as last given to the host's `forgotten_values` counter.
+    reported: u64,
     now: u64,
     key: Vec<u8>,
 }
@@ -214,6 +217,7 @@ impl Plugin for Dedup {
             state: RefCell::new(State {
                 seen: LruCache::new(c.max_entries),
                 forgotten: 0,
+                reported: 0,
                 now: 0,
                 key: Vec::new(),
             }),
@@ -227,6 +231,17 @@ impl Plugin for Dedup {
     fn begin_batch(&self) {
         if let Ok(mut s) = self.state.try_borrow_mut() {
             s.now = sluice_plugin::clock_ns();
+        }
+    }
+
+    /// What this batch forgot, on the host's `/metrics`
+    /// (`sluice_plugin_count_total{name="forgotten_values"}`).
+    fn end_batch(&self) {
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            if s.forgotten > s.reported {
+                sluice_plugin::count("forgotten_values", s.forgotten - s.reported);
+                s.reported = s.forgotten;
+            }
         }
     }
 

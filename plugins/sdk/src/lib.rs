@@ -211,6 +211,11 @@ pub trait Plugin: Sized + 'static {
     /// does nothing.
     fn begin_batch(&self) {}
 
+    /// Called once after the events of each batch: where a plugin reports
+    /// what the batch counted ([`count`], once per batch rather than per
+    /// event). The default does nothing.
+    fn end_batch(&self) {}
+
     /// [`Plugin::process`] for plugins that build new events: `out` is the
     /// batch's buffer of new events, and a plugin that appends an event's
     /// new bytes to it returns [`Verdict::Written`] instead of a
@@ -314,12 +319,56 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
             out.ports.push(port);
         }
     }
+    plugin.end_batch();
     Ok(out)
 }
 
 fn push_replacement(out: &mut Verdicts, bytes: &[u8]) {
     out.data.extend_from_slice(bytes);
     out.ends.push(out.data.len() as u32);
+}
+
+/// Add `delta` to this plugin's counter `name` on the host's `/metrics`
+/// (`sluice_plugin_count_total{component, name}`): evictions of a bounded
+/// table, matches of a rule. Names are 1 to 64 of `a-z`, `0-9` and `_`, at
+/// most 32 per plugin; the host ignores others. What a batch counts is
+/// kept only if the batch succeeds. Needs a host of contract 0.1.1 or
+/// later (a plugin that never calls it does not import it). Outside a
+/// component (native tests) it adds to [`counted`].
+pub fn count(name: &str, delta: u64) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::count(name, delta);
+    #[cfg(not(target_arch = "wasm32"))]
+    NATIVE_COUNTS.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.iter_mut().find(|(k, _)| k == name) {
+            Some((_, n)) => *n += delta,
+            None => c.push((name.to_string(), delta)),
+        }
+    });
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static NATIVE_COUNTS: std::cell::RefCell<Vec<(String, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What [`count`] added to `name` on this thread, outside a component (for
+/// native tests; always 0 inside one).
+pub fn counted(name: &str) -> u64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    return NATIVE_COUNTS.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(0, |(_, n)| *n)
+    });
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = name;
+        0
+    }
 }
 
 /// Log through the host's `tracing`. Outside a component (native tests and

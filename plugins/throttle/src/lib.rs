@@ -32,7 +32,8 @@
 //! it was keeps the windows; a changed config or a new sluice version
 //! starts with empty ones, as does an instance replaced after a trap. A key
 //! forgotten beyond `max_keys` (the least recently seen) opens a new window
-//! when it comes back; forgotten keys are counted and logged.
+//! when it comes back; forgotten keys are counted (the host's `count`:
+//! `evicted_keys` on `/metrics`, once per batch) and logged.
 
 use std::cell::RefCell;
 
@@ -103,6 +104,8 @@ struct State {
     windows: LruCache<Vec<u8>, Window>,
     /// Keys forgotten to stay within `max_keys`.
     evicted: u64,
+    /// `evicted` as last given to the host's `evicted_keys` counter.
+    reported: u64,
     /// The clock for the batch being processed (ns).
     now: u64,
     /// A reusable buffer for the key.
@@ -262,6 +265,7 @@ impl Plugin for Throttle {
             state: RefCell::new(State {
                 windows: LruCache::new(c.max_keys),
                 evicted: 0,
+                reported: 0,
                 now: 0,
                 key: Vec::new(),
             }),
@@ -285,6 +289,17 @@ impl Plugin for Throttle {
     fn begin_batch(&self) {
         if let Ok(mut s) = self.state.try_borrow_mut() {
             s.now = sluice_plugin::clock_ns();
+        }
+    }
+
+    /// What this batch forgot, on the host's `/metrics`
+    /// (`sluice_plugin_count_total{name="evicted_keys"}`).
+    fn end_batch(&self) {
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            if s.evicted > s.reported {
+                sluice_plugin::count("evicted_keys", s.evicted - s.reported);
+                s.reported = s.evicted;
+            }
         }
     }
 }

@@ -37,3 +37,24 @@ fn repeats_are_dropped_across_batches() {
     );
     assert_eq!(v.actions, [1, 0, 1]);
 }
+
+/// Values forgotten beyond `max_entries` are counted through the host's
+/// `count` (`sluice_plugin_count_total{name="forgotten_values"}`), and a
+/// forgotten value passes again.
+#[test]
+fn forgotten_values_are_counted() {
+    let mut p = load(
+        DEDUP,
+        r#"{"fields":["message"],"window":"1h","max_entries":2}"#,
+    );
+    let events: Vec<String> = (0..5).map(|i| format!(r#"{{"message":"m{i}"}}"#)).collect();
+    let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+    let v = process(&mut p, &refs);
+    assert_eq!(v.actions, [1, 1, 1, 1, 1]);
+    assert_eq!(p.take_counts(), [("forgotten_values".to_string(), 3)]);
+    // m0 was forgotten: it passes again, and forgets another.
+    let v = process(&mut p, &[r#"{"message":"m0"}"#, r#"{"message":"m4"}"#]);
+    assert_eq!(v.actions, [1, 0]);
+    assert_eq!(p.take_counts(), [("forgotten_values".to_string(), 1)]);
+    assert!(p.take_counts().is_empty());
+}

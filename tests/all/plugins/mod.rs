@@ -2,6 +2,7 @@
 //! per plugin built by `build.rs` (enforced by `assert_plugin_tested!`).
 
 pub mod chaos;
+pub mod contract_0_1_0;
 pub mod dedup;
 pub mod encrypt;
 pub mod filter;

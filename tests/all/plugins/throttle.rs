@@ -248,3 +248,79 @@ inputs = ["_dead_letters"]
     assert_eq!(counts(&metrics, "limit").failed, 600);
     running.shutdown().await;
 }
+
+/// `max_keys` bounds the plugin's memory, measured: 300,000 distinct keys
+/// through a throttle that remembers 5,000 grow its instance's memory no
+/// more than a few MiB, a tenth of what remembering them all takes; each
+/// forgotten key is counted on `/metrics` through the host's `count`.
+#[test]
+fn max_keys_bounds_memory_and_evictions_are_counted() {
+    let keys = 300_000usize;
+    let peak = |max_keys: usize| {
+        let config = format!(r#"{{"key":["k"],"events":1,"window":"1h","max_keys":{max_keys}}}"#);
+        let mut p = load(THROTTLE, &config);
+        let mut evicted = 0;
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(1000) {
+            let events: Vec<String> = chunk
+                .iter()
+                .map(|i| format!(r#"{{"k":"key-{i:08}","message":"x"}}"#))
+                .collect();
+            let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+            let v = process(&mut p, &refs);
+            assert!(v.actions.iter().all(|&a| a == 1), "every key is new");
+            for (name, n) in p.take_counts() {
+                assert_eq!(name, "evicted_keys");
+                evicted += n;
+            }
+        }
+        (p.memory_peak(), evicted)
+    };
+    let (bounded, evicted) = peak(5_000);
+    let (all, none) = peak(keys);
+    eprintln!(
+        "throttle memory with {keys} keys: max_keys 5000 {} KiB, max_keys {keys} {} KiB",
+        bounded / 1024,
+        all / 1024
+    );
+    assert_eq!(evicted, (keys - 5_000) as u64);
+    assert_eq!(none, 0);
+    assert!(bounded < 8 << 20, "{bounded} bytes");
+    assert!(bounded * 5 < all, "{bounded} against {all}");
+}
+
+/// The evictions reach `/metrics` as `sluice_plugin_count_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evictions_are_on_metrics() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(d.path().join("in.log")).unwrap();
+        for i in 0..2000 {
+            writeln!(f, r#"{{"k":"key-{i}"}}"#).unwrap();
+        }
+    }
+    let toml = r#"[sources.app]
+type = "file"
+path = "in.log"
+follow = false
+
+[transforms.limit]
+plugin = "throttle"
+inputs = ["app"]
+config = { key = ["k"], events = 1, window = "1h", max_keys = 500 }
+
+[sinks.out]
+type = "file"
+path = "out.log"
+inputs = ["limit"]
+"#;
+    let metrics = crate::util::run(d.path(), toml).await.unwrap();
+    assert_eq!(counts(&metrics, "out").events_out, 2000);
+    let text = sluice::admin::prometheus(&metrics);
+    assert!(
+        text.contains(
+            "sluice_plugin_count_total{component=\"limit\",name=\"evicted_keys\"} 1500\n"
+        ),
+        "{text}"
+    );
+}
