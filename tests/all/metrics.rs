@@ -5,16 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice::base::metrics::Registry;
-use sluice::config::PipelineConfig;
-use sluice::topology::{self, Running};
 
-use crate::util::{counts, free_port, read_json_lines, runtime, until};
+use crate::util::start_with_admin as start;
+use crate::util::{counts, free_port, read_json_lines, until};
 
 const N: usize = 3000;
 const LEVELS: [&str; 5] = ["debug", "info", "warn", "error", "fatal"];
@@ -112,26 +109,6 @@ labels = {{ path = "path" }}
 max_series = 4
 "#
     )
-}
-
-async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = PipelineConfig::load(&path).unwrap();
-    let address = config.admin.as_ref().unwrap().address.clone();
-    let plan = topology::plan(config, runtime()).await.unwrap();
-    let metrics = Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
-    let admin = sluice::admin::Admin {
-        metrics: metrics.clone(),
-        reload: running.reload_handle(),
-        pipeline: path.clone(),
-        token: None,
-        hosts: Vec::new(),
-        tls: None,
-    };
-    sluice::admin::serve(&address, admin).await.unwrap();
-    (running, metrics, path)
 }
 
 /// The value of the sample `name` whose labels are exactly `labels`.

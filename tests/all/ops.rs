@@ -2,39 +2,16 @@
 //! completions.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice::base::metrics::Registry;
-use sluice::config::PipelineConfig;
 use sluice::source::generate::Generator;
-use sluice::topology::{self, Running};
 
-use crate::util::{counts, free_port, root, runtime, sluice, until};
+use crate::util::start_with_admin as start;
+use crate::util::{counts, free_port, root, sluice, until};
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     crate::client::get(port, path)
-}
-
-/// Start a pipeline in process, with its admin port.
-async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = PipelineConfig::load(&path).unwrap();
-    let address = config.admin.as_ref().unwrap().address.clone();
-    let plan = topology::plan(config, runtime()).await.unwrap();
-    let metrics = Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
-    let admin = sluice::admin::Admin {
-        metrics: metrics.clone(),
-        reload: running.reload_handle(),
-        pipeline: path.clone(),
-        token: None,
-        hosts: Vec::new(),
-        tls: None,
-    };
-    sluice::admin::serve(&address, admin).await.unwrap();
-    (running, metrics, path)
 }
 
 /// A pipeline with the admin port on `port` and no file watching, then `rest`.

@@ -3,38 +3,13 @@
 //! through the real CLI and the admin port of a running pipeline.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice::base::metrics::Registry;
-use sluice::config::PipelineConfig;
-use sluice::topology::{self, Running};
 
-use crate::util::{
-    counts, free_port, read_json_lines, runtime, sluice, succeeds, toml_path, until,
-};
-
-/// Start a pipeline in process with its admin port.
-async fn start(dir: &Path, toml: &str) -> (Running, Registry, PathBuf) {
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = PipelineConfig::load(&path).unwrap();
-    let address = config.admin.as_ref().unwrap().address.clone();
-    let plan = topology::plan(config, runtime()).await.unwrap();
-    let metrics = Registry::default();
-    let running = plan.start(metrics.clone()).unwrap();
-    let admin = sluice::admin::Admin {
-        metrics: metrics.clone(),
-        reload: running.reload_handle(),
-        pipeline: path.clone(),
-        token: None,
-        hosts: Vec::new(),
-        tls: None,
-    };
-    sluice::admin::serve(&address, admin).await.unwrap();
-    (running, metrics, path)
-}
+use crate::util::start_with_admin as start;
+use crate::util::{counts, free_port, read_json_lines, sluice, succeeds, toml_path, until};
 
 fn pipeline(port: u16, transform: &str) -> String {
     format!(

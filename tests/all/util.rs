@@ -277,3 +277,32 @@ pub async fn succeeds(mut cmd: std::process::Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Write `toml` as `dir/pipeline.toml`, start it in process and serve its
+/// `[admin]` port (which it must have).
+pub async fn start_with_admin(
+    dir: &Path,
+    toml: &str,
+) -> (
+    sluice::topology::Running,
+    sluice::base::metrics::Registry,
+    std::path::PathBuf,
+) {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = PipelineConfig::load(&path).unwrap();
+    let address = config.admin.as_ref().unwrap().address.clone();
+    let plan = topology::plan(config, runtime()).await.unwrap();
+    let metrics = sluice::base::metrics::Registry::default();
+    let running = plan.start(metrics.clone()).unwrap();
+    let admin = sluice::admin::Admin {
+        metrics: metrics.clone(),
+        reload: running.reload_handle(),
+        pipeline: path.clone(),
+        token: None,
+        hosts: Vec::new(),
+        tls: None,
+    };
+    sluice::admin::serve(&address, admin).await.unwrap();
+    (running, metrics, path)
+}
