@@ -16,4 +16,6 @@ pub mod capture;
 pub mod loader;
 pub mod runtime;
 
-pub use runtime::{alone, CallError, LoadedPlugin, PluginError, PluginLimits, Runtime};
+pub use runtime::{
+    alone, plugin_reason, verdicts, CallError, LoadedPlugin, PluginError, PluginLimits, Runtime,
+};

@@ -967,6 +967,47 @@ pub(crate) fn check_verdicts(
     Ok(())
 }
 
+/// Each event's verdict, from verdicts [`check_verdicts`] accepted: its
+/// action, its port and its entry of `data` (the new event of a
+/// replacement, the reason of a dead letter; empty for the others).
+pub fn verdicts(v: &Verdicts) -> impl Iterator<Item = (u8, u16, &[u8])> + '_ {
+    let (mut start, mut next) = (0usize, 0usize);
+    v.actions.iter().enumerate().map(move |(i, &a)| {
+        let port = v.ports.get(i).copied().unwrap_or(0);
+        let entry: &[u8] = if a == action::REPLACE || a == action::FAIL {
+            let end = v.ends.get(next).map_or(start, |&e| e as usize);
+            next += 1;
+            let entry = v.data.get(start..end).unwrap_or_default();
+            start = end;
+            entry
+        } else {
+            &[]
+        };
+        (a, port, entry)
+    })
+}
+
+/// Longest reason a plugin may give for one dead-lettered event.
+const MAX_REASON: usize = 4096;
+
+/// A plugin's reason for dead-lettering an event, as text: invalid UTF-8
+/// replaced, cut at [`MAX_REASON`] bytes (on a character boundary).
+pub fn plugin_reason(bytes: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    if text.is_empty() {
+        text.push_str("the plugin gave no reason");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

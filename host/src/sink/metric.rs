@@ -225,6 +225,7 @@ impl MetricConfig {
             .declared
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(declared.clone());
+        let scale = self.scale.unwrap_or(1.0);
         while let Some(batch) = ctx.input.recv().await {
             let started = Instant::now();
             for e in batch.iter() {
@@ -239,7 +240,6 @@ impl MetricConfig {
                     .values()
                     .map(|f| label_value(&event, f))
                     .collect();
-                let scale = self.scale.unwrap_or(1.0);
                 let value = self
                     .value
                     .as_deref()

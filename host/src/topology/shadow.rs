@@ -23,7 +23,7 @@ use sluice_plugin::action;
 use crate::base::event::{check_object, Batch};
 use crate::delivery::ErrorKind;
 use crate::plugin::bindings::Verdicts;
-use crate::plugin::{CallError, LoadedPlugin};
+use crate::plugin::{plugin_reason, verdicts, CallError, LoadedPlugin};
 
 /// Batches waiting for the shadow at most; more are skipped.
 const QUEUE: usize = 16;
@@ -45,39 +45,27 @@ pub enum Fate {
     Failed(String),
 }
 
-/// One event's verdict as a `Fate`, from a plugin's packed verdicts:
-/// `next` walks the replacements. A replacement that is not a JSON object
-/// fails (unless `trusted`).
+/// One event's verdict as a `Fate`, from a plugin's packed verdicts. A
+/// replacement that is not a JSON object fails (unless `trusted`).
 pub fn fates(v: &Verdicts, events: usize, trusted: bool, out: &mut Vec<Fate>) {
-    let mut start = 0usize;
-    let mut replaced = 0usize;
-    for i in 0..events {
-        let port = v.ports.get(i).copied().unwrap_or(0);
-        out.push(match v.actions[i] {
+    for (action, port, entry) in verdicts(v).take(events) {
+        out.push(match action {
             action::DROP => Fate::Dropped,
             action::KEEP => Fate::Out { port, bytes: None },
-            action::FAIL => {
-                let end = v.ends[replaced] as usize;
-                let reason = super::transform::plugin_reason(&v.data[start..end]);
-                start = end;
-                replaced += 1;
-                Fate::Failed(format!("{}: {reason}", ErrorKind::PluginError.as_str()))
-            }
-            _ => {
-                let end = v.ends[replaced] as usize;
-                let new = &v.data[start..end];
-                start = end;
-                replaced += 1;
-                match (trusted, check_object(new)) {
-                    (false, Err(e)) => Fate::Failed(format!(
-                        "the plugin replaced the event with invalid JSON: {e}"
-                    )),
-                    _ => Fate::Out {
-                        port,
-                        bytes: Some(new.to_vec()),
-                    },
-                }
-            }
+            action::FAIL => Fate::Failed(format!(
+                "{}: {}",
+                ErrorKind::PluginError.as_str(),
+                plugin_reason(entry)
+            )),
+            _ => match (trusted, check_object(entry)) {
+                (false, Err(e)) => Fate::Failed(format!(
+                    "the plugin replaced the event with invalid JSON: {e}"
+                )),
+                _ => Fate::Out {
+                    port,
+                    bytes: Some(entry.to_vec()),
+                },
+            },
         });
     }
 }

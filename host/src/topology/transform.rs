@@ -21,7 +21,7 @@ use crate::base::output::{FinishOnDrop, Output};
 use crate::config::OnError;
 use crate::delivery::{DeadLetter, DeadLetters, ErrorKind};
 use crate::plugin::bindings::Verdicts;
-use crate::plugin::{CallError, LoadedPlugin, PluginError};
+use crate::plugin::{plugin_reason, verdicts, CallError, LoadedPlugin, PluginError};
 
 use super::shadow::{Fate, ShadowSlot};
 
@@ -411,75 +411,34 @@ fn apply(
     if let Some(f) = fates {
         super::shadow::fates(v, batch.len(), trusted, f);
     }
-    let mut replaced = 0usize;
-    let mut start = 0usize;
-    for (i, (&action, event)) in v.actions.iter().zip(batch.iter()).enumerate() {
-        let port = v.ports.get(i).map_or(0, |&p| usize::from(p));
+    for ((action, port, entry), event) in verdicts(v).zip(batch.iter()) {
         // Verdicts were checked against the plugin's declared outputs.
         let last = outcome.ports.len() - 1;
-        let out = &mut outcome.ports[port.min(last)];
+        let out = &mut outcome.ports[usize::from(port).min(last)];
         match action {
             action::DROP => outcome.dropped += 1,
             action::KEEP => out.push(event),
-            action::FAIL => {
-                let end = v.ends[replaced] as usize;
-                let reason = &v.data[start..end];
-                start = end;
-                replaced += 1;
-                outcome.failed.push((
+            action::FAIL => outcome.failed.push((
+                event.to_vec(),
+                CallError {
+                    kind: ErrorKind::PluginError,
+                    message: plugin_reason(entry),
+                },
+            )),
+            // A replacement must still be an event: a JSON object.
+            _ if trusted => out.push(entry),
+            _ => match check_object(entry) {
+                Ok(_) => out.push(entry),
+                Err(e) => outcome.failed.push((
                     event.to_vec(),
                     CallError {
-                        kind: ErrorKind::PluginError,
-                        message: plugin_reason(reason),
+                        kind: ErrorKind::InvalidOutput,
+                        message: format!("the plugin replaced the event with invalid JSON: {e}"),
                     },
-                ));
-            }
-            _ => {
-                let end = v.ends[replaced] as usize;
-                let new = &v.data[start..end];
-                start = end;
-                replaced += 1;
-                // A replacement must still be an event: a JSON object.
-                if trusted {
-                    out.push(new);
-                    continue;
-                }
-                match check_object(new) {
-                    Ok(_) => out.push(new),
-                    Err(e) => outcome.failed.push((
-                        event.to_vec(),
-                        CallError {
-                            kind: ErrorKind::InvalidOutput,
-                            message: format!(
-                                "the plugin replaced the event with invalid JSON: {e}"
-                            ),
-                        },
-                    )),
-                }
-            }
+                )),
+            },
         }
     }
-}
-
-/// Longest reason a plugin may give for one dead-lettered event.
-const MAX_REASON: usize = 4096;
-
-/// A plugin's reason for dead-lettering an event, as text: invalid UTF-8
-/// replaced, cut at [`MAX_REASON`] bytes (on a character boundary).
-pub fn plugin_reason(bytes: &[u8]) -> String {
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    if text.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    if text.is_empty() {
-        text.push_str("the plugin gave no reason");
-    }
-    text
 }
 
 #[cfg(test)]

@@ -238,10 +238,8 @@ impl Plugin for Dedup {
     /// (`sluice_plugin_count_total{name="forgotten_values"}`).
     fn end_batch(&self) {
         if let Ok(mut s) = self.state.try_borrow_mut() {
-            if s.forgotten > s.reported {
-                sluice_plugin::count("forgotten_values", s.forgotten - s.reported);
-                s.reported = s.forgotten;
-            }
+            let s = &mut *s;
+            sluice_plugin::count_growth("forgotten_values", s.forgotten, &mut s.reported);
         }
     }
 

@@ -348,6 +348,16 @@ pub fn count(name: &str, delta: u64) {
     });
 }
 
+/// [`count`] what a running `total` grew by since `reported`, and
+/// remember it: what a plugin that keeps a tally (evictions...) calls in
+/// [`Plugin::end_batch`], so the host hears once per batch.
+pub fn count_growth(name: &str, total: u64, reported: &mut u64) {
+    if total > *reported {
+        count(name, total - *reported);
+        *reported = total;
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 thread_local! {
     static NATIVE_COUNTS: std::cell::RefCell<Vec<(String, u64)>> =

@@ -296,10 +296,8 @@ impl Plugin for Throttle {
     /// (`sluice_plugin_count_total{name="evicted_keys"}`).
     fn end_batch(&self) {
         if let Ok(mut s) = self.state.try_borrow_mut() {
-            if s.evicted > s.reported {
-                sluice_plugin::count("evicted_keys", s.evicted - s.reported);
-                s.reported = s.evicted;
-            }
+            let s = &mut *s;
+            sluice_plugin::count_growth("evicted_keys", s.evicted, &mut s.reported);
         }
     }
 }

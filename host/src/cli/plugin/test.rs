@@ -90,38 +90,23 @@ fn flush(
     let (data, ends) = pack(pending);
     match plugin.process(&data, &ends) {
         Ok(v) => {
-            let mut replaced = 0usize;
-            for (i, (n, event)) in pending.iter().enumerate() {
-                let port = v.ports.get(i).copied().unwrap_or(0);
-                if v.actions[i] == sluice_plugin::action::FAIL {
+            for ((action, port, entry), (n, event)) in
+                crate::plugin::verdicts(&v).zip(pending.iter())
+            {
+                if action == sluice_plugin::action::FAIL {
                     // The plugin dead-letters it, with its reason.
-                    let start = if replaced == 0 {
-                        0
-                    } else {
-                        v.ends[replaced - 1] as usize
-                    };
-                    let end = v.ends[replaced] as usize;
-                    replaced += 1;
                     let e = crate::plugin::CallError {
                         kind: crate::delivery::ErrorKind::PluginError,
-                        message: crate::topology::transform::plugin_reason(&v.data[start..end]),
+                        message: crate::plugin::plugin_reason(entry),
                     };
                     write_error(*n, event, &e, out, tally)?;
                     continue;
                 }
-                let body: &[u8] = if v.actions[i] == sluice_plugin::action::REPLACE {
-                    let start = if replaced == 0 {
-                        0
-                    } else {
-                        v.ends[replaced - 1] as usize
-                    };
-                    let end = v.ends[replaced] as usize;
-                    replaced += 1;
-                    &v.data[start..end]
-                } else {
-                    event.as_bytes()
+                let body = match action {
+                    sluice_plugin::action::REPLACE => entry,
+                    _ => event.as_bytes(),
                 };
-                write_verdict(plugin, v.actions[i], port, body, out, tally)?;
+                write_verdict(plugin, action, port, body, out, tally)?;
             }
         }
         Err(_) if pending.len() > 1 => {
