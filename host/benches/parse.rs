@@ -9,7 +9,11 @@
 //!   `format = "grok"` with `%{COMBINEDAPACHELOG}` (one regex);
 //! - logfmt lines (~120 bytes): no transform, then `format = "logfmt"`.
 //!
-//! Environment: `SLUICE_BENCH_EVENTS` changes the line count.
+//! Environment: `SLUICE_BENCH_EVENTS` changes the line count;
+//! `SLUICE_BENCH_ONLY="nginx"` runs only the cases whose name holds it,
+//! and `PARSE_WASM=path` loads that build of the plugin instead of the
+//! bundled one (for a profiler: one built with its names, `CARGO_PROFILE_PLUGIN_STRIP=false`,
+//! under `SLUICE_PERF_MAP=1`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -71,7 +75,8 @@ fn main() {
     };
     let parse = |config: &str| {
         format!(
-            "{base}[transforms.p]\nplugin = \"parse\"\ninputs = [\"app\"]\nconfig = {config}\n\n{}",
+            "{base}[transforms.p]\nplugin = \"{}\"\ninputs = [\"app\"]\nconfig = {config}\n\n{}",
+            std::env::var("PARSE_WASM").unwrap_or("parse".into()),
             sink("p")
         )
     };
@@ -102,8 +107,13 @@ fn main() {
             parse(r#"{ format = "logfmt" }"#),
         ),
     ];
+    let only = std::env::var("SLUICE_BENCH_ONLY").ok();
     let mut times = Vec::new();
     for (name, input, toml) in &cases {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            times.push(Duration::ZERO);
+            continue;
+        }
         let mut best = Duration::MAX;
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
@@ -127,8 +137,10 @@ fn main() {
             best.as_secs_f64()
         );
     }
-    println!(
-        "  grok / scanner time: {:.2}x",
-        times[2].as_secs_f64() / times[1].as_secs_f64()
-    );
+    if !times[1].is_zero() && !times[2].is_zero() {
+        println!(
+            "  grok / scanner time: {:.2}x",
+            times[2].as_secs_f64() / times[1].as_secs_f64()
+        );
+    }
 }

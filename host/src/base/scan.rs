@@ -24,8 +24,10 @@ const MAX_DEPTH: u32 = 128;
 /// first top-level `key`, or with `rest`, the value at that dotted path
 /// inside it (a key holding the whole rest of the path wins over nested
 /// objects).
-/// `filter` is [`filter`] of `heads`: a key whose length and first byte
-/// it does not hold is skipped without a look at `heads`.
+/// `filter` is [`filter`] of `heads`: a key whose length, first and last
+/// byte it does not hold is skipped without a look at `heads`. Once a
+/// top-level `timestamp` is read nothing more is caught: the event's
+/// time is that one, and what was caught is not read.
 pub fn scan<'a>(
     text: &'a str,
     heads: &[Head],
@@ -36,10 +38,16 @@ pub fn scan<'a>(
     s.object(heads, filter, caught).map_err(|Fail| s.message())
 }
 
-/// A key's bit in a [`filter`]: from its length and first byte.
+/// A key's bit in a [`filter`]: from its length, first and last byte,
+/// mixed by a multiplication (with the length and first byte alone,
+/// `message` and `datetime` shared a bit, and every event with a
+/// `message` compared it with every head).
 #[inline(always)]
-fn bit(len: usize, first: u8) -> u64 {
-    1 << ((len.wrapping_mul(7) ^ usize::from(first)) & 63)
+fn bit(key: &[u8]) -> u64 {
+    let (first, last) = (key.first().copied(), key.last().copied());
+    let h =
+        key.len() as u64 | u64::from(first.unwrap_or(0)) << 16 | u64::from(last.unwrap_or(0)) << 24;
+    1 << (h.wrapping_mul(0xFF51_AFD7_ED55_8CCD) >> 58)
 }
 
 /// The keys a top-level key of an object may be wanted as (`timestamp`
@@ -47,9 +55,9 @@ fn bit(len: usize, first: u8) -> u64 {
 /// share no bit with them and cost one test instead of a comparison with
 /// every head.
 pub fn filter(heads: &[Head]) -> u64 {
-    heads.iter().fold(bit(9, b't'), |m, h| {
-        m | bit(h.key.len(), h.key.bytes().next().unwrap_or(b'"'))
-    })
+    heads
+        .iter()
+        .fold(bit(b"timestamp"), |m, h| m | bit(h.key.as_bytes()))
 }
 
 /// The raw value at a dotted `path` inside the raw JSON value `raw`, if it
@@ -112,14 +120,59 @@ impl<'a> Scanner<'a> {
 /// shorter than half the address space).
 const ESCAPED: usize = 1 << (usize::BITS - 1);
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// The bytes of a block of sixteen that end a run of plain string bytes
+/// (a quote, a backslash, a control character), one bit each, lowest
+/// first. SSE2 (every x86-64 has it): three compares and a mask.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn special16(block: &[u8]) -> u32 {
+    use std::arch::x86_64::*;
+    if block.len() < 16 {
+        return u32::MAX;
+    }
+    // SAFETY: SSE2 is part of every x86-64 CPU (the target's baseline);
+    // the sixteen bytes loaded are in `block` (checked above), and the
+    // load takes any alignment.
+    unsafe {
+        let x = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let slash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        // x <= 0x1f (unsigned): max(x, 0x1f) == 0x1f.
+        let low = _mm_set1_epi8(0x1f);
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(x, low), low);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, slash), control)) as u32
+    }
+}
 
-/// The bytes of `x` that are zero, as their high bits (exact for the
-/// lowest such byte, which is the one read).
-#[inline]
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(ONES) & !x & HIGHS
+/// [`special16`] without SSE2: two words of eight bytes, each byte's
+/// test in its high bit.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn special16(block: &[u8]) -> u32 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let word = |w: &[u8]| -> u32 {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        let special = zero_bytes(x ^ (ONES * u64::from(b'"')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+        // Only the lowest set byte is exact; the bits above it are not
+        // read (the scan stops at the lowest).
+        let low = special & special.wrapping_neg();
+        if low == 0 {
+            0
+        } else {
+            1 << (low.trailing_zeros() / 8)
+        }
+    };
+    match (block.get(..8), block.get(8..16)) {
+        (Some(a), Some(b)) => match word(a) {
+            0 => word(b) << 8,
+            m => m,
+        },
+        _ => u32::MAX,
+    }
 }
 
 impl<'a> Scanner<'a> {
@@ -286,17 +339,12 @@ impl<'a> Scanner<'a> {
             }));
         }
         let mut has_timestamp = false;
+        let mut filter = filter;
         self.enter()?;
         let mut first = true;
         while let Some(key) = self.next_key(first)? {
             first = false;
-            if !key.escaped
-                && filter
-                    & bit(
-                        key.end - key.start,
-                        self.b.get(key.start).copied().unwrap_or(0),
-                    )
-                    == 0
+            if !key.escaped && filter & bit(self.b.get(key.start..key.end).unwrap_or_default()) == 0
             {
                 self.value()?;
                 continue;
@@ -310,7 +358,13 @@ impl<'a> Scanner<'a> {
                 let bytes: &'a [u8] = self.b;
                 Cow::Borrowed(bytes.get(key.start..key.end).unwrap_or_default())
             };
-            has_timestamp |= same(&k, b"timestamp");
+            if same(&k, b"timestamp") {
+                // The event's own time: nothing more to catch.
+                has_timestamp = true;
+                filter = 0;
+                self.value()?;
+                continue;
+            }
             let wanted = |i: usize, caught: &[Option<&str>]| {
                 heads.get(i).is_some_and(|h| same(&k, h.key.as_bytes()))
                     && caught.get(i).is_some_and(Option::is_none)
@@ -353,45 +407,45 @@ impl<'a> Scanner<'a> {
     /// it holds escapes.
     #[inline(always)]
     fn string(&mut self) -> Result<bool, Fail> {
-        self.i += 1;
         let mut escaped = false;
+        // The index in a local: stored back once per string, not once per
+        // block read (the scanner's fields live in memory).
+        let mut i = self.i + 1;
+        let b = self.b;
         loop {
-            // Eight bytes at a time while none is a quote, a backslash or
-            // a control character; the byte that stops the run is taken
-            // from the word (read again, it waited on the load).
-            let mut stop = None;
-            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-                let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-                let special = zero_bytes(x ^ (ONES * u64::from(b'"')))
-                    | zero_bytes(x ^ (ONES * u64::from(b'\\')))
-                    | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
-                if special != 0 {
-                    let bit = special.trailing_zeros();
-                    self.i += (bit / 8) as usize;
-                    stop = Some((x >> (bit & !7)) as u8);
+            // Sixteen bytes at a time while none is a quote, a backslash or
+            // a control character (strings are most of an event's bytes).
+            while let Some(block) = b.get(i..i + 16) {
+                let stops = special16(block);
+                if stops != 0 {
+                    i += stops.trailing_zeros() as usize;
                     break;
                 }
-                self.i += 8;
+                i += 16;
             }
-            if stop == Some(b'"') {
-                self.i += 1;
-                return Ok(escaped);
-            }
-            match self.peek() {
+            // The last few bytes, or the byte that stopped the run.
+            match b.get(i) {
                 Some(b'"') => {
-                    self.i += 1;
+                    self.i = i + 1;
                     return Ok(escaped);
                 }
                 Some(b'\\') => {
                     escaped = true;
+                    self.i = i;
                     self.escape()?;
+                    i = self.i;
                 }
                 Some(0..=0x1f) => {
-                    return Err(self
-                        .error("control character (\\u0000-\\u001F) found while parsing a string"))
+                    self.i = i;
+                    return Err(self.error(
+                        "control character (\\u0000-\\u001F) found while parsing a string",
+                    ));
                 }
-                Some(_) => self.i += 1,
-                None => return Err(self.error("EOF while parsing a string")),
+                Some(_) => i += 1,
+                None => {
+                    self.i = i;
+                    return Err(self.error("EOF while parsing a string"));
+                }
             }
         }
     }
@@ -567,9 +621,16 @@ impl<'a> Scanner<'a> {
         }
         self.enter()?;
         let (mut exact, mut nested) = (None, None);
+        let lead = path.as_bytes().first().copied();
         let mut first = true;
         while let Some(key) = self.next_key(first)? {
             first = false;
+            // Most keys differ from the path in their first byte: one test,
+            // not a comparison with the path and with its head.
+            if !key.escaped && lead.is_some() && self.b.get(key.start).copied() != lead {
+                self.value()?;
+                continue;
+            }
             if exact.is_none() && self.key_is(key, path) {
                 exact = Some(self.raw_value()?);
             } else if let Some(rest) = nested
