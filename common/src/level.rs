@@ -36,6 +36,28 @@ pub fn canonical(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The levels in severity order, as [`canonical`] names them.
+pub const ORDER: [&str; 7] = ["trace", "debug", "info", "notice", "warn", "error", "fatal"];
+
+/// A level's severity, trace 0 .. fatal 6 (the order of the plugin SDK's
+/// `Level`): the names of [`canonical`], and the numbers pino and bunyan
+/// write (10 trace .. 60 fatal). `None` for anything else.
+pub fn rank(name: &str) -> Option<u8> {
+    let name = match name.trim() {
+        "10" => "trace",
+        "20" => "debug",
+        "30" => "info",
+        "40" => "warn",
+        "50" => "error",
+        "60" => "fatal",
+        other => canonical(other)?,
+    };
+    ORDER
+        .iter()
+        .position(|o| *o == name)
+        .and_then(|p| u8::try_from(p).ok())
+}
+
 /// Whether two level names are the same level: the same canonical name,
 /// or, outside the table, the same name in any case.
 pub fn same(a: &str, b: &str) -> bool {
@@ -73,6 +95,10 @@ mod tests {
         assert_eq!(normalize("SUCCESS"), "success");
         assert_eq!(canonical("informational"), Some("info"));
         assert_eq!(canonical("a-very-long-level-name"), None);
+        assert_eq!(rank("WARNING"), Some(4));
+        assert_eq!(rank(" 60"), Some(6));
+        assert_eq!(rank("trace"), Some(0));
+        assert_eq!(rank("success"), None);
         assert_eq!(
             normalize_value(serde_json::json!(30)),
             serde_json::json!(30)

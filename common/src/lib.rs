@@ -12,6 +12,8 @@
 //!   own size (or of the caps).
 //!
 //! # Layout
+//! - [`action`]: the action codes of a plugin's verdicts (the SDK links
+//!   the same file).
 //! - [`path`]: dotted field paths (`get`, `take`, `put`).
 //! - [`coerce`]: typed values from strings (`"20"` -> 20).
 //! - [`cond`]: field conditions (`{ field = "status", gte = 500 }`), for
@@ -21,6 +23,8 @@
 //! - [`presets`]: logging libraries' records mapped to sluice's fields.
 //! - [`syslog`]: RFC 5424 and 3164 messages (the `syslog` source and the
 //!   `parse` plugin).
+//! - [`sealed`]: the mark of a value the `encrypt` plugin sealed, and the
+//!   lookup of its fields (`sluice decrypt-fields` reads them back).
 //! - [`units`]: sizes and durations as pipelines write them (`"1MiB"`,
 //!   `"500ms"`).
 
@@ -37,12 +41,14 @@
     )
 )]
 
+pub mod action;
 pub mod coerce;
 pub mod cond;
 pub mod level;
 pub mod path;
 pub mod presets;
 pub mod pyformat;
+pub mod sealed;
 pub mod syslog;
 pub mod units;
 

@@ -14,6 +14,7 @@ mod hardening;
 mod http;
 mod journald;
 mod languages;
+mod layers;
 mod metrics;
 mod multiline;
 mod nats;

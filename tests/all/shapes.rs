@@ -475,4 +475,16 @@ fn sources_and_plugins_spell_levels_alike() {
             "{name}"
         );
     }
+    // The severities too (the timeline's `--level` reads the shared one),
+    // numbers of pino and bunyan included.
+    for name in [
+        "trace", "DEBUG", "info", "notice", "WARNING", "err", "panic", "10", "20", "30", "40",
+        "50", "60", "70", "success", "",
+    ] {
+        assert_eq!(
+            sluice_common::level::rank(name),
+            sluice_plugin::Level::parse(name).map(|l| l as u8),
+            "{name}"
+        );
+    }
 }

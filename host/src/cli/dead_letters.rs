@@ -146,9 +146,7 @@ impl Filter {
                 return false;
             };
             for (path, want) in &self.fields {
-                let got = event
-                    .as_object()
-                    .and_then(|o| sluice_plugin::event::field(o, path));
+                let got = event.as_object().and_then(|o| sluice_common::get(o, path));
                 let text = match got {
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(v) => v.to_string(),

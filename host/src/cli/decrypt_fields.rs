@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::base::crypt::Identities;
 
-use sluice_encrypt::{find, PREFIX};
+use sluice_common::sealed::{find, PREFIX};
 
 #[derive(Debug, Args)]
 pub struct DecryptFieldsArgs {

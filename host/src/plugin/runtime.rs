@@ -21,7 +21,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsB
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, Info, LogLevel, Plugin, PluginPre, Verdicts};
-use sluice_plugin::action;
+use sluice_common::action;
 
 use super::capture::Outputs;
 use crate::delivery::ErrorKind;

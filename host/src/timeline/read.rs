@@ -12,8 +12,6 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::value::RawValue;
 
-use sluice_plugin::Level;
-
 use super::spill::{Spill, SpillReader};
 use crate::base::event::{dotted, top_fields, value_text};
 
@@ -429,10 +427,10 @@ pub fn parse_line(
     }))
 }
 
-/// Rank of a level for `--level`, the order of the plugins' [`Level`]
-/// (trace 0 .. fatal 6): unknown and missing levels count as info.
+/// Rank of a level for `--level` ([`sluice_common::level::rank`], trace 0
+/// .. fatal 6): unknown and missing levels count as info.
 pub fn level_rank(level: Option<&str>) -> u8 {
-    level.and_then(Level::parse).unwrap_or(Level::Info) as u8
+    level.and_then(sluice_common::level::rank).unwrap_or(2)
 }
 
 /// The result of the one parse of a file.

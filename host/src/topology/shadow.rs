@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_plugin::action;
+use sluice_common::action;
 
 use crate::base::event::{check_object, Batch};
 use crate::delivery::ErrorKind;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
 
-use sluice_plugin::action;
+use sluice_common::action;
 
 use crate::base::event::{check_object, Batch, SharedBatch};
 use crate::base::metrics::ComponentMetrics;

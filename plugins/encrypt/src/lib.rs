@@ -22,8 +22,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
 
-/// What every encrypted value starts with: base64 of `age-encryption.org/v1`.
-pub const PREFIX: &str = "YWdlLWVuY3J5cHRpb24ub3JnL3Yx";
+/// What every encrypted value starts with (shared with `sluice
+/// decrypt-fields` through `sluice_common::sealed`).
+pub use sluice_common::sealed::{find, PREFIX};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,19 +123,6 @@ impl Encrypt {
         }
         Verdict::Replace(value.to_string().into_bytes())
     }
-}
-
-/// The value at `path`: the top-level key itself if there is one (a key
-/// may hold dots), else down through nested objects.
-pub fn find<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
-    if value.as_object()?.contains_key(path) {
-        return value.as_object_mut()?.get_mut(path);
-    }
-    let mut at = value;
-    for part in path.split('.') {
-        at = at.as_object_mut()?.get_mut(part)?;
-    }
-    Some(at)
 }
 
 impl Plugin for Encrypt {

@@ -59,20 +59,9 @@ pub mod bindings {
 
 pub use bindings::sluice::plugin::types::{Info, LogLevel, Verdicts};
 
-/// Action codes of [`Verdicts::actions`], as the WIT documents them.
-pub mod action {
-    /// Drop the event.
-    pub const DROP: u8 = 0;
-    /// Keep the event unchanged.
-    pub const KEEP: u8 = 1;
-    /// Replace the event with the next one in `Verdicts::data`.
-    pub const REPLACE: u8 = 2;
-    /// Send the event to the dead letters; the next entry in
-    /// `Verdicts::data` is the reason (UTF-8 text). The other events of
-    /// the batch go on, and the batch is not run again (hosts before it
-    /// took a `3` for a plugin bug and failed the batch).
-    pub const FAIL: u8 = 3;
-}
+/// Action codes of [`Verdicts::actions`], as the WIT documents them (one
+/// file with the host's `sluice_common::action`).
+pub mod action;
 
 /// What a plugin decides for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]

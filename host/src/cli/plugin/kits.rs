@@ -71,7 +71,7 @@ pub const JS_HELPER: &str = include_str!("../../../../plugins/kits/js/sluice.js"
 pub const JS_TYPES: &str = include_str!("../../../../plugins/kits/js/sluice.d.ts");
 
 /// The Rust SDK's sources, as `sluice-plugin/...` of a Rust project.
-const SDK: [(&str, &str); 5] = [
+const SDK: [(&str, &str); 6] = [
     (
         "src/lib.rs",
         include_str!("../../../../plugins/sdk/src/lib.rs"),
@@ -87,6 +87,10 @@ const SDK: [(&str, &str); 5] = [
     (
         "src/cond.rs",
         include_str!("../../../../plugins/sdk/src/cond.rs"),
+    ),
+    (
+        "src/action.rs",
+        include_str!("../../../../plugins/sdk/src/action.rs"),
     ),
     ("wit/plugin.wit", WIT),
 ];

@@ -93,7 +93,7 @@ fn flush(
             for ((action, port, entry), (n, event)) in
                 crate::plugin::verdicts(&v).zip(pending.iter())
             {
-                if action == sluice_plugin::action::FAIL {
+                if action == sluice_common::action::FAIL {
                     // The plugin dead-letters it, with its reason.
                     let e = crate::plugin::CallError {
                         kind: crate::delivery::ErrorKind::PluginError,
@@ -103,7 +103,7 @@ fn flush(
                     continue;
                 }
                 let body = match action {
-                    sluice_plugin::action::REPLACE => entry,
+                    sluice_common::action::REPLACE => entry,
                     _ => event.as_bytes(),
                 };
                 write_verdict(plugin, action, port, body, out, tally)?;
@@ -157,7 +157,7 @@ fn write_verdict(
     out: &mut impl Write,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    use sluice_plugin::action::{DROP, KEEP, REPLACE};
+    use sluice_common::action::{DROP, KEEP, REPLACE};
     let verdict = match action {
         DROP => {
             tally.dropped += 1;

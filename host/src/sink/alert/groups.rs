@@ -167,9 +167,9 @@ pub struct Groups {
 }
 
 /// The value at `path` of an event: the key as written (`code.filepath`),
-/// else a dotted path into nested objects (the SDK's own lookup).
+/// else a dotted path into nested objects (the plugins' own lookup).
 pub fn lookup<'a>(event: &'a Value, path: &str) -> Option<&'a Value> {
-    sluice_plugin::event::field(event.as_object()?, path)
+    sluice_common::get(event.as_object()?, path)
 }
 
 /// A value as text: a string as it is, `null` as nothing, others as JSON.

@@ -1,0 +1,1 @@
+../../../common/src/action.rs
