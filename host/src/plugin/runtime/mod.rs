@@ -6,6 +6,23 @@
 //! has a memory limit; each call has an epoch deadline. A trap poisons a
 //! store, so after any trap the instance is dropped and the next call gets
 //! a fresh one from the `InstancePre` (cheap: no compilation, no linking).
+//!
+//! Here: engines, compilation and its cache, instances and calls. Beside
+//! it: `contract` (the host's imports and state), `limits` (what a
+//! plugin may use, the epoch ticker, failure messages), `verdicts`.
+
+mod contract;
+mod limits;
+mod verdicts;
+
+pub use self::contract::{add_count, Counts, HostState, MAX_COUNTERS};
+pub(crate) use self::limits::Calls;
+pub use self::limits::{
+    alone, PluginLimits, DEFAULT_INSTANCES, DEFAULT_MEMORIES, DEFAULT_STACK, DEFAULT_TABLES,
+};
+pub(crate) use self::verdicts::check_verdicts;
+pub use self::verdicts::{plugin_reason, verdicts};
+use self::{contract::*, limits::*};
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -25,11 +42,6 @@ use sluice_common::action;
 
 use super::capture::Outputs;
 use crate::delivery::ErrorKind;
-
-/// How often the epoch advances: the granularity of time budgets.
-const TICK: Duration = Duration::from_millis(5);
-/// Default wasm stack limit of an instance.
-pub const DEFAULT_STACK: usize = 1 << 20;
 
 /// Errors loading a plugin, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -60,208 +72,6 @@ pub enum PluginError {
 pub struct CallError {
     pub kind: ErrorKind,
     pub message: String,
-}
-
-/// Per-plugin sandbox limits.
-#[derive(Debug, Clone, Copy)]
-pub struct PluginLimits {
-    /// Linear memory of one instance, in bytes.
-    pub memory: usize,
-    /// Time budget of one call.
-    pub time_budget: Duration,
-    /// Wasm stack of one instance, in bytes.
-    pub stack: usize,
-    /// Core instances, tables and memories one component may make: a Rust
-    /// plugin needs a few, a Python (componentize-py) or JavaScript
-    /// (componentize-js) one a few dozen.
-    pub instances: u32,
-    pub tables: u32,
-    pub memories: u32,
-}
-
-pub use crate::base::settings::{DEFAULT_INSTANCES, DEFAULT_MEMORIES, DEFAULT_TABLES};
-
-impl Default for PluginLimits {
-    fn default() -> Self {
-        Self {
-            memory: 64 << 20,
-            time_budget: Duration::from_millis(100),
-            stack: DEFAULT_STACK,
-            instances: DEFAULT_INSTANCES,
-            tables: DEFAULT_TABLES,
-            memories: DEFAULT_MEMORIES,
-        }
-    }
-}
-
-/// The state of one instance's store.
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: Limiter,
-    /// The transform's name, to tag what the plugin logs.
-    plugin: Arc<str>,
-    /// What the plugin prints on stdout and stderr, for `tracing` and for
-    /// the errors of calls that trap.
-    outputs: Outputs,
-    /// What the current call added to the plugin's counters (`count`):
-    /// kept once the call succeeds, forgotten if it fails (its batch is
-    /// run again in parts).
-    counting: Counts,
-    /// A refused counter name was logged already.
-    count_refused: bool,
-}
-
-/// A plugin's counters: (name, total), at most [`MAX_COUNTERS`].
-pub type Counts = Vec<(String, u64)>;
-
-/// Most counter names one plugin instance may use.
-pub const MAX_COUNTERS: usize = 32;
-
-/// A counter name: 1 to 64 of `a-z`, `0-9` and `_`.
-fn counter_name_ok(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// Add `delta` to `name` in `counts`; false when the name is refused or
-/// there is no room for another.
-pub fn add_count(counts: &mut Counts, name: &str, delta: u64) -> bool {
-    if let Some((_, n)) = counts.iter_mut().find(|(k, _)| k == name) {
-        *n = n.saturating_add(delta);
-        return true;
-    }
-    if !counter_name_ok(name) || counts.len() >= MAX_COUNTERS {
-        return false;
-    }
-    counts.push((name.to_string(), delta));
-    true
-}
-
-/// The store's limits, remembering that a memory growth was refused: a
-/// trap that follows is the plugin running out of memory, whatever the
-/// guest made of the refusal (an abort, an `unreachable`).
-struct Limiter {
-    limits: StoreLimits,
-    memory_refused: bool,
-    /// The largest linear memory granted so far, in bytes.
-    memory_peak: usize,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum);
-        if matches!(allowed, Ok(true)) {
-            self.memory_peak = self.memory_peak.max(desired);
-        } else {
-            self.memory_refused = true;
-        }
-        allowed
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory_refused = true;
-        self.limits.memory_grow_failed(error)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl bindings::PluginImports for HostState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let plugin = &*self.plugin;
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-
-    fn count(&mut self, name: String, delta: u64) {
-        if !add_count(&mut self.counting, &name, delta) && !self.count_refused {
-            self.count_refused = true;
-            tracing::warn!(plugin = &*self.plugin, name = %name.chars().take(80).collect::<String>(), "counter ignored: names are 1 to 64 of a-z, 0-9 and _, at most {MAX_COUNTERS} of them");
-        }
-    }
-}
-
-impl bindings::sluice::plugin::types::Host for HostState {}
-
-/// Advances every engine's epoch every [`TICK`] while a plugin call is
-/// running, until dropped. With no call running it sleeps, so an idle
-/// pipeline does not wake 200 times a second.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    engines: Arc<Mutex<Vec<Engine>>>,
-    calls: Arc<Calls>,
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.calls.thread.unpark();
-    }
-}
-
-/// Plugin calls running now, and the ticker thread to wake for them.
-pub(crate) struct Calls {
-    running: std::sync::atomic::AtomicUsize,
-    thread: std::thread::Thread,
-}
-
-/// One plugin call running: the ticker ticks until it is dropped.
-struct Call<'a>(&'a Calls);
-
-impl Calls {
-    fn enter(&self) -> Call<'_> {
-        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.thread.unpark();
-        }
-        Call(self)
-    }
-}
-
-impl Drop for Call<'_> {
-    fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// An engine and its linker. wasmtime sets the wasm stack limit per
@@ -565,45 +375,6 @@ impl Runtime {
     }
 }
 
-/// What the host links for plugins: WASI without a network, host files,
-/// environment or HTTP (sockets are linked but every address is refused;
-/// there are no preopened folders), and the `sluice:plugin` world.
-const LINKED: [&str; 7] = [
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:cli/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-    "sluice:plugin/",
-];
-
-/// The imports of a component that the host does not link.
-fn refused_imports(component: &Component, engine: &Engine) -> Vec<String> {
-    component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .filter(|name| {
-            name != "log" && name != "count" && !LINKED.iter().any(|p| name.starts_with(p))
-        })
-        .collect()
-}
-
-fn explain_refused(refused: &[String]) -> String {
-    let mut message = format!(
-        "this component imports {}, which sluice does not give plugins (a plugin gets no network, HTTP or host access)",
-        refused.join(", ")
-    );
-    if refused.iter().any(|r| r.starts_with("wasi:http/")) {
-        message.push_str(
-            "; componentize-js adds wasi:http unless told not to: build with \
-             `componentize-js -d http -d fetch-event` (`sluice plugin build` does)",
-        );
-    }
-    message
-}
-
 fn store_cached(path: &Path, component: &Component) {
     let result = component
         .serialize()
@@ -622,17 +393,6 @@ fn store_cached(path: &Path, component: &Component) {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Classify an error that came out of wasm, by the trap code and by
-/// whether the store refused memory on the way.
-fn classify(err: &wasmtime::Error, memory_refused: bool) -> ErrorKind {
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => ErrorKind::Timeout,
-        Some(Trap::StackOverflow) => ErrorKind::StackOverflow,
-        _ if memory_refused => ErrorKind::Memory,
-        _ => ErrorKind::Trap,
-    }
 }
 
 struct Instance {
@@ -858,154 +618,6 @@ impl LoadedPlugin {
             }
         }
     }
-}
-
-/// The message of a call over one event, without the place the plugin's
-/// helper gave it in that call (`event 0: `): the event is known, and its
-/// number in a one-event call says nothing about the input.
-pub fn alone(message: &str) -> &str {
-    message.strip_prefix("event 0: ").unwrap_or(message)
-}
-
-/// A trap as a user reads it: the reason and the setting that bounds it
-/// first (`timed out after time_budget = 100ms`), then what the plugin
-/// wrote to stderr (a panic's message); no wasm backtrace (its frames are
-/// `<unknown>` in a stripped plugin).
-fn describe(
-    kind: ErrorKind,
-    e: &wasmtime::Error,
-    limits: &PluginLimits,
-    stderr: &[String],
-) -> String {
-    let said: Vec<&str> = stderr
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .collect();
-    let reason = match kind {
-        ErrorKind::Timeout => format!(
-            "timed out after time_budget = {}",
-            humantime::format_duration(limits.time_budget)
-        ),
-        ErrorKind::Memory => format!("needed more than memory_mib = {}", limits.memory >> 20),
-        ErrorKind::StackOverflow => {
-            format!("overflowed its stack of stack_kib = {}", limits.stack >> 10)
-        }
-        _ => {
-            // A Rust panic: `thread '...' panicked at FILE:LINE:COL:` then
-            // the message.
-            if let Some(i) = said.iter().position(|l| l.contains(" panicked at ")) {
-                let at = said[i]
-                    .split(" panicked at ")
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim_end_matches(':');
-                let message = said[i + 1..].join(" | ");
-                return format!("panicked: {message} (at {at})");
-            }
-            match e.downcast_ref::<Trap>() {
-                Some(t) => format!("trapped: {t}"),
-                None => e.root_cause().to_string(),
-            }
-        }
-    };
-    if said.is_empty() {
-        reason
-    } else {
-        format!("{reason}; the plugin's stderr: {}", said.join(" | "))
-    }
-}
-
-/// A plugin's verdicts must describe exactly the batch it was given.
-pub(crate) fn check_verdicts(
-    v: &Verdicts,
-    _data_len: usize,
-    events: usize,
-    outputs: usize,
-) -> Result<(), CallError> {
-    let bad = |message: String| {
-        Err(CallError {
-            kind: ErrorKind::InvalidOutput,
-            message,
-        })
-    };
-    if v.actions.len() != events {
-        return bad(format!("{} actions for {events} events", v.actions.len()));
-    }
-    if !v.ports.is_empty() && v.ports.len() != events {
-        return bad(format!("{} ports for {events} events", v.ports.len()));
-    }
-    if let Some(p) = v.ports.iter().find(|&&p| usize::from(p) > outputs) {
-        return bad(format!(
-            "port {p} but the plugin declared {outputs} outputs"
-        ));
-    }
-    let mut replaced = 0;
-    for &a in &v.actions {
-        match a {
-            action::DROP | action::KEEP => {}
-            action::REPLACE | action::FAIL => replaced += 1,
-            other => return bad(format!("unknown action {other}")),
-        }
-    }
-    if replaced != v.ends.len() {
-        return bad(format!(
-            "{replaced} replaced or failed events but {} replacement offsets",
-            v.ends.len()
-        ));
-    }
-    let mut prev = 0u32;
-    for &e in &v.ends {
-        if e < prev || e as usize > v.data.len() {
-            return bad(format!(
-                "replacement offset {e} out of order or past {} bytes",
-                v.data.len()
-            ));
-        }
-        prev = e;
-    }
-    Ok(())
-}
-
-/// Each event's verdict, from verdicts [`check_verdicts`] accepted: its
-/// action, its port and its entry of `data` (the new event of a
-/// replacement, the reason of a dead letter; empty for the others).
-pub fn verdicts(v: &Verdicts) -> impl Iterator<Item = (u8, u16, &[u8])> + '_ {
-    let (mut start, mut next) = (0usize, 0usize);
-    v.actions.iter().enumerate().map(move |(i, &a)| {
-        let port = v.ports.get(i).copied().unwrap_or(0);
-        let entry: &[u8] = if a == action::REPLACE || a == action::FAIL {
-            let end = v.ends.get(next).map_or(start, |&e| e as usize);
-            next += 1;
-            let entry = v.data.get(start..end).unwrap_or_default();
-            start = end;
-            entry
-        } else {
-            &[]
-        };
-        (a, port, entry)
-    })
-}
-
-/// Longest reason a plugin may give for one dead-lettered event.
-const MAX_REASON: usize = 4096;
-
-/// A plugin's reason for dead-lettering an event, as text: invalid UTF-8
-/// replaced, cut at [`MAX_REASON`] bytes (on a character boundary).
-pub fn plugin_reason(bytes: &[u8]) -> String {
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    if text.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    if text.is_empty() {
-        text.push_str("the plugin gave no reason");
-    }
-    text
 }
 
 #[cfg(test)]
