@@ -11,6 +11,7 @@ pub mod reload;
 pub mod running;
 pub mod shadow;
 pub mod transform;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
