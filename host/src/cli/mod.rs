@@ -4,17 +4,16 @@ pub mod dead_letters;
 pub mod decrypt_fields;
 pub mod ops;
 pub mod plugin;
+mod service;
 pub mod shadow;
 pub mod timeline;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::base::metrics::Registry;
 use crate::config::PipelineConfig;
 use crate::plugin::Runtime;
 use crate::topology;
@@ -234,7 +233,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { pipeline, quiet } => run(&pipeline, quiet).await,
+        Command::Run { pipeline, quiet } => service::run(&pipeline, quiet).await,
         Command::Timeline(args) => {
             tokio::task::spawn_blocking(move || timeline::main(*args)).await?
         }
@@ -275,256 +274,6 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(())
-        }
-    }
-}
-
-async fn run(pipeline: &std::path::Path, quiet: bool) -> anyhow::Result<()> {
-    let config = PipelineConfig::load(pipeline)?;
-    let admin_address = config.admin.as_ref().map(|a| a.address.clone());
-    let admin_hosts = config
-        .admin
-        .as_ref()
-        .map(|a| a.hosts.clone())
-        .unwrap_or_default();
-    let admin_token = config.admin_token()?;
-    // HTTPS on the admin port: its files checked now, paths against the
-    // pipeline file.
-    let admin_tls = match config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
-        Some(t) => {
-            let t = t.resolved(&config.build_context("admin"));
-            Some(
-                crate::base::tls::TlsListener::new(&t, "admin", &[b"http/1.1"], None)
-                    .map_err(|e| anyhow::anyhow!("[admin] tls: {e}"))?,
-            )
-        }
-        None => None,
-    };
-    let reload = config.reload;
-    let shutdown_timeout = config.shutdown_timeout;
-    let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
-    let plan = topology::plan(config, runtime).await?;
-    let order = pipeline_order(plan.config());
-    // Bind the admin port before anything starts: a port in use is a
-    // clear error, not a pipeline torn down half-started.
-    let admin_listener = match &admin_address {
-        Some(address) => Some(crate::admin::bind(address).await?),
-        None => None,
-    };
-    let metrics = Registry::default();
-    let started = Instant::now();
-    let running = plan
-        .start(metrics.clone())
-        .context("starting the pipeline")?;
-    tracing::info!(pipeline = %pipeline.display(), "pipeline running");
-    // Signals are taken before systemd hears READY: a SIGHUP or SIGTERM
-    // sent right after it must find its handler (SIGHUP's default action
-    // would end the process).
-    let mut signals = Signals::new();
-
-    let mut background = Vec::new();
-    if let Some(listener) = admin_listener {
-        let admin = crate::admin::Admin {
-            metrics: metrics.clone(),
-            reload: running.reload_handle(),
-            pipeline: pipeline.to_path_buf(),
-            token: admin_token,
-            hosts: admin_hosts,
-            tls: admin_tls,
-        };
-        let (_, task) = crate::admin::serve_listener(listener, admin)?;
-        background.push(task);
-    }
-    if reload.watch {
-        background.push(tokio::spawn(crate::topology::reload::watch(
-            running.reload_handle(),
-            pipeline.to_path_buf(),
-            reload,
-            metrics.clone(),
-        )));
-    }
-    #[cfg(unix)]
-    {
-        let handle = running.reload_handle();
-        let path = pipeline.to_path_buf();
-        let m = metrics.clone();
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            background.push(tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading");
-                    let mut states = vec![sd_notify::NotifyState::Reloading];
-                    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
-                        states.push(now);
-                    }
-                    notify(&states);
-                    if let Err(e) =
-                        crate::topology::reload::reload_all(&handle, &path, &m, false).await
-                    {
-                        tracing::error!(error = %format!("{e:#}"), "reload after SIGHUP failed");
-                    }
-                    notify(&[sd_notify::NotifyState::Ready]);
-                }
-            }));
-        }
-    }
-
-    // A progress line on a terminal; nothing on a pipe or a file.
-    let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if progress {
-        let m = metrics.clone();
-        background.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let read = events_read(&m);
-                let secs = started.elapsed().as_secs_f64();
-                eprint!(
-                    "\r\x1b[2K{read} events  {:.0} events/s  {secs:.1}s",
-                    read as f64 / secs.max(1e-9)
-                );
-            }
-        }));
-    }
-
-    let stop = running.stop_handle();
-    let m = metrics.clone();
-    // Under systemd (Type=notify): started. Without NOTIFY_SOCKET, nothing.
-    notify(&[sd_notify::NotifyState::Ready]);
-    background.push(tokio::spawn(async move {
-        signals.next().await;
-        notify(&[sd_notify::NotifyState::Stopping]);
-        tracing::info!(timeout = ?shutdown_timeout, "stopping: draining in-flight events (press Ctrl-C again to abort)");
-        stop.trigger();
-        let code = tokio::select! {
-            _ = signals.next() => {
-                tracing::warn!("aborting without draining");
-                130
-            }
-            _ = tokio::time::sleep(shutdown_timeout) => {
-                let queued: usize = m.queue_depths().iter().map(|(_, n, _)| *n).sum();
-                tracing::error!(
-                    timeout = ?shutdown_timeout,
-                    queued_batches = queued,
-                    "shutdown_timeout passed before everything was delivered; exiting: what was not delivered is left unacknowledged, so the sources read it again"
-                );
-                1
-            }
-        };
-        std::process::exit(code);
-    }));
-    let result = running.wait().await;
-    // Finite sources done (or drained after a signal): stopping, either way.
-    notify(&[sd_notify::NotifyState::Stopping]);
-    for task in background {
-        task.abort();
-    }
-
-    if progress {
-        eprintln!();
-    }
-    if !quiet {
-        let elapsed = started.elapsed();
-        let read = events_read(&metrics);
-        let order: Vec<&str> = order.iter().map(String::as_str).collect();
-        eprintln!("\n{}", metrics.summary(&order));
-        eprintln!(
-            "{read} events in {:.2}s ({:.0} events/s)",
-            elapsed.as_secs_f64(),
-            read as f64 / elapsed.as_secs_f64().max(1e-9)
-        );
-    }
-    result
-}
-
-/// Tell systemd (when it started us with `Type=notify`) what we are doing.
-fn notify(states: &[sd_notify::NotifyState]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(false, states) {
-            tracing::warn!(error = %e, "cannot notify systemd");
-        }
-    }
-}
-
-/// The components of a pipeline as its file lists them: sources, then
-/// transforms, then sinks, each in the order they appear.
-fn pipeline_order(c: &PipelineConfig) -> Vec<String> {
-    fn by_position<T>(list: &[crate::config::Named<T>]) -> Vec<String> {
-        let mut named: Vec<_> = list
-            .iter()
-            .map(|n| (n.span.start, n.name.clone()))
-            .collect();
-        named.sort();
-        named.into_iter().map(|(_, n)| n).collect()
-    }
-    let mut out = by_position(&c.sources);
-    out.push(crate::delivery::DEAD_LETTERS.to_string());
-    out.extend(by_position(&c.transforms));
-    out.extend(by_position(&c.sinks));
-    out
-}
-
-/// Events read by all sources so far.
-fn events_read(metrics: &Registry) -> u64 {
-    metrics
-        .snapshot()
-        .iter()
-        .filter(|s| {
-            s.kind == crate::base::metrics::Kind::Source && s.name != crate::delivery::DEAD_LETTERS
-        })
-        .map(|s| s.events_in)
-        .sum()
-}
-
-/// SIGTERM and Ctrl-C, listened to from the moment this is made (a
-/// signal that comes before the first wait is not lost, nor left to its
-/// default action).
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Self {
-                term: signal(SignalKind::terminate()).ok(),
-                int: signal(SignalKind::interrupt()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            Self {}
-        }
-    }
-
-    /// The next SIGTERM or Ctrl-C.
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        {
-            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
-                match s {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            }
-            if self.term.is_none() && self.int.is_none() {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-            tokio::select! {
-                _ = one(&mut self.term) => {}
-                _ = one(&mut self.int) => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
