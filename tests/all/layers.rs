@@ -58,3 +58,32 @@ fn the_shared_crate_depends_on_serde_only() {
     let want: BTreeSet<String> = ["serde", "serde_json"].map(String::from).into();
     assert_eq!(common, want);
 }
+
+/// Every source and sink kind a pipeline can name is in the table of
+/// docs/architecture.md (its row for `source/` or `sink/`), so the map of
+/// the code never lags a new kind.
+#[test]
+fn every_kind_is_in_the_architecture_table() {
+    use sluice::base::settings::Tagged;
+    let doc = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let row = |part: &str| -> String {
+        doc.lines()
+            .find(|l| l.starts_with(&format!("| `{part}/` |")))
+            .unwrap_or_else(|| panic!("docs/architecture.md has no row for `{part}/`"))
+            .to_string()
+    };
+    for (part, kinds) in [
+        ("source", sluice::source::SourceConfig::KINDS),
+        ("sink", sluice::sink::SinkConfig::KINDS),
+    ] {
+        let row = row(part);
+        let missing: Vec<_> = kinds
+            .iter()
+            .filter(|k| !row.contains(&format!("`{k}`")) && !row.contains(&format!("`{k}/`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/architecture.md's `{part}/` row does not list the kinds {missing:?}"
+        );
+    }
+}
