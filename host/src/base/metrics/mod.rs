@@ -1,5 +1,13 @@
 //! Per-component counters, counted per batch (never per event in a loop).
 
+mod by_fields;
+mod histogram;
+mod tap;
+
+pub use self::by_fields::*;
+pub use self::histogram::*;
+pub use self::tap::*;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -87,208 +95,8 @@ pub struct ComponentMetrics {
     pub type_name: Mutex<&'static str>,
 }
 
-/// `metrics = { by = ["channel", "level"], max_series = 1000 }` of a
-/// component: its events counted by those fields' values.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldMetricsConfig {
-    /// Fields (dotted paths) whose values label the counts.
-    pub by: Vec<String>,
-    /// Most label sets; events with values past them count under `other`.
-    #[serde(default = "default_max_series")]
-    pub max_series: usize,
-}
-
-fn default_max_series() -> usize {
-    1000
-}
-
-/// The label a field is shown as: `user.tier` -> `user_tier`.
-pub fn label_name(field: &str) -> String {
-    let mut out: String = field
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
-impl FieldMetricsConfig {
-    /// Why these settings cannot work, if they cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if self.by.is_empty() || self.by.len() > 8 {
-            return Err("`by` names between 1 and 8 fields".into());
-        }
-        if !(1..=100_000).contains(&self.max_series) {
-            return Err(format!(
-                "max_series = {} is out of bounds: between 1 and 100000",
-                self.max_series
-            ));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for f in &self.by {
-            let label = label_name(f);
-            if f.is_empty() || label.starts_with("__") {
-                return Err(format!("`{f}` cannot be a label"));
-            }
-            if label == "component" || label == "kind" {
-                return Err(format!(
-                    "`{f}` would be shown as the label `{label}`, which sluice's own metrics use"
-                ));
-            }
-            if !seen.insert(label.clone()) {
-                return Err(format!("two fields would be shown as the label `{label}`"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The value label `other` stands for every series past `max_series`.
-pub const OTHER: &str = "other";
-
-/// Counts of a component's events by the values of some fields.
-#[derive(Debug)]
-pub struct ByFields {
-    pub config: FieldMetricsConfig,
-    /// The labels, in `by` order.
-    pub labels: Vec<String>,
-    series: Mutex<std::collections::HashMap<Vec<String>, u64>>,
-}
-
-/// The text of the value at `path` (the key as written, else dotted into
-/// objects); empty when missing, null, an object or an array.
-fn field_text(fields: &crate::base::event::Fields<'_>, path: &str) -> String {
-    crate::base::event::dotted(fields, path)
-        .and_then(crate::base::event::scalar_text)
-        .map(|t| t.into_owned())
-        .unwrap_or_default()
-}
-
-impl ByFields {
-    pub fn new(config: FieldMetricsConfig) -> Self {
-        Self {
-            labels: config.by.iter().map(|f| label_name(f)).collect(),
-            config,
-            series: Mutex::default(),
-        }
-    }
-
-    /// Count a batch's events (one lock per batch).
-    pub fn count(&self, batch: &crate::base::event::Batch) {
-        // The batch's label sets in the order first seen, so that which of
-        // them get the last places under `max_series` does not depend on
-        // a hash map's order.
-        let mut local: Vec<(Vec<String>, u64)> = Vec::new();
-        let mut index: std::collections::HashMap<Vec<String>, usize> = Default::default();
-        for e in batch.iter() {
-            let text = std::str::from_utf8(e).unwrap_or("");
-            let fields = crate::base::event::top_fields(text).unwrap_or_default();
-            let key: Vec<String> = self
-                .config
-                .by
-                .iter()
-                .map(|f| field_text(&fields, f))
-                .collect();
-            match index.get(&key) {
-                Some(&i) => local[i].1 += 1,
-                None => {
-                    index.insert(key.clone(), local.len());
-                    local.push((key, 1));
-                }
-            }
-        }
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, n) in local {
-            if series.len() < self.config.max_series || series.contains_key(&key) {
-                *series.entry(key).or_default() += n;
-            } else {
-                *series
-                    .entry(vec![OTHER.to_string(); self.labels.len()])
-                    .or_default() += n;
-            }
-        }
-    }
-
-    /// Every series and its count, sorted by label values.
-    pub fn read(&self) -> Vec<(Vec<String>, u64)> {
-        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = series.iter().map(|(k, n)| (k.clone(), *n)).collect();
-        out.sort();
-        out
-    }
-}
-
-/// Live copies of a component's output for `sluice tap`. Sending costs one
-/// atomic load when nobody taps; a slow tap loses copies (the broadcast
-/// channel overwrites the oldest), never pipeline events.
-#[derive(Debug)]
-pub struct Tap {
-    subscribers: AtomicUsize,
-    tx: tokio::sync::broadcast::Sender<crate::base::event::SharedBatch>,
-}
-
-impl Default for Tap {
-    fn default() -> Self {
-        Self {
-            subscribers: AtomicUsize::new(0),
-            tx: tokio::sync::broadcast::channel(TAP_BATCHES).0,
-        }
-    }
-}
-
-/// Batches a tap may fall behind before it loses copies.
-const TAP_BATCHES: usize = 64;
-
-/// A subscription to a [`Tap`]; unsubscribes when dropped.
-pub struct TapGuard<'a> {
-    tap: &'a Tap,
-    pub rx: tokio::sync::broadcast::Receiver<crate::base::event::SharedBatch>,
-}
-
-impl Drop for TapGuard<'_> {
-    fn drop(&mut self) {
-        self.tap.subscribers.fetch_sub(1, Relaxed);
-    }
-}
-
-impl Tap {
-    /// Whether anyone is tapping.
-    pub fn active(&self) -> bool {
-        self.subscribers.load(Relaxed) > 0
-    }
-
-    /// Offer a batch to the tappers.
-    pub fn offer(&self, batch: &crate::base::event::SharedBatch) {
-        if self.active() {
-            let _ = self.tx.send(batch.clone());
-        }
-    }
-
-    pub fn subscribe(&self) -> TapGuard<'_> {
-        self.subscribers.fetch_add(1, Relaxed);
-        TapGuard {
-            tap: self,
-            rx: self.tx.subscribe(),
-        }
-    }
-}
-
 /// Counting can be switched off as a whole, to measure what it costs.
 static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Switch all metrics counting on or off (for benchmarks).
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Relaxed);
-}
 
 /// Most plugin counter names one transform shows on `/metrics` (a plugin
 /// instance may use 32; versions swapped in may use others).
@@ -355,49 +163,6 @@ impl ComponentMetrics {
     /// number of keys).
     pub fn set_recipients(&self, recipients: Option<(String, usize)>) {
         *self.recipients.lock().unwrap_or_else(|e| e.into_inner()) = recipients;
-    }
-}
-
-/// Upper bounds of the histogram buckets, in seconds.
-pub const BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-
-/// A histogram of durations with fixed buckets, lock-free.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last is +Inf.
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: std::time::Duration) {
-        if !ENABLED.load(Relaxed) {
-            return;
-        }
-        let secs = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
-    }
-
-    /// Cumulative counts per bucket (the last is +Inf), and the sum in seconds.
-    pub fn read(&self) -> (Vec<u64>, f64) {
-        let mut total = 0;
-        let cumulative = self
-            .counts
-            .iter()
-            .map(|c| {
-                total += c.load(Relaxed);
-                total
-            })
-            .collect();
-        (cumulative, self.sum_nanos.load(Relaxed) as f64 / 1e9)
     }
 }
 
