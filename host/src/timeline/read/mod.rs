@@ -1,6 +1,12 @@
 //! Reading JSON-lines logs for the timeline: finding files, parsing lines
 //! and their clocks, and merging files in time order.
 
+mod files;
+mod times;
+
+pub use self::files::*;
+pub use self::times::*;
+
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -118,164 +124,6 @@ pub enum ComponentBy {
     Auto,
     /// The file name: `trading-2026-11-23.log` -> `trading`.
     FileName,
-}
-
-/// A log file to read.
-#[derive(Debug, Clone)]
-pub struct LogFile {
-    pub path: PathBuf,
-    /// Component from the file name, the fallback for events without one.
-    pub name_component: String,
-    pub modified: std::time::SystemTime,
-}
-
-/// The component a file name suggests: its name up to the first `-`, `_` or `.`.
-pub fn component_of_file(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cut = name.find(['-', '_', '.']).unwrap_or(name.len());
-    let c = &name[..cut];
-    if c.is_empty() {
-        name
-    } else {
-        c.to_string()
-    }
-}
-
-fn is_log_file(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let name = crate::base::crypt::Packing::strip(&name);
-    // A rotated file, as sluice's file sink and logrotate name it: `NAME.log.3`.
-    let name = match name.rsplit_once('.') {
-        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
-        _ => name,
-    };
-    [".log", ".json", ".jsonl", ".ndjson"]
-        .iter()
-        .any(|e| name.ends_with(e))
-}
-
-/// The log files under `paths` (files as given; folders searched recursively
-/// for `.log`, `.json`, `.jsonl`, `.ndjson`, each maybe rotated (`.N`) and
-/// maybe `.gz`).
-pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<LogFile>> {
-    let mut files = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-        if meta.is_dir() {
-            walk(p, &mut files).with_context(|| format!("cannot list {}", p.display()))?;
-        } else {
-            files.push(p.clone());
-        }
-    }
-    files.sort();
-    files.dedup();
-    files
-        .into_iter()
-        .map(|path| {
-            let modified = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-            Ok(LogFile {
-                name_component: component_of_file(&path),
-                path,
-                modified,
-            })
-        })
-        .collect()
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if is_log_file(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Open a log file, decrypting `.age` (with `identities`) and
-/// decompressing `.gz`.
-pub fn open(
-    path: &Path,
-    identities: Option<&crate::base::crypt::Identities>,
-) -> anyhow::Result<Box<dyn BufRead + Send>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    crate::base::crypt::unpack(path, file, identities).with_context(|| {
-        match crate::base::crypt::Packing::of(path).encrypted && identities.is_none() {
-            true => format!("cannot read {} (give --identity KEYFILE)", path.display()),
-            false => format!("cannot read {}", path.display()),
-        }
-    })
-}
-
-/// Parse a clock: RFC 3339 with or without offset (without: UTC), a space
-/// instead of `T`, or epoch seconds / milliseconds (numbers or digit strings;
-/// above 10^11 they are milliseconds). Returns microseconds since the epoch.
-pub fn parse_time(raw: &RawValue) -> Option<i64> {
-    let text = raw.get();
-    // The pipeline's own reader first: exact decimals, numbers in s, ms,
-    // µs or ns, any offset.
-    let auto = &crate::base::timestamp::TimeFormat::Auto;
-    if let Some(t) = crate::base::timestamp::parse_json(text, auto) {
-        return i64::try_from(t.unix_nanos().div_euclid(1000)).ok();
-    }
-    if text.starts_with('"') {
-        parse_time_str(&value_text(text))
-    } else {
-        let n: f64 = text.parse().ok()?;
-        epoch(n)
-    }
-}
-
-fn epoch(n: f64) -> Option<i64> {
-    if !n.is_finite() || n < 0.0 {
-        return None;
-    }
-    let micros = if n >= 1e14 {
-        n // already microseconds
-    } else if n >= 1e11 {
-        n * 1e3
-    } else {
-        n * 1e6
-    };
-    Some(micros.round() as i64)
-}
-
-/// See [`parse_time`].
-pub fn parse_time_str(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_micros());
-    }
-    let normal = s.replacen(' ', "T", 1);
-    if let Ok(t) = DateTime::parse_from_rfc3339(&normal) {
-        return Some(t.timestamp_micros());
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(&normal, fmt) {
-            return Some(t.and_utc().timestamp_micros());
-        }
-    }
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return epoch(s.parse().ok()?);
-    }
-    None
-}
-
-/// Format microseconds as RFC 3339 with milliseconds.
-pub fn format_time(micros: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| micros.to_string())
 }
 
 /// What the parser needs to know.
