@@ -10,6 +10,12 @@
 //! ones get the new certificate, and a bad new one leaves the old in place
 //! with one log line saying why.
 
+mod reasons;
+mod reloading;
+
+pub use self::reasons::*;
+use self::reloading::*;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -259,71 +265,6 @@ impl ServerTls {
     }
 }
 
-/// The modification times of a certificate and key file.
-fn stamps(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (m(cert), m(key))
-}
-
-struct Seen {
-    checked: Instant,
-    stamps: (Option<SystemTime>, Option<SystemTime>),
-}
-
-/// A listener's certificate, re-read when its files change.
-#[derive(Debug)]
-struct Reloading {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
-    seen: Mutex<Seen>,
-}
-
-impl std::fmt::Debug for Seen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Seen")
-    }
-}
-
-impl Reloading {
-    fn maybe_reload(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.checked.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        seen.checked = Instant::now();
-        let now = stamps(&self.cert_file, &self.key_file);
-        if now == seen.stamps {
-            return;
-        }
-        seen.stamps = now;
-        match load_pair(&self.cert_file, &self.key_file) {
-            Ok((ck, info)) => {
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = ck;
-                tracing::info!(cert = %self.cert_file.display(), subject = %info.subject, not_after = %at(info.not_after), "TLS certificate reloaded");
-                if let Some(w) = expiry_warning(&self.cert_file, &info) {
-                    tracing::warn!("{w}");
-                }
-            }
-            Err(e) => {
-                tracing::error!(cert = %self.cert_file.display(), error = %e, "the new TLS certificate is refused; the old one stays");
-            }
-        }
-    }
-}
-
-impl ResolvesServerCert for Reloading {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.maybe_reload();
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
-    }
-}
-
 /// Any certificate accepted (`verify = false`); signatures still checked.
 #[derive(Debug)]
 struct NoVerify(Arc<CryptoProvider>);
@@ -429,105 +370,6 @@ impl ClientTls {
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
-    }
-}
-
-/// A handshake error as a person reads it.
-pub fn reason(e: &rustls::Error) -> &'static str {
-    use rustls::Error as E;
-    match e {
-        E::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "certificate expired"
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "certificate not yet valid"
-            }
-            CertificateError::UnknownIssuer => "certificate signed by an unknown CA",
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                "certificate not valid for this name"
-            }
-            CertificateError::BadSignature => "bad certificate signature",
-            CertificateError::Revoked => "certificate revoked",
-            _ => "bad certificate",
-        },
-        E::NoCertificatesPresented => "no client certificate",
-        E::InvalidMessage(_) => "not TLS (plaintext sent to a TLS port?)",
-        E::AlertReceived(a) => match a {
-            rustls::AlertDescription::UnknownCA => "the peer does not trust our certificate's CA",
-            rustls::AlertDescription::BadCertificate
-            | rustls::AlertDescription::CertificateUnknown => "the peer refused our certificate",
-            rustls::AlertDescription::CertificateExpired => "the peer says our certificate expired",
-            rustls::AlertDescription::CertificateRequired => {
-                "the peer requires a client certificate"
-            }
-            _ => "the peer ended the handshake",
-        },
-        E::PeerIncompatible(_) => "no TLS version or cipher in common",
-        _ => "handshake failed",
-    }
-}
-
-/// Every reason [`reason`] and [`io_reason`] give.
-const REASONS: &[&str] = &[
-    "certificate expired",
-    "certificate not yet valid",
-    "certificate signed by an unknown CA",
-    "certificate not valid for this name",
-    "bad certificate signature",
-    "certificate revoked",
-    "bad certificate",
-    "no client certificate",
-    "not TLS (plaintext sent to a TLS port?)",
-    "the peer does not trust our certificate's CA",
-    "the peer refused our certificate",
-    "the peer says our certificate expired",
-    "the peer requires a client certificate",
-    "the peer ended the handshake",
-    "no TLS version or cipher in common",
-    "handshake failed",
-    "the peer closed during the handshake",
-    "connection failed during the handshake",
-    "no handshake within 10 s",
-];
-
-/// The TLS error somewhere in an error's chain: its reason and the error.
-pub fn reason_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
-    // An `io::Error`'s `source` skips what it wraps: look inside it too
-    // (a connector wraps the handshake's I/O error in another).
-    fn inside<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-        inside(inner)
-    }
-    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = at {
-        if let Some(tls) = inside(err) {
-            return Some((reason(tls), tls.to_string()));
-        }
-        at = err.source();
-    }
-    None
-}
-
-/// The reason in a message made from [`reason_in_chain`] (`TLS with ...
-/// failed: REASON (...)`), for counting.
-pub fn reason_of_message(message: &str) -> Option<&'static str> {
-    let rest = message.strip_prefix("TLS with ")?;
-    let (_, rest) = rest.split_once(" failed: ")?;
-    REASONS.iter().copied().find(|r| rest.starts_with(r))
-}
-
-/// The handshake error inside an I/O error, as a person reads it.
-pub fn io_reason(e: &std::io::Error) -> &'static str {
-    match reason_in_chain(e) {
-        Some((reason, _)) => reason,
-        None => match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => "the peer closed during the handshake",
-            _ => "connection failed during the handshake",
-        },
     }
 }
 
