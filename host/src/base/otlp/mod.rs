@@ -210,129 +210,162 @@ pub fn to_events(req: &ExportLogsServiceRequest, flatten_attributes: bool) -> Ve
             .map_or(0, |r| r.dropped_attributes_count);
         let service = resource.get("service.name").and_then(Value::as_str);
         for sl in &rl.scope_logs {
-            let mut scope = Map::new();
-            if let Some(s) = &sl.scope {
-                if !s.name.is_empty() {
-                    scope.insert("name".into(), s.name.clone().into());
-                }
-                if !s.version.is_empty() {
-                    scope.insert("version".into(), s.version.clone().into());
-                }
-                if !s.attributes.is_empty() {
-                    scope.insert("attributes".into(), attributes(&s.attributes).into());
-                }
-                if s.dropped_attributes_count > 0 {
-                    scope.insert(
-                        "dropped_attributes_count".into(),
-                        s.dropped_attributes_count.into(),
-                    );
-                }
-            }
-            if !sl.schema_url.is_empty() {
-                scope.insert("schema_url".into(), sl.schema_url.clone().into());
-            }
-            for r in &sl.log_records {
-                let mut e = Map::new();
-                let time = if r.time_unix_nano != 0 {
-                    r.time_unix_nano
-                } else {
-                    r.observed_time_unix_nano
-                };
-                if time != 0 {
-                    e.insert("timestamp".into(), time_text(time).into());
-                }
-                let level = level_of(r.severity_number).map(str::to_string).or_else(|| {
-                    (!r.severity_text.is_empty())
-                        .then(|| sluice_common::level::normalize(&r.severity_text))
-                });
-                if let Some(level) = level {
-                    e.insert("level".into(), level.into());
-                }
-                match r.body.as_ref().map(|b| &b.value) {
-                    Some(Some(Any::StringValue(s))) => {
-                        e.insert("message".into(), s.clone().into());
-                    }
-                    Some(Some(_)) => {
-                        e.insert("body".into(), to_json(r.body.as_ref().expect("matched")));
-                    }
-                    _ => {}
-                }
-                if let Some(s) = service {
-                    e.insert("service".into(), s.into());
-                }
-                if !r.trace_id.is_empty() {
-                    e.insert("trace_id".into(), hex(&r.trace_id).into());
-                }
-                if !r.span_id.is_empty() {
-                    e.insert("span_id".into(), hex(&r.span_id).into());
-                }
-                if r.severity_number != 0 {
-                    e.insert("severity_number".into(), r.severity_number.into());
-                }
-                if !r.severity_text.is_empty() {
-                    e.insert("severity_text".into(), r.severity_text.clone().into());
-                }
-                if let Some(name) = scope.get("name") {
-                    // As the python-logging preset names it (the SDKs'
-                    // logging bridges name the scope after the logger).
-                    e.insert("logger".into(), name.clone());
-                }
-                if !r.attributes.is_empty() {
-                    let attrs = attributes(&r.attributes);
-                    if flatten_attributes {
-                        let mut clash = Map::new();
-                        for (k, v) in attrs {
-                            if e.contains_key(&k) || OWN.contains(&k.as_str()) {
-                                clash.insert(k, v);
-                            } else {
-                                e.insert(k, v);
-                            }
-                        }
-                        if !clash.is_empty() {
-                            e.insert("attributes".into(), clash.into());
-                        }
-                    } else {
-                        e.insert("attributes".into(), attrs.into());
-                    }
-                }
-                if !resource.is_empty() {
-                    e.insert("resource".into(), resource.clone().into());
-                }
-                if !scope.is_empty() {
-                    e.insert("scope".into(), scope.clone().into());
-                }
-                if r.observed_time_unix_nano != 0 && r.observed_time_unix_nano != time {
-                    e.insert(
-                        "observed_timestamp".into(),
-                        time_text(r.observed_time_unix_nano).into(),
-                    );
-                }
-                if r.flags != 0 {
-                    e.insert("flags".into(), r.flags.into());
-                }
-                if !r.event_name.is_empty() {
-                    e.insert("event_name".into(), r.event_name.clone().into());
-                }
-                if r.dropped_attributes_count != 0 {
-                    e.insert(
-                        "dropped_attributes_count".into(),
-                        r.dropped_attributes_count.into(),
-                    );
-                }
-                if !rl.schema_url.is_empty() {
-                    e.insert("resource_schema_url".into(), rl.schema_url.clone().into());
-                }
-                if resource_dropped != 0 {
-                    e.insert(
-                        "resource_dropped_attributes_count".into(),
-                        resource_dropped.into(),
-                    );
-                }
-                out.push(Value::Object(e));
-            }
+            let scope = scope_of(sl);
+            let shared = Shared {
+                resource: &resource,
+                resource_dropped,
+                resource_schema_url: &rl.schema_url,
+                service,
+                scope: &scope,
+                flatten_attributes,
+            };
+            out.extend(
+                sl.log_records
+                    .iter()
+                    .map(|r| Value::Object(event_of(r, &shared))),
+            );
         }
     }
     out
+}
+
+/// What the events of one scope's records share.
+struct Shared<'a> {
+    resource: &'a Map<String, Value>,
+    resource_dropped: u32,
+    resource_schema_url: &'a str,
+    service: Option<&'a str>,
+    scope: &'a Map<String, Value>,
+    flatten_attributes: bool,
+}
+
+/// The `scope` field of the events of one scope's records.
+fn scope_of(sl: &ScopeLogs) -> Map<String, Value> {
+    let mut scope = Map::new();
+    if let Some(s) = &sl.scope {
+        if !s.name.is_empty() {
+            scope.insert("name".into(), s.name.clone().into());
+        }
+        if !s.version.is_empty() {
+            scope.insert("version".into(), s.version.clone().into());
+        }
+        if !s.attributes.is_empty() {
+            scope.insert("attributes".into(), attributes(&s.attributes).into());
+        }
+        if s.dropped_attributes_count > 0 {
+            scope.insert(
+                "dropped_attributes_count".into(),
+                s.dropped_attributes_count.into(),
+            );
+        }
+    }
+    if !sl.schema_url.is_empty() {
+        scope.insert("schema_url".into(), sl.schema_url.clone().into());
+    }
+    scope
+}
+
+/// One record as an event (the table at the top of this file).
+fn event_of(r: &LogRecord, shared: &Shared<'_>) -> Map<String, Value> {
+    let mut e = Map::new();
+    let time = if r.time_unix_nano != 0 {
+        r.time_unix_nano
+    } else {
+        r.observed_time_unix_nano
+    };
+    if time != 0 {
+        e.insert("timestamp".into(), time_text(time).into());
+    }
+    let level = level_of(r.severity_number).map(str::to_string).or_else(|| {
+        (!r.severity_text.is_empty()).then(|| sluice_common::level::normalize(&r.severity_text))
+    });
+    if let Some(level) = level {
+        e.insert("level".into(), level.into());
+    }
+    match r.body.as_ref().map(|b| &b.value) {
+        Some(Some(Any::StringValue(s))) => {
+            e.insert("message".into(), s.clone().into());
+        }
+        Some(Some(_)) => {
+            e.insert("body".into(), to_json(r.body.as_ref().expect("matched")));
+        }
+        _ => {}
+    }
+    if let Some(s) = shared.service {
+        e.insert("service".into(), s.into());
+    }
+    if !r.trace_id.is_empty() {
+        e.insert("trace_id".into(), hex(&r.trace_id).into());
+    }
+    if !r.span_id.is_empty() {
+        e.insert("span_id".into(), hex(&r.span_id).into());
+    }
+    if r.severity_number != 0 {
+        e.insert("severity_number".into(), r.severity_number.into());
+    }
+    if !r.severity_text.is_empty() {
+        e.insert("severity_text".into(), r.severity_text.clone().into());
+    }
+    if let Some(name) = shared.scope.get("name") {
+        // As the python-logging preset names it (the SDKs'
+        // logging bridges name the scope after the logger).
+        e.insert("logger".into(), name.clone());
+    }
+    if !r.attributes.is_empty() {
+        let attrs = attributes(&r.attributes);
+        if shared.flatten_attributes {
+            let mut clash = Map::new();
+            for (k, v) in attrs {
+                if e.contains_key(&k) || OWN.contains(&k.as_str()) {
+                    clash.insert(k, v);
+                } else {
+                    e.insert(k, v);
+                }
+            }
+            if !clash.is_empty() {
+                e.insert("attributes".into(), clash.into());
+            }
+        } else {
+            e.insert("attributes".into(), attrs.into());
+        }
+    }
+    if !shared.resource.is_empty() {
+        e.insert("resource".into(), shared.resource.clone().into());
+    }
+    if !shared.scope.is_empty() {
+        e.insert("scope".into(), shared.scope.clone().into());
+    }
+    if r.observed_time_unix_nano != 0 && r.observed_time_unix_nano != time {
+        e.insert(
+            "observed_timestamp".into(),
+            time_text(r.observed_time_unix_nano).into(),
+        );
+    }
+    if r.flags != 0 {
+        e.insert("flags".into(), r.flags.into());
+    }
+    if !r.event_name.is_empty() {
+        e.insert("event_name".into(), r.event_name.clone().into());
+    }
+    if r.dropped_attributes_count != 0 {
+        e.insert(
+            "dropped_attributes_count".into(),
+            r.dropped_attributes_count.into(),
+        );
+    }
+    if !shared.resource_schema_url.is_empty() {
+        e.insert(
+            "resource_schema_url".into(),
+            shared.resource_schema_url.to_string().into(),
+        );
+    }
+    if shared.resource_dropped != 0 {
+        e.insert(
+            "resource_dropped_attributes_count".into(),
+            shared.resource_dropped.into(),
+        );
+    }
+    e
 }
 
 fn hex(bytes: &[u8]) -> String {
