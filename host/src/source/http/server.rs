@@ -125,21 +125,7 @@ impl Server {
         if self.full() {
             return full();
         }
-        // The bytes this request may take while it is read and parsed, out
-        // of `max_in_flight` across requests: what a gzip body may grow to,
-        // or what it says it is.
-        let announced = headers
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let need = match (gzip, announced) {
-            (false, Some(n)) => n.min(self.cfg.max_body),
-            _ => self.cfg.max_body,
-        };
-        let Ok(reading) = self
-            .in_flight
-            .clone()
-            .try_acquire_many_owned(need.div_ceil(1024).max(1) as u32)
-        else {
+        let Some(reading) = self.reserve(headers, gzip) else {
             ComponentMetrics::add(&self.ctx.metrics.busy, 1);
             return full();
         };
@@ -165,39 +151,15 @@ impl Server {
                 }
             },
         };
-        let events = match read.await.and_then(|b| {
-            let events = match otlp {
-                None => body::parse(&self.cfg, &content_type, &b)?,
-                Some(encoding) => {
-                    let _decoding = self.charge_decoding(encoding, &b)?;
-                    let req = crate::base::otlp::decode_request(encoding, &b)
-                        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-                    crate::base::otlp::events_within(
-                        &req,
-                        self.cfg.max_events_per_request,
-                        self.cfg.otlp_flatten_attributes,
-                    )
-                    .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e))?
-                }
-            };
-            Ok((events, b.len()))
-        }) {
+        let mut events = match read
+            .await
+            .and_then(|b| Ok((self.decode(otlp, &content_type, &b)?, b.len())))
+        {
             Ok(e) => e,
             Err((status, message)) => return error(status, message),
         };
-        let mut events = events;
         if let Some(peer) = peer {
-            // Who sent them, by their client certificate (mutual TLS).
-            for e in &mut events.0 {
-                if let serde_json::Value::Object(map) = e {
-                    let meta = map
-                        .entry("_sluice")
-                        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-                    if let serde_json::Value::Object(meta) = meta {
-                        meta.insert("peer".into(), peer.as_ref().into());
-                    }
-                }
-            }
+            mark_peer(&mut events.0, &peer);
         }
         let (batch, rejected) = self.batch(events.0, events.1);
         drop(reading);
@@ -212,18 +174,52 @@ impl Server {
         if let Err(refused) = self.deliver(batch, ticket).await {
             return refused;
         }
-        if let Some(encoding) = otlp {
-            return Response::builder()
-                .status(StatusCode::OK)
-                .header(CONTENT_TYPE, encoding.content_type())
-                .body(Full::new(Bytes::from(crate::base::otlp::success_body(encoding))).boxed())
-                .expect("static response parts are valid");
+        accepted_answer(otlp, accepted, &rejected)
+    }
+
+    /// The bytes this request may take while it is read and parsed, out
+    /// of `max_in_flight` across requests: what a gzip body may grow to,
+    /// or what it says it is (`None`: not available now).
+    fn reserve(
+        &self,
+        headers: &hyper::HeaderMap,
+        gzip: bool,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let announced = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let need = match (gzip, announced) {
+            (false, Some(n)) => n.min(self.cfg.max_body),
+            _ => self.cfg.max_body,
+        };
+        self.in_flight
+            .clone()
+            .try_acquire_many_owned(need.div_ceil(1024).max(1) as u32)
+            .ok()
+    }
+
+    /// A request's body as events: by its content type, or as OTLP (its
+    /// decoding cost charged first, at most `max_events_per_request`).
+    fn decode(
+        &self,
+        otlp: Option<crate::base::otlp::Encoding>,
+        content_type: &str,
+        b: &[u8],
+    ) -> Result<Vec<Value>, (StatusCode, String)> {
+        match otlp {
+            None => body::parse(&self.cfg, content_type, b),
+            Some(encoding) => {
+                let _decoding = self.charge_decoding(encoding, b)?;
+                let req = crate::base::otlp::decode_request(encoding, b)
+                    .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+                crate::base::otlp::events_within(
+                    &req,
+                    self.cfg.max_events_per_request,
+                    self.cfg.otlp_flatten_attributes,
+                )
+                .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e))
+            }
         }
-        let mut body = serde_json::json!({ "accepted": accepted });
-        if !rejected.is_empty() {
-            body["rejected"] = serde_json::to_value(&rejected).unwrap_or_default();
-        }
-        json_reply(StatusCode::OK, &body)
     }
 
     /// The answer to what is not a `POST` of events by someone allowed (an
@@ -519,4 +515,40 @@ pub(super) fn full() -> Response<Body> {
             .boxed(),
         )
         .expect("static response parts are valid")
+}
+
+/// Who sent the events, by their client certificate (mutual TLS), in
+/// `_sluice.peer`.
+fn mark_peer(events: &mut [Value], peer: &str) {
+    for e in events {
+        if let Value::Object(map) = e {
+            let meta = map
+                .entry("_sluice")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(meta) = meta {
+                meta.insert("peer".into(), peer.into());
+            }
+        }
+    }
+}
+
+/// The answer to events taken: OTLP's success message, or how many were
+/// accepted and which were rejected.
+fn accepted_answer(
+    otlp: Option<crate::base::otlp::Encoding>,
+    accepted: usize,
+    rejected: &[Rejection],
+) -> Response<Body> {
+    if let Some(encoding) = otlp {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, encoding.content_type())
+            .body(Full::new(Bytes::from(crate::base::otlp::success_body(encoding))).boxed())
+            .expect("static response parts are valid");
+    }
+    let mut body = serde_json::json!({ "accepted": accepted });
+    if !rejected.is_empty() {
+        body["rejected"] = serde_json::to_value(rejected).unwrap_or_default();
+    }
+    json_reply(StatusCode::OK, &body)
 }
