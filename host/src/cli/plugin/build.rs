@@ -241,94 +241,9 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
         dir.display()
     );
     match manifest.lang {
-        Lang::Python => {
-            let tool = find_tool(dir, "componentize-py", &["py/bin"])
-                .ok_or_else(|| missing("componentize-py", Lang::Python))?;
-            let mut cmd = Command::new(tool);
-            cmd.current_dir(dir)
-                .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
-                .arg(&out);
-            run(&mut cmd, "componentize-py")?;
-        }
-        Lang::Js | Lang::Ts => {
-            let entry = if manifest.lang == Lang::Ts {
-                let tsc = find_tool(dir, "tsc", &["js/node_modules/.bin"])
-                    .ok_or_else(|| missing("tsc (TypeScript)", Lang::Ts))?;
-                let mut cmd = Command::new(tsc);
-                cmd.current_dir(dir).args(["-p", ".", "--sourceMap"]);
-                run(&mut cmd, "tsc")?;
-                // tsc compiles plugin.ts; the helper it imports is already
-                // JavaScript. It learns where each line of build/plugin.js
-                // came from, so errors name plugin.ts's lines.
-                let mut helper =
-                    std::fs::read_to_string(dir.join("sluice.js")).context("reading sluice.js")?;
-                if let Some(table) = std::fs::read_to_string(dir.join("build/plugin.js.map"))
-                    .ok()
-                    .and_then(|m| source_lines(&m))
-                {
-                    helper.push_str(&format!(
-                        "\nSOURCE_LINES = {};\n",
-                        serde_json::json!({"generated": "plugin.js", "source": table.0, "lines": table.1})
-                    ));
-                }
-                std::fs::write(dir.join("build").join("sluice.js"), helper)
-                    .context("writing sluice.js next to the compiled plugin")?;
-                PathBuf::from("build/plugin.js")
-            } else {
-                PathBuf::from("plugin.js")
-            };
-            let tool = find_tool(dir, "componentize-js", &["js/node_modules/.bin"])
-                .ok_or_else(|| missing("componentize-js", manifest.lang))?;
-            let mut cmd = Command::new(tool);
-            // sluice links no wasi:http: leave out the HTTP client and the
-            // fetch-event entry point, which would import it.
-            cmd.current_dir(dir)
-                .args([
-                    "--wit",
-                    "wit",
-                    "-n",
-                    "plugin",
-                    "-d",
-                    "http",
-                    "-d",
-                    "fetch-event",
-                    "-o",
-                ])
-                .arg(&out)
-                .arg(entry);
-            run(&mut cmd, "componentize-js")?;
-        }
-        Lang::Rust => {
-            let installed = Command::new("rustup")
-                .args(["target", "list", "--installed"])
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .any(|l| l == "wasm32-wasip2")
-                })
-                .unwrap_or(true); // no rustup: let cargo say what is missing
-            if !installed {
-                bail!(
-                    "the wasm32-wasip2 target is not installed. Install it with:\n    {}",
-                    super::setup::hint(Lang::Rust)
-                );
-            }
-            let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-            cmd.current_dir(dir)
-                .args(["build", "--release", "--target", "wasm32-wasip2"]);
-            run(&mut cmd, "cargo")?;
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|t| if t.is_absolute() { t } else { dir.join(t) })
-                .unwrap_or_else(|| dir.join("target"));
-            let built = target
-                .join("wasm32-wasip2")
-                .join("release")
-                .join(format!("{}.wasm", manifest.name.replace('-', "_")));
-            std::fs::copy(&built, &out)
-                .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
-        }
+        Lang::Python => build_python(dir, &out)?,
+        Lang::Js | Lang::Ts => build_js(dir, &out, manifest.lang)?,
+        Lang::Rust => build_rust(dir, &out, &manifest.name)?,
     }
     let size = std::fs::metadata(&out)
         .with_context(|| format!("the toolchain wrote no {}", out.display()))?
@@ -346,6 +261,105 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     }
     precompile(&out)?;
     Ok(out)
+}
+
+/// componentize-py over the project's `app` module.
+fn build_python(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let tool = find_tool(dir, "componentize-py", &["py/bin"])
+        .ok_or_else(|| missing("componentize-py", Lang::Python))?;
+    let mut cmd = Command::new(tool);
+    cmd.current_dir(dir)
+        .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
+        .arg(out);
+    run(&mut cmd, "componentize-py")?;
+    Ok(())
+}
+
+/// JavaScript (TypeScript first compiled by tsc, with a line table for
+/// errors) through componentize-js.
+fn build_js(dir: &Path, out: &Path, lang: Lang) -> anyhow::Result<()> {
+    let entry = if lang == Lang::Ts {
+        let tsc = find_tool(dir, "tsc", &["js/node_modules/.bin"])
+            .ok_or_else(|| missing("tsc (TypeScript)", Lang::Ts))?;
+        let mut cmd = Command::new(tsc);
+        cmd.current_dir(dir).args(["-p", ".", "--sourceMap"]);
+        run(&mut cmd, "tsc")?;
+        // tsc compiles plugin.ts; the helper it imports is already
+        // JavaScript. It learns where each line of build/plugin.js
+        // came from, so errors name plugin.ts's lines.
+        let mut helper =
+            std::fs::read_to_string(dir.join("sluice.js")).context("reading sluice.js")?;
+        if let Some(table) = std::fs::read_to_string(dir.join("build/plugin.js.map"))
+            .ok()
+            .and_then(|m| source_lines(&m))
+        {
+            helper.push_str(&format!(
+                "\nSOURCE_LINES = {};\n",
+                serde_json::json!({"generated": "plugin.js", "source": table.0, "lines": table.1})
+            ));
+        }
+        std::fs::write(dir.join("build").join("sluice.js"), helper)
+            .context("writing sluice.js next to the compiled plugin")?;
+        PathBuf::from("build/plugin.js")
+    } else {
+        PathBuf::from("plugin.js")
+    };
+    let tool = find_tool(dir, "componentize-js", &["js/node_modules/.bin"])
+        .ok_or_else(|| missing("componentize-js", lang))?;
+    let mut cmd = Command::new(tool);
+    // sluice links no wasi:http: leave out the HTTP client and the
+    // fetch-event entry point, which would import it.
+    cmd.current_dir(dir)
+        .args([
+            "--wit",
+            "wit",
+            "-n",
+            "plugin",
+            "-d",
+            "http",
+            "-d",
+            "fetch-event",
+            "-o",
+        ])
+        .arg(out)
+        .arg(entry);
+    run(&mut cmd, "componentize-js")?;
+    Ok(())
+}
+
+/// cargo for wasm32-wasip2 (the target checked first), the component
+/// copied next to the manifest.
+fn build_rust(dir: &Path, out: &Path, name: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == "wasm32-wasip2")
+        })
+        .unwrap_or(true); // no rustup: let cargo say what is missing
+    if !installed {
+        bail!(
+            "the wasm32-wasip2 target is not installed. Install it with:\n    {}",
+            super::setup::hint(Lang::Rust)
+        );
+    }
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"]);
+    run(&mut cmd, "cargo")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { dir.join(t) })
+        .unwrap_or_else(|| dir.join("target"));
+    let built = target
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::copy(&built, out)
+        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    Ok(())
 }
 
 /// From a source map (version 3), the original line (1-based; 0 when
