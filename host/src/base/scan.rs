@@ -26,8 +26,9 @@ const MAX_DEPTH: u32 = 128;
 /// objects).
 /// `filter` is [`filter`] of `heads`: a key whose length, first and last
 /// byte it does not hold is skipped without a look at `heads`. Once a
-/// top-level `timestamp` is read nothing more is caught: the event's
-/// time is that one, and what was caught is not read.
+/// top-level `timestamp` is read the filter is emptied: the event's time
+/// is that one, so only keys written with escapes (which the filter never
+/// skips) are still compared with `heads`.
 pub fn scan<'a>(
     text: &'a str,
     heads: &[Head],
