@@ -31,7 +31,8 @@
 //!
 //! Environment: `SLUICE_BENCH_EVENTS` (default 1,000,000; guard 200,000),
 //! `SLUICE_BENCH_ROUNDS` (default 5), `SLUICE_BENCH_ONLY="loguru;text"`
-//! (only those shapes, for a profiler).
+//! (only those shapes, for a profiler), `SLUICE_BENCH_DECODE_ONLY=1` (only
+//! the decoding alone, to compare two builds of the scanner).
 
 use std::io::Write;
 use std::path::Path;
@@ -196,6 +197,31 @@ inputs = ["app"]
     })
 }
 
+/// Each shape's decoding alone (lines in memory to a batch: the JSON
+/// check, the time read and written), in ns/event, best of `rounds`.
+fn decoding_alone(shapes: &[&str], dirs: &[(tempfile::TempDir, usize)], rounds: usize, n: usize) {
+    println!("decoding alone (ns/event, best of {rounds}):");
+    for (shape, (dir, _)) in shapes.iter().zip(dirs) {
+        let input = std::fs::read(dir.path().join("input.log")).unwrap();
+        let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        let mut best = Duration::MAX;
+        for _ in 0..rounds {
+            let mut decoder = LineDecoder::new(Format::Auto, "app", Some("input.log"));
+            let mut batch = Batch::with_capacity(1024, 1024 * 300);
+            let started = Instant::now();
+            for line in &lines {
+                let _ = decoder.decode(line, &mut batch);
+                if batch.len() == 1024 {
+                    batch.data.clear();
+                    batch.ends.clear();
+                }
+            }
+            best = best.min(started.elapsed());
+        }
+        println!("  {shape}: {:.0}", best.as_nanos() as f64 / n as f64);
+    }
+}
+
 fn main() {
     let guard = std::env::var_os("SLUICE_SHAPES_GUARD").is_some_and(|v| v == "1");
     let n: usize = std::env::var("SLUICE_BENCH_EVENTS")
@@ -235,6 +261,10 @@ fn main() {
             (dir, buf.len())
         })
         .collect();
+    if std::env::var_os("SLUICE_BENCH_DECODE_ONLY").is_some_and(|v| v == "1") {
+        decoding_alone(&shapes, &dirs, rounds, n);
+        return;
+    }
     println!(
         "shapes bench: {n} events per shape, about {LINE} bytes each, {rounds} rounds (shapes taking turns), file -> file, no transform"
     );
@@ -289,26 +319,7 @@ fn main() {
     // Where a shape's time goes: the source's decoding alone (lines in
     // memory to a batch: the JSON check, the time read and written), the
     // rest being reading, moving and writing, which every shape shares.
-    println!("decoding alone (ns/event, best of {rounds}):");
-    for (shape, (dir, _)) in shapes.iter().zip(&dirs) {
-        let input = std::fs::read(dir.path().join("input.log")).unwrap();
-        let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-        let mut best = Duration::MAX;
-        for _ in 0..rounds {
-            let mut decoder = LineDecoder::new(Format::Auto, "app", Some("input.log"));
-            let mut batch = Batch::with_capacity(1024, 1024 * 300);
-            let started = Instant::now();
-            for line in &lines {
-                let _ = decoder.decode(line, &mut batch);
-                if batch.len() == 1024 {
-                    batch.data.clear();
-                    batch.ends.clear();
-                }
-            }
-            best = best.min(started.elapsed());
-        }
-        println!("  {shape}: {:.0}", best.as_nanos() as f64 / n as f64);
-    }
+    decoding_alone(&shapes, &dirs, rounds, n);
     let max: f64 = std::env::var("SLUICE_SHAPES_MAX")
         .ok()
         .and_then(|v| v.parse().ok())
