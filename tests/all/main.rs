@@ -26,6 +26,7 @@ mod plugins;
 mod redis;
 mod reload;
 mod runtime;
+mod schema;
 mod service;
 mod shadow;
 mod shapes;

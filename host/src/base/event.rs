@@ -156,7 +156,7 @@ pub fn scan_object<'a>(
 
 /// A JSON string, borrowed from the input when it holds no escapes
 /// (serde's `Cow<str>` on its own always copies).
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// The top-level fields of an event, values left as raw JSON.

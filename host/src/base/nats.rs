@@ -15,7 +15,7 @@ use super::tls::ClientTls;
 /// `auth = {...}` of a `nats` source or sink: one way to log in. Secrets
 /// come from the environment (`*_env`, as every key of sluice that holds
 /// one) or a file, never from the pipeline file itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsAuth {
     /// A user, with `password_env`.

@@ -110,18 +110,21 @@ impl BuildError {
 /// Batching: how many events move together and how long a source waits to
 /// fill a batch. What hand-made loggers call LOG_BUFFER_SIZE and
 /// LOG_FLUSH_INTERVAL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Most events in one batch.
     #[serde(default = "default_max_events")]
+    #[schemars(range(min = 1, max = crate::config::MAX_BATCH_EVENTS))]
     pub max_events: usize,
     /// Longest a source holds a partial batch before sending it.
     #[serde(default = "default_max_wait", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub max_wait: Duration,
     /// Batches in flight between two stages (the bounded channel's size);
     /// a full channel is backpressure.
     #[serde(default = "default_buffer")]
+    #[schemars(range(min = 1, max = 65_536))]
     pub buffer: usize,
 }
 
@@ -146,12 +149,16 @@ impl Default for BatchConfig {
 }
 
 /// A source's override of the pipeline's batching.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOverride {
+    /// Most events in one batch of this source (instead of `[batch]`'s).
     #[serde(default)]
+    #[schemars(range(min = 1, max = crate::config::MAX_BATCH_EVENTS))]
     pub max_events: Option<usize>,
+    /// Longest this source holds a partial batch (instead of `[batch]`'s).
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Duration>")]
     pub max_wait: Option<Duration>,
 }
 
@@ -186,7 +193,7 @@ pub mod duration {
 
     use serde::{Deserialize, Deserializer};
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     #[serde(untagged)]
     enum Raw {
         Text(String),
@@ -208,11 +215,27 @@ pub mod duration {
         convert(Raw::deserialize(d)?)
     }
 
+    /// As it is written in a pipeline file (`"500ms"`, `"30s"`, `"1m 30s"`):
+    /// how the schema shows a default.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
     pub mod option {
         use super::*;
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             Option::<Raw>::deserialize(d)?.map(convert).transpose()
+        }
+
+        pub fn serialize<S: serde::Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
         }
     }
 }
@@ -224,7 +247,7 @@ pub mod size {
     /// `1048576`, `"512KiB"`, `"10MiB"`, `"1MB"`.
     pub use sluice_common::units::size as parse;
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     #[serde(untagged)]
     enum Raw {
         N(usize),
@@ -238,18 +261,203 @@ pub mod size {
         }
     }
 
+    /// A number of bytes: how the schema shows a default.
+    pub fn serialize<S: serde::Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n as u64)
+    }
+
     pub mod option {
         use serde::Deserializer;
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
             super::deserialize(d).map(Some)
         }
+
+        pub fn serialize<S: serde::Serializer>(n: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+            match n {
+                Some(n) => super::serialize(n, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// How the pipeline file's own value types look in the JSON Schema
+/// (`sluice schema`): stand-ins named in `#[schemars(with = ...)]`.
+pub mod schema {
+    use std::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    /// A duration: `"200ms"`, `"5s"`, `"2m"`, `"1h 30m"`, or milliseconds.
+    pub struct Duration;
+
+    impl JsonSchema for Duration {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A duration: \"200ms\", \"5s\", \"2m\", \"1h 30m\" (humantime), or a number of milliseconds.",
+                "anyOf": [
+                    { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]+(\\s*[0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]+)*\\s*$" },
+                    { "type": "integer", "minimum": 0 }
+                ]
+            })
+        }
+    }
+
+    /// A string the schema describes by `description` (templates, zones,
+    /// formats read by their own parsers).
+    pub fn described(description: &str) -> Schema {
+        json_schema!({ "type": "string", "description": description })
+    }
+
+    /// How an event's time field is written.
+    impl JsonSchema for crate::base::timestamp::TimeFormat {
+        fn schema_name() -> Cow<'static, str> {
+            "TimeFormat".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "`auto`, `rfc3339`, `unix` (seconds), `unix_ms`, or a strftime pattern (with `%`).",
+                "anyOf": [
+                    { "enum": ["auto", "rfc3339", "unix", "unix_ms"] },
+                    { "type": "string", "pattern": "%" }
+                ]
+            })
+        }
+    }
+
+    /// `timestamp = {...}` of a source: one candidate or a list of them.
+    impl JsonSchema for crate::base::timestamp::TimestampRules {
+        fn schema_name() -> Cow<'static, str> {
+            "TimestampRules".into()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            let rule = generator.subschema_for::<crate::base::timestamp::TimestampRule>();
+            json_schema!({
+                "description": "Where the event's time is: a table `{ field = ..., format = ... }` or a list of them, tried in order.",
+                "anyOf": [ rule, { "type": "array", "items": rule } ]
+            })
+        }
+    }
+
+    /// How a list of conditions combines.
+    #[derive(JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    pub enum Mode {
+        /// Every condition must hold.
+        All,
+        /// At least one condition must hold.
+        Any,
+    }
+
+    /// One test on one field: exactly one of `equals`, `one_of`,
+    /// `contains`, `exists` or a range (`gt`, `gte`, `lt`, `lte`, alone
+    /// or together).
+    ///
+    /// `sluice_common::cond::Condition` as the schema shows it (the shared
+    /// crate depends on serde only); [`same_condition`] does not compile
+    /// if a key is added there and not here.
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    pub struct Condition {
+        /// A dotted path: `service`, `data.user.id`.
+        pub field: String,
+        /// The field equals this JSON value (strings compare exactly).
+        #[serde(default)]
+        pub equals: Option<serde_json::Value>,
+        /// The field equals one of these values.
+        #[serde(default)]
+        pub one_of: Option<Vec<serde_json::Value>>,
+        /// The field is a string that contains this text.
+        #[serde(default)]
+        pub contains: Option<String>,
+        /// The field is present (`true`) or absent (`false`).
+        #[serde(default)]
+        pub exists: Option<bool>,
+        /// The field is a number (or a string holding one, such as `"502"`)
+        /// greater than this.
+        #[serde(default)]
+        pub gt: Option<f64>,
+        /// ... greater than or equal to this.
+        #[serde(default)]
+        pub gte: Option<f64>,
+        /// ... less than this.
+        #[serde(default)]
+        pub lt: Option<f64>,
+        /// ... less than or equal to this.
+        #[serde(default)]
+        pub lte: Option<f64>,
+        /// Invert the result.
+        #[serde(default)]
+        pub negate: bool,
+    }
+
+    /// The shared crate's `Condition` and this one have the same fields
+    /// (an exhaustive pattern: a field added there fails to compile here).
+    #[allow(dead_code)]
+    fn same_condition(c: sluice_common::cond::Condition) -> Condition {
+        let sluice_common::cond::Condition {
+            field,
+            equals,
+            one_of,
+            contains,
+            exists,
+            gt,
+            gte,
+            lt,
+            lte,
+            negate,
+        } = c;
+        Condition {
+            field,
+            equals,
+            one_of,
+            contains,
+            exists,
+            gt,
+            gte,
+            lt,
+            lte,
+            negate,
+        }
+    }
+
+    /// Both kinds of `Mode` (a kind added there fails to compile here).
+    #[allow(dead_code)]
+    fn same_mode(m: sluice_common::cond::Mode) -> Mode {
+        match m {
+            sluice_common::cond::Mode::All => Mode::All,
+            sluice_common::cond::Mode::Any => Mode::Any,
+        }
+    }
+
+    /// A size: a number of bytes, or `"512KiB"`, `"10MiB"`, `"1MB"`.
+    pub struct Size;
+
+    impl JsonSchema for Size {
+        fn schema_name() -> Cow<'static, str> {
+            "Size".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A size: a number of bytes, or \"512KiB\", \"10MiB\", \"1MB\", \"2GiB\".",
+                "anyOf": [
+                    { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgGtT]i?[bB]?|[bB])?\\s*$" },
+                    { "type": "integer", "minimum": 0 }
+                ]
+            })
+        }
     }
 }
 
 /// Tags the `type` key is consumed by [`Tagged`] dispatch; variant structs
 /// declare it so `deny_unknown_fields` accepts it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub struct TypeTag(#[allow(dead_code)] String);
 
 impl TypeTag {
@@ -299,6 +507,14 @@ macro_rules! kinds {
         }
 
         impl $enum {
+            /// Each kind a pipeline file can name, with the JSON Schema of
+            /// its table (`sluice schema`).
+            pub fn kind_schemas(
+                generator: &mut ::schemars::SchemaGenerator,
+            ) -> Vec<(&'static str, ::schemars::Schema)> {
+                vec![$( ($kind, <$ty as ::schemars::JsonSchema>::json_schema(generator)), )*]
+            }
+
             /// The `type` it was chosen by (`"internal"` for the kinds a
             /// pipeline file cannot name).
             pub fn type_name(&self) -> &'static str {
@@ -332,7 +548,7 @@ pub(crate) use kinds;
 /// `memory` (the default): in its bounded input channel, so a slow sink
 /// pushes back onto the sources. `disk`: in a segment log on disk, so the
 /// sources are acknowledged as soon as the events are there.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BufferConfig {
     Memory,
@@ -340,11 +556,12 @@ pub enum BufferConfig {
 }
 
 /// `buffer = { type = "disk", ... }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskBufferConfig {
     /// Most bytes on disk (`"1GiB"`, the default); past it `when_full`.
     #[serde(default = "default_buffer_size", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
     pub max_size: usize,
     #[serde(default)]
     pub when_full: WhenFull,
@@ -360,7 +577,7 @@ fn default_buffer_size() -> usize {
 }
 
 /// What a full disk buffer does with new events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Take nothing more until there is room: backpressure reaches the

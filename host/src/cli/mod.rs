@@ -112,6 +112,14 @@ pub enum Command {
     Buffer(BufferCommand),
     /// Print the manual page (roff): `sluice man > /usr/local/share/man/man1/sluice.1`.
     Man,
+    /// Print the JSON Schema (draft 2020-12) of a pipeline file, for
+    /// editors (Taplo, Even Better TOML): `sluice schema > pipeline.schema.json`.
+    /// With `--markdown`, the reference of every key (docs/reference.md).
+    Schema {
+        /// The reference of every key as Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -263,6 +271,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(command) => dead_letters::main(command).await,
         Command::DecryptFields(args) => decrypt_fields::main(args),
         Command::Buffer(command) => buffer_main(command),
+        Command::Schema { markdown } => {
+            let schema = crate::config::schema::pipeline();
+            let text = if markdown {
+                crate::config::schema::markdown(&schema)
+            } else {
+                serde_json::to_string_pretty(&schema)? + "\n"
+            };
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+            Ok(())
+        }
         Command::Man => {
             use clap::CommandFactory;
             let mut out = Vec::new();

@@ -12,6 +12,7 @@ mod checks;
 mod error;
 pub mod files;
 pub mod interpolate;
+pub mod schema;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ use crate::sink::{Sink, SinkConfig};
 use crate::source::{Source, SourceConfig};
 
 /// What a transform does with an event that makes its plugin fail.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Send it to `_dead_letters` with the plugin, version and error.
@@ -46,16 +47,19 @@ pub enum OnError {
 }
 
 /// `[transforms.NAME]`: a wasm plugin over the events of its inputs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     /// A bundled plugin's name (`filter`, `route`, `mask`, `remap`, `encrypt`) or a path to a
     /// `.wasm` component, relative to the pipeline file.
+    #[schemars(with = "String")]
     pub plugin: Spanned<String>,
     /// Components whose output this transform reads.
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     /// The table passed to the plugin's `init`, as JSON.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub config: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub on_error: OnError,
@@ -64,20 +68,26 @@ pub struct TransformConfig {
     pub allow_unmasked: bool,
     /// Linear memory limit of one plugin instance, in MiB.
     #[serde(default = "default_memory_mib")]
+    #[schemars(range(min = 1, max = 4096))]
     pub memory_mib: u64,
     /// Time budget of one batch call.
     #[serde(default = "default_time_budget", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub time_budget: Duration,
     /// Wasm stack of one plugin instance, in KiB.
     #[serde(default = "default_stack_kib")]
+    #[schemars(range(min = 64, max = 1024))]
     pub stack_kib: u64,
     /// Core instances, tables and memories one plugin instance may make
     /// (Python and JavaScript components need more than Rust ones).
     #[serde(default = "default_instances")]
+    #[schemars(range(min = 1, max = 1000))]
     pub instances: u32,
     #[serde(default = "default_tables")]
+    #[schemars(range(min = 1, max = 10_000))]
     pub tables: u32,
     #[serde(default = "default_memories")]
+    #[schemars(range(min = 1, max = 100))]
     pub memories: u32,
     /// Count the events leaving it by some fields' values.
     #[serde(default)]
@@ -87,6 +97,7 @@ pub struct TransformConfig {
     /// machine's cores, at most [`AUTO_CONCURRENCY_MAX`]; 1 for a plugin
     /// that must see every event itself (counters across events).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 64))]
     pub concurrency: Option<usize>,
 }
 
@@ -177,7 +188,7 @@ pub struct PipelineConfig {
 }
 
 /// `[admin]`: the admin HTTP port (`/health`, `/metrics`, `POST /reload`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to listen on, e.g. `127.0.0.1:9598`.
@@ -218,7 +229,7 @@ impl AdminConfig {
 
 /// `[[tests]]`: a pipeline unit test. Events go in at sources, and what
 /// comes out of components is checked.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestConfig {
     pub name: String,
@@ -229,12 +240,13 @@ pub struct TestConfig {
 }
 
 /// Events fed to one source (every other source gives nothing).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestInput {
     pub source: String,
     /// Events as tables.
     #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub events: Vec<toml::Value>,
     /// Raw lines, read as the source would (JSON or text).
     #[serde(default)]
@@ -242,13 +254,14 @@ pub struct TestInput {
 }
 
 /// What must come out of a component (`mask`, `router.errors`, a sink).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestOutput {
     pub component: String,
     /// Exactly these events, in order; fields the expected event lacks
     /// (such as `timestamp`) are not compared.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
     pub events: Option<Vec<toml::Value>>,
     /// Exactly this many events (0: everything was dropped or went elsewhere).
     #[serde(default)]
@@ -259,11 +272,12 @@ pub struct TestOutput {
 }
 
 /// A field condition in a test.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestCondition {
     pub field: String,
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub equals: Option<toml::Value>,
     #[serde(default)]
     pub contains: Option<String>,
@@ -274,7 +288,7 @@ pub struct TestCondition {
 }
 
 /// `[reload]`: hot reload of plugin files and of the pipeline file.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
     /// Watch the files for changes (SIGHUP and `POST /reload` work anyway).
@@ -283,6 +297,7 @@ pub struct ReloadConfig {
     /// How long a changed file must stay unchanged before it is loaded
     /// (and, with `poll`, how often the files are checked).
     #[serde(default = "default_poll", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub poll_interval: Duration,
     /// Check every `poll_interval` instead of watching the files' folders
     /// for changes (for filesystems that do not report them).
@@ -311,7 +326,7 @@ impl Default for ReloadConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Root {
     #[serde(default)]
@@ -321,10 +336,13 @@ struct Root {
     #[serde(default)]
     reload: ReloadConfig,
     #[serde(default = "default_shutdown_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     shutdown_timeout: Duration,
     #[serde(default)]
+    #[schemars(with = "Vec<TestConfig>")]
     tests: Vec<Spanned<TestConfig>>,
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, TransformConfig>")]
     transforms: BTreeMap<String, Spanned<TransformConfig>>,
 }
 

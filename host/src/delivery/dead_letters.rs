@@ -85,9 +85,10 @@ pub struct Record {
 impl Record {
     /// Parse one line of a dead-letter file.
     pub fn parse(line: &str) -> Result<Record, String> {
-        #[derive(serde::Deserialize)]
+        #[derive(serde::Deserialize, schemars::JsonSchema)]
         struct Raw<'a> {
             #[serde(borrow)]
+            #[schemars(with = "Option<serde_json::Value>")]
             event: Option<&'a serde_json::value::RawValue>,
             event_base64: Option<String>,
         }

@@ -26,7 +26,7 @@ use crate::base::event::{push_json_str, scalar_text, top_fields};
 use crate::base::settings::{BuildContext, BuildError};
 
 /// The bulk action of every document.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Add or replace the document.
@@ -273,13 +273,13 @@ impl Protocol for Bulk {
 
 /// What matters of a bulk answer.
 /// A bulk answer. `errors` is not trusted: every item is read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct BulkReply {
     #[serde(default)]
     items: Option<Vec<BTreeMap<String, BulkItem>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct BulkItem {
     status: u16,
     #[serde(rename = "_id", default)]
@@ -288,7 +288,7 @@ struct BulkItem {
     error: Option<BulkError>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct BulkError {
     #[serde(rename = "type", default)]
     kind: String,

@@ -17,12 +17,13 @@ use crate::base::settings::{duration, BuildContext, BuildError, TypeTag};
 use crate::base::timestamp::{parse_json, TimeFormat};
 
 /// `[sinks.NAME] type = "hops"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HopsConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     /// The field that follows a request across components (dotted paths
     /// read into objects).
@@ -36,6 +37,7 @@ pub struct HopsConfig {
     pub max_requests: usize,
     /// A request unseen this long is forgotten.
     #[serde(default = "default_request_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub request_timeout: Duration,
     /// Most pairs of components with a histogram of their own; later ones
     /// are counted as `other -> other`.

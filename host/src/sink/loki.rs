@@ -38,6 +38,7 @@ super::http::network_sink_config! {
         /// Most distinct label sets this sink creates; past it, events go to
         /// the overflow stream.
         #[serde(default = "default_max_label_sets")]
+        #[schemars(range(min = 1, max = 1000000))]
         pub max_label_sets: usize,
         /// The field that is the log line (the whole event when it lacks it).
         #[serde(default = "default_message_field")]

@@ -31,12 +31,13 @@ use crate::base::declared::{Declared, MetricType};
 use crate::base::settings::{BuildContext, BuildError, TypeTag};
 
 /// `[sinks.NAME] type = "metric"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     /// What it measures: `counter` (events, or the sum of `value`),
     /// `gauge` (the last `value`) or `histogram` (the distribution of
@@ -51,9 +52,11 @@ pub struct MetricConfig {
     pub help: Option<String>,
     /// Only events that satisfy these count (`route`'s conditions).
     #[serde(default)]
+    #[schemars(with = "Vec<crate::base::settings::schema::Condition>")]
     pub conditions: Vec<Condition>,
     /// How `conditions` combine: `all` (default) or `any`.
     #[serde(default)]
+    #[schemars(with = "crate::base::settings::schema::Mode")]
     pub mode: Mode,
     /// The field (dotted) whose number a gauge or histogram takes, or a
     /// counter adds instead of 1. A string holding a number counts.

@@ -33,7 +33,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// `[sinks.NAME] type = "nats"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
     #[serde(rename = "type")]
@@ -56,6 +56,7 @@ pub struct NatsSinkConfig {
     pub headers: std::collections::BTreeMap<String, String>,
     /// Longest wait for one publish acknowledgement.
     #[serde(default = "default_ack_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub ack_timeout: Duration,
     #[serde(default)]
     pub auth: Option<NatsAuth>,
@@ -63,13 +64,16 @@ pub struct NatsSinkConfig {
     #[serde(default)]
     pub tls: Option<crate::base::tls::ClientTls>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     /// How long to retry a batch before it goes to `fallback`.
     #[serde(default = "default_retry_for", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_for: Duration,
     /// The sink that takes batches NATS would not (events marked with
     /// `_sluice_error`).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub fallback: Option<Spanned<String>>,
 }
 

@@ -59,7 +59,7 @@ enum Left {
 }
 
 /// How an event is laid out in a stream entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// One field (`field`, default `event`) holding the JSON.
@@ -70,7 +70,7 @@ pub enum Layout {
 }
 
 /// `[sinks.NAME] type = "redis"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
     #[serde(rename = "type")]
@@ -95,12 +95,15 @@ pub struct RedisSinkConfig {
     /// Replicas that must hold a write before it counts (`WAIT`); 0: the
     /// master's answer is enough.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 16))]
     pub replicas: u32,
     /// Longest wait for `replicas`; past it the write is retried.
     #[serde(default = "default_replica_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub replica_timeout: Duration,
     /// Components this sink reads (may be empty for a `fallback` target).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     /// Trim the stream to about this many entries (`MAXLEN ~`).
     #[serde(default)]
@@ -112,10 +115,12 @@ pub struct RedisSinkConfig {
     pub field: String,
     /// How long to retry a batch before it goes to `fallback`.
     #[serde(default = "default_retry_for", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_for: Duration,
     /// The sink that takes batches Redis would not (events marked with
     /// `_sluice_error`). Without it, the sink retries until Redis is back.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub fallback: Option<Spanned<String>>,
 }
 

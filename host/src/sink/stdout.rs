@@ -8,13 +8,14 @@ use super::{inputs_field, json_lines, runs_itself, Sink, SinkContext, SinkKind};
 use crate::base::settings::{BuildContext, BuildError, TypeTag};
 
 /// `[sinks.NAME] type = "stdout"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
     /// Components this sink reads (may be empty for a `fallback` target).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
 }
 

@@ -33,7 +33,7 @@ use crate::delivery::{Backoff, Breaker};
 use crate::source::syslog::parse::{facility_of, severity_of, FACILITIES, SEVERITIES};
 
 /// How frames are told apart on TCP.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Framing {
     /// RFC 6587 octet counting: `LEN SP MSG`.
@@ -47,7 +47,7 @@ pub enum Framing {
 pub use crate::source::syslog::Mode;
 
 /// `[sinks.NAME] type = "syslog"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSinkConfig {
     #[serde(rename = "type")]
@@ -66,13 +66,16 @@ pub struct SyslogSinkConfig {
     pub app_name: String,
     /// How long to retry a batch before it goes to `fallback`.
     #[serde(default = "default_retry_for", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_for: Duration,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub fallback: Option<Spanned<String>>,
     /// TCP over TLS: `{ ca_file, cert_file, key_file, server_name, verify }`.
     #[serde(default)]
     pub tls: Option<crate::base::tls::ClientTls>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
 }
 

@@ -18,7 +18,7 @@ use super::fingerprint::{FileId, Fingerprint};
 use crate::base::ack::Ack;
 
 /// One saved position.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Saved {
     pub id: FileId,
     pub fingerprint: Fingerprint,
@@ -28,7 +28,7 @@ pub struct Saved {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 struct Document {
     files: Vec<Saved>,
 }

@@ -31,7 +31,7 @@ use crate::base::settings::{bounded, duration, BatchOverride, BuildContext, Buil
 use crate::delivery::dead_letters::{replaying, Line, LineCutter, Record, ReplayLog};
 
 /// `[sources.NAME] type = "dead_letters"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLettersSourceConfig {
     #[serde(rename = "type")]
@@ -39,14 +39,19 @@ pub struct DeadLettersSourceConfig {
     /// The dead-letter file to follow.
     pub path: PathBuf,
     #[serde(default = "default_retry_after", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_after: Duration,
     #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 1000))]
     pub max_attempts: u64,
     #[serde(default = "default_poll", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub poll_interval: Duration,
     /// The longest record read; a longer line is skipped (counted in
     /// `long_lines`, with a warning), never held whole.
     #[serde(default = "default_max_record", with = "crate::base::settings::size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
+    #[schemars(range(min = 1024, max = 1 << 30))]
     pub max_record: usize,
     #[serde(default)]
     pub batch: Option<BatchOverride>,

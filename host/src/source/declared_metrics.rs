@@ -22,13 +22,14 @@ use crate::base::event::now_rfc3339;
 use crate::base::settings::{BatchOverride, BuildContext, BuildError, TypeTag};
 
 /// `[sources.NAME] type = "declared_metrics"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredMetricsConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
     /// How often every series is sent.
     #[serde(default = "default_interval", with = "crate::base::settings::duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub interval: Duration,
     /// Only these metrics (their names on `/metrics`); empty: all.
     #[serde(default)]

@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 pub const FINGERPRINT_BYTES: usize = 256;
 
 /// A file's identity on this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
 }
 
 /// A hash of a file's first `len` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Fingerprint {
     pub len: usize,
     pub hash: u64,

@@ -14,7 +14,7 @@ use crate::base::event::Clock;
 use crate::base::settings::{bounded, BatchOverride, BuildContext, BuildError, TypeTag};
 
 /// `[sources.NAME] type = "generate"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {
     #[serde(rename = "type")]
@@ -24,6 +24,7 @@ pub struct GenerateConfig {
     pub count: Option<u64>,
     /// Events per second; without it, as fast as the pipeline takes them.
     #[serde(default)]
+    #[schemars(range(min = 0.001, max = 100000000.0))]
     pub rate: Option<f64>,
     /// Seed of the random mix, for reproducible runs.
     #[serde(default)]

@@ -35,7 +35,7 @@ use crate::base::timestamp::Stamp;
 use crate::delivery::Backoff;
 
 /// `[sources.NAME] type = "journald"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JournaldConfig {
     #[serde(rename = "type")]

@@ -43,7 +43,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// `[sources.NAME] type = "nats"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
     #[serde(rename = "type")]
@@ -70,18 +70,22 @@ pub struct NatsSourceConfig {
     pub batch_size: Option<usize>,
     /// Longest a pull waits for messages.
     #[serde(default = "default_expires", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub expires: Duration,
     /// How long the server waits for an acknowledgement before it
     /// delivers a message again (in-progress acknowledgements extend it
     /// while sinks work).
     #[serde(default = "default_ack_wait", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub ack_wait: Duration,
     /// Messages delivered and not yet acknowledged, over every process of
     /// the consumer, at most (the consumer's `max_ack_pending`).
     #[serde(default = "default_max_ack_pending")]
+    #[schemars(range(min = 1, max = 10000000))]
     pub max_ack_pending: i64,
     /// Deliveries after which a message goes to the dead letters.
     #[serde(default = "default_max_deliver")]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_deliver: i64,
     /// How a payload is read (`auto`, `json`, `text`), as a file line.
     #[serde(default)]

@@ -21,7 +21,7 @@ use crate::base::settings::{duration, size, BatchOverride, BuildContext, BuildEr
 
 /// `[sources.NAME] type = "otlp"`. Its limits default as the HTTP
 /// source's do.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSourceConfig {
     #[serde(rename = "type")]
@@ -41,16 +41,19 @@ pub struct OtlpSourceConfig {
     pub path: String,
     /// Largest body, before and after decompression.
     #[serde(default = "super::http::default_max_body", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
     pub max_body: usize,
     /// Most log records one request may carry.
     #[serde(default = "super::http::default_max_events_per_request")]
     pub max_events_per_request: usize,
     /// Most bytes of bodies being read and parsed at once.
     #[serde(default = "super::http::default_max_in_flight", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
     pub max_in_flight: usize,
     #[serde(default = "super::http::default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "super::http::default_read_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub read_timeout: Duration,
     /// A variable holding the bearer token every request must carry.
     #[serde(default)]
@@ -58,6 +61,7 @@ pub struct OtlpSourceConfig {
     #[serde(default)]
     pub ack: AckMode,
     #[serde(default = "super::http::default_ack_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub ack_timeout: Duration,
     #[serde(default)]
     pub batch: Option<BatchOverride>,

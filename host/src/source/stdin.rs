@@ -8,7 +8,7 @@ use crate::base::settings::{bounded, size, BatchOverride, BuildContext, BuildErr
 use crate::base::timestamp::TimestampRules;
 
 /// `[sources.NAME] type = "stdin"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     #[serde(rename = "type")]
@@ -18,6 +18,8 @@ pub struct StdinConfig {
     /// Longest line kept whole: a longer one is cut to its first `max_line`
     /// bytes (counted in `sluice_file_long_lines_total`).
     #[serde(default = "default_max_line", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
+    #[schemars(range(min = 1, max = 1 << 30))]
     pub max_line: usize,
     #[serde(default)]
     pub batch: Option<BatchOverride>,

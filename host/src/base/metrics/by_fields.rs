@@ -5,7 +5,7 @@ use super::*;
 
 /// `metrics = { by = ["channel", "level"], max_series = 1000 }` of a
 /// component: its events counted by those fields' values.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMetricsConfig {
     /// Fields (dotted paths) whose values label the counts.

@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for TimeFormat {
 }
 
 /// One candidate: a field (dotted paths reach into objects) and its format.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampRule {
     pub field: String,

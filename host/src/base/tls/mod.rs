@@ -36,7 +36,7 @@ use super::settings::{BuildContext, BuildError};
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The oldest TLS version a listener accepts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.2")]
@@ -46,7 +46,7 @@ pub enum TlsVersion {
 }
 
 /// `tls = {...}` of a listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
     /// The certificate chain (PEM), the listener's own first.
@@ -62,7 +62,7 @@ pub struct ServerTls {
 }
 
 /// `tls = {...}` of a client (a sink or source that connects out).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTls {
     /// The CAs to trust (PEM), instead of the system's.

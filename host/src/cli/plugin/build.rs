@@ -13,7 +13,7 @@ use super::kits::{Lang, MANIFEST};
 use crate::plugin::Runtime;
 
 /// A project's `sluice-plugin.toml`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,

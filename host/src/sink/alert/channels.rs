@@ -28,7 +28,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The body a webhook is sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
     /// `{"text", "title", "count", "group", "event", ...}`.
@@ -40,7 +40,7 @@ pub enum WebhookFormat {
 }
 
 /// `webhook = {...}` of an alert sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -51,11 +51,12 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub auth: Option<Auth>,
     #[serde(default = "default_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub request_timeout: Duration,
 }
 
 /// How an SMTP connection is secured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EmailTls {
     /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
@@ -68,7 +69,7 @@ pub enum EmailTls {
 }
 
 /// `email = {...}` of an alert sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// The SMTP server's host name.
@@ -90,6 +91,7 @@ pub struct EmailConfig {
     pub from: String,
     pub to: Vec<String>,
     #[serde(default = "default_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub timeout: Duration,
 }
 

@@ -32,13 +32,14 @@ use crate::base::metrics::ComponentMetrics;
 use crate::base::settings::{bounded, duration, BuildContext, BuildError, TypeTag};
 
 /// `[sinks.NAME] type = "alert"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
     /// Components this sink reads.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     /// Fields (dotted paths) whose values make a group: one notification
     /// per group. Empty: every event is in one group.
@@ -46,16 +47,20 @@ pub struct AlertConfig {
     pub group_by: Vec<String>,
     /// How long a new group gathers events before its first notification.
     #[serde(default = "default_group_wait", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub group_wait: Duration,
     /// Least time between two notifications of one group.
     #[serde(default = "default_repeat_interval", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub repeat_interval: Duration,
     /// Most notifications sent in a minute, over all groups.
     #[serde(default = "default_max_per_minute")]
+    #[schemars(range(min = 1, max = 100000))]
     pub max_per_minute: u32,
     /// Most groups kept at once; events of groups past it are counted in
     /// one `other` group.
     #[serde(default = "default_max_groups")]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_groups: usize,
     /// The notification's text: fields of the group's first event
     /// (`{service}`, `{level|upper}`, `{user.id}`), `{count}`,
@@ -67,6 +72,7 @@ pub struct AlertConfig {
     pub title: String,
     /// How long one notification is retried before it is given up.
     #[serde(default = "default_retry_for", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_for: Duration,
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,

@@ -36,7 +36,7 @@ pub use template::{DateFrom, Part, PathTemplate, Template, Zone};
 
 /// When written data is forced to disk, and so when sources hear that it is
 /// delivered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sync {
     /// Leave it to the OS (data survives a crash of sluice, not of the machine).
@@ -49,7 +49,7 @@ pub enum Sync {
 }
 
 /// `[sinks.NAME] type = "file"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     #[serde(rename = "type")]
@@ -74,6 +74,7 @@ pub struct FileSinkConfig {
     pub missing: String,
     /// Components this sink reads (may be empty for a `fallback` target).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,
     #[serde(default)]
     pub format: LineFormat,
@@ -82,12 +83,15 @@ pub struct FileSinkConfig {
     pub template: Option<Template>,
     /// Start a new file when the current one is this old.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Duration>")]
     pub rotate_every: Option<Duration>,
     /// Start a new file before one would grow past this size.
     #[serde(default, with = "size::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Size>")]
     pub rotate_size: Option<usize>,
     /// Delete closed files older than this.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Duration>")]
     pub keep_for: Option<Duration>,
     /// Keep at most this many closed files of each path.
     #[serde(default)]
@@ -97,11 +101,13 @@ pub struct FileSinkConfig {
     pub compress: bool,
     /// Most files open at once; the least recently used is closed.
     #[serde(default = "default_max_open_files")]
+    #[schemars(range(min = 1, max = 65536))]
     pub max_open_files: usize,
     #[serde(default)]
     pub sync: Sync,
     /// How often `sync = "interval"` syncs.
     #[serde(default = "default_sync_interval", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub sync_interval: Duration,
     /// Encrypt every file to age recipients (`NAME.age`; with `compress`,
     /// compressed then encrypted: `NAME.gz.age`).
@@ -110,7 +116,7 @@ pub struct FileSinkConfig {
 }
 
 /// `encrypt = { recipients = ["age1..."] }` of a file sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptConfig {
     /// Public keys (`age1...`, as `age-keygen` prints them).
@@ -123,6 +129,7 @@ pub struct EncryptConfig {
     /// Finish a file whose last lines have waited this long for their
     /// 64 KiB chunk to fill: only then are they durable and acknowledged.
     #[serde(default = "default_seal_after", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub seal_after: Duration,
     /// The keys, once `build` has read them.
     #[serde(skip)]

@@ -238,7 +238,7 @@ impl<'de> serde::Deserialize<'de> for Zone {
 }
 
 /// `date_from` of a file sink: which time its `{%...}` parts show.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DateFrom {
     /// When the line is written (the default).
@@ -436,6 +436,47 @@ impl<'de> serde::Deserialize<'de> for PathTemplate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         PathTemplate::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+// How the templates look in `sluice schema`.
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+use crate::base::settings::schema;
+
+/// A file sink's `path`: a template of `{field}` and `{%Y-%m-%d}` parts.
+impl JsonSchema for PathTemplate {
+    fn schema_name() -> Cow<'static, str> {
+        "PathTemplate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schema::described("A path template: `{field}` parts are the event's fields (dotted), `{%Y-%m-%d}` parts its date (strftime).")
+    }
+}
+
+/// A template of `{field}` parts.
+impl JsonSchema for Template {
+    fn schema_name() -> Cow<'static, str> {
+        "Template".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schema::described("A template: `{field}` parts are the event's fields (dotted), `{%H}` parts its time (strftime).")
+    }
+}
+
+/// `timezone` of a file sink.
+impl JsonSchema for Zone {
+    fn schema_name() -> Cow<'static, str> {
+        "Zone".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "`utc`, `local`, or an offset such as `+02:00`.",
+            "pattern": "^(utc|UTC|local|[+-][0-9]{2}:?[0-9]{2})$"
+        })
     }
 }
 

@@ -40,7 +40,7 @@ pub const MAX_ANSWER: usize = 1 << 20;
 
 /// `auth = {...}` of a network sink. Secrets come from the environment, so
 /// the pipeline file holds none.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum Auth {
     /// `Authorization: Bearer $VAR`.
@@ -50,7 +50,7 @@ pub enum Auth {
 }
 
 /// Request bodies: as they are, or gzipped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]

@@ -27,7 +27,7 @@ use crate::base::settings::{bounded, BuildContext, BuildError};
 use crate::delivery::Breaker;
 
 /// How a request's events are laid out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// One event per line (`application/x-ndjson`).
@@ -50,7 +50,7 @@ macro_rules! network_sink_config {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             #[serde(rename = "type")]
@@ -58,6 +58,7 @@ macro_rules! network_sink_config {
             $($(#[$fmeta])* pub $field: $ty,)*
             /// Components this sink reads (may be empty for a `fallback` target).
             #[serde(default)]
+            #[schemars(with = "Vec<String>")]
             pub inputs: Vec<toml::Spanned<String>>,
             #[serde(default)]
             pub compress: $crate::sink::http::core::Compression,
@@ -68,6 +69,7 @@ macro_rules! network_sink_config {
             pub auth: Option<$crate::sink::http::core::Auth>,
             /// Longest wait for an answer to one request.
             #[serde(default = "default_request_timeout", with = "crate::base::settings::duration")]
+            #[schemars(with = "crate::base::settings::schema::Duration")]
             pub request_timeout: std::time::Duration,
             /// Requests in flight at once.
             #[serde(default = "default_max_in_flight")]
@@ -77,19 +79,23 @@ macro_rules! network_sink_config {
             pub max_events: usize,
             /// Most bytes of events in one request (before gzip).
             #[serde(default = "default_max_bytes", with = "crate::base::settings::size")]
+            #[schemars(with = "crate::base::settings::schema::Size")]
             pub max_bytes: usize,
             /// How long a request waits for more queued batches to fill it (up
             /// to `max_events` / `max_bytes`) before it goes; `"0s"`: it goes
             /// with what is queued.
             #[serde(default, with = "crate::base::settings::duration")]
+            #[schemars(with = "crate::base::settings::schema::Duration")]
             pub max_wait: std::time::Duration,
             /// How long to retry a request before it goes to `fallback`.
             #[serde(default = "default_retry_for", with = "crate::base::settings::duration")]
+            #[schemars(with = "crate::base::settings::schema::Duration")]
             pub retry_for: std::time::Duration,
             /// The sink that takes what the target would not (events marked
             /// with `_sluice_error`). Without it, requests are retried until
             /// they work.
             #[serde(default)]
+            #[schemars(with = "Option<String>")]
             pub fallback: Option<toml::Spanned<String>>,
             /// TLS of `https://` targets: `{ ca_file, cert_file, key_file,
             /// server_name, verify }`.

@@ -28,7 +28,7 @@ use crate::base::settings::{
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Where a file found at start without a checkpoint is read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadFrom {
     #[default]
@@ -39,7 +39,7 @@ pub enum ReadFrom {
 }
 
 /// What happens to a line longer than `max_line`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LongLines {
     /// Its first `max_line` bytes become the event; the rest is skipped.
@@ -50,7 +50,7 @@ pub enum LongLines {
 }
 
 /// `[sources.NAME] type = "file"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(rename = "type")]
@@ -64,6 +64,7 @@ pub struct FileConfig {
     /// How often files are checked for new data, and the glob for new
     /// files, when they are polled.
     #[serde(default = "default_poll", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub poll_interval: Duration,
     /// Poll every `poll_interval` instead of watching the files' folder for
     /// changes (for filesystems that do not report them, such as NFS).
@@ -81,15 +82,19 @@ pub struct FileConfig {
     pub read_from: ReadFrom,
     /// Longest line; longer ones are handled by `long_lines`.
     #[serde(default = "default_max_line", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
+    #[schemars(range(min = 1, max = 1 << 30))]
     pub max_line: usize,
     #[serde(default)]
     pub long_lines: LongLines,
     /// Emit a last line that has no newline yet after this long without
     /// growth; without it, such a line waits for its newline.
     #[serde(default, with = "duration::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Duration>")]
     pub partial_timeout: Option<Duration>,
     /// How long a file that was moved away or deleted is still read.
     #[serde(default = "default_rotate_wait", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub rotate_wait: Duration,
     /// Read `*.gz` files whole, decompressed (otherwise they are skipped).
     #[serde(default)]

@@ -49,7 +49,7 @@ use crate::base::settings::{
 };
 
 /// When the source answers a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// Once the events are queued in the pipeline.
@@ -60,7 +60,7 @@ pub enum AckMode {
 }
 
 /// How request bodies are read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyFormat {
     /// JSON object, array of objects, or NDJSON (and forms).
@@ -71,7 +71,7 @@ pub enum BodyFormat {
 }
 
 /// CORS for browser front ends.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Allowed origins; `"*"` allows any.
@@ -86,7 +86,7 @@ fn default_max_age() -> u64 {
 }
 
 /// `[sources.NAME] type = "http"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     #[serde(rename = "type")]
@@ -100,6 +100,8 @@ pub struct HttpConfig {
     pub format: BodyFormat,
     /// Largest body, before and after decompression: bytes or "10MiB".
     #[serde(default = "default_max_body", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
+    #[schemars(range(min = 1, max = 1 << 30))]
     pub max_body: usize,
     /// Fields every event must have.
     #[serde(default)]
@@ -109,6 +111,7 @@ pub struct HttpConfig {
     pub levels: Vec<String>,
     /// Largest string value of any field, in bytes.
     #[serde(default, with = "size::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Size>")]
     pub max_field: Option<usize>,
     /// Accept the valid events of a request and list the rejected ones,
     /// instead of refusing the whole request.
@@ -118,10 +121,12 @@ pub struct HttpConfig {
     pub ack: AckMode,
     /// Longest wait for delivery with `ack = "delivered"`.
     #[serde(default = "default_ack_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub ack_timeout: Duration,
     /// How long an `Idempotency-Key` is remembered: a retried request with
     /// the same key within it is answered without queueing its events again.
     #[serde(default = "default_idempotency_window", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub idempotency_window: Duration,
     /// Name of an environment variable holding a bearer token that every
     /// request must carry (`Authorization: Bearer ...`).
@@ -132,16 +137,20 @@ pub struct HttpConfig {
     /// Most events one request may carry (`413` beyond): a bound on what
     /// one body of tiny events (`[{},{},...]`) grows to once parsed.
     #[serde(default = "default_max_events_per_request")]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_events_per_request: usize,
     /// Most bytes of request bodies being read and parsed at once, across
     /// requests (`503` with `Retry-After` beyond).
     #[serde(default = "default_max_in_flight", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
     pub max_in_flight: usize,
     /// Most connections open at once; the others are answered `503` at once.
     #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 65536))]
     pub max_connections: usize,
     /// Longest a client may take to send its headers, and then its body.
     #[serde(default = "default_read_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub read_timeout: Duration,
     #[serde(default)]
     pub batch: Option<BatchOverride>,

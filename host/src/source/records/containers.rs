@@ -32,7 +32,7 @@ pub(super) struct Unwrapped<'a> {
     pub(super) whole: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct DockerLine<'a> {
     #[serde(borrow)]
     pub(super) log: Cow<'a, str>,

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Built-in rules for the traces of common runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// Python tracebacks (with chained exceptions), as `logging.exception`
@@ -20,7 +20,7 @@ pub enum Preset {
 }
 
 /// `multiline = { ... }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultilineConfig {
     /// A line matching this begins a record; others continue it.
@@ -34,11 +34,13 @@ pub struct MultilineConfig {
     pub preset: Option<Preset>,
     /// A record is let go after this long without a line added.
     #[serde(default = "default_timeout", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub timeout: Duration,
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
     /// Most bytes of one record (default: the source's `max_line`).
     #[serde(default, with = "size::option")]
+    #[schemars(with = "Option<crate::base::settings::schema::Size>")]
     pub max_bytes: Option<usize>,
 }
 

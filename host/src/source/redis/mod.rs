@@ -60,7 +60,7 @@ use crate::base::timestamp::{Candidates, Found};
 use crate::delivery::{Backoff, DeadLetter, ErrorKind};
 
 /// `[sources.NAME] type = "redis"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSourceConfig {
     #[serde(rename = "type")]
@@ -80,6 +80,7 @@ pub struct RedisSourceConfig {
     /// With `partitions`: how long a process may stay silent before the
     /// others take its partitions.
     #[serde(default = "default_member_ttl", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub member_ttl: Duration,
     /// Where an event without `timestamp` has its time (see `base::timestamp`).
     #[serde(default)]
@@ -118,20 +119,24 @@ pub struct RedisSourceConfig {
     pub count: Option<usize>,
     /// Longest a read waits for new entries.
     #[serde(default = "default_block", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub block: Duration,
     /// Where a new group starts: `"$"` (new entries only) or `"0"` (all).
     #[serde(default = "default_start")]
     pub start: String,
     /// Deliveries after which an entry is dead-lettered.
     #[serde(default = "default_max_deliveries")]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_deliveries: u64,
     /// Idle time after which another consumer's pending entries are taken.
     #[serde(default = "default_claim_idle", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub claim_idle: Duration,
     /// Other consumers of the group idle this long with nothing pending are
     /// removed (`XGROUP DELCONSUMER`), so dead ones do not pile up; `"0s"`
     /// keeps them.
     #[serde(default = "default_remove_idle_consumers", with = "duration")]
+    #[schemars(with = "crate::base::settings::schema::Duration")]
     pub remove_idle_consumers: Duration,
     /// `XDEL` entries once acknowledged.
     #[serde(default)]

@@ -39,7 +39,7 @@ use crate::base::settings::{
 use crate::source::http::listener::Acceptor;
 
 /// Which transport the source listens on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -48,7 +48,7 @@ pub enum Mode {
 }
 
 /// `[sources.NAME] type = "syslog"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogConfig {
     #[serde(rename = "type")]
@@ -60,9 +60,12 @@ pub struct SyslogConfig {
     pub mode: Mode,
     /// Longest message: a longer one goes to the dead letters, cut here.
     #[serde(default = "default_max_line", with = "size")]
+    #[schemars(with = "crate::base::settings::schema::Size")]
+    #[schemars(range(min = 64, max = 16 << 20))]
     pub max_line: usize,
     /// Most TCP connections open at once; others are closed at once.
     #[serde(default = "super::http::default_max_connections")]
+    #[schemars(range(min = 1, max = 65536))]
     pub max_connections: usize,
     /// TCP over TLS: `tls = { cert_file, key_file, client_ca_file }`.
     #[serde(default)]
