@@ -216,6 +216,36 @@ fn taplo_checks_every_pipeline_and_docs_example() {
     if let Err(out) = taplo_check(&files) {
         panic!("taplo refuses pipeline files or docs examples (a docs example's file is named FILE.md-line-N):\n{out}");
     }
+    // And sluice reads each the same way (keys, types, bounds; the graph
+    // and the plugins' configs need the whole pipeline, which the
+    // pipelines' own tests run).
+    // An example showing only sources gets a sink, and one showing only
+    // sinks a source; variables are set to a placeholder.
+    let mut refused = Vec::new();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("redis-password"), "secret\n").unwrap();
+    let env = |name: &str| match name {
+        "CREDENTIALS_DIRECTORY" => Some(creds.display().to_string()),
+        _ => Some(std::env::var(name).unwrap_or_else(|_| "example".into())),
+    };
+    for file in &files {
+        let mut text = std::fs::read_to_string(file).unwrap();
+        if !text.contains("[sources.") {
+            text.push_str("\n[sources.docs_in]\ntype = \"generate\"\ncount = 1\n");
+        }
+        if !text.contains("[sinks.") {
+            text.push_str("\n[sinks.docs_out]\ntype = \"stdout\"\ninputs = [\"docs_in\"]\n");
+        }
+        if let Err(e) = sluice::config::PipelineConfig::parse_with_env(file, &text, &env) {
+            refused.push(e.to_string());
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "sluice refuses:\n{}",
+        refused.join("\n")
+    );
 }
 
 #[test]
@@ -232,7 +262,10 @@ fn taplo_reports_a_wrong_key_a_wrong_type_and_a_value_out_of_bounds() {
     for (name, text, says) in [
         (
             "key.toml",
-            good.replace("path = \"out.log\"", "path = \"out.log\"\nrotate_sise = \"10MiB\""),
+            good.replace(
+                "path = \"out.log\"",
+                "path = \"out.log\"\nrotate_sise = \"10MiB\"",
+            ),
             "rotate_sise",
         ),
         (
@@ -247,7 +280,10 @@ fn taplo_reports_a_wrong_key_a_wrong_type_and_a_value_out_of_bounds() {
         ),
         (
             "kind.toml",
-            good.replace("type = \"file\"\npath = \"app.log\"", "type = \"fiel\"\npath = \"app.log\""),
+            good.replace(
+                "type = \"file\"\npath = \"app.log\"",
+                "type = \"fiel\"\npath = \"app.log\"",
+            ),
             "\"fiel\" is not one of",
         ),
     ] {
@@ -373,18 +409,21 @@ fn every_link_in_the_docs_resolves() {
 }
 
 fn rel(p: &Path) -> String {
-    p.strip_prefix(root())
-        .unwrap_or(p)
-        .display()
-        .to_string()
+    p.strip_prefix(root()).unwrap_or(p).display().to_string()
 }
 
 #[test]
 fn the_readme_is_what_a_newcomer_reads_first() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let lines = readme.lines().count();
-    assert!(lines <= 300, "README.md has {lines} lines: the reference belongs in docs/");
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines: the reference belongs in docs/"
+    );
     for page in ["docs/reference.md", "docs/configuration.md"] {
-        assert!(readme.contains(page.trim_start_matches("docs/")), "README does not point at {page}");
+        assert!(
+            readme.contains(page.trim_start_matches("docs/")),
+            "README does not point at {page}"
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 /// What a declared metric measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricType {
     /// Events (or the sum of a field's values), only ever rising.

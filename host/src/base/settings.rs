@@ -577,7 +577,9 @@ fn default_buffer_size() -> usize {
 }
 
 /// What a full disk buffer does with new events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Take nothing more until there is room: backpressure reaches the

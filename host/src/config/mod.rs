@@ -33,7 +33,9 @@ use crate::sink::{Sink, SinkConfig};
 use crate::source::{Source, SourceConfig};
 
 /// What a transform does with an event that makes its plugin fail.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Send it to `_dead_letters` with the plugin, version and error.

@@ -453,9 +453,7 @@ fn type_of(schema: &Value) -> String {
     match ty.as_str() {
         "array" => format!(
             "array of {}",
-            schema
-                .get("items")
-                .map_or("any".to_string(), type_of)
+            schema.get("items").map_or("any".to_string(), type_of)
         ),
         "object" => match schema.get("additionalProperties") {
             Some(v @ Value::Object(_)) => format!("table of {}", type_of(v)),

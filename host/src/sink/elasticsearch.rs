@@ -26,7 +26,9 @@ use crate::base::event::{push_json_str, scalar_text, top_fields};
 use crate::base::settings::{BuildContext, BuildError};
 
 /// The bulk action of every document.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Add or replace the document.

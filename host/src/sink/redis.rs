@@ -59,7 +59,9 @@ enum Left {
 }
 
 /// How an event is laid out in a stream entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// One field (`field`, default `event`) holding the JSON.

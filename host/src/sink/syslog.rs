@@ -33,7 +33,9 @@ use crate::delivery::{Backoff, Breaker};
 use crate::source::syslog::parse::{facility_of, severity_of, FACILITIES, SEVERITIES};
 
 /// How frames are told apart on TCP.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Framing {
     /// RFC 6587 octet counting: `LEN SP MSG`.

@@ -128,7 +128,9 @@ impl MemoryConfig {
 }
 
 /// How a line-oriented source reads its lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// JSON objects as they are; any other line as `{"message": line}`.

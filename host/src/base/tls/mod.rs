@@ -36,7 +36,9 @@ use super::settings::{BuildContext, BuildError};
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The oldest TLS version a listener accepts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.2")]

@@ -10,7 +10,9 @@ use super::template::{time_of, Part, Template, Zone};
 use crate::base::event::{top_fields, value_text};
 
 /// `format = ...` of a file sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LineFormat {
     /// The event as it is: one JSON object per line.

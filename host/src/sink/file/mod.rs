@@ -36,7 +36,9 @@ pub use template::{DateFrom, Part, PathTemplate, Template, Zone};
 
 /// When written data is forced to disk, and so when sources hear that it is
 /// delivered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sync {
     /// Leave it to the OS (data survives a crash of sluice, not of the machine).

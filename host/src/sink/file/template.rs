@@ -238,7 +238,17 @@ impl<'de> serde::Deserialize<'de> for Zone {
 }
 
 /// `date_from` of a file sink: which time its `{%...}` parts show.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DateFrom {
     /// When the line is written (the default).

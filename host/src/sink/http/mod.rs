@@ -27,7 +27,9 @@ use crate::base::settings::{bounded, BuildContext, BuildError};
 use crate::delivery::Breaker;
 
 /// How a request's events are laid out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// One event per line (`application/x-ndjson`).

@@ -28,7 +28,9 @@ use crate::base::settings::{
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Where a file found at start without a checkpoint is read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadFrom {
     #[default]
@@ -39,7 +41,9 @@ pub enum ReadFrom {
 }
 
 /// What happens to a line longer than `max_line`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum LongLines {
     /// Its first `max_line` bytes become the event; the rest is skipped.

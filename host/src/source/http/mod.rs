@@ -49,7 +49,9 @@ use crate::base::settings::{
 };
 
 /// When the source answers a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// Once the events are queued in the pipeline.
@@ -60,7 +62,9 @@ pub enum AckMode {
 }
 
 /// How request bodies are read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyFormat {
     /// JSON object, array of objects, or NDJSON (and forms).

@@ -5,7 +5,9 @@
 use super::*;
 
 /// Built-in rules for the traces of common runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// Python tracebacks (with chained exceptions), as `logging.exception`
