@@ -427,3 +427,75 @@ fn the_readme_is_what_a_newcomer_reads_first() {
         );
     }
 }
+
+/// Every key in the schema has a description (its doc comment), so the
+/// reference says what each key does: a key added without one fails here.
+#[test]
+fn every_key_is_documented() {
+    let schema = sluice::config::schema::pipeline();
+    let defs = schema["$defs"].as_object().unwrap();
+    // Its own description, or that of the table it refers to (an
+    // optional table is `anyOf: [ref, null]`).
+    let described = |v: &Value| -> bool {
+        let has = |v: &Value| {
+            v["description"]
+                .as_str()
+                .is_some_and(|d| !d.trim().is_empty())
+        };
+        let by_ref = |v: &Value| {
+            v["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .and_then(|n| defs.get(n))
+                .is_some_and(has)
+        };
+        has(v)
+            || by_ref(v)
+            || v["anyOf"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|b| by_ref(b)))
+    };
+    let mut missing = Vec::new();
+    let mut check = |at: &str, object: &Value| {
+        if let Some(props) = object["properties"].as_object() {
+            for (key, v) in props {
+                if !described(v) {
+                    missing.push(format!("{at}.{key}"));
+                }
+            }
+        }
+        for variant in object["oneOf"].as_array().into_iter().flatten() {
+            if let Some(props) = variant["properties"].as_object() {
+                for (key, v) in props {
+                    if key != "type" && !described(v) {
+                        missing.push(format!("{at}.{key}"));
+                    }
+                }
+            }
+        }
+    };
+    check("(top level)", &schema);
+    for section in ["sources", "sinks"] {
+        for branch in schema["properties"][section]["additionalProperties"]["allOf"]
+            .as_array()
+            .unwrap()
+        {
+            let kind = branch["if"]["properties"]["type"]["const"]
+                .as_str()
+                .unwrap();
+            check(&format!("{section} type = {kind}"), &branch["then"]);
+        }
+    }
+    check(
+        "[metrics.NAME]",
+        &schema["properties"]["metrics"]["additionalProperties"],
+    );
+    for (name, def) in defs {
+        check(name, def);
+    }
+    assert!(
+        missing.is_empty(),
+        "keys without a doc comment (the reference would say nothing of them):\n{}",
+        missing.join("\n")
+    );
+}

@@ -85,9 +85,11 @@ pub struct TransformConfig {
     #[serde(default = "default_instances")]
     #[schemars(range(min = 1, max = 1000))]
     pub instances: u32,
+    /// Tables one plugin instance may make.
     #[serde(default = "default_tables")]
     #[schemars(range(min = 1, max = 10_000))]
     pub tables: u32,
+    /// Memories one plugin instance may make.
     #[serde(default = "default_memories")]
     #[schemars(range(min = 1, max = 100))]
     pub memories: u32,
@@ -234,9 +236,12 @@ impl AdminConfig {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestConfig {
+    /// The test's name, printed by `sluice test`.
     pub name: String,
+    /// Events fed to sources.
     #[serde(default)]
     pub inputs: Vec<TestInput>,
+    /// What must come out of components.
     #[serde(default)]
     pub outputs: Vec<TestOutput>,
 }
@@ -245,6 +250,7 @@ pub struct TestConfig {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestInput {
+    /// The source the events enter at.
     pub source: String,
     /// Events as tables.
     #[serde(default)]
@@ -259,6 +265,8 @@ pub struct TestInput {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestOutput {
+    /// The component (a source, transform, route output such as
+    /// `router.errors`, or sink) whose output is checked.
     pub component: String,
     /// Exactly these events, in order; fields the expected event lacks
     /// (such as `timestamp`) are not compared.
@@ -277,14 +285,19 @@ pub struct TestOutput {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestCondition {
+    /// The field (a dotted path).
     pub field: String,
+    /// It equals this value.
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Value>")]
     pub equals: Option<toml::Value>,
+    /// It is a string containing this text.
     #[serde(default)]
     pub contains: Option<String>,
+    /// It is not a string containing this text.
     #[serde(default)]
     pub not_contains: Option<String>,
+    /// It is present (`true`) or absent (`false`).
     #[serde(default)]
     pub exists: Option<bool>,
 }

@@ -114,7 +114,10 @@ fn family(
         .map(|(kind, schema)| {
             let mut then = schema.to_value();
             if let Some(props) = then.get_mut("properties").and_then(Value::as_object_mut) {
-                props.insert("type".into(), serde_json::json!({ "const": kind }));
+                props.insert(
+                    "type".into(),
+                    serde_json::json!({ "const": kind, "description": format!("The kind: `{kind}`.") }),
+                );
                 for (key, s) in shared {
                     props.insert((*key).into(), s.clone().to_value());
                 }

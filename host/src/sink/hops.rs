@@ -22,6 +22,7 @@ use crate::base::timestamp::{parse_json, TimeFormat};
 pub struct HopsConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
+    /// Components whose events this sink reads.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,

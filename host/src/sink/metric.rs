@@ -36,6 +36,7 @@ use crate::base::settings::{BuildContext, BuildError, TypeTag};
 pub struct MetricConfig {
     #[serde(rename = "type")]
     _type: TypeTag,
+    /// Components whose events this sink reads.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,

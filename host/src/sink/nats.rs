@@ -58,11 +58,14 @@ pub struct NatsSinkConfig {
     #[serde(default = "default_ack_timeout", with = "duration")]
     #[schemars(with = "crate::base::settings::schema::Duration")]
     pub ack_timeout: Duration,
+    /// How to authenticate: `{ user, password_env }`, `{ token_env }`,
+    /// `{ nkey_env }` or `{ creds_file }`.
     #[serde(default)]
     pub auth: Option<NatsAuth>,
     /// TLS: `{ ca_file, cert_file, key_file, verify }`.
     #[serde(default)]
     pub tls: Option<crate::base::tls::ClientTls>,
+    /// Components whose events this sink reads.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,

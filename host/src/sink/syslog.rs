@@ -70,12 +70,15 @@ pub struct SyslogSinkConfig {
     #[serde(default = "default_retry_for", with = "duration")]
     #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_for: Duration,
+    /// A sink (by name) that takes what could not be delivered within
+    /// `retry_for`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub fallback: Option<Spanned<String>>,
     /// TCP over TLS: `{ ca_file, cert_file, key_file, server_name, verify }`.
     #[serde(default)]
     pub tls: Option<crate::base::tls::ClientTls>,
+    /// Components whose events this sink reads.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub inputs: Vec<Spanned<String>>,

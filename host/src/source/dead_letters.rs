@@ -41,6 +41,8 @@ pub struct DeadLettersSourceConfig {
     #[serde(default = "default_retry_after", with = "duration")]
     #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_after: Duration,
+    /// How many times a record is sent through again before it is left in
+    /// the dead letters.
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_attempts: u64,

@@ -93,6 +93,8 @@ pub struct NatsSourceConfig {
     /// Where an event without `timestamp` has its time.
     #[serde(default)]
     pub timestamp: Option<crate::base::timestamp::TimestampRules>,
+    /// How to authenticate: `{ user, password_env }`, `{ token_env }`,
+    /// `{ nkey_env }` or `{ creds_file }`.
     #[serde(default)]
     pub auth: Option<NatsAuth>,
     /// TLS: `{ ca_file, cert_file, key_file, verify }`.

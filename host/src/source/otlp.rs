@@ -50,6 +50,7 @@ pub struct OtlpSourceConfig {
     #[serde(default = "super::http::default_max_in_flight", with = "size")]
     #[schemars(with = "crate::base::settings::schema::Size")]
     pub max_in_flight: usize,
+    /// Most connections open at once; more wait to be accepted.
     #[serde(default = "super::http::default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "super::http::default_read_timeout", with = "duration")]

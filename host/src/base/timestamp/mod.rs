@@ -61,6 +61,7 @@ impl<'de> Deserialize<'de> for TimeFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampRule {
+    /// The field holding the time (a dotted path reaches into objects).
     pub field: String,
     #[serde(default)]
     pub format: TimeFormat,

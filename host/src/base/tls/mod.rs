@@ -73,6 +73,7 @@ pub struct ClientTls {
     /// A client certificate and its key, for servers that ask for one.
     #[serde(default)]
     pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// The name the server's certificate must hold, when it is not the

@@ -45,11 +45,15 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Where notifications are posted.
     pub url: String,
     #[serde(default)]
     pub format: WebhookFormat,
+    /// Headers sent with each notification.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Authentication: `{ bearer_env = "VAR" }` or `{ user = "...",
+    /// password_env = "VAR" }` (the secrets from the environment).
     #[serde(default)]
     pub auth: Option<Auth>,
     #[serde(default = "default_timeout", with = "duration")]
@@ -90,9 +94,12 @@ pub struct EmailConfig {
     /// Login user; the password comes from `$password_env`.
     #[serde(default)]
     pub user: Option<String>,
+    /// An environment variable holding the SMTP password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// The sender, `name <address>` or an address.
     pub from: String,
+    /// The recipients.
     pub to: Vec<String>,
     #[serde(default = "default_timeout", with = "duration")]
     #[schemars(with = "crate::base::settings::schema::Duration")]

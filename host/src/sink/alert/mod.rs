@@ -74,8 +74,10 @@ pub struct AlertConfig {
     #[serde(default = "default_retry_for", with = "duration")]
     #[schemars(with = "crate::base::settings::schema::Duration")]
     pub retry_for: Duration,
+    /// A webhook notifications are posted to (Slack's format or JSON).
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// An SMTP server and the addresses notifications are mailed to.
     #[serde(default)]
     pub email: Option<EmailConfig>,
 }

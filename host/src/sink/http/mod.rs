@@ -67,6 +67,8 @@ macro_rules! network_sink_config {
             /// More request headers.
             #[serde(default)]
             pub headers: std::collections::BTreeMap<String, String>,
+            /// Authentication: `{ bearer_env = "VAR" }` or `{ user = "...",
+            /// password_env = "VAR" }` (the secrets from the environment).
             #[serde(default)]
             pub auth: Option<$crate::sink::http::core::Auth>,
             /// Longest wait for an answer to one request.

@@ -136,6 +136,8 @@ pub struct HttpConfig {
     /// request must carry (`Authorization: Bearer ...`).
     #[serde(default)]
     pub auth_token_env: Option<String>,
+    /// Answers browsers' CORS preflight requests and marks answers for the
+    /// origins listed, so a web page may post its logs.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
     /// Most events one request may carry (`413` beyond): a bound on what

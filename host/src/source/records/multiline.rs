@@ -32,12 +32,15 @@ pub struct MultilineConfig {
     /// one.
     #[serde(default, rename = "continue")]
     pub continue_: Option<String>,
+    /// A ready-made rule: `python` (tracebacks), `java` (stack traces with
+    /// `at`, `Caused by:`, `...`) or `go` (panics and goroutine dumps).
     #[serde(default)]
     pub preset: Option<Preset>,
     /// A record is let go after this long without a line added.
     #[serde(default = "default_timeout", with = "duration")]
     #[schemars(with = "crate::base::settings::schema::Duration")]
     pub timeout: Duration,
+    /// Most lines in one record; a longer record is let go at this many.
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
     /// Most bytes of one record (default: the source's `max_line`).

@@ -88,6 +88,8 @@ pub struct RedisSourceConfig {
     /// The stream read through `group` (or give `list`).
     #[serde(default)]
     pub stream: String,
+    /// The consumer group (created if missing): the processes of one group
+    /// share the stream's entries.
     #[serde(default)]
     pub group: String,
     /// A Redis list that applications `RPUSH` to, read as a reliable queue
