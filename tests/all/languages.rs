@@ -701,3 +701,48 @@ fn typescript_errors_point_at_the_ts_line() {
     let want = format!("Error: no errors here (check@plugin.ts:{throw_line})");
     assert!(printed.contains(&want), "{want} in {printed}");
 }
+
+/// #48: a project's `config.schema.json` goes into its component (a custom
+/// section `sluice plugin build` appends), where `sluice schema --plugin`
+/// finds it; the component still loads and runs.
+#[test]
+fn a_project_ships_its_config_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("schemed");
+    new_project(&dir, "schemed", "js");
+    let schema = serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "min_level": { "type": "string", "description": "Keep events at this level or above." }
+        }
+    });
+    std::fs::write(dir.join("config.schema.json"), schema.to_string()).unwrap();
+    ok(sluice().args(["plugin", "build"]).arg(&dir));
+    let wasm = dir.join("schemed.wasm");
+    let out = sluice()
+        .args(["schema", "--plugin"])
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shipped, schema);
+    let out = sluice()
+        .args(["plugin", "test"])
+        .arg(&dir)
+        .args(["--config", r#"{"min_level":"warn"}"#, "--expect"])
+        .arg(dir.join("test/expected.jsonl"))
+        .stdin(std::fs::File::open(dir.join("test/events.jsonl")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

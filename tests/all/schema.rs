@@ -102,6 +102,38 @@ fn the_committed_schema_and_reference_are_made_from_the_code() {
     assert_eq!(printed, schema);
 }
 
+/// `sluice schema --plugin` prints what a component ships, and says so
+/// when it ships nothing.
+#[test]
+fn a_plugin_ships_its_config_schema() {
+    let out = sluice()
+        .args(["schema", "--plugin", "mask"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mask: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(mask["properties"]["detect"]["description"].is_string());
+    assert_eq!(mask["additionalProperties"], false);
+    // The pipeline schema checks `config` of `plugin = "mask"` with it.
+    let schema = sluice::config::schema::pipeline();
+    let branches = schema["properties"]["transforms"]["additionalProperties"]["allOf"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = branches[1..]
+        .iter()
+        .map(|b| b["if"]["properties"]["plugin"]["const"].as_str().unwrap())
+        .collect();
+    let bundled: Vec<&str> = sluice::plugin::bundled::names().collect();
+    assert_eq!(names, bundled);
+    // A component without the section (a test plugin) is told so.
+    let out = sluice()
+        .args(["schema", "--plugin", crate::SAMPLE])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ships no config schema"));
+}
+
 #[test]
 fn the_schema_knows_every_kind_and_key_docs() {
     use sluice::base::settings::Tagged;
@@ -248,8 +280,8 @@ fn taplo_checks_every_pipeline_and_docs_example() {
     );
 }
 
-#[test]
-fn taplo_reports_a_wrong_key_a_wrong_type_and_a_value_out_of_bounds() {
+#[tokio::test]
+async fn taplo_reports_a_wrong_key_a_wrong_type_and_a_value_out_of_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let good = "[sources.app]\ntype = \"file\"\npath = \"app.log\"\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"app\"]\npath = \"out.log\"\n";
     let write = |name: &str, text: &str| -> PathBuf {
@@ -279,6 +311,11 @@ fn taplo_reports_a_wrong_key_a_wrong_type_and_a_value_out_of_bounds() {
             "less than the minimum",
         ),
         (
+            "plugin_config.toml",
+            format!("{good}\n[transforms.mask]\nplugin = \"mask\"\ninputs = [\"app\"]\nconfig = {{ detekt = [\"email\"] }}\n"),
+            "detekt",
+        ),
+        (
             "kind.toml",
             good.replace(
                 "type = \"file\"\npath = \"app.log\"",
@@ -290,8 +327,14 @@ fn taplo_reports_a_wrong_key_a_wrong_type_and_a_value_out_of_bounds() {
         let bad = write(name, &text);
         let out = taplo_check(&[bad]).expect_err(name);
         assert!(out.contains(says), "{name}: taplo said:\n{out}");
-        // And sluice refuses it too.
-        assert!(parse(dir.path(), &text).is_err(), "{name}: sluice took it");
+        // And sluice refuses it too (a plugin's config when it loads it).
+        let refused = match parse(dir.path(), &text) {
+            Err(_) => true,
+            Ok(config) => sluice::topology::plan(config, crate::util::runtime())
+                .await
+                .is_err(),
+        };
+        assert!(refused, "{name}: sluice took it");
     }
 }
 
@@ -449,11 +492,7 @@ fn every_key_is_documented() {
                 .and_then(|n| defs.get(n))
                 .is_some_and(has)
         };
-        has(v)
-            || by_ref(v)
-            || v["anyOf"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|b| by_ref(b)))
+        has(v) || by_ref(v) || v["anyOf"].as_array().is_some_and(|a| a.iter().any(by_ref))
     };
     let mut missing = Vec::new();
     let mut check = |at: &str, object: &Value| {

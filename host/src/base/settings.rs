@@ -357,10 +357,9 @@ pub mod schema {
     /// One test on one field: exactly one of `equals`, `one_of`,
     /// `contains`, `exists` or a range (`gt`, `gte`, `lt`, `lte`, alone
     /// or together).
-    ///
-    /// `sluice_common::cond::Condition` as the schema shows it (the shared
-    /// crate depends on serde only); [`same_condition`] does not compile
-    /// if a key is added there and not here.
+    // `sluice_common::cond::Condition` as the schema shows it (the shared
+    // crate depends on serde only); `same_condition` does not compile if a
+    // key is added there and not here.
     #[derive(JsonSchema)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]

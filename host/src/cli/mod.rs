@@ -119,6 +119,10 @@ pub enum Command {
         /// The reference of every key as Markdown instead.
         #[arg(long)]
         markdown: bool,
+        /// Print the config schema a plugin component ships instead (a
+        /// bundled plugin's name or a `.wasm` file).
+        #[arg(long, conflicts_with = "markdown")]
+        plugin: Option<String>,
     },
 }
 
@@ -271,7 +275,26 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(command) => dead_letters::main(command).await,
         Command::DecryptFields(args) => decrypt_fields::main(args),
         Command::Buffer(command) => buffer_main(command),
-        Command::Schema { markdown } => {
+        Command::Schema {
+            plugin: Some(plugin),
+            ..
+        } => {
+            let wasm = match crate::plugin::bundled::get(&plugin) {
+                Some(bytes) => bytes.to_vec(),
+                None => std::fs::read(&plugin).with_context(|| format!("reading {plugin}"))?,
+            };
+            let schema = crate::plugin::sections::config_schema(&wasm).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{plugin} ships no config schema (a custom section `{}` holding JSON; \
+                     Rust plugins add it with `sluice_plugin::config_schema!`)",
+                    crate::plugin::sections::CONFIG_SCHEMA
+                )
+            })?;
+            let text = serde_json::to_string_pretty(&schema)? + "\n";
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+            Ok(())
+        }
+        Command::Schema { markdown, .. } => {
             let schema = crate::config::schema::pipeline();
             let text = if markdown {
                 crate::config::schema::markdown(&schema)

@@ -52,8 +52,9 @@ pub enum OnError {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
-    /// A bundled plugin's name (`filter`, `route`, `mask`, `remap`, `encrypt`) or a path to a
-    /// `.wasm` component, relative to the pipeline file.
+    /// A bundled plugin's name (`filter`, `route`, `mask`, `remap`,
+    /// `encrypt`, `parse`, `throttle`, `dedup`) or a path to a `.wasm`
+    /// component, relative to the pipeline file.
     #[schemars(with = "String")]
     pub plugin: Spanned<String>,
     /// Components whose output this transform reads.
@@ -98,7 +99,7 @@ pub struct TransformConfig {
     pub metrics: Option<crate::base::metrics::FieldMetricsConfig>,
     /// Instances of the plugin working on consecutive batches, each on a
     /// thread of its own (output kept in batch order). Default: the
-    /// machine's cores, at most [`AUTO_CONCURRENCY_MAX`]; 1 for a plugin
+    /// machine's cores, at most 4 ([`AUTO_CONCURRENCY_MAX`]); 1 for a plugin
     /// that must see every event itself (counters across events).
     #[serde(default)]
     #[schemars(range(min = 1, max = 64))]

@@ -63,7 +63,7 @@ pub fn pipeline() -> Value {
             "transforms": {
                 "description": "`[transforms.NAME]`: a wasm plugin over the events of its inputs.",
                 "type": "object",
-                "additionalProperties": generator.subschema_for::<TransformConfig>()
+                "additionalProperties": transform(&mut generator)
             },
             "sinks": {
                 "description": "`[sinks.NAME]`: where events go.",
@@ -137,6 +137,37 @@ fn family(
         },
         "allOf": branches
     })
+}
+
+/// `[transforms.NAME]`: its keys, and for a bundled plugin its `config`
+/// checked against the schema the plugin ships in its component
+/// (`sluice_plugin::config_schema!`).
+fn transform(generator: &mut SchemaGenerator) -> Value {
+    let branches: Vec<Value> = crate::plugin::bundled::names()
+        .filter_map(|name| {
+            let wasm = crate::plugin::bundled::get(name)?;
+            let config = crate::plugin::sections::config_schema(wasm)?;
+            Some(serde_json::json!({
+                "if": { "properties": { "plugin": { "const": name } }, "required": ["plugin"] },
+                "then": { "properties": { "config": config } }
+            }))
+        })
+        .collect();
+    // The type's own `$ref` as one member of the `allOf` (validators of
+    // older drafts, Taplo's among them, ignore what sits beside a `$ref`).
+    let mut all = vec![generator.subschema_for::<TransformConfig>().to_value()];
+    all.extend(branches);
+    serde_json::json!({ "allOf": all })
+}
+
+/// The config schemas of the bundled plugins, by name.
+pub fn bundled_plugin_configs() -> Vec<(&'static str, Value)> {
+    crate::plugin::bundled::names()
+        .filter_map(|name| {
+            let wasm = crate::plugin::bundled::get(name)?;
+            Some((name, crate::plugin::sections::config_schema(wasm)?))
+        })
+        .collect()
 }
 
 /// `[metrics.NAME]`: a `metric` sink whose `type` is the metric's kind.
@@ -245,7 +276,15 @@ pub fn markdown(schema: &Value) -> String {
         .get("transforms")
         .and_then(|s| s.get("additionalProperties"))
     {
-        let t = resolve(t, defs);
+        // The transform's own keys (a `$ref`), then a branch per plugin.
+        let all = t
+            .get("allOf")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let own = all.first().cloned().unwrap_or_default();
+        let branches = all.get(1..).unwrap_or_default().to_vec();
+        let t = resolve(&own, defs);
         if let Some(d) = t.get("description").and_then(Value::as_str) {
             out.push_str(&paragraph(d));
             out.push_str("\n\n");
@@ -256,6 +295,26 @@ pub fn markdown(schema: &Value) -> String {
             .and_then(Value::as_object)
             .unwrap_or(&empty);
         table(&mut out, tprops, &required, defs, &[]);
+        out.push_str(
+            "\nThe bundled plugins' `config` keys, from the schema each ships in its component:\n",
+        );
+        for branch in branches {
+            let name = branch
+                .pointer("/if/properties/plugin/const")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let config = branch
+                .pointer("/then/properties/config")
+                .cloned()
+                .unwrap_or_default();
+            out.push_str(&format!("\n### `plugin = \"{name}\"`\n\n"));
+            let required = strings(config.get("required"));
+            let cprops = config
+                .get("properties")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            table(&mut out, cprops, &required, defs, &[]);
+        }
     }
     out.push_str("\n## Declared metrics\n\n");
     if let Some(m) = props

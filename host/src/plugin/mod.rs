@@ -15,6 +15,7 @@ pub mod cache;
 pub mod capture;
 pub mod loader;
 pub mod runtime;
+pub mod sections;
 
 pub use runtime::{
     alone, plugin_reason, verdicts, CallError, LoadedPlugin, PluginError, PluginLimits, Runtime,

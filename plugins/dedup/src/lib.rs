@@ -41,15 +41,22 @@ use serde::Deserialize;
 use sluice_plugin::{export_plugin, log, Config, Event, LogLevel, Plugin, Verdict};
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct DedupConfig {
+    /// What makes a repeat: these fields (dotted); none: every field but
+    /// `timestamp`.
     #[serde(default)]
     fields: Vec<String>,
+    /// How long a value is remembered: `"10s"`.
     window: String,
+    /// What passes of a window.
     #[serde(default)]
     emit: Emit,
+    /// With `first_with_count`: the field the count goes in.
     #[serde(default = "default_count_field")]
     count_field: String,
+    /// Values remembered; the least recently seen are forgotten beyond it.
     #[serde(default = "default_max_entries")]
     max_entries: usize,
 }
@@ -63,6 +70,7 @@ fn default_max_entries() -> usize {
 
 /// What passes of a window.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 enum Emit {
     /// The first event, as it is.
@@ -251,8 +259,21 @@ impl Plugin for Dedup {
 
 export_plugin!(Dedup);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::DedupConfig>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
 
     fn dedup(config: &str) -> Dedup {

@@ -27,14 +27,18 @@ use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
 pub use sluice_common::sealed::{find, PREFIX};
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// Fields to encrypt: names or dotted paths (`user.email`).
     fields: Vec<String>,
+    /// The age recipients (`age1...` public keys): a list, or a text of
+    /// one per line (`"${file:recipients.txt}"`).
     recipients: Recipients,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum Recipients {
     List(Vec<String>),
@@ -141,8 +145,21 @@ impl Plugin for Encrypt {
 
 export_plugin!(Encrypt);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::Settings>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
     use age::secrecy::ExposeSecret;
     use std::io::Read;

@@ -15,17 +15,26 @@ use sluice_plugin::{export_plugin, Config, Event, Level, Plugin, Verdict};
 
 /// The filter's configuration, and the filter itself.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct FilterConfig {
+    /// Keep events at this level or above: trace, debug, info, notice,
+    /// warn, error, fatal (any library's spelling or number).
     #[serde(default)]
     min_level: Option<String>,
+    /// The field (dotted) holding the level.
     #[serde(default = "default_level_field")]
     level_field: String,
+    /// What happens to an event without a readable level.
     #[serde(default)]
     missing_level: MissingLevel,
+    /// How `conditions` combine: `all` or `any`.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "sluice_plugin::schema::Mode"))]
     mode: Mode,
+    /// Field conditions an event must meet (with `min_level`, both apply).
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Vec<sluice_plugin::schema::Condition>"))]
     conditions: Vec<Condition>,
 }
 
@@ -34,10 +43,13 @@ fn default_level_field() -> String {
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 enum MissingLevel {
+    /// Kept (the default).
     #[default]
     Keep,
+    /// Dropped.
     Drop,
 }
 
@@ -106,8 +118,21 @@ impl Plugin for Filter {
 
 export_plugin!(Filter);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::FilterConfig>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
     use sluice_plugin::{action, process_batch};
 

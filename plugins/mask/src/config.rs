@@ -4,18 +4,27 @@
 use super::*;
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MaskConfig {
+    /// The detectors: email, ipv4, ipv6, card, iban, jwt, bearer, mac
+    /// (default: all but mac).
     #[serde(default)]
     pub(crate) detect: Option<Vec<String>>,
+    /// One replacement for every detector (default: `[email]`, `[ipv4]`...).
     #[serde(default)]
     pub(crate) text: Option<String>,
+    /// A key for keyed hashes instead (`[email:3fa2c41b9e0d]`): equal
+    /// values stay correlatable.
     #[serde(default)]
     pub(crate) hash_key: Option<String>,
+    /// Fields never masked.
     #[serde(default = "default_skip")]
     pub(crate) skip_fields: Vec<String>,
+    /// Only these fields (dotted); default: every string, nested too.
     #[serde(default)]
     pub(crate) fields: Vec<String>,
+    /// Detectors of your own: `{ name, regex }`.
     #[serde(default)]
     pub(crate) patterns: Vec<PatternConfig>,
 }
@@ -28,10 +37,14 @@ pub(crate) fn default_skip() -> Vec<String> {
         .to_vec()
 }
 
+/// A detector of your own.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatternConfig {
+    /// Its name, in the replacement (`[order]`).
     pub(crate) name: String,
+    /// What it matches (the `regex` crate's syntax).
     pub(crate) regex: String,
 }
 

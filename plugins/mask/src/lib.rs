@@ -563,8 +563,21 @@ impl Plugin for Mask {
 
 export_plugin!(Mask);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::config::MaskConfig>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
 
     fn mask(config: &str) -> Mask {

@@ -39,6 +39,7 @@ use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
 use scan::{Fields, Val};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     NginxCombined,
@@ -114,29 +115,47 @@ impl<'de> Deserialize<'de> for Type {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct Settings {
+    /// The field (dotted) holding the text.
     #[serde(default = "default_field")]
     field: String,
+    /// How the text is read.
     format: Format,
+    /// Where the fields go: the event's root (default) or this field
+    /// (dotted).
     #[serde(default)]
     target: Option<String>,
+    /// Fields typed: `int`, `float`, `bool`, `string`, or
+    /// `timestamp:FORMAT` (strftime; to RFC 3339).
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "BTreeMap<String, schema_types::Type>"))]
     types: BTreeMap<String, Type>,
+    /// An event whose field does not parse: `keep`, `drop`,
+    /// `dead_letter`, or `route:NAME`.
     #[serde(default = "default_on_error")]
+    #[cfg_attr(test, schemars(with = "schema_types::OnError"))]
     on_error: OnError,
+    /// With `regex` (named captures) or `grok`: the pattern.
     #[serde(default)]
     pattern: Option<String>,
+    /// Several patterns, tried in order.
     #[serde(default)]
     patterns: Vec<String>,
+    /// With `grok`: patterns of your own, by name.
     #[serde(default)]
     grok_patterns: BTreeMap<String, String>,
+    /// With `csv`: the columns' names.
     #[serde(default)]
     columns: Vec<String>,
+    /// With `csv`: the delimiter.
     #[serde(default = "default_delimiter")]
     delimiter: char,
+    /// With `kv`: between pairs.
     #[serde(default = "default_pair")]
     pair_separator: char,
+    /// With `kv`: between a key and its value.
     #[serde(default = "default_value")]
     value_separator: char,
     /// Longest text parsed; a longer field is an error (bounded work).
@@ -599,8 +618,21 @@ impl Plugin for Parse {
 
 export_plugin!(Parse);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::Settings>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -770,5 +802,46 @@ mod tests {
             .unwrap()
             .clone();
         assert!(p.apply(&mut obj).unwrap_err().contains("max_length"));
+    }
+}
+
+/// `on_error` and `types` as the schema shows them (both are read from
+/// strings by hand).
+#[cfg(test)]
+mod schema_types {
+    use std::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    pub struct OnError;
+
+    impl JsonSchema for OnError {
+        fn schema_name() -> Cow<'static, str> {
+            "OnError".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "anyOf": [
+                    { "enum": ["keep", "drop", "dead_letter"] },
+                    { "type": "string", "pattern": "^route:.+" }
+                ]
+            })
+        }
+    }
+
+    pub struct Type;
+
+    impl JsonSchema for Type {
+        fn schema_name() -> Cow<'static, str> {
+            "Type".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "anyOf": [
+                    { "enum": ["int", "float", "bool", "string"] },
+                    { "type": "string", "pattern": "^timestamp:.+" }
+                ]
+            })
+        }
     }
 }

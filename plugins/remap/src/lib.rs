@@ -36,26 +36,40 @@ use sluice_plugin::{export_plugin, Config, Event, Plugin, Verdict};
 
 /// The configuration, and the plugin.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Remap {
+    /// A logging library's record mapped to sluice's common fields first.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<schema_types::Preset>"))]
     preset: Option<presets::Preset>,
+    /// Fields holding JSON text, replaced by the value it holds.
     #[serde(default)]
     parse_json: Vec<String>,
+    /// Fields moved: `old = "new"` (dotted paths).
     #[serde(default)]
     rename: BTreeMap<String, String>,
+    /// Fields copied: `from = "to"` (dotted paths).
     #[serde(default)]
     copy: BTreeMap<String, String>,
+    /// Fields set to constants.
     #[serde(default)]
     set: Map<String, Value>,
+    /// Fields typed: `field = "int" | "float" | "bool" | "string" | "null" | "auto"`.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "BTreeMap<String, schema_types::Coerce>"))]
     coerce: BTreeMap<String, Coerce>,
+    /// Objects flattened into their parent (`context.user.id` ->
+    /// `context_user_id`).
     #[serde(default)]
     flatten: Vec<String>,
+    /// Fields gathered under a new object: `http = ["status", "method"]`.
     #[serde(default)]
     nest: BTreeMap<String, Vec<String>>,
+    /// Python %-formatting of a message with its arguments.
     #[serde(default)]
     format: Option<Format>,
+    /// Fields deleted.
     #[serde(default)]
     delete: Vec<String>,
     /// The top-level fields the steps can read or write, when the config
@@ -124,11 +138,15 @@ impl Absent {
 
 /// `format = { template = "msg", args = "args", into = "message" }`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Format {
+    /// The field holding the %-template.
     template: String,
+    /// The field holding its arguments (a list or an object).
     #[serde(default = "default_args")]
     args: String,
+    /// The field the formatted text goes in.
     #[serde(default = "default_into")]
     into: String,
 }
@@ -340,8 +358,21 @@ impl Plugin for Remap {
 
 export_plugin!(Remap);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::Remap>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -466,5 +497,60 @@ mod tests {
             "stock low for sku A-1 owner 'bob' (3 left, 2.5%)"
         );
         assert!(got.get("args").is_none());
+    }
+}
+
+/// The shared crate's `Preset` and `Coerce` as the schema shows them (the
+/// shared crate depends on serde only); the matches stop compiling when a
+/// kind is added there and not here.
+#[cfg(test)]
+mod schema_types {
+    use sluice_common::{coerce, presets};
+
+    /// A logging library's record layout.
+    #[derive(schemars::JsonSchema)]
+    #[serde(rename_all = "kebab-case")]
+    #[allow(dead_code)]
+    pub enum Preset {
+        PythonLogging,
+        Loguru,
+        Monolog,
+        Winston,
+        Pino,
+        Bunyan,
+    }
+
+    /// What a value is turned into.
+    #[derive(schemars::JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    pub enum Coerce {
+        Int,
+        Float,
+        Bool,
+        String,
+        Null,
+        Auto,
+    }
+
+    #[allow(dead_code)]
+    fn same(p: presets::Preset, c: coerce::Coerce) -> (Preset, Coerce) {
+        let p = match p {
+            presets::Preset::PythonLogging => Preset::PythonLogging,
+            presets::Preset::Loguru => Preset::Loguru,
+            presets::Preset::Monolog => Preset::Monolog,
+            presets::Preset::Winston => Preset::Winston,
+            presets::Preset::Pino => Preset::Pino,
+            presets::Preset::Bunyan => Preset::Bunyan,
+        };
+        let c = match c {
+            coerce::Coerce::Int => Coerce::Int,
+            coerce::Coerce::Float => Coerce::Float,
+            coerce::Coerce::Bool => Coerce::Bool,
+            coerce::Coerce::String => Coerce::String,
+            coerce::Coerce::Null => Coerce::Null,
+            coerce::Coerce::Auto => Coerce::Auto,
+        };
+        (p, c)
     }
 }

@@ -20,29 +20,42 @@ use sluice_plugin::cond::{self, Condition, Mode};
 use sluice_plugin::{export_plugin, Config, Event, Level, Plugin, Verdict};
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RouteConfig {
+    /// The field (dotted) whose value picks the output, with `routes`.
     #[serde(default)]
     field: Option<String>,
+    /// Output name = the value, or the values, of `field` that go to it
+    /// (levels compare in any library's spelling).
     #[serde(default)]
     routes: BTreeMap<String, OneOrMany>,
+    /// Outputs chosen by conditions, checked first and in order.
     #[serde(default)]
     rules: Vec<RuleConfig>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
+/// An output and the conditions that send an event to it.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RuleConfig {
+    /// The output's name (read as `NAME.OUTPUT`).
     output: String,
+    /// How `conditions` combine: `all` or `any`.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "sluice_plugin::schema::Mode"))]
     mode: Mode,
+    /// The conditions.
+    #[cfg_attr(test, schemars(with = "Vec<sluice_plugin::schema::Condition>"))]
     conditions: Vec<Condition>,
 }
 
@@ -182,8 +195,21 @@ impl Plugin for Route {
 
 export_plugin!(Route);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::RouteConfig>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
     use sluice_plugin::process_batch;
 

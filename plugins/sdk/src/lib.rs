@@ -37,6 +37,8 @@
 pub mod cond;
 pub mod event;
 pub mod level;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use event::{Edit, Event};
 pub use level::Level;
@@ -580,6 +582,32 @@ macro_rules! export_plugin {
                 }
             }
     $crate::bindings::__export_plugin_world!(__SluiceGuest with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// Ships a plugin's config schema (JSON Schema, as a file) inside its
+/// component, in the custom section `sluice-config-schema`, where
+/// `sluice schema` and editors' checks of pipeline files find it:
+/// `sluice_plugin::config_schema!("../config.schema.json");` (the path
+/// as `include_bytes!` takes it, relative to the file it is written in).
+#[macro_export]
+macro_rules! config_schema {
+    ($path:literal) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            const SCHEMA: &[u8] = include_bytes!($path);
+            #[used]
+            #[link_section = "sluice-config-schema"]
+            static CONFIG_SCHEMA: [u8; SCHEMA.len()] = {
+                let mut out = [0u8; SCHEMA.len()];
+                let mut i = 0;
+                while i < SCHEMA.len() {
+                    out[i] = SCHEMA[i];
+                    i += 1;
+                }
+                out
+            };
         };
     };
 }

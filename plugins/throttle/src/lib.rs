@@ -43,17 +43,27 @@ use sluice_plugin::{export_plugin, log, Config, Event, LogLevel, Plugin, Verdict
 
 /// The configuration as written.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ThrottleConfig {
+    /// The fields (dotted) whose values make a key; none: one key for
+    /// every event.
     #[serde(default)]
     key: Vec<String>,
+    /// Events per key per window.
     #[serde(default)]
     events: Option<u64>,
+    /// Bytes (the events' JSON size) per key per window: a number or
+    /// `"1MiB"`.
     #[serde(default)]
     bytes: Option<Size>,
+    /// The window: `"1s"`, `"1m"`.
     window: String,
+    /// What happens past the limit: `drop`, `dead_letter` (with the
+    /// reason) or `route:NAME` (a sink reads `TRANSFORM.NAME`).
     #[serde(default = "default_exceeded")]
     exceeded: String,
+    /// Keys remembered; the least recently seen are forgotten beyond it.
     #[serde(default = "default_max_keys")]
     max_keys: usize,
 }
@@ -67,6 +77,7 @@ fn default_max_keys() -> usize {
 
 /// `1048576` or `"1MiB"`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum Size {
     N(u64),
@@ -304,8 +315,21 @@ impl Plugin for Throttle {
 
 export_plugin!(Throttle);
 
+// The config schema `sluice schema` and editors check `config` against.
+sluice_plugin::config_schema!("../config.schema.json");
+
 #[cfg(test)]
 mod tests {
+    /// config.schema.json, which the component ships, is the config
+    /// type's schema (`SLUICE_BLESS=1` rewrites it).
+    #[test]
+    fn config_schema_is_current() {
+        sluice_plugin::schema::check::<super::ThrottleConfig>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.schema.json"
+        ));
+    }
+
     use super::*;
     use std::collections::HashMap;
 

@@ -245,6 +245,7 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
         Lang::Js | Lang::Ts => build_js(dir, &out, manifest.lang)?,
         Lang::Rust => build_rust(dir, &out, &manifest.name)?,
     }
+    ship_config_schema(dir, &out)?;
     let size = std::fs::metadata(&out)
         .with_context(|| format!("the toolchain wrote no {}", out.display()))?
         .len();
@@ -261,6 +262,26 @@ pub fn build_with(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     }
     precompile(&out)?;
     Ok(out)
+}
+
+/// The project's `config.schema.json` (a JSON Schema of its `config`
+/// table), if it has one, put in the component as the custom section
+/// `sluice schema` and editors read, unless the toolchain already put one
+/// there (Rust's `sluice_plugin::config_schema!`).
+fn ship_config_schema(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    use crate::plugin::sections;
+    let path = dir.join("config.schema.json");
+    let Ok(text) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let mut wasm = std::fs::read(out).with_context(|| format!("reading {}", out.display()))?;
+    if sections::custom_section(&wasm, sections::CONFIG_SCHEMA).is_some() {
+        return Ok(());
+    }
+    sections::append_custom_section(&mut wasm, sections::CONFIG_SCHEMA, &text);
+    std::fs::write(out, wasm).with_context(|| format!("writing {}", out.display()))
 }
 
 /// componentize-py over the project's `app` module.

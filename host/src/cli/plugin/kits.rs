@@ -81,7 +81,7 @@ pub const JS_HELPER: &str = include_str!("../../../../plugins/kits/js/sluice.js"
 pub const JS_TYPES: &str = include_str!("../../../../plugins/kits/js/sluice.d.ts");
 
 /// The Rust SDK's sources, as `sluice-plugin/...` of a Rust project.
-const SDK: [(&str, &str); 6] = [
+const SDK: [(&str, &str); 7] = [
     (
         "src/lib.rs",
         include_str!("../../../../plugins/sdk/src/lib.rs"),
@@ -101,6 +101,10 @@ const SDK: [(&str, &str); 6] = [
     (
         "src/action.rs",
         include_str!("../../../../plugins/sdk/src/action.rs"),
+    ),
+    (
+        "src/schema.rs",
+        include_str!("../../../../plugins/sdk/src/schema.rs"),
     ),
     ("wit/plugin.wit", WIT),
 ];
