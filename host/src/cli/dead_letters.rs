@@ -328,6 +328,56 @@ async fn replay(
         println!("nothing to replay");
         return Ok(());
     }
+    let (config, again) = replay_config(into, source, &todo)?;
+    for r in &todo {
+        replaying(&r.id, r.attempt);
+    }
+    let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
+    let plan = topology::plan(config, runtime).await?;
+    let metrics = Registry::default();
+    plan.start(metrics.clone())?.wait().await?;
+    for r in &todo {
+        metrics.dead_letters.replayed(&r.component, &r.kind, 1);
+    }
+    let again = std::mem::take(&mut *again.lock().expect("capture lock poisoned"));
+    // What was delivered is saved as replayed before anything else can
+    // fail; what failed again only once it is written to its file (else a
+    // next replay sends it again, and nothing is lost).
+    let failed_ids: std::collections::BTreeSet<String> = again
+        .iter()
+        .filter_map(|l| Record::parse(&String::from_utf8_lossy(l)).ok())
+        .map(|r| r.id)
+        .collect();
+    let (failing, delivered): (Vec<&Record>, Vec<&Record>) =
+        todo.iter().partition(|r| failed_ids.contains(&r.id));
+    checkpoint.insert_and_save(delivered)?;
+    if !again.is_empty() {
+        write_failed(file, failed, &again)?;
+    }
+    checkpoint.insert_and_save(failing)?;
+    drop(lock);
+    println!(
+        "replayed {} event(s) through {source} of {}: {} delivered, {} failed again",
+        todo.len(),
+        into.display(),
+        todo.len() - again.len().min(todo.len()),
+        again.len()
+    );
+    Ok(())
+}
+
+/// The lines a capture sink took.
+type Captured = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// `into`'s pipeline made to replay `todo`: its sources give nothing but
+/// `source`, which gives the events; what fails again is caught (the
+/// returned list), not written where the pipeline writes its dead
+/// letters; no admin port, watch, tests or disk buffers.
+fn replay_config(
+    into: &Path,
+    source: &str,
+    todo: &[Record],
+) -> anyhow::Result<(PipelineConfig, Captured)> {
     let mut config = PipelineConfig::load(into)?;
     if !config.sources.iter().any(|s| s.name == source) {
         let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
@@ -376,61 +426,34 @@ async fn replay(
             events: again.clone(),
         }),
     });
-    for r in &todo {
-        replaying(&r.id, r.attempt);
+    Ok((config, again))
+}
+
+/// Append what failed again to `failed` (default: FILE.failed-TIME.jsonl)
+/// and sync it.
+fn write_failed(file: &Path, failed: Option<PathBuf>, again: &[Vec<u8>]) -> anyhow::Result<()> {
+    let path = failed.unwrap_or_else(|| {
+        let mut name = file.as_os_str().to_owned();
+        name.push(format!(
+            ".failed-{}.jsonl",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        ));
+        PathBuf::from(name)
+    });
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    for line in again {
+        out.write_all(line)?;
+        out.write_all(b"\n")?;
     }
-    let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
-    let plan = topology::plan(config, runtime).await?;
-    let metrics = Registry::default();
-    plan.start(metrics.clone())?.wait().await?;
-    for r in &todo {
-        metrics.dead_letters.replayed(&r.component, &r.kind, 1);
-    }
-    let again = std::mem::take(&mut *again.lock().expect("capture lock poisoned"));
-    // What was delivered is saved as replayed before anything else can
-    // fail; what failed again only once it is written to its file (else a
-    // next replay sends it again, and nothing is lost).
-    let failed_ids: std::collections::BTreeSet<String> = again
-        .iter()
-        .filter_map(|l| Record::parse(&String::from_utf8_lossy(l)).ok())
-        .map(|r| r.id)
-        .collect();
-    let (failing, delivered): (Vec<&Record>, Vec<&Record>) =
-        todo.iter().partition(|r| failed_ids.contains(&r.id));
-    checkpoint.insert_and_save(delivered)?;
-    if !again.is_empty() {
-        let path = failed.unwrap_or_else(|| {
-            let mut name = file.as_os_str().to_owned();
-            name.push(format!(
-                ".failed-{}.jsonl",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ));
-            PathBuf::from(name)
-        });
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        for line in &again {
-            out.write_all(line)?;
-            out.write_all(b"\n")?;
-        }
-        out.sync_all()?;
-        eprintln!(
-            "{} event(s) failed again: written to {}",
-            again.len(),
-            path.display()
-        );
-    }
-    checkpoint.insert_and_save(failing)?;
-    drop(lock);
-    println!(
-        "replayed {} event(s) through {source} of {}: {} delivered, {} failed again",
-        todo.len(),
-        into.display(),
-        todo.len() - again.len().min(todo.len()),
-        again.len()
+    out.sync_all()?;
+    eprintln!(
+        "{} event(s) failed again: written to {}",
+        again.len(),
+        path.display()
     );
     Ok(())
 }

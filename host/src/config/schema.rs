@@ -224,158 +224,146 @@ pub fn markdown(schema: &Value) -> String {
         &["sources", "transforms", "sinks", "metrics"],
     );
     for (section, title) in [("sources", "Sources"), ("sinks", "Sinks")] {
-        out.push_str(&format!("\n## {title}\n\n"));
-        if let Some(d) = props
-            .get(section)
-            .and_then(|s| s.get("additionalProperties"))
-            .and_then(|s| s.get("description"))
-            .and_then(Value::as_str)
-        {
-            out.push_str(&format!(
-                "{d} Every kind also takes the keys its family shares (`metrics`{}).\n",
-                if section == "sinks" { ", `buffer`" } else { "" }
-            ));
-        }
-        let branches = props
-            .get(section)
-            .and_then(|s| s.get("additionalProperties"))
-            .and_then(|s| s.get("allOf"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for branch in branches {
-            let kind = branch
-                .pointer("/if/properties/type/const")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let then = branch.get("then").cloned().unwrap_or_default();
-            out.push_str(&format!(
-                "\n### `{kind}` {}\n\n",
-                &section[..section.len() - 1]
-            ));
-            if let Some(d) = then.get("description").and_then(Value::as_str) {
-                out.push_str(&paragraph(d));
-                out.push_str("\n\n");
-            }
-            let required = strings(then.get("required"));
-            let kprops = then
-                .get("properties")
-                .and_then(Value::as_object)
-                .unwrap_or(&empty);
-            table(
-                &mut out,
-                kprops,
-                &required,
-                defs,
-                &["type", "metrics", "buffer"],
-            );
-        }
+        family_md(&mut out, props.get(section), section, title, defs);
     }
     out.push_str("\n## Transforms\n\n");
     if let Some(t) = props
         .get("transforms")
         .and_then(|s| s.get("additionalProperties"))
     {
-        // The transform's own keys (a `$ref`), then a branch per plugin.
-        let all = t
-            .get("allOf")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let own = all.first().cloned().unwrap_or_default();
-        let branches = all.get(1..).unwrap_or_default().to_vec();
-        let t = resolve(&own, defs);
-        if let Some(d) = t.get("description").and_then(Value::as_str) {
-            out.push_str(&paragraph(d));
-            out.push_str("\n\n");
-        }
-        let required = strings(t.get("required"));
-        let tprops = t
-            .get("properties")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        table(&mut out, tprops, &required, defs, &[]);
-        out.push_str(
-            "\nThe bundled plugins' `config` keys, from the schema each ships in its component:\n",
-        );
-        for branch in branches {
-            let name = branch
-                .pointer("/if/properties/plugin/const")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let config = branch
-                .pointer("/then/properties/config")
-                .cloned()
-                .unwrap_or_default();
-            out.push_str(&format!("\n### `plugin = \"{name}\"`\n\n"));
-            let required = strings(config.get("required"));
-            let cprops = config
-                .get("properties")
-                .and_then(Value::as_object)
-                .unwrap_or(&empty);
-            table(&mut out, cprops, &required, defs, &[]);
-        }
+        transforms_md(&mut out, t, defs);
     }
     out.push_str("\n## Declared metrics\n\n");
-    if let Some(m) = props
-        .get("metrics")
-        .and_then(|s| s.get("additionalProperties"))
-    {
-        if let Some(d) = props
-            .get("metrics")
-            .and_then(|m| m.get("description"))
-            .and_then(Value::as_str)
-        {
-            out.push_str(&paragraph(d));
-            out.push_str("\n\n");
+    if let Some(m) = props.get("metrics") {
+        doc(&mut out, m);
+        if let Some(m) = m.get("additionalProperties") {
+            keys(&mut out, m, defs, &[]);
         }
-        let required = strings(m.get("required"));
-        let mprops = m
-            .get("properties")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        table(&mut out, mprops, &required, defs, &[]);
     }
     out.push_str("\n## Tables\n\nThe tables and values that keys above refer to.\n");
     for (name, def) in defs {
         out.push_str(&format!("\n### {name}\n\n"));
-        if let Some(d) = def.get("description").and_then(Value::as_str) {
-            out.push_str(&paragraph(d));
-            out.push_str("\n\n");
-        }
-        match def.get("properties").and_then(Value::as_object) {
-            Some(p) => table(&mut out, p, &strings(def.get("required")), defs, &[]),
-            None => {
-                let variants = def
-                    .get("oneOf")
-                    .or_else(|| def.get("anyOf"))
-                    .and_then(Value::as_array);
-                match variants {
-                    Some(vs) if vs.iter().any(|v| v.get("properties").is_some()) => {
-                        for v in vs {
-                            let tag = v
-                                .pointer("/properties/type/const")
-                                .or_else(|| v.pointer("/properties/type/enum/0"))
-                                .and_then(Value::as_str);
-                            if let Some(tag) = tag {
-                                out.push_str(&format!("With `type = \"{tag}\"`:\n\n"));
-                            }
-                            if let Some(d) = v.get("description").and_then(Value::as_str) {
-                                out.push_str(&paragraph(d));
-                                out.push_str("\n\n");
-                            }
-                            if let Some(p) = v.get("properties").and_then(Value::as_object) {
-                                table(&mut out, p, &strings(v.get("required")), defs, &[]);
-                                out.push('\n');
-                            }
-                        }
-                    }
-                    _ => out.push_str(&format!("One of: {}.\n", type_of(def))),
+        def_md(&mut out, def, defs);
+    }
+    out
+}
+
+/// A schema's description, as a paragraph, if it has one.
+fn doc(out: &mut String, schema: &Value) {
+    if let Some(d) = schema.get("description").and_then(Value::as_str) {
+        out.push_str(&paragraph(d));
+        out.push_str("\n\n");
+    }
+}
+
+/// The table of an object schema's keys (but `skip`).
+fn keys(out: &mut String, schema: &Value, defs: &Map<String, Value>, skip: &[&str]) {
+    let empty = Map::new();
+    let props = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    table(out, props, &strings(schema.get("required")), defs, skip);
+}
+
+/// `## Sources` or `## Sinks`: a table per kind.
+fn family_md(
+    out: &mut String,
+    family: Option<&Value>,
+    section: &str,
+    title: &str,
+    defs: &Map<String, Value>,
+) {
+    out.push_str(&format!("\n## {title}\n\n"));
+    let family = family.and_then(|s| s.get("additionalProperties"));
+    if let Some(d) = family
+        .and_then(|s| s.get("description"))
+        .and_then(Value::as_str)
+    {
+        out.push_str(&format!(
+            "{d} Every kind also takes the keys its family shares (`metrics`{}).\n",
+            if section == "sinks" { ", `buffer`" } else { "" }
+        ));
+    }
+    let branches = family
+        .and_then(|s| s.get("allOf"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for branch in branches {
+        let kind = branch
+            .pointer("/if/properties/type/const")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let then = branch.get("then").cloned().unwrap_or_default();
+        out.push_str(&format!(
+            "\n### `{kind}` {}\n\n",
+            section.trim_end_matches('s')
+        ));
+        doc(out, &then);
+        keys(out, &then, defs, &["type", "metrics", "buffer"]);
+    }
+}
+
+/// `## Transforms`: the transform's keys (a `$ref`, the first of its
+/// `allOf`), then each bundled plugin's `config` keys.
+fn transforms_md(out: &mut String, t: &Value, defs: &Map<String, Value>) {
+    let all = t
+        .get("allOf")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let own = all.first().cloned().unwrap_or_default();
+    let own = resolve(&own, defs);
+    doc(out, own);
+    keys(out, own, defs, &[]);
+    out.push_str(
+        "\nThe bundled plugins' `config` keys, from the schema each ships in its component:\n",
+    );
+    for branch in all.iter().skip(1) {
+        let name = branch
+            .pointer("/if/properties/plugin/const")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let config = branch
+            .pointer("/then/properties/config")
+            .cloned()
+            .unwrap_or_default();
+        out.push_str(&format!("\n### `plugin = \"{name}\"`\n\n"));
+        keys(out, &config, defs, &[]);
+    }
+}
+
+/// One of the tables keys refer to: its keys, or for a tagged table each
+/// variant's keys, or the values it takes.
+fn def_md(out: &mut String, def: &Value, defs: &Map<String, Value>) {
+    doc(out, def);
+    if def.get("properties").is_some() {
+        return keys(out, def, defs, &[]);
+    }
+    let variants = def
+        .get("oneOf")
+        .or_else(|| def.get("anyOf"))
+        .and_then(Value::as_array);
+    match variants {
+        Some(vs) if vs.iter().any(|v| v.get("properties").is_some()) => {
+            for v in vs {
+                let tag = v
+                    .pointer("/properties/type/const")
+                    .or_else(|| v.pointer("/properties/type/enum/0"))
+                    .and_then(Value::as_str);
+                if let Some(tag) = tag {
+                    out.push_str(&format!("With `type = \"{tag}\"`:\n\n"));
+                }
+                doc(out, v);
+                if v.get("properties").is_some() {
+                    keys(out, v, defs, &[]);
+                    out.push('\n');
                 }
             }
         }
+        _ => out.push_str(&format!("One of: {}.\n", type_of(def))),
     }
-    out
 }
 
 /// A schema, with a `$ref` to one of `defs` followed.

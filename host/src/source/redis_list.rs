@@ -33,6 +33,7 @@ use super::redis::{connect, default_consumer, lost_connection, RedisSourceConfig
 use super::{Batcher, Format, LineDecoder, SourceContext};
 use crate::base::ack::Ack;
 use crate::base::metrics::ComponentMetrics;
+use crate::base::output::Shutdown;
 use crate::base::redis::{Conn, Target};
 use crate::delivery::Backoff;
 
@@ -219,33 +220,10 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
                 _ = shutdown.wait() => break Ok(()),
                 () = in_flight.room(take, max_in_flight) => {}
             }
-            // The script is small: sent whole each round (no SHA to lose
-            // when a master fails over).
-            let moved: redis::RedisResult<Vec<Vec<u8>>> = redis::cmd("EVAL")
-                .arg(MOVE_SCRIPT)
-                .arg(2)
-                .arg(&list)
-                .arg(&processing)
-                .arg(take)
-                .query_async(&mut con)
-                .await;
-            let moved = match moved {
-                Ok(v) if v.is_empty() => {
-                    // Nothing waiting: wait for the next value.
-                    let mut blmove = redis::cmd("BLMOVE");
-                    blmove
-                        .arg(&list)
-                        .arg(&processing)
-                        .arg("LEFT")
-                        .arg("RIGHT")
-                        .arg(cfg.block.as_secs_f64());
-                    let wait = tokio::select! {
-                        _ = shutdown.wait() => break Ok(()),
-                        r = blmove.query_async::<Option<Vec<u8>>>(&mut con) => r,
-                    };
-                    wait.map(|v| v.into_iter().collect())
-                }
-                other => other,
+            let Some(moved) =
+                move_values(&mut con, &list, &processing, take, cfg.block, &mut shutdown).await
+            else {
+                break Ok(());
             };
             if let Ok(v) = &moved {
                 in_flight.add(v.len());
@@ -292,6 +270,47 @@ pub async fn run(cfg: RedisSourceConfig, list: String, ctx: SourceContext) -> an
     // Removals of batches still in the pipeline arrive as sinks write them.
     let _ = tokio::time::timeout(Duration::from_secs(60), remover).await;
     result
+}
+
+/// Up to `take` values moved from `list` to the end of `processing` in
+/// one step (waiting `block` for one with BLMOVE when none is there);
+/// `None` when shutdown came first.
+async fn move_values(
+    con: &mut Conn,
+    list: &str,
+    processing: &str,
+    take: usize,
+    block: Duration,
+    shutdown: &mut Shutdown,
+) -> Option<redis::RedisResult<Vec<Vec<u8>>>> {
+    // The script is small: sent whole each round (no SHA to lose when a
+    // master fails over).
+    let moved: redis::RedisResult<Vec<Vec<u8>>> = redis::cmd("EVAL")
+        .arg(MOVE_SCRIPT)
+        .arg(2)
+        .arg(list)
+        .arg(processing)
+        .arg(take)
+        .query_async(con)
+        .await;
+    match moved {
+        Ok(v) if v.is_empty() => {
+            // Nothing waiting: wait for the next value.
+            let mut blmove = redis::cmd("BLMOVE");
+            blmove
+                .arg(list)
+                .arg(processing)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .arg(block.as_secs_f64());
+            let wait = tokio::select! {
+                _ = shutdown.wait() => return None,
+                r = blmove.query_async::<Option<Vec<u8>>>(con) => r,
+            };
+            Some(wait.map(|v| v.into_iter().collect()))
+        }
+        other => Some(other),
+    }
 }
 
 /// One round's values into a batch (and the dead letters); removed from

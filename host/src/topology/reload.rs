@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use super::graph;
-use super::running::{Inner, Running};
+use super::running::{Inner, Running, State};
 use super::{check_components, outputs_of};
 use crate::base::metrics::Registry;
 use crate::config::{PipelineConfig, TransformConfig};
+use crate::delivery::DeadOutput;
 use crate::plugin::loader::{load_plugin, load_plugins};
+use crate::plugin::LoadedPlugin;
 
 use super::watch::plugin_files;
 pub use super::watch::watch;
@@ -360,51 +362,8 @@ impl Running {
         for h in state.transforms.values() {
             h.shadow.end("the pipeline was reloaded");
         }
-        for (name, plugin) in &loaded {
-            if let Some(h) = state.transforms.get(name) {
-                anyhow::ensure!(
-                    plugin.info().outputs == h.outputs,
-                    "transform `{name}`: its outputs change ({:?} -> {:?}); that needs a restart",
-                    h.outputs,
-                    plugin.info().outputs
-                );
-            }
-        }
-        for t in &new.transforms {
-            if let Some(h) = state.transforms.get(&t.name) {
-                let asked = t.config.concurrency();
-                if h.concurrency != asked {
-                    tracing::warn!(
-                        transform = %t.name,
-                        running = h.concurrency,
-                        asked,
-                        "a running transform keeps its number of instances; a new `concurrency` takes effect at the next start"
-                    );
-                }
-            }
-        }
-        // A sink whose disk buffer holds events is not removed (nor its
-        // buffer moved or turned into memory) unless forced: its events
-        // would wait in a folder nothing reads.
-        let mut stranded = Vec::new();
-        for s in &old.sinks {
-            let Some((dir, _)) = old.buffer_dir(s) else {
-                continue;
-            };
-            let kept = new
-                .sinks
-                .iter()
-                .find(|n| n.name == s.name)
-                .and_then(|n| new.buffer_dir(n))
-                .is_some_and(|(d, _)| d == dir);
-            if kept {
-                continue;
-            }
-            match crate::delivery::buffer::waiting(&dir) {
-                Some(n) if n > 0 => stranded.push((s.name.clone(), dir, n)),
-                _ => {}
-            }
-        }
+        check_swaps(&state, &loaded, &new)?;
+        let stranded = stranded_buffers(&old, &new);
         if !stranded.is_empty() && !force {
             let list: Vec<String> = stranded
                 .iter()
@@ -418,38 +377,7 @@ impl Running {
         let dead = Running::dead_output(inner, &mut state);
 
         // 2. Stop what is gone or changed; drains behind it.
-        let mut restart_sources = Vec::new();
-        for s in &old.sources {
-            let kept = new
-                .sources
-                .iter()
-                .find(|n| n.name == s.name)
-                .is_some_and(|n| n.config == s.config);
-            if !kept {
-                if let Some(t) = state.sources.remove(&s.name) {
-                    t.trigger();
-                }
-                if new.sources.iter().any(|n| n.name == s.name) {
-                    restart_sources.push(s.name.clone());
-                }
-            }
-        }
-        for s in &old.sinks {
-            let kept = new
-                .sinks
-                .iter()
-                .find(|n| n.name == s.name)
-                .is_some_and(|n| n.config.same_settings(&s.config) && n.buffer == s.buffer);
-            if !kept {
-                state.inputs.remove(&s.name);
-            }
-        }
-        for t in &old.transforms {
-            if !new.transforms.iter().any(|n| n.name == t.name) {
-                state.inputs.remove(&t.name);
-                state.transforms.remove(&t.name);
-            }
-        }
+        let restart_sources = stop_gone(&mut state, &old, &new);
         // Forced: the removed sinks' buffers stop handing out at once
         // (their sinks would otherwise drain them first).
         for (name, dir, n) in &stranded {
@@ -481,30 +409,7 @@ impl Running {
             }
         }
         Running::rewire(inner, &mut state)?;
-        // New sources start now; changed ones once the old one has ended
-        // (they share a name, which the wiring uses).
-        for s in &new.sources {
-            if state.sources.contains_key(&s.name) {
-                continue;
-            }
-            if restart_sources.contains(&s.name) {
-                let inner2 = inner.clone();
-                let s = s.clone();
-                let dead = dead.clone();
-                tokio::spawn(async move {
-                    while !inner2.router.is_finished(&s.name) {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    let mut state = inner2.state.lock().await;
-                    Running::spawn_source(&inner2, &mut state, &s, &dead);
-                    if let Err(e) = Running::rewire(&inner2, &mut state) {
-                        tracing::error!(source = %s.name, error = %e, "rewiring the restarted source failed");
-                    }
-                });
-            } else {
-                Running::spawn_source(inner, &mut state, s, &dead);
-            }
-        }
+        start_sources(inner, &mut state, &new, &restart_sources, &dead);
         tracing::info!(
             sources = new.sources.len(),
             transforms = new.transforms.len(),
@@ -512,5 +417,140 @@ impl Running {
             "pipeline reloaded"
         );
         Ok(())
+    }
+}
+
+/// A reload swaps a running transform's plugin only when its outputs stay
+/// (the wiring depends on them); a new `concurrency` waits for a start.
+fn check_swaps(
+    state: &State,
+    loaded: &BTreeMap<String, LoadedPlugin>,
+    new: &PipelineConfig,
+) -> anyhow::Result<()> {
+    for (name, plugin) in loaded {
+        if let Some(h) = state.transforms.get(name) {
+            anyhow::ensure!(
+                plugin.info().outputs == h.outputs,
+                "transform `{name}`: its outputs change ({:?} -> {:?}); that needs a restart",
+                h.outputs,
+                plugin.info().outputs
+            );
+        }
+    }
+    for t in &new.transforms {
+        if let Some(h) = state.transforms.get(&t.name) {
+            let asked = t.config.concurrency();
+            if h.concurrency != asked {
+                tracing::warn!(
+                    transform = %t.name,
+                    running = h.concurrency,
+                    asked,
+                    "a running transform keeps its number of instances; a new `concurrency` takes effect at the next start"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sinks whose disk buffer holds events and that the new
+/// configuration removes (or whose buffer it moves or turns into memory):
+/// name, folder, events waiting. They are not removed unless forced: their
+/// events would wait in a folder nothing reads.
+fn stranded_buffers(
+    old: &PipelineConfig,
+    new: &PipelineConfig,
+) -> Vec<(String, std::path::PathBuf, u64)> {
+    let mut stranded = Vec::new();
+    for s in &old.sinks {
+        let Some((dir, _)) = old.buffer_dir(s) else {
+            continue;
+        };
+        let kept = new
+            .sinks
+            .iter()
+            .find(|n| n.name == s.name)
+            .and_then(|n| new.buffer_dir(n))
+            .is_some_and(|(d, _)| d == dir);
+        if kept {
+            continue;
+        }
+        match crate::delivery::buffer::waiting(&dir) {
+            Some(n) if n > 0 => stranded.push((s.name.clone(), dir, n)),
+            _ => {}
+        }
+    }
+    stranded
+}
+
+/// Stop the sources, sinks and transforms that are gone or changed (what
+/// is behind them drains); the sources that come back changed, to start
+/// once the old one has ended.
+fn stop_gone(state: &mut State, old: &PipelineConfig, new: &PipelineConfig) -> Vec<String> {
+    let mut restart_sources = Vec::new();
+    for s in &old.sources {
+        let kept = new
+            .sources
+            .iter()
+            .find(|n| n.name == s.name)
+            .is_some_and(|n| n.config == s.config);
+        if !kept {
+            if let Some(t) = state.sources.remove(&s.name) {
+                t.trigger();
+            }
+            if new.sources.iter().any(|n| n.name == s.name) {
+                restart_sources.push(s.name.clone());
+            }
+        }
+    }
+    for s in &old.sinks {
+        let kept = new
+            .sinks
+            .iter()
+            .find(|n| n.name == s.name)
+            .is_some_and(|n| n.config.same_settings(&s.config) && n.buffer == s.buffer);
+        if !kept {
+            state.inputs.remove(&s.name);
+        }
+    }
+    for t in &old.transforms {
+        if !new.transforms.iter().any(|n| n.name == t.name) {
+            state.inputs.remove(&t.name);
+            state.transforms.remove(&t.name);
+        }
+    }
+    restart_sources
+}
+
+/// New sources start now; changed ones once the old one has ended (they
+/// share a name, which the wiring uses).
+fn start_sources(
+    inner: &Arc<Inner>,
+    state: &mut State,
+    new: &PipelineConfig,
+    restart: &[String],
+    dead: &Arc<DeadOutput>,
+) {
+    for s in &new.sources {
+        if state.sources.contains_key(&s.name) {
+            continue;
+        }
+        if restart.contains(&s.name) {
+            let inner2 = inner.clone();
+            let s = s.clone();
+            let dead = dead.clone();
+            tokio::spawn(async move {
+                while !inner2.router.is_finished(&s.name) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                let mut state = inner2.state.lock().await;
+                Running::spawn_source(&inner2, &mut state, &s, &dead);
+                if let Err(e) = Running::rewire(&inner2, &mut state) {
+                    tracing::error!(source = %s.name, error = %e, "rewiring the restarted source failed");
+                }
+            });
+        } else {
+            Running::spawn_source(inner, state, s, dead);
+        }
     }
 }

@@ -186,55 +186,7 @@ impl RedisSourceConfig {
             }
             (entries, true)
         } else if claiming {
-            if part.claim_cursor.is_none() {
-                part.last_claim = tokio::time::Instant::now();
-                if part.last_sweep.elapsed() >= self.claim_idle / 2 {
-                    part.last_sweep = tokio::time::Instant::now();
-                    self.remove_idle_consumers(con, stream, consumer, io.ctx)
-                        .await;
-                }
-            }
-            let from = match part.claim_cursor.take() {
-                Some(after) => format!("({after}"),
-                None => "-".to_string(),
-            };
-            let idle = self.claim_idle.as_millis() as u64;
-            let v = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(&self.group)
-                .arg("IDLE")
-                .arg(idle)
-                .arg(&from)
-                .arg("+")
-                .arg(count)
-                .query_async::<Value>(con)
-                .await?;
-            let mut rows = pending_rows(&v);
-            if rows.len() >= count {
-                part.claim_cursor = rows.last().map(|r| r.0.clone());
-            }
-            // Other consumers' entries, and ours that are not in our
-            // pipeline (idle there only because the sink is slow).
-            io.in_flight
-                .retain_absent(stream, &mut rows, |(id, owner)| {
-                    (owner == consumer).then_some(id.as_str())
-                });
-            let theirs: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
-            let entries = if theirs.is_empty() {
-                Vec::new()
-            } else {
-                let v = redis::cmd("XCLAIM")
-                    .arg(stream)
-                    .arg(&self.group)
-                    .arg(consumer)
-                    .arg(idle)
-                    .arg(&theirs)
-                    .query_async::<Value>(con)
-                    .await?;
-                parse_entries(&v)
-            };
-            ComponentMetrics::add(&io.ctx.metrics.claimed, entries.len());
-            (entries, true)
+            (self.claim(io, part, con, stream).await?, true)
         } else if part.taking_over && others_pending(con, stream, &self.group, consumer).await? > 0
         {
             // A former owner still holds entries: they are acked as its
@@ -261,34 +213,108 @@ impl RedisSourceConfig {
             return Ok(None);
         }
         // Delivery counts of redelivered entries (new ones have one).
-        let deliveries: HashMap<String, u64> = if redelivered {
-            let first = &entries[0].id;
-            let last = &entries[entries.len() - 1].id;
-            let v: Value = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(&self.group)
-                .arg(first)
-                .arg(last)
-                .arg(entries.len() * 2)
-                .query_async(con)
-                .await
-                .unwrap_or(Value::Nil);
-            array(&v)
-                .iter()
-                .filter_map(|p| {
-                    let p = array(p);
-                    let id = text(p.first()?)?;
-                    let n = match p.get(3)? {
-                        Value::Int(n) => *n as u64,
-                        other => text(other)?.parse().ok()?,
-                    };
-                    Some((id, n))
-                })
-                .collect()
+        let deliveries = if redelivered {
+            self.deliveries(con, stream, &entries).await
         } else {
             HashMap::new()
         };
         Ok(Some((entries, deliveries)))
+    }
+
+    /// Entries idle past `claim_idle` in other consumers (or in this one,
+    /// but not in its pipeline), claimed a page at a time; now and then,
+    /// consumers idle long enough with nothing pending are removed first.
+    async fn claim(
+        &self,
+        io: &Io<'_>,
+        part: &mut Partition,
+        con: &mut Conn,
+        stream: &str,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let consumer = io.consumer;
+        let count = io.count;
+        if part.claim_cursor.is_none() {
+            part.last_claim = tokio::time::Instant::now();
+            if part.last_sweep.elapsed() >= self.claim_idle / 2 {
+                part.last_sweep = tokio::time::Instant::now();
+                self.remove_idle_consumers(con, stream, consumer, io.ctx)
+                    .await;
+            }
+        }
+        let from = match part.claim_cursor.take() {
+            Some(after) => format!("({after}"),
+            None => "-".to_string(),
+        };
+        let idle = self.claim_idle.as_millis() as u64;
+        let v = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&self.group)
+            .arg("IDLE")
+            .arg(idle)
+            .arg(&from)
+            .arg("+")
+            .arg(count)
+            .query_async::<Value>(con)
+            .await?;
+        let mut rows = pending_rows(&v);
+        if rows.len() >= count {
+            part.claim_cursor = rows.last().map(|r| r.0.clone());
+        }
+        // Other consumers' entries, and ours that are not in our
+        // pipeline (idle there only because the sink is slow).
+        io.in_flight
+            .retain_absent(stream, &mut rows, |(id, owner)| {
+                (owner == consumer).then_some(id.as_str())
+            });
+        let theirs: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        let entries = if theirs.is_empty() {
+            Vec::new()
+        } else {
+            let v = redis::cmd("XCLAIM")
+                .arg(stream)
+                .arg(&self.group)
+                .arg(consumer)
+                .arg(idle)
+                .arg(&theirs)
+                .query_async::<Value>(con)
+                .await?;
+            parse_entries(&v)
+        };
+        ComponentMetrics::add(&io.ctx.metrics.claimed, entries.len());
+        Ok(entries)
+    }
+
+    /// How many times each of `entries` (read again) was delivered.
+    async fn deliveries(
+        &self,
+        con: &mut Conn,
+        stream: &str,
+        entries: &[Entry],
+    ) -> HashMap<String, u64> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return HashMap::new();
+        };
+        let v: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&self.group)
+            .arg(&first.id)
+            .arg(&last.id)
+            .arg(entries.len() * 2)
+            .query_async(con)
+            .await
+            .unwrap_or(Value::Nil);
+        array(&v)
+            .iter()
+            .filter_map(|p| {
+                let p = array(p);
+                let id = text(p.first()?)?;
+                let n = match p.get(3)? {
+                    Value::Int(n) => *n as u64,
+                    other => text(other)?.parse().ok()?,
+                };
+                Some((id, n))
+            })
+            .collect()
     }
 
     /// Remove the group's other consumers that have been idle longer than
