@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -39,6 +38,13 @@ pub enum Action {
 }
 
 super::http::network_sink_config! {
+    defaults {
+        request_timeout_secs: 60,
+        max_in_flight: 4,
+        max_events: 2000,
+        max_bytes: 10 << 20,
+        retry_for_secs: 60,
+    }
     /// `[sinks.NAME] type = "elasticsearch"`.
     pub struct ElasticsearchConfig {
         /// The cluster: `http://127.0.0.1:9200` (requests go to `/_bulk`).
@@ -58,21 +64,6 @@ super::http::network_sink_config! {
 
 fn default_index() -> String {
     "logs-{%Y.%m.%d}".to_string()
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_max_in_flight() -> usize {
-    4
-}
-fn default_max_events() -> usize {
-    2000
-}
-fn default_max_bytes() -> usize {
-    10 << 20
-}
-fn default_retry_for() -> Duration {
-    Duration::from_secs(60)
 }
 
 /// The bulk protocol of one sink.

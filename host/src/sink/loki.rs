@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use toml::Spanned;
 
@@ -28,6 +27,13 @@ use crate::base::event::{scalar_text, top_fields};
 use crate::base::settings::{bounded, BuildContext, BuildError};
 
 super::http::network_sink_config! {
+    defaults {
+        request_timeout_secs: 30,
+        max_in_flight: 1,
+        max_events: 2000,
+        max_bytes: 4 << 20,
+        retry_for_secs: 60,
+    }
     /// `[sinks.NAME] type = "loki"`.
     pub struct LokiConfig {
         /// Loki: `http://127.0.0.1:3100` (pushes go to `/loki/api/v1/push`).
@@ -60,21 +66,6 @@ fn default_message_field() -> String {
 }
 fn default_true() -> bool {
     true
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_in_flight() -> usize {
-    1
-}
-fn default_max_events() -> usize {
-    2000
-}
-fn default_max_bytes() -> usize {
-    4 << 20
-}
-fn default_retry_for() -> Duration {
-    Duration::from_secs(60)
 }
 
 /// The label set of events past `max_label_sets`.

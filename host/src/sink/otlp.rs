@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
@@ -26,6 +25,13 @@ use super::{inputs_field, Sink, SinkKind};
 use crate::base::settings::{BuildContext, BuildError};
 
 super::http::network_sink_config! {
+    defaults {
+        request_timeout_secs: 10,
+        max_in_flight: 4,
+        max_events: 1000,
+        max_bytes: 4 << 20,
+        retry_for_secs: 60,
+    }
     /// `[sinks.NAME] type = "otlp"`.
     pub struct OtlpSinkConfig {
         /// The receiver: `http://collector:4318` (logs go to `/v1/logs`
@@ -39,21 +45,6 @@ super::http::network_sink_config! {
 
 fn default_resource_fields() -> BTreeMap<String, String> {
     BTreeMap::from([("service.name".to_string(), "service".to_string())])
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_in_flight() -> usize {
-    4
-}
-fn default_max_events() -> usize {
-    1000
-}
-fn default_max_bytes() -> usize {
-    4 << 20
-}
-fn default_retry_for() -> Duration {
-    Duration::from_secs(60)
 }
 
 /// The URL logs are posted to: `endpoint`, with `/v1/logs` added unless

@@ -40,17 +40,40 @@ pub enum Encoding {
 }
 
 /// Declares a network sink's config: its own keys, then the keys every
-/// network sink has, named, documented and checked the same way. Their
-/// defaults are the `default_request_timeout`, `default_max_in_flight`,
-/// `default_max_events`, `default_max_bytes` and `default_retry_for`
-/// functions of the module that declares the sink.
+/// network sink has, named, documented and checked the same way, with the
+/// sink's defaults for them (`defaults { request_timeout_secs: 30,
+/// max_in_flight: 4, max_events: 1000, max_bytes: 10 << 20,
+/// retry_for_secs: 30 }`).
 macro_rules! network_sink_config {
     (
+        defaults {
+            request_timeout_secs: $timeout:expr,
+            max_in_flight: $in_flight:expr,
+            max_events: $events:expr,
+            max_bytes: $bytes:expr,
+            retry_for_secs: $retry:expr $(,)?
+        }
         $(#[$meta:meta])*
         pub struct $name:ident {
             $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)*
         }
     ) => {
+        fn default_request_timeout() -> std::time::Duration {
+            std::time::Duration::from_secs($timeout)
+        }
+        fn default_max_in_flight() -> usize {
+            $in_flight
+        }
+        fn default_max_events() -> usize {
+            $events
+        }
+        fn default_max_bytes() -> usize {
+            $bytes
+        }
+        fn default_retry_for() -> std::time::Duration {
+            std::time::Duration::from_secs($retry)
+        }
+
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
@@ -156,6 +179,13 @@ macro_rules! network_sink_config {
 pub(crate) use network_sink_config;
 
 network_sink_config! {
+    defaults {
+        request_timeout_secs: 30,
+        max_in_flight: 4,
+        max_events: 1000,
+        max_bytes: 10 << 20,
+        retry_for_secs: 30,
+    }
     /// `[sinks.NAME] type = "http"`.
     pub struct HttpSinkConfig {
         /// Where batches are POSTed: `http://host:port/path` or `https://...`.
@@ -163,22 +193,6 @@ network_sink_config! {
         #[serde(default)]
         pub encoding: Encoding,
     }
-}
-
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_in_flight() -> usize {
-    4
-}
-fn default_max_events() -> usize {
-    1000
-}
-fn default_max_bytes() -> usize {
-    10 << 20
-}
-fn default_retry_for() -> Duration {
-    Duration::from_secs(30)
 }
 
 impl SinkKind for HttpSinkConfig {
