@@ -35,6 +35,8 @@
 //! - [`bindings`]: the `wit-bindgen` output; plugin authors rarely need it.
 
 pub mod cond;
+#[cfg(feature = "schema")]
+mod cond_schema;
 pub mod event;
 pub mod level;
 #[cfg(feature = "schema")]

@@ -81,7 +81,7 @@ pub const JS_HELPER: &str = include_str!("../../../../plugins/kits/js/sluice.js"
 pub const JS_TYPES: &str = include_str!("../../../../plugins/kits/js/sluice.d.ts");
 
 /// The Rust SDK's sources, as `sluice-plugin/...` of a Rust project.
-const SDK: [(&str, &str); 7] = [
+const SDK: [(&str, &str); 8] = [
     (
         "src/lib.rs",
         include_str!("../../../../plugins/sdk/src/lib.rs"),
@@ -105,6 +105,10 @@ const SDK: [(&str, &str); 7] = [
     (
         "src/schema.rs",
         include_str!("../../../../plugins/sdk/src/schema.rs"),
+    ),
+    (
+        "src/cond_schema.rs",
+        include_str!("../../../../plugins/sdk/src/cond_schema.rs"),
     ),
     ("wit/plugin.wit", WIT),
 ];

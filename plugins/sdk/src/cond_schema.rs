@@ -1,0 +1,1 @@
+../../../common/src/cond_schema.rs
