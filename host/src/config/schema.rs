@@ -143,16 +143,12 @@ fn family(
 /// checked against the schema the plugin ships in its component
 /// (`sluice_plugin::config_schema!`).
 fn transform(generator: &mut SchemaGenerator) -> Value {
-    let branches: Vec<Value> = crate::plugin::bundled::names()
-        .filter_map(|name| {
-            let wasm = crate::plugin::bundled::get(name)?;
-            let config = crate::plugin::sections::config_schema(wasm)?;
-            Some(serde_json::json!({
-                "if": { "properties": { "plugin": { "const": name } }, "required": ["plugin"] },
-                "then": { "properties": { "config": config } }
-            }))
+    let branches = bundled_plugin_configs().into_iter().map(|(name, config)| {
+        serde_json::json!({
+            "if": { "properties": { "plugin": { "const": name } }, "required": ["plugin"] },
+            "then": { "properties": { "config": config } }
         })
-        .collect();
+    });
     // The type's own `$ref` as one member of the `allOf` (validators of
     // older drafts, Taplo's among them, ignore what sits beside a `$ref`).
     let mut all = vec![generator.subschema_for::<TransformConfig>().to_value()];
@@ -160,8 +156,8 @@ fn transform(generator: &mut SchemaGenerator) -> Value {
     serde_json::json!({ "allOf": all })
 }
 
-/// The config schemas of the bundled plugins, by name.
-pub fn bundled_plugin_configs() -> Vec<(&'static str, Value)> {
+/// The config schemas the bundled plugins ship, by name.
+fn bundled_plugin_configs() -> Vec<(&'static str, Value)> {
     crate::plugin::bundled::names()
         .filter_map(|name| {
             let wasm = crate::plugin::bundled::get(name)?;
