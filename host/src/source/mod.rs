@@ -282,7 +282,12 @@ impl LineDecoder {
         } else if self.format == Format::Json {
             return Err("not a JSON object".to_string());
         }
-        let text = String::from_utf8_lossy(line);
+        // Checked whole first (vectorised): the lossy decoder goes a
+        // character at a time, and most lines are valid.
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         batch.data.extend_from_slice(b"{\"timestamp\":\"");
         match time {
             Some(t) => t.write_with(&mut self.seconds, &mut batch.data),

@@ -274,12 +274,9 @@ impl Worker {
             let mut outcome = Outcome {
                 // Most events leave on the default port: room for all of
                 // them there, so it is filled without a reallocation.
-                ports: (0..ports)
-                    .map(|p| match p {
-                        0 => Batch::with_capacity(batch.len(), batch.bytes()),
-                        _ => Batch::default(),
-                    })
-                    .collect(),
+                // (Sized when the first verdicts are applied: a plugin that
+                // replaces every event hands over its own buffer instead.)
+                ports: (0..ports).map(|_| Batch::default()).collect(),
                 dropped: 0,
                 failed: Vec::new(),
             };
@@ -328,7 +325,7 @@ impl Worker {
             ComponentMetrics::add(&self.metrics.restarts, 1);
         }
         match result {
-            Ok(v) => apply(&v, batch, outcome, self.plugin.bundled(), fates),
+            Ok(v) => apply(v, batch, outcome, self.plugin.bundled(), fates),
             Err(e) if batch.len() == 1 => {
                 let e = CallError {
                     message: crate::plugin::alone(&e.message).to_string(),
@@ -402,16 +399,32 @@ impl Worker {
 /// with escaped strings, and its tests parse what it writes). With
 /// `fates`, what became of each event is recorded for a shadow run.
 fn apply(
-    v: &Verdicts,
+    v: Verdicts,
     batch: &Batch,
     outcome: &mut Outcome,
     trusted: bool,
     fates: Option<&mut Vec<Fate>>,
 ) {
     if let Some(f) = fates {
-        super::shadow::fates(v, batch.len(), trusted, f);
+        super::shadow::fates(&v, batch.len(), trusted, f);
     }
-    for ((action, port, entry), event) in verdicts(v).zip(batch.iter()) {
+    if outcome.ports[0].is_empty() && replaces_all(&v, trusted) {
+        // Every event replaced, on the default port: the plugin's buffer
+        // is the new batch as it is (no copy of each event).
+        let out = &mut outcome.ports[0];
+        out.data = v.data;
+        out.ends = v.ends;
+        // (Bytes after the last event, which a plugin may leave, are not
+        // an event, and would join the next one pushed.)
+        out.data.truncate(out.ends.last().map_or(0, |&e| e as usize));
+        return;
+    }
+    if outcome.ports[0].data.capacity() == 0 {
+        // Most events leave on the default port: room for all of them.
+        let bytes = batch.bytes().max(v.data.len());
+        outcome.ports[0] = Batch::with_capacity(batch.len(), bytes);
+    }
+    for ((action, port, entry), event) in verdicts(&v).zip(batch.iter()) {
         // Verdicts were checked against the plugin's declared outputs.
         let last = outcome.ports.len() - 1;
         let out = &mut outcome.ports[usize::from(port).min(last)];
@@ -439,6 +452,14 @@ fn apply(
             },
         }
     }
+}
+
+/// Whether the verdicts replace every event of the batch with a valid
+/// event on the default port (checked here unless the plugin is trusted).
+fn replaces_all(v: &Verdicts, trusted: bool) -> bool {
+    v.ports.iter().all(|&p| p == 0)
+        && v.actions.iter().all(|&a| a == action::REPLACE)
+        && (trusted || verdicts(v).all(|(_, _, entry)| check_object(entry).is_ok()))
 }
 
 #[cfg(test)]
@@ -471,7 +492,7 @@ mod props {
                     dropped: 0,
                     failed: Vec::new(),
                 };
-                apply(&v, &batch, &mut outcome, false, None);
+                apply(v, &batch, &mut outcome, false, None);
                 let out: usize = outcome.ports.iter().map(Batch::len).sum();
                 prop_assert_eq!(out + outcome.dropped + outcome.failed.len(), events);
                 for b in &outcome.ports {

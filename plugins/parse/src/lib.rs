@@ -469,6 +469,101 @@ impl Parse {
     }
 }
 
+impl Parse {
+    /// For an access log format written as it is into the event's root
+    /// (no `types`, no `target`): whether it has the referer and agent.
+    fn direct_access(&self) -> Option<bool> {
+        if self.s.target.is_some() || !self.s.types.is_empty() {
+            return None;
+        }
+        match self.s.format {
+            Format::NginxCombined | Format::ApacheCombined => Some(true),
+            Format::ApacheCommon => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// An access log line's event written straight from its parts: what
+/// [`Parse::write_fast`] writes for [`scan::access`]'s fields, without
+/// the list of fields (names are known and need no escaping).
+fn write_access(event: &Event<'_>, a: &scan::Access<'_>, out: &mut Vec<u8>) {
+    let parts = a.parts();
+    // The names this line sets, which the event's own fields give way to.
+    let sets = |k: &str| match k {
+        "client" | "timestamp" | "request" | "status" => true,
+        "ident" => a.ident.is_some(),
+        "user" => a.user.is_some(),
+        "method" | "path" | "protocol" => parts.is_some(),
+        "size" => a.size.is_some(),
+        "referer" => a.referer.is_some(),
+        "agent" => a.agent.is_some(),
+        _ => false,
+    };
+    out.push(b'{');
+    for (k, raw) in event.raw_fields() {
+        if sets(k) {
+            continue;
+        }
+        push_json_str(out, k);
+        out.push(b':');
+        out.extend_from_slice(raw.as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"client\":");
+    push_json_str(out, a.client);
+    if let Some(v) = a.ident {
+        out.extend_from_slice(b",\"ident\":");
+        push_json_str(out, v);
+    }
+    if let Some(v) = a.user {
+        out.extend_from_slice(b",\"user\":");
+        push_json_str(out, v);
+    }
+    out.extend_from_slice(b",\"timestamp\":\"");
+    out.extend_from_slice(&a.time);
+    out.extend_from_slice(b"\",\"request\":");
+    push_json_str(out, &a.request);
+    if let Some([method, path, protocol]) = parts {
+        out.extend_from_slice(b",\"method\":");
+        push_json_str(out, method);
+        out.extend_from_slice(b",\"path\":");
+        push_json_str(out, path);
+        out.extend_from_slice(b",\"protocol\":");
+        push_json_str(out, protocol);
+    }
+    out.extend_from_slice(b",\"status\":");
+    push_u64(out, a.status);
+    if let Some(n) = a.size {
+        out.extend_from_slice(b",\"size\":");
+        push_u64(out, n);
+    }
+    if let Some(v) = &a.referer {
+        out.extend_from_slice(b",\"referer\":");
+        push_json_str(out, v);
+    }
+    if let Some(v) = &a.agent {
+        out.extend_from_slice(b",\"agent\":");
+        push_json_str(out, v);
+    }
+    out.push(b'}');
+}
+
+/// `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
 /// Whether two names are the same: length and first byte inline, the
 /// rest only then (most names differ in one of those).
 #[inline]
@@ -574,6 +669,17 @@ impl Plugin for Parse {
             Some(t) => t,
             None => return self.process(event),
         };
+        if let Some(combined) = self.direct_access() {
+            if text.len() <= self.s.max_length {
+                return match scan::access_line(&text, combined) {
+                    Ok(a) => {
+                        write_access(event, &a, out);
+                        Verdict::Written
+                    }
+                    Err(reason) => self.failed(reason),
+                };
+            }
+        }
         let mut fields = match self.fields(&text) {
             Ok(f) => f,
             Err(reason) => return self.failed(reason),
@@ -789,6 +895,46 @@ mod tests {
                 assert_eq!(v["t"], json!({"b":2,"a":"1"}));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The access formats' direct writer writes, byte for byte, what the
+    /// general one writes from their fields.
+    #[test]
+    fn access_lines_written_directly_as_from_their_fields() {
+        let lines = [
+            r#"10.1.2.3 - bob [06/Dec/2026:03:10:01 +0000] "GET /x?a=\"b HTTP/1.1" 200 5 "-" "ua""#,
+            r#"::1 ident - [31/Jan/2027:23:59:60 -0530] "POST /a%20b HTTP/2.0" 502 - "https://r/\x22q" "curl \x22x\x22 é""#,
+            r#"10.0.0.1 - - [06/Dec/2026:03:10:01 +0000] "-" 400 0 "-" "-""#,
+            r#"10.0.0.1 - - [06/Dec/2026:03:10:01 +0000] "get / HTTP/1.1" 200 12"#,
+        ];
+        let events = [
+            json!({"timestamp":"t0","message":""}),
+            json!({"message":"","status":"old","user":"kept unless set","x\"y":[1,{"a":null}]}),
+        ];
+        for (format, combined) in [("nginx_combined", true), ("apache_common", false)] {
+            let p = Parse::new(&json!({ "format": format }).to_string()).unwrap();
+            for line in lines {
+                let Ok(fields) = scan::access(line, combined) else {
+                    assert!(scan::access_line(line, combined).is_err(), "{line}");
+                    continue;
+                };
+                let a = scan::access_line(line, combined).unwrap();
+                for event in &events {
+                    let mut event = event.clone();
+                    event["message"] = json!(line);
+                    let raw = event.to_string();
+                    let e = Event::new(raw.as_bytes());
+                    let (mut general, mut direct) = (Vec::new(), Vec::new());
+                    p.write_fast(&e, &fields, &mut general).unwrap();
+                    write_access(&e, &a, &mut direct);
+                    assert_eq!(
+                        String::from_utf8(direct).unwrap(),
+                        String::from_utf8(general).unwrap(),
+                        "{format}: {line}"
+                    );
+                }
+            }
         }
     }
 

@@ -175,27 +175,33 @@ impl<'a> Cur<'a> {
     }
 }
 
-fn dash_or(v: &str) -> Option<Val<'_>> {
-    (v != "-" && !v.is_empty()).then(|| s(v))
+fn dash_or_str(v: &str) -> Option<&str> {
+    (v != "-" && !v.is_empty()).then_some(v)
 }
 
-fn dash_or_cow(v: Cow<'_, str>) -> Option<Val<'_>> {
-    (v != "-" && !v.is_empty()).then_some(Val::Str(v))
+fn dash_or_cow(v: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (v != "-" && !v.is_empty()).then_some(v)
 }
 
-fn number_or_dash(name: &str, v: &str) -> Result<Option<Val<'static>>, String> {
+fn number_or_dash(name: &str, v: &str) -> Result<Option<u64>, String> {
     if v == "-" {
         return Ok(None);
     }
     v.parse::<u64>()
-        .map(|n| Some(json(n)))
+        .map(Some)
         .map_err(|_| format!("{name} `{v}` is not a number"))
 }
 
 /// `[06/Dec/2026:03:10:01 +0000]` as RFC 3339 (`2026-12-06T03:10:01+00:00`),
 /// read by hand (every access log line has one: a strftime parse costs
 /// more than the rest of the line).
+#[cfg(test)]
 fn clf_time(t: &str) -> Result<String, String> {
+    clf_time_bytes(t).map(|b| b.iter().map(|&c| char::from(c)).collect())
+}
+
+/// [`clf_time`] into a fixed buffer of ASCII (no allocation per line).
+fn clf_time_bytes(t: &str) -> Result<[u8; 25], String> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -237,109 +243,158 @@ fn clf_time(t: &str) -> Result<String, String> {
         return Err(bad());
     }
     // Written by hand: `format!` cost more than reading the time.
-    let mut out = String::with_capacity(25);
-    let mut two = |n: u32, after: char| {
-        out.push(char::from(b'0' + (n / 10 % 10) as u8));
-        out.push(char::from(b'0' + (n % 10) as u8));
-        if after != '\0' {
-            out.push(after);
-        }
+    let mut out = *b"0000-00-00T00:00:00+00:00";
+    let mut two = |at: usize, n: u32| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
     };
-    two(year / 100, '\0');
-    two(year % 100, '-');
-    two(month as u32, '-');
-    two(day, 'T');
-    two(h, ':');
-    two(mi, ':');
-    two(sec, sign as char);
-    two(oh, ':');
-    two(om, '\0');
+    two(0, year / 100);
+    two(2, year % 100);
+    two(5, month as u32);
+    two(8, day);
+    two(11, h);
+    two(14, mi);
+    two(17, sec);
+    two(20, oh);
+    two(23, om);
+    out[19] = sign;
     Ok(out)
 }
 
-/// `"GET /path HTTP/1.1"` split when it has that shape.
-fn request<'a>(out: &mut Fields<'a>, r: Cow<'a, str>) {
-    // `METHOD PATH PROTOCOL`: the two spaces found by a byte loop.
-    let b = r.as_bytes();
-    let first = b.iter().position(|&c| c == b' ');
-    let second = first.and_then(|f| {
-        b.get(f + 1..)?
-            .iter()
-            .position(|&c| c == b' ')
-            .map(|p| (f, p))
-    });
-    let parts = second.filter(|&(m, _)| {
-        m > 0
-            && b.get(..m)
-                .is_some_and(|m| m.iter().all(u8::is_ascii_uppercase))
-    });
-    // The parts borrow the line when the request did (no escapes).
-    let part = |r: &Cow<'a, str>, at: std::ops::Range<usize>| -> Val<'a> {
-        match r {
-            Cow::Borrowed(b) => Val::Str(Cow::Borrowed(b.get(at).unwrap_or(""))),
-            Cow::Owned(o) => own(o.get(at).unwrap_or("").to_string()),
-        }
-    };
-    if let Some((m, p)) = parts {
-        let (method, path, proto) = (
-            part(&r, 0..m),
-            part(&r, m + 1..m + 1 + p),
-            part(&r, m + p + 2..r.len()),
-        );
-        out.push(("request".into(), Val::Str(r)));
-        out.push(("method".into(), method));
-        out.push(("path".into(), path));
-        out.push(("protocol".into(), proto));
-    } else {
-        out.push(("request".into(), Val::Str(r)));
+/// An access log line read: each part borrowed from the line where it
+/// needs no decoding. [`access`] makes it fields; the plugin may also
+/// write it as JSON directly (no list of fields built per line).
+#[derive(Debug)]
+pub struct Access<'a> {
+    pub client: &'a str,
+    pub ident: Option<&'a str>,
+    pub user: Option<&'a str>,
+    /// The time as RFC 3339, ASCII.
+    pub time: [u8; 25],
+    pub request: Cow<'a, str>,
+    /// Where the method, the path and the protocol are in `request`, when
+    /// it has that shape.
+    pub parts: Option<[std::ops::Range<usize>; 3]>,
+    pub status: u64,
+    pub size: Option<u64>,
+    pub referer: Option<Cow<'a, str>>,
+    pub agent: Option<Cow<'a, str>>,
+}
+
+impl<'a> Access<'a> {
+    /// The time as text.
+    pub fn time(&self) -> &str {
+        std::str::from_utf8(&self.time).unwrap_or_default()
     }
+
+    /// The method, the path and the protocol of the request, if split.
+    pub fn parts(&self) -> Option<[&str; 3]> {
+        let [m, p, v] = self.parts.clone()?;
+        let r = self.request.as_ref();
+        Some([r.get(m)?, r.get(p)?, r.get(v)?])
+    }
+
+    /// As fields, in the order the plugin writes them.
+    pub fn into_fields(self) -> Fields<'a> {
+        let mut out = Fields::with_capacity(12);
+        out.push(("client".into(), s(self.client)));
+        if let Some(v) = self.ident {
+            out.push(("ident".into(), s(v)));
+        }
+        if let Some(v) = self.user {
+            out.push(("user".into(), s(v)));
+        }
+        out.push(("timestamp".into(), own(self.time().to_string())));
+        // The parts borrow the line when the request did (no escapes).
+        let parts = self.parts.clone();
+        let part = |r: &Cow<'a, str>, at: std::ops::Range<usize>| -> Val<'a> {
+            match r {
+                Cow::Borrowed(b) => Val::Str(Cow::Borrowed(b.get(at).unwrap_or(""))),
+                Cow::Owned(o) => own(o.get(at).unwrap_or("").to_string()),
+            }
+        };
+        let split = parts.map(|[m, p, v]| {
+            (
+                part(&self.request, m),
+                part(&self.request, p),
+                part(&self.request, v),
+            )
+        });
+        out.push(("request".into(), Val::Str(self.request)));
+        if let Some((method, path, proto)) = split {
+            out.push(("method".into(), method));
+            out.push(("path".into(), path));
+            out.push(("protocol".into(), proto));
+        }
+        out.push(("status".into(), json(self.status)));
+        if let Some(v) = self.size {
+            out.push(("size".into(), json(v)));
+        }
+        if let Some(v) = self.referer {
+            out.push(("referer".into(), Val::Str(v)));
+        }
+        if let Some(v) = self.agent {
+            out.push(("agent".into(), Val::Str(v)));
+        }
+        out
+    }
+}
+
+/// Where `METHOD PATH PROTOCOL` has its parts in `r`, when it has that
+/// shape (the two spaces found by a byte loop).
+fn request_parts(r: &str) -> Option<[std::ops::Range<usize>; 3]> {
+    let b = r.as_bytes();
+    let m = b.iter().position(|&c| c == b' ')?;
+    let p = b.get(m + 1..)?.iter().position(|&c| c == b' ')?;
+    let upper = m > 0 && b.get(..m).is_some_and(|m| m.iter().all(u8::is_ascii_uppercase));
+    upper.then(|| [0..m, m + 1..m + 1 + p, m + p + 2..r.len()])
 }
 
 /// Apache common (`%h %l %u %t "%r" %>s %b`) and, `combined`, with
 /// `"%{Referer}i" "%{User-agent}i"` (nginx's default `combined` is the
-/// same).
+/// same), as fields.
 pub fn access(line: &str, combined: bool) -> Result<Fields<'_>, String> {
+    access_line(line, combined).map(Access::into_fields)
+}
+
+/// [`access`], read into its parts.
+pub fn access_line(line: &str, combined: bool) -> Result<Access<'_>, String> {
     let mut c = Cur::new(line);
-    let mut out = Fields::with_capacity(14);
     let client = c.word();
     if client.is_empty() {
         return Err("no client address".into());
     }
-    out.push(("client".into(), s(client)));
-    if let Some(v) = dash_or(c.word()) {
-        out.push(("ident".into(), v));
-    }
-    if let Some(v) = dash_or(c.word()) {
-        out.push(("user".into(), v));
-    }
+    let ident = dash_or_str(c.word());
+    let user = dash_or_str(c.word());
     c.eat("[")?;
-    let t = c.until(']')?;
-    out.push(("timestamp".into(), own(clf_time(t)?)));
+    let time = clf_time_bytes(c.until(']')?)?;
     c.eat(" ")?;
-    let r = c.quoted()?;
-    request(&mut out, r);
+    let request = c.quoted()?;
+    let parts = request_parts(&request);
     c.eat(" ")?;
     let status = c.word();
     let status: u64 = status
         .parse()
         .map_err(|_| format!("status `{status}` is not a number"))?;
-    out.push(("status".into(), json(status)));
-    let size = c.word();
-    if let Some(v) = number_or_dash("size", size)? {
-        out.push(("size".into(), v));
-    }
+    let size = number_or_dash("size", c.word())?;
+    let (mut referer, mut agent) = (None, None);
     if combined {
-        let referer = c.quoted()?;
-        if let Some(v) = dash_or_cow(referer) {
-            out.push(("referer".into(), v));
-        }
+        referer = dash_or_cow(c.quoted()?);
         c.eat(" ")?;
-        let agent = c.quoted()?;
-        if let Some(v) = dash_or_cow(agent) {
-            out.push(("agent".into(), v));
-        }
+        agent = dash_or_cow(c.quoted()?);
     }
-    Ok(out)
+    Ok(Access {
+        client,
+        ident,
+        user,
+        time,
+        request,
+        parts,
+        status,
+        size,
+        referer,
+        agent,
+    })
 }
 
 /// nginx's error log: `2026/12/06 03:10:01 [error] 12#12: *5 message,

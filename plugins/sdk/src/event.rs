@@ -221,24 +221,26 @@ fn unquote(raw: &str) -> Option<Cow<'_, str>> {
 /// between them copied whole (`first`: where the first backslash is);
 /// `None` for what it leaves to serde (`\u` escapes, anything odd).
 fn unescape(inner: &str, first: usize) -> Option<String> {
+    // Text is cut only at ASCII bytes (a backslash, the escape's letter),
+    // so each run is text and the result needs no second UTF-8 check.
     let b = inner.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = String::with_capacity(b.len());
     let mut from = 0;
     let mut at = first;
     loop {
-        out.extend_from_slice(b.get(from..at)?);
+        out.push_str(inner.get(from..at)?);
         if b.get(at) != Some(&b'\\') {
             return None;
         }
         let c = match b.get(at + 1)? {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'n' => b'\n',
-            b't' => b'\t',
-            b'r' => b'\r',
-            b'b' => 0x08,
-            b'f' => 0x0c,
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
             _ => return None,
         };
         out.push(c);
@@ -246,8 +248,8 @@ fn unescape(inner: &str, first: usize) -> Option<String> {
         match quote_or_backslash(b.get(from..)?) {
             Some(p) => at = from + p,
             None => {
-                out.extend_from_slice(b.get(from..)?);
-                return String::from_utf8(out).ok();
+                out.push_str(inner.get(from..)?);
+                return Some(out);
             }
         }
     }

@@ -247,11 +247,16 @@ pub fn info_of<P: Plugin>(plugin: &P) -> Info {
 /// public so that plugin logic can be tested and benchmarked natively over
 /// the very same batch format.
 pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result<Verdicts, String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Room for as many new bytes as the last batch wrote (a plugin that
+    // rewrites every event otherwise grows the buffer a dozen times a
+    // batch, copying it each time).
+    static LAST_OUT: AtomicUsize = AtomicUsize::new(0);
     let mut out = Verdicts {
         actions: Vec::with_capacity(ends.len()),
         ports: Vec::new(),
-        data: Vec::new(),
-        ends: Vec::new(),
+        data: Vec::with_capacity(LAST_OUT.load(Ordering::Relaxed).min(64 << 20)),
+        ends: Vec::with_capacity(ends.len()),
     };
     let mut start = 0usize;
     let mut names: Option<Vec<String>> = None;
@@ -313,6 +318,7 @@ pub fn process_batch<P: Plugin>(plugin: &P, data: &[u8], ends: &[u32]) -> Result
         }
     }
     plugin.end_batch();
+    LAST_OUT.store(out.data.len(), Ordering::Relaxed);
     Ok(out)
 }
 

@@ -7,7 +7,7 @@
 /// first. SSE2 (every x86-64 has it): three compares and a mask.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(super) fn special16(block: &[u8]) -> u32 {
+pub(crate) fn special16(block: &[u8]) -> u32 {
     use std::arch::x86_64::*;
     if block.len() < 16 {
         return u32::MAX;
@@ -30,7 +30,7 @@ pub(super) fn special16(block: &[u8]) -> u32 {
 /// test in its high bit.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub(super) fn special16(block: &[u8]) -> u32 {
+pub(crate) fn special16(block: &[u8]) -> u32 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;

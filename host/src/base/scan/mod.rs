@@ -17,7 +17,8 @@ use std::borrow::Cow;
 use super::event::{Head, ObjectInfo};
 
 mod bytes;
-use bytes::{bit, same, special16};
+pub(crate) use bytes::special16;
+use bytes::{bit, same};
 
 /// JSON nesting allowed (serde_json's limit: 127 levels).
 const MAX_DEPTH: u32 = 128;

@@ -159,9 +159,20 @@ impl Writer {
                     self.refused.push((event.to_vec(), reason.clone()));
                     continue;
                 }
+                let f = self.files.get_mut(&key).expect("touched above");
+                if self.cfg.rotate_size.is_none() {
+                    // No rotation by size: formatted where it is written
+                    // from (no copy through `line`).
+                    if f.pending.is_empty() {
+                        f.pending_round = self.round;
+                    }
+                    let start = f.pending.len();
+                    self.formatter.line(event, &mut f.pending);
+                    f.size += (f.pending.len() - start) as u64;
+                    continue;
+                }
                 line.clear();
                 self.formatter.line(event, &mut line);
-                let f = self.files.get_mut(&key).expect("touched above");
                 if let Some(max) = self.cfg.rotate_size {
                     if f.size > 0 && f.size + line.len() as u64 > max as u64 {
                         let to = finishing!(self);
