@@ -572,50 +572,65 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Where the first byte from `i` on that a JSON string must escape is
-/// (`"`, `\\`, a control character), or the end: 16 bytes at a time.
+/// (`"`, `\\`, a control character), or the end: 16 bytes at a time, the
+/// last few by one block that overlaps the bytes already read.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn plain_until(b: &[u8], mut i: usize) -> usize {
     use core::arch::wasm32::*;
-    let (quote, slash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
-    while let Some(block) = b.get(i..i + 16) {
-        // SAFETY: `block` is 16 readable bytes; wasm loads need no alignment.
+    let special = |block: &[u8]| -> u32 {
+        let (quote, slash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
+        if block.len() < 16 {
+            return 0;
+        }
+        // SAFETY: `block` is 16 readable bytes (checked above); wasm loads
+        // need no alignment.
         let v = unsafe { v128_load(block.as_ptr().cast()) };
-        let special = v128_or(
+        u32::from(u8x16_bitmask(v128_or(
             v128_or(u8x16_eq(v, quote), u8x16_eq(v, slash)),
             u8x16_lt(v, space),
-        );
-        let bits = u8x16_bitmask(special);
+        )))
+    };
+    while let Some(block) = b.get(i..i + 16) {
+        let bits = special(block);
         if bits != 0 {
             return i + bits.trailing_zeros() as usize;
         }
         i += 16;
     }
-    plain_tail(b, i)
+    if i >= b.len() {
+        return b.len();
+    }
+    if b.len() >= 16 {
+        let start = b.len() - 16;
+        let bits = special(b.get(start..).unwrap_or_default()) & (u32::MAX << (i - start));
+        return if bits != 0 {
+            start + bits.trailing_zeros() as usize
+        } else {
+            b.len()
+        };
+    }
+    plain_words(b, i)
 }
 
 /// [`plain_until`] eight bytes at a time.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn plain_until(b: &[u8], mut i: usize) -> usize {
+fn plain_until(b: &[u8], i: usize) -> usize {
+    plain_words(b, i)
+}
+
+/// [`plain_until`] in words of eight bytes (the last one overlapping).
+fn plain_words(b: &[u8], i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let special = zero(x ^ (ONES * u64::from(b'"')))
+    let hits = |x: u64| {
+        zero(x ^ (ONES * u64::from(b'"')))
             | zero(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
-        if special != 0 {
-            return i + (special.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    plain_tail(b, i)
-}
-
-/// [`plain_until`] a byte at a time, for the last few.
-fn plain_tail(b: &[u8], i: usize) -> usize {
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+    };
+    let one = |c: u8| c < 0x20 || c == b'"' || c == b'\\';
     b.get(i..)
-        .and_then(|t| t.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\'))
+        .and_then(|rest| scan::find_by(rest, hits, one))
         .map_or(b.len(), |p| i + p)
 }
 
@@ -767,6 +782,17 @@ mod tests {
         );
         for len in 0..20 {
             texts.push("q\"".repeat(len));
+        }
+        // Each special byte at every place of every length up to three
+        // blocks (the last bytes are read by an overlapping block).
+        for len in 1..50 {
+            for at in 0..len {
+                for special in ['"', '\\', '\u{1f}', '\n'] {
+                    let mut t: Vec<char> = "é".chars().chain(std::iter::repeat_n('x', len)).collect();
+                    t[at + 1] = special;
+                    texts.push(t.into_iter().collect());
+                }
+            }
         }
         for t in texts {
             let mut out = Vec::new();

@@ -33,23 +33,37 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// `i` at an opening quote: the index after the closing one.
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    string_end(b, i).map(|(end, _)| end)
+}
+
+/// `i` at an opening quote: the index after the closing one, and whether
+/// the string has escapes.
+#[inline]
+fn string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
     let mut j = i + 1;
-    // Most keys and many values are short: a byte loop over the first
-    // bytes costs less than setting up a search.
-    let short = b.len().min(j + 16);
-    while j < short {
-        match b[j] {
-            b'"' => return Some(j + 1),
-            b'\\' => break,
-            _ => j += 1,
+    let mut escaped = false;
+    // Natively, most keys and many values are short: a byte loop over the
+    // first bytes costs less than setting up a search. (In wasm the search
+    // is inline, sixteen bytes a step, and a byte loop pays the sandbox's
+    // interruption check on every byte.)
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let short = b.len().min(j + 16);
+        while j < short {
+            match b[j] {
+                b'"' => return Some((j + 1, false)),
+                b'\\' => break,
+                _ => j += 1,
+            }
         }
     }
     loop {
         j += quote_or_backslash(b.get(j..)?)?;
         if *b.get(j)? == b'\\' {
+            escaped = true;
             j += 2;
         } else {
-            return Some(j + 1);
+            return Some((j + 1, escaped));
         }
     }
 }
@@ -60,16 +74,29 @@ fn skip_string(b: &[u8], i: usize) -> Option<usize> {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn quote_or_backslash(b: &[u8]) -> Option<usize> {
     use core::arch::wasm32::*;
-    let (quote, slash) = (u8x16_splat(b'"'), u8x16_splat(b'\\'));
+    let hits = |block: &[u8]| -> u32 {
+        let (quote, slash) = (u8x16_splat(b'"'), u8x16_splat(b'\\'));
+        if block.len() < 16 {
+            return 0;
+        }
+        // SAFETY: `block` is 16 readable bytes (checked above); wasm loads
+        // need no alignment.
+        let v = unsafe { v128_load(block.as_ptr().cast()) };
+        u32::from(u8x16_bitmask(v128_or(u8x16_eq(v, quote), u8x16_eq(v, slash))))
+    };
     let mut i = 0;
     while let Some(block) = b.get(i..i + 16) {
-        // SAFETY: `block` is 16 readable bytes; wasm loads need no alignment.
-        let v = unsafe { v128_load(block.as_ptr().cast()) };
-        let bits = u8x16_bitmask(v128_or(u8x16_eq(v, quote), u8x16_eq(v, slash)));
+        let bits = hits(block);
         if bits != 0 {
             return Some(i + bits.trailing_zeros() as usize);
         }
         i += 16;
+    }
+    if i < b.len() && b.len() >= 16 {
+        // The last bytes by one block that overlaps those already read.
+        let start = b.len() - 16;
+        let bits = hits(b.get(start..)?) & (u32::MAX << (i - start));
+        return (bits != 0).then(|| start + bits.trailing_zeros() as usize);
     }
     b.get(i..)?
         .iter()
@@ -157,22 +184,10 @@ fn next_field(b: &[u8], i: usize) -> Option<Field> {
     if *b.get(i)? != b'"' {
         return None;
     }
-    // Keys are short: a byte loop, which also notes escapes.
     let start = i + 1;
-    let mut j = start;
-    let mut escaped = false;
-    loop {
-        match *b.get(j)? {
-            b'"' => break,
-            b'\\' => {
-                escaped = true;
-                j += 2;
-            }
-            _ => j += 1,
-        }
-    }
-    let key = start..j;
-    let colon = skip_ws(b, j + 1);
+    let (end, escaped) = string_end(b, i)?;
+    let key = start..end - 1;
+    let colon = skip_ws(b, end);
     if *b.get(colon)? != b':' {
         return None;
     }
