@@ -416,7 +416,8 @@ fn apply(
         out.ends = v.ends;
         // (Bytes after the last event, which a plugin may leave, are not
         // an event, and would join the next one pushed.)
-        out.data.truncate(out.ends.last().map_or(0, |&e| e as usize));
+        out.data
+            .truncate(out.ends.last().map_or(0, |&e| e as usize));
         return;
     }
     if outcome.ports[0].data.capacity() == 0 {

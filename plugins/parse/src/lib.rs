@@ -788,7 +788,8 @@ mod tests {
         for len in 1..50 {
             for at in 0..len {
                 for special in ['"', '\\', '\u{1f}', '\n'] {
-                    let mut t: Vec<char> = "é".chars().chain(std::iter::repeat_n('x', len)).collect();
+                    let mut t: Vec<char> =
+                        "é".chars().chain(std::iter::repeat_n('x', len)).collect();
                     t[at + 1] = special;
                     texts.push(t.into_iter().collect());
                 }

@@ -80,7 +80,11 @@ fn zero_bytes(x: u64) -> u64 {
 /// that overlaps the bytes already read (short values end in a partial
 /// word, and a byte loop there cost more than the words before it).
 #[inline(always)]
-pub(crate) fn find_by(hay: &[u8], hits: impl Fn(u64) -> u64, one: impl Fn(u8) -> bool) -> Option<usize> {
+pub(crate) fn find_by(
+    hay: &[u8],
+    hits: impl Fn(u64) -> u64,
+    one: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let word = |at: usize| {
         u64::from_le_bytes(
             hay.get(at..at + 8)
@@ -390,7 +394,9 @@ fn request_parts(r: &str) -> Option<[std::ops::Range<usize>; 3]> {
     let b = r.as_bytes();
     let m = find1(b, b' ')?;
     let p = find1(b.get(m + 1..)?, b' ')?;
-    let upper = m > 0 && b.get(..m).is_some_and(|m| m.iter().all(u8::is_ascii_uppercase));
+    let upper = m > 0
+        && b.get(..m)
+            .is_some_and(|m| m.iter().all(u8::is_ascii_uppercase));
     upper.then(|| [0..m, m + 1..m + 1 + p, m + p + 2..r.len()])
 }
 

@@ -82,7 +82,10 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
         // SAFETY: `block` is 16 readable bytes (checked above); wasm loads
         // need no alignment.
         let v = unsafe { v128_load(block.as_ptr().cast()) };
-        u32::from(u8x16_bitmask(v128_or(u8x16_eq(v, quote), u8x16_eq(v, slash))))
+        u32::from(u8x16_bitmask(v128_or(
+            u8x16_eq(v, quote),
+            u8x16_eq(v, slash),
+        )))
     };
     let mut i = 0;
     while let Some(block) = b.get(i..i + 16) {
