@@ -18,6 +18,8 @@
 //! - [`coerce`]: typed values from strings (`"20"` -> 20).
 //! - [`cond`]: field conditions (`{ field = "status", gte = 500 }`), for
 //!   the host's declared metrics and, through a link, the plugin SDK.
+//! - [`json`]: JSON string literals written by runs, as serde_json
+//!   writes them.
 //! - [`level`]: one spelling of each log level (`WARNING` -> `warn`).
 //! - [`pyformat`]: Python's `%` formatting and the repr of its literals.
 //! - [`presets`]: logging libraries' records mapped to sluice's fields.
@@ -44,6 +46,7 @@
 pub mod action;
 pub mod coerce;
 pub mod cond;
+pub mod json;
 pub mod level;
 pub mod path;
 pub mod presets;

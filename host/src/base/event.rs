@@ -259,34 +259,7 @@ pub fn now_rfc3339() -> String {
 /// (the scanner's byte classes) and copied whole; an access log line has
 /// a handful of quotes, and serde's writer looks up every byte in a table.
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    let b = s.as_bytes();
-    out.reserve(b.len() + 2);
-    out.push(b'"');
-    let mut from = 0;
-    while from < b.len() {
-        let i = plain_until(b, from);
-        out.extend_from_slice(b.get(from..i).unwrap_or_default());
-        let Some(&c) = b.get(i) else {
-            break;
-        };
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            c => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(c >> 4)]);
-                out.push(HEX[usize::from(c & 15)]);
-            }
-        }
-        from = i + 1;
-    }
-    out.push(b'"');
+    sluice_common::json::push_str_with(out, s, plain_until);
 }
 
 /// Where the first byte from `i` on that a JSON string must escape is (a
@@ -299,9 +272,7 @@ fn plain_until(b: &[u8], mut i: usize) -> usize {
         }
         i += 16;
     }
-    b.get(i..)
-        .and_then(|t| t.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\'))
-        .map_or(b.len(), |p| i + p)
+    sluice_common::json::plain_until(b, i)
 }
 
 #[cfg(test)]

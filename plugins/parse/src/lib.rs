@@ -601,6 +601,7 @@ fn plain_until(b: &[u8], mut i: usize) -> usize {
         return b.len();
     }
     if b.len() >= 16 {
+        // Byte compares are exact: the bytes below `i` are masked off.
         let start = b.len() - 16;
         let bits = special(b.get(start..).unwrap_or_default()) & (u32::MAX << (i - start));
         return if bits != 0 {
@@ -609,62 +610,17 @@ fn plain_until(b: &[u8], mut i: usize) -> usize {
             b.len()
         };
     }
-    plain_words(b, i)
+    sluice_common::json::plain_until(b, i)
 }
 
 /// [`plain_until`] eight bytes at a time.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn plain_until(b: &[u8], i: usize) -> usize {
-    plain_words(b, i)
-}
-
-/// [`plain_until`] in words of eight bytes (the last one overlapping).
-fn plain_words(b: &[u8], i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let hits = |x: u64| {
-        zero(x ^ (ONES * u64::from(b'"')))
-            | zero(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
-    };
-    let one = |c: u8| c < 0x20 || c == b'"' || c == b'\\';
-    b.get(i..)
-        .and_then(|rest| scan::find_by(rest, hits, one))
-        .map_or(b.len(), |p| i + p)
-}
+use sluice_common::json::plain_until;
 
 /// `text` as a JSON string, as serde_json writes it: runs without a byte
 /// to escape found 8 or 16 bytes at a time and copied whole.
 pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
-    let b = text.as_bytes();
-    out.reserve(b.len() + 2);
-    out.push(b'"');
-    let mut from = 0;
-    loop {
-        let i = plain_until(b, from);
-        out.extend_from_slice(b.get(from..i).unwrap_or_default());
-        let Some(&c) = b.get(i) else {
-            break;
-        };
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            c => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(c >> 4)]);
-                out.push(HEX[usize::from(c & 15)]);
-            }
-        }
-        from = i + 1;
-    }
-    out.push(b'"');
+    sluice_common::json::push_str_with(out, text, plain_until);
 }
 
 impl Plugin for Parse {
