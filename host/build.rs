@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use sluice_build_support::{build_plugins, watch};
+use sluice_build_support::{build_plugins, rerun_if_changed, watch};
 
 const BUNDLED: [&str; 8] = [
     "filter", "route", "mask", "remap", "encrypt", "parse", "throttle", "dedup",
@@ -33,14 +33,8 @@ fn main() {
     ] {
         watch(&root.join(dir));
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("Cargo.lock").display()
-    );
+    rerun_if_changed(&root.join("Cargo.toml"));
+    rerun_if_changed(&root.join("Cargo.lock"));
 
     let target_dir = root.join("target").join("plugins");
     let packages = BUNDLED.map(|p| format!("sluice-{p}"));
@@ -88,7 +82,7 @@ fn version(root: &std::path::Path) {
         }
     }
     for p in watched.iter().filter(|p| p.exists()) {
-        println!("cargo:rerun-if-changed={}", p.display());
+        rerun_if_changed(p);
     }
     // The wasmtime this build links, from the lock file.
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();

@@ -10,14 +10,14 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_build_support::{build_plugins, watch};
+use sluice_build_support::{build_plugins, rerun_if_changed, watch};
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
     let mut plugins: Vec<(String, String, PathBuf)> = Vec::new(); // (name, package, dir)
     for base in [root.join("plugins"), manifest.join("plugins")] {
-        println!("cargo:rerun-if-changed={}", base.display());
+        rerun_if_changed(&base);
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&base)
             .unwrap()
             .flatten()

@@ -51,9 +51,47 @@ pub fn build_plugins(root: &Path, target_dir: &Path, packages: &[&str], tag: Opt
     );
 }
 
+/// Rebuild when `path` changes. Written relative to the package (cargo
+/// reads a relative path from the package's root): an absolute one names
+/// the checkout that last ran the script, so a build of another checkout
+/// of the same sources into the same target folder (a CI clone, a
+/// worktree) would find that one unchanged and keep its outputs, such as
+/// the plugins it embedded.
+pub fn rerun_if_changed(path: &Path) {
+    let relative = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .and_then(|manifest| relative_to(path, &manifest));
+    let shown = relative.as_deref().unwrap_or(path);
+    println!("cargo:rerun-if-changed={}", shown.display());
+}
+
+/// `path` from `base` (`../plugins/x` from `host`), when both are absolute
+/// and share a first component.
+fn relative_to(path: &Path, base: &Path) -> Option<std::path::PathBuf> {
+    if !path.is_absolute() || !base.is_absolute() {
+        return None;
+    }
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common <= 1 {
+        return None;
+    }
+    let mut out = std::path::PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    Some(out)
+}
+
 /// Rebuild when anything under `dir` changes (`target` folders aside).
 pub fn watch(dir: &Path) {
-    println!("cargo:rerun-if-changed={}", dir.display());
+    rerun_if_changed(dir);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
@@ -63,8 +101,37 @@ pub fn watch(dir: &Path) {
                 }
                 watch(&p);
             } else {
-                println!("cargo:rerun-if-changed={}", p.display());
+                rerun_if_changed(&p);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_to;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn paths_are_written_from_the_package() {
+        let host = Path::new("/w/main/host");
+        let cases = [
+            (
+                "/w/main/plugins/parse/src/lib.rs",
+                Some("../plugins/parse/src/lib.rs"),
+            ),
+            ("/w/main/host/build.rs", Some("build.rs")),
+            ("/w/main/host", Some(".")),
+            ("/w/main/.git/HEAD", Some("../.git/HEAD")),
+            ("/elsewhere/x", None),
+            ("relative/x", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(
+                relative_to(Path::new(path), host),
+                want.map(PathBuf::from),
+                "{path}"
+            );
         }
     }
 }
