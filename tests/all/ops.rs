@@ -410,6 +410,26 @@ fn help_and_completions() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("_sluice"));
 }
 
+/// `sluice completions bash | grep -q _sluice` and the like: a reader
+/// that closes the pipe early is no error (completions used to panic).
+#[test]
+fn printing_into_a_closed_pipe_is_quiet() {
+    for args in [&["completions", "bash"][..], &["man"], &["schema"]] {
+        let mut child = sluice()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reading end closed before the first write.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn the_dashboard_uses_metrics_that_exist() {
     let dashboard: serde_json::Value = serde_json::from_str(

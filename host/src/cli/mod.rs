@@ -291,8 +291,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             let text = serde_json::to_string_pretty(&schema)? + "\n";
-            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
-            Ok(())
+            print(text.as_bytes())
         }
         Command::Schema { markdown, .. } => {
             let schema = crate::config::schema::pipeline();
@@ -301,20 +300,32 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             } else {
                 serde_json::to_string_pretty(&schema)? + "\n"
             };
-            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
-            Ok(())
+            print(text.as_bytes())
         }
         Command::Man => {
             use clap::CommandFactory;
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            std::io::Write::write_all(&mut std::io::stdout(), &out)?;
-            Ok(())
+            print(&out)
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
-            Ok(())
+            // Into a buffer: clap_complete panics when its writer fails,
+            // and a reader may close the pipe early (`| grep -q`).
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut out);
+            print(&out)
         }
+    }
+}
+
+/// Write `bytes` to stdout. A reader that closed the pipe before the end
+/// (`| head`, `| grep -q`) has what it wanted: not an error.
+fn print(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }

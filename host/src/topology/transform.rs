@@ -505,3 +505,51 @@ mod props {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> Outcome {
+        Outcome {
+            ports: vec![Batch::default(), Batch::default()],
+            dropped: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    /// A plugin that replaces every event hands its buffer over: the new
+    /// batch holds exactly its events (bytes it left after the last one
+    /// are not an event), and an invalid one from an untrusted plugin
+    /// still fails alone.
+    #[test]
+    fn a_whole_replacement_becomes_the_batch() {
+        let batch = Batch::from_events([&b"{\"a\":1}"[..], b"{\"a\":2}"]);
+        let data = b"{\"b\":1}{\"b\":2}left over".to_vec();
+        let v = Verdicts {
+            actions: vec![action::REPLACE, action::REPLACE],
+            ports: Vec::new(),
+            data,
+            ends: vec![7, 14],
+        };
+        let mut out = outcome();
+        apply(v, &batch, &mut out, false, None);
+        let events: Vec<&[u8]> = out.ports[0].iter().collect();
+        assert_eq!(events, [&b"{\"b\":1}"[..], b"{\"b\":2}"]);
+        assert_eq!(out.ports[0].bytes(), 14);
+        out.ports[0].push(b"{\"c\":3}");
+        assert_eq!(out.ports[0].get(2), b"{\"c\":3}");
+
+        let v = Verdicts {
+            actions: vec![action::REPLACE, action::REPLACE],
+            ports: Vec::new(),
+            data: b"{\"b\":1}not json".to_vec(),
+            ends: vec![7, 15],
+        };
+        let mut out = outcome();
+        apply(v, &batch, &mut out, false, None);
+        assert_eq!(out.ports[0].iter().collect::<Vec<_>>(), [&b"{\"b\":1}"[..]]);
+        assert_eq!(out.failed.len(), 1);
+        assert_eq!(out.failed[0].0, b"{\"a\":2}");
+    }
+}
