@@ -113,7 +113,20 @@ mod tests {
         let mut texts: Vec<String> = (0u8..=0x7f)
             .map(|b| format!("ab{}cdefghij", b as char))
             .collect();
-        texts.extend(["", "\"", "\\", "é\u{2028}x\"y\\z\n", "1234567\u{1}"].map(String::from));
+        texts.extend(
+            [
+                "",
+                "\"",
+                "\\",
+                "é\u{2028}x\"y\\z\n",
+                "12345678\"",
+                "1234567\u{1}",
+            ]
+            .map(String::from),
+        );
+        for len in 0..20 {
+            texts.push("q\"".repeat(len));
+        }
         // Each byte to escape at every place of every length up to three
         // words, after a first character of two bytes.
         for len in 1..26 {
