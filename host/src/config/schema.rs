@@ -17,22 +17,47 @@ use super::{AdminConfig, ReloadConfig, TestConfig, TransformConfig};
 /// Where the schema says it lives (its `$id`).
 pub const SCHEMA_ID: &str = "https://sluice.dev/schema/pipeline.json";
 
+/// The keys every kind of a family takes besides its own: sources, then
+/// sinks (the schema adds them to each kind; the reference names them
+/// once).
+const SHARED: [(&str, &[&str]); 2] = [("sources", &["metrics"]), ("sinks", &["metrics", "buffer"])];
+
+/// The schema of a shared key.
+fn shared_schema(generator: &mut SchemaGenerator, key: &str) -> Schema {
+    match key {
+        "metrics" => generator.subschema_for::<FieldMetricsConfig>(),
+        "buffer" => generator.subschema_for::<BufferConfig>(),
+        _ => Schema::default(),
+    }
+}
+
+/// The shared keys of `section` with their schemas.
+fn shared(generator: &mut SchemaGenerator, section: &str) -> Vec<(&'static str, Schema)> {
+    SHARED
+        .iter()
+        .filter(|(s, _)| *s == section)
+        .flat_map(|(_, keys)| keys.iter())
+        .map(|key| (*key, shared_schema(generator, key)))
+        .collect()
+}
+
 /// The schema of a pipeline file, as JSON.
 pub fn pipeline() -> Value {
     let mut generator = SchemaSettings::draft2020_12().into_generator();
-    let metrics = generator.subschema_for::<FieldMetricsConfig>();
-    let buffer = generator.subschema_for::<BufferConfig>();
+    // (Both lists first: the order of `$defs` follows first use.)
+    let source_keys = shared(&mut generator, "sources");
+    let sink_keys = shared(&mut generator, "sinks");
     let sources = family(
         &mut generator,
         SourceConfig::kind_schemas,
         "A source: where events come from, chosen by `type`.",
-        &[("metrics", metrics.clone())],
+        &source_keys,
     );
     let sinks = family(
         &mut generator,
         SinkConfig::kind_schemas,
         "A sink: where events go, chosen by `type`.",
-        &[("metrics", metrics.clone()), ("buffer", buffer)],
+        &sink_keys,
     );
     let root = json_schema!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -262,6 +287,15 @@ fn keys(out: &mut String, schema: &Value, defs: &Map<String, Value>, skip: &[&st
     table(out, props, &strings(schema.get("required")), defs, skip);
 }
 
+/// The keys every kind of `section` shares.
+fn shared_keys(section: &str) -> Vec<&'static str> {
+    SHARED
+        .iter()
+        .filter(|(s, _)| *s == section)
+        .flat_map(|(_, keys)| keys.iter().copied())
+        .collect()
+}
+
 /// `## Sources` or `## Sinks`: a table per kind.
 fn family_md(
     out: &mut String,
@@ -277,10 +311,16 @@ fn family_md(
         .and_then(Value::as_str)
     {
         out.push_str(&format!(
-            "{d} Every kind also takes the keys its family shares (`metrics`{}).\n",
-            if section == "sinks" { ", `buffer`" } else { "" }
+            "{d} Every kind also takes the keys its family shares ({}).\n",
+            shared_keys(section)
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
+    let mut skip = vec!["type"];
+    skip.extend(shared_keys(section));
     let branches = family
         .and_then(|s| s.get("allOf"))
         .and_then(Value::as_array)
@@ -297,7 +337,7 @@ fn family_md(
             section.trim_end_matches('s')
         ));
         doc(out, &then);
-        keys(out, &then, defs, &["type", "metrics", "buffer"]);
+        keys(out, &then, defs, &skip);
     }
 }
 
