@@ -57,51 +57,18 @@ fn push_escape(out: &mut Vec<u8>, c: u8) {
 }
 
 /// Where the first byte from `i` on that a JSON string must escape is, or
-/// `b.len()`: eight bytes at a time, the last few by one word that
-/// overlaps the bytes already read.
+/// `b.len()`: eight bytes at a time ([`crate::bytes::find_by`]).
 pub fn plain_until(b: &[u8], i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte that is zero (exact for the lowest; a
-    // borrow may mark bytes above it, which are not read).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    use crate::bytes::{bytes_below, find_by, zero_bytes, ONES};
     let hits = |x: u64| {
-        zero(x ^ (ONES * u64::from(b'"')))
-            | zero(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+        zero_bytes(x ^ (ONES * u64::from(b'"')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
+            | bytes_below(x, 0x20)
     };
-    let word = |at: usize| {
-        u64::from_le_bytes(
-            b.get(at..at + 8)
-                .and_then(|w| w.try_into().ok())
-                .unwrap_or([0x20; 8]),
-        )
-    };
-    let mut at = i;
-    while at + 8 <= b.len() {
-        let hit = hits(word(at));
-        if hit != 0 {
-            return at + (hit.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    if at >= b.len() {
-        return b.len();
-    }
-    if b.len() >= 8 && b.len() - 8 >= i {
-        // The bytes below `at` were read and hold no hit (so no borrow
-        // from them either): the lowest mark left is exact.
-        let start = b.len() - 8;
-        let hit = hits(word(start)) & (u64::MAX << ((at - start) * 8));
-        return if hit != 0 {
-            start + (hit.trailing_zeros() / 8) as usize
-        } else {
-            b.len()
-        };
-    }
-    b.get(at..)
-        .and_then(|t| t.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\'))
-        .map_or(b.len(), |p| at + p)
+    let one = |c: u8| c < 0x20 || c == b'"' || c == b'\\';
+    b.get(i..)
+        .and_then(|rest| find_by(rest, hits, one))
+        .map_or(b.len(), |p| i + p)
 }
 
 #[cfg(test)]

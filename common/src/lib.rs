@@ -14,6 +14,7 @@
 //! # Layout
 //! - [`action`]: the action codes of a plugin's verdicts (the SDK links
 //!   the same file).
+//! - [`bytes`]: searches over bytes eight at a time.
 //! - [`path`]: dotted field paths (`get`, `take`, `put`).
 //! - [`coerce`]: typed values from strings (`"20"` -> 20).
 //! - [`cond`]: field conditions (`{ field = "status", gte = 500 }`), for
@@ -44,6 +45,7 @@
 )]
 
 pub mod action;
+pub mod bytes;
 pub mod coerce;
 pub mod cond;
 pub mod json;

@@ -257,14 +257,7 @@ impl Parse {
 
     /// The fields of `text`, or why it does not parse.
     pub fn fields<'t>(&self, text: &'t str) -> Result<Fields<'t>, String> {
-        if text.len() > self.s.max_length {
-            return Err(format!(
-                "`{}` is {} bytes, over max_length ({})",
-                self.s.field,
-                text.len(),
-                self.s.max_length
-            ));
-        }
+        self.within_length(text)?;
         match self.s.format {
             Format::NginxCombined | Format::ApacheCombined => scan::access(text, true),
             Format::ApacheCommon => scan::access(text, false),
@@ -467,9 +460,20 @@ impl Parse {
         out.push(b'}');
         Some(())
     }
-}
 
-impl Parse {
+    /// Whether the text to parse is within `max_length`.
+    fn within_length(&self, text: &str) -> Result<(), String> {
+        if text.len() > self.s.max_length {
+            return Err(format!(
+                "`{}` is {} bytes, over max_length ({})",
+                self.s.field,
+                text.len(),
+                self.s.max_length
+            ));
+        }
+        Ok(())
+    }
+
     /// For an access log format written as it is into the event's root
     /// (no `types`, no `target`): whether it has the referer and agent.
     fn direct_access(&self) -> Option<bool> {
@@ -641,15 +645,16 @@ impl Plugin for Parse {
             None => return self.process(event),
         };
         if let Some(combined) = self.direct_access() {
-            if text.len() <= self.s.max_length {
-                return match scan::access_line(&text, combined) {
-                    Ok(a) => {
-                        write_access(event, &a, out);
-                        Verdict::Written
-                    }
-                    Err(reason) => self.failed(reason),
-                };
-            }
+            let line = self
+                .within_length(&text)
+                .and_then(|()| scan::access_line(&text, combined));
+            return match line {
+                Ok(a) => {
+                    write_access(event, &a, out);
+                    Verdict::Written
+                }
+                Err(reason) => self.failed(reason),
+            };
         }
         let mut fields = match self.fields(&text) {
             Ok(f) => f,

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
+use sluice_common::bytes::{find_by, zero_bytes, ONES};
 
 /// Fields read from a line, in order, their names and text borrowed from
 /// the line where they need no decoding.
@@ -63,54 +64,6 @@ fn own<'a>(v: String) -> Val<'a> {
 
 fn json<'a>(v: impl Into<Value>) -> Val<'a> {
     Val::Json(v.into())
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `x` that is zero (exact for the lowest
-/// such byte; a borrow may mark the bytes above it, which no caller reads).
-#[inline(always)]
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
-/// The first byte of `hay` that `hits` marks (the high bit of a byte, as
-/// [`zero_bytes`] does), eight bytes at a time; the last few by one word
-/// that overlaps the bytes already read (short values end in a partial
-/// word, and a byte loop there cost more than the words before it).
-#[inline(always)]
-pub(crate) fn find_by(
-    hay: &[u8],
-    hits: impl Fn(u64) -> u64,
-    one: impl Fn(u8) -> bool,
-) -> Option<usize> {
-    let word = |at: usize| {
-        u64::from_le_bytes(
-            hay.get(at..at + 8)
-                .and_then(|w| w.try_into().ok())
-                .unwrap_or([0; 8]),
-        )
-    };
-    let mut i = 0;
-    while i + 8 <= hay.len() {
-        let hit = hits(word(i));
-        if hit != 0 {
-            return Some(i + (hit.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    if i == hay.len() {
-        return None;
-    }
-    if hay.len() >= 8 {
-        // The bytes below `i` were read: no hit there, so no borrow from
-        // them either, and the lowest mark left is exact.
-        let start = hay.len() - 8;
-        let hit = hits(word(start)) & (u64::MAX << ((i - start) * 8));
-        return (hit != 0).then(|| start + (hit.trailing_zeros() / 8) as usize);
-    }
-    hay.get(i..)?.iter().position(|&c| one(c)).map(|p| i + p)
 }
 
 /// The first `a` or `b` in `hay`, eight bytes at a time (the values of a
