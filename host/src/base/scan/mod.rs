@@ -189,7 +189,7 @@ impl<'a> Scanner<'a> {
                 if self.peek() != Some(b'"') {
                     return Err(self.error(match self.peek() {
                         Some(b'}') => "trailing comma",
-                        None => "EOF while parsing an object",
+                        None => "EOF while parsing a value",
                         Some(_) => "key must be a string",
                     }));
                 }
@@ -395,6 +395,11 @@ impl<'a> Scanner<'a> {
                     0xD800..=0xDBFF => {
                         // A leading surrogate: a trailing one must follow.
                         if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                            let rest = self.b.get(self.i..).unwrap_or_default();
+                            if b"\\u".starts_with(rest) {
+                                self.i = self.b.len();
+                                return Err(self.error("EOF while parsing a string"));
+                            }
                             return Err(self.error("lone leading surrogate in hex escape"));
                         }
                         self.i += 2;
@@ -428,8 +433,20 @@ impl<'a> Scanner<'a> {
         Ok(n)
     }
 
-    /// A number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    /// A number, or what serde says of it: a text that ends inside it ends
+    /// early.
     fn number(&mut self) -> Result<(), Fail> {
+        self.number_in().map_err(|Fail| {
+            if self.peek().is_none() {
+                self.error("EOF while parsing a value")
+            } else {
+                Fail
+            }
+        })
+    }
+
+    /// A number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number_in(&mut self) -> Result<(), Fail> {
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -465,17 +482,39 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// `true`, `false` or `null` (`word`), at its first byte; as serde
+    /// says it, a text that ends inside the word ends early, and a wrong
+    /// byte is named where it is.
     fn literal(&mut self, word: &[u8]) -> Result<(), Fail> {
         if self.b.get(self.i..self.i + word.len()) == Some(word) {
             self.i += word.len();
-            Ok(())
-        } else {
-            Err(self.error("expected ident"))
+            return Ok(());
         }
+        for &want in word {
+            match self.peek() {
+                None => return Err(self.error("EOF while parsing a value")),
+                Some(c) if c != want => {
+                    self.i += 1;
+                    return Err(self.error("expected ident"));
+                }
+                Some(_) => self.i += 1,
+            }
+        }
+        Ok(())
     }
 
     /// One value, at its first byte (whitespace before it read), skipped.
+    /// A string (most values) is skipped inline, without a call.
+    #[inline(always)]
     fn value(&mut self) -> Result<(), Fail> {
+        if self.peek() == Some(b'"') {
+            return self.string().map(|_| ());
+        }
+        self.value_other()
+    }
+
+    /// [`Scanner::value`] for what is not a string.
+    fn value_other(&mut self) -> Result<(), Fail> {
         match self.peek() {
             Some(b'"') => self.string().map(|_| ()),
             Some(b'{') => {
@@ -491,10 +530,14 @@ impl<'a> Scanner<'a> {
             Some(b'[') => {
                 self.enter()?;
                 self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(());
+                match self.peek() {
+                    Some(b']') => {
+                        self.i += 1;
+                        self.depth -= 1;
+                        return Ok(());
+                    }
+                    None => return Err(self.error("EOF while parsing a list")),
+                    Some(_) => {}
                 }
                 loop {
                     self.ws();
@@ -718,7 +761,7 @@ mod tests {
         let e = scan("{\"a\":1,\n \"b\" 2}", &[], filter(&[]), &mut []).unwrap_err();
         assert_eq!(e, "expected `:` at line 2 column 6");
         let e = scan(r#"{"service":"s","#, &[], filter(&[]), &mut []).unwrap_err();
-        assert!(e.starts_with("EOF while parsing an object"), "{e}");
+        assert!(e.starts_with("EOF while parsing a value"), "{e}");
     }
 
     /// JSON-ish text: the bytes JSON is made of, in any order.
@@ -776,6 +819,38 @@ mod tests {
                 let got: serde_json::Value = serde_json::from_str(caught[0].unwrap()).unwrap();
                 proptest::prop_assert_eq!(got, want);
             }
+        }
+
+        /// Nested objects and arrays, cut anywhere: the error is serde's,
+        /// at serde's place.
+        #[test]
+        fn prop_cut_errors_are_serdes(v in json_value(), cut in 1usize..200) {
+            let text = format!("{{\"a\":[{v},{{\"b\":{v}}}]}}");
+            let mut cut = cut.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let text = &text[..cut];
+            // (At the end of the text serde names the last byte's column,
+            // sluice the one after it: the messages are compared alone.)
+            let what = |e: String| match e.starts_with("EOF") {
+                true => e.split(" at line").next().unwrap_or_default().to_string(),
+                false => e,
+            };
+            let ours = scan(text, &[], filter(&[]), &mut []).err().map(what);
+            let serdes = serde_json::from_str::<serde_json::Value>(text).err().map(|e| what(e.to_string()));
+            proptest::prop_assert_eq!(ours, serdes, "{:?}", text);
+            // The same, read by the path that catches nested values.
+            let text = format!("{{\"a\":{{\"x\":{v},\"b\":{v}}}}}");
+            let mut cut = cut.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let text = &text[..cut];
+            let heads = [head("a", Some("b"))];
+            let ours = scan(text, &heads, filter(&heads), &mut [None]).err().map(what);
+            let serdes = serde_json::from_str::<serde_json::Value>(text).err().map(|e| what(e.to_string()));
+            proptest::prop_assert_eq!(ours, serdes, "{:?}", text);
         }
 
         /// Cut anywhere, an object is refused as serde refuses it.
