@@ -9,8 +9,9 @@
 //! sink implements, is `docs/architecture.md` in the repository.
 //!
 //! # Layout
-//! From the bottom up; a module imports only those listed before it
-//! (the base layer imports nothing of the others).
+//! From the bottom up; a module imports only those listed before it.
+//! [`base`] and [`delivery`] are the crate `sluice-core` (re-exported
+//! here), which cannot import the others.
 //! - [`base`]: events and packed batches, acknowledgements, outputs and the
 //!   router, metrics, and the settings every component config shares
 //!   (including the `kinds!` registration and `BuildContext`/`BuildError`).
@@ -53,10 +54,10 @@ pub const VERSION: &str = concat!(
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod admin;
-pub mod base;
+pub use sluice_core::base;
 pub mod cli;
 pub mod config;
-pub mod delivery;
+pub use sluice_core::delivery;
 pub mod plugin;
 pub mod sink;
 pub mod source;

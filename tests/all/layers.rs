@@ -87,3 +87,89 @@ fn every_kind_is_in_the_architecture_table() {
         );
     }
 }
+
+/// The crate graph drawn in docs/architecture.md ("`crate -> deps`" lines)
+/// is the manifests' own: each host-side crate's sluice dependencies,
+/// exactly. The base layer below the config and the components is the
+/// crate `sluice-core`, which cannot depend on `sluice` (cargo refuses
+/// cycles): its rule is the compiler's.
+#[test]
+fn the_crate_graph_in_the_docs_is_the_manifests() {
+    let doc = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let drawn: Vec<(String, BTreeSet<String>)> = doc
+        .lines()
+        .filter_map(|l| l.split_once(" -> "))
+        .filter(|(c, _)| c.starts_with("sluice"))
+        .map(|(c, deps)| {
+            let deps = deps
+                .split(", ")
+                .filter(|d| *d != "(none)")
+                .map(String::from)
+                .collect();
+            (c.to_string(), deps)
+        })
+        .collect();
+    let crates = [
+        ("sluice", "host/Cargo.toml"),
+        ("sluice-core", "core/Cargo.toml"),
+        ("sluice-buffer", "buffer/Cargo.toml"),
+        ("sluice-common", "common/Cargo.toml"),
+    ];
+    assert_eq!(
+        drawn.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        crates.map(|(c, _)| c),
+        "docs/architecture.md draws these crates"
+    );
+    for ((name, deps), (_, path)) in drawn.iter().zip(crates) {
+        let real: BTreeSet<String> = dependencies(path)
+            .into_iter()
+            .filter(|d| d.starts_with("sluice"))
+            .collect();
+        assert_eq!(&real, deps, "{name}'s sluice dependencies ({path})");
+    }
+    assert!(!dependencies("core/Cargo.toml").contains("sluice"));
+}
+
+/// `sluice-core` logs under the targets its modules had in the `sluice`
+/// crate (`sluice::delivery::buffer`, not `sluice_core::...`): every log
+/// macro there names its module's `LOG_TARGET`, so log lines and
+/// `RUST_LOG=sluice::...` filters did not change with the split.
+#[test]
+fn the_core_crate_logs_under_sluice_targets() {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = root().join("core/src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut bad = Vec::new();
+    for p in all {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let module = p.strip_prefix(&src).unwrap().with_extension("");
+        let module = module.to_string_lossy().replace('/', "::");
+        let want = format!(
+            "const LOG_TARGET: &str = \"sluice::{}\";",
+            module.trim_end_matches("::mod")
+        );
+        for level in ["error", "warn", "info", "debug", "trace"] {
+            let calls = text.matches(&format!("tracing::{level}!(")).count();
+            let targeted = text
+                .matches(&format!("tracing::{level}!(target: LOG_TARGET"))
+                .count();
+            if calls != targeted || (calls > 0 && !text.contains(&want)) {
+                bad.push(p.display().to_string());
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "log macros without `target: LOG_TARGET` (or the wrong target) in {bad:?}"
+    );
+}

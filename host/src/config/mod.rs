@@ -573,9 +573,7 @@ impl PipelineConfig {
     }
 }
 
-/// Most events in one batch: a bound on the memory one batch can take
-/// (batches are allocated for this many events).
-pub const MAX_BATCH_EVENTS: usize = 1_000_000;
+pub use crate::base::settings::MAX_BATCH_EVENTS;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

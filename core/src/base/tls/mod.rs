@@ -10,6 +10,11 @@
 //! ones get the new certificate, and a bad new one leaves the old in place
 //! with one log line saying why.
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::base::tls";
+
 mod reasons;
 mod reloading;
 
@@ -234,7 +239,7 @@ impl ServerTls {
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
         let (current, info) = load_pair(&self.cert_file, &self.key_file)?;
         if let Some(w) = expiry_warning(&self.cert_file, &info) {
-            tracing::warn!("{w}");
+            tracing::warn!(target: LOG_TARGET, "{w}");
         }
         let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
             TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -340,7 +345,7 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| BuildError::key("tls", e.to_string()))?;
         let builder = if !self.verify {
-            tracing::warn!(component, "tls.verify = false: any server certificate is accepted; this connection can be read and changed by anyone in the middle");
+            tracing::warn!(target: LOG_TARGET, component, "tls.verify = false: any server certificate is accepted; this connection can be read and changed by anyone in the middle");
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
@@ -361,7 +366,7 @@ impl ClientTls {
             (Some(cert), Some(key)) => {
                 let (ck, info) = load_pair(cert, key).map_err(|e| BuildError::key("tls", e))?;
                 if let Some(w) = expiry_warning(cert, &info) {
-                    tracing::warn!(component, "{w}");
+                    tracing::warn!(target: LOG_TARGET, component, "{w}");
                 }
                 let key = read_key(key).map_err(|e| BuildError::key("tls", e))?;
                 builder
@@ -414,7 +419,7 @@ impl TlsListener {
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
         if due {
             logged.insert(why, Instant::now());
-            tracing::warn!(component = %self.component, peer = ?from, reason = why, detail, "TLS handshake failed (logged once a minute per reason; all counted in sluice_tls_errors_total)");
+            tracing::warn!(target: LOG_TARGET, component = %self.component, peer = ?from, reason = why, detail, "TLS handshake failed (logged once a minute per reason; all counted in sluice_tls_errors_total)");
         }
     }
 

@@ -8,6 +8,11 @@
 //! with the shared [`Backoff`] until it answers, and then the breaker closes
 //! and batches go to the target again.
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::delivery::breaker";
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,7 +50,7 @@ impl Breaker {
         if self.open.swap(true, Ordering::AcqRel) {
             return;
         }
-        tracing::warn!(%sink, "target down: batches go straight to the fallback while it is probed");
+        tracing::warn!(target: LOG_TARGET, %sink, "target down: batches go straight to the fallback while it is probed");
         let open = self.open.clone();
         let sink = sink.to_string();
         let mut slot = self.probe.lock().expect("breaker lock poisoned");
@@ -58,7 +63,7 @@ impl Breaker {
                 backoff.wait().await;
                 if probe().await {
                     open.store(false, Ordering::Release);
-                    tracing::info!(%sink, probes = backoff.attempts(), "target answers again: batches go to it");
+                    tracing::info!(target: LOG_TARGET, %sink, probes = backoff.attempts(), "target answers again: batches go to it");
                     return;
                 }
             }

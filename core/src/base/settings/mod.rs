@@ -61,7 +61,7 @@ pub fn state_dir() -> Option<PathBuf> {
 }
 
 /// Why a component cannot be built from its config. The topology turns it
-/// into a [`crate::config::ConfigError`] naming the file, line and
+/// into a `ConfigError` (the `sluice` crate's) naming the file, line and
 /// `sources.NAME.KEY`, so `sluice validate` reports it like a parse error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -115,7 +115,7 @@ impl BuildError {
 pub struct BatchConfig {
     /// Most events in one batch.
     #[serde(default = "default_max_events")]
-    #[schemars(range(min = 1, max = crate::config::MAX_BATCH_EVENTS))]
+    #[schemars(range(min = 1, max = MAX_BATCH_EVENTS))]
     pub max_events: usize,
     /// Longest a source holds a partial batch before sending it.
     #[serde(default = "default_max_wait", with = "duration")]
@@ -154,7 +154,7 @@ impl Default for BatchConfig {
 pub struct BatchOverride {
     /// Most events in one batch of this source (instead of `[batch]`'s).
     #[serde(default)]
-    #[schemars(range(min = 1, max = crate::config::MAX_BATCH_EVENTS))]
+    #[schemars(range(min = 1, max = MAX_BATCH_EVENTS))]
     pub max_events: Option<usize>,
     /// Longest this source holds a partial batch (instead of `[batch]`'s).
     #[serde(default, with = "duration::option")]
@@ -298,6 +298,10 @@ impl TypeTag {
     }
 }
 
+/// Most events in one batch: a bound on the memory one batch can take
+/// (batches are allocated for this many events).
+pub const MAX_BATCH_EVENTS: usize = 1_000_000;
+
 /// The task a started source or sink is: it runs until its input closes (a
 /// sink) or it is told to stop (a source), and says how it ended.
 pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
@@ -306,6 +310,7 @@ pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resul
 /// a `[sources.NAME]` or `[sinks.NAME]` table becomes, its `type` dispatch,
 /// and access to the chosen kind through the family's interface. Adding a
 /// kind is one line here plus the kind's own file.
+#[macro_export]
 macro_rules! kinds {
     (
         $(#[$meta:meta])*
@@ -373,7 +378,7 @@ macro_rules! kinds {
         }
     };
 }
-pub(crate) use kinds;
+pub use crate::kinds;
 
 /// `buffer = {...}` of a sink: where the events it has not delivered wait.
 /// `memory` (the default): in its bounded input channel, so a slow sink

@@ -22,6 +22,11 @@
 //! source replay them. With no sink reading them, dead letters are counted
 //! and logged per batch.
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::delivery::dead_letters";
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -508,8 +513,7 @@ impl DeadLetters {
             }
         }
         for (kind, count, message) in kinds {
-            tracing::warn!(
-                component = %self.component,
+            tracing::warn!(target: LOG_TARGET, component = %self.component,
                 count,
                 kind = kind.as_str(),
                 error = %message,
@@ -531,7 +535,7 @@ impl DeadLetters {
         if let Some(mut batch) = self.account(metrics, letters) {
             batch.acks = acks.to_vec();
             if self.out.0.send(0, batch).await.is_err() {
-                tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
+                tracing::error!(target: LOG_TARGET, component = %self.component, "dead-letter sink is gone; dead letters lost");
             }
         }
     }
@@ -546,7 +550,7 @@ impl DeadLetters {
         if let Some(mut batch) = self.account(metrics, letters) {
             batch.acks = acks.to_vec();
             if self.out.0.blocking_send(0, batch).is_err() {
-                tracing::error!(component = %self.component, "dead-letter sink is gone; dead letters lost");
+                tracing::error!(target: LOG_TARGET, component = %self.component, "dead-letter sink is gone; dead letters lost");
             }
         }
     }

@@ -7,6 +7,11 @@
 //! (any nodes of it: the client discovers the rest), or by `cluster = true`
 //! next to a `redis://` URL of one node.
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::base::redis";
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -342,16 +347,16 @@ pub async fn watch_topology(
                         let now = masters(&v);
                         if !now.is_empty() && now != known {
                             if known.is_empty() {
-                                tracing::info!(component = %component, masters = ?now, "redis cluster");
+                                tracing::info!(target: LOG_TARGET, component = %component, masters = ?now, "redis cluster");
                             } else {
-                                tracing::warn!(component = %component, before = ?known, after = ?now, "redis cluster masters changed (failover or resharding)");
+                                tracing::warn!(target: LOG_TARGET, component = %component, before = ?known, after = ?now, "redis cluster masters changed (failover or resharding)");
                                 metrics.topology_changes.fetch_add(1, Relaxed);
                             }
                             known = now;
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(component = %component, error = %e, "CLUSTER SLOTS failed");
+                        tracing::debug!(target: LOG_TARGET, component = %component, error = %e, "CLUSTER SLOTS failed");
                         con = None;
                     }
                 }

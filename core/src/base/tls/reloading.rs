@@ -1,6 +1,11 @@
 //! A listener's certificate read again when its files change: checked
 //! at most once a second, a bad new pair leaving the old one in use.
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::base::tls::reloading";
+
 use super::*;
 
 /// The modification times of a certificate and key file.
@@ -44,13 +49,13 @@ impl Reloading {
         match load_pair(&self.cert_file, &self.key_file) {
             Ok((ck, info)) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = ck;
-                tracing::info!(cert = %self.cert_file.display(), subject = %info.subject, not_after = %at(info.not_after), "TLS certificate reloaded");
+                tracing::info!(target: LOG_TARGET, cert = %self.cert_file.display(), subject = %info.subject, not_after = %at(info.not_after), "TLS certificate reloaded");
                 if let Some(w) = expiry_warning(&self.cert_file, &info) {
-                    tracing::warn!("{w}");
+                    tracing::warn!(target: LOG_TARGET, "{w}");
                 }
             }
             Err(e) => {
-                tracing::error!(cert = %self.cert_file.display(), error = %e, "the new TLS certificate is refused; the old one stays");
+                tracing::error!(target: LOG_TARGET, cert = %self.cert_file.display(), error = %e, "the new TLS certificate is refused; the old one stays");
             }
         }
     }

@@ -2,6 +2,11 @@
 //! URLs, how sluice authenticates (user and password, token, NKey seed or
 //! a `.creds` file) and TLS (the common client `tls` table).
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::base::nats";
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,18 +209,18 @@ impl NatsTarget {
                 async move {
                     match event {
                         async_nats::Event::Disconnected => {
-                            tracing::warn!(component = %name, "nats: disconnected; reconnecting");
+                            tracing::warn!(target: LOG_TARGET, component = %name, "nats: disconnected; reconnecting");
                             m.set_down(Some("disconnected from nats; reconnecting".into()));
                         }
                         async_nats::Event::Connected => {
-                            tracing::info!(component = %name, "nats: connected");
+                            tracing::info!(target: LOG_TARGET, component = %name, "nats: connected");
                             m.set_down(None);
                         }
                         async_nats::Event::SlowConsumer(_) => {}
                         async_nats::Event::Closed | async_nats::Event::Draining => {
-                            tracing::debug!(component = %name, "nats: {event}")
+                            tracing::debug!(target: LOG_TARGET, component = %name, "nats: {event}")
                         }
-                        other => tracing::warn!(component = %name, "nats: {other}"),
+                        other => tracing::warn!(target: LOG_TARGET, component = %name, "nats: {other}"),
                     }
                 }
             });

@@ -21,6 +21,11 @@
 //!   to stop handing out, and the new one goes on with the same open
 //!   buffer (what the old sink still holds comes back to it).
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::delivery::buffer";
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,7 +150,7 @@ impl DiskStage {
         });
         open_map().insert(dir.clone(), open.clone());
         *metrics.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
-        tracing::info!(sink = %name, dir = %dir.display(), "disk buffer open");
+        tracing::info!(target: LOG_TARGET, sink = %name, dir = %dir.display(), "disk buffer open");
         let writer_done = Arc::new(AtomicBool::new(false));
         let writer = write_loop(
             &name,
@@ -172,9 +177,9 @@ impl DiskStage {
         };
         tokio::join!(writer, reader);
         if let Err(e) = buffer.close() {
-            tracing::warn!(sink = %name, error = %e, "disk buffer: saving its pointers at the stop failed; a restart hands out again what was delivered since the last save");
+            tracing::warn!(target: LOG_TARGET, sink = %name, error = %e, "disk buffer: saving its pointers at the stop failed; a restart hands out again what was delivered since the last save");
         }
-        tracing::info!(sink = %name, waiting = buffer.stats().events.load(Ordering::Relaxed), "disk buffer closed");
+        tracing::info!(target: LOG_TARGET, sink = %name, waiting = buffer.stats().events.load(Ordering::Relaxed), "disk buffer closed");
         Ok(())
     }
 }
@@ -192,7 +197,7 @@ async fn open_taking_over(dir: &Path, segment: u64, name: &str) -> anyhow::Resul
             old.ask_to_stop();
             if old.reader_done.load(Ordering::Acquire) {
                 if let Some(b) = old.buffer.upgrade() {
-                    tracing::info!(sink = %name, dir = %dir.display(), "disk buffer taken over from the sink's previous instance");
+                    tracing::info!(target: LOG_TARGET, sink = %name, dir = %dir.display(), "disk buffer taken over from the sink's previous instance");
                     return Ok(b);
                 }
             }
@@ -258,7 +263,7 @@ async fn write_loop(
             }
             if !full_logged {
                 full_logged = true;
-                tracing::warn!(sink = %name, size, max, ?when_full, "disk buffer full");
+                tracing::warn!(target: LOG_TARGET, sink = %name, size, max, ?when_full, "disk buffer full");
             }
             match when_full {
                 WhenFull::Block => {
@@ -326,14 +331,14 @@ async fn write_loop(
             };
             if !failing {
                 failing = true;
-                tracing::error!(sink = %name, error = %error, "disk buffer: write failed; taking no more events until it works");
+                tracing::error!(target: LOG_TARGET, sink = %name, error = %error, "disk buffer: write failed; taking no more events until it works");
             }
             ComponentMetrics::add(&metrics.retries, 1);
             buffer_down(metrics, Some(format!("disk buffer: write failed: {error}")));
             tokio::time::sleep(backoff.next_delay()).await;
         }
         if failing {
-            tracing::info!(sink = %name, "disk buffer: writing again");
+            tracing::info!(target: LOG_TARGET, sink = %name, "disk buffer: writing again");
         }
         buffer_down(metrics, None);
         drop(group);
@@ -354,7 +359,7 @@ fn batch_of(
     let (b, o, f) = (buffer.clone(), open.clone(), failed.clone());
     let ack = Ack::new(move |delivered| {
         if let Err(e) = b.ack(pos, delivered) {
-            tracing::error!(dir = %b.dir().display(), error = %e, "disk buffer: saving an acknowledgement failed");
+            tracing::error!(target: LOG_TARGET, dir = %b.dir().display(), error = %e, "disk buffer: saving an acknowledgement failed");
         }
         if !delivered {
             f.store(true, Ordering::Relaxed);
@@ -384,7 +389,7 @@ async fn read_loop(
     let mut read_failing = false;
     loop {
         if open.stop.load(Ordering::Relaxed) {
-            tracing::info!(sink = %name, "disk buffer: handing over; what waits stays on disk");
+            tracing::info!(target: LOG_TARGET, sink = %name, "disk buffer: handing over; what waits stays on disk");
             break;
         }
         if last_sync.elapsed() >= Duration::from_secs(1) {
@@ -400,7 +405,7 @@ async fn read_loop(
             match buffer.read_retry() {
                 Ok(r) => record = r,
                 Err(e) => {
-                    tracing::error!(sink = %name, error = %e, "disk buffer: reading a record again failed")
+                    tracing::error!(target: LOG_TARGET, sink = %name, error = %e, "disk buffer: reading a record again failed")
                 }
             }
             retry_at = None;
@@ -420,7 +425,7 @@ async fn read_loop(
                 Err(e) => {
                     if !read_failing {
                         read_failing = true;
-                        tracing::error!(sink = %name, error = %e, "disk buffer: reading failed; trying again");
+                        tracing::error!(target: LOG_TARGET, sink = %name, error = %e, "disk buffer: reading failed; trying again");
                     }
                     buffer_down(metrics, Some(format!("disk buffer: reading failed: {e}")));
                     tokio::time::sleep(Duration::from_secs(1)).await;
