@@ -32,7 +32,7 @@ test:
 # Python %-formatter), longer than `just test` runs them (256 cases each):
 # `just fuzz 100000`.
 fuzz cases="20000":
-    PROPTEST_CASES={{cases}} cargo test --release -p sluice -p sluice-core --lib prop_
+    PROPTEST_CASES={{cases}} cargo test --release -p sluice -p sluice-core -p sluice-timeline --lib prop_
     PROPTEST_CASES={{cases}} cargo test --release -p sluice-common prop_
 
 # The soak test (not in CI): HTTP, Redis and rotated-file producers while

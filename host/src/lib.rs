@@ -10,8 +10,9 @@
 //!
 //! # Layout
 //! From the bottom up; a module imports only those listed before it.
-//! [`base`] and [`delivery`] are the crate `sluice-core` (re-exported
-//! here), which cannot import the others.
+//! [`base`] and [`delivery`] are the crate `sluice-core`, and [`timeline`]
+//! the crate `sluice-timeline` (each re-exported here): they cannot import
+//! the others.
 //! - [`base`]: events and packed batches, acknowledgements, outputs and the
 //!   router, metrics, and the settings every component config shares
 //!   (including the `kinds!` registration and `BuildContext`/`BuildError`).
@@ -62,5 +63,5 @@ pub mod plugin;
 pub mod sink;
 pub mod source;
 pub mod testing;
-pub mod timeline;
+pub use sluice_timeline as timeline;
 pub mod topology;

@@ -112,6 +112,7 @@ fn the_crate_graph_in_the_docs_is_the_manifests() {
     let crates = [
         ("sluice", "host/Cargo.toml"),
         ("sluice-core", "core/Cargo.toml"),
+        ("sluice-timeline", "timeline/Cargo.toml"),
         ("sluice-buffer", "buffer/Cargo.toml"),
         ("sluice-common", "common/Cargo.toml"),
     ];
@@ -130,12 +131,12 @@ fn the_crate_graph_in_the_docs_is_the_manifests() {
     assert!(!dependencies("core/Cargo.toml").contains("sluice"));
 }
 
-/// `sluice-core` logs under the targets its modules had in the `sluice`
-/// crate (`sluice::delivery::buffer`, not `sluice_core::...`): every log
+/// `sluice-core` and `sluice-timeline` log under the targets their modules
+/// had in the `sluice` crate (`sluice::delivery::buffer`, not `sluice_core::...`): every log
 /// macro there names its module's `LOG_TARGET`, so log lines and
 /// `RUST_LOG=sluice::...` filters did not change with the split.
 #[test]
-fn the_core_crate_logs_under_sluice_targets() {
+fn the_split_crates_log_under_sluice_targets() {
     fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -146,25 +147,27 @@ fn the_core_crate_logs_under_sluice_targets() {
             }
         }
     }
-    let src = root().join("core/src");
-    let mut all = Vec::new();
-    files(&src, &mut all);
     let mut bad = Vec::new();
-    for p in all {
-        let text = std::fs::read_to_string(&p).unwrap();
-        let module = p.strip_prefix(&src).unwrap().with_extension("");
-        let module = module.to_string_lossy().replace('/', "::");
-        let want = format!(
-            "const LOG_TARGET: &str = \"sluice::{}\";",
-            module.trim_end_matches("::mod")
-        );
-        for level in ["error", "warn", "info", "debug", "trace"] {
-            let calls = text.matches(&format!("tracing::{level}!(")).count();
-            let targeted = text
-                .matches(&format!("tracing::{level}!(target: LOG_TARGET"))
-                .count();
-            if calls != targeted || (calls > 0 && !text.contains(&want)) {
-                bad.push(p.display().to_string());
+    for (src, krate) in [("core/src", ""), ("timeline/src", "timeline::")] {
+        let src = root().join(src);
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        for p in all {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let module = p.strip_prefix(&src).unwrap().with_extension("");
+            let module = module.to_string_lossy().replace('/', "::");
+            let want = format!(
+                "const LOG_TARGET: &str = \"sluice::{krate}{}\";",
+                module.trim_end_matches("::mod")
+            );
+            for level in ["error", "warn", "info", "debug", "trace"] {
+                let calls = text.matches(&format!("tracing::{level}!(")).count();
+                let targeted = text
+                    .matches(&format!("tracing::{level}!(target: LOG_TARGET"))
+                    .count();
+                if calls != targeted || (calls > 0 && !text.contains(&want)) {
+                    bad.push(p.display().to_string());
+                }
             }
         }
     }

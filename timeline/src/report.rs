@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::read::{format_time, LogFile, Record};
 use super::{Mode, Options, Summary};
-use crate::base::event::value_text;
+use sluice_core::base::event::value_text;
 
 /// The report's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -382,7 +382,7 @@ pub fn percentile(sorted: &[i64], p: f64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::tests::record;
+    use crate::tests::record;
 
     #[test]
     fn latencies_past_the_exact_samples_stay_within_their_precision() {

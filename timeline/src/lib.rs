@@ -68,7 +68,7 @@ pub struct Options {
     /// Log time after which an idle request is considered finished.
     pub request_timeout_us: i64,
     /// Keys for `.age` files.
-    pub identities: Option<crate::base::crypt::Identities>,
+    pub identities: Option<sluice_core::base::crypt::Identities>,
 }
 
 impl Default for Options {

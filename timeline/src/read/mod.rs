@@ -1,6 +1,11 @@
 //! Reading JSON-lines logs for the timeline: finding files, parsing lines
 //! and their clocks, and merging files in time order.
 
+/// Where this module logs: the target it had when it was part of the
+/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
+/// lines stay as they were.
+const LOG_TARGET: &str = "sluice::timeline::read";
+
 mod files;
 mod times;
 
@@ -19,7 +24,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::value::RawValue;
 
 use super::spill::{Spill, SpillReader};
-use crate::base::event::{dotted, top_fields, value_text};
+use sluice_core::base::event::{dotted, top_fields, value_text};
 
 /// Field names that may hold an event's time, in order of preference.
 const TIME_FIELDS: [&str; 5] = ["timestamp", "time", "ts", "@timestamp", "datetime"];
@@ -134,7 +139,7 @@ pub struct ParseOptions {
     /// Where the time, level and message are, when not in the usual fields.
     pub fields: FieldNames,
     /// Keys for `.age` files.
-    pub identities: Option<crate::base::crypt::Identities>,
+    pub identities: Option<sluice_core::base::crypt::Identities>,
 }
 
 /// Fields of the time, level and message (dotted paths allowed), for
@@ -308,16 +313,16 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
         // One file that cannot be decrypted (another key, a hostile
         // header) does not stop the timeline of the others.
         Err(e)
-            if crate::base::crypt::Packing::of(&log.path).encrypted
+            if sluice_core::base::crypt::Packing::of(&log.path).encrypted
                 && opts.identities.is_some() =>
         {
-            tracing::warn!(path = %log.path.display(), error = %format!("{e:#}"), "cannot decrypt this file: left out of the timeline");
+            tracing::warn!(target: LOG_TARGET, path = %log.path.display(), error = %format!("{e:#}"), "cannot decrypt this file: left out of the timeline");
             eprintln!("warning: {e:#}: left out of the timeline");
             Box::new(std::io::BufReader::new(std::io::empty()))
         }
         Err(e) => return Err(e),
     };
-    let packed = crate::base::crypt::Packing::of(&log.path).packed();
+    let packed = sluice_core::base::crypt::Packing::of(&log.path).packed();
     let (spill, mut writer) = Spill::create()?;
     let mut scan = Scan {
         sorted: true,
@@ -334,7 +339,7 @@ pub fn scan(file: usize, log: &LogFile, opts: &ParseOptions) -> anyhow::Result<S
             // A compressed or encrypted file cut short (its writer was
             // killed): what came before the cut is read.
             Err(e) if packed && e.kind() != std::io::ErrorKind::InvalidInput => {
-                tracing::warn!(path = %log.path.display(), error = %e, "file cut short: reading it up to here");
+                tracing::warn!(target: LOG_TARGET, path = %log.path.display(), error = %e, "file cut short: reading it up to here");
                 break;
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", log.path.display())),
@@ -639,7 +644,7 @@ mod props {
         /// Any line of a log file: a record, nothing, or a problem.
         #[test]
         fn prop_timeline_lines_never_panic(line in "\\PC{0,200}", json in any::<bool>()) {
-            let (log, opts) = crate::timeline::tests::fixture();
+            let (log, opts) = crate::tests::fixture();
             let line = if json { format!("{{\"timestamp\":\"{line}\",\"service\":1,\"message\":{}}}", serde_json::Value::from(line.clone())) } else { line };
             let _ = parse_line(&line, 0, 1, &log, &opts);
             let _ = parse_time_str(&line);

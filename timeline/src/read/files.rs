@@ -32,7 +32,7 @@ pub(super) fn is_log_file(path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let name = crate::base::crypt::Packing::strip(&name);
+    let name = sluice_core::base::crypt::Packing::strip(&name);
     // A rotated file, as sluice's file sink and logrotate name it: `NAME.log.3`.
     let name = match name.rsplit_once('.') {
         Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
@@ -89,11 +89,11 @@ pub(super) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// decompressing `.gz`.
 pub fn open(
     path: &Path,
-    identities: Option<&crate::base::crypt::Identities>,
+    identities: Option<&sluice_core::base::crypt::Identities>,
 ) -> anyhow::Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    crate::base::crypt::unpack(path, file, identities).with_context(|| {
-        match crate::base::crypt::Packing::of(path).encrypted && identities.is_none() {
+    sluice_core::base::crypt::unpack(path, file, identities).with_context(|| {
+        match sluice_core::base::crypt::Packing::of(path).encrypted && identities.is_none() {
             true => format!("cannot read {} (give --identity KEYFILE)", path.display()),
             false => format!("cannot read {}", path.display()),
         }

@@ -347,8 +347,8 @@ mod tests {
         assert_eq!(back, v);
     }
 
-    fn hop(from: &str, to: &str, requests: u64) -> crate::timeline::Hop {
-        crate::timeline::Hop {
+    fn hop(from: &str, to: &str, requests: u64) -> crate::Hop {
+        crate::Hop {
             from: from.into(),
             to: to.into(),
             requests,
@@ -395,7 +395,7 @@ mod tests {
         let mut m = Marks::default();
         for i in 0..1_000_000u64 {
             let level = if i % 1000 == 0 { "error" } else { "info" };
-            let r = crate::timeline::tests::record(&format!(
+            let r = crate::tests::record(&format!(
                 "{{\"ts\":{},\"service\":\"api\",\"level\":\"{level}\",\"message\":\"m{i}\"}}",
                 1_795_428_000_000u64 + i
             ));

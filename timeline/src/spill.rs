@@ -397,7 +397,7 @@ impl<R: BufRead> SpillReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::read::{parse_line, ComponentBy, LogFile, ParseOptions};
+    use crate::read::{parse_line, ComponentBy, LogFile, ParseOptions};
 
     fn show(r: &Record) -> String {
         format!(

@@ -10,8 +10,8 @@ pub fn parse_time(raw: &RawValue) -> Option<i64> {
     let text = raw.get();
     // The pipeline's own reader first: exact decimals, numbers in s, ms,
     // µs or ns, any offset.
-    let auto = &crate::base::timestamp::TimeFormat::Auto;
-    if let Some(t) = crate::base::timestamp::parse_json(text, auto) {
+    let auto = &sluice_core::base::timestamp::TimeFormat::Auto;
+    if let Some(t) = sluice_core::base::timestamp::parse_json(text, auto) {
         return i64::try_from(t.unix_nanos().div_euclid(1000)).ok();
     }
     if text.starts_with('"') {
