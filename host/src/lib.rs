@@ -10,9 +10,10 @@
 //!
 //! # Layout
 //! From the bottom up; a module imports only those listed before it.
-//! [`base`] and [`delivery`] are the crate `sluice-core`, and [`timeline`]
-//! the crate `sluice-timeline` (each re-exported here): they cannot import
-//! the others.
+//! [`base`] and [`delivery`] are the crate `sluice-core`, [`source`] and
+//! [`sink`] the crate `sluice-components`, and [`timeline`] the crate
+//! `sluice-timeline` (each re-exported here): none can import what is
+//! above it.
 //! - [`base`]: events and packed batches, acknowledgements, outputs and the
 //!   router, metrics, and the settings every component config shares
 //!   (including the `kinds!` registration and `BuildContext`/`BuildError`).
@@ -60,8 +61,8 @@ pub mod cli;
 pub mod config;
 pub use sluice_core::delivery;
 pub mod plugin;
-pub mod sink;
-pub mod source;
+pub use sluice_components::sink;
+pub use sluice_components::source;
 pub mod testing;
 pub use sluice_timeline as timeline;
 pub mod topology;

@@ -549,3 +549,23 @@ async fn nats_settings_are_checked_at_their_key() {
     .await;
     assert_at(&e, 10, "sinks.q.id_field", "is for JetStream");
 }
+
+/// A sink's settings compare equal whatever its inputs and where in the
+/// file it is (what a reload reads to keep a sink running).
+#[test]
+fn same_settings_ignores_inputs_and_positions() {
+    use sluice::config::PipelineConfig;
+    use sluice::sink::SinkConfig;
+    use std::path::Path;
+    fn key(text: &str) -> SinkConfig {
+        let c = PipelineConfig::parse(Path::new("p.toml"), text).unwrap();
+        c.sinks[0].config.clone()
+    }
+    let base = "[sources.a]\ntype = \"stdin\"\n[sources.b]\ntype = \"stdin\"\n[sinks.out]\ntype = \"file\"\npath = \"x.log\"\ninputs = [\"a\"]\n";
+    let moved = format!(
+        "# a comment\n\n{}",
+        base.replace("[\"a\"]", "[\"a\", \"b\"]")
+    );
+    assert!(key(base).same_settings(&key(&moved)));
+    assert!(!key(base).same_settings(&key(&base.replace("x.log", "y.log"))));
+}

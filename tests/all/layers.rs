@@ -111,6 +111,7 @@ fn the_crate_graph_in_the_docs_is_the_manifests() {
         .collect();
     let crates = [
         ("sluice", "host/Cargo.toml"),
+        ("sluice-components", "components/Cargo.toml"),
         ("sluice-core", "core/Cargo.toml"),
         ("sluice-timeline", "timeline/Cargo.toml"),
         ("sluice-buffer", "buffer/Cargo.toml"),
@@ -129,9 +130,10 @@ fn the_crate_graph_in_the_docs_is_the_manifests() {
         assert_eq!(&real, deps, "{name}'s sluice dependencies ({path})");
     }
     assert!(!dependencies("core/Cargo.toml").contains("sluice"));
+    assert!(!dependencies("components/Cargo.toml").contains("sluice"));
 }
 
-/// `sluice-core` and `sluice-timeline` log under the targets their modules
+/// The crates split from `sluice` log under the targets their modules
 /// had in the `sluice` crate (`sluice::delivery::buffer`, not `sluice_core::...`): every log
 /// macro there names its module's `LOG_TARGET`, so log lines and
 /// `RUST_LOG=sluice::...` filters did not change with the split.
@@ -148,7 +150,11 @@ fn the_split_crates_log_under_sluice_targets() {
         }
     }
     let mut bad = Vec::new();
-    for (src, krate) in [("core/src", ""), ("timeline/src", "timeline::")] {
+    for (src, krate) in [
+        ("components/src", ""),
+        ("core/src", ""),
+        ("timeline/src", "timeline::"),
+    ] {
         let src = root().join(src);
         let mut all = Vec::new();
         files(&src, &mut all);
