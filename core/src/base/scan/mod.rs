@@ -764,6 +764,15 @@ mod tests {
         assert!(e.starts_with("EOF while parsing a value"), "{e}");
     }
 
+    /// `text` cut at `cut` bytes, or at the character boundary before.
+    fn cut_at(text: &str, cut: usize) -> &str {
+        let mut cut = cut.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &text[..cut]
+    }
+
     /// JSON-ish text: the bytes JSON is made of, in any order.
     fn jsonish() -> impl proptest::strategy::Strategy<Value = String> {
         proptest::string::string_regex(
@@ -826,11 +835,7 @@ mod tests {
         #[test]
         fn prop_cut_errors_are_serdes(v in json_value(), cut in 1usize..200) {
             let text = format!("{{\"a\":[{v},{{\"b\":{v}}}]}}");
-            let mut cut = cut.min(text.len());
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let text = &text[..cut];
+            let text = cut_at(&text, cut);
             // (At the end of the text serde names the last byte's column,
             // sluice the one after it: the messages are compared alone.)
             let what = |e: String| match e.starts_with("EOF") {
@@ -842,11 +847,7 @@ mod tests {
             proptest::prop_assert_eq!(ours, serdes, "{:?}", text);
             // The same, read by the path that catches nested values.
             let text = format!("{{\"a\":{{\"x\":{v},\"b\":{v}}}}}");
-            let mut cut = cut.min(text.len());
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let text = &text[..cut];
+            let text = cut_at(&text, cut);
             let heads = [head("a", Some("b"))];
             let ours = scan(text, &heads, filter(&heads), &mut [None]).err().map(what);
             let serdes = serde_json::from_str::<serde_json::Value>(text).err().map(|e| what(e.to_string()));
@@ -857,11 +858,7 @@ mod tests {
         #[test]
         fn prop_cut_objects(v in json_value(), cut in 0usize..200) {
             let text = format!("{{\"a\":{v}}}");
-            let mut cut = cut.min(text.len());
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let text = &text[..cut];
+            let text = cut_at(&text, cut);
             proptest::prop_assert_eq!(scan(text, &[], filter(&[]), &mut []).is_ok(), serde_takes(text), "{:?}", text);
         }
     }
