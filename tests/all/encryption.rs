@@ -331,8 +331,11 @@ inputs = ["gen"]
     let config = parse(d.path(), &toml(&new)).unwrap();
     reload.reload(config).await.unwrap();
     let at_reload = counts(&metrics, "vault").events_out;
+    // Events counted after the reload returned include the old sink's last
+    // batches (its input drained under the old key; one run saw 4 such):
+    // 2,000 more than asserted below leave room for them.
     until("events under the new key", 30, || {
-        counts(&metrics, "vault").events_out > at_reload + 4000
+        counts(&metrics, "vault").events_out > at_reload + 6000
     })
     .await;
     let new_print = counts(&metrics, "vault").recipients.unwrap().0;
