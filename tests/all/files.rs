@@ -7,29 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::util::{parse, plan_error, read_json_lines, run, write_json_lines};
+use crate::util::{parse, plan_error, read_json_lines, run, tree, write_json_lines};
 
 /// Today's date as the sink writes it (UTC).
 fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-/// Every file under `dir`, relative to it, sorted.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 /// The content of a file, gunzipped (every member) if it ends in `.gz`.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::util::root;
+use crate::util::{root, tree};
 
 fn manifest(path: &str) -> toml::Table {
     let text = std::fs::read_to_string(root().join(path)).unwrap();
@@ -139,16 +139,6 @@ fn the_crate_graph_in_the_docs_is_the_manifests() {
 /// `RUST_LOG=sluice::...` filters did not change with the split.
 #[test]
 fn the_split_crates_log_under_sluice_targets() {
-    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                files(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
     let mut bad = Vec::new();
     for (src, krate) in [
         ("components/src", ""),
@@ -156,24 +146,23 @@ fn the_split_crates_log_under_sluice_targets() {
         ("timeline/src", "timeline::"),
     ] {
         let src = root().join(src);
-        let mut all = Vec::new();
-        files(&src, &mut all);
-        for p in all {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let module = p.strip_prefix(&src).unwrap().with_extension("");
-            let module = module.to_string_lossy().replace('/', "::");
+        for file in tree(&src).into_iter().filter(|f| f.ends_with(".rs")) {
+            let text = std::fs::read_to_string(src.join(&file)).unwrap();
+            let module = file.trim_end_matches(".rs").trim_end_matches("/mod");
             let want = format!(
                 "const LOG_TARGET: &str = \"sluice::{krate}{}\";",
-                module.trim_end_matches("::mod")
+                module.replace('/', "::")
             );
-            for level in ["error", "warn", "info", "debug", "trace"] {
-                let calls = text.matches(&format!("tracing::{level}!(")).count();
-                let targeted = text
-                    .matches(&format!("tracing::{level}!(target: LOG_TARGET"))
-                    .count();
-                if calls != targeted || (calls > 0 && !text.contains(&want)) {
-                    bad.push(p.display().to_string());
-                }
+            let levels = ["error", "warn", "info", "debug", "trace"];
+            let count = |how: &str| -> usize {
+                levels
+                    .iter()
+                    .map(|level| text.matches(&format!("tracing::{level}!({how}")).count())
+                    .sum()
+            };
+            let calls = count("");
+            if calls != count("target: LOG_TARGET") || (calls > 0 && !text.contains(&want)) {
+                bad.push(file);
             }
         }
     }
