@@ -513,10 +513,9 @@ impl<'a> Scanner<'a> {
         self.value_other()
     }
 
-    /// [`Scanner::value`] for what is not a string.
+    /// [`Scanner::value`] for what is not a string (read there).
     fn value_other(&mut self) -> Result<(), Fail> {
         match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
             Some(b'{') => {
                 // Skipped: its keys are checked, not read.
                 self.enter()?;
@@ -834,24 +833,22 @@ mod tests {
         /// at serde's place.
         #[test]
         fn prop_cut_errors_are_serdes(v in json_value(), cut in 1usize..200) {
-            let text = format!("{{\"a\":[{v},{{\"b\":{v}}}]}}");
-            let text = cut_at(&text, cut);
             // (At the end of the text serde names the last byte's column,
             // sluice the one after it: the messages are compared alone.)
             let what = |e: String| match e.starts_with("EOF") {
                 true => e.split(" at line").next().unwrap_or_default().to_string(),
                 false => e,
             };
-            let ours = scan(text, &[], filter(&[]), &mut []).err().map(what);
-            let serdes = serde_json::from_str::<serde_json::Value>(text).err().map(|e| what(e.to_string()));
-            proptest::prop_assert_eq!(ours, serdes, "{:?}", text);
-            // The same, read by the path that catches nested values.
-            let text = format!("{{\"a\":{{\"x\":{v},\"b\":{v}}}}}");
-            let text = cut_at(&text, cut);
-            let heads = [head("a", Some("b"))];
-            let ours = scan(text, &heads, filter(&heads), &mut [None]).err().map(what);
-            let serdes = serde_json::from_str::<serde_json::Value>(text).err().map(|e| what(e.to_string()));
-            proptest::prop_assert_eq!(ours, serdes, "{:?}", text);
+            // Skipped whole, and read by the path that catches nested values.
+            for (text, heads) in [
+                (format!("{{\"a\":[{v},{{\"b\":{v}}}]}}"), vec![]),
+                (format!("{{\"a\":{{\"x\":{v},\"b\":{v}}}}}"), vec![head("a", Some("b"))]),
+            ] {
+                let text = cut_at(&text, cut);
+                let ours = scan(text, &heads, filter(&heads), &mut vec![None; heads.len()]).err().map(what);
+                let serdes = serde_json::from_str::<serde_json::Value>(text).err().map(|e| what(e.to_string()));
+                proptest::prop_assert_eq!(ours, serdes, "{:?}", text);
+            }
         }
 
         /// Cut anywhere, an object is refused as serde refuses it.
