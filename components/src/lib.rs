@@ -11,6 +11,11 @@
 //! - [`sink`]: `stdout`, `file` (templated paths, rotation, gzip,
 //!   retention), `redis`, `nats`, `otlp`, `syslog`, `alert`, `hops`,
 //!   `metric`, and on one HTTP core `http`, `elasticsearch` and `loki`.
+//!
+//! Its modules log under the targets they had in the `sluice` crate
+//! (`sluice::{module}`, not this crate's name), so log lines and
+//! `RUST_LOG=sluice::...` filters did not change when it was split off: each
+//! module that logs names its `LOG_TARGET` (`tests/all/layers.rs` checks).
 
 // The layers below, under the names the kinds' files use for them.
 use sluice_core::{base, delivery};

@@ -11,6 +11,11 @@
 //!   `BuildContext`/`BuildError`).
 //! - [`delivery`]: dead letters, the one jittered `Backoff`, the fallback
 //!   circuit breaker, the disk buffer's glue.
+//!
+//! Its modules log under the targets they had in the `sluice` crate
+//! (`sluice::{module}`, not this crate's name), so log lines and
+//! `RUST_LOG=sluice::...` filters did not change when it was split off: each
+//! module that logs names its `LOG_TARGET` (`tests/all/layers.rs` checks).
 
 pub mod base;
 pub mod delivery;

@@ -20,6 +20,11 @@
 //!   per hop, within 1/2048 past that (see [`Latencies`]);
 //! - a lost request is one whose last component is not the one where most
 //!   multi-component requests end.
+//!
+//! Its modules log under the targets they had in the `sluice` crate
+//! (`sluice::{module}`, not this crate's name), so log lines and
+//! `RUST_LOG=sluice::...` filters did not change when it was split off: each
+//! module that logs names its `LOG_TARGET` (`tests/all/layers.rs` checks).
 
 mod html;
 pub mod read;

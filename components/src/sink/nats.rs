@@ -14,9 +14,7 @@
 //! `jetstream = false` publishes on core NATS: at most once, nothing is
 //! stored or acknowledged, for subscribers that are there at the time.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::nats";
 
 use std::time::{Duration, Instant};

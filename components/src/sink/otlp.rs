@@ -12,9 +12,7 @@
 //! An answer with `partial_success` (records the receiver dropped) is
 //! logged with its reason: OTLP does not say which records those were.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::otlp";
 
 use std::collections::BTreeMap;

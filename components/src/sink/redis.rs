@@ -21,9 +21,7 @@
 //! again, not written again; only one whose connection was lost (a master
 //! gone) is written again (at least once).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::redis";
 
 use std::time::{Duration, Instant};

@@ -17,9 +17,7 @@
 //! `fallback`, if there is one, and the breaker sends the next batches
 //! there until a probe connects again.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::syslog";
 
 use std::sync::Arc;

@@ -16,9 +16,7 @@
 //! nothing twice. An event that fails again becomes a new record with one
 //! attempt more, which this source picks up in turn.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::dead_letters";
 
 use std::collections::VecDeque;

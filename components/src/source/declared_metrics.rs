@@ -13,9 +13,7 @@
 //! "value"}` (histograms: `count`, `sum`, cumulative `buckets`). A last
 //! snapshot is sent when the pipeline stops.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::declared_metrics";
 
 use std::time::Duration;

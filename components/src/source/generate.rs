@@ -3,9 +3,7 @@
 //! services, request ids shared across services, and messages that carry
 //! emails, IP addresses and card numbers for masking to find.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::generate";
 
 use std::io::Write as _;

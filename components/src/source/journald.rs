@@ -15,9 +15,7 @@
 //! - journalctl ending (the journal rotated away, a crash) is logged and
 //!   it is started again from the last cursor read, after a backoff.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::journald";
 
 use std::collections::{BTreeMap, VecDeque};

@@ -4,9 +4,7 @@
 //! shared machinery here: turning lines into events ([`LineDecoder`]) and
 //! gathering events into batches ([`Batcher`]).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source";
 
 pub mod checkpoint;

@@ -21,9 +21,7 @@
 //! published while sluice is not subscribed, or in flight when it stops,
 //! is gone. Payloads are read as the file source reads lines (`format`).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::nats";
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -22,9 +22,7 @@
 //! what a killed process delivers again is bounded however slow the sinks
 //! are, not by the depth of the pipeline's channels.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::redis_list";
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,8 +1,6 @@
 //! `type = "stdin"`: lines from standard input.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::stdin";
 
 use serde::Deserialize;

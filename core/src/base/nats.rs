@@ -2,9 +2,7 @@
 //! URLs, how sluice authenticates (user and password, token, NKey seed or
 //! a `.creds` file) and TLS (the common client `tls` table).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::base::nats";
 
 use std::path::PathBuf;

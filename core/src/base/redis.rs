@@ -7,9 +7,7 @@
 //! (any nodes of it: the client discovers the rest), or by `cluster = true`
 //! next to a `redis://` URL of one node.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::base::redis";
 
 use std::sync::atomic::Ordering::Relaxed;

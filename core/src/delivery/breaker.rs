@@ -8,9 +8,7 @@
 //! with the shared [`Backoff`] until it answers, and then the breaker closes
 //! and batches go to the target again.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::delivery::breaker";
 
 use std::future::Future;

@@ -21,9 +21,7 @@
 //!   to stop handing out, and the new one goes on with the same open
 //!   buffer (what the old sink still holds comes back to it).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::delivery::buffer";
 
 use std::collections::HashMap;

@@ -22,9 +22,7 @@
 //! source replay them. With no sink reading them, dead letters are counted
 //! and logged per batch.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::delivery::dead_letters";
 
 use std::collections::{BTreeMap, BTreeSet};

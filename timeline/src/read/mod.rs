@@ -1,9 +1,7 @@
 //! Reading JSON-lines logs for the timeline: finding files, parsing lines
 //! and their clocks, and merging files in time order.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::timeline::read";
 
 mod files;

@@ -1,9 +1,7 @@
 //! Where alerts go: a webhook (on the network sinks' HTTP core) and email
 //! over SMTP (lettre), each attempt retried with the shared backoff.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::alert::channels";
 
 use std::collections::BTreeMap;

@@ -15,9 +15,7 @@
 //! with the shared backoff for `retry_for`; a notification still not sent
 //! then is logged and counted in `sluice_alerts_total{result="failed"}`.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::alert";
 
 mod channels;

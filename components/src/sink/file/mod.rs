@@ -10,9 +10,7 @@
 //! Batches are dropped, which acknowledges their events to the source, only
 //! once written and, with `sync`, once synced.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::file";
 
 mod format;

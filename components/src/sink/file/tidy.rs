@@ -1,9 +1,7 @@
 //! Work on closed files, off the write path: gzip them, then delete what
 //! `keep_for` and `keep_files` no longer keep. One thread per sink.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::file::tidy";
 
 use std::collections::HashSet;

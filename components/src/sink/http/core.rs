@@ -9,9 +9,7 @@
 //! other answer refused for good: those events go to the dead letters with
 //! the answer's reason, never retried for ever.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::http::core";
 
 use std::collections::BTreeMap;

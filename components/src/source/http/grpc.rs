@@ -13,9 +13,7 @@
 //! message before any handler could count what decoding takes, so the
 //! codec here hands over the bytes and the handler decodes them.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::http::grpc";
 
 use std::convert::Infallible;

@@ -6,9 +6,7 @@
 //! not the connections ever made. Dropping the acceptor drops every
 //! connection still open (and what it streams, such as a tap).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::http::listener";
 
 use std::future::Future;

@@ -11,9 +11,7 @@
 //! With `ack = "delivered"` the response waits until every sink has written
 //! the events (or `ack_timeout` passes: `504`).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::http";
 
 mod body;

@@ -2,9 +2,7 @@
 //! claims, new entries), delivery as batches whose acknowledgement XACKs
 //! them, and the tidying of idle consumers.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::redis::group";
 
 use super::*;

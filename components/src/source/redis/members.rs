@@ -2,9 +2,7 @@
 //! is alive (a sorted set and an epoch), which partitions are whose, and
 //! the reading of one's own partitions with takeover from a former owner.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::redis::members";
 
 use super::*;

@@ -34,9 +34,7 @@
 //! `entries` (replies made into events), `group` (one read of a stream,
 //! delivery and acknowledgement), `members` (who reads which partition).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::redis";
 
 mod entries;

@@ -18,9 +18,7 @@
 //! full pipeline pushes back by no longer reading (the sender's socket
 //! buffer fills), as rsyslog expects of a receiver.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::syslog";
 
 pub mod parse;

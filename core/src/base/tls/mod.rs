@@ -10,9 +10,7 @@
 //! ones get the new certificate, and a bad new one leaves the old in place
 //! with one log line saying why.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::base::tls";
 
 mod reasons;

@@ -1,9 +1,7 @@
 //! A listener's certificate read again when its files change: checked
 //! at most once a second, a bad new pair leaving the old one in use.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::base::tls::reloading";
 
 use super::*;

@@ -2,9 +2,7 @@
 //! by size and time, the least recently used file closed past
 //! `max_open_files`. Blocking I/O, run off the async threads.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::file::writer";
 
 mod outfile;
@@ -13,8 +11,6 @@ mod rotate;
 use self::{outfile::*, rotate::*};
 
 use std::collections::HashSet;
-
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::format::Formatter;
 use super::sealed::Stream;

@@ -2,9 +2,7 @@
 //! pending bytes, sealed with age when the sink encrypts, synced, and
 //! known by its inode and links (moved or deleted under the sink).
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::file::writer::outfile";
 
 use super::*;

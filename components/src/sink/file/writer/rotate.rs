@@ -1,9 +1,7 @@
 //! Finishing a file: rotation by size or age to the next free number,
 //! compression and sealing handed to the tidy thread.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::sink::file::writer::rotate";
 
 use super::*;

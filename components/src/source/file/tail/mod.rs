@@ -1,9 +1,7 @@
 //! The reading half of the file source: finding files, reading what they
 //! add, following rotations and truncations, and saving positions.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::file::tail";
 
 mod read;

@@ -2,9 +2,7 @@
 //! truncation caught and what it would lose rescued, long lines cut or
 //! dead-lettered, multi-line records held until whole.
 
-/// Where this module logs: the target it had when it was part of the
-/// `sluice` crate, so that log filters (`RUST_LOG=sluice::...`) and log
-/// lines stay as they were.
+/// This module's log target, as in the `sluice` crate (see the crate's docs).
 const LOG_TARGET: &str = "sluice::source::file::tail::read";
 
 use super::*;
